@@ -1,0 +1,32 @@
+# Two entry points: `make demo` (the main job, no broker, no server) and
+# `make test` (the whole suite). Each sets up .venv from scratch if needed.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install --disable-pip-version-check -q
+
+.PHONY: demo test bench clean
+
+$(VENV)/.core-installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) -e .
+	touch $@
+
+# torch==2.13.0 first: the CPU build on disk; the package's own range admits it,
+# so the ml extra pulls nothing bigger.
+$(VENV)/.test-installed: pyproject.toml $(VENV)/.core-installed
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[ml,kafka,test]'
+	touch $@
+
+demo: $(VENV)/.core-installed
+	$(VENV)/bin/fairwatch demo
+
+test: $(VENV)/.test-installed
+	$(PY) -m pytest
+
+bench: $(VENV)/.test-installed
+	$(PY) -m benchmarks.core
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Adapters that feed the fairwatch core: files (the embedded default), Kafka."""

@@ -1,0 +1,90 @@
+"""The ``fairwatch`` command line.
+
+Subcommands of the core live here; adapters (``consumers``, ``alerts``,
+``dashboards``) contribute theirs through the ``fairwatch.commands`` entry
+point group, so the core never imports them. Every error ends as one line
+on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib.metadata import entry_points
+
+from monitor import __version__
+from monitor.config import ConfigError
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for, worded for one line."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line, not a usage dump."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by every command that runs the pipeline."""
+    parser.add_argument("--config", metavar="TOML", help="configuration file ([monitor] table)")
+    parser.add_argument("--min-group-size", type=int, help="groups below this take no part in alert gaps (30)")
+    parser.add_argument("--privacy-floor", type=int, help="groups below this are never exported as rates (10)")
+    parser.add_argument(
+        "--intersection", action="append", metavar="A&B", help="track an intersection of attributes, e.g. race&sex"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="fairwatch", description="Streaming fairness monitor for deployed models.")
+    parser.add_argument("--version", action="version", version=f"fairwatch {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    commands.required = True
+    from monitor import demo
+
+    demo.register(commands)
+    try:
+        from monitor.scorer import command as score_command
+    except ImportError:  # the scorer is optional until its module lands
+        score_command = None
+    if score_command is not None and hasattr(score_command, "register"):
+        score_command.register(commands)
+    for entry in sorted(entry_points(group="fairwatch.commands"), key=lambda e: e.name):
+        entry.load()(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except (UsageError, ConfigError) as exc:
+        print(f"fairwatch {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"fairwatch {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def config_from_args(args: argparse.Namespace, **overrides):
+    """The MonitorConfig of a command: --config file, then flags, then ``overrides``."""
+    from monitor.config import load_config
+
+    intersections = None
+    if getattr(args, "intersection", None):
+        intersections = [spec.split("&") for spec in args.intersection]
+    flags = {
+        "min_group_size": getattr(args, "min_group_size", None),
+        "privacy_floor": getattr(args, "privacy_floor", None),
+        "intersections": intersections,
+    }
+    return load_config(getattr(args, "config", None), **{**flags, **overrides})

@@ -1,0 +1,159 @@
+"""Prediction and outcome events: the wire contract, parsed and validated fast.
+
+Bad input is data: :func:`EventParser.parse` returns a :class:`Rejection`
+with a bounded reason code and a one-line human message instead of raising.
+
+>>> parser = EventParser()
+>>> ev = parser.parse(b'{"event_id": "a1", "ts": "2026-11-22T10:00:00Z", '
+...                   b'"prediction": 1, "groups": {"sex": "Male"}}')
+>>> ev.event_id, ev.prediction, ev.ts
+('a1', 1, 1795341600.0)
+>>> parser.parse(b'{"event_id": "a1", "prediction": 1, "groups": {}, "label": 7}').message
+'unknown label 7 (expected 0, 1 or null) at `$.label`'
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Annotated, Union
+
+import msgspec
+
+DEFAULT_MODEL = "default"
+MAX_EVENT_BYTES = 1 << 20
+MAX_TEXT_CHARS = 20_000
+MAX_EVENT_ID_CHARS = 256
+
+EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_EVENT_ID_CHARS)]
+Timestamp = Union[datetime, float, None]
+
+
+class Event(msgspec.Struct, kw_only=True):
+    """One line of the stream: a prediction, or an outcome (``label`` only).
+
+    After :meth:`EventParser.parse`, ``ts`` is epoch seconds, ``model`` is set
+    and ``prediction`` is 0 or 1 for predictions and None for outcomes.
+    """
+
+    event_id: EventId
+    ts: Timestamp = None
+    model: Union[str, None] = None
+    model_version: Union[str, None] = None
+    prediction: Union[int, None] = None
+    score: Union[float, None] = None
+    groups: Union[dict[str, str], None] = None
+    text: Union[str, None] = None
+    label: Union[int, None] = None
+
+    @property
+    def is_outcome(self) -> bool:
+        return self.prediction is None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why an input was refused. ``reason`` is one of metric_names.REJECTION_REASONS."""
+
+    reason: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.message}"
+
+
+def classify_validation_error(message: str) -> str:
+    """Map a msgspec error message to a bounded rejection reason."""
+    if message.startswith("Object missing required field"):
+        return "missing_field"
+    if message.startswith("Expected"):
+        return "wrong_type" if "length" not in message else "bad_value"
+    return "bad_value"
+
+
+def to_epoch_seconds(ts: datetime | float | None, default: float) -> float:
+    if ts is None:
+        return default
+    if type(ts) is datetime:
+        if ts.tzinfo is None:  # a naive time in an event is read as UTC
+            ts = ts.replace(tzinfo=timezone.utc)
+        return ts.timestamp()
+    return float(ts)
+
+
+class EventParser:
+    """Decode and validate JSON events.
+
+    ``threshold``: when an event carries a ``score`` but no ``prediction``,
+    the prediction is ``score >= threshold``; without it such an event is
+    refused. ``now`` gives the time of events without ``ts``.
+    """
+
+    def __init__(
+        self,
+        *,
+        default_model: str = DEFAULT_MODEL,
+        threshold: float | None = None,
+        max_event_bytes: int = MAX_EVENT_BYTES,
+        max_text_chars: int = MAX_TEXT_CHARS,
+        now=time.time,
+    ) -> None:
+        self._decode = msgspec.json.Decoder(Event).decode
+        self.default_model = default_model
+        self.threshold = threshold
+        self.max_event_bytes = max_event_bytes
+        self.max_text_chars = max_text_chars
+        self._now = now
+
+    def parse(self, raw: bytes | str) -> Event | Rejection:
+        if len(raw) > self.max_event_bytes:
+            return Rejection(
+                "oversized", f"event of {len(raw)} bytes exceeds the {self.max_event_bytes}-byte limit"
+            )
+        try:
+            event = self._decode(raw)
+        except msgspec.ValidationError as exc:
+            text = str(exc)
+            return Rejection(classify_validation_error(text), text)
+        except msgspec.DecodeError as exc:
+            return Rejection("not_json", f"not valid JSON: {exc}")
+        return self.check(event)
+
+    def check(self, event: Event) -> Event | Rejection:
+        """Validate the rules a schema cannot say; normalise ts, model, prediction."""
+        label = event.label
+        if label is not None and label != 0 and label != 1:
+            return Rejection("unknown_label", f"unknown label {label!r} (expected 0, 1 or null) at `$.label`")
+        text = event.text
+        if text is not None and len(text) > self.max_text_chars:
+            return Rejection(
+                "oversized", f"text of {len(text)} characters exceeds the {self.max_text_chars}-character limit"
+            )
+        score = event.score
+        if score is not None and not math.isfinite(score):
+            return Rejection("bad_value", f"score {score!r} is not a finite number at `$.score`")
+        prediction = event.prediction
+        if prediction is None and score is not None and self.threshold is not None:
+            prediction = event.prediction = int(score >= self.threshold)
+        if prediction is None:
+            if event.groups is not None or score is not None:
+                return Rejection(
+                    "missing_field",
+                    "Object missing required field `prediction` (give one, or a score and a threshold)",
+                )
+            if label is None:
+                return Rejection(
+                    "missing_field",
+                    "neither a prediction (needs `prediction` and `groups`) nor an outcome (needs `label`)",
+                )
+        else:
+            if prediction != 0 and prediction != 1:
+                return Rejection("bad_value", f"prediction must be 0 or 1, got {prediction!r} at `$.prediction`")
+            if event.groups is None:
+                return Rejection("missing_field", "Object missing required field `groups`")
+        event.ts = to_epoch_seconds(event.ts, self._now())
+        if event.model is None:
+            event.model = self.default_model
+        return event

@@ -1,0 +1,224 @@
+"""Prometheus exposition of a pipeline, read at scrape time.
+
+A custom collector turns the pipeline's count rows into metric families when
+Prometheus scrapes, so the per-event path never touches prometheus-client.
+Counters are cumulative since start and additive across workers; gauges are
+what this worker sees. Groups are exported once they reach the privacy floor;
+the first ``max_groups_per_attribute`` of them (so mostly the largest) keep
+their own label for good, later ones are summed into ``other``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from monitor import metric_names as names
+from monitor.counts import FN, FP, N, N_CELLS, POS, SCORE_SUM, SCORED, TN, TP
+from monitor.gaps import all_gaps
+from monitor.pipeline import BATCH_SECONDS_BUCKETS, Pipeline
+from monitor.rates import PROPORTIONS, group_rates, proportion
+
+GROUP_LABELS = [names.MODEL, names.ATTRIBUTE, names.GROUP]
+CELL_COLUMNS = {
+    "predictions": (N,),
+    "positives": (POS,),
+    "scored": (SCORED,),
+    "labeled": (TP, FP, TN, FN),
+    "tp": (TP,),
+    "fp": (FP,),
+    "tn": (TN,),
+    "fn": (FN,),
+}
+assert tuple(CELL_COLUMNS) == names.COUNTER_CELLS
+
+
+class GroupLabels:
+    """Stable group -> label value assignment for one (model, attribute)."""
+
+    def __init__(self, max_groups: int, privacy_floor: int) -> None:
+        self.max_groups = max_groups
+        self.privacy_floor = privacy_floor
+        self.label_of: dict[str, str] = {}
+        self._own = 0
+
+    def update(self, since_start_rows: np.ndarray, groups: list[str]) -> None:
+        n = since_start_rows[: len(groups), N]
+        for g in np.argsort(-n, kind="stable"):
+            if n[g] < self.privacy_floor:
+                break
+            name = groups[g]
+            if name not in self.label_of:
+                if self._own < self.max_groups and name != names.OTHER_GROUP:
+                    self.label_of[name] = name
+                    self._own += 1
+                else:
+                    self.label_of[name] = names.OTHER_GROUP
+
+    def merge_rows(self, rows: np.ndarray, groups: list[str]) -> dict[str, np.ndarray]:
+        """Rows summed per exported label; unexported groups left out."""
+        merged: dict[str, np.ndarray] = {}
+        for g, name in enumerate(groups):
+            label = self.label_of.get(name)
+            if label is None or g >= rows.shape[0]:
+                continue
+            if label in merged:
+                merged[label] = merged[label] + rows[g]
+            else:
+                merged[label] = rows[g].copy()
+        return merged
+
+
+class FairwatchCollector(Collector):
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self._labels: dict[tuple[str, str], GroupLabels] = {}
+
+    def _group_labels(self, model: str, attribute: str) -> GroupLabels:
+        key = (model, attribute)
+        if key not in self._labels:
+            c = self.pipeline.config
+            self._labels[key] = GroupLabels(c.max_groups_per_attribute, c.privacy_floor)
+        return self._labels[key]
+
+    def collect(self) -> Iterator:
+        pipeline = self.pipeline
+        config = pipeline.config
+        with pipeline.lock:
+            snapshots = {model: metrics.snapshot() for model, metrics in pipeline.models.items()}
+            stats = pipeline.stats
+            events = {"valid": stats.valid, "invalid": stats.invalid, "duplicate": stats.duplicates}
+            reasons = dict(stats.invalid_reasons)
+            outcomes = dict(stats.outcomes)
+            last_ts = dict(stats.last_event_ts)
+            buckets = list(stats.batch_seconds_buckets)
+            batch_sum = stats.batch_seconds_sum
+            drift = list(pipeline.drift_events)
+
+        counters = CounterMetricFamily(
+            names.GROUP_EVENTS, "Events per group and cell since start (sum over workers)",
+            labels=[*GROUP_LABELS, names.CELL],
+        )
+        score_sums = CounterMetricFamily(
+            names.GROUP_SCORE_SUM, "Sum of model scores per group since start", labels=GROUP_LABELS
+        )
+        window_labels = [*GROUP_LABELS, names.METRIC, names.WINDOW]
+        rate = GaugeMetricFamily(names.GROUP_RATE, "Per-group rate in a window", labels=window_labels)
+        rate_lower = GaugeMetricFamily(names.GROUP_RATE_LOWER, "95% Wilson lower bound", labels=window_labels)
+        rate_upper = GaugeMetricFamily(names.GROUP_RATE_UPPER, "95% Wilson upper bound", labels=window_labels)
+        window_events = GaugeMetricFamily(
+            names.GROUP_WINDOW_EVENTS, "Predictions per group in a window", labels=[*GROUP_LABELS, names.WINDOW]
+        )
+        gap_labels = [names.MODEL, names.ATTRIBUTE, names.METRIC, names.WINDOW]
+        gap = GaugeMetricFamily(
+            names.GAP, "Gap between groups at or above the minimum size, in a window", labels=gap_labels
+        )
+        gap_lower = GaugeMetricFamily(names.GAP_LOWER, "95% lower bound of the gap (display)", labels=gap_labels)
+        gap_upper = GaugeMetricFamily(names.GAP_UPPER, "95% upper bound of the gap (display)", labels=gap_labels)
+
+        for model, windows in snapshots.items():
+            since_start = windows[0]
+            for attribute, rows in since_start.rows.items():
+                groups = since_start.groups[attribute]
+                labels = self._group_labels(model, attribute)
+                labels.update(rows, groups)
+                for label, row in labels.merge_rows(rows, groups).items():
+                    for cell, columns in CELL_COLUMNS.items():
+                        counters.add_metric([model, attribute, label, cell], float(row[list(columns)].sum()))
+                    score_sums.add_metric([model, attribute, label], float(row[SCORE_SUM]))
+            for window in windows:
+                for attribute, rows in window.rows.items():
+                    groups = window.groups[attribute]
+                    labels = self._group_labels(model, attribute)
+                    merged = labels.merge_rows(rows, groups)
+                    if merged:
+                        label_names = list(merged)
+                        merged_rows = np.vstack([merged[k] for k in label_names])
+                        rates = group_rates(merged_rows)
+                        for i, label in enumerate(label_names):
+                            if merged_rows[i, N] < config.privacy_floor:
+                                continue
+                            window_events.add_metric([model, attribute, label, window.window], merged_rows[i, N])
+                            for metric in names.RATE_METRICS:
+                                value, lower, upper = (a[i] for a in rates[metric])
+                                if metric in PROPORTIONS:
+                                    trials = proportion(merged_rows[i : i + 1], metric)[1][0]
+                                else:
+                                    trials = merged_rows[i, SCORED]
+                                if trials < config.privacy_floor or math.isnan(value):
+                                    continue
+                                key = [model, attribute, label, metric, window.window]
+                                rate.add_metric(key, value)
+                                if not math.isnan(lower):
+                                    rate_lower.add_metric(key, lower)
+                                    rate_upper.add_metric(key, upper)
+                    eligible = np.flatnonzero(rows[:, N] >= config.min_group_size)
+                    for metric, g in all_gaps(rows, eligible).items():
+                        if math.isnan(g.value):
+                            continue
+                        key = [model, attribute, metric, window.window]
+                        gap.add_metric(key, g.value)
+                        gap_lower.add_metric(key, g.lower)
+                        gap_upper.add_metric(key, g.upper)
+        yield from (counters, score_sums, rate, rate_lower, rate_upper, window_events, gap, gap_lower, gap_upper)
+
+        drift_counts: dict[tuple, int] = {}
+        drift_last: dict[tuple, float] = {}
+        for d in drift:
+            key = (d.model, d.attribute, d.metric)
+            drift_counts[key] = drift_counts.get(key, 0) + 1
+            drift_last[key] = max(drift_last.get(key, d.ts), d.ts)
+        drift_labels = [names.MODEL, names.ATTRIBUTE, names.METRIC]
+        drift_family = CounterMetricFamily(names.DRIFT_EVENTS, "Drift changes detected", labels=drift_labels)
+        drift_time = GaugeMetricFamily(
+            names.DRIFT_LAST_TIMESTAMP, "Event time of the latest drift change", labels=drift_labels
+        )
+        for key, count in drift_counts.items():
+            drift_family.add_metric(list(key), count)
+            drift_time.add_metric(list(key), drift_last[key])
+        yield drift_family
+        yield drift_time
+
+        events_family = CounterMetricFamily(names.EVENTS, "Input events by status", labels=[names.STATUS])
+        for status in names.EVENT_STATUSES:
+            events_family.add_metric([status], events[status])
+        yield events_family
+        invalid = CounterMetricFamily(names.INVALID_EVENTS, "Invalid input events by reason", labels=[names.REASON])
+        for reason in names.REJECTION_REASONS:
+            invalid.add_metric([reason], reasons.get(reason, 0))
+        yield invalid
+        outcomes_family = CounterMetricFamily(names.OUTCOMES, "Outcome events by status", labels=[names.STATUS])
+        for status in names.OUTCOME_STATUSES:
+            outcomes_family.add_metric([status], outcomes.get(status, 0))
+        yield outcomes_family
+        histogram = HistogramMetricFamily(names.BATCH_SECONDS, "Seconds to process one batch of events")
+        cumulative, pairs = 0, []
+        for bound, count in zip(BATCH_SECONDS_BUCKETS, buckets):
+            cumulative += count
+            pairs.append(("+Inf" if math.isinf(bound) else str(bound), cumulative))
+        histogram.add_metric([], pairs, batch_sum)
+        yield histogram
+        last = GaugeMetricFamily(names.LAST_EVENT_TIMESTAMP, "Event time of the newest event", labels=[names.MODEL])
+        for model, ts in last_ts.items():
+            last.add_metric([model], ts)
+        yield last
+
+
+def make_registry(pipeline: Pipeline) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(FairwatchCollector(pipeline))
+    return registry
+
+
+def serve_metrics(pipeline: Pipeline, port: int, addr: str = "127.0.0.1"):
+    """Serve /metrics on a background thread; return (server, actual port)."""
+    server, _thread = start_http_server(port, addr=addr, registry=make_registry(pipeline))
+    return server, server.server_address[1]
+
+
+__all__ = ["FairwatchCollector", "make_registry", "serve_metrics", "N_CELLS"]

@@ -1,0 +1,87 @@
+"""Every Prometheus metric and label name fairwatch exports, defined once.
+
+Rules, dashboards and tests import these names; nothing else spells them.
+"""
+
+from __future__ import annotations
+
+# --- label names -----------------------------------------------------------
+MODEL = "model"
+ATTRIBUTE = "attribute"
+GROUP = "group"
+CELL = "cell"
+METRIC = "metric"
+WINDOW = "window"
+STATUS = "status"
+REASON = "reason"
+
+# --- mergeable counters: sum over workers in PromQL ------------------------
+# One series per (model, attribute, group, cell); cells are COUNTER_CELLS.
+GROUP_EVENTS = "fairwatch_group_events_total"
+GROUP_SCORE_SUM = "fairwatch_group_score_sum_total"
+COUNTER_CELLS = ("predictions", "positives", "scored", "labeled", "tp", "fp", "tn", "fn")
+
+# --- gauges: what this worker sees -----------------------------------------
+GROUP_RATE = "fairwatch_group_rate"
+GROUP_RATE_LOWER = "fairwatch_group_rate_lower"
+GROUP_RATE_UPPER = "fairwatch_group_rate_upper"
+GROUP_WINDOW_EVENTS = "fairwatch_group_window_events"
+GAP = "fairwatch_gap"
+GAP_LOWER = "fairwatch_gap_lower"
+GAP_UPPER = "fairwatch_gap_upper"
+
+# --- drift ----------------------------------------------------------------
+DRIFT_EVENTS = "fairwatch_drift_events_total"
+DRIFT_LAST_TIMESTAMP = "fairwatch_drift_last_timestamp_seconds"
+
+# --- pipeline health -------------------------------------------------------
+EVENTS = "fairwatch_events_total"  # status: valid | invalid | duplicate
+INVALID_EVENTS = "fairwatch_invalid_events_total"  # reason: one of REJECTION_REASONS
+OUTCOMES = "fairwatch_outcomes_total"  # status: one of OUTCOME_STATUSES
+BATCH_SECONDS = "fairwatch_batch_processing_seconds"
+LAST_EVENT_TIMESTAMP = "fairwatch_last_event_timestamp_seconds"
+
+EVENT_STATUSES = ("valid", "invalid", "duplicate")
+OUTCOME_STATUSES = ("joined", "early", "duplicate", "conflicting", "orphaned")
+
+# Bounded set of reasons, so the label cannot explode; the full human
+# message goes to logs / the dead-letter header, never to a label.
+REJECTION_REASONS = (
+    "not_json",
+    "missing_field",
+    "wrong_type",
+    "bad_value",
+    "unknown_label",
+    "oversized",
+)
+
+# Rates exported per group and gaps exported per attribute.
+RATE_METRICS = (
+    "selection_rate",
+    "tpr",
+    "fpr",
+    "fnr",
+    "tnr",
+    "ppv",
+    "fdr",
+    "accuracy",
+    "base_rate",
+    "label_coverage",
+    "mean_score",
+)
+GAP_METRICS = (
+    "demographic_parity_difference",
+    "demographic_parity_ratio",
+    "equalized_odds_difference",
+    "equalized_odds_ratio",
+    "equal_opportunity_difference",
+    "false_positive_rate_difference",
+    "false_negative_rate_difference",
+    "false_discovery_rate_difference",
+    "accuracy_difference",
+    "fped",
+    "fned",
+)
+
+OTHER_GROUP = "other"
+SINCE_START_WINDOW = "all"

@@ -1,0 +1,173 @@
+"""Reports of a pipeline's state: a JSON-able dict, and an aligned table for people.
+
+Local reports show every group, flagged when below the minimum size (left
+out of alert gaps) or the privacy floor (never exported as a rate).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from monitor.counts import FN, FP, N, POS, TN, TP
+from monitor.gaps import Gap, all_gaps
+from monitor.group_metrics import WindowSnapshot
+from monitor.metric_names import GAP_METRICS, RATE_METRICS, SINCE_START_WINDOW
+from monitor.pipeline import Pipeline
+from monitor.rates import group_rates
+
+
+def _num(x) -> float | int | None:
+    x = float(x)
+    return None if math.isnan(x) else x
+
+
+def eligible_groups(rows: np.ndarray, min_group_size: int) -> np.ndarray:
+    return np.flatnonzero(rows[:, N] >= min_group_size)
+
+
+def attribute_report(rows: np.ndarray, names: list[str], min_group_size: int, privacy_floor: int) -> dict:
+    rates = group_rates(rows)
+    groups = {}
+    for g, name in enumerate(names):
+        n = int(rows[g, N])
+        if n == 0:
+            continue
+        entry: dict = {"n": n, "positives": int(rows[g, POS]), "labeled": int(rows[g, [TP, FP, TN, FN]].sum())}
+        for metric in RATE_METRICS:
+            entry[metric] = _num(rates[metric][0][g])
+        entry["ci"] = {
+            metric: [_num(rates[metric][1][g]), _num(rates[metric][2][g])]
+            for metric in RATE_METRICS
+            if not math.isnan(rates[metric][0][g])
+        }
+        entry["below_min_size"] = n < min_group_size
+        entry["below_privacy_floor"] = n < privacy_floor
+        groups[name] = entry
+    present = np.flatnonzero(rows[:, N] > 0)
+    eligible = eligible_groups(rows, min_group_size)
+    every_gap = all_gaps(rows, present)
+    alert_gaps = all_gaps(rows, eligible)
+    return {
+        "groups": groups,
+        "gaps": {m: _num(every_gap[m].value) for m in GAP_METRICS},
+        "gap_intervals": {m: every_gap[m].as_dict(names) for m in GAP_METRICS},
+        "alert_groups": [names[g] for g in eligible],
+        "alert_gaps": {m: _num(alert_gaps[m].value) for m in GAP_METRICS},
+        "alert_gap_intervals": {m: alert_gaps[m].as_dict(names) for m in GAP_METRICS},
+    }
+
+
+def window_report(snapshot: WindowSnapshot, min_group_size: int, privacy_floor: int) -> dict:
+    return {
+        attribute: attribute_report(rows, snapshot.groups[attribute], min_group_size, privacy_floor)
+        for attribute, rows in snapshot.rows.items()
+    }
+
+
+def build_report(pipeline: Pipeline, model: str | None = None) -> dict:
+    """The replay report: since-start per attribute, plus each sliding window."""
+    stats = pipeline.stats
+    config = pipeline.config
+    report: dict = {
+        "events": stats.valid,
+        "invalid": stats.invalid,
+        "duplicates": stats.duplicates,
+        "invalid_reasons": dict(stats.invalid_reasons),
+        "rejection_samples": [
+            {"position": position, "reason": r.reason, "message": r.message}
+            for position, r in stats.rejection_samples
+        ],
+        "outcomes": dict(stats.outcomes),
+        "pending_outcomes": len(pipeline.early_outcomes),
+        "min_group_size": config.min_group_size,
+        "privacy_floor": config.privacy_floor,
+        "model": None,
+        "attributes": {},
+        "windows": {},
+        "drift": [event.as_dict() for event in pipeline.drift_events],
+    }
+    models = {}
+    with pipeline.lock:
+        snapshots = {name: metrics.snapshot() for name, metrics in pipeline.models.items()}
+    for name, windows in snapshots.items():
+        models[name] = {
+            "attributes": window_report(windows[0], config.min_group_size, config.privacy_floor),
+            "windows": {
+                w.window: window_report(w, config.min_group_size, config.privacy_floor) for w in windows[1:]
+            },
+        }
+    if models:
+        chosen = model if model in models else next(iter(models))
+        report["model"] = chosen
+        report.update(models[chosen])
+        if len(models) > 1:
+            report["models"] = models
+    return report
+
+
+# -- the table, for people ------------------------------------------------------
+TABLE_RATES = ("selection_rate", "tpr", "fpr", "fnr", "ppv", "accuracy", "mean_score")
+
+
+def _fmt_rate(value, interval) -> str:
+    if value is None:
+        return "-"
+    if interval and interval[0] is not None:
+        return f"{value:.3f} [{interval[0]:.2f},{interval[1]:.2f}]"
+    return f"{value:.3f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return lines
+
+
+def format_table(report: dict) -> str:
+    out = [
+        f"model {report['model']}: {report['events']} events, {report['invalid']} invalid, "
+        f"{report['duplicates']} duplicates; outcomes {report['outcomes'] or '{}'}"
+    ]
+    for reason, count in sorted(report["invalid_reasons"].items()):
+        out.append(f"  invalid ({reason}): {count}")
+    for sample in report["rejection_samples"][:5]:
+        out.append(f"  e.g. input #{sample['position']}: {sample['message']}")
+    for attribute, body in report["attributes"].items():
+        out.append("")
+        out.append(f"== {attribute} (since start; 95% Wilson intervals) ==")
+        rows = []
+        for group, g in sorted(body["groups"].items(), key=lambda kv: -kv[1]["n"]):
+            flag = "*" if g["below_privacy_floor"] else ("+" if g["below_min_size"] else "")
+            rows.append([group + flag, str(g["n"])] + [_fmt_rate(g[m], g["ci"].get(m)) for m in TABLE_RATES])
+        out += _table(["group", "n", *TABLE_RATES], rows)
+        out.append(f"   + below the minimum group size ({report['min_group_size']}): left out of alert gaps")
+        out.append(f"   * below the privacy floor ({report['privacy_floor']}): never exported")
+        gap_rows = []
+        for metric in GAP_METRICS:
+            every = body["gap_intervals"][metric]
+            alert = body["alert_gap_intervals"][metric]
+
+            def cell(gap: dict) -> str:
+                if gap["value"] is None:
+                    return "-"
+                pair = f" ({gap['groups'][0]} vs {gap['groups'][1]})" if "groups" in gap else ""
+                return f"{gap['value']:.3f} [{gap['lower']:.3f},{gap['upper']:.3f}]{pair}"
+
+            gap_rows.append([metric, cell(every), cell(alert)])
+        out.append("")
+        out += _table(["gap", "all groups", f"groups with n >= {report['min_group_size']}"], gap_rows)
+    if report["drift"]:
+        out.append("")
+        out.append("== drift detected ==")
+        for d in report["drift"]:
+            where = f"{d['attribute']}={d['group']}" if d["group"] else d["attribute"]
+            out.append(
+                f"  at input #{d['event_index']}: {where} {d['metric']} {d['before']:.3f} -> {d['after']:.3f}"
+            )
+    return "\n".join(out)
+
+
+__all__ = ["build_report", "format_table", "Gap", "SINCE_START_WINDOW"]

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import pytest
+
+from monitor.events import Event, EventParser, Rejection
+
+VALID = b'{"event_id": "a1b2", "ts": "2026-11-22T10:00:00Z", "model": "credit-risk", "model_version": "3.2.0", "prediction": 1, "score": 0.81, "groups": {"race": "African-American", "sex": "Male"}, "text": "hi", "label": null}'
+
+
+def test_contract_example_parses():
+    event = EventParser().parse(VALID)
+    assert isinstance(event, Event)
+    assert (event.event_id, event.model, event.prediction, event.score, event.label) == ("a1b2", "credit-risk", 1, 0.81, None)
+    assert event.groups == {"race": "African-American", "sex": "Male"}
+    assert event.ts == 1795341600.0
+
+
+@pytest.mark.parametrize(
+    "raw, reason, words",
+    [
+        (b'{"event_id": "a", "prediction": 1, "groups": {', "not_json", "truncated"),
+        (b"\xff\xfe garbage", "not_json", "not valid JSON"),
+        (b"[1, 2]", "wrong_type", "Expected `object`"),
+        (b'{"prediction": 1, "groups": {}}', "missing_field", "`event_id`"),
+        (b'{"event_id": "a", "groups": {"sex": "F"}}', "missing_field", "`prediction`"),
+        (b'{"event_id": "a", "prediction": 1}', "missing_field", "`groups`"),
+        (b'{"event_id": 7, "prediction": 1, "groups": {}}', "wrong_type", "$.event_id"),
+        (b'{"event_id": "a", "prediction": "1", "groups": {}}', "wrong_type", "$.prediction"),
+        (b'{"event_id": "a", "prediction": 3, "groups": {}}', "bad_value", "0 or 1"),
+        (b'{"event_id": "a", "prediction": 1, "groups": {"age": 34}}', "wrong_type", "$.groups"),
+        (b'{"event_id": "a", "prediction": 1, "groups": {}, "label": 2}', "unknown_label", "unknown label 2"),
+        (b'{"event_id": "a", "prediction": 1, "groups": {}, "label": "yes"}', "wrong_type", "$.label"),
+        (b'{"event_id": "a", "prediction": 1, "groups": {}, "ts": "yesterday"}', "bad_value", "$.ts"),
+        (b'{"event_id": "", "prediction": 1, "groups": {}}', "bad_value", "length >= 1"),
+        (b'{"event_id": "a"}', "missing_field", "neither a prediction"),
+    ],
+)
+def test_bad_events_get_a_reason(raw, reason, words):
+    rejection = EventParser().parse(raw)
+    assert isinstance(rejection, Rejection)
+    assert rejection.reason == reason
+    assert words in rejection.message
+    assert "\n" not in rejection.message
+
+
+def test_oversized_event_and_text():
+    parser = EventParser(max_event_bytes=1000, max_text_chars=10)
+    huge = b'{"event_id": "a", "prediction": 1, "groups": {}, "text": "' + b"x" * 2000 + b'"}'
+    assert parser.parse(huge).reason == "oversized"
+    long_text = b'{"event_id": "a", "prediction": 1, "groups": {}, "text": "' + b"x" * 11 + b'"}'
+    assert "characters exceeds" in parser.parse(long_text).message
+
+
+def test_score_with_threshold_gives_prediction_and_outcomes_parse():
+    parser = EventParser(threshold=0.5)
+    assert parser.parse(b'{"event_id": "a", "score": 0.7, "groups": {"g": "x"}}').prediction == 1
+    assert parser.parse(b'{"event_id": "a", "score": 0.2, "groups": {"g": "x"}}').prediction == 0
+    outcome = parser.parse(b'{"event_id": "a", "ts": 5, "label": 1}')
+    assert outcome.is_outcome and outcome.label == 1 and outcome.ts == 5.0
+
+
+def test_unknown_fields_are_ignored_and_naive_times_are_utc():
+    event = EventParser().parse(b'{"event_id": "a", "prediction": 0, "groups": {}, "extra": [1], "ts": "2026-01-01T00:00:00"}')
+    assert event.ts == 1767225600.0
+
+
+def test_missing_ts_takes_the_clock_and_missing_model_the_default():
+    event = EventParser(now=lambda: 42.0, default_model="m").parse(b'{"event_id": "a", "prediction": 0, "groups": {}}')
+    assert (event.ts, event.model) == (42.0, "m")
