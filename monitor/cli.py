@@ -71,10 +71,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def config_from_args(args: argparse.Namespace, **overrides):
     """The MonitorConfig of a command: --config file, then flags, then ``overrides``."""
     from monitor.config import load_config

@@ -1,7 +1,6 @@
 """The fairness state of one model: group codes, the journal, every window.
 
-``GroupMetrics.add`` takes a batch of predictions (plain lists, as the
-pipeline collects them) and updates since-start and windowed count rows per
+``GroupMetrics.add`` takes a batch of predictions (as columns) and updates since-start and windowed count rows per
 (attribute, group); ``GroupMetrics.label`` applies labels that arrive later.
 Rates and gaps are read from the rows by ``monitor.rates``/``monitor.gaps``.
 """
@@ -110,20 +109,20 @@ class GroupMetrics:
     def add(
         self,
         event_ids: list[str],
-        predictions: list[int],
-        labels: list[int],
-        scores: list[float],
-        timestamps: list[float],
+        predictions: np.ndarray,
+        labels: np.ndarray,  # NO_LABEL where unknown
+        scores: np.ndarray,  # NaN where absent
+        timestamps: np.ndarray,
         groups: list[dict[str, str]],
     ) -> tuple[dict[str, np.ndarray], list[str]]:
         """Append a batch; return its group codes per attribute and the ids of
         events the journal dropped to make room (they can no longer be labeled)."""
         n = len(event_ids)
         codes = self._codes(groups)
-        prediction = np.array(predictions, dtype=np.int64)
-        label = np.array(labels, dtype=np.int64)
-        score = np.array(scores, dtype=np.float64)
-        ts = np.array(timestamps, dtype=np.float64)
+        prediction = np.asarray(predictions, dtype=np.int64)
+        label = np.asarray(labels, dtype=np.int64)
+        score = np.asarray(scores, dtype=np.float64)
+        ts = np.asarray(timestamps, dtype=np.float64)
         first = self.journal.next_seq
         for window in self.windows:
             window.advance(self.journal, n, float(ts.max()))

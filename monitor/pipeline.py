@@ -35,7 +35,6 @@ from monitor.group_metrics import GroupMetrics
 # Upper bounds (seconds) of the batch-duration histogram.
 BATCH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, math.inf)
 REJECTION_SAMPLES = 20
-NAN = math.nan
 
 
 @dataclass
@@ -59,14 +58,28 @@ class BatchResult:
 
 
 class _ModelBatch:
-    """Columns of one model's new predictions, collected as plain lists."""
+    """One model's new predictions in a batch, and their input positions."""
 
-    __slots__ = ("event_ids", "predictions", "labels", "scores", "timestamps", "groups", "positions")
+    __slots__ = ("metrics", "events", "positions")
 
-    def __init__(self) -> None:
-        self.event_ids, self.predictions, self.labels = [], [], []
-        self.scores, self.timestamps, self.groups = [], [], []
-        self.positions = []  # input position of each prediction
+    def __init__(self, metrics: GroupMetrics) -> None:
+        self.metrics = metrics
+        self.events: list[Event] = []
+        self.positions: list[int] = []
+
+    def columns(self, start: int, stop: int):
+        """(event_ids, predictions, labels, scores, timestamps, groups, positions) of a slice."""
+        events = self.events[start:stop]
+        labels = np.array([e.label for e in events], dtype=np.float64)  # None -> NaN
+        return (
+            [e.event_id for e in events],
+            np.array([e.prediction for e in events], dtype=np.int64),
+            np.where(np.isnan(labels), NO_LABEL, labels).astype(np.int64),
+            np.array([e.score for e in events], dtype=np.float64),  # None -> NaN
+            np.array([e.ts for e in events], dtype=np.float64),
+            [e.groups for e in events],
+            np.array(self.positions[start:stop], dtype=np.int64),
+        )
 
 
 class Pipeline:
@@ -128,10 +141,11 @@ class Pipeline:
         stats = self.stats
         index = self.index
         early = self.early_outcomes
-        batches: dict[str, tuple[GroupMetrics, _ModelBatch]] = {}
+        batches: dict[str, _ModelBatch] = {}
         rejected: list[tuple[int, Rejection]] = []
         outcomes: list[tuple[str, int]] = []
         duplicates = 0
+        model = batch = None
         for i, event in enumerate(events):
             if event.__class__ is Rejection:
                 rejected.append((i, event))
@@ -143,39 +157,34 @@ class Pipeline:
             if event_id in index:
                 duplicates += 1
                 continue
-            entry = batches.get(event.model)
-            if entry is None:
-                entry = batches[event.model] = (self._metrics_for(event.model), _ModelBatch())
-            metrics, batch = entry
-            index[event_id] = (metrics, metrics.journal.next_seq + len(batch.event_ids))
-            label = event.label
-            if label is None:
-                label = early.pop(event_id, NO_LABEL) if early else NO_LABEL
-                if label != NO_LABEL:
-                    stats.outcomes["joined"] += 1
-            batch.event_ids.append(event_id)
-            batch.predictions.append(event.prediction)
-            batch.labels.append(label)
-            score = event.score
-            batch.scores.append(NAN if score is None else score)
-            batch.timestamps.append(event.ts)
-            batch.groups.append(event.groups)
+            if event.model != model:
+                model = event.model
+                batch = batches.get(model)
+                if batch is None:
+                    batch = batches[model] = _ModelBatch(self._metrics_for(model))
+                metrics = batch.metrics
+                next_seq = metrics.journal.next_seq
+            index[event_id] = (metrics, next_seq + len(batch.events))
+            if early and event.label is None and event_id in early:
+                event.label = early.pop(event_id)
+                stats.outcomes["joined"] += 1
+            batch.events.append(event)
             batch.positions.append(i)
 
         drift: list[DriftEvent] = []
-        for model, (metrics, batch) in batches.items():
+        for model, batch in batches.items():
+            metrics = batch.metrics
             detector = self.drift_monitors[model]
-            for chunk in _chunks(batch, metrics.journal.capacity):
-                codes, dropped = metrics.add(*chunk[:-1])
+            size = metrics.journal.capacity
+            for start in range(0, len(batch.events), size):
+                ids, prediction, label, score, ts, groups, positions = batch.columns(start, start + size)
+                codes, dropped = metrics.add(ids, prediction, label, score, ts, groups)
                 for event_id in dropped:
                     index.pop(event_id, None)
-                names = {attribute: index_.values for attribute, index_ in metrics.index.items()}
-                drift += detector.update(
-                    codes, names, np.array(chunk[1], dtype=np.int64),
-                    self.position + np.array(chunk[-1], dtype=np.int64), np.array(chunk[4]),
-                )
-            newest = max(batch.timestamps)
-            stats.last_event_ts[model] = max(stats.last_event_ts.get(model, newest), newest)
+                names = {attribute: values.values for attribute, values in metrics.index.items()}
+                drift += detector.update(codes, names, prediction, self.position + positions, ts)
+                newest = float(ts.max())
+                stats.last_event_ts[model] = max(stats.last_event_ts.get(model, newest), newest)
         if outcomes:
             self._apply_outcomes(outcomes)
 
@@ -194,10 +203,11 @@ class Pipeline:
     def _apply_outcomes(self, outcomes: list[tuple[str, int]]) -> None:
         counts = self.stats.outcomes
         early = self.early_outcomes
-        pending: dict[tuple[int, int], int] = {}  # (id(metrics), seq) -> label, this batch
-        by_model: dict[int, GroupMetrics] = {}
+        index = self.index
+        # Outcomes of held predictions, per model: seq -> label, first one wins.
+        found: dict[int, tuple[GroupMetrics, dict[int, int]]] = {}
         for event_id, label in outcomes:
-            entry = self.index.get(event_id)
+            entry = index.get(event_id)
             if entry is None:
                 if event_id in early:
                     counts["duplicate" if early[event_id] == label else "conflicting"] += 1
@@ -209,21 +219,24 @@ class Pipeline:
                     counts["orphaned"] += 1
                 continue
             metrics, seq = entry
-            key = (id(metrics), seq)
-            known = pending.get(key)
-            if known is None:
-                known = int(metrics.journal.label[metrics.journal.positions([seq])[0]])
-            if known == NO_LABEL:
-                pending[key] = label
-                by_model[id(metrics)] = metrics
-                counts["joined"] += 1
+            group = found.get(id(metrics))
+            if group is None:
+                group = found[id(metrics)] = (metrics, {})
+            pending = group[1]
+            if seq in pending:
+                counts["duplicate" if pending[seq] == label else "conflicting"] += 1
             else:
-                counts["duplicate" if known == label else "conflicting"] += 1
-        for key_model, metrics in by_model.items():
-            items = [(seq, label) for (m, seq), label in pending.items() if m == key_model]
-            seqs = np.array([s for s, _ in items], dtype=np.int64)
-            labels = np.array([lab for _, lab in items], dtype=np.int64)
-            metrics.label(seqs, labels)
+                pending[seq] = label
+        for metrics, pending in found.values():
+            seqs = np.fromiter(pending, dtype=np.int64, count=len(pending))
+            labels = np.fromiter(pending.values(), dtype=np.int64, count=len(pending))
+            known = metrics.journal.label[metrics.journal.positions(seqs)]
+            new = known == NO_LABEL
+            same = int((~new & (known == labels)).sum())
+            counts["joined"] += int(new.sum())
+            counts["duplicate"] += same
+            counts["conflicting"] += int((~new).sum()) - same
+            metrics.label(seqs[new], labels[new])
 
     def _observe_batch(self, seconds: float) -> None:
         stats = self.stats
@@ -232,15 +245,3 @@ class Pipeline:
             if seconds <= bound:
                 stats.batch_seconds_buckets[i] += 1
                 break
-
-
-def _chunks(batch: _ModelBatch, size: int):
-    columns = (
-        batch.event_ids, batch.predictions, batch.labels, batch.scores, batch.timestamps, batch.groups, batch.positions
-    )
-    n = len(batch.event_ids)
-    if n <= size:
-        yield columns
-        return
-    for start in range(0, n, size):
-        yield tuple(column[start : start + size] for column in columns)

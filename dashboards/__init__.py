@@ -1,0 +1,1 @@
+"""Grafana dashboards rendered from monitor.metric_names, and their provisioning (dashboards issue)."""

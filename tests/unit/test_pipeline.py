@@ -1,0 +1,129 @@
+"""Pipeline semantics: dedup, late and early labels, intersections, stats."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from monitor.config import MonitorConfig
+from monitor.counts import FN, FP, N, POS, TN, TP
+from monitor.pipeline import Pipeline
+from monitor.report import build_report
+
+
+def line(event_id, prediction=None, groups=None, label=None, **extra) -> bytes:
+    event = {"event_id": str(event_id), **extra}
+    if prediction is not None:
+        event.update(prediction=prediction, groups=groups or {"sex": "F"})
+    if label is not None or prediction is None:
+        event["label"] = label
+    return json.dumps(event).encode()
+
+
+def rows(pipeline, attribute="sex", model="default", window=0):
+    snapshot = pipeline.models[model].snapshot()[window]
+    return {name: snapshot.rows[attribute][g] for g, name in enumerate(snapshot.groups[attribute])}
+
+
+def test_redelivered_predictions_count_once_within_and_across_batches():
+    p = Pipeline(MonitorConfig(count_windows=[], time_windows_seconds=[]))
+    p.process_lines([line(1, 1), line(1, 1), line(2, 0)])
+    p.process_lines([line(2, 0), line(3, 1)])
+    assert rows(p)["F"][N] == 3
+    assert (p.stats.valid, p.stats.duplicates) == (3, 2)
+
+
+def test_late_label_updates_label_cells_and_unlabeled_predictions_still_count():
+    p = Pipeline(MonitorConfig(count_windows=[], time_windows_seconds=[]))
+    p.process_lines([line(1, 1), line(2, 1), line(3, 0)])
+    assert rows(p)["F"][[TP, FP, TN, FN]].sum() == 0
+    assert rows(p)["F"][POS] == 2
+    p.process_lines([line(1, label=1), line(3, label=1)])
+    r = rows(p)["F"]
+    assert (r[TP], r[FP], r[TN], r[FN]) == (1, 0, 0, 1)
+    assert p.stats.outcomes["joined"] == 2
+
+
+def test_outcome_before_prediction_joins_when_the_prediction_arrives():
+    p = Pipeline(MonitorConfig(count_windows=[], time_windows_seconds=[]))
+    p.process_lines([line(9, label=0)])
+    assert p.stats.outcomes["early"] == 1 and len(p.early_outcomes) == 1
+    p.process_lines([line(9, 1)])
+    assert rows(p)["F"][FP] == 1
+    assert p.stats.outcomes["joined"] == 1 and not p.early_outcomes
+
+
+def test_duplicate_and_conflicting_outcomes_keep_the_first_label():
+    p = Pipeline(MonitorConfig(count_windows=[], time_windows_seconds=[]))
+    p.process_lines([line(1, 1), line(1, label=1), line(1, label=1), line(1, label=0)])
+    p.process_lines([line(1, label=0)])
+    assert rows(p)["F"][TP] == 1 and rows(p)["F"][FP] == 0
+    assert p.stats.outcomes == {"joined": 1, "duplicate": 1, "conflicting": 2}
+
+
+def test_outcomes_that_never_find_a_prediction_are_orphaned_past_the_capacity():
+    p = Pipeline(MonitorConfig(early_outcome_capacity=2, count_windows=[], time_windows_seconds=[]))
+    p.process_lines([line(f"x{i}", label=1) for i in range(5)])
+    assert p.stats.outcomes["orphaned"] == 3 and len(p.early_outcomes) == 2
+
+
+def test_label_for_a_prediction_older_than_the_journal_is_not_applied():
+    p = Pipeline(MonitorConfig(journal_capacity=4, count_windows=[2], time_windows_seconds=[]))
+    p.process_lines([line(i, 1) for i in range(6)])
+    p.process_lines([line(0, label=1), line(5, label=1)])
+    assert rows(p)["F"][TP] == 1  # event 0 left the journal; its label waits as an early outcome
+    assert p.stats.outcomes["early"] == 1
+    assert rows(p, window=1)["F"][N] == 2 and rows(p, window=1)["F"][TP] == 1
+
+
+def test_intersections_and_missing_attributes():
+    config = MonitorConfig(attributes=["race", "sex"], intersections=[["race", "sex"]],
+                           count_windows=[], time_windows_seconds=[])
+    p = Pipeline(config)
+    p.process_lines([
+        line(1, 1, {"race": "A", "sex": "F"}),
+        line(2, 0, {"race": "A", "sex": "M"}),
+        line(3, 1, {"race": "B"}),
+    ])
+    assert set(rows(p, "race&sex")) == {"A&F", "A&M", "B&unknown"}
+    assert rows(p, "sex")["unknown"][N] == 1
+
+
+def test_attributes_are_discovered_when_not_configured():
+    p = Pipeline(MonitorConfig(count_windows=[], time_windows_seconds=[]))
+    p.process_lines([line(1, 1, {"a": "x"}), line(2, 1, {"b": "y"})])
+    assert set(p.models["default"].index) == {"a", "b"}
+
+
+def test_models_are_tracked_apart():
+    p = Pipeline(MonitorConfig(count_windows=[], time_windows_seconds=[]))
+    p.process_lines([line(1, 1, model="m1"), line(2, 0, model="m2"), line(3, 1, model="m1")])
+    assert rows(p, model="m1")["F"][N] == 2 and rows(p, model="m2")["F"][N] == 1
+    report = build_report(p, "m2")
+    assert report["model"] == "m2" and set(report["models"]) == {"m1", "m2"}
+
+
+def test_bad_lines_are_counted_with_reasons_and_the_rest_applied():
+    p = Pipeline(MonitorConfig(count_windows=[], time_windows_seconds=[]))
+    result = p.process_lines([line(1, 1), b"{oops", line(2, 1), b'{"event_id": 3}', b"", line(4, 0)])
+    assert [i for i, _ in result.rejected] == [1, 3, 4]
+    assert rows(p)["F"][N] == 3
+    assert p.stats.invalid == 3 and p.stats.invalid_reasons["not_json"] == 2
+
+
+def test_report_flags_small_groups_and_keeps_them_out_of_alert_gaps():
+    config = MonitorConfig(min_group_size=30, privacy_floor=10, count_windows=[], time_windows_seconds=[])
+    p = Pipeline(config)
+    rng = np.random.default_rng(1)
+    events = [line(i, int(rng.random() < 0.5), {"g": "big"}) for i in range(100)]
+    events += [line(f"t{i}", 1, {"g": "tiny"}) for i in range(5)]
+    events += [line(f"m{i}", 0, {"g": "mid"}) for i in range(40)]
+    p.process_lines(events)
+    report = build_report(p)["attributes"]["g"]
+    assert report["groups"]["tiny"]["below_privacy_floor"] and report["groups"]["tiny"]["below_min_size"]
+    assert not report["groups"]["mid"]["below_min_size"]
+    assert report["alert_groups"] == ["big", "mid"]
+    assert report["gaps"]["demographic_parity_difference"] == pytest.approx(1.0)
+    assert report["alert_gaps"]["demographic_parity_difference"] < 1.0
