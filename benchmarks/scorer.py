@@ -1,0 +1,223 @@
+"""Throughput of the counterfactual scorer against the transformers pipeline, in one run.
+
+    python -m benchmarks.scorer --model-dir .models/minilm-bf16 --device cuda --n 100000
+
+Prints (a) our end-to-end rate (tokenization and counterfactual variants
+included), (b) `transformers.pipeline("text-classification")` batched and
+(c) per text, and (d) the model-only bf16 forward rate on random ids (the
+ceiling). Texts come from the Jigsaw templates (`--data DIR` holding
+en_sentence_templates.csv) or are generated.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+GEN_SUBJECTS = ["my son", "her daughter", "the muslim teacher", "a gay man", "his wife", "the black doctor",
+                "an old woman", "the jewish family", "John", "Mary", "my father", "the asian student", "people"]
+GEN_REST = ["is kind", "wrote a great book", "should be banned", "is a terrible person", "went home yesterday",
+            "helped everyone at the park", "is stupid and ugly", "likes to cook", "won the game", "said hello"]
+
+
+def load_texts(n: int, data: str | None, seed: int = 0) -> tuple[list[str], str]:
+    rng = random.Random(seed)
+    if data:
+        path = Path(data)
+        path = path / "en_sentence_templates.csv" if path.is_dir() else path
+        if path.is_file():
+            with path.open(newline="", encoding="utf-8") as f:
+                phrases = [row["phrase"] for row in csv.DictReader(f)]
+            return [phrases[rng.randrange(len(phrases))] for _ in range(n)], f"templates from {path}"
+        print(f"note: {path} not found, generating texts", file=sys.stderr)
+    texts = [f"{rng.choice(GEN_SUBJECTS)} {rng.choice(GEN_REST)}." for _ in range(n)]
+    return texts, "generated"
+
+
+def sync(device: Any) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def build_loaded(args: argparse.Namespace) -> Any:
+    import torch
+
+    from monitor.scorer.model import LoadedClassifier, choose_device, load_classifier
+
+    if not args.random_weights:
+        return load_classifier(args.model_dir, device=args.device)
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    dev = choose_device(args.device)
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    config = AutoConfig.from_pretrained(args.model_dir, local_files_only=True, num_labels=2)
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(config).to(dev, dtype).eval()
+    tok = AutoTokenizer.from_pretrained(args.model_dir, local_files_only=True)
+    return LoadedClassifier(model, tok, dev, dtype, 2, str(args.model_dir))
+
+
+def bench_ours(loaded: Any, texts: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    from monitor.scorer.scoring import CounterfactualScorer
+
+    scorer = CounterfactualScorer(loaded=loaded, max_length=args.seq_len, max_batch=args.batch)
+    scorer.score(texts[: min(len(texts), 2048)])  # warm-up: kernels, allocator, regex caches
+    sync(loaded.device)
+    t0 = time.perf_counter()
+    sequences = 0
+    stages = {"n_texts": 0}
+    for start in range(0, len(texts), args.chunk):
+        res = scorer.score(texts[start : start + args.chunk])
+        sequences += res.n_sequences
+        stages["n_texts"] += len(res)
+    sync(loaded.device)
+    dt = time.perf_counter() - t0
+    return {
+        "texts": len(texts), "sequences": sequences, "seconds": dt,
+        "texts_per_s": len(texts) / dt, "sequences_per_s": sequences / dt,
+        "variants_per_text": (sequences - len(texts)) / len(texts),
+        "spliced": scorer.spliced, "retokenized": scorer.retokenized,
+    }
+
+
+def bench_host_only(loaded: Any, texts: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """Tokenization + variants + padding without the model: the host-side ceiling."""
+    from monitor.scorer.batching import pad_batch
+    from monitor.scorer.counterfactuals import CounterfactualGenerator, Lexicon
+    from monitor.scorer.tokens import VariantTokenizer
+
+    gen = CounterfactualGenerator(Lexicon.default())
+    tok = VariantTokenizer(loaded.tokenizer, max_length=args.seq_len)
+    t0 = time.perf_counter()
+    encs = tok.encode(texts)
+    t_tok = time.perf_counter() - t0
+    rows = []
+    for t, e in zip(texts, encs):
+        rows.append(tok.truncate(e.ids))
+        for vs in gen.variants(t).values():
+            for v in vs:
+                ids = tok.splice_ids(e, v.swaps)
+                rows.append(tok.truncate(ids if ids is not None else tok.encode([v.text])[0].ids))
+    t_var = time.perf_counter() - t0 - t_tok
+    for s in range(0, len(rows), args.batch):
+        pad_batch(rows[s : s + args.batch], 0)
+    dt = time.perf_counter() - t0
+    return {"sequences": len(rows), "tokenize_texts_per_s": len(texts) / t_tok, "variants_seconds": t_var,
+            "host_sequences_per_s": len(rows) / dt, "threads": os.cpu_count()}
+
+
+def bench_pipeline(loaded: Any, texts: list[str], batch_size: int | None, seq_len: int) -> dict[str, Any]:
+    import torch
+    from transformers import pipeline
+
+    pipe = pipeline("text-classification", model=loaded.model, tokenizer=loaded.tokenizer,
+                    device=loaded.device, top_k=None)
+    kw: dict[str, Any] = {"truncation": True, "max_length": seq_len}
+    if batch_size:
+        kw["batch_size"] = batch_size
+    with torch.inference_mode():
+        pipe(texts[:8], **kw)  # warm-up
+        sync(loaded.device)
+        t0 = time.perf_counter()
+        if batch_size:
+            out = pipe(texts, **kw)
+        else:
+            out = [pipe(t, **kw) for t in texts]
+        sync(loaded.device)
+    dt = time.perf_counter() - t0
+    assert len(out) == len(texts)
+    return {"texts": len(texts), "seconds": dt, "sequences_per_s": len(texts) / dt, "batch_size": batch_size or 1}
+
+
+def bench_model_only(loaded: Any, batch: int, seq_len: int, iters: int) -> dict[str, Any]:
+    import torch
+
+    model, dev = loaded.model, loaded.device
+    vocab = int(model.config.vocab_size)
+    ids = torch.randint(1000, vocab, (batch, seq_len), device=dev)
+    mask = torch.ones_like(ids)
+    with torch.inference_mode():
+        for _ in range(2):
+            model(input_ids=ids, attention_mask=mask)
+        sync(dev)
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            model(input_ids=ids, attention_mask=mask)
+        sync(dev)
+    dt = time.perf_counter() - t0
+    return {"batch": batch, "seq_len": seq_len, "iters": iters, "sequences_per_s": batch * iters / dt,
+            "dtype": str(loaded.dtype)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="fairwatch scorer throughput vs transformers pipeline")
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--device", default=None)
+    p.add_argument("--n", type=int, default=100_000, help="texts for our scorer")
+    p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--batch", type=int, default=4096, help="max sequences per forward")
+    p.add_argument("--chunk", type=int, default=32768, help="texts per score() call")
+    p.add_argument("--pipeline-n", type=int, default=None, help="texts for the batched pipeline (default min(n, 20000))")
+    p.add_argument("--pipeline-batch", type=int, default=256)
+    p.add_argument("--per-text-n", type=int, default=300)
+    p.add_argument("--model-only-iters", type=int, default=20)
+    p.add_argument("--data", default=None, help="folder with en_sentence_templates.csv")
+    p.add_argument("--random-weights", action="store_true", help="MiniLM-shaped model from config, random init")
+    p.add_argument("--skip", default="", help="comma list of parts to skip: ours,host,pipeline,per_text,model_only")
+    p.add_argument("--json-out", default=None)
+    args = p.parse_args(argv)
+    skip = set(filter(None, args.skip.split(",")))
+
+    import torch
+    import transformers
+
+    loaded = build_loaded(args)
+    texts, source = load_texts(args.n, args.data)
+    report: dict[str, Any] = {
+        "device": str(loaded.device), "gpu": torch.cuda.get_device_name(loaded.device) if loaded.device.type == "cuda" else None,
+        "torch": torch.__version__, "transformers": transformers.__version__, "texts_source": source,
+        "random_weights": args.random_weights, "cpu_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+    }
+    print(json.dumps(report), flush=True)
+    parts = [
+        ("ours", lambda: bench_ours(loaded, texts, args)),
+        ("host", lambda: bench_host_only(loaded, texts, args)),
+        ("pipeline", lambda: bench_pipeline(loaded, texts[: args.pipeline_n or min(args.n, 20_000)], args.pipeline_batch, args.seq_len)),
+        ("per_text", lambda: bench_pipeline(loaded, texts[: args.per_text_n], None, args.seq_len)),
+        ("model_only", lambda: bench_model_only(loaded, args.batch, args.seq_len, args.model_only_iters)),
+    ]
+    for name, fn in parts:
+        if name in skip:
+            continue
+        try:
+            report[name] = fn()
+        except Exception as exc:  # one failing part must not lose the others' figures on a one-shot GPU run
+            report[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        print(f"{name}: {json.dumps(report[name])}", flush=True)
+
+    def rate(k: str) -> float:
+        v = report.get(k, {})
+        return float(v.get("sequences_per_s", float("nan"))) if isinstance(v, dict) else float("nan")
+
+    print("\nsummary (sequences/s)")
+    print(f"  (a) fairwatch end-to-end (variants incl.): {rate('ours'):>12,.0f}")
+    print(f"  (b) transformers pipeline, batched       : {rate('pipeline'):>12,.0f}")
+    print(f"  (c) transformers pipeline, per text      : {rate('per_text'):>12,.0f}")
+    print(f"  (d) model-only forward (ceiling)         : {rate('model_only'):>12,.0f}")
+    print(f"  speed-up (a)/(b): {rate('ours') / rate('pipeline'):.1f}x   (a)/(d): {rate('ours') / rate('model_only'):.2f}")
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

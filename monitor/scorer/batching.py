@@ -1,0 +1,191 @@
+"""Batched model execution: length-bucketed padding, pinned memory, copy/compute overlap.
+
+``SequenceScorer`` turns token-id sequences into positive-class scores;
+``DynamicBatcher`` collects single texts from many callers into batches with a
+latency bound. The same code runs on CPU (no pinning, no streams).
+"""
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+__all__ = ["SequenceScorer", "DynamicBatcher", "pad_batch"]
+
+
+def pad_batch(rows: Sequence[Sequence[int]], pad_id: int, multiple: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, attention_mask) int64 arrays, padded on the right to a multiple of ``multiple``.
+
+    Vectorised scatter from one flat array rather than a Python loop per row.
+    """
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    width = int(lengths.max()) if len(rows) else 0
+    width = max(multiple, -(-width // multiple) * multiple)
+    total = int(lengths.sum())
+    flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=total)
+    row = np.repeat(np.arange(len(rows)), lengths)
+    starts = np.cumsum(lengths) - lengths
+    col = np.arange(total) - np.repeat(starts, lengths)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    ids[row, col] = flat
+    mask = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
+    return ids, mask
+
+
+class SequenceScorer:
+    """Score token-id sequences with a loaded classifier.
+
+    Sequences are sorted by length so each batch pads little; batches hold at
+    most ``max_batch`` rows, or ``max_tokens`` tokens so short texts batch wider.
+    On CUDA, batches are assembled into pinned host buffers and copied on a
+    side stream while the previous batch computes; results stay on the GPU
+    until the end, so there is one synchronisation per call.
+    """
+
+    def __init__(self, loaded: Any, max_batch: int = 4096, max_tokens: int = 4096 * 64) -> None:
+        import torch
+
+        from monitor.scorer.model import positive_scores
+
+        self._torch = torch
+        self._positive_scores = positive_scores
+        self.model = loaded.model
+        self.device = loaded.device
+        self.max_batch = max_batch
+        self.max_tokens = max_tokens
+        pad = getattr(loaded.tokenizer, "pad_token_id", None)
+        self.pad_id = int(pad) if pad is not None else 0
+        self._cuda = self.device.type == "cuda"
+        self._copy_stream = torch.cuda.Stream(device=self.device) if self._cuda else None
+
+    def batches(self, lengths: np.ndarray) -> list[np.ndarray]:
+        """Index arrays of the batches, over sequences sorted by length."""
+        order = np.argsort(lengths, kind="stable")
+        out = []
+        start = 0
+        n = len(order)
+        while start < n:
+            # widest batch whose longest row still fits the token budget
+            end = min(n, start + self.max_batch)
+            longest = int(lengths[order[end - 1]])
+            if longest * (end - start) > self.max_tokens:
+                end = start + max(1, self.max_tokens // max(longest, 1))
+            out.append(order[start:end])
+            start = end
+        return out
+
+    def score(self, rows: Sequence[Sequence[int]]) -> np.ndarray:
+        """Positive-class probability of each sequence, float32, in input order."""
+        torch = self._torch
+        n = len(rows)
+        if n == 0:
+            return np.zeros(0, dtype=np.float32)
+        lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=n)
+        results: list[tuple[np.ndarray, Any]] = []
+        with torch.inference_mode():
+            for idx in self.batches(lengths):
+                ids_np, mask_np = pad_batch([rows[i] for i in idx], self.pad_id)
+                ids, mask = self._to_device(ids_np, mask_np)
+                logits = self.model(input_ids=ids, attention_mask=mask).logits
+                results.append((idx, self._positive_scores(logits)))
+            out = np.empty(n, dtype=np.float32)
+            if results:
+                # one device->host copy for the whole call
+                scores = torch.cat([s for _, s in results]).cpu().numpy()
+                out[np.concatenate([i for i, _ in results])] = scores
+        return out
+
+    def _to_device(self, ids_np: np.ndarray, mask_np: np.ndarray) -> tuple[Any, Any]:
+        torch = self._torch
+        ids = torch.from_numpy(ids_np)
+        mask = torch.from_numpy(mask_np)
+        if not self._cuda:
+            return ids.to(self.device), mask.to(self.device)
+        compute = torch.cuda.current_stream(self.device)
+        # Pinned memory makes the copy asynchronous; the side stream lets it
+        # run while the previous batch is still computing.
+        ids, mask = ids.pin_memory(), mask.pin_memory()
+        with torch.cuda.stream(self._copy_stream):
+            ids_d = ids.to(self.device, non_blocking=True)
+            mask_d = mask.to(self.device, non_blocking=True)
+        compute.wait_stream(self._copy_stream)
+        # tell the caching allocator these tensors are used on the compute stream
+        ids_d.record_stream(compute)
+        mask_d.record_stream(compute)
+        return ids_d, mask_d
+
+
+class DynamicBatcher:
+    """Collect items from many callers; run ``fn`` on up to ``max_batch`` of them
+    or whatever arrived within ``max_wait_ms`` of the first one.
+
+    ``submit(item)`` returns a ``Future`` with ``fn``'s result for that item.
+
+    >>> b = DynamicBatcher(lambda xs: [x * 2 for x in xs], max_batch=4, max_wait_ms=5)
+    >>> [f.result() for f in [b.submit(i) for i in range(6)]]
+    [0, 2, 4, 6, 8, 10]
+    >>> b.close()
+    """
+
+    def __init__(self, fn: Callable[[list[Any]], Sequence[Any]], max_batch: int = 1024, max_wait_ms: float = 10.0) -> None:
+        self.fn = fn
+        self.max_batch = max_batch
+        self.max_wait_seconds = max_wait_ms / 1000.0
+        self._queue: queue.Queue[tuple[Any, Future] | None] = queue.Queue()
+        self._closed = False
+        self.batch_sizes: list[int] = []  # for tests and tuning
+        self._worker = threading.Thread(target=self._run, name="fairwatch-batcher", daemon=True)
+        self._worker.start()
+
+    def submit(self, item: Any) -> Future:
+        if self._closed:
+            raise RuntimeError("batcher is closed")
+        fut: Future = Future()
+        self._queue.put((item, fut))
+        return fut
+
+    def close(self) -> None:
+        """Finish pending items, then stop the worker."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(None)
+            self._worker.join()
+
+    def __enter__(self) -> DynamicBatcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            deadline = time.monotonic() + self.max_wait_seconds
+            while len(batch) < self.max_batch:
+                remaining = deadline - time.monotonic()
+                try:
+                    nxt = self._queue.get(timeout=max(remaining, 0.0)) if remaining > 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self.batch_sizes.append(len(batch))
+            try:
+                results = self.fn([item for item, _ in batch])
+                for (_, fut), res in zip(batch, results, strict=True):
+                    fut.set_result(res)
+            except BaseException as exc:  # hand the error to every caller instead of killing the worker
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)

@@ -1,0 +1,155 @@
+"""``fairwatch score``: counterfactual re-scoring of a CSV/JSONL file of texts."""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any, Iterator, TextIO
+
+__all__ = ["register", "run_score", "read_texts"]
+
+
+class InputError(Exception):
+    """Bad command-line input: reported as one line on stderr, exit code 2."""
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``score`` subcommand to an argparse ``subparsers`` object."""
+    p = subparsers.add_parser(
+        "score",
+        help="re-score texts with a classifier and their counterfactual variants",
+        description="Score each text of a CSV or JSONL file as written and with group terms swapped; "
+        "print JSONL per row or a summary table with per-term attribution.",
+    )
+    p.add_argument("input", help="CSV or JSONL file (by extension: .csv, .jsonl/.ndjson/.json)")
+    p.add_argument("--text-col", default="text", help="column / key holding the text (default: text)")
+    p.add_argument("--model-dir", required=True, help="local Hugging Face model directory")
+    p.add_argument("--lexicon", default=None, help="lexicon file (JSON or TOML); default: the shipped lexicons")
+    p.add_argument("--extend-default", action="store_true", help="add --lexicon to the shipped lexicons instead of replacing them")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
+    p.add_argument("--batch-size", type=int, default=1024, help="texts per scoring call (default: 1024)")
+    p.add_argument("--max-length", type=int, default=64, help="token limit per sequence (default: 64)")
+    p.add_argument("--threshold", type=float, default=0.5, help="decision threshold (default: 0.5)")
+    p.add_argument("--model-name", default="default", help="model label in the summary")
+    p.add_argument("--format", choices=["jsonl", "summary"], default="jsonl", help="per-row JSONL or summary table")
+    p.add_argument("--output", "-o", default="-", help="output file (default: stdout)")
+    p.set_defaults(func=run_score)
+    return p
+
+
+def read_texts(path: Path, text_col: str) -> Iterator[tuple[int, Any]]:
+    """(row number, text or None) per row; None marks a bad row (counted and skipped)."""
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        with path.open(newline="", encoding="utf-8", errors="replace") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or text_col not in reader.fieldnames:
+                raise InputError(f"column {text_col!r} not in {path} (columns: {', '.join(reader.fieldnames or [])})")
+            for i, row in enumerate(reader, start=1):
+                yield i, row.get(text_col)
+    elif suffix in (".jsonl", ".ndjson", ".json"):
+        with path.open(encoding="utf-8", errors="replace") as f:
+            seen_col = False
+            for i, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except ValueError:
+                    yield i, None
+                    continue
+                if isinstance(obj, dict) and text_col in obj:
+                    seen_col = True
+                    yield i, obj[text_col]
+                else:
+                    yield i, None
+            if not seen_col:
+                raise InputError(f"key {text_col!r} not found in any row of {path}")
+    else:
+        raise InputError(f"{path}: unknown input format {suffix!r} (expected .csv or .jsonl)")
+
+
+def run_score(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except InputError as exc:
+        print(f"fairwatch score: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from monitor.scorer.counterfactuals import Lexicon, LexiconError
+    from monitor.scorer.stats import CounterfactualStats
+
+    path = Path(args.input)
+    if not path.is_file():
+        raise InputError(f"input file {str(path)!r} not found")
+    if args.batch_size < 1:
+        raise InputError("--batch-size must be at least 1")
+    try:
+        if args.lexicon is None:
+            lexicon = Lexicon.default()
+        elif args.extend_default:
+            lexicon = Lexicon.default().extend(Lexicon.from_file(args.lexicon))
+        else:
+            lexicon = Lexicon.from_file(args.lexicon)
+    except LexiconError as exc:
+        raise InputError(str(exc)) from exc
+    try:
+        from monitor.scorer.model import ModelLoadError
+        from monitor.scorer.scoring import CounterfactualScorer
+    except ImportError as exc:
+        raise InputError(f"the scorer needs the 'ml' extra (torch, transformers): {exc}") from exc
+    # Read (and validate) the input before loading a model: bad input fails fast.
+    rows = list(read_texts(path, args.text_col))
+    try:
+        scorer = CounterfactualScorer(
+            args.model_dir, lexicon, device=args.device, threshold=args.threshold, max_length=args.max_length
+        )
+    except ModelLoadError as exc:
+        raise InputError(str(exc)) from exc
+
+    stats = CounterfactualStats()
+    bad_rows = 0
+    out: TextIO = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
+    try:
+        for start in range(0, len(rows), args.batch_size):
+            chunk = rows[start : start + args.batch_size]
+            result = scorer.score([t for _, t in chunk])
+            stats.update(result, model=args.model_name)
+            bad_rows += len(result.rejected)
+            if args.format == "jsonl":
+                for k, (row_no, _) in enumerate(chunk):
+                    if k in result.rejected:
+                        continue
+                    out.write(json.dumps({
+                        "row": row_no,
+                        "score": round(float(result.original_score[k]), 6),
+                        "debiased_score": round(float(result.debiased_score[k]), 6),
+                        "flipped": bool(result.flipped[k]),
+                        "max_abs_change": round(float(result.max_abs_change[k]), 6),
+                        "n_variants": int(result.n_variants[k]),
+                    }) + "\n")
+        if args.format == "summary":
+            _write_summary(out, stats, len(rows), bad_rows)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    if bad_rows:
+        print(f"fairwatch score: skipped {bad_rows} bad row(s) of {len(rows)}", file=sys.stderr)
+    return 0
+
+
+def _write_summary(out: TextIO, stats: Any, n_rows: int, bad_rows: int) -> None:
+    out.write(f"rows: {n_rows}  skipped: {bad_rows}\n")
+    out.write(f"{'model':<12} {'attribute':<16} {'texts':>7} {'variants':>9} {'flip_rate':>9} {'mean|d|':>8} {'max|d|':>8}  top terms (mean |d|, out/in)\n")
+    for row in stats.summary():
+        terms = ", ".join(
+            f"{t['term']} ({t['mean_abs_change']:.3f}, {t['swapped_out']}/{t['swapped_in']})" for t in row["top_terms"]
+        )
+        out.write(
+            f"{row['model']:<12} {row['attribute']:<16} {row['texts']:>7} {row['variants']:>9} "
+            f"{row['flip_rate']:>9.3f} {row['mean_abs_change']:>8.4f} {row['max_abs_change']:>8.4f}  {terms}\n"
+        )

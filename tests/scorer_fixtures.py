@@ -1,0 +1,120 @@
+"""Tiny real Hugging Face classifiers for the scorer tests (built in a second on CPU).
+
+Three models share one WordLevel tokenizer:
+
+* ``random``: a 2-layer BERT with hidden size 32, random weights (seeded);
+* ``ignores``: the same with the embeddings of every lexicon term zeroed, so a
+  swap changes nothing the model sees;
+* ``keys``: weights set by hand so the score is (almost) 1 when the text holds
+  more "male-side" gender terms than "female-side" ones and (almost) 0 the
+  other way round: attention is uniform (Q = K = 0, V = identity), feed-forward
+  blocks are switched off, and the classifier reads one embedding direction.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+FILLERS = (
+    "the my a an is was went home called friend book teacher said hello there manager theme park gave "
+    "pen own and to of people this that good bad hate love nice i you it they we are be at in on with "
+    "for yesterday today wrote met saw told tall kind angry smart doctor nurse car dog , . ' s ! ? -"
+).split()
+
+
+def tiny_vocab() -> list[str]:
+    from monitor.scorer.counterfactuals import Lexicon
+
+    words: list[str] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    lex = Lexicon.default()
+    for attr in lex.attributes.values():
+        for term in attr.all_terms:
+            words.extend(term.split(" "))
+    words.extend(FILLERS)
+    return list(dict.fromkeys(words))
+
+
+def male_female_terms() -> tuple[set[str], set[str]]:
+    from monitor.scorer.counterfactuals import Lexicon
+
+    gender = Lexicon.default().attributes["gender"]
+    male = {a for a, _ in gender.pairs} | {"his", "him"}
+    female = {b for _, b in gender.pairs} | {"her", "hers"}
+    return male, female
+
+
+def build_tiny_model(out_dir: str | Path, kind: str = "random", seed: int = 0) -> Path:
+    """Save a tiny BertForSequenceClassification + fast tokenizer to ``out_dir``."""
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    vocab = {w: i for i, w in enumerate(tiny_vocab())}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]"
+    )
+    fast.save_pretrained(out)
+
+    torch.manual_seed(seed)
+    hidden = 32
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128, num_labels=2, hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0, pad_token_id=0,
+    )
+    model = BertForSequenceClassification(config).eval()
+    lexicon_ids = [i for w, i in vocab.items() if w in _lexicon_words()]
+    with torch.no_grad():
+        # Explicit, seeded init with a wide spread: default init gives near-constant scores at this size.
+        gen = torch.Generator().manual_seed(seed)
+        for name, param in model.named_parameters():
+            if param.dim() >= 2:
+                param.copy_(torch.randn(param.shape, generator=gen) * (1.0 if "classifier" in name else 0.3))
+        if kind == "ignores":
+            model.bert.embeddings.word_embeddings.weight[lexicon_ids] = 0.0
+        elif kind == "keys":
+            _make_keys_model(model, vocab)
+        elif kind != "random":
+            raise ValueError(kind)
+    model.save_pretrained(out)
+    return out
+
+
+def _lexicon_words() -> set[str]:
+    from monitor.scorer.counterfactuals import Lexicon
+
+    return {w for a in Lexicon.default().attributes.values() for t in a.all_terms for w in t.split(" ")}
+
+
+def _make_keys_model(model, vocab: dict[str, int]) -> None:  # noqa: ANN001 - torch types stay optional
+    import torch
+
+    male, female = male_female_terms()
+    emb = model.bert.embeddings
+    emb.word_embeddings.weight.zero_()
+    emb.position_embeddings.weight.zero_()
+    emb.token_type_embeddings.weight.zero_()
+    for w in male:
+        emb.word_embeddings.weight[vocab[w], 0] = 3.0
+    for w in female:
+        emb.word_embeddings.weight[vocab[w], 0] = -3.0
+    eye = torch.eye(model.config.hidden_size)
+    for layer in model.bert.encoder.layer:
+        att = layer.attention
+        att.self.query.weight.zero_(); att.self.query.bias.zero_()
+        att.self.key.weight.zero_(); att.self.key.bias.zero_()
+        att.self.value.weight.copy_(eye); att.self.value.bias.zero_()
+        att.output.dense.weight.copy_(eye); att.output.dense.bias.zero_()
+        layer.output.dense.weight.zero_(); layer.output.dense.bias.zero_()  # feed-forward adds nothing
+    model.bert.pooler.dense.weight.copy_(eye)
+    model.bert.pooler.dense.bias.zero_()
+    model.classifier.weight.zero_()
+    model.classifier.bias.zero_()
+    model.classifier.weight[1, 0] = 10.0  # positive logit follows the gender direction

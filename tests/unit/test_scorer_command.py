@@ -1,0 +1,67 @@
+"""`fairwatch score`: the register()'d subcommand, good and bad input."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from monitor.scorer.command import register
+
+
+def run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="fairwatch")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+@pytest.fixture()
+def csv_file(tmp_path):  # noqa: ANN001, ANN201
+    p = tmp_path / "in.csv"
+    p.write_text('id,text\n1,my son is kind\n2,\n3,"she said hello"\n4,the muslim teacher\n')
+    return p
+
+
+def test_jsonl_output_skips_bad_rows(tiny_model_dirs, csv_file, tmp_path, capsys) -> None:  # noqa: ANN001
+    out = tmp_path / "out.jsonl"
+    rc = run(["score", str(csv_file), "--model-dir", str(tiny_model_dirs["keys"]), "--device", "cpu", "-o", str(out), "--batch-size", "2"])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rc == 0
+    assert [r["row"] for r in rows] == [1, 3, 4]
+    assert rows[0]["flipped"] is True and rows[0]["n_variants"] >= 1
+    assert "skipped 1 bad row" in capsys.readouterr().err
+
+
+def test_summary_from_jsonl_with_bad_lines(tiny_model_dirs, tmp_path, capsys) -> None:  # noqa: ANN001
+    p = tmp_path / "in.jsonl"
+    p.write_text('{"t": "my son is kind"}\nnot json\n{"other": 1}\n{"t": "her book is good"}\n')
+    rc = run(["score", str(p), "--text-col", "t", "--model-dir", str(tiny_model_dirs["keys"]), "--device", "cpu", "--format", "summary"])
+    cap = capsys.readouterr()
+    assert rc == 0
+    assert "gender" in cap.out and "flip_rate" in cap.out and "son" in cap.out
+    assert "skipped 2 bad row" in cap.err
+
+
+@pytest.mark.parametrize("case", ["missing_file", "missing_column", "bad_model_dir", "bad_lexicon", "bad_format"])
+def test_bad_input_one_line_exit_2(case: str, tiny_model_dirs, csv_file, tmp_path, capsys) -> None:  # noqa: ANN001
+    model = str(tiny_model_dirs["random"])
+    argv = ["score", str(csv_file), "--model-dir", model, "--device", "cpu"]
+    if case == "missing_file":
+        argv[1] = str(tmp_path / "nope.csv")
+    elif case == "missing_column":
+        argv += ["--text-col", "comment"]
+    elif case == "bad_model_dir":
+        argv[3] = str(tmp_path)
+    elif case == "bad_lexicon":
+        lex = tmp_path / "lex.json"
+        lex.write_text("{not json")
+        argv += ["--lexicon", str(lex)]
+    elif case == "bad_format":
+        other = tmp_path / "in.parquet"
+        other.write_text("x")
+        argv[1] = str(other)
+    rc = run(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and err[0].startswith("fairwatch score: error:")
