@@ -98,6 +98,10 @@ class Pipeline:
         # event_id -> (model metrics, sequence number) of every held prediction:
         # the dedup store and the join index for late labels at once.
         self.index: dict[str, tuple[GroupMetrics, int]] = {}
+        # event_id -> entries of derived outputs (e.g. the debiased scores of
+        # the same prediction), which share its outcome but not its stats.
+        self.derived_index: dict[str, list[tuple[GroupMetrics, int]]] = {}
+        self.derived_models: set[str] = set()
         self.early_outcomes: dict[str, int] = {}  # event_id -> label, oldest first
         self.stats = PipelineStats()
         self.position = 0  # events seen so far, valid or not
@@ -108,10 +112,17 @@ class Pipeline:
         parse = self.parser.parse
         return self.process_events([parse(line) for line in lines])
 
-    def process_events(self, events: list[Event | Rejection]) -> BatchResult:
+    def process_events(
+        self, events: list[Event | Rejection], derived: dict[int, list[Event]] | None = None
+    ) -> BatchResult:
+        """Apply a batch. ``derived`` maps the batch position of a prediction to
+        more predictions of the same event under other model names (outputs
+        such as ``credit-risk:debiased``): they are tracked like any model,
+        follow the fate of their source (dropped with it when it is a
+        duplicate) and take its label, early or late."""
         started = time.perf_counter()
         with self.lock:
-            result = self._apply(events)
+            result = self._apply(events, derived or {})
         self._observe_batch(time.perf_counter() - started)
         return result
 
@@ -137,7 +148,7 @@ class Pipeline:
             )
         return metrics
 
-    def _apply(self, events: list[Event | Rejection]) -> BatchResult:
+    def _apply(self, events: list[Event | Rejection], derived: dict[int, list[Event]]) -> BatchResult:
         stats = self.stats
         index = self.index
         early = self.early_outcomes
@@ -145,6 +156,7 @@ class Pipeline:
         rejected: list[tuple[int, Rejection]] = []
         outcomes: list[tuple[str, int]] = []
         duplicates = 0
+        accepted_derived: list[tuple[int, Event, list[Event]]] = []
         model = batch = None
         for i, event in enumerate(events):
             if event.__class__ is Rejection:
@@ -170,6 +182,10 @@ class Pipeline:
                 stats.outcomes["joined"] += 1
             batch.events.append(event)
             batch.positions.append(i)
+            if derived and i in derived:
+                accepted_derived.append((i, event, derived[i]))
+        if accepted_derived:
+            self._add_derived(accepted_derived, batches)
 
         drift: list[DriftEvent] = []
         for model, batch in batches.items():
@@ -179,8 +195,7 @@ class Pipeline:
             for start in range(0, len(batch.events), size):
                 ids, prediction, label, score, ts, groups, positions = batch.columns(start, start + size)
                 codes, dropped = metrics.add(ids, prediction, label, score, ts, groups)
-                for event_id in dropped:
-                    index.pop(event_id, None)
+                self._forget(dropped, metrics)
                 names = {attribute: values.values for attribute, values in metrics.index.items()}
                 drift += detector.update(codes, names, prediction, self.position + positions, ts)
                 newest = float(ts.max())
@@ -199,6 +214,33 @@ class Pipeline:
         drift.sort(key=lambda d: d.event_index)
         self.drift_events += drift
         return BatchResult(rejected, duplicates, drift)
+
+    def _add_derived(self, accepted: list[tuple[int, Event, list[Event]]], batches: dict[str, _ModelBatch]) -> None:
+        derived_index = self.derived_index
+        for position, source, extras in accepted:
+            for event in extras:
+                batch = batches.get(event.model)
+                if batch is None:
+                    self.derived_models.add(event.model)
+                    batch = batches[event.model] = _ModelBatch(self._metrics_for(event.model))
+                event.label = source.label
+                entry = (batch.metrics, batch.metrics.journal.next_seq + len(batch.events))
+                derived_index.setdefault(source.event_id, []).append(entry)
+                batch.events.append(event)
+                batch.positions.append(position)
+
+    def _forget(self, event_ids: list[str], metrics: GroupMetrics) -> None:
+        """Drop index entries of events the journal of ``metrics`` no longer holds."""
+        if metrics.model not in self.derived_models:
+            for event_id in event_ids:
+                self.index.pop(event_id, None)
+            return
+        for event_id in event_ids:
+            entries = self.derived_index.get(event_id)
+            if entries:
+                entries[:] = [e for e in entries if e[0] is not metrics]
+                if not entries:
+                    del self.derived_index[event_id]
 
     def _apply_outcomes(self, outcomes: list[tuple[str, int]]) -> None:
         counts = self.stats.outcomes
@@ -225,17 +267,23 @@ class Pipeline:
             pending = group[1]
             if seq in pending:
                 counts["duplicate" if pending[seq] == label else "conflicting"] += 1
-            else:
-                pending[seq] = label
+                continue
+            pending[seq] = label
+            for derived_metrics, derived_seq in self.derived_index.get(event_id, ()):
+                group = found.get(id(derived_metrics))
+                if group is None:
+                    group = found[id(derived_metrics)] = (derived_metrics, {})
+                group[1].setdefault(derived_seq, label)
         for metrics, pending in found.values():
             seqs = np.fromiter(pending, dtype=np.int64, count=len(pending))
             labels = np.fromiter(pending.values(), dtype=np.int64, count=len(pending))
             known = metrics.journal.label[metrics.journal.positions(seqs)]
             new = known == NO_LABEL
-            same = int((~new & (known == labels)).sum())
-            counts["joined"] += int(new.sum())
-            counts["duplicate"] += same
-            counts["conflicting"] += int((~new).sum()) - same
+            if metrics.model not in self.derived_models:  # derived outputs echo their source's counts
+                same = int((~new & (known == labels)).sum())
+                counts["joined"] += int(new.sum())
+                counts["duplicate"] += same
+                counts["conflicting"] += int((~new).sum()) - same
             metrics.label(seqs[new], labels[new])
 
     def _observe_batch(self, seconds: float) -> None:

@@ -127,3 +127,22 @@ def test_report_flags_small_groups_and_keeps_them_out_of_alert_gaps():
     assert report["alert_groups"] == ["big", "mid"]
     assert report["gaps"]["demographic_parity_difference"] == pytest.approx(1.0)
     assert report["alert_gaps"]["demographic_parity_difference"] < 1.0
+
+
+def test_derived_outputs_share_labels_and_fate_but_not_stats():
+    from monitor.events import Event, EventParser
+
+    parser = EventParser()
+    p = Pipeline(MonitorConfig(count_windows=[], time_windows_seconds=[]))
+    events = [parser.parse(line(i, 1)) for i in range(3)] + [parser.parse(line(1, 1))]  # last: duplicate
+    debiased = {
+        i: [Event(event_id=e.event_id, ts=e.ts, model="default:debiased", prediction=0, score=0.1, groups=e.groups)]
+        for i, e in enumerate(events)
+    }
+    p.process_events([parser.parse(line(0, label=1))])  # early outcome for event 0
+    p.process_events(events, derived=debiased)
+    p.process_events([parser.parse(line(2, label=0))])  # late outcome for event 2
+    original, derived = rows(p)["F"], rows(p, model="default:debiased")["F"]
+    assert original[N] == derived[N] == 3
+    assert (original[TP], original[FP]) == (1, 1) and (derived[FN], derived[TN]) == (1, 1)
+    assert p.stats.valid == 3 and p.stats.duplicates == 1 and p.stats.outcomes["joined"] == 2
