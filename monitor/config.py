@@ -25,6 +25,24 @@ class ConfigError(ValueError):
     """A configuration problem, worded for one line on stderr."""
 
 
+class Thresholds(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Breach thresholds: a difference breaches above, a ratio below."""
+
+    demographic_parity_difference: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.1
+    equalized_odds_difference: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.1
+    demographic_parity_ratio: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.8
+
+
+class ThresholdOverride(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Thresholds for one model and/or attribute (None: any)."""
+
+    model: Union[str, None] = None
+    attribute: Union[str, None] = None
+    demographic_parity_difference: Union[float, None] = None
+    equalized_odds_difference: Union[float, None] = None
+    demographic_parity_ratio: Union[float, None] = None
+
+
 class MonitorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Attributes to track (None: every attribute that events carry) and
     # intersections tracked jointly, e.g. [["race", "sex"]] -> "race&sex".
@@ -49,10 +67,52 @@ class MonitorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     drift_min_block_group_events: Positive = 10
     # Group-rate drift: one update per this many predictions of the group.
     drift_group_block_events: Positive = 30
+    # -- breach decisions (monitor.breach) --------------------------------------
+    thresholds: Thresholds = msgspec.field(default_factory=Thresholds)
+    threshold_overrides: list[ThresholdOverride] = []
+    # Chance of any false breach over the whole stream, per model and worker set.
+    family_error: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.05
+    # Workers sharing a stream: each decides at family_error / workers.
+    workers: Positive = 1
+    decision_block_events: Positive = 8_000
+    decision_scales: Annotated[int, msgspec.Meta(ge=0, le=8)] = 3
+    decision_staggers: Annotated[int, msgspec.Meta(ge=1, le=8)] = 4
+    # Decisions are re-checked after this many predictions (at a batch end).
+    decision_check_events: Positive = 4_000
+    max_decision_groups: Positive = 20
+    # Attributes in the family when `attributes` is not given (discovered).
+    max_attributes: Positive = 8
+    # Worst-subgroup search over intersections of the configured attributes.
+    subgroup_search: bool = True
+    subgroup_max_order: Annotated[int, msgspec.Meta(ge=2, le=3)] = 2
+    max_subgroup_cells: Positive = 64
+
+    # Label coverage differing across groups by more than this is flagged:
+    # realised rates of the groups are then not comparable.
+    coverage_gap: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.1
+
     default_model: str = "default"
     threshold: Union[float, None] = None
     max_event_bytes: Positive = 1 << 20
     max_text_chars: Positive = 20_000
+
+    def threshold_for(self, model: str, attribute: str, metric: str) -> float:
+        value = getattr(self.thresholds, metric)
+        for override in self.threshold_overrides:
+            if override.model in (None, model) and override.attribute in (None, attribute):
+                value = getattr(override, metric) if getattr(override, metric) is not None else value
+        return value
+
+    def search_intersections(self) -> list[tuple[str, ...]]:
+        """Attribute combinations the worst-subgroup search tracks."""
+        from itertools import combinations
+
+        if not self.subgroup_search or not self.attributes or len(self.attributes) < 2:
+            return []
+        singles = [a for a in self.attributes if "&" not in a]
+        configured = {tuple(p) for p in self.intersections}
+        orders = range(2, min(self.subgroup_max_order, len(singles)) + 1)
+        return [c for k in orders for c in combinations(singles, k) if c not in configured]
 
     def __post_init__(self) -> None:
         if self.privacy_floor > self.min_group_size:

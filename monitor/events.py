@@ -153,7 +153,11 @@ class EventParser:
                 return Rejection("bad_value", f"prediction must be 0 or 1, got {prediction!r} at `$.prediction`")
             if event.groups is None:
                 return Rejection("missing_field", "Object missing required field `groups`")
-        event.ts = to_epoch_seconds(event.ts, self._now())
+        ts = event.ts
+        if ts is None:
+            event.ts = self._now()
+        elif ts.__class__ is not float:
+            event.ts = to_epoch_seconds(ts, 0.0)
         if event.model is None:
             event.model = self.default_model
         return event

@@ -99,6 +99,15 @@ class FairwatchCollector(Collector):
             buckets = list(stats.batch_seconds_buckets)
             batch_sum = stats.batch_seconds_sum
             drift = list(pipeline.drift_events)
+            decisions = {m: (dict(b.states), len(b.onsets), list(b.onsets)) for m, b in pipeline.breach_monitors.items()}
+            estimates = {
+                m: {a: (metrics.index[a].values[:], c.estimates(a, len(metrics.index[a].values)),
+                        c.label_delay(a, len(metrics.index[a].values)),
+                        c.calibration_error(a, len(metrics.index[a].values)))
+                    for a in metrics.reported}
+                for m, metrics in pipeline.models.items()
+                for c in [pipeline.calibrations[m]]
+            }
 
         counters = CounterMetricFamily(
             names.GROUP_EVENTS, "Events per group and cell since start (sum over workers)",
@@ -166,6 +175,8 @@ class FairwatchCollector(Collector):
                         gap_lower.add_metric(key, g.lower)
                         gap_upper.add_metric(key, g.upper)
         yield from (counters, score_sums, rate, rate_lower, rate_upper, window_events, gap, gap_lower, gap_upper)
+        yield from self._decision_families(decisions)
+        yield from self._estimate_families(estimates)
 
         drift_counts: dict[tuple, int] = {}
         drift_last: dict[tuple, float] = {}
@@ -207,6 +218,71 @@ class FairwatchCollector(Collector):
         for model, ts in last_ts.items():
             last.add_metric([model], ts)
         yield last
+
+
+    def _decision_families(self, decisions) -> Iterator:
+        labels = [names.MODEL, names.ATTRIBUTE, names.METRIC]
+        bound = GaugeMetricFamily(names.DECISION_BOUND, "Anytime-valid bound the breach decision used", labels=labels)
+        threshold = GaugeMetricFamily(names.DECISION_THRESHOLD, "Breach threshold", labels=labels)
+        breach = GaugeMetricFamily(names.DECISION_BREACH, "1 while a breach is declared", labels=labels)
+        onsets = CounterMetricFamily(names.BREACH_ONSETS, "Breaches declared", labels=labels)
+        for model, (states, _, onset_list) in decisions.items():
+            merged: dict[tuple[str, str], tuple] = {}
+            for (attribute, key), state in states.items():
+                metric = key.split(":", 1)[0]  # subgroup cells: keep the worst per attribute
+                is_ratio = metric.endswith("ratio")
+                value = state.bound
+                previous = merged.get((attribute, metric))
+                worse = previous is None or (state.breached and not previous[0]) or (
+                    state.breached == previous[0]
+                    and not math.isnan(value)
+                    and (math.isnan(previous[1]) or (value < previous[1] if is_ratio else value > previous[1]))
+                )
+                if worse:
+                    merged[(attribute, metric)] = (state.breached, value, state.threshold)
+            counts: dict[tuple[str, str], int] = {}
+            for o in onset_list:
+                counts[(o.attribute, o.metric)] = counts.get((o.attribute, o.metric), 0) + 1
+            for (attribute, metric), (breached, value, limit) in merged.items():
+                key = [model, attribute, metric]
+                if not math.isnan(value):
+                    bound.add_metric(key, value)
+                threshold.add_metric(key, limit)
+                breach.add_metric(key, 1.0 if breached else 0.0)
+                onsets.add_metric(key, counts.get((attribute, metric), 0))
+        yield from (bound, threshold, breach, onsets)
+
+    def _estimate_families(self, estimates) -> Iterator:
+        floor = self.pipeline.config.privacy_floor
+        labels = [*GROUP_LABELS, names.METRIC]
+        value = GaugeMetricFamily(names.GROUP_ESTIMATED_RATE, "Rate of unlabeled predictions, from calibrated scores",
+                                  labels=labels)
+        lower = GaugeMetricFamily(names.GROUP_ESTIMATED_RATE_LOWER, "95% lower bound", labels=labels)
+        upper = GaugeMetricFamily(names.GROUP_ESTIMATED_RATE_UPPER, "95% upper bound", labels=labels)
+        unlabeled = GaugeMetricFamily(names.GROUP_UNLABELED, "Predictions still without a label", labels=GROUP_LABELS)
+        delay = GaugeMetricFamily(names.GROUP_LABEL_DELAY, "Mean delay of late labels", labels=GROUP_LABELS)
+        ece = GaugeMetricFamily(names.GROUP_CALIBRATION_ERROR, "Expected calibration error on labeled predictions",
+                                labels=GROUP_LABELS)
+        for model, attributes in estimates.items():
+            for attribute, (groups, group_estimates, delays, errors) in attributes.items():
+                exported = self._group_labels(model, attribute).label_of
+                for g, name in enumerate(groups):
+                    label = exported.get(name)
+                    if label is None or label == names.OTHER_GROUP:  # a sum of groups has no single calibration
+                        continue
+                    key = [model, attribute, label]
+                    e = group_estimates[g]
+                    if e is not None and e["n_unlabeled"] >= floor:
+                        unlabeled.add_metric(key, e["n_unlabeled"])
+                        for metric, bounds in e["ci"].items():
+                            value.add_metric([*key, metric], e[metric])
+                            lower.add_metric([*key, metric], bounds[0])
+                            upper.add_metric([*key, metric], bounds[1])
+                    if not math.isnan(delays[g]):
+                        delay.add_metric(key, delays[g])
+                    if not math.isnan(errors[g]):
+                        ece.add_metric(key, errors[g])
+        yield from (value, lower, upper, unlabeled, delay, ece)
 
 
 def make_registry(pipeline: Pipeline) -> CollectorRegistry:

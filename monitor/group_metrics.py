@@ -62,7 +62,10 @@ class GroupMetrics:
         count_windows: list[int] = (),
         time_windows_seconds: list[float] = (),
         journal_capacity: int = 1_000_000,
+        search_intersections: list[tuple[str, ...]] = (),
     ) -> None:
+        """``search_intersections`` are tracked for the worst-subgroup search
+        only: they are listed in ``search_only`` and kept out of reports."""
         for size in count_windows:
             if size > journal_capacity:
                 raise ValueError(f"count window {size} exceeds the journal capacity {journal_capacity}")
@@ -74,8 +77,24 @@ class GroupMetrics:
         self._discover = attributes is None
         for attribute in attributes or ():
             self._add_attribute(attribute, (attribute,))
+        self.search_only: set[str] = set()
+        for parts in [*intersections, *search_intersections]:
+            for part in parts:
+                self._add_attribute(part, (part,))
         for parts in intersections:
             self._add_attribute(INTERSECTION_SEPARATOR.join(parts), tuple(parts))
+        for parts in search_intersections:
+            name = INTERSECTION_SEPARATOR.join(parts)
+            if name not in self.components:
+                self.search_only.add(name)
+                self._add_attribute(name, tuple(parts))
+        # Per intersection: packed component codes -> dense code.
+        self._packed: dict[str, dict[int, int]] = {}
+
+    @property
+    def reported(self) -> list[str]:
+        """Attributes that reports and /metrics show (search-only ones left out)."""
+        return [a for a in self.components if a not in self.search_only]
 
     @property
     def since_start(self) -> Window:
@@ -94,17 +113,35 @@ class GroupMetrics:
                 self._add_attribute(name, (name,))
         codes = {}
         for name, parts in self.components.items():
-            index = self.index[name]
             if len(parts) == 1:
+                index = self.index[name]
                 (part,) = parts
-                values = [index[g.get(part, UNKNOWN_GROUP)] for g in groups]
-            else:
-                values = [
-                    index[INTERSECTION_SEPARATOR.join([g.get(p, UNKNOWN_GROUP) for p in parts])]
-                    for g in groups
-                ]
-            codes[name] = np.array(values, dtype=np.int64)
+                codes[name] = np.array([index[g.get(part, UNKNOWN_GROUP)] for g in groups], dtype=np.int64)
+        for name, parts in self.components.items():
+            if len(parts) > 1:
+                codes[name] = self._intersection_codes(name, parts, codes)
         return codes
+
+    def _intersection_codes(self, name: str, parts: tuple[str, ...], codes: dict[str, np.ndarray]) -> np.ndarray:
+        # Pack the component codes into one integer per event and name only the
+        # distinct packs: string joins per event would cost more than all the rest.
+        packed = np.zeros_like(codes[parts[0]])
+        for part in parts:
+            packed = packed * (1 << 20) + codes[part]
+        distinct, inverse = np.unique(packed, return_inverse=True)
+        known = self._packed.setdefault(name, {})
+        index = self.index[name]
+        dense = np.empty(distinct.size, dtype=np.int64)
+        for i, key in enumerate(distinct.tolist()):
+            code = known.get(key)
+            if code is None:
+                values, rest = [], key
+                for part in reversed(parts):
+                    rest, component = divmod(rest, 1 << 20)
+                    values.append(self.index[part].values[component])
+                code = known[key] = index[INTERSECTION_SEPARATOR.join(reversed(values))]
+            dense[i] = code
+        return dense[inverse.reshape(-1)]
 
     def add(
         self,
@@ -142,19 +179,23 @@ class GroupMetrics:
                     )
         return codes, dropped
 
-    def label(self, seqs: np.ndarray, labels: np.ndarray) -> None:
-        """Apply labels to held, still unlabeled events."""
+    def label(self, seqs: np.ndarray, labels: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+        """Apply labels to held, still unlabeled events; return their group codes
+        per attribute, predictions, scores and event times (for decisions and
+        per-group calibration)."""
         if seqs.size == 0:
-            return
+            empty = np.zeros(0)
+            return {}, empty.astype(np.int64), empty, empty
         journal = self.journal
-        pos, prediction, old_label, _, ts = journal.columns(seqs)
+        pos, prediction, old_label, score, ts = journal.columns(seqs)
         assert (old_label == NO_LABEL).all(), "label() is for unlabeled events only"
         journal.label[pos] = labels
         masks = [window.members(seqs, ts) for window in self.windows]
         masks = [None if m is None or m.all() else m for m in masks]
         no_score = np.zeros(seqs.size)
+        labeled_codes = {}
         for name, column in journal.codes.items():
-            codes = column[pos]
+            codes = labeled_codes[name] = column[pos]
             n_groups = len(self.index[name].values)
             whole = contributions(codes, prediction, labels, no_score, n_groups, with_predictions=False)
             for window, mask in zip(self.windows, masks):
@@ -168,6 +209,7 @@ class GroupMetrics:
                             with_predictions=False,
                         ),
                     )
+        return labeled_codes, prediction, score, ts
 
     def snapshot(self) -> list[WindowSnapshot]:
         """Consistent copies of every window's rows (take under the pipeline lock)."""
@@ -175,7 +217,7 @@ class GroupMetrics:
         return [
             WindowSnapshot(
                 window.name,
-                {name: window.rows(name, len(groups[name])).copy() for name in self.components},
+                {name: window.rows(name, len(groups[name])).copy() for name in self.reported},
                 groups,
             )
             for window in self.windows

@@ -30,6 +30,25 @@ GAP = "fairwatch_gap"
 GAP_LOWER = "fairwatch_gap_lower"
 GAP_UPPER = "fairwatch_gap_upper"
 
+# --- breach decisions (anytime-valid, family-wise; monitor.breach) ----------
+# Per (model, attribute, metric): the bound the decision compared with the
+# threshold (difference: best pair lower bound; ratio: best pair upper bound),
+# the threshold, and the decision (1 = breached). Subgroup-search metrics
+# (subgroup_<rate>_difference) carry the worst cell of the attribute.
+DECISION_BOUND = "fairwatch_decision_bound"
+DECISION_THRESHOLD = "fairwatch_decision_threshold"
+DECISION_BREACH = "fairwatch_decision_breach"
+BREACH_ONSETS = "fairwatch_breach_onsets_total"
+
+# --- before labels: per-group estimates from calibrated scores --------------
+GROUP_ESTIMATED_RATE = "fairwatch_group_estimated_rate"
+GROUP_ESTIMATED_RATE_LOWER = "fairwatch_group_estimated_rate_lower"
+GROUP_ESTIMATED_RATE_UPPER = "fairwatch_group_estimated_rate_upper"
+GROUP_UNLABELED = "fairwatch_group_unlabeled_predictions"
+GROUP_LABEL_DELAY = "fairwatch_group_label_delay_seconds"
+GROUP_CALIBRATION_ERROR = "fairwatch_group_calibration_error"
+LABEL_COVERAGE_GAP = "fairwatch_label_coverage_gap"
+
 # --- drift ----------------------------------------------------------------
 DRIFT_EVENTS = "fairwatch_drift_events_total"
 DRIFT_LAST_TIMESTAMP = "fairwatch_drift_last_timestamp_seconds"

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from monitor.breach import BreachMonitor, Onset
+from monitor.calibration import ScoreCalibration
 from monitor.config import MonitorConfig
 from monitor.counts import NO_LABEL
 from monitor.drift import DriftEvent, DriftMonitor
@@ -55,6 +57,7 @@ class BatchResult:
     rejected: list[tuple[int, Rejection]]  # (position in the batch, why)
     duplicates: int
     drift: list[DriftEvent]
+    onsets: list[Onset]
 
 
 class _ModelBatch:
@@ -94,6 +97,9 @@ class Pipeline:
         )
         self.models: dict[str, GroupMetrics] = {}
         self.drift_monitors: dict[str, DriftMonitor] = {}
+        self.breach_monitors: dict[str, BreachMonitor] = {}
+        self.calibrations: dict[str, ScoreCalibration] = {}
+        self.onsets: list[Onset] = []
         self.drift_events: list[DriftEvent] = []
         # event_id -> (model metrics, sequence number) of every held prediction:
         # the dedup store and the join index for late labels at once.
@@ -138,7 +144,24 @@ class Pipeline:
                 count_windows=c.count_windows,
                 time_windows_seconds=c.time_windows_seconds,
                 journal_capacity=c.journal_capacity,
+                search_intersections=c.search_intersections(),
             )
+            regular = len(c.attributes) + len(c.intersections) if c.attributes else c.max_attributes
+            self.breach_monitors[model] = BreachMonitor(
+                model,
+                thresholds=lambda attribute, metric, model=model: c.threshold_for(model, attribute, metric),
+                attribute_budget=regular,
+                subgroup_attributes=sorted(metrics.search_only),
+                family_error=c.family_error / c.workers,
+                min_group_size=c.min_group_size,
+                max_decision_groups=c.max_decision_groups,
+                max_subgroup_cells=c.max_subgroup_cells,
+                block_events=c.decision_block_events,
+                scales=c.decision_scales,
+                staggers=c.decision_staggers,
+                check_events=c.decision_check_events,
+            )
+            self.calibrations[model] = ScoreCalibration(min_labeled=c.min_group_size)
             self.drift_monitors[model] = DriftMonitor(
                 model,
                 c.drift_detector,
@@ -164,7 +187,7 @@ class Pipeline:
                 continue
             event_id = event.event_id
             if event.prediction is None:
-                outcomes.append((event_id, event.label))
+                outcomes.append((event_id, event.label, event.ts))
                 continue
             if event_id in index:
                 duplicates += 1
@@ -188,16 +211,23 @@ class Pipeline:
             self._add_derived(accepted_derived, batches)
 
         drift: list[DriftEvent] = []
+        onsets: list[Onset] = []
         for model, batch in batches.items():
             metrics = batch.metrics
             detector = self.drift_monitors[model]
+            breach = self.breach_monitors[model]
             size = metrics.journal.capacity
             for start in range(0, len(batch.events), size):
                 ids, prediction, label, score, ts, groups, positions = batch.columns(start, start + size)
                 codes, dropped = metrics.add(ids, prediction, label, score, ts, groups)
                 self._forget(dropped, metrics)
                 names = {attribute: values.values for attribute, values in metrics.index.items()}
-                drift += detector.update(codes, names, prediction, self.position + positions, ts)
+                reported = {a: codes[a] for a in metrics.reported}
+                drift += detector.update(reported, names, prediction, self.position + positions, ts)
+                self.calibrations[model].observe(
+                    reported, {a: len(names[a]) for a in reported}, prediction, score, label
+                )
+                onsets += breach.observe(codes, prediction, label, names, self.position + positions, ts)
                 newest = float(ts.max())
                 stats.last_event_ts[model] = max(stats.last_event_ts.get(model, newest), newest)
         if outcomes:
@@ -213,7 +243,8 @@ class Pipeline:
         self.position += len(events)
         drift.sort(key=lambda d: d.event_index)
         self.drift_events += drift
-        return BatchResult(rejected, duplicates, drift)
+        self.onsets += onsets
+        return BatchResult(rejected, duplicates, drift, onsets)
 
     def _add_derived(self, accepted: list[tuple[int, Event, list[Event]]], batches: dict[str, _ModelBatch]) -> None:
         derived_index = self.derived_index
@@ -242,13 +273,14 @@ class Pipeline:
                 if not entries:
                     del self.derived_index[event_id]
 
-    def _apply_outcomes(self, outcomes: list[tuple[str, int]]) -> None:
+    def _apply_outcomes(self, outcomes: list[tuple[str, int, float]]) -> None:
         counts = self.stats.outcomes
         early = self.early_outcomes
         index = self.index
         # Outcomes of held predictions, per model: seq -> label, first one wins.
         found: dict[int, tuple[GroupMetrics, dict[int, int]]] = {}
-        for event_id, label in outcomes:
+        arrived: dict[tuple[int, int], float] = {}  # (id(metrics), seq) -> outcome time
+        for event_id, label, outcome_ts in outcomes:
             entry = index.get(event_id)
             if entry is None:
                 if event_id in early:
@@ -269,6 +301,7 @@ class Pipeline:
                 counts["duplicate" if pending[seq] == label else "conflicting"] += 1
                 continue
             pending[seq] = label
+            arrived[(id(metrics), seq)] = outcome_ts
             for derived_metrics, derived_seq in self.derived_index.get(event_id, ()):
                 group = found.get(id(derived_metrics))
                 if group is None:
@@ -284,7 +317,18 @@ class Pipeline:
                 counts["joined"] += int(new.sum())
                 counts["duplicate"] += same
                 counts["conflicting"] += int((~new).sum()) - same
-            metrics.label(seqs[new], labels[new])
+            if not new.any():
+                continue
+            codes, prediction, score, ts = metrics.label(seqs[new], labels[new])
+            names = {attribute: values.values for attribute, values in metrics.index.items()}
+            self.breach_monitors[metrics.model].observe_labels(codes, prediction, labels[new], names)
+            if metrics.model not in self.derived_models:
+                key = id(metrics)
+                delay = np.array([arrived[(key, s)] for s in seqs[new].tolist()]) - ts
+                reported = {a: codes[a] for a in metrics.reported}
+                self.calibrations[metrics.model].observe_labels(
+                    reported, {a: len(names[a]) for a in reported}, prediction, score, labels[new], delay
+                )
 
     def _observe_batch(self, seconds: float) -> None:
         stats = self.stats

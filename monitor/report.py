@@ -59,6 +59,39 @@ def attribute_report(rows: np.ndarray, names: list[str], min_group_size: int, pr
     }
 
 
+def label_free_estimates(pipeline: Pipeline, model: str, coverage_gap: float) -> dict:
+    """Per attribute: per-group label delay, calibration error and estimated rates
+    of the unlabeled predictions; and whether label coverage differs enough
+    across groups to bias the realised rates."""
+    metrics = pipeline.models[model]
+    calibration = pipeline.calibrations[model]
+    since_start = metrics.since_start
+    out = {}
+    for attribute in metrics.reported:
+        names = metrics.index[attribute].values
+        rows = since_start.rows(attribute, len(names))
+        estimates = calibration.estimates(attribute, len(names))
+        errors = calibration.calibration_error(attribute, len(names))
+        delays = calibration.label_delay(attribute, len(names))
+        groups = {}
+        for g, name in enumerate(names):
+            groups[name] = {
+                "estimated": estimates[g],
+                "calibration_error": _num(errors[g]),
+                "label_delay_seconds": _num(delays[g]),
+            }
+        eligible = rows[:, N] >= pipeline.config.min_group_size
+        coverage = rows[eligible][:, [TP, FP, TN, FN]].sum(axis=1) / rows[eligible][:, N]
+        spread = float(coverage.max() - coverage.min()) if coverage.size >= 2 else None
+        out[attribute] = {
+            "groups": groups,
+            "label_coverage_gap": None if spread is None else {
+                "value": spread, "imbalanced": spread > coverage_gap, "threshold": coverage_gap,
+            },
+        }
+    return out
+
+
 def window_report(snapshot: WindowSnapshot, min_group_size: int, privacy_floor: int) -> dict:
     return {
         attribute: attribute_report(rows, snapshot.groups[attribute], min_group_size, privacy_floor)
@@ -86,17 +119,36 @@ def build_report(pipeline: Pipeline, model: str | None = None) -> dict:
         "model": None,
         "attributes": {},
         "windows": {},
+        "alerts": [],
+        "subgroups": [],
         "drift": [event.as_dict() for event in pipeline.drift_events],
     }
     models = {}
     with pipeline.lock:
         snapshots = {name: metrics.snapshot() for name, metrics in pipeline.models.items()}
+        extras = {name: label_free_estimates(pipeline, name, config.coverage_gap) for name in pipeline.models}
+        decisions = {
+            name: {
+                "alerts": [o.as_dict() for o in monitor.onsets],
+                "subgroups": monitor.subgroup_findings(
+                    {a: list(i.values) for a, i in pipeline.models[name].index.items()}
+                ),
+            }
+            for name, monitor in pipeline.breach_monitors.items()
+        }
     for name, windows in snapshots.items():
+        attributes = window_report(windows[0], config.min_group_size, config.privacy_floor)
+        for attribute, body in attributes.items():
+            extra = extras[name].get(attribute, {})
+            for group, entry in body["groups"].items():
+                entry.update(extra.get("groups", {}).get(group, {}))
+            body["label_coverage_gap"] = extra.get("label_coverage_gap")
         models[name] = {
-            "attributes": window_report(windows[0], config.min_group_size, config.privacy_floor),
+            "attributes": attributes,
             "windows": {
                 w.window: window_report(w, config.min_group_size, config.privacy_floor) for w in windows[1:]
             },
+            **decisions[name],
         }
     if models:
         chosen = model if model in models else next(iter(models))
@@ -159,6 +211,43 @@ def format_table(report: dict) -> str:
             gap_rows.append([metric, cell(every), cell(alert)])
         out.append("")
         out += _table(["gap", "all groups", f"groups with n >= {report['min_group_size']}"], gap_rows)
+    estimated = [
+        (attribute, group, g["estimated"], g["label_coverage"])
+        for attribute, body in report["attributes"].items()
+        for group, g in body["groups"].items()
+        if g.get("estimated")
+    ]
+    if estimated:
+        out.append("")
+        out.append("== before labels arrive: rates estimated from scores calibrated per group (95% intervals) ==")
+        rows = []
+        for attribute, group, e, coverage in estimated:
+            rows.append([f"{attribute}={group}", f"{coverage:.2f}", str(e["n_unlabeled"])]
+                        + [_fmt_rate(e[m], e["ci"].get(m)) for m in ("tpr", "fpr", "fnr", "ppv", "accuracy")])
+        out += _table(["group", "labeled", "unlabeled", "tpr", "fpr", "fnr", "ppv", "accuracy"], rows)
+    for attribute, body in report["attributes"].items():
+        gap = body.get("label_coverage_gap")
+        if gap and gap["imbalanced"]:
+            out.append(f"  ! {attribute}: label coverage differs by {gap['value']:.2f} across groups: "
+                       "realised label-based rates are not comparable")
+    out.append("")
+    if report["alerts"]:
+        out.append("== breaches (anytime-valid bounds beyond the threshold) ==")
+        for a in report["alerts"]:
+            groups = a["groups"] if isinstance(a["groups"], list) else "&".join(f"{k}={v}" for k, v in a["groups"].items())
+            out.append(f"  at input #{a['event_index']}: {a['attribute']} {a['metric']} = {a['value']:.3f} "
+                       f"[{a['lower']:.3f}, {a['upper']:.3f}] vs threshold {a['threshold']} ({groups})")
+    else:
+        out.append("== breaches: none (no anytime-valid bound beyond its threshold) ==")
+    if report["subgroups"]:
+        out.append("")
+        out.append("== worst subgroups (vs the rest; bounds corrected for the search) ==")
+        rows = []
+        for f in report["subgroups"][:10]:
+            rows.append(["&".join(f"{k}={v}" for k, v in f["groups"].items()), f["metric"], str(f["n"]),
+                         f"{f['value']:.3f}", f"{f['rest']:.3f}", f"{f['difference']:+.3f}",
+                         f"[{f['lower']:+.3f},{f['upper']:+.3f}]", "ALERT" if f["alert"] else ""])
+        out += _table(["subgroup", "metric", "n", "value", "rest", "difference", "bounds", ""], rows)
     if report["drift"]:
         out.append("")
         out.append("== drift detected ==")
