@@ -240,6 +240,21 @@ class BreachMonitor:
         self.onsets: list[Onset] = []
         self._cell_codes: dict[tuple[str, str], int] = {}  # (subgroup attribute, cell name) -> code
 
+    @classmethod
+    def merged(cls, monitors: list[BreachMonitor], **kwargs) -> BreachMonitor:
+        """A monitor whose since-start counts are the sum of ``monitors``' (the
+        counts of workers that split a stream): its since-start decision is the
+        one a single worker would make on the whole stream. Blocks are per
+        worker and are not merged."""
+        out = cls(monitors[0].model, **kwargs)
+        for monitor in monitors:
+            for attribute, rows in monitor.accumulators[0].rows.items():
+                out.accumulators[0].add(attribute, rows)
+            out.clock += monitor.clock
+        names = {a: list(range(rows.shape[0])) for a, rows in out.accumulators[0].rows.items()}
+        out._assign_slots(names)
+        return out
+
     # -- observations -------------------------------------------------------
     def observe(self, codes: dict[str, np.ndarray], prediction: np.ndarray, label: np.ndarray,
                 group_names: dict[str, list[str]], positions: np.ndarray, timestamps: np.ndarray) -> list[Onset]:

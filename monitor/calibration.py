@@ -130,8 +130,10 @@ class ScoreCalibration:
             base = t[..., POSITIVE].sum() / labeled
             positives = t[..., POSITIVE].sum(axis=1)  # per bin
             trials = t[..., LABELED].sum(axis=1)
-            a = positives + SHRINKAGE * base
-            b = trials - positives + SHRINKAGE * (1 - base)
+            # Shrunk towards the base rate, plus Jeffreys' half counts so that a
+            # group whose labels are all 0 or all 1 still gets a proper posterior.
+            a = positives + SHRINKAGE * base + 0.5
+            b = trials - positives + SHRINKAGE * (1 - base) + 0.5
             q = a / (a + b)
             point = _rates(unlabeled, q[None, :])
             draws = rng.beta(a, b, size=(BOOTSTRAP_DRAWS, q.size))
