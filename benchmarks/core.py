@@ -84,7 +84,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args(argv)
 
-    config = MonitorConfig(count_windows=[args.window], time_windows_seconds=[3600.0])
+    config = MonitorConfig(attributes=["sex", "race", "age"], count_windows=[args.window], time_windows_seconds=[3600.0])
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"generating {args.events:,} lines (3 attributes, 4 predictions : 1 late outcome)...", flush=True)
     lines = make_lines(args.events, args.seed)

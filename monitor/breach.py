@@ -60,20 +60,22 @@ SELECTION_ONLY = np.array([r == "selection_rate" for r in RATES])
 
 def observation_rows(codes: np.ndarray, prediction: np.ndarray, label: np.ndarray, n_groups: int,
                      with_predictions: bool = True) -> np.ndarray:
-    """(n_groups, 6) accumulator rows added by predictions (and their labels, if any)."""
-    rows = np.zeros((n_groups, 6))
+    """(n_groups, 6) accumulator rows added by predictions (and their labels, if any).
+
+    One bincount over (group, label state, prediction) gives all six columns.
+    """
     keep = codes >= 0
-    codes, prediction, label = codes[keep], prediction[keep], label[keep]
+    state = np.where(label == 1, 2, np.where(label == 0, 1, 0))  # unlabeled, negative, positive
+    cell = (codes[keep] * 3 + state[keep]) * 2 + prediction[keep]
+    counts = np.bincount(cell, minlength=n_groups * 6)[: n_groups * 6].reshape(n_groups, 3, 2)
+    rows = np.zeros((n_groups, 6))
     if with_predictions:
-        rows[:, SEL_N] = np.bincount(codes, minlength=n_groups)
-        rows[:, SEL_X] = np.bincount(codes, weights=prediction, minlength=n_groups)
-    positive, negative = label == 1, label == 0
-    if positive.any():
-        rows[:, TPR_N] = np.bincount(codes[positive], minlength=n_groups)
-        rows[:, TPR_X] = np.bincount(codes[positive], weights=prediction[positive], minlength=n_groups)
-    if negative.any():
-        rows[:, FPR_N] = np.bincount(codes[negative], minlength=n_groups)
-        rows[:, FPR_X] = np.bincount(codes[negative], weights=prediction[negative], minlength=n_groups)
+        rows[:, SEL_N] = counts.sum(axis=(1, 2))
+        rows[:, SEL_X] = counts[:, :, 1].sum(axis=1)
+    rows[:, TPR_N] = counts[:, 2].sum(axis=1)
+    rows[:, TPR_X] = counts[:, 2, 1]
+    rows[:, FPR_N] = counts[:, 1].sum(axis=1)
+    rows[:, FPR_X] = counts[:, 1, 1]
     return rows
 
 
@@ -213,7 +215,7 @@ class BreachMonitor:
         max_subgroup_cells: int = 64,
         block_events: int = 8000,
         scales: int = 3,
-        staggers: int = 4,
+        staggers: int = 2,
         check_events: int = 1000,
     ) -> None:
         self.model = model
@@ -235,6 +237,7 @@ class BreachMonitor:
         self.slots: dict[str, dict[int, int]] = {}  # attribute -> group code -> slot
         self.clock = 0  # predictions of this model so far
         self._last_check = 0
+        self._checks = 0
         self.states: dict[tuple[str, str], DecisionState] = {}
         self.active: dict[tuple[str, str], bool] = {}
         self.onsets: list[Onset] = []
@@ -259,24 +262,29 @@ class BreachMonitor:
     def observe(self, codes: dict[str, np.ndarray], prediction: np.ndarray, label: np.ndarray,
                 group_names: dict[str, list[str]], positions: np.ndarray, timestamps: np.ndarray) -> list[Onset]:
         """Predictions of one batch (labels, if inline) in input order."""
-        n = prediction.size
-        clocks = np.arange(self.clock, self.clock + n)
+        start, n = self.clock, prediction.size
         self.clock += n
-        rows = {a: observation_rows(c, prediction, label, len(group_names[a])) for a, c in codes.items()}
+        # Cut the batch where any block sequence starts a new block, count each
+        # piece once, and hand every sequence the pieces on each side of its cut.
+        cuts = sorted({
+            int(b) for acc in self.accumulators[1:]
+            for b in range(((start + acc.offset) // acc.length + 1) * acc.length - acc.offset, start + n,
+                           acc.length)
+        })
+        edges = [start, *cuts, start + n]
+        pieces = []  # (first clock, {attribute: rows})
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            part = slice(lo - start, hi - start)
+            pieces.append((lo, {a: observation_rows(c[part], prediction[part], label[part], len(group_names[a]))
+                                for a, c in codes.items()}))
         for acc in self.accumulators:
-            blocks = acc.block_of(clocks)
-            if acc.length is None or blocks[0] == blocks[-1] == acc.block:
-                for attribute, delta in rows.items():
-                    acc.add(attribute, delta)
-                continue
-            for k in np.unique(blocks).tolist():
-                part = blocks == k
+            for first, rows in pieces:
+                k = acc.block_of(first)
                 if k != acc.block:
                     acc.rows.clear()
                     acc.block = k
-                for attribute, c in codes.items():
-                    acc.add(attribute, observation_rows(c[part], prediction[part], label[part],
-                                                        len(group_names[attribute])))
+                for attribute, delta in rows.items():
+                    acc.add(attribute, delta)
         self._assign_slots(group_names)
         if self.clock - self._last_check >= self.check_events:
             self._last_check = self.clock
@@ -388,11 +396,16 @@ class BreachMonitor:
 
     def check(self, group_names: dict[str, list[str]], position: int) -> list[Onset]:
         onsets: list[Onset] = []
+        self._checks += 1
+        # The search has many more cells than the attributes have groups: it is
+        # checked at every other look, which halves its cost for half a look of delay.
+        search_now = self._checks % 2 == 1
         for attribute, names in group_names.items():
             if attribute not in self.accumulators[0].rows or len(names) < 2:
                 continue
             if attribute in self.subgroup_attributes:
-                onsets += self._check_subgroups(attribute, names, position)
+                if search_now:
+                    onsets += self._check_subgroups(attribute, names, position)
             else:
                 onsets += self._check_gaps(attribute, names, position)
         self.onsets += onsets

@@ -76,7 +76,7 @@ class MonitorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     workers: Positive = 1
     decision_block_events: Positive = 8_000
     decision_scales: Annotated[int, msgspec.Meta(ge=0, le=8)] = 3
-    decision_staggers: Annotated[int, msgspec.Meta(ge=1, le=8)] = 4
+    decision_staggers: Annotated[int, msgspec.Meta(ge=1, le=8)] = 2
     # Decisions are re-checked after this many predictions (at a batch end).
     decision_check_events: Positive = 4_000
     max_decision_groups: Positive = 20
