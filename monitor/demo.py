@@ -15,6 +15,7 @@ import time
 
 from tqdm import tqdm
 
+from monitor.config import MonitorConfig
 from monitor.pipeline import Pipeline
 from monitor.report import build_report, format_table
 from monitor.synthetic import SyntheticStream
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     stream = SyntheticStream(n_events=args.events, seed=args.seed, shift_at=shift_at, shift_group=args.shift_group)
     if args.shift_group not in stream.groups["race"]:
         raise UsageError(f"--shift-group must be one of {', '.join(stream.groups['race'])}")
-    pipeline = Pipeline()
+    pipeline = Pipeline(MonitorConfig(attributes=list(stream.groups)))
     server = None
     if not args.no_serve:
         from monitor.exporter import serve_metrics
@@ -90,11 +91,23 @@ def run(args: argparse.Namespace) -> int:
             "before": first.before,
             "after": first.after,
         }
+    breaches = [o for o in pipeline.onsets if prediction_at_position[o.event_index] > shift_at]
+    false_breaches = [o for o in pipeline.onsets if prediction_at_position[o.event_index] <= shift_at]
+    breach = None
+    if breaches:
+        first_breach = breaches[0]
+        breach = {
+            "attribute": first_breach.attribute, "metric": first_breach.metric, "groups": first_breach.groups,
+            "value": first_breach.value, "lower": first_breach.lower, "threshold": first_breach.threshold,
+            "predictions_after_shift": prediction_at_position[first_breach.event_index] - shift_at,
+        }
     report["demo"] = {
         "shift": {"at_prediction": shift_at, "attribute": "race", "group": args.shift_group,
                   "change": f"scores +{stream.shift_logit} logit, true risk unchanged"},
         "detection": detection,
+        "breach": breach,
         "changes_before_shift": len(before),
+        "breaches_before_shift": len(false_breaches),
         "seconds": round(elapsed, 2),
         "events_per_second": round(args.events / elapsed),
     }
@@ -113,6 +126,15 @@ def run(args: argparse.Namespace) -> int:
         else:
             print("detected: nothing on race after the shift")
         print(f"changes flagged before the shift (false alarms): {len(before)}")
+        if breach:
+            print(
+                f"breach: {breach['attribute']} {breach['metric']} = {breach['value']:.3f}, anytime-valid lower bound "
+                f"{breach['lower']:.3f} > {breach['threshold']}, declared {breach['predictions_after_shift']:,} "
+                "predictions after the shift"
+            )
+        else:
+            print("breach: none declared")
+        print(f"breaches declared before the shift (false alarms): {len(false_breaches)}")
         print(f"{args.events:,} predictions in {elapsed:.1f} s ({args.events / elapsed:,.0f}/s)")
     if server is not None and args.keep_serving:
         print("still serving /metrics; Ctrl-C to stop", file=sys.stderr)

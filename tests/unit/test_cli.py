@@ -122,3 +122,7 @@ def test_demo_detects_the_injected_shift():
     assert 0 < detection["predictions_after_shift"] < 20_000
     assert detection["after"] > detection["before"]
     assert report["demo"]["changes_before_shift"] == 0
+    breach = report["demo"]["breach"]
+    assert breach["attribute"].startswith("race") and breach["lower"] > breach["threshold"]
+    assert 0 < breach["predictions_after_shift"] < 20_000
+    assert report["demo"]["breaches_before_shift"] == 0
