@@ -45,7 +45,75 @@ def register(commands) -> None:
     parser.add_argument("--report", choices=("table", "json"), default="table")
     parser.add_argument("--serve", type=int, metavar="PORT", help="serve /metrics on PORT and keep it up after the replay")
     parser.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
+    add_scorer_flags(parser)
     parser.set_defaults(handler=run)
+
+
+def add_scorer_flags(parser: argparse.ArgumentParser) -> None:
+    """The optional counterfactual scorer (needs the 'ml' extra: torch, transformers)."""
+    group = parser.add_argument_group("counterfactual scorer (texts needed: --text-col or a JSONL 'text' field)")
+    group.add_argument("--scorer-model", metavar="DIR", help="local Hugging Face classifier directory: score each text "
+                       "and its group-swapped variants, add <model>:debiased outputs")
+    group.add_argument("--scorer-device", help="cpu, cuda, cuda:N (default: cuda if available)")
+    group.add_argument("--scorer-threshold", type=float, default=0.5, help="decision threshold on scorer scores (0.5)")
+    group.add_argument("--scorer-batch", type=int, default=4096, help="texts per scoring call (4096)")
+    group.add_argument("--lexicon", metavar="FILE", help="lexicon of group terms, JSON or TOML (default: shipped lexicons)")
+    group.add_argument("--postprocess-attribute", metavar="ATTR", help="add <model>:postprocessed outputs with "
+                       "per-group thresholds for ATTR, refitted on the labels held")
+    group.add_argument("--refit-every", type=int, default=1000, help="labels between post-processor refits (1000)")
+
+
+def build_scorer_step(args: argparse.Namespace):
+    """The ScorerStep the flags ask for, or None; bad input becomes a UsageError (one line, exit 2)."""
+    if args.scorer_model is None:
+        for flag in ("lexicon", "postprocess_attribute", "scorer_device"):
+            if getattr(args, flag) is not None:
+                raise UsageError(f"--{flag.replace('_', '-')} needs --scorer-model")
+        return None
+    if args.refit_every < 1:
+        raise UsageError("--refit-every must be at least 1")
+    if not 0.0 <= args.scorer_threshold <= 1.0:
+        raise UsageError("--scorer-threshold must be between 0 and 1")
+    try:
+        from monitor.scorer.counterfactuals import Lexicon, LexiconError
+        from monitor.scorer.model import ModelLoadError
+        from monitor.scorer.scoring import CounterfactualScorer
+        from monitor.scorer.step import ScorerStep
+    except ImportError as exc:
+        raise UsageError(f"--scorer-model needs the 'ml' extra (torch, transformers): {exc}") from None
+    try:
+        lexicon = Lexicon.from_file(args.lexicon) if args.lexicon else Lexicon.default()
+    except LexiconError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        scorer = CounterfactualScorer(args.scorer_model, lexicon, device=args.scorer_device,
+                                      threshold=args.scorer_threshold)
+    except ModelLoadError as exc:
+        raise UsageError(str(exc)) from None
+    return ScorerStep(scorer, postprocess_attribute=args.postprocess_attribute, refit_every=args.refit_every)
+
+
+def format_counterfactual(section: dict) -> str:
+    """The counterfactual part of the table report."""
+    lines = ["", f"== counterfactual (group terms swapped; decision threshold {section['threshold']}) =="]
+    header = ["model", "attribute", "texts", "flip_rate", "mean|d|", "max|d|", "top terms (mean |d|)"]
+    rows = []
+    for model, attributes in section["models"].items():
+        for attribute, s in attributes.items():
+            terms = ", ".join(f"{t['term']} {t['mean_abs_change']:.3f}" for t in s["top_terms"])
+            rows.append([model, attribute, str(s["texts"]),
+                         *(f"{s[k]:.3f}" if s[k] is not None else "-" for k in ("flip_rate", "mean_abs_change",
+                                                                               "max_abs_change")), terms])
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+    lines.append(f"   {section['texts']} texts, {section['sequences']} sequences scored "
+                 f"in {section['scoring_seconds']:.2f} s")
+    post = section.get("postprocessing")
+    if post:
+        for model, thresholds in post["thresholds"].items():
+            shown = ", ".join(f"{g}: {t:.3f}" for g, t in sorted(thresholds.items())) or "base threshold for all"
+            lines.append(f"   {model}:postprocessed thresholds by {post['attribute']}: {shown}")
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,26 +123,43 @@ def run(args: argparse.Namespace) -> int:
     if args.group:
         overrides["attributes"] = list(args.group)
     config = config_from_args(args, **overrides)
+    step = build_scorer_step(args)  # before anything starts: a bad model or lexicon fails fast
     pipeline = Pipeline(config)
     server = None
     if args.serve is not None:
-        from monitor.exporter import serve_metrics
+        from prometheus_client import start_http_server
 
+        from monitor.exporter import make_registry
+
+        registry = make_registry(pipeline)
+        if step is not None:
+            registry.register(step.collector())
         try:
-            server, port = serve_metrics(pipeline, args.serve)
+            server, _thread = start_http_server(args.serve, addr="127.0.0.1", registry=registry)
         except OSError as exc:
             raise UsageError(f"cannot serve /metrics on port {args.serve}: {exc.strerror}") from None
-        print(f"serving metrics on http://127.0.0.1:{port}/metrics", file=sys.stderr)
+        print(f"serving metrics on http://127.0.0.1:{server.server_address[1]}/metrics", file=sys.stderr)
     try:
         batches = read_events(args.file, args.format, mapping_from_args(args), pipeline.parser)
         with tqdm(unit="ev", desc="replay", file=sys.stderr, disable=not args.progress) as progress:
             for batch in batches:
-                pipeline.process_events(batch)
+                if step is None:
+                    pipeline.process_events(batch)
+                else:
+                    step.process(pipeline, batch)
                 progress.update(len(batch))
     except SourceError as exc:
         raise UsageError(str(exc)) from None
+    finally:
+        if step is not None:
+            step.scorer.close()
     report = build_report(pipeline, args.model)
-    print(json.dumps(report) if args.report == "json" else format_table(report))
+    if step is not None:
+        report["counterfactual"] = step.report()
+    if args.report == "json":
+        print(json.dumps(report))
+    else:
+        print(format_table(report) + (format_counterfactual(report["counterfactual"]) if step is not None else ""))
     sys.stdout.flush()
     if server is not None:
         print("replay done; still serving /metrics, Ctrl-C to stop", file=sys.stderr)

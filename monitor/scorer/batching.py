@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["SequenceScorer", "DynamicBatcher", "pad_batch"]
+__all__ = ["SequenceScorer", "DynamicBatcher", "pad_batch", "pad_flat"]
 
 
 def pad_batch(rows: Sequence[Sequence[int]], pad_id: int, multiple: int = 8) -> tuple[np.ndarray, np.ndarray]:
@@ -35,6 +35,25 @@ def pad_batch(rows: Sequence[Sequence[int]], pad_id: int, multiple: int = 8) -> 
     ids[row, col] = flat
     mask = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
     return ids, mask
+
+
+def pad_flat(
+    flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray, pad_id: int, multiple: int = 8
+) -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`pad_batch`, for rows given as slices ``flat[starts[i]:starts[i]+lengths[i]]``.
+
+    >>> ids, mask = pad_flat(np.array([5, 6, 7]), np.array([2, 0]), np.array([1, 2]), 0, multiple=4)
+    >>> ids.tolist(), mask.tolist()
+    ([[7, 0, 0, 0], [5, 6, 0, 0]], [[1, 0, 0, 0], [1, 1, 0, 0]])
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    width = int(lengths.max()) if lengths.size else 0
+    width = max(multiple, -(-width // multiple) * multiple)
+    cols = np.arange(width, dtype=np.int64)
+    mask = cols[None, :] < lengths[:, None]
+    where = np.minimum(np.asarray(starts, dtype=np.int64)[:, None] + cols[None, :], max(flat.shape[0] - 1, 0))
+    ids = np.where(mask, flat[where] if flat.shape[0] else pad_id, pad_id).astype(np.int64)
+    return ids, mask.astype(np.int64)
 
 
 class SequenceScorer:
@@ -81,24 +100,40 @@ class SequenceScorer:
 
     def score(self, rows: Sequence[Sequence[int]]) -> np.ndarray:
         """Positive-class probability of each sequence, float32, in input order."""
-        torch = self._torch
         n = len(rows)
-        if n == 0:
-            return np.zeros(0, dtype=np.float32)
         lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=n)
-        results: list[tuple[np.ndarray, Any]] = []
-        with torch.inference_mode():
+        flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
+        return self.collect([self.launch(flat, lengths)], [n])[0]
+
+    def launch(self, flat: np.ndarray, lengths: np.ndarray) -> list[tuple[np.ndarray, Any]]:
+        """Start scoring rows given as flat ids and lengths; (row indices, scores on the device) per batch.
+
+        Nothing waits for the device here: on CUDA the host returns as soon as
+        the kernels are queued, free to prepare the next rows.
+        """
+        lengths = np.asarray(lengths, dtype=np.int64)
+        starts = np.cumsum(lengths) - lengths
+        launched: list[tuple[np.ndarray, Any]] = []
+        with self._torch.inference_mode():
             for idx in self.batches(lengths):
-                ids_np, mask_np = pad_batch([rows[i] for i in idx], self.pad_id)
+                ids_np, mask_np = pad_flat(flat, starts[idx], lengths[idx], self.pad_id)
                 ids, mask = self._to_device(ids_np, mask_np)
                 logits = self.model(input_ids=ids, attention_mask=mask).logits
-                results.append((idx, self._positive_scores(logits)))
-            out = np.empty(n, dtype=np.float32)
-            if results:
-                # one device->host copy for the whole call
-                scores = torch.cat([s for _, s in results]).cpu().numpy()
-                out[np.concatenate([i for i, _ in results])] = scores
-        return out
+                launched.append((idx, self._positive_scores(logits)))
+        return launched
+
+    def collect(self, launches: list[list[tuple[np.ndarray, Any]]], sizes: list[int]) -> list[np.ndarray]:
+        """Scores of several :meth:`launch` calls (of ``sizes`` rows each), with one device->host copy."""
+        torch = self._torch
+        outs = [np.empty(n, dtype=np.float32) for n in sizes]
+        parts = [(k, idx, s) for k, launched in enumerate(launches) for idx, s in launched]
+        if parts:
+            scores = torch.cat([s for _, _, s in parts]).cpu().numpy()
+            pos = 0
+            for k, idx, _ in parts:
+                outs[k][idx] = scores[pos : pos + idx.shape[0]]
+                pos += idx.shape[0]
+        return outs
 
     def _to_device(self, ids_np: np.ndarray, mask_np: np.ndarray) -> tuple[Any, Any]:
         torch = self._torch

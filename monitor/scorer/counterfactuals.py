@@ -36,6 +36,7 @@ flowers" -> "gave her flowers" -> "gave his flowers").
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 import tomllib
@@ -75,12 +76,18 @@ class LexiconError(ValueError):
     """A lexicon file or mapping is malformed."""
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def match_case(template: str, word: str) -> str:
     """Return ``word`` written in the case style of ``template``.
+
+    Cached: the same few hundred (matched text, term) pairs recur in every
+    batch, and this was the largest cost of variant generation.
 
     >>> match_case("SON", "daughter"), match_case("Son", "daughter"), match_case("son", "daughter")
     ('DAUGHTER', 'Daughter', 'daughter')
     """
+    if template.islower():  # the common case: no upper-case letter at all
+        return word
     letters = [c for c in template if c.isalpha()]
     if len(letters) > 1 and all(c.isupper() for c in letters):
         return word.upper()

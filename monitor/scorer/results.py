@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -13,18 +14,31 @@ class AttributeDetail:
     """Every variant scored for one attribute in a batch, one entry per variant.
 
     ``text_index`` points into the batch; ``delta`` is variant score minus the
-    original score; ``swaps[i]`` lists the (term swapped out, term swapped in)
-    pairs of variant ``i``.
+    original score. The swaps of variant ``i`` are
+    ``swap_source/swap_target[swap_offsets[i]:swap_offsets[i+1]]``, as codes
+    into ``terms``; ``swaps[i]`` decodes them to (term swapped out, term
+    swapped in) pairs on first use, so a batch that nobody inspects never
+    builds a Python tuple per variant.
     """
 
     attribute: str
     text_index: np.ndarray  # int64, per variant
     variant_score: np.ndarray  # float32, per variant
     delta: np.ndarray  # float32, per variant
-    swaps: list[tuple[tuple[str, str], ...]]
+    swap_offsets: np.ndarray  # int64, per variant + 1
+    swap_source: np.ndarray  # int16 term codes, per swap
+    swap_target: np.ndarray  # int16 term codes, per swap
+    terms: tuple[str, ...]
 
     def __len__(self) -> int:
         return int(self.text_index.shape[0])
+
+    @cached_property
+    def swaps(self) -> list[tuple[tuple[str, str], ...]]:
+        terms = self.terms
+        pairs = [(terms[a], terms[b]) for a, b in zip(self.swap_source.tolist(), self.swap_target.tolist())]
+        bounds = self.swap_offsets.tolist()
+        return [tuple(pairs[bounds[i] : bounds[i + 1]]) for i in range(len(bounds) - 1)]
 
 
 @dataclass

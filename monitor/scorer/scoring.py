@@ -8,17 +8,18 @@ Usage (a model directory is needed, so this is not run as a doctest)::
 """
 from __future__ import annotations
 
+from collections import deque
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from monitor.scorer.batching import DynamicBatcher, SequenceScorer
-from monitor.scorer.counterfactuals import CounterfactualGenerator, Lexicon, Variant
+from monitor.scorer.counterfactuals import Lexicon
 from monitor.scorer.debias import counterfactual_average
 from monitor.scorer.model import LoadedClassifier, load_classifier
 from monitor.scorer.results import AttributeDetail, CounterfactualBatchResult
-from monitor.scorer.tokens import VariantTokenizer
+from monitor.scorer.prepare import HostPreparer, PreparedRows, default_workers
 
 __all__ = ["CounterfactualScorer", "CounterfactualBatchResult"]
 
@@ -31,6 +32,9 @@ class CounterfactualScorer:
     ``threshold`` turns scores into decisions (flip = decision changes on some
     variant). ``max_length`` truncates token sequences (special tokens included).
     ``splice=False`` re-tokenizes every variant instead of splicing token ids.
+    ``workers``: processes that build variants (None: all cores but one on
+    CUDA, none on CPU; 0: in-process); results do not depend on it.
+    ``chunk_texts``: texts per unit of host work and of device launches.
     """
 
     def __init__(
@@ -44,6 +48,8 @@ class CounterfactualScorer:
         dtype: Any = None,
         splice: bool = True,
         loaded: LoadedClassifier | None = None,
+        workers: int | None = None,
+        chunk_texts: int = 2048,
     ) -> None:
         if loaded is None:
             if model_dir is None:
@@ -56,8 +62,13 @@ class CounterfactualScorer:
         self.loaded = loaded
         self.lexicon = lexicon
         self.threshold = float(threshold)
-        self.generator = CounterfactualGenerator(lexicon)
-        self.tokens = VariantTokenizer(loaded.tokenizer, max_length=max_length, splice=splice)
+        if workers is None:
+            workers = default_workers(loaded.device.type)
+        self.preparer = HostPreparer(
+            loaded.tokenizer, lexicon, max_length=max_length, splice=splice, workers=workers, chunk_texts=chunk_texts
+        )
+        self.generator = self.preparer.local.generator
+        self.tokens = self.preparer.local.tokens
         self.sequences = SequenceScorer(loaded, max_batch=max_batch, max_tokens=max_batch * max_length)
         self.spliced = 0  # variants built by token-id splicing
         self.retokenized = 0  # variants that needed a tokenizer pass
@@ -73,7 +84,41 @@ class CounterfactualScorer:
 
     def score(self, texts: Sequence[Any]) -> CounterfactualBatchResult:
         """Score each text and all its variants; bad rows (not a non-empty string) get NaN and a reason."""
-        n = len(texts)
+        return next(self.score_stream([texts]))
+
+    def score_stream(self, batches: Iterable[Sequence[Any]], lookahead: int = 1) -> Iterator[CounterfactualBatchResult]:
+        """:meth:`score` of each batch in turn, preparing ``lookahead`` batches ahead.
+
+        With worker processes, batch k+1 is tokenized and expanded into
+        variants while the device scores batch k; within a batch, the device
+        starts on each chunk as soon as a worker returns it.
+        """
+        source = iter(batches)
+        pending: deque[tuple[int, list[int], dict[int, str], list[Any]]] = deque()
+
+        def submit() -> None:
+            texts = next(source, None)
+            if texts is None:
+                return
+            valid, rejected = self._validate(texts)
+            pending.append((len(texts), valid, rejected, self.preparer.submit([texts[i] for i in valid])))
+
+        for _ in range(1 + max(0, lookahead)):
+            submit()
+        while pending:
+            n, valid, rejected, futures = pending.popleft()
+            parts: list[PreparedRows] = []
+            launches = []
+            for future in futures:
+                rows = future.result()
+                parts.append(rows)
+                launches.append(self.sequences.launch(rows.ids, rows.lengths))
+            submit()  # keep the pool busy while this batch finishes on the device
+            scores = self.sequences.collect(launches, [p.n_rows for p in parts])
+            yield self._assemble(n, np.asarray(valid, dtype=np.int64), rejected, parts, scores)
+
+    @staticmethod
+    def _validate(texts: Sequence[Any]) -> tuple[list[int], dict[int, str]]:
         rejected: dict[int, str] = {}
         valid: list[int] = []
         for i, t in enumerate(texts):
@@ -85,48 +130,36 @@ class CounterfactualScorer:
                 rejected[i] = f"text longer than {MAX_TEXT_CHARS} characters"
             else:
                 valid.append(i)
-        valid_texts = [texts[i] for i in valid]
-        encodings = self.tokens.encode(valid_texts)
-
-        rows: list[list[int]] = [self.tokens.truncate(e.ids) for e in encodings]
-        variant_of: list[int] = []  # batch text index per variant
-        variant_list: list[Variant] = []
-        pending_text: list[str] = []  # variants that must be re-tokenized
-        pending_row: list[int] = []
-        for j, (text, enc) in enumerate(zip(valid_texts, encodings)):
-            for vs in self.generator.variants(text).values():
-                for v in vs:
-                    ids = self.tokens.splice_ids(enc, v.swaps)
-                    variant_of.append(valid[j])
-                    variant_list.append(v)
-                    if ids is None:
-                        pending_row.append(len(rows))
-                        pending_text.append(v.text)
-                        rows.append([])
-                    else:
-                        rows.append(self.tokens.truncate(ids))
-        if pending_text:
-            for r, e in zip(pending_row, self.tokens.encode(pending_text)):
-                rows[r] = self.tokens.truncate(e.ids)
-        self.retokenized += len(pending_text)
-        self.spliced += len(variant_list) - len(pending_text)
-
-        scores = self.sequences.score(rows)
-        original = np.full(n, np.nan, dtype=np.float32)
-        original[valid] = scores[: len(valid)]
-        v_score = scores[len(valid) :]
-        v_text = np.asarray(variant_of, dtype=np.int64)
-        return self._assemble(original, v_score, v_text, variant_list, rejected)
+        return valid, rejected
 
     def _assemble(
         self,
-        original: np.ndarray,
-        v_score: np.ndarray,
-        v_text: np.ndarray,
-        variants: list[Variant],
+        n: int,
+        valid: np.ndarray,
         rejected: dict[int, str],
+        parts: list[PreparedRows],
+        scores: list[np.ndarray],
     ) -> CounterfactualBatchResult:
-        n = original.shape[0]
+        """Join the chunks' rows and scores into one result, all with array operations."""
+        text_offsets = np.cumsum([0] + [p.n_texts for p in parts])
+        variant_offsets = np.cumsum([0] + [p.n_variants for p in parts])
+        empty_f = np.zeros(0, dtype=np.float32)
+        empty_i = np.zeros(0, dtype=np.int64)
+        original_valid = np.concatenate([s[: p.n_texts] for p, s in zip(parts, scores)] or [empty_f])
+        v_score = np.concatenate([s[p.n_texts :] for p, s in zip(parts, scores)] or [empty_f])
+        v_local = np.concatenate([p.variant_text.astype(np.int64) + o for p, o in zip(parts, text_offsets)] or [empty_i])
+        v_text = valid[v_local] if v_local.size else empty_i
+        v_attr = np.concatenate([p.variant_attribute for p in parts] or [empty_i]).astype(np.int64)
+        swap_variant = np.concatenate(
+            [p.swap_variant.astype(np.int64) + o for p, o in zip(parts, variant_offsets)] or [empty_i]
+        )
+        swap_source = np.concatenate([p.swap_source for p in parts] or [empty_i]).astype(np.int16)
+        swap_target = np.concatenate([p.swap_target for p in parts] or [empty_i]).astype(np.int16)
+        self.spliced += sum(p.spliced for p in parts)
+        self.retokenized += sum(p.retokenized for p in parts)
+
+        original = np.full(n, np.nan, dtype=np.float32)
+        original[valid] = original_valid
         delta = (v_score - original[v_text]).astype(np.float32)
         abs_delta = np.abs(delta)
         max_abs = np.zeros(n, dtype=np.float32)
@@ -139,17 +172,22 @@ class CounterfactualScorer:
         debiased = counterfactual_average(original, v_score, v_text).astype(np.float32)
         max_abs[np.isnan(original)] = np.nan
 
+        # swaps of variant k: swap_start[k] : swap_start[k] + swap_count[k] (variants and swaps are in order)
+        swap_count = np.bincount(swap_variant, minlength=v_score.shape[0]).astype(np.int64)
+        swap_start = np.cumsum(swap_count) - swap_count
         attributes: dict[str, AttributeDetail] = {}
-        names = np.array([v.attribute for v in variants], dtype=object)
-        for name in dict.fromkeys(names.tolist()):
-            sel = np.flatnonzero(names == name)
-            attributes[name] = AttributeDetail(
-                name,
-                v_text[sel],
-                v_score[sel],
-                delta[sel],
-                [tuple((s.source, s.target) for s in variants[k].swaps) for k in sel],
+        names = self.preparer.local.attributes
+        for code in np.unique(v_attr).tolist():
+            sel = np.flatnonzero(v_attr == code)
+            counts = swap_count[sel]
+            offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+            gather = np.repeat(swap_start[sel] - offsets[:-1], counts) + np.arange(int(offsets[-1]))
+            attributes[names[code]] = AttributeDetail(
+                names[code], v_text[sel], v_score[sel], delta[sel],
+                offsets, swap_source[gather], swap_target[gather], self.preparer.local.terms,
             )
+        # report attributes in lexicon order, as before
+        attributes = {a: attributes[a] for a in names if a in attributes}
         return CounterfactualBatchResult(
             original_score=original,
             debiased_score=debiased,
@@ -160,6 +198,10 @@ class CounterfactualScorer:
             attributes=attributes,
             rejected=rejected,
         )
+
+    def close(self) -> None:
+        """Stop the worker processes, if any."""
+        self.preparer.close()
 
     def batcher(self, max_batch: int = 1024, max_wait_ms: float = 10.0) -> DynamicBatcher:
         """A DynamicBatcher whose futures yield, per text, a dict of its scores and flip."""

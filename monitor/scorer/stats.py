@@ -19,7 +19,10 @@ import numpy as np
 
 from monitor.scorer.results import CounterfactualBatchResult
 
-__all__ = ["TermAttribution", "AttributeCounterfactualStats", "CounterfactualStats", "TermRow"]
+__all__ = [
+    "TermAttribution", "AttributeCounterfactualStats", "CounterfactualStats", "TermRow", "ScorerThroughput",
+    "SCORER_SECONDS_BUCKETS",
+]
 
 
 @dataclass
@@ -248,3 +251,35 @@ class CounterfactualStats:
             b = other._by_key.get(key, AttributeCounterfactualStats())
             out._by_key[key] = a + b
         return out
+
+
+# Upper bounds (seconds) of the scorer's batch-duration histogram: a batch is
+# up to a few thousand texts, i.e. tens of thousands of sequences.
+SCORER_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, float("inf"))
+
+
+class ScorerThroughput:
+    """How much the scorer ran: texts, sequences (texts + variants), batch durations.
+
+    >>> t = ScorerThroughput()
+    >>> t.update(texts=3, sequences=12, seconds=0.02); t.update(texts=1, sequences=1, seconds=3.0)
+    >>> t.sequences, t.batches, t.bucket_counts[:4], t.bucket_counts[-3:]
+    (13, 2, [0, 0, 1, 0], [1, 0, 0])
+    """
+
+    def __init__(self) -> None:
+        self.texts = 0
+        self.sequences = 0
+        self.batches = 0
+        self.seconds_sum = 0.0
+        self.bucket_counts = [0] * len(SCORER_SECONDS_BUCKETS)  # per bucket, not cumulative
+
+    def update(self, texts: int, sequences: int, seconds: float) -> None:
+        self.texts += int(texts)
+        self.sequences += int(sequences)
+        self.batches += 1
+        self.seconds_sum += float(seconds)
+        for i, bound in enumerate(SCORER_SECONDS_BUCKETS):
+            if seconds <= bound:
+                self.bucket_counts[i] += 1
+                break

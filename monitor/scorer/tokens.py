@@ -22,13 +22,19 @@ _SPLICE_MODELS = {"WordPiece", "WordLevel"}
 
 
 class VariantTokenizer:
-    """Token ids of texts and of their variants, truncated to ``max_length``."""
+    """Token ids of texts and of their variants, truncated to ``max_length``.
+
+    ``tokenizer``: a transformers fast tokenizer, a ``tokenizers.Tokenizer``, or
+    the JSON text of one (what a worker process receives).
+    """
 
     def __init__(self, tokenizer: Any, max_length: int = 64, splice: bool = True) -> None:
         from tokenizers import Tokenizer
 
+        if not isinstance(tokenizer, str):
+            tokenizer = getattr(tokenizer, "backend_tokenizer", tokenizer).to_str()
         # A private copy: tokenizer.json may carry fixed padding/truncation (MiniLM's pads to 128).
-        backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        backend = Tokenizer.from_str(tokenizer)
         backend.no_padding()
         backend.no_truncation()
         self.backend = backend
