@@ -180,7 +180,7 @@ class Pipeline:
         outcomes: list[tuple[str, int]] = []
         duplicates = 0
         accepted_derived: list[tuple[int, Event, list[Event]]] = []
-        model = batch = None
+        model = None
         for i, event in enumerate(events):
             if event.__class__ is Rejection:
                 rejected.append((i, event))
@@ -197,14 +197,16 @@ class Pipeline:
                 batch = batches.get(model)
                 if batch is None:
                     batch = batches[model] = _ModelBatch(self._metrics_for(model))
-                metrics = batch.metrics
-                next_seq = metrics.journal.next_seq
-            index[event_id] = (metrics, next_seq + len(batch.events))
+                # Bound per model: this loop is the per-event cost of the core.
+                metrics, model_events = batch.metrics, batch.events
+                first_seq = metrics.journal.next_seq
+                add_event, add_position = model_events.append, batch.positions.append
+            index[event_id] = (metrics, first_seq + len(model_events))
             if early and event.label is None and event_id in early:
                 event.label = early.pop(event_id)
                 stats.outcomes["joined"] += 1
-            batch.events.append(event)
-            batch.positions.append(i)
+            add_event(event)
+            add_position(i)
             if derived and i in derived:
                 accepted_derived.append((i, event, derived[i]))
         if accepted_derived:
