@@ -54,8 +54,25 @@ def build_parser() -> argparse.ArgumentParser:
     if score_command is not None and hasattr(score_command, "register"):
         score_command.register(commands)
     for entry in sorted(entry_points(group="fairwatch.commands"), key=lambda e: e.name):
-        entry.load()(commands)
+        try:
+            register = entry.load()
+        except ImportError as exc:  # an adapter whose extra is not installed
+            _register_missing(commands, entry.name, exc)
+            continue
+        register(commands)
     return parser
+
+
+def _register_missing(commands, name: str, exc: ImportError) -> None:
+    """A command whose module cannot be imported still answers, in one line."""
+    missing = getattr(exc, "name", None) or str(exc)
+
+    def explain(args: argparse.Namespace) -> int:
+        raise UsageError(f"needs {missing}, which is not installed (pip install 'fairwatch[kafka,ml]')")
+
+    parser = commands.add_parser(name, help=f"(unavailable: {missing} is not installed)", add_help=False)
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+    parser.set_defaults(handler=explain)
 
 
 def main(argv: list[str] | None = None) -> int:

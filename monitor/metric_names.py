@@ -60,6 +60,10 @@ OUTCOMES = "fairwatch_outcomes_total"  # status: one of OUTCOME_STATUSES
 BATCH_SECONDS = "fairwatch_batch_processing_seconds"
 LAST_EVENT_TIMESTAMP = "fairwatch_last_event_timestamp_seconds"
 
+# Kafka worker (consumers/): lag per partition, dead-lettered messages.
+CONSUMER_LAG = "fairwatch_consumer_lag"  # topic, partition
+DLQ_MESSAGES = "fairwatch_dlq_messages_total"  # reason
+
 EVENT_STATUSES = ("valid", "invalid", "duplicate")
 OUTCOME_STATUSES = ("joined", "early", "duplicate", "conflicting", "orphaned")
 
