@@ -1,0 +1,130 @@
+"""``fairwatch trigger serve`` and ``fairwatch incidents list|show|approve|resolve``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from alerts.incidents import IncidentError, IncidentStore
+from alerts.trigger import JobRunner, Trigger, serve
+from monitor.cli import UsageError
+
+DEFAULT_DB = "fairwatch-incidents.sqlite"
+TOKEN_ENV = "FAIRWATCH_TRIGGER_TOKEN"
+
+
+def register_trigger(commands) -> None:
+    parser = commands.add_parser("trigger", help="receive Alertmanager webhooks, open incidents, start fine-tune jobs")
+    actions = parser.add_subparsers(dest="trigger_action", metavar="ACTION", required=True)
+    serve_parser = actions.add_parser("serve", help="run the webhook receiver")
+    serve_parser.add_argument("--host", default="127.0.0.1")
+    serve_parser.add_argument("--port", type=int, default=9119)
+    serve_parser.add_argument("--db", default=DEFAULT_DB, help=f"incident store, SQLite ({DEFAULT_DB})")
+    serve_parser.add_argument("--token-file", help=f"file holding the shared token (else ${TOKEN_ENV})")
+    serve_parser.add_argument("--policy", choices=("auto", "manual"), default="manual",
+                              help="start the fine-tune job at once (auto) or after `incidents approve` (manual)")
+    serve_parser.add_argument("--cooldown-seconds", type=float, default=3600.0,
+                              help="alerts for a (model, attribute) within this of its last incident update join it")
+    serve_parser.add_argument("--job-command", help="fine-tune command template ({incident} {model} {attribute} "
+                                                    "{out} {report})")
+    serve_parser.add_argument("--workdir", default="fairwatch-jobs", help="where jobs write candidates and reports")
+    serve_parser.add_argument("--prometheus-url", help="query the evidence for new incidents here")
+    serve_parser.set_defaults(handler=run_serve)
+
+
+def register_incidents(commands) -> None:
+    parser = commands.add_parser("incidents", help="list, show, approve or resolve fairness incidents")
+    parser.add_argument("--db", default=DEFAULT_DB, help=f"incident store, SQLite ({DEFAULT_DB})")
+    actions = parser.add_subparsers(dest="incidents_action", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="one line per incident")
+    listing.add_argument("--state", help="only incidents in this state")
+    listing.add_argument("--json", action="store_true")
+    show = actions.add_parser("show", help="one incident, whole")
+    show.add_argument("id", type=int)
+    show.add_argument("--json", action="store_true")
+    approve = actions.add_parser("approve", help="let the fine-tune job of a manual-policy incident start")
+    approve.add_argument("id", type=int)
+    resolve = actions.add_parser("resolve", help="close an incident")
+    resolve.add_argument("id", type=int)
+    resolve.add_argument("--reason", default="")
+    parser.set_defaults(handler=run_incidents)
+
+
+def _token(args: argparse.Namespace) -> str:
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text().strip()
+        except OSError as exc:
+            raise UsageError(f"cannot read --token-file {args.token_file}: {exc.strerror}") from None
+    else:
+        token = os.environ.get(TOKEN_ENV, "").strip()
+    if not token:
+        raise UsageError(f"a shared token is required: --token-file FILE or ${TOKEN_ENV}")
+    return token
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    store = IncidentStore(args.db)
+    jobs = JobRunner(store, args.job_command, args.workdir)
+    trigger = Trigger(store, _token(args), policy=args.policy, cooldown_seconds=args.cooldown_seconds, jobs=jobs,
+                      prometheus_url=args.prometheus_url)
+    try:
+        server, port = serve(trigger, args.host, args.port)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+    print(f"trigger listening on http://{args.host}:{port}/alerts (policy {args.policy})", file=sys.stderr, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.shutdown()
+    return 0
+
+
+def _line(incident: dict) -> str:
+    opened = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(incident["opened_at"]))
+    metrics = sorted({a["labels"].get("metric", "?") for a in incident["alerts"]})
+    return (f"{incident['id']:>4}  {incident['state']:<17} {opened}Z  {incident['model']}/{incident['attribute']}  "
+            f"{', '.join(metrics)}  job={incident['job'].get('state')}")
+
+
+def run_incidents(args: argparse.Namespace) -> int:
+    if str(args.db) != ":memory:" and not Path(args.db).exists():
+        raise UsageError(f"no incident store at {args.db} (pass --db)")
+    store = IncidentStore(args.db)
+    try:
+        if args.incidents_action == "list":
+            incidents = store.list(args.state)
+            if args.json:
+                print(json.dumps(incidents, indent=2))
+            else:
+                for incident in incidents:
+                    print(_line(incident))
+        elif args.incidents_action == "show":
+            incident = store.get(args.id)
+            if args.json:
+                print(json.dumps(incident, indent=2))
+            else:
+                print(_line(incident))
+                for alert in incident["alerts"]:
+                    print(f"  alert {alert['status']}: {alert['annotations'].get('summary', alert['labels'])}")
+                if incident["evidence"]:
+                    print(f"  evidence: {json.dumps(incident['evidence'])[:2000]}")
+                if incident["job"].get("report"):
+                    print(f"  job report: {json.dumps(incident['job']['report'])[:2000]}")
+                for entry in incident["timeline"]:
+                    at = time.strftime("%H:%M:%S", time.gmtime(entry["at"]))
+                    print(f"  {at}Z {entry['change']} {json.dumps(entry['detail'])[:200]}")
+        elif args.incidents_action == "approve":
+            print(_line(store.approve(args.id)))
+        elif args.incidents_action == "resolve":
+            print(_line(store.resolve(args.id, args.reason)))
+    except IncidentError as exc:
+        raise UsageError(str(exc)) from None
+    return 0

@@ -1,0 +1,173 @@
+"""The webhook trigger over real HTTP: auth, bad payloads, dedup, cooldown, storms, approval."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from helpers import run_cli
+
+from alerts.incidents import IncidentStore
+from alerts.trigger import JobRunner, Trigger, serve
+
+TOKEN = "s3cret"
+# The "fine-tune job" of these tests: writes a report and exits 0.
+JOB = f'{sys.executable} -c "import json,sys; json.dump({{\'incident\': sys.argv[1]}}, open(sys.argv[2], \'w\'))" ' \
+      "{incident} {report}"
+
+
+def alert(attribute="race", metric="demographic_parity_difference", status="firing", fingerprint=None,
+          starts="2026-11-23T01:00:00Z", model="credit"):
+    labels = {"alertname": "FairnessGapBreach", "model": model, "attribute": attribute, "metric": metric,
+              "severity": "page"}
+    return {"status": status, "labels": labels, "annotations": {"summary": "gap"}, "startsAt": starts,
+            "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prometheus",
+            "fingerprint": fingerprint or f"{model}-{attribute}-{metric}"}
+
+
+def payload(*alerts):
+    return json.dumps({"version": "4", "status": "firing", "receiver": "fairwatch-trigger", "groupKey": "{}",
+                       "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am",
+                       "alerts": list(alerts)}).encode()
+
+
+@pytest.fixture
+def running(tmp_path):
+    def start(policy="auto", job=JOB, cooldown=3600.0):
+        store = IncidentStore(tmp_path / "incidents.sqlite")
+        jobs = JobRunner(store, job, tmp_path / "jobs")
+        trigger = Trigger(store, TOKEN, policy=policy, cooldown_seconds=cooldown, jobs=jobs)
+        server, port = serve(trigger, port=0, poll_seconds=0.2)
+        servers.append(server)
+        return trigger, store, jobs, f"http://127.0.0.1:{port}/alerts"
+
+    servers = []
+    yield start
+    for server in servers:
+        server.shutdown()
+
+
+def post(url, body: bytes, token: str | None = TOKEN):
+    request = urllib.request.Request(url, data=body, method="POST")
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+def test_missing_or_wrong_token_is_401(running):
+    trigger, store, _, url = running()
+    assert post(url, payload(alert()), token=None)[0] == 401
+    assert post(url, payload(alert()), token="nope")[0] == 401
+    assert store.list() == []
+
+
+@pytest.mark.parametrize("body, words", [
+    (b"{not json", "not valid JSON"),
+    (b'{"alerts": "many"}', "Expected `array`"),
+    (b'{"alerts": [{"status": "firing"}]}', "missing required field"),
+    (b'{"alerts": [{"status": "exploded", "labels": {}, "startsAt": "x"}]}', "Invalid enum value"),
+    (b"[]", "Expected `object`"),
+])
+def test_malformed_payloads_are_400_and_the_server_lives_on(running, body, words):
+    trigger, store, _, url = running()
+    status, answer = post(url, body)
+    assert status == 400 and words in answer["error"] and "\n" not in answer["error"]
+    assert post(url, payload(alert()))[0] == 200  # still serving
+    assert len(store.list()) == 1
+
+
+def test_duplicate_and_out_of_order_deliveries_open_one_incident_and_run_one_job(running):
+    trigger, store, jobs, url = running()
+    resolved_first = alert(status="resolved")
+    assert post(url, payload(resolved_first))[0] == 200  # a resolution before its firing
+    for _ in range(3):
+        assert post(url, payload(alert()))[0] == 200  # Alertmanager redelivers
+    jobs.wait()
+    incidents = store.list()
+    assert len(incidents) == 1
+    incident = incidents[0]
+    assert incident["state"] == "job_succeeded" and incident["job"]["report"] == {"incident": str(incident["id"])}
+    assert trigger.counts["jobs_started"] == 1 and trigger.counts["duplicates"] == 2
+    changes = [entry["change"] for entry in incident["timeline"]]
+    assert changes[0] == "opened" and changes.count("job_running") == 1 and changes[-1] == "job_succeeded"
+
+
+def test_a_storm_of_1000_alerts_gives_one_incident_per_model_and_attribute(running):
+    trigger, store, jobs, url = running()
+    attributes = ["race", "sex", "age", "race&sex", "zip"]
+    metrics = ["demographic_parity_difference", "equalized_odds_difference", "demographic_parity_ratio"]
+    batch = []
+    for i in range(1000):
+        batch.append(alert(attribute=attributes[i % 5], metric=metrics[i % 3], fingerprint=f"f{i % 40}",
+                           starts=f"2026-11-23T01:{i % 60:02d}:00Z"))
+        if len(batch) == 50:
+            assert post(url, payload(*batch))[0] == 200
+            batch = []
+    jobs.wait()
+    incidents = store.list()
+    assert sorted(i["attribute"] for i in incidents) == sorted(attributes)
+    assert trigger.counts["jobs_started"] == 5
+    assert all(i["state"] == "job_succeeded" for i in incidents)
+
+
+def test_cooldown_after_resolution(tmp_path):
+    now = [1000.0]
+    store = IncidentStore(tmp_path / "i.sqlite", clock=lambda: now[0])
+    trigger = Trigger(store, TOKEN, policy="manual", cooldown_seconds=600, clock=lambda: now[0])
+    trigger.handle(payload(alert()), f"Bearer {TOKEN}")
+    store.resolve(1, "fixed upstream")
+    now[0] += 300
+    trigger.handle(payload(alert(starts="2026-11-23T02:00:00Z")), f"Bearer {TOKEN}")
+    assert len(store.list()) == 1  # within the cooldown: joined the resolved incident
+    now[0] += 1000
+    trigger.handle(payload(alert(starts="2026-11-23T03:00:00Z")), f"Bearer {TOKEN}")
+    assert len(store.list()) == 2
+
+
+def test_manual_policy_waits_for_approval_from_the_cli(running, tmp_path):
+    trigger, store, jobs, url = running(policy="manual")
+    post(url, payload(alert()))
+    (incident,) = store.list()
+    assert incident["state"] == "awaiting_approval" and trigger.counts["jobs_started"] == 0
+    db = str(tmp_path / "incidents.sqlite")
+    listed = run_cli("incidents", "--db", db, "list")
+    assert listed.returncode == 0 and "awaiting_approval" in listed.stdout
+    approved = run_cli("incidents", "--db", db, "approve", str(incident["id"]))
+    assert approved.returncode == 0, approved.stderr
+    deadline = time.time() + 20
+    while store.get(incident["id"])["state"] != "job_succeeded":
+        assert time.time() < deadline, store.get(incident["id"])
+        time.sleep(0.1)
+    assert trigger.counts["jobs_started"] == 1
+    again = run_cli("incidents", "--db", db, "approve", str(incident["id"]))
+    assert again.returncode == 2 and "not awaiting approval" in again.stderr
+    shown = run_cli("incidents", "--db", db, "show", str(incident["id"]), "--json")
+    assert json.loads(shown.stdout)["job"]["state"] == "succeeded"
+    resolved = run_cli("incidents", "--db", db, "resolve", str(incident["id"]), "--reason", "promoted by hand")
+    assert resolved.returncode == 0 and "resolved" in resolved.stdout
+    missing = run_cli("incidents", "--db", db, "show", "99")
+    assert missing.returncode == 2 and "no incident 99" in missing.stderr
+
+
+def test_a_failing_job_is_recorded_not_raised(running):
+    trigger, store, jobs, url = running(job=f"{sys.executable} -c \"raise SystemExit(3)\"")
+    post(url, payload(alert()))
+    jobs.wait()
+    (incident,) = store.list()
+    assert incident["state"] == "job_failed" and incident["timeline"][-1]["detail"] == {"returncode": 3}
+
+
+def test_other_alerts_are_ignored(running):
+    trigger, store, _, url = running()
+    other = alert()
+    other["labels"]["alertname"] = "FairwatchConsumerLag"
+    status, answer = post(url, payload(other))
+    assert status == 200 and answer["ignored"] == 1 and store.list() == []
