@@ -70,9 +70,10 @@ def _token(args: argparse.Namespace) -> str:
 
 def run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    token = _token(args)  # before the store: a refused start leaves no file behind
     store = IncidentStore(args.db)
     jobs = JobRunner(store, args.job_command, args.workdir)
-    trigger = Trigger(store, _token(args), policy=args.policy, cooldown_seconds=args.cooldown_seconds, jobs=jobs,
+    trigger = Trigger(store, token, policy=args.policy, cooldown_seconds=args.cooldown_seconds, jobs=jobs,
                       prometheus_url=args.prometheus_url)
     try:
         server, port = serve(trigger, args.host, args.port)

@@ -124,6 +124,22 @@ class MonitorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 raise ValueError(f"an intersection needs two or more attributes, got {parts}")
 
 
+class ModelThresholds:
+    """``(attribute, metric) -> threshold`` for one model: what the breach
+    decisions call. A class, not a closure, so that a pipeline's state pickles."""
+
+    def __init__(self, config: MonitorConfig, model: str) -> None:
+        self.config = config
+        self.model = model
+
+    def __call__(self, attribute: str, metric: str) -> float:
+        return self.config.threshold_for(self.model, attribute, metric)
+
+
+# Tables of the same TOML file that belong to other parts (consumers, alerts).
+OTHER_TABLES = ("kafka", "alerts")
+
+
 def parse_config(data: dict) -> MonitorConfig:
     try:
         return msgspec.convert(data, MonitorConfig)
@@ -144,7 +160,10 @@ def load_config(path: str | Path | None = None, **overrides) -> MonitorConfig:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: cannot be read: {exc}") from None
-        data = dict(document.get("monitor", document))
+        if "monitor" in document:
+            data = dict(document["monitor"])
+        else:
+            data = {k: v for k, v in document.items() if k not in OTHER_TABLES}
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return parse_config(data)

@@ -60,9 +60,23 @@ OUTCOMES = "fairwatch_outcomes_total"  # status: one of OUTCOME_STATUSES
 BATCH_SECONDS = "fairwatch_batch_processing_seconds"
 LAST_EVENT_TIMESTAMP = "fairwatch_last_event_timestamp_seconds"
 
-# Kafka worker (consumers/): lag per partition, dead-lettered messages.
-CONSUMER_LAG = "fairwatch_consumer_lag"  # topic, partition
-DLQ_MESSAGES = "fairwatch_dlq_messages_total"  # reason
+# --- the Kafka worker (consumers/) ------------------------------------------
+TOPIC = "topic"
+PARTITION = "partition"
+# gauge {topic, partition}: high watermark minus the next offset to apply
+CONSUMER_LAG = "fairwatch_consumer_lag"
+# gauge {topic, partition}: next offset to apply (everything before it is applied)
+CONSUMER_OFFSET = "fairwatch_consumer_offset"
+# counter {topic}: records applied to the pipeline (valid, invalid or filtered)
+CONSUMER_RECORDS = "fairwatch_consumer_records_total"
+# counter: offset commits that succeeded
+CONSUMER_COMMITS = "fairwatch_consumer_commits_total"
+# counter {reason}: records sent to the dead-letter topic (reason: REJECTION_REASONS)
+DLQ_MESSAGES = "fairwatch_dlq_messages_total"
+# counter: dead-letter deliveries the broker refused (logged, not retried)
+DLQ_ERRORS = "fairwatch_dlq_errors_total"
+# counter: predictions of models outside the --model filter, skipped
+FILTERED_EVENTS = "fairwatch_filtered_events_total"
 
 EVENT_STATUSES = ("valid", "invalid", "duplicate")
 OUTCOME_STATUSES = ("joined", "early", "duplicate", "conflicting", "orphaned")

@@ -28,7 +28,7 @@ import numpy as np
 
 from monitor.breach import BreachMonitor, Onset
 from monitor.calibration import ScoreCalibration
-from monitor.config import MonitorConfig
+from monitor.config import ModelThresholds, MonitorConfig
 from monitor.counts import NO_LABEL
 from monitor.drift import DriftEvent, DriftMonitor
 from monitor.events import Event, EventParser, Rejection
@@ -149,7 +149,7 @@ class Pipeline:
             regular = len(c.attributes) + len(c.intersections) if c.attributes else c.max_attributes
             self.breach_monitors[model] = BreachMonitor(
                 model,
-                thresholds=lambda attribute, metric, model=model: c.threshold_for(model, attribute, metric),
+                thresholds=ModelThresholds(c, model),
                 attribute_budget=regular,
                 subgroup_attributes=sorted(metrics.search_only),
                 family_error=c.family_error / c.workers,

@@ -1,0 +1,126 @@
+"""``fairwatch finetune``: propose a debiased candidate model from a labeled window of events."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+__all__ = ["add_arguments", "register", "run", "main"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The job's flags (shared by ``fairwatch finetune`` and ``python -m alerts.finetune_command``)."""
+    p.add_argument("input", nargs="?", help="JSONL events (text, label, groups) or CSV (with --text-col/--label-col/--group)")
+    p.add_argument("--templates", metavar="CSV_OR_DIR",
+                   help="train on the Jigsaw identity templates (en_sentence_templates.csv) instead of INPUT, "
+                        "split by sentence skeleton as benchmarks.biased_reference splits them")
+    p.add_argument("--model-dir", required=True, help="the serving model's directory (read only)")
+    p.add_argument("--out", required=True, help="folder for the candidate (OUT/model) and, by default, OUT/report.json")
+    p.add_argument("--report", help="report path (default: OUT/report.json)")
+    p.add_argument("--text-col", default="text", help="CSV text column (text)")
+    p.add_argument("--label-col", default="label", help="CSV label column, 0/1 (label)")
+    p.add_argument("--group", action="append", default=[], metavar="COL", help="CSV group column, repeatable")
+    p.add_argument("--attributes", help="lexicon attributes for counterfactual copies, comma separated "
+                                        "(default: all shipped; with --templates the six identity attributes)")
+    p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when present)")
+    p.add_argument("--epochs", type=float, default=2.0)
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--max-seconds", type=float, help="training time budget; the job still evaluates and reports")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-5)
+    p.add_argument("--gamma", type=float, default=2.0, help="weight of the soft gap penalty (2.0)")
+    p.add_argument("--delta", type=float, default=0.1, help="weight of the adversary loss (0.1)")
+    p.add_argument("--no-counterfactual", action="store_true", help="no counterfactual data augmentation")
+    p.add_argument("--no-reweigh", action="store_true", help="plain cross-entropy, no Kamiran-Calders weights")
+    p.add_argument("--holdout", type=float, default=0.25, help="share of sentence skeletons held out for the test (0.25)")
+    p.add_argument("--val-share", type=float, default=0.1, help="share of the rest used for early stopping (0.1)")
+    p.add_argument("--eval-every", type=int, help="steps between validation checks (a quarter epoch)")
+    p.add_argument("--patience", type=int, default=4)
+    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--max-accuracy-drop", type=float, default=0.02, help="gate: accuracy may drop at most this (0.02)")
+    p.add_argument("--min-gap-reduction", type=float, default=0.5, help="gate: gap reduced by at least this share (0.5)")
+    p.add_argument("--gate-metric", default="fped", help="gap the gate reads, any of monitor.gaps.all_gaps (fped)")
+    p.add_argument("--gate-attribute", default="*", help="attribute of the gate gap; '*' pools every group (default)")
+    p.add_argument("--max-rows", type=int, help="use a seeded sample of this many rows (smoke runs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def register(commands: Any) -> None:
+    """Add ``finetune`` to the ``fairwatch`` subcommands (entry point ``fairwatch.commands``)."""
+    p = commands.add_parser("finetune", help="train a debiased candidate model (never promoted automatically)",
+                            description=__doc__.splitlines()[0])
+    add_arguments(p)
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the job; bad input is one line on stderr and exit status 2."""
+    try:
+        return _run(args)
+    except ImportError as exc:
+        print(f"fairwatch finetune: error: needs the ml extra (torch, transformers): {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - only our input errors are reworded, the rest re-raised
+        from alerts.finetune import FinetuneInputError
+
+        if isinstance(exc, FinetuneInputError):
+            print(f"fairwatch finetune: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _run(args: argparse.Namespace) -> int:
+    from alerts.finetune import IDENTITY_ATTRIBUTES, FinetuneConfig, FinetuneInputError, read_csv, read_events, \
+        read_templates, run_finetune
+
+    from monitor.scorer.counterfactuals import CounterfactualGenerator, Lexicon
+
+    gates_ok = 0 <= args.max_accuracy_drop <= 1 and 0 <= args.min_gap_reduction <= 1
+    if not gates_ok:
+        raise FinetuneInputError("--max-accuracy-drop and --min-gap-reduction must lie in [0, 1]")
+    from monitor.metric_names import GAP_METRICS
+
+    if args.gate_metric not in GAP_METRICS:
+        raise FinetuneInputError(f"--gate-metric {args.gate_metric!r} is not one of {', '.join(GAP_METRICS)}")
+    attributes = [a.strip() for a in args.attributes.split(",") if a.strip()] if args.attributes else None
+    if args.templates:
+        attributes = attributes or list(IDENTITY_ATTRIBUTES)
+        read = read_templates(args.templates, CounterfactualGenerator(Lexicon.default().select(attributes)))
+        source = args.templates
+    elif args.input:
+        source = args.input
+        if args.input.lower().endswith(".csv"):
+            if not args.group:
+                raise FinetuneInputError("a CSV input needs at least one --group COL")
+            read = read_csv(args.input, args.text_col, args.label_col, args.group)
+        elif args.input.lower().endswith((".jsonl", ".ndjson", ".json")):
+            read = read_events(args.input)
+        else:
+            raise FinetuneInputError(f"{args.input}: unknown input format (expected .jsonl or .csv)")
+    else:
+        raise FinetuneInputError("give an INPUT file or --templates")
+    cfg = FinetuneConfig(
+        model_dir=args.model_dir, out=args.out, report=args.report, attributes=attributes, device=args.device,
+        epochs=args.epochs, max_steps=args.max_steps, max_seconds=args.max_seconds, batch_size=args.batch_size,
+        lr=args.lr, gamma=args.gamma, delta=args.delta, counterfactual=not args.no_counterfactual,
+        reweigh=not args.no_reweigh, holdout=args.holdout, val_share=args.val_share, eval_every=args.eval_every,
+        patience=args.patience, max_length=args.max_length, max_accuracy_drop=args.max_accuracy_drop,
+        min_gap_reduction=args.min_gap_reduction, gate_metric=args.gate_metric, gate_attribute=args.gate_attribute,
+        seed=args.seed, max_rows=args.max_rows, progress=not args.no_progress,
+    )
+    report = run_finetune(cfg, read.examples, source, {"rejected": read.rejected, "unlabeled": read.unlabeled},
+                          templates_mode=bool(args.templates))
+    # Exit 0 whether or not the gates pass: a failed gate is a result, recorded in the report.
+    return 0 if report else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m alerts.finetune_command`` (where the ``fairwatch`` script is not installed, e.g. the GPU box)."""
+    parser = argparse.ArgumentParser(prog="fairwatch finetune", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

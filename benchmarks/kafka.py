@@ -1,0 +1,160 @@
+"""Kafka throughput and latency, in one run on one local Tansu broker.
+
+    python -m benchmarks.kafka --events 1000000
+
+Prints: the produce rate; the raw kafka-python consume rate of a topic of N
+events (the baseline); the `fairwatch run` worker's rate on the same topic
+(the same KafkaWorker the command runs, in process); and the p50/p99 latency
+from the producer's send() to the pipeline having applied the event, with a
+separate producer process sending at half the worker's rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import platform
+import random
+import time
+
+import numpy as np
+
+PARTITIONS = 4
+
+
+def make_values(n: int, seed: int = 1) -> list[bytes]:
+    rng = random.Random(seed)
+    races, sexes = ["African-American", "Caucasian", "Hispanic", "Other"], ["Male", "Female"]
+    return [json.dumps({"event_id": f"e{i}", "ts": 1.7e9 + i, "model": "credit-risk", "prediction": int(rng.random() < .4),
+                        "score": round(rng.random(), 3), "groups": {"race": rng.choice(races), "sex": rng.choice(sexes)},
+                        "label": int(rng.random() < .5) if i % 2 else None}).encode() for i in range(n)]
+
+
+def produce_all(bootstrap: str, topic: str, values: list[bytes]) -> float:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=512 << 10, acks=1)
+    started = time.perf_counter()
+    for i, value in enumerate(values):
+        producer.send(topic, key=b"e%d" % i, value=value)
+    producer.flush()
+    elapsed = time.perf_counter() - started
+    producer.close()
+    return elapsed
+
+
+def raw_consume(bootstrap: str, topic: str, n: int) -> float:
+    """Seconds for a bare kafka-python loop to read n records (first record to last)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
+    seen, started = 0, None
+    while seen < n:
+        for records in consumer.poll(timeout_ms=500, max_records=5000).values():
+            if started is None:
+                started = time.perf_counter()
+            seen += len(records)
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    return elapsed
+
+
+def worker_for(bootstrap: str, topic: str, group: str, on_batch=None):
+    from consumers.kafka_config import KafkaSettings
+    from consumers.kafka_worker import KafkaWorker
+    from monitor.config import MonitorConfig
+    from monitor.pipeline import Pipeline
+
+    settings = KafkaSettings(bootstrap_servers=bootstrap, predictions_topic=topic, outcomes_topic=None,
+                             dlq_topic=f"{topic}.dlq", group_id=group, commit_interval_seconds=5.0,
+                             session_timeout_ms=6000, max_poll_interval_ms=10000)
+    return KafkaWorker(settings, Pipeline(MonitorConfig(attributes=["race", "sex"])), on_batch=on_batch)
+
+
+def worker_consume(bootstrap: str, topic: str, n: int) -> tuple[float, float]:
+    """(seconds first record to last applied, seconds including the group join) for the worker."""
+    worker = worker_for(bootstrap, topic, "bench-worker")
+    started = time.perf_counter()
+    first = None
+
+    def on_batch(records, _now):
+        nonlocal first
+        if first is None:
+            first = time.perf_counter()
+
+    worker.on_batch = on_batch
+    worker.run(until=lambda: worker.records[topic] >= n)
+    done = time.perf_counter()
+    return done - first, done - started
+
+
+def _paced_producer(bootstrap: str, topic: str, values: list[bytes], rate: float) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1)
+    started = time.monotonic()
+    for i, value in enumerate(values):
+        ahead = i / rate - (time.monotonic() - started)
+        if ahead > 0:
+            time.sleep(ahead)
+        producer.send(topic, key=b"l%d" % i, value=value)  # record timestamp = send time (CreateTime)
+    producer.flush()
+    producer.close()
+
+
+def latency(bootstrap: str, topic: str, values: list[bytes], rate: float) -> np.ndarray:
+    """Seconds from send() to applied, per event, at ``rate`` events/s."""
+    latencies: list[np.ndarray] = []
+
+    def on_batch(records, now):
+        latencies.append(now - np.array([r.timestamp for r in records], dtype=np.float64) / 1000.0)
+
+    worker = worker_for(bootstrap, topic, "bench-latency", on_batch)
+    worker.connect()
+    deadline = time.monotonic() + 60
+    while not worker.consumer.assignment() and time.monotonic() < deadline:
+        worker.poll_once()
+    producer = multiprocessing.get_context("spawn").Process(target=_paced_producer,
+                                                              args=(bootstrap, topic, values, rate))
+    producer.start()
+    worker.run(until=lambda: worker.records[topic] >= len(values))
+    producer.join()
+    return np.concatenate(latencies)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--latency-seconds", type=float, default=20.0, help="length of the latency run")
+    args = parser.parse_args(argv)
+
+    from consumers.broker import TansuBroker, create_topics
+
+    values = make_values(args.events)
+    with TansuBroker() as broker:
+        bootstrap = broker.bootstrap_servers
+        create_topics(bootstrap, {"bench.throughput": PARTITIONS, "bench.latency": PARTITIONS})
+        print(f"machine: {platform.processor() or platform.machine()}, {multiprocessing.cpu_count()} cores, "
+              f"Python {platform.python_version()}; broker: Tansu (memory) on {bootstrap}; "
+              f"{PARTITIONS} partitions; {args.events} events of ~{np.mean([len(v) for v in values[:1000]]):.0f} B")
+        seconds = produce_all(bootstrap, "bench.throughput", values)
+        print(f"produce (kafka-python, acks=1):   {args.events / seconds:10,.0f} events/s")
+        seconds = raw_consume(bootstrap, "bench.throughput", args.events)
+        raw_rate = args.events / seconds
+        print(f"raw consume (kafka-python loop):  {raw_rate:10,.0f} events/s   (baseline)")
+        seconds, with_join = worker_consume(bootstrap, "bench.throughput", args.events)
+        worker_rate = args.events / seconds
+        print(f"fairwatch run worker:             {worker_rate:10,.0f} events/s   "
+              f"({worker_rate / raw_rate:.0%} of raw; {args.events / with_join:,.0f}/s counting the group join)")
+        rate = worker_rate / 2
+        n = int(rate * args.latency_seconds)
+        lat = latency(bootstrap, "bench.latency", make_values(n, seed=2), rate)
+        p50, p99, top = np.percentile(lat, [50, 99, 100])
+        print(f"latency at {rate:,.0f} events/s ({n} events): p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, "
+              f"max {top * 1000:.1f} ms (send() to applied in the pipeline)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""The dead-letter topic: refused records, original bytes and key, the reason in headers."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+
+from monitor.events import Rejection
+
+log = logging.getLogger("fairwatch.dlq")
+
+REASON_HEADER = "fairwatch-reason"
+ERROR_HEADER = "fairwatch-error"
+TOPIC_HEADER = "fairwatch-topic"
+PARTITION_HEADER = "fairwatch-partition"
+OFFSET_HEADER = "fairwatch-offset"
+# Only when the record exceeds what the producer may send: the value is then
+# a prefix and this header holds the original size in bytes.
+TRUNCATED_HEADER = "fairwatch-truncated-from"
+_HEADROOM_BYTES = 64 << 10  # room for key, headers and batch overhead under max_request_size
+
+
+def one_line(text: str, limit: int = 1000) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class DeadLetters:
+    """Sends refused records to ``topic``; counts them per reason and counts failed deliveries."""
+
+    def __init__(self, producer, topic: str, max_bytes: int) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.max_bytes = max_bytes
+        self.sent: Counter = Counter()
+        self.errors = 0
+        self._errors_lock = threading.Lock()  # errbacks run on the producer's I/O thread
+
+    def send(self, record, rejection: Rejection) -> None:
+        """``record``: the kafka-python ConsumerRecord refused."""
+        value = record.value if record.value is not None else b""
+        headers = [
+            (REASON_HEADER, rejection.reason.encode()),
+            (ERROR_HEADER, one_line(rejection.message).encode("utf-8", "replace")),
+            (TOPIC_HEADER, record.topic.encode()),
+            (PARTITION_HEADER, str(record.partition).encode()),
+            (OFFSET_HEADER, str(record.offset).encode()),
+        ]
+        limit = self.max_bytes - _HEADROOM_BYTES
+        if len(value) > limit:
+            log.warning("dead letter %s[%d]@%d: %d bytes exceed --dlq-max-bytes, sending the first %d",
+                        record.topic, record.partition, record.offset, len(value), limit)
+            headers.append((TRUNCATED_HEADER, str(len(value)).encode()))
+            value = value[:limit]
+        try:
+            future = self.producer.send(self.topic, key=record.key, value=value, headers=headers)
+        except Exception as exc:  # noqa: BLE001 - any refusal must not stop the worker
+            self._failed(record, exc)
+        else:
+            future.add_errback(lambda exc, record=record: self._failed(record, exc))
+        self.sent[rejection.reason] += 1
+
+    def _failed(self, record, exc) -> None:
+        with self._errors_lock:
+            self.errors += 1
+        log.error("dead letter for %s[%d]@%d not delivered: %s", record.topic, record.partition, record.offset,
+                  one_line(str(exc) or type(exc).__name__))
+
+    def flush(self, timeout_seconds: float) -> None:
+        """Wait until every dead letter sent so far is delivered or failed (before committing past it)."""
+        self.producer.flush(timeout=timeout_seconds)
+
+
+__all__ = ["DeadLetters", "REASON_HEADER", "ERROR_HEADER", "TOPIC_HEADER", "PARTITION_HEADER", "OFFSET_HEADER",
+           "TRUNCATED_HEADER"]

@@ -1,0 +1,125 @@
+"""Kafka settings of the worker: a ``[kafka]`` TOML table and flags, into client kwargs.
+
+>>> s = parse_kafka_settings({"bootstrap_servers": "a:9092,b:9092", "models": ["credit"]})
+>>> s.bootstrap_list(), s.predictions_topic
+(['a:9092', 'b:9092'], 'fairwatch.predictions')
+>>> parse_kafka_settings({"group": "x"})
+Traceback (most recent call last):
+...
+monitor.config.ConfigError: [kafka]: Object contains unknown field `group` - at `$.group`
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import msgspec
+
+from monitor.config import ConfigError
+
+PASSWORD_ENV = "FAIRWATCH_KAFKA_SASL_PASSWORD"
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class KafkaSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    bootstrap_servers: Union[str, list[str]] = "127.0.0.1:9092"
+    predictions_topic: str = "fairwatch.predictions"
+    outcomes_topic: Union[str, None] = "fairwatch.outcomes"  # "" or None: predictions only
+    dlq_topic: str = "fairwatch.dlq"
+    group_id: str = "fairwatch"
+    client_id: str = "fairwatch"
+    metrics_port: Union[int, None] = None
+    metrics_addr: str = "0.0.0.0"
+    models: list[str] = []  # empty: every model
+    commit_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    state_dir: Union[str, None] = None
+    max_poll_records: Positive = 5000
+    # Kafka's own default is 45 s; a crashed worker's partitions wait this long.
+    session_timeout_ms: Positive = 10_000
+    # Also the rebalance timeout: how long a join waits for members that left.
+    max_poll_interval_ms: Positive = 300_000
+    max_partition_fetch_bytes: Positive = 1 << 20
+    fetch_max_bytes: Positive = 50 << 20
+    dlq_max_bytes: Positive = 16 << 20
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Union[Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"], None] = None
+    sasl_username: Union[str, None] = None
+    sasl_password: Union[str, None] = None
+    ssl_cafile: Union[str, None] = None
+    ssl_certfile: Union[str, None] = None
+    ssl_keyfile: Union[str, None] = None
+
+    def bootstrap_list(self) -> list[str]:
+        servers = self.bootstrap_servers
+        if isinstance(servers, str):
+            servers = servers.split(",")
+        return [s.strip() for s in servers if s.strip()]
+
+    def topics(self) -> list[str]:
+        return [t for t in (self.predictions_topic, self.outcomes_topic) if t]
+
+    def client_kwargs(self) -> dict:
+        """Connection and security settings shared by consumer, producer and admin clients."""
+        kwargs: dict = {"bootstrap_servers": self.bootstrap_list(), "security_protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
+            # kafka-python takes the SCRAM credentials under the sasl_plain_* names too.
+            if self.sasl_username is not None:
+                kwargs["sasl_plain_username"] = self.sasl_username
+            password = self.sasl_password if self.sasl_password is not None else os.environ.get(PASSWORD_ENV)
+            if password is not None:
+                kwargs["sasl_plain_password"] = password
+        for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            if getattr(self, key):
+                kwargs[key] = getattr(self, key)
+        return kwargs
+
+    def check(self) -> None:
+        if not self.bootstrap_list():
+            raise ConfigError("no bootstrap servers given")
+        if self.outcomes_topic == self.predictions_topic:
+            raise ConfigError("the outcomes topic must differ from the predictions topic")
+        if self.dlq_topic in self.topics():
+            raise ConfigError("the dead-letter topic must differ from the topics consumed")
+        if self.sasl_mechanism and not self.security_protocol.startswith("SASL"):
+            raise ConfigError(f"--sasl-mechanism needs --security-protocol SASL_PLAINTEXT or SASL_SSL, "
+                              f"not {self.security_protocol}")
+        if self.security_protocol.startswith("SASL") and not self.sasl_mechanism:
+            raise ConfigError(f"--security-protocol {self.security_protocol} needs --sasl-mechanism")
+        for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, key)
+            if path and not Path(path).is_file():
+                raise ConfigError(f"--{key.replace('_', '-')} {path}: no such file")
+        if self.session_timeout_ms > self.max_poll_interval_ms:
+            raise ConfigError("session_timeout_ms must not exceed max_poll_interval_ms")
+
+
+def parse_kafka_settings(data: dict) -> KafkaSettings:
+    try:
+        settings = msgspec.convert(data, KafkaSettings)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"[kafka]: {exc}") from None
+    settings.check()
+    return settings
+
+
+def read_toml(path: str | Path | None) -> dict:
+    """The whole TOML document (empty without a path); errors as ConfigError."""
+    if path is None:
+        return {}
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc}") from None
+
+
+__all__ = ["KafkaSettings", "parse_kafka_settings", "read_toml", "PASSWORD_ENV"]

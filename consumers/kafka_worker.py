@@ -1,0 +1,361 @@
+"""The hot-path Kafka worker: a kafka-python consumer group feeding the core pipeline.
+
+At-least-once, applied once: auto-commit is off; the offsets of a batch are
+committed only after the pipeline applied it (on a timer, before partitions
+are revoked, and on shutdown), and the core's dedup store drops a redelivered
+prediction id (it remembers the last ``journal_capacity`` predictions per
+model, 1M by default; an id redelivered after more than that many newer
+predictions of its model is counted again). With a state store the pipeline
+state is snapshotted with its offsets before each commit, so a ``kill -9``
+loses and repeats nothing (see ``consumers/state.py``).
+
+Predictions and outcomes are consumed by the same group and applied to the
+same pipeline, which joins labels by ``event_id``. With several workers the
+two topics must be co-partitioned (same partition count, key = event_id):
+the range assignor then gives partition N of both topics to the same worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
+from kafka.coordinator.assignors.range import RangePartitionAssignor
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from monitor import metric_names as names
+from consumers.dead_letters import DeadLetters
+from consumers.kafka_config import KafkaSettings
+from consumers.state import StateStore
+from monitor.events import Rejection
+from monitor.metric_names import REJECTION_REASONS
+from monitor.pipeline import Pipeline
+
+log = logging.getLogger("fairwatch.worker")
+
+POLL_TIMEOUT_MS = 200  # how long a stop request waits at most for the loop to notice it
+FLUSH_TIMEOUT_SECONDS = 30.0
+_TOMBSTONE = Rejection("missing_field", "record without a value (a tombstone)")
+
+
+class _CommitOnRebalance(AsyncConsumerRebalanceListener):
+    """Commit what was applied before partitions go.
+
+    Async because kafka-python 3 runs listeners on its I/O thread, where a
+    blocking ``consumer.commit()`` is refused; the commit is awaited there.
+    """
+
+    def __init__(self, worker: KafkaWorker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        if not revoked:
+            return
+        worker = self.worker
+        offsets = worker.prepare_commit()
+        if not offsets:
+            return
+        try:
+            # No public awaitable commit exists in kafka-python 3.0; this is the
+            # coroutine KafkaConsumer.commit() itself runs on the I/O thread.
+            await worker.consumer._coordinator._commit_offsets_sync_async(offsets)
+        except KafkaError as exc:
+            log.warning("commit before rebalance failed: %s", exc)
+            return
+        worker.committed_ok(offsets, "rebalance")
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        self.worker.on_assigned(assigned)
+
+    async def on_partitions_lost(self, lost) -> None:
+        # Evicted (e.g. stalled past the session timeout): a commit would be refused.
+        log.warning("lost %s without a chance to commit; their new owner resumes from the last commit",
+                    ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(lost)))
+
+
+class KafkaWorker:
+    """Consume, apply, dead-letter, commit. One thread drives it; ``stop()`` may come from a signal."""
+
+    def __init__(self, settings: KafkaSettings, pipeline: Pipeline, *, state: StateStore | None = None,
+                 on_batch: Callable[[list, float], None] | None = None) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        self.state = state
+        self.on_batch = on_batch  # (records applied, time applied): for the latency benchmark
+        self.models = frozenset(settings.models)
+        # Next offset to apply per partition: everything below it is in the pipeline.
+        self.offsets: dict[TopicPartition, int] = {}
+        self.committed: dict[TopicPartition, int] = {}
+        self.lag: dict[TopicPartition, int] = {}
+        self.records: Counter = Counter()  # topic -> records applied
+        self.filtered = 0
+        self.commits = 0
+        self.consumer: KafkaConsumer | None = None
+        self.dead_letters: DeadLetters | None = None
+        self._producer: KafkaProducer | None = None
+        self._stopping = threading.Event()
+        self._dirty = False
+        self._last_commit = time.monotonic()
+        self._unconfirmed: set[TopicPartition] = set()
+        restored = state.restore(pipeline) if state is not None else None
+        self._restored_dlq: Counter = Counter()
+        self._restored_dlq_errors = 0
+        if restored:
+            self.offsets = {TopicPartition(t, p): o for (t, p), o in restored["offsets"].items()}
+            self.records = Counter(restored["records"])
+            self.filtered = restored["filtered"]
+            self.commits = restored["commits"]
+            self._restored_dlq = Counter(restored["dlq"])
+            self._restored_dlq_errors = restored["dlq_errors"]
+            log.info("restored state from %s: %d records applied before, offsets %s", state.path,
+                     sum(self.records.values()), _format_offsets(self.offsets))
+
+    # -- lifecycle -----------------------------------------------------------------
+    def connect(self) -> None:
+        s = self.settings
+        common = s.client_kwargs()
+        self._producer = KafkaProducer(
+            **common, client_id=f"{s.client_id}-dlq", acks="all", linger_ms=20, max_request_size=s.dlq_max_bytes,
+        )
+        self.dead_letters = DeadLetters(self._producer, s.dlq_topic, s.dlq_max_bytes)
+        self.dead_letters.sent.update(self._restored_dlq)
+        self.dead_letters.errors = self._restored_dlq_errors
+        self.consumer = KafkaConsumer(
+            **common,
+            client_id=s.client_id,
+            group_id=s.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=s.auto_offset_reset,
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=max(s.session_timeout_ms // 3, 100),
+            max_poll_interval_ms=s.max_poll_interval_ms,
+            request_timeout_ms=max(30_000, s.session_timeout_ms + 5_000),
+            # A record larger than these still comes back alone (Kafka returns the
+            # first batch of a partition whatever its size), so a 5 MB event cannot
+            # wedge its partition; it is then refused as oversized by the parser.
+            max_partition_fetch_bytes=s.max_partition_fetch_bytes,
+            fetch_max_bytes=s.fetch_max_bytes,
+            # Range keeps partition N of the predictions and outcomes topics on one worker.
+            partition_assignment_strategy=[RangePartitionAssignor],
+        )
+        self.consumer.subscribe(s.topics(), listener=_CommitOnRebalance(self))
+
+    def stop(self) -> None:
+        """Ask the loop to finish its batch, commit and close (safe from a signal handler)."""
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def run(self, until: Callable[[], bool] | None = None) -> None:
+        """Poll and apply until ``stop()`` (or ``until()`` is true), then commit and close."""
+        if self.consumer is None:
+            self.connect()
+        try:
+            while not self._stopping.is_set() and not (until and until()):
+                self.poll_once()
+                if self._dirty and time.monotonic() - self._last_commit >= self.settings.commit_interval_seconds:
+                    self.commit("timer")
+            self.commit("shutdown")
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.consumer is not None:
+            try:
+                self.consumer.close(autocommit=False)
+            except KafkaError as exc:
+                log.warning("closing the consumer: %s", exc)
+            self.consumer = None
+        if self._producer is not None:
+            self._producer.close(timeout=FLUSH_TIMEOUT_SECONDS)
+            self._producer = None
+        if self.state is not None:
+            self.state.close()
+
+    # -- the loop ----------------------------------------------------------------
+    def poll_once(self) -> int:
+        """One poll, applied. Returns the number of records applied."""
+        polled = self.consumer.poll(timeout_ms=POLL_TIMEOUT_MS, max_records=self.settings.max_poll_records)
+        applied = 0
+        if polled:
+            # Predictions first, so that outcomes of the same batch find them.
+            predictions = self.settings.predictions_topic
+            batches = []
+            for tp, records in sorted(polled.items(), key=lambda item: item[0].topic != predictions):
+                self._unconfirmed.discard(tp)
+                start = self.offsets.get(tp, -1)
+                end = records[-1].offset + 1
+                if records[0].offset < start:
+                    # Applied and snapshotted before a crash that came before the commit.
+                    records = [r for r in records if r.offset >= start]
+                if end > start:
+                    self.offsets[tp] = end
+                if records:
+                    batches.append(records)
+                    self.records[tp.topic] += len(records)
+            if batches:
+                applied = self.apply([record for records in batches for record in records])
+                self._dirty = True
+        self._update_lag()
+        self._pace_outcomes()
+        return applied
+
+    def apply(self, records: list) -> int:
+        """Parse, filter, apply to the pipeline, dead-letter the refused records."""
+        parse = self.pipeline.parser.parse
+        models = self.models
+        events = []
+        sources = []
+        for record in records:
+            value = record.value
+            event = parse(value) if value is not None else _TOMBSTONE
+            if models and event.__class__ is not Rejection and event.prediction is not None \
+                    and event.model not in models:
+                self.filtered += 1
+                continue
+            events.append(event)
+            sources.append(record)
+        result = self.pipeline.process_events(events)
+        for position, rejection in result.rejected:
+            self.dead_letters.send(sources[position], rejection)
+        if self.on_batch is not None:
+            self.on_batch(records, time.time())
+        return len(events)
+
+    def _update_lag(self) -> None:
+        lag = {}
+        consumer = self.consumer
+        for tp in consumer.assignment():
+            # highwater comes from fetch responses: right on Tansu, whose ListOffsets is not.
+            highwater = consumer.highwater(tp)
+            position = self.offsets.get(tp)
+            if highwater is not None and position is not None:
+                lag[tp] = max(highwater - position, 0)
+        self.lag = lag  # one reference swap: the exporter thread reads it without a lock
+
+    def _pace_outcomes(self) -> None:
+        """Hold the outcomes back while the early-outcome buffer is half full and predictions lag.
+
+        Otherwise a backlog of small outcome records runs ahead of the larger
+        predictions and overflows the core's early-outcome buffer (outcomes
+        dropped as orphaned). Never while predictions are caught up: those
+        outcomes may be true orphans, and holding them would stall the topic.
+        """
+        outcomes = self.settings.outcomes_topic
+        if not outcomes:
+            return
+        capacity = self.pipeline.config.early_outcome_capacity
+        predictions = self.settings.predictions_topic
+        behind = any(lag > 0 for tp, lag in self.lag.items() if tp.topic == predictions)
+        hold = behind and len(self.pipeline.early_outcomes) > capacity // 2
+        consumer = self.consumer
+        paused = consumer.paused()
+        if hold:
+            partitions = [tp for tp in consumer.assignment() if tp.topic == outcomes and tp not in paused]
+            if partitions:
+                consumer.pause(*partitions)
+        else:
+            partitions = [tp for tp in paused if tp.topic == outcomes]
+            if partitions:
+                consumer.resume(*partitions)
+
+    # -- offsets -------------------------------------------------------------------
+    def prepare_commit(self) -> dict:
+        """Flush dead letters, snapshot the state; return the offsets now safe to commit."""
+        if self.consumer is None:
+            return {}
+        self.dead_letters.flush(FLUSH_TIMEOUT_SECONDS)
+        if self.state is not None and self._dirty:
+            self.state.save(self.pipeline, self._extra())
+        self._dirty = False
+        self._last_commit = time.monotonic()
+        assigned = self.consumer.assignment()
+        return {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in self.offsets.items()
+                if tp in assigned and tp not in self._unconfirmed and self.committed.get(tp) != offset}
+
+    def commit(self, reason: str) -> bool:
+        """Commit the offsets applied (after prepare_commit). False if the broker refused."""
+        offsets = self.prepare_commit()
+        if not offsets:
+            return True
+        try:
+            self.consumer.commit(offsets)
+        except KafkaError as exc:
+            # The snapshot already holds these offsets; a new owner resumes from
+            # the committed ones, and this worker skips what it applied already.
+            log.warning("commit on %s failed: %s", reason, exc)
+            return False
+        self.committed_ok(offsets, reason)
+        return True
+
+    def committed_ok(self, offsets: dict, reason: str) -> None:
+        self.committed.update({tp: meta.offset for tp, meta in offsets.items()})
+        self.commits += 1
+        log.debug("committed on %s: %s", reason, _format_offsets({tp: m.offset for tp, m in offsets.items()}))
+
+    def on_assigned(self, assigned) -> None:
+        """Nothing blocking here (kafka-python's I/O thread): the consumer resumes from the
+        committed offsets; records this worker applied before a crash are skipped in poll_once,
+        and a partition is committed only once a fetch confirmed where it stands."""
+        self._unconfirmed = set(assigned)
+        log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(assigned)) or "nothing")
+
+    def _extra(self) -> dict:
+        return {
+            "offsets": {(tp.topic, tp.partition): offset for tp, offset in self.offsets.items()},
+            "records": dict(self.records),
+            "filtered": self.filtered,
+            "commits": self.commits,
+            "dlq": dict(self.dead_letters.sent),
+            "dlq_errors": self.dead_letters.errors,
+        }
+
+
+def _format_offsets(offsets: dict) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]={o}" for tp, o in sorted(offsets.items())) or "none"
+
+
+class WorkerCollector(Collector):
+    """Consumer lag, offsets and dead letters of one worker, read at scrape time."""
+
+    def __init__(self, worker: KafkaWorker) -> None:
+        self.worker = worker
+
+    def collect(self) -> Iterator:
+        w = self.worker
+        partition_labels = [names.TOPIC, names.PARTITION]
+        lag = GaugeMetricFamily(names.CONSUMER_LAG, "Records behind the high watermark, per partition",
+                                labels=partition_labels)
+        for tp, value in sorted(dict(w.lag).items()):
+            lag.add_metric([tp.topic, str(tp.partition)], value)
+        offset = GaugeMetricFamily(names.CONSUMER_OFFSET, "Next offset to apply, per partition",
+                                   labels=partition_labels)
+        for tp, value in sorted(dict(w.offsets).items()):
+            offset.add_metric([tp.topic, str(tp.partition)], value)
+        records = CounterMetricFamily(names.CONSUMER_RECORDS, "Records applied, per topic", labels=[names.TOPIC])
+        for topic in w.settings.topics():
+            records.add_metric([topic], w.records.get(topic, 0))
+        commits = CounterMetricFamily(names.CONSUMER_COMMITS, "Offset commits that succeeded")
+        commits.add_metric([], w.commits)
+        dlq = CounterMetricFamily(names.DLQ_MESSAGES, "Records sent to the dead-letter topic", labels=[names.REASON])
+        sent = dict(w.dead_letters.sent) if w.dead_letters else dict(w._restored_dlq)
+        for reason in sorted(set(REJECTION_REASONS) | set(sent)):
+            dlq.add_metric([reason], sent.get(reason, 0))
+        errors = CounterMetricFamily(names.DLQ_ERRORS, "Dead letters the broker did not take")
+        errors.add_metric([], w.dead_letters.errors if w.dead_letters else w._restored_dlq_errors)
+        filtered = CounterMetricFamily(names.FILTERED_EVENTS, "Predictions of models outside --model, skipped")
+        filtered.add_metric([], w.filtered)
+        yield from (lag, offset, records, commits, dlq, errors, filtered)
+
+
+__all__ = ["KafkaWorker", "WorkerCollector"]

@@ -1,0 +1,174 @@
+"""``fairwatch produce FILE --topic T``: replay a CSV/JSONL file into Kafka as contract events."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter, deque
+from pathlib import Path
+
+import msgspec
+from tqdm import tqdm
+
+from consumers.files import SourceError, read_events
+from consumers.kafka_config import PASSWORD_ENV, parse_kafka_settings
+from consumers.replay_command import add_mapping_flags, mapping_from_args
+from monitor.cli import UsageError
+from monitor.config import ConfigError
+from monitor.events import Event, EventParser, Rejection
+
+
+class Outcome(msgspec.Struct):
+    """The outcome contract: the label of an earlier prediction."""
+
+    event_id: str
+    ts: float
+    label: int
+
+
+def register(commands) -> None:
+    parser = commands.add_parser("produce", help="replay a CSV or JSONL file into Kafka (key = event_id)")
+    parser.add_argument("file", help="CSV or JSONL file")
+    add_mapping_flags(parser)
+    parser.add_argument("--topic", default="fairwatch.predictions", help="predictions topic (fairwatch.predictions)")
+    parser.add_argument("--outcomes-topic", default="fairwatch.outcomes", help="outcomes topic (fairwatch.outcomes)")
+    parser.add_argument("--outcome-delay", type=int, metavar="N",
+                        help="send each labeled row as a prediction without label, and its outcome on "
+                             "--outcomes-topic N events later")
+    parser.add_argument("--rate", type=float, metavar="N", help="events per second (default: as fast as possible)")
+    parser.add_argument("--limit", type=int, metavar="N", help="stop after N events")
+    parser.add_argument("--bootstrap-servers", default="127.0.0.1:9092", metavar="HOST:PORT[,...]")
+    parser.add_argument("--compression", choices=("gzip", "snappy", "lz4", "zstd"))
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    security = parser.add_argument_group("kafka security")
+    security.add_argument("--security-protocol", default="PLAINTEXT",
+                          choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"))
+    security.add_argument("--sasl-mechanism", choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER",
+                                                       "GSSAPI"))
+    security.add_argument("--sasl-username")
+    security.add_argument("--sasl-password", help=f"prefer the {PASSWORD_ENV} environment variable")
+    security.add_argument("--ssl-cafile", metavar="PEM")
+    security.add_argument("--ssl-certfile", metavar="PEM")
+    security.add_argument("--ssl-keyfile", metavar="PEM")
+    parser.set_defaults(handler=run)
+
+
+class Pacer:
+    """Sleep so that ``sent`` events never run ahead of ``rate`` per second (None: no limit)."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.rate = rate
+        self.started = time.monotonic()
+
+    def wait(self, sent: int) -> None:
+        if self.rate:
+            ahead = sent / self.rate - (time.monotonic() - self.started)
+            if ahead > 0:
+                time.sleep(ahead)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.score_col and args.threshold is None and not args.prediction_col:
+        raise UsageError("--score-col needs --threshold (or give --prediction-col)")
+    if args.rate is not None and args.rate <= 0:
+        raise UsageError("--rate must be positive")
+    if args.outcome_delay is not None and args.outcome_delay < 0:
+        raise UsageError("--outcome-delay must be 0 or more")
+    if args.outcome_delay is not None and args.outcomes_topic == args.topic:
+        raise UsageError("--outcomes-topic must differ from --topic")
+    try:
+        settings = parse_kafka_settings({
+            "bootstrap_servers": args.bootstrap_servers, "predictions_topic": args.topic,
+            "outcomes_topic": args.outcomes_topic, "security_protocol": args.security_protocol,
+            "sasl_mechanism": args.sasl_mechanism, "sasl_username": args.sasl_username,
+            "sasl_password": args.sasl_password, "ssl_cafile": args.ssl_cafile, "ssl_certfile": args.ssl_certfile,
+            "ssl_keyfile": args.ssl_keyfile,
+        })
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
+    if not Path(args.file).is_file():  # before connecting: the file is read lazily
+        raise UsageError(f"{args.file}: no such file")
+    parser = EventParser(default_model=args.model or "default", threshold=args.threshold)
+    try:
+        batches = read_events(args.file, args.format, mapping_from_args(args), parser)
+        producer = KafkaProducer(**settings.client_kwargs(), client_id="fairwatch-produce", acks="all",
+                                 linger_ms=10, batch_size=256 << 10, compression_type=args.compression,
+                                 max_request_size=16 << 20)
+    except SourceError as exc:
+        raise UsageError(str(exc)) from None
+    except KafkaError as exc:
+        raise UsageError(f"cannot connect to Kafka at {args.bootstrap_servers}: {exc}") from None
+
+    encode = msgspec.json.Encoder().encode
+    failures: list[str] = []
+    skipped: Counter = Counter()
+
+    def failed(exc) -> None:
+        failures.append(str(exc) or type(exc).__name__)
+
+    def send(topic: str, key: str, value: bytes) -> None:
+        producer.send(topic, key=key.encode(), value=value).add_errback(failed)
+
+    delayed: deque[tuple[int, Outcome]] = deque()  # (send after this many events, outcome)
+    pacer = Pacer(args.rate)
+    sent = predictions = outcomes = shown = 0
+    try:
+        with tqdm(unit="ev", desc="produce", file=sys.stderr, disable=args.no_progress) as progress:
+            for batch in batches:
+                for event in batch:
+                    if args.limit is not None and predictions >= args.limit:
+                        break
+                    if event.__class__ is Rejection:
+                        skipped[event.reason] += 1
+                        continue
+                    while delayed and delayed[0][0] <= sent:
+                        outcome = delayed.popleft()[1]
+                        outcome.ts = time.time()
+                        send(args.outcomes_topic, outcome.event_id, encode(outcome))
+                        sent += 1
+                        outcomes += 1
+                    if args.outcome_delay is not None and event.label is not None and not event.is_outcome:
+                        delayed.append((sent + args.outcome_delay, Outcome(event.event_id, 0.0, event.label)))
+                        event.label = None
+                    if event.is_outcome and args.outcome_delay is not None:
+                        send(args.outcomes_topic, event.event_id, encode(event))
+                        outcomes += 1
+                    else:
+                        send(args.topic, event.event_id, encode(event))
+                        predictions += 1
+                    sent += 1
+                    if sent - shown >= 512:
+                        progress.update(sent - shown)
+                        shown = sent
+                        pacer.wait(sent)
+                        if failures:
+                            break
+                if failures or (args.limit is not None and predictions >= args.limit):
+                    break
+            while delayed and not failures:
+                outcome = delayed.popleft()[1]
+                outcome.ts = time.time()
+                send(args.outcomes_topic, outcome.event_id, encode(outcome))
+                sent += 1
+                outcomes += 1
+            producer.flush()
+            progress.update(sent - shown)
+    except SourceError as exc:
+        raise UsageError(str(exc)) from None
+    except KafkaError as exc:
+        raise UsageError(f"producing to {args.bootstrap_servers}: {exc}") from None
+    finally:
+        producer.close(timeout=30)
+    if skipped:
+        print(f"skipped {sum(skipped.values())} invalid rows ({', '.join(f'{r}: {n}' for r, n in skipped.items())})",
+              file=sys.stderr)
+    if failures:
+        raise UsageError(f"{len(failures)} events not delivered, first: {failures[0]}")
+    print(f"produced {predictions} predictions to {args.topic}"
+          + (f" and {outcomes} outcomes to {args.outcomes_topic}" if outcomes else ""), file=sys.stderr)
+    return 0

@@ -1,0 +1,146 @@
+"""``fairwatch run``: the production worker, a Kafka consumer group feeding the pipeline, /metrics served."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+
+from consumers.kafka_config import PASSWORD_ENV, parse_kafka_settings, read_toml
+from monitor.cli import UsageError, add_config_flags
+from monitor.config import ConfigError, load_config
+
+# Flags that map one to one onto KafkaSettings fields (None = not given, the TOML or default wins).
+_SETTING_FLAGS = (
+    "bootstrap_servers", "predictions_topic", "outcomes_topic", "dlq_topic", "group_id", "client_id",
+    "metrics_port", "metrics_addr", "commit_interval_seconds", "state_dir", "max_poll_records",
+    "session_timeout_ms", "max_poll_interval_ms", "max_partition_fetch_bytes", "fetch_max_bytes", "dlq_max_bytes",
+    "auto_offset_reset", "security_protocol", "sasl_mechanism", "sasl_username", "sasl_password", "ssl_cafile",
+    "ssl_certfile", "ssl_keyfile",
+)
+
+
+def register(commands) -> None:
+    parser = commands.add_parser(
+        "run", help="consume predictions and outcomes from Kafka, serve /metrics",
+        description="A kafka-python consumer group feeding the fairwatch pipeline. Every flag can also be a key "
+                    "of a [kafka] table in --config (flags win); the pipeline settings go in its [monitor] table.")
+    add_config_flags(parser)
+    parser.add_argument("--attribute", action="append", metavar="ATTR",
+                        help="protected attribute to track (repeatable; default: every attribute events carry)")
+    kafka = parser.add_argument_group("kafka")
+    kafka.add_argument("--bootstrap-servers", metavar="HOST:PORT[,...]", help="brokers (127.0.0.1:9092)")
+    kafka.add_argument("--predictions-topic", help="topic of prediction events (fairwatch.predictions)")
+    kafka.add_argument("--outcomes-topic", help="topic of outcome events (fairwatch.outcomes; '' = none)")
+    kafka.add_argument("--dlq-topic", help="dead-letter topic for refused records (fairwatch.dlq)")
+    kafka.add_argument("--group-id", help="consumer group (fairwatch)")
+    kafka.add_argument("--client-id", help="client id prefix (fairwatch)")
+    kafka.add_argument("--model", action="append", dest="models", metavar="NAME",
+                       help="only this model's predictions (repeatable); others are skipped and counted")
+    kafka.add_argument("--commit-interval-seconds", type=float, help="seconds between offset commits (5)")
+    kafka.add_argument("--state-dir", metavar="DIR", help="snapshot the pipeline state here before each commit and "
+                       "restore it on start, so counters survive a crash exactly (one dir per worker)")
+    kafka.add_argument("--max-poll-records", type=int, help="records per batch at most (5000)")
+    kafka.add_argument("--session-timeout-ms", type=int, help="group session timeout (10000)")
+    kafka.add_argument("--max-poll-interval-ms", type=int, help="max time between polls; also the rebalance timeout "
+                       "(300000)")
+    kafka.add_argument("--max-partition-fetch-bytes", type=int, help="fetch size per partition (1 MiB)")
+    kafka.add_argument("--fetch-max-bytes", type=int, help="fetch size per request (50 MiB)")
+    kafka.add_argument("--dlq-max-bytes", type=int, help="largest dead letter sent whole; larger ones are truncated "
+                       "with a header (16 MiB)")
+    kafka.add_argument("--auto-offset-reset", choices=("earliest", "latest"), help="where a new group starts")
+    kafka.add_argument("--metrics-port", type=int, help="serve /metrics on this port (none: no server)")
+    kafka.add_argument("--metrics-addr", help="address /metrics listens on (0.0.0.0)")
+    security = parser.add_argument_group("kafka security (passed to every client)")
+    security.add_argument("--security-protocol", choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"))
+    security.add_argument("--sasl-mechanism", choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER",
+                                                       "GSSAPI"))
+    security.add_argument("--sasl-username")
+    security.add_argument("--sasl-password", help=f"prefer the {PASSWORD_ENV} environment variable")
+    security.add_argument("--ssl-cafile", metavar="PEM")
+    security.add_argument("--ssl-certfile", metavar="PEM")
+    security.add_argument("--ssl-keyfile", metavar="PEM")
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    parser.set_defaults(handler=run)
+
+
+def settings_from_args(args: argparse.Namespace, document: dict):
+    table = document.get("kafka", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{args.config}: [kafka] must be a table")
+    data = dict(table)
+    data.update({key: getattr(args, key) for key in _SETTING_FLAGS if getattr(args, key, None) is not None})
+    if args.models:
+        data["models"] = args.models
+    return parse_kafka_settings(data)
+
+
+def monitor_config_from_args(args: argparse.Namespace, document: dict):
+    """Like monitor.cli.config_from_args, but a file holding a [kafka] table keeps [monitor] apart."""
+    if "monitor" in document:
+        section = dict(document["monitor"])
+    else:
+        section = {k: v for k, v in document.items() if k != "kafka"}
+    flags = {
+        "min_group_size": args.min_group_size,
+        "privacy_floor": args.privacy_floor,
+        "intersections": [spec.split("&") for spec in args.intersection] if args.intersection else None,
+        "attributes": args.attribute,
+    }
+    section.update({k: v for k, v in flags.items() if v is not None})
+    try:
+        return load_config(None, **section)
+    except ConfigError as exc:
+        raise ConfigError(f"{args.config}: {exc}" if args.config else str(exc)) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s fairwatch run %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+    document = read_toml(args.config)
+    settings = settings_from_args(args, document)
+    config = monitor_config_from_args(args, document)
+
+    from kafka.errors import KafkaError
+
+    from consumers.kafka_worker import KafkaWorker, WorkerCollector
+    from consumers.state import StateError, StateStore
+    from monitor.pipeline import Pipeline
+
+    pipeline = Pipeline(config)
+    try:
+        state = StateStore(settings.state_dir) if settings.state_dir else None
+        worker = KafkaWorker(settings, pipeline, state=state)
+    except StateError as exc:
+        raise UsageError(str(exc)) from None
+    if settings.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        from monitor.exporter import make_registry
+
+        registry = make_registry(pipeline)
+        registry.register(WorkerCollector(worker))
+        try:
+            server, _thread = start_http_server(settings.metrics_port, addr=settings.metrics_addr, registry=registry)
+        except OSError as exc:
+            raise UsageError(f"cannot serve /metrics on port {settings.metrics_port}: {exc.strerror}") from None
+        print(f"serving metrics on http://{settings.metrics_addr}:{server.server_address[1]}/metrics",
+              file=sys.stderr, flush=True)
+
+    def request_stop(signum, _frame) -> None:
+        logging.getLogger("fairwatch.worker").info("%s: finishing the batch, committing, closing",
+                                                   signal.Signals(signum).name)
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        worker.connect()
+    except KafkaError as exc:
+        raise UsageError(f"cannot connect to Kafka at {','.join(settings.bootstrap_list())}: {exc}") from None
+    print(f"consuming {', '.join(settings.topics())} as group {settings.group_id!r}", file=sys.stderr, flush=True)
+    worker.run()
+    print("stopped: batch applied, offsets committed", file=sys.stderr, flush=True)
+    return 0

@@ -1,0 +1,173 @@
+"""Real parts for integration tests: one Tansu broker per session, `fairwatch run` workers as processes."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from helpers import REPO
+
+# Fast group membership for tests: a killed worker's partitions move after
+# the session timeout, and a join waits at most the rebalance timeout.
+SESSION_TIMEOUT_MS = 6000
+MAX_POLL_INTERVAL_MS = 10000
+_names = itertools.count()
+
+
+def wait_for(condition: Callable[[], object], timeout: float, message: str | Callable[[], str],
+             interval: float = 0.1):
+    """Poll ``condition`` until it returns something truthy; fail with ``message`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"after {timeout:.0f} s: {message() if callable(message) else message}")
+        time.sleep(interval)
+
+
+def scrape(port: int) -> dict[tuple[str, tuple], float]:
+    """{(sample name, sorted labels): value} of a /metrics endpoint ({} while it does not answer)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return {}
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def select(samples: dict, name: str, **labels) -> dict:
+    """Samples of one name whose labels include ``labels``."""
+    return {k: v for k, v in samples.items()
+            if k[0] == name and all(dict(k[1]).get(key) == value for key, value in labels.items())}
+
+
+def total(samples: dict, name: str, **labels) -> float:
+    return sum(select(samples, name, **labels).values())
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory):
+    pytest.importorskip("kafka", reason="the kafka extra (kafka-python) is not installed")
+    from consumers.broker import BrokerError, TansuBroker, find_tansu
+
+    try:
+        find_tansu()
+    except BrokerError as exc:
+        pytest.skip(str(exc))
+    with TansuBroker(log_path=tmp_path_factory.mktemp("tansu") / "tansu.log") as running:
+        yield running
+
+
+@pytest.fixture
+def topics(broker, request):
+    """Fresh topic names for one test: predictions, outcomes, dlq, group (4 partitions each)."""
+    from consumers.broker import create_topics
+
+    n = next(_names)
+    stem = f"t{n}-{request.node.name[:40].replace('[', '-').replace(']', '')}"
+    names = {"predictions": f"{stem}.predictions", "outcomes": f"{stem}.outcomes", "dlq": f"{stem}.dlq",
+             "group": f"{stem}.group"}
+    create_topics(broker.bootstrap_servers, {names[k]: 4 for k in ("predictions", "outcomes", "dlq")})
+    return names
+
+
+class Worker:
+    """`fairwatch run` as a subprocess, as an operator starts it."""
+
+    def __init__(self, broker, topics: dict, log_dir: Path, *extra: str, name: str = "worker",
+                 state_dir: Path | None = None) -> None:
+        from consumers.broker import free_port
+
+        self.port = free_port()
+        self.log_path = log_dir / f"{name}.log"
+        self.args = [sys.executable, "-m", "monitor", "run", "--bootstrap-servers", broker.bootstrap_servers,
+                     "--predictions-topic", topics["predictions"], "--outcomes-topic", topics["outcomes"],
+                     "--dlq-topic", topics["dlq"], "--group-id", topics["group"], "--client-id", name,
+                     "--metrics-port", str(self.port), "--metrics-addr", "127.0.0.1",
+                     "--session-timeout-ms", str(SESSION_TIMEOUT_MS),
+                     "--max-poll-interval-ms", str(MAX_POLL_INTERVAL_MS), "--commit-interval-seconds", "1",
+                     *(["--state-dir", str(state_dir)] if state_dir else []), *extra]
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> Worker:
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        log.close()
+        wait_for(lambda: self.metrics() or self.process.poll() is not None, 30,
+                 lambda: f"worker /metrics never answered; log:\n{self.log()}")
+        assert self.process.poll() is None, f"worker exited with {self.process.returncode}:\n{self.log()}"
+        return self
+
+    def metrics(self) -> dict:
+        return scrape(self.port)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def assigned(self) -> str | None:
+        """The partitions of the worker's latest assignment, as logged."""
+        lines = [line for line in self.log_path.read_text(errors="replace").splitlines() if " assigned " in line]
+        return lines[-1].split(" assigned ", 1)[1] if lines else None
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def terminate(self, timeout: float = 30) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def stop(self) -> None:
+        if self.alive():
+            self.process.kill()
+            self.process.wait(10)
+
+
+@pytest.fixture
+def workers(broker, topics, tmp_path):
+    """Start workers with ``workers(*flags, name=..., state_dir=...)``; all are killed at teardown."""
+    started: list[Worker] = []
+
+    def start(*extra: str, name: str = "worker", state_dir: Path | None = None, group: str | None = None) -> Worker:
+        names = dict(topics, group=group) if group else topics
+        worker = Worker(broker, names, tmp_path, *extra, name=name, state_dir=state_dir)
+        started.append(worker)
+        return worker.start()
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def produce(bootstrap: str, messages, **producer_kwargs) -> dict[tuple[str, int], int]:
+    """Send (topic, key, value[, headers]) tuples; return the end offset per (topic, partition)."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, batch_size=256 << 10, acks="all",
+                             **producer_kwargs)
+    futures = [producer.send(m[0], key=m[1], value=m[2], headers=m[3] if len(m) > 3 else None) for m in messages]
+    producer.flush()
+    ends: dict[tuple[str, int], int] = {}
+    for future in futures:
+        meta = future.get(timeout=30)
+        key = (meta.topic, meta.partition)
+        ends[key] = max(ends.get(key, 0), meta.offset + 1)
+    producer.close()
+    return ends

@@ -1,0 +1,60 @@
+"""COMPAS through Kafka (outcomes delayed on their own topic) equals `fairwatch replay` of the file."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from conftest import scrape, select, total, wait_for
+from helpers import COMPAS_FLAGS, REPO
+
+from monitor import metric_names as kafka_names
+from monitor import metric_names as names
+
+pytestmark = [pytest.mark.kafka, pytest.mark.data]
+GROUPS = ("--group", "race", "--group", "sex")
+
+
+def replay_metrics(compas_csv, port: int) -> dict:
+    """Scrape `fairwatch replay --serve` of the file, then stop it."""
+    process = subprocess.Popen([sys.executable, "-m", "monitor", "replay", str(compas_csv), *COMPAS_FLAGS, *GROUPS,
+                                "--serve", str(port)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        # The replay serves /metrics once its report is printed, i.e. after the whole file.
+        return wait_for(lambda: select(scrape(port), names.GROUP_EVENTS) and scrape(port), 120,
+                        "fairwatch replay --serve never exposed counters")
+    finally:
+        process.kill()
+        process.wait(10)
+
+
+def test_compas_through_kafka_equals_replay(broker, topics, workers, compas_csv):
+    from consumers.broker import free_port
+
+    produced = subprocess.run(
+        [sys.executable, "-m", "monitor", "produce", str(compas_csv), *COMPAS_FLAGS, *GROUPS,
+         "--bootstrap-servers", broker.bootstrap_servers, "--topic", topics["predictions"],
+         "--outcomes-topic", topics["outcomes"], "--outcome-delay", "500", "--no-progress"],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert produced.returncode == 0, produced.stderr
+    assert "produced 7214 predictions" in produced.stderr and "7214 outcomes" in produced.stderr, produced.stderr
+
+    worker = workers("--attribute", "race", "--attribute", "sex")
+    wait_for(lambda: total(worker.metrics(), kafka_names.CONSUMER_RECORDS) == 2 * 7214, 60,
+             lambda: f"worker applied {total(worker.metrics(), kafka_names.CONSUMER_RECORDS)} of {2 * 7214} "
+                     f"records; log:\n{worker.log()}")
+    streamed = worker.metrics()
+    replayed = replay_metrics(compas_csv, free_port())
+
+    for family in (names.GROUP_EVENTS, names.GROUP_SCORE_SUM):
+        kafka_counts, replay_counts = select(streamed, family), select(replayed, family)
+        assert len(replay_counts) >= 8, f"replay exported only {len(replay_counts)} {family} series"
+        assert kafka_counts == replay_counts, f"{family} differs from replay"
+    # Rates since start (every label joined, so they must agree too).
+    kafka_rates = select(streamed, names.GROUP_RATE, window=names.SINCE_START_WINDOW)
+    assert kafka_rates and kafka_rates == select(replayed, names.GROUP_RATE, window=names.SINCE_START_WINDOW)
+    assert total(streamed, names.OUTCOMES, status="joined") == 7214
+    assert total(streamed, names.OUTCOMES, status="orphaned") == 0
+    assert total(streamed, names.EVENTS, status="valid") == total(replayed, names.EVENTS, status="valid") == 7214
+    assert total(streamed, kafka_names.CONSUMER_LAG) == 0
