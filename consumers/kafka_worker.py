@@ -85,9 +85,11 @@ class KafkaWorker:
     """Consume, apply, dead-letter, commit. One thread drives it; ``stop()`` may come from a signal."""
 
     def __init__(self, settings: KafkaSettings, pipeline: Pipeline, *, state: StateStore | None = None,
-                 on_batch: Callable[[list, float], None] | None = None) -> None:
+                 on_batch: Callable[[list, float], None] | None = None, scorer_step=None) -> None:
         self.settings = settings
         self.pipeline = pipeline
+        # Optional monitor.scorer.step.ScorerStep: re-scores texts, adds debiased outputs.
+        self.scorer_step = scorer_step
         self.state = state
         self.on_batch = on_batch  # (records applied, time applied): for the latency benchmark
         self.models = frozenset(settings.models)
@@ -225,7 +227,10 @@ class KafkaWorker:
                 continue
             events.append(event)
             sources.append(record)
-        result = self.pipeline.process_events(events)
+        if self.scorer_step is None:
+            result = self.pipeline.process_events(events)
+        else:
+            result = self.scorer_step.process(self.pipeline, events)
         for position, rejection in result.rejected:
             self.dead_letters.send(sources[position], rejection)
         if self.on_batch is not None:

@@ -8,6 +8,7 @@ import signal
 import sys
 
 from consumers.kafka_config import PASSWORD_ENV, parse_kafka_settings, read_toml
+from consumers.replay_command import add_scorer_flags, build_scorer_step
 from monitor.cli import UsageError, add_config_flags
 from monitor.config import ConfigError, load_config
 
@@ -27,6 +28,7 @@ def register(commands) -> None:
         description="A kafka-python consumer group feeding the fairwatch pipeline. Every flag can also be a key "
                     "of a [kafka] table in --config (flags win); the pipeline settings go in its [monitor] table.")
     add_config_flags(parser)
+    add_scorer_flags(parser)
     parser.add_argument("--attribute", action="append", metavar="ATTR",
                         help="protected attribute to track (repeatable; default: every attribute events carry)")
     kafka = parser.add_argument_group("kafka")
@@ -109,10 +111,11 @@ def run(args: argparse.Namespace) -> int:
     from consumers.state import StateError, StateStore
     from monitor.pipeline import Pipeline
 
+    step = build_scorer_step(args)  # before connecting: a bad model or lexicon fails fast
     pipeline = Pipeline(config)
     try:
         state = StateStore(settings.state_dir) if settings.state_dir else None
-        worker = KafkaWorker(settings, pipeline, state=state)
+        worker = KafkaWorker(settings, pipeline, state=state, scorer_step=step)
     except StateError as exc:
         raise UsageError(str(exc)) from None
     if settings.metrics_port is not None:
@@ -122,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
 
         registry = make_registry(pipeline)
         registry.register(WorkerCollector(worker))
+        if step is not None:
+            registry.register(step.collector())
         try:
             server, _thread = start_http_server(settings.metrics_port, addr=settings.metrics_addr, registry=registry)
         except OSError as exc:
@@ -141,6 +146,10 @@ def run(args: argparse.Namespace) -> int:
     except KafkaError as exc:
         raise UsageError(f"cannot connect to Kafka at {','.join(settings.bootstrap_list())}: {exc}") from None
     print(f"consuming {', '.join(settings.topics())} as group {settings.group_id!r}", file=sys.stderr, flush=True)
-    worker.run()
+    try:
+        worker.run()
+    finally:
+        if step is not None:
+            step.scorer.close()
     print("stopped: batch applied, offsets committed", file=sys.stderr, flush=True)
     return 0
