@@ -83,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, ConfigError) as exc:
         print(f"fairwatch {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except ModuleNotFoundError as exc:  # an optional extra the command needs is not installed
+        print(f"fairwatch {args.command}: error: needs the Python package {exc.name!r}, which is not installed "
+              "(pip install 'fairwatch[kafka,ml]')", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"fairwatch {args.command}: interrupted", file=sys.stderr)
         return 130
