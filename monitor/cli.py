@@ -9,6 +9,7 @@ on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from importlib.metadata import entry_points
 
@@ -75,8 +76,22 @@ def _register_missing(commands, name: str, exc: ImportError) -> None:
     parser.set_defaults(handler=explain)
 
 
+def tune_gc() -> None:
+    """Collector settings for a long-running stream process.
+
+    The journal, the dedup index and the batches hold millions of objects,
+    and CPython's default thresholds (700 allocations) rescan them over and
+    over: about 1 us of every event's cost. Objects alive after start-up
+    are frozen out of the scans, and collections run every 50,000
+    allocations instead. Cycles are still collected.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    tune_gc()
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)

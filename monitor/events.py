@@ -31,11 +31,13 @@ EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_EVENT_ID_CHAR
 Timestamp = Union[datetime, float, None]
 
 
-class Event(msgspec.Struct, kw_only=True):
+class Event(msgspec.Struct, kw_only=True, gc=False):
     """One line of the stream: a prediction, or an outcome (``label`` only).
 
     After :meth:`EventParser.parse`, ``ts`` is epoch seconds, ``model`` is set
     and ``prediction`` is 0 or 1 for predictions and None for outcomes.
+    ``gc=False``: an event holds no cycles, and batches of millions of
+    tracked objects would make Python's cyclic collector the main cost.
     """
 
     event_id: EventId
