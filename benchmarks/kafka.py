@@ -131,6 +131,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from consumers.broker import TansuBroker, create_topics
+    from monitor.cli import tune_gc
+
+    tune_gc()  # as `fairwatch run` does at start
 
     values = make_values(args.events)
     with TansuBroker() as broker:
