@@ -32,7 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from monitor.counts import contributions
-from monitor.gaps import all_gaps, equality_difference
+from monitor.gaps import all_gaps
 from monitor.rates import group_rates
 
 __all__ = [

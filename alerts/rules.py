@@ -14,7 +14,6 @@ metric cannot leave a dead rule behind.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -46,14 +45,9 @@ def load_settings(path: str | Path | None) -> AlertSettings:
     """The ``[alerts]`` table of the fairwatch TOML file (the one that holds the thresholds)."""
     if path is None:
         return AlertSettings()
-    from monitor.config import ConfigError
+    from monitor.config import ConfigError, read_toml
 
-    try:
-        table = tomllib.loads(Path(path).read_text()).get("alerts", {})
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    table = read_toml(path).get("alerts", {})
     known = {f.name: f.type for f in fields(AlertSettings)}
     unknown = sorted(set(table) - set(known))
     if unknown:

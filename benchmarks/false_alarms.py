@@ -33,7 +33,6 @@ import numpy as np
 
 from monitor.breach import BreachMonitor
 from monitor.gaps import katz_interval, newcombe_interval
-from monitor.rates import wilson_interval
 from monitor.synthetic import NEAR_THRESHOLD_SHARES as SHARES
 from monitor.synthetic import near_threshold_stream as make_stream
 

@@ -12,13 +12,12 @@ monitor.config.ConfigError: [kafka]: Object contains unknown field `group` - at 
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import msgspec
 
-from monitor.config import ConfigError
+from monitor.config import ConfigError, read_toml
 
 PASSWORD_ENV = "FAIRWATCH_KAFKA_SASL_PASSWORD"
 Positive = Annotated[int, msgspec.Meta(ge=1)]
@@ -107,19 +106,18 @@ def parse_kafka_settings(data: dict) -> KafkaSettings:
     return settings
 
 
-def read_toml(path: str | Path | None) -> dict:
-    """The whole TOML document (empty without a path); errors as ConfigError."""
-    if path is None:
-        return {}
-    path = Path(path)
-    try:
-        return tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot be read: {exc}") from None
+def add_security_flags(parser, protocol_default: str | None = None) -> None:
+    """Kafka security flags, passed to every client (``run`` and ``produce``)."""
+    security = parser.add_argument_group("kafka security (passed to every client)")
+    security.add_argument("--security-protocol", default=protocol_default,
+                          choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"))
+    security.add_argument("--sasl-mechanism", choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER",
+                                                       "GSSAPI"))
+    security.add_argument("--sasl-username")
+    security.add_argument("--sasl-password", help=f"prefer the {PASSWORD_ENV} environment variable")
+    security.add_argument("--ssl-cafile", metavar="PEM")
+    security.add_argument("--ssl-certfile", metavar="PEM")
+    security.add_argument("--ssl-keyfile", metavar="PEM")
 
 
-__all__ = ["KafkaSettings", "parse_kafka_settings", "read_toml", "PASSWORD_ENV"]
+__all__ = ["KafkaSettings", "parse_kafka_settings", "read_toml", "add_security_flags", "PASSWORD_ENV"]

@@ -12,11 +12,11 @@ import msgspec
 from tqdm import tqdm
 
 from consumers.files import SourceError, read_events
-from consumers.kafka_config import PASSWORD_ENV, parse_kafka_settings
+from consumers.kafka_config import add_security_flags, parse_kafka_settings
 from consumers.replay_command import add_mapping_flags, mapping_from_args
 from monitor.cli import UsageError
 from monitor.config import ConfigError
-from monitor.events import Event, EventParser, Rejection
+from monitor.events import EventParser, Rejection
 
 
 class Outcome(msgspec.Struct):
@@ -41,16 +41,7 @@ def register(commands) -> None:
     parser.add_argument("--bootstrap-servers", default="127.0.0.1:9092", metavar="HOST:PORT[,...]")
     parser.add_argument("--compression", choices=("gzip", "snappy", "lz4", "zstd"))
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    security = parser.add_argument_group("kafka security")
-    security.add_argument("--security-protocol", default="PLAINTEXT",
-                          choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"))
-    security.add_argument("--sasl-mechanism", choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER",
-                                                       "GSSAPI"))
-    security.add_argument("--sasl-username")
-    security.add_argument("--sasl-password", help=f"prefer the {PASSWORD_ENV} environment variable")
-    security.add_argument("--ssl-cafile", metavar="PEM")
-    security.add_argument("--ssl-certfile", metavar="PEM")
-    security.add_argument("--ssl-keyfile", metavar="PEM")
+    add_security_flags(parser, protocol_default="PLAINTEXT")
     parser.set_defaults(handler=run)
 
 

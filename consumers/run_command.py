@@ -7,7 +7,8 @@ import logging
 import signal
 import sys
 
-from consumers.kafka_config import PASSWORD_ENV, parse_kafka_settings, read_toml
+from consumers.kafka_config import add_security_flags, parse_kafka_settings
+from monitor.config import read_toml
 from consumers.replay_command import add_scorer_flags, build_scorer_step
 from monitor.cli import UsageError, add_config_flags
 from monitor.config import ConfigError, load_config
@@ -54,15 +55,7 @@ def register(commands) -> None:
     kafka.add_argument("--auto-offset-reset", choices=("earliest", "latest"), help="where a new group starts")
     kafka.add_argument("--metrics-port", type=int, help="serve /metrics on this port (none: no server)")
     kafka.add_argument("--metrics-addr", help="address /metrics listens on (0.0.0.0)")
-    security = parser.add_argument_group("kafka security (passed to every client)")
-    security.add_argument("--security-protocol", choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"))
-    security.add_argument("--sasl-mechanism", choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER",
-                                                       "GSSAPI"))
-    security.add_argument("--sasl-username")
-    security.add_argument("--sasl-password", help=f"prefer the {PASSWORD_ENV} environment variable")
-    security.add_argument("--ssl-cafile", metavar="PEM")
-    security.add_argument("--ssl-certfile", metavar="PEM")
-    security.add_argument("--ssl-keyfile", metavar="PEM")
+    add_security_flags(parser)
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     parser.set_defaults(handler=run)
 

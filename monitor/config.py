@@ -147,19 +147,29 @@ def parse_config(data: dict) -> MonitorConfig:
         raise ConfigError(str(exc)) from None
 
 
+def read_toml(path: str | Path | None) -> dict:
+    """The whole TOML document (empty without a path); every problem a one-line ConfigError.
+
+    One file holds every part's table: ``[monitor]``, ``[kafka]``, ``[alerts]``.
+    """
+    if path is None:
+        return {}
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc}") from None
+
+
 def load_config(path: str | Path | None = None, **overrides) -> MonitorConfig:
     """Read a TOML file (its ``[monitor]`` table or top level), then apply overrides."""
     data: dict = {}
     if path is not None:
-        path = Path(path)
-        try:
-            document = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: cannot be read: {exc}") from None
+        document = read_toml(path)
         if "monitor" in document:
             data = dict(document["monitor"])
         else:

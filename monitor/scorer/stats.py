@@ -12,7 +12,7 @@ several workers (or batches) add up to the same figures as one pass.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
