@@ -15,10 +15,10 @@ $(VENV)/.core-installed: pyproject.toml
 # torch==2.13.0 first: the CPU build on disk; the package's own range admits it,
 # so the ml extra pulls nothing bigger.
 # promtool and amtool (Debian's Prometheus 2.42 and Alertmanager 0.25): the rule
-# and routing tests run the real binaries.
+# and routing tests run the real binaries; chromium: the incident page's screenshot test.
 $(VENV)/.test-installed: pyproject.toml $(VENV)/.core-installed
-	command -v promtool >/dev/null && command -v amtool >/dev/null || \
-		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus prometheus-alertmanager; }
+	command -v promtool >/dev/null && command -v amtool >/dev/null && command -v chromium >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus prometheus-alertmanager chromium; }
 	$(PIP) torch==2.13.0
 	$(PIP) -e '.[ml,kafka,test]'
 	touch $@

@@ -30,6 +30,7 @@ from typing import Literal, Union
 import msgspec
 
 from alerts.incidents import IncidentStore
+from monitor import metric_names as names
 
 log = logging.getLogger("fairwatch.trigger")
 
@@ -129,26 +130,63 @@ class JobRunner:
             thread.join(timeout)
 
 
-def prometheus_evidence(prometheus_url: str | None, model: str, attribute: str, metric: str) -> dict:
-    """The decision's bound and threshold and the group rates, as Prometheus has them now."""
+def _prometheus_get(prometheus_url: str, path: str, params: dict) -> list[dict]:
+    url = f"{prometheus_url.rstrip('/')}{path}?" + urllib.parse.urlencode(params)
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.load(response)["data"]["result"]
+
+
+def prometheus_evidence(prometheus_url: str | None, model: str, attribute: str, metric: str, *,
+                        range_seconds: float = 3600.0, step_seconds: float = 5.0, now: float | None = None) -> dict:
+    """The decision's bound and threshold and the group rates, as Prometheus has them now.
+
+    ``series`` holds the last ``range_seconds`` of the decision bound, the
+    since-start gap with its display bounds, and the threshold (each a list of
+    ``{"labels", "points": [[unix seconds, value], ...]}``), so that the
+    incident page can plot how the breach built up even after Prometheus
+    has dropped the samples.
+    """
     if not prometheus_url:
         return {}
-    selector = f'model="{model}",attribute="{attribute}"'
+    selector = f'{names.MODEL}="{model}",{names.ATTRIBUTE}="{attribute}"'
+    # Without a metric label (an alert from elsewhere) every metric of the attribute is evidence.
+    with_metric = selector + (f',{names.METRIC}="{metric}"' if metric else "")
     queries = {
-        "bound": f'fairwatch:decision_bound:worst{{{selector},metric="{metric}"}}',
-        "threshold": f'fairwatch:decision_threshold{{{selector},metric="{metric}"}}',
-        "group_rates": f'fairwatch_group_rate{{{selector},window="all"}}',
-        "gaps": f'fairwatch_gap{{{selector},window="all"}}',
+        "bound": f"fairwatch:decision_bound:worst{{{with_metric}}}",
+        "threshold": f"fairwatch:decision_threshold{{{with_metric}}}",
+        "group_rates": f'{names.GROUP_RATE}{{{selector},{names.WINDOW}="all"}}',
+        "group_rates_lower": f'{names.GROUP_RATE_LOWER}{{{selector},{names.WINDOW}="all"}}',
+        "group_rates_upper": f'{names.GROUP_RATE_UPPER}{{{selector},{names.WINDOW}="all"}}',
+        "gaps": f'{names.GAP}{{{selector},{names.WINDOW}="all"}}',
     }
     evidence: dict = {}
     for key, query in queries.items():
-        url = f"{prometheus_url.rstrip('/')}/api/v1/query?" + urllib.parse.urlencode({"query": query})
         try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                data = json.load(response)["data"]["result"]
+            data = _prometheus_get(prometheus_url, "/api/v1/query", {"query": query})
             evidence[key] = [{"labels": r["metric"], "value": float(r["value"][1])} for r in data]
         except Exception as exc:  # evidence is best effort; the incident opens regardless
             evidence[key] = {"error": f"{type(exc).__name__}: {exc}"}
+    end = time.time() if now is None else now
+    start = end - range_seconds
+    series_queries = {
+        "bound": queries["bound"],
+        "gap": f'{names.GAP}{{{with_metric},{names.WINDOW}="all"}}',
+        "gap_lower": f'{names.GAP_LOWER}{{{with_metric},{names.WINDOW}="all"}}',
+        "gap_upper": f'{names.GAP_UPPER}{{{with_metric},{names.WINDOW}="all"}}',
+        "threshold": queries["threshold"],
+    }
+    series: dict = {}
+    for key, query in series_queries.items():
+        try:
+            data = _prometheus_get(prometheus_url, "/api/v1/query_range",
+                                   {"query": query, "start": f"{start:.3f}", "end": f"{end:.3f}",
+                                    "step": f"{step_seconds:g}"})
+            series[key] = [{"labels": r["metric"], "points": [[float(t), float(v)] for t, v in r["values"]]}
+                           for r in data]
+        except Exception as exc:
+            series[key] = {"error": f"{type(exc).__name__}: {exc}"}
+    evidence["series"] = series
+    evidence["series_range"] = {"start": start, "end": end, "step_seconds": step_seconds, "metric": metric}
     return evidence
 
 

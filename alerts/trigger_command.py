@@ -47,6 +47,7 @@ def register_incidents(commands) -> None:
     show = actions.add_parser("show", help="one incident, whole")
     show.add_argument("id", type=int)
     show.add_argument("--json", action="store_true")
+    show.add_argument("--html", metavar="FILE", help="write a self-contained HTML page (plots, evidence) to FILE")
     approve = actions.add_parser("approve", help="let the fine-tune job of a manual-policy incident start")
     approve.add_argument("id", type=int)
     resolve = actions.add_parser("resolve", help="close an incident")
@@ -109,7 +110,15 @@ def run_incidents(args: argparse.Namespace) -> int:
                     print(_line(incident))
         elif args.incidents_action == "show":
             incident = store.get(args.id)
-            if args.json:
+            if args.html:
+                from alerts.incident_page import render_incident_html
+
+                try:
+                    Path(args.html).write_text(render_incident_html(incident), encoding="utf-8")
+                except OSError as exc:
+                    raise UsageError(f"cannot write --html {args.html}: {exc.strerror}") from None
+                print(f"wrote {args.html}", file=sys.stderr)
+            elif args.json:
                 print(json.dumps(incident, indent=2))
             else:
                 print(_line(incident))
