@@ -31,6 +31,7 @@ import msgspec
 
 from alerts.incidents import IncidentStore
 from monitor import metric_names as names
+from monitor.scorer import metric_names as scorer_names
 
 log = logging.getLogger("fairwatch.trigger")
 
@@ -133,7 +134,8 @@ class JobRunner:
 def _prometheus_get(prometheus_url: str, path: str, params: dict) -> list[dict]:
     url = f"{prometheus_url.rstrip('/')}{path}?" + urllib.parse.urlencode(params)
     with urllib.request.urlopen(url, timeout=5) as response:
-        return json.load(response)["data"]["result"]
+        data = json.load(response)["data"]
+    return data["result"] if isinstance(data, dict) else data  # query_exemplars answers a bare list
 
 
 def prometheus_evidence(prometheus_url: str | None, model: str, attribute: str, metric: str, *,
@@ -159,6 +161,11 @@ def prometheus_evidence(prometheus_url: str | None, model: str, attribute: str, 
         "group_rates_upper": f'{names.GROUP_RATE_UPPER}{{{selector},{names.WINDOW}="all"}}',
         "gaps": f'{names.GAP}{{{selector},{names.WINDOW}="all"}}',
     }
+    # Counterfactual evidence is per (model, lexicon attribute), not per
+    # protected attribute: take all of the model's.
+    counterfactual = f'{names.MODEL}="{model}"'
+    queries["counterfactual_flip_rate"] = f"{scorer_names.COUNTERFACTUAL_FLIP_RATE}{{{counterfactual}}}"
+    queries["counterfactual_terms"] = f"{scorer_names.COUNTERFACTUAL_TERM_SCORE_CHANGE}{{{counterfactual}}}"
     evidence: dict = {}
     for key, query in queries.items():
         try:
@@ -187,7 +194,25 @@ def prometheus_evidence(prometheus_url: str | None, model: str, attribute: str, 
             series[key] = {"error": f"{type(exc).__name__}: {exc}"}
     evidence["series"] = series
     evidence["series_range"] = {"start": start, "end": end, "step_seconds": step_seconds, "metric": metric}
+    evidence["exemplars"] = _exemplar_ids(prometheus_url, selector, start, end)
     return evidence
+
+
+def _exemplar_ids(prometheus_url: str, selector: str, start: float, end: float) -> dict | list:
+    """Ids of recent positive predictions per group: the exemplars the monitor attaches
+    to its ``positives`` counters (Prometheus keeps them with --enable-feature=exemplar-storage)."""
+    query = f'{names.GROUP_EVENTS}{{{selector},{names.CELL}="positives"}}'
+    try:
+        data = _prometheus_get(prometheus_url, "/api/v1/query_exemplars",
+                               {"query": query, "start": f"{start:.3f}", "end": f"{end:.3f}"})
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    out = []
+    for series in data:
+        ids = list(dict.fromkeys(e["labels"].get("event_id") for e in series.get("exemplars", [])
+                                 if e["labels"].get("event_id")))
+        out.append({"group": series["seriesLabels"].get(names.GROUP), "event_ids": ids[-10:]})
+    return out
 
 
 class Trigger:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import numpy as np
 from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, Exemplar, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from monitor import metric_names as names
@@ -91,6 +91,7 @@ class FairwatchCollector(Collector):
         config = pipeline.config
         with pipeline.lock:
             snapshots = {model: metrics.snapshot() for model, metrics in pipeline.models.items()}
+            exemplars = {model: recent_positive_ids(metrics) for model, metrics in pipeline.models.items()}
             stats = pipeline.stats
             events = {"valid": stats.valid, "invalid": stats.invalid, "duplicate": stats.duplicates}
             reasons = dict(stats.invalid_reasons)
@@ -136,9 +137,14 @@ class FairwatchCollector(Collector):
                 groups = since_start.groups[attribute]
                 labels = self._group_labels(model, attribute)
                 labels.update(rows, groups)
+                latest = exemplars[model].get(attribute, {})
                 for label, row in labels.merge_rows(rows, groups).items():
                     for cell, columns in CELL_COLUMNS.items():
-                        counters.add_metric([model, attribute, label, cell], float(row[list(columns)].sum()))
+                        exemplar = None
+                        if cell == "positives" and label in latest:
+                            exemplar = Exemplar({"event_id": latest[label]}, 1.0)
+                        counters.add_metric([model, attribute, label, cell], float(row[list(columns)].sum()),
+                                            exemplar=exemplar)
                     score_sums.add_metric([model, attribute, label], float(row[SCORE_SUM]))
             for window in windows:
                 for attribute, rows in window.rows.items():
@@ -283,6 +289,40 @@ class FairwatchCollector(Collector):
                     if not math.isnan(errors[g]):
                         ece.add_metric(key, errors[g])
         yield from (value, lower, upper, unlabeled, delay, ece)
+
+
+EXEMPLAR_LOOKBACK = 4096
+MAX_EXEMPLAR_ID = 100  # OpenMetrics caps an exemplar's labels at 128 characters
+
+
+def recent_positive_ids(metrics) -> dict[str, dict[str, str]]:
+    """Per attribute and group label: the id of the group's latest positive
+    prediction among the last few thousand held. Exported as an OpenMetrics
+    exemplar on the ``positives`` counter, never as a label, so an incident
+    can point at real events without a series per event."""
+    journal = metrics.journal
+    first = max(journal.oldest_seq, journal.next_seq - EXEMPLAR_LOOKBACK)
+    if journal.next_seq <= first:
+        return {}
+    seqs = np.arange(first, journal.next_seq)
+    pos = journal.positions(seqs)
+    positive = journal.prediction[pos] == 1
+    out: dict[str, dict[str, str]] = {}
+    for attribute in metrics.reported:
+        codes = journal.codes[attribute][pos]
+        names = metrics.index[attribute].values
+        latest: dict[str, str] = {}
+        for i in np.flatnonzero(positive)[::-1].tolist():
+            code = int(codes[i])
+            if code < 0 or names[code] in latest:
+                continue
+            event_id = journal.event_ids[int(pos[i])]
+            if event_id is not None and len(event_id) <= MAX_EXEMPLAR_ID:
+                latest[names[code]] = event_id
+            if len(latest) == len(names):
+                break
+        out[attribute] = latest
+    return out
 
 
 def make_registry(pipeline: Pipeline) -> CollectorRegistry:

@@ -191,6 +191,7 @@ def test_breach_pages_trigger_and_finetune_shrinks_the_gap(tmp_path: Path, proce
                                      f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address="])
     processes.start("prometheus", [PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}",
                                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                                   "--enable-feature=exemplar-storage",  # event ids of the evidence
                                    f"--web.listen-address=127.0.0.1:{prom_port}"])
 
     def breach_exported() -> bool:
@@ -228,6 +229,11 @@ def test_breach_pages_trigger_and_finetune_shrinks_the_gap(tmp_path: Path, proce
                                      for t in evidence["threshold"] if t["labels"] == b["labels"]), evidence
     assert evidence["series"]["gap"] and evidence["series"]["gap"][0]["points"], evidence["series"]
     assert evidence["series"]["threshold"][0]["points"], evidence["series"]
+    # Exemplar event ids: real ids of the stream, per group, never labels.
+    assert isinstance(evidence["exemplars"], list), evidence["exemplars"]
+    exemplar_ids = {i for e in evidence["exemplars"] for i in e["event_ids"]}
+    assert exemplar_ids, evidence["exemplars"]
+    assert exemplar_ids <= {f"e{n}" for n in range(N_EVENTS)}
 
     done = wait_until(lambda: store.get(incident["id"])["job"].get("state") in ("succeeded", "failed")
                       and store.get(incident["id"]), 150, "the fine-tune job to finish", processes)

@@ -84,3 +84,22 @@ def test_label_values_are_capped_with_the_rest_as_other(served):
     pipeline.process_lines(events("g4", 100, 0, 0, "e"))
     samples, _ = scrape(port)
     assert {s["group"] for s, _ in samples[names.GROUP_EVENTS]} == {"g1", "g2", "other"}
+
+
+def test_positives_counters_carry_an_exemplar_event_id_never_a_label():
+    from prometheus_client.openmetrics.exposition import generate_latest
+
+    from monitor.exporter import make_registry
+
+    pipeline = Pipeline(MonitorConfig(attributes=["g"], privacy_floor=1, min_group_size=1,
+                                      count_windows=[], time_windows_seconds=[]))
+    lines = [json.dumps({"event_id": f"id{i}", "prediction": int(i % 3 == 0), "groups": {"g": "a" if i % 2 else "b"}})
+             for i in range(40)]
+    pipeline.process_lines([line.encode() for line in lines])
+    text = generate_latest(make_registry(pipeline)).decode()
+    positives = {line.split('group="')[1].split('"')[0]: line for line in text.splitlines()
+                 if 'cell="positives"' in line}
+    # The latest positive prediction of each group: a (odd i, i % 3 == 0) -> 33, b (even) -> 36.
+    assert positives["a"].endswith('# {event_id="id33"} 1.0')
+    assert positives["b"].endswith('# {event_id="id36"} 1.0')
+    assert "event_id" not in "".join(line.split(" # ")[0] for line in text.splitlines())
