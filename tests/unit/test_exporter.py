@@ -99,7 +99,7 @@ def test_positives_counters_carry_an_exemplar_event_id_never_a_label():
     text = generate_latest(make_registry(pipeline)).decode()
     positives = {line.split('group="')[1].split('"')[0]: line for line in text.splitlines()
                  if 'cell="positives"' in line}
-    # The latest positive prediction of each group: a (odd i, i % 3 == 0) -> 33, b (even) -> 36.
-    assert positives["a"].endswith('# {event_id="id33"} 1.0')
+    # The latest positive prediction of each group: a (odd i, i % 3 == 0) -> 39, b (even) -> 36.
+    assert positives["a"].endswith('# {event_id="id39"} 1.0')
     assert positives["b"].endswith('# {event_id="id36"} 1.0')
     assert "event_id" not in "".join(line.split(" # ")[0] for line in text.splitlines())
