@@ -1,0 +1,65 @@
+"""``fairwatch dashboards render|push``: write the dashboards and alert rules, or push them to Grafana."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from dashboards import alerting, render
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_ALERTING = REPO / "deploy" / "grafana" / "provisioning" / "alerting" / "fairwatch.yml"
+
+
+def register(commands) -> None:
+    parser = commands.add_parser("dashboards", help="Grafana dashboards and Grafana-managed alert rules")
+    actions = parser.add_subparsers(dest="dashboards_action", metavar="ACTION", required=True)
+    render_parser = actions.add_parser("render", help="write dashboards/json/*.json and the Grafana alert rules")
+    render_parser.add_argument("--output-dir", default=str(render.JSON_DIR), help="dashboard JSON folder")
+    render_parser.add_argument("--alerting", default=str(DEFAULT_ALERTING),
+                               help="Grafana alert-rule provisioning file to write")
+    render_parser.add_argument("--config", metavar="TOML", help="the fairwatch config ([alerts] routing knobs)")
+    render_parser.set_defaults(handler=run_render)
+    push_parser = actions.add_parser("push", help="push the dashboards to a Grafana (idempotent)")
+    push_parser.add_argument("--url", default=os.environ.get("GRAFANA_URL"),
+                             help="Grafana base URL (env GRAFANA_URL), e.g. http://localhost:3000")
+    push_parser.add_argument("--token", default=os.environ.get("GRAFANA_TOKEN"),
+                             help="service-account token (env GRAFANA_TOKEN)")
+    push_parser.add_argument("--folder", default="fairwatch", help="folder title (created if missing)")
+    push_parser.add_argument("--folder-uid", default="fairwatch", help="folder uid (fairwatch)")
+    push_parser.add_argument("--timeout", type=float, default=10.0, help="seconds per request (10)")
+    push_parser.set_defaults(handler=run_push)
+
+
+def run_render(args: argparse.Namespace) -> int:
+    from alerts.rules import load_settings
+
+    for path in render.write(Path(args.output_dir)):
+        print(f"wrote {path}", file=sys.stderr)
+    target = Path(args.alerting)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(alerting.render(load_settings(args.config)))
+    print(f"wrote {target}", file=sys.stderr)
+    return 0
+
+
+def run_push(args: argparse.Namespace) -> int:
+    from monitor.cli import UsageError
+
+    if not args.url:
+        raise UsageError("no Grafana URL: pass --url or set GRAFANA_URL")
+    try:
+        from dashboards.push import PushError, push
+    except ImportError:
+        raise UsageError("needs grafana-client, which is not installed (pip install 'fairwatch[grafana]')") from None
+    try:
+        result = push(args.url, args.token, render.dashboards(), args.folder, args.folder_uid, args.timeout)
+    except PushError as exc:
+        raise UsageError(str(exc)) from None
+    if result.folder_created:
+        print(f"created folder {args.folder!r}", file=sys.stderr)
+    print(f"pushed to {args.url}: {len(result.written)} written ({', '.join(result.written) or '-'}), "
+          f"{len(result.unchanged)} unchanged ({', '.join(result.unchanged) or '-'})")
+    return 0

@@ -1,0 +1,95 @@
+"""Push the rendered dashboards into a Grafana folder with grafana-client, idempotently.
+
+Each dashboard is read back first and written only when its content or its
+folder differs, so a second push makes no write request (and leaves
+Grafana's version history alone).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class PushError(Exception):
+    """Grafana unreachable or refusing us, worded for one line."""
+
+
+@dataclass(frozen=True)
+class PushResult:
+    folder_created: bool
+    written: list[str]
+    unchanged: list[str]
+
+
+# Fields Grafana sets on save: not part of what we render.
+_SERVER_FIELDS = ("id", "version")
+
+
+def _comparable(document: dict) -> dict:
+    return {k: v for k, v in document.items() if k not in _SERVER_FIELDS}
+
+
+def _explain(exc: Exception, url: str) -> PushError:
+    from grafana_client.client import GrafanaClientError, GrafanaException, GrafanaUnauthorizedError
+
+    status = getattr(exc, "status_code", None)
+    if isinstance(exc, GrafanaUnauthorizedError) or status in (401, 403):
+        return PushError(f"Grafana at {url} refused the token (HTTP {status or 401}): "
+                         "check GRAFANA_TOKEN / --token (a service-account token with Editor rights)")
+    if isinstance(exc, GrafanaClientError | GrafanaException) and status:
+        return PushError(f"Grafana at {url} answered HTTP {status}: {getattr(exc, 'message', exc)}")
+    return PushError(f"cannot reach Grafana at {url}: {_root_cause(exc)}")
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost OS error (``Connection refused``, ``timed out``) under the HTTP library's wrappers."""
+    stack: list[BaseException | None] = [exc]
+    seen: set[int] = set()
+    while stack:
+        item = stack.pop()
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, OSError) and item.strerror:
+            return item.strerror
+        stack += [item.__cause__, item.__context__, getattr(item, "reason", None),
+                  *(a for a in getattr(item, "args", ()) if isinstance(a, BaseException))]
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:160]
+
+
+def push(url: str, token: str | None, dashboards: dict[str, dict], folder_title: str = "fairwatch",
+         folder_uid: str = "fairwatch", timeout: float = 10.0) -> PushResult:
+    """Create the folder if missing and write each dashboard whose stored copy differs."""
+    from grafana_client import GrafanaApi
+    from grafana_client.client import GrafanaClientError, GrafanaException
+
+    api = GrafanaApi.from_url(url, credential=token, timeout=timeout)
+    try:
+        folder_created = False
+        try:
+            api.folder.get_folder(folder_uid)
+        except GrafanaClientError as exc:
+            if exc.status_code != 404:
+                raise
+            api.folder.create_folder(folder_title, uid=folder_uid)
+            folder_created = True
+        written, unchanged = [], []
+        for document in dashboards.values():
+            try:
+                stored = api.dashboard.get_dashboard(document["uid"])
+            except GrafanaClientError as exc:
+                if exc.status_code != 404:
+                    raise
+                stored = None
+            if (stored is not None and _comparable(stored.get("dashboard", {})) == _comparable(document)
+                    and stored.get("meta", {}).get("folderUid") == folder_uid):
+                unchanged.append(document["uid"])
+                continue
+            # overwrite: the uid is ours; whatever is stored under it is an older render.
+            api.dashboard.update_dashboard({"dashboard": {**document, "id": None}, "folderUid": folder_uid,
+                                            "overwrite": True, "message": "fairwatch dashboards push"})
+            written.append(document["uid"])
+    except (GrafanaException, OSError) as exc:  # niquests' connection errors are OSErrors
+        raise _explain(exc, url) from None
+    return PushResult(folder_created, written, unchanged)
