@@ -47,7 +47,6 @@ GROUP_ESTIMATED_RATE_UPPER = "fairwatch_group_estimated_rate_upper"
 GROUP_UNLABELED = "fairwatch_group_unlabeled_predictions"
 GROUP_LABEL_DELAY = "fairwatch_group_label_delay_seconds"
 GROUP_CALIBRATION_ERROR = "fairwatch_group_calibration_error"
-LABEL_COVERAGE_GAP = "fairwatch_label_coverage_gap"
 
 # --- drift ----------------------------------------------------------------
 DRIFT_EVENTS = "fairwatch_drift_events_total"
