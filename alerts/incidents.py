@@ -136,6 +136,17 @@ class IncidentStore:
             raise IncidentError(f"incident {incident_id} is {incident['state']}, not awaiting approval")
         return self.set_state(incident_id, "job_running", {"by": "approve"}, job={"state": "approved"})
 
+    def record_promotion(self, incident_id: int, candidate: str, target: str, by: str) -> dict:
+        """A human promoted the incident's candidate (the copy itself is the caller's)."""
+        now = self._clock()
+        with self._lock, self._db:
+            current = self.get(incident_id, lock=False)
+            job = {**current["job"], "promoted_to": target, "promoted_by": by, "promoted_at": now}
+            self._db.execute("UPDATE incidents SET job = ?, updated_at = ? WHERE id = ?",
+                             (json.dumps(job), now, incident_id))
+            self._log(incident_id, now, "promoted", {"candidate": candidate, "target": target, "by": by})
+            return self.get(incident_id, lock=False)
+
     def resolve(self, incident_id: int, reason: str = "") -> dict:
         incident = self.get(incident_id)
         if incident["state"] == "resolved":

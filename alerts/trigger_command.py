@@ -50,6 +50,11 @@ def register_incidents(commands) -> None:
     show.add_argument("--html", metavar="FILE", help="write a self-contained HTML page (plots, evidence) to FILE")
     approve = actions.add_parser("approve", help="let the fine-tune job of a manual-policy incident start")
     approve.add_argument("id", type=int)
+    promote = actions.add_parser(
+        "promote", help="copy a succeeded job's candidate model to a directory you serve from (a human decision)")
+    promote.add_argument("id", type=int)
+    promote.add_argument("--to", required=True, metavar="DIR", help="where the candidate goes; must not exist yet")
+    promote.add_argument("--force", action="store_true", help="promote even when the gates said no")
     resolve = actions.add_parser("resolve", help="close an incident")
     resolve.add_argument("id", type=int)
     resolve.add_argument("--reason", default="")
@@ -96,6 +101,32 @@ def _line(incident: dict) -> str:
             f"{', '.join(metrics)}  job={incident['job'].get('state')}")
 
 
+def promote(store: IncidentStore, incident_id: int, target: Path, force: bool) -> dict:
+    """Copy the candidate to ``target`` (never over an existing directory) and record who did it.
+
+    The fine-tune job only ever proposes; this is the human step. It refuses a
+    candidate that failed the gates unless ``force`` says the human overrules them.
+    """
+    import getpass
+    import shutil
+
+    incident = store.get(incident_id)
+    job = incident["job"]
+    if job.get("state") != "succeeded":
+        raise IncidentError(f"incident {incident_id}: the job is {job.get('state')}, there is no candidate to promote")
+    candidate = Path(job.get("candidate_dir", ""))
+    if not candidate.is_dir():
+        raise IncidentError(f"incident {incident_id}: candidate directory {candidate} is missing")
+    decision = (job.get("report") or {}).get("decision", {})
+    if not decision.get("promote", False) and not force:
+        raise IncidentError(f"incident {incident_id}: the gates did not recommend this candidate "
+                            f"({decision.get('reasons') or 'no decision in the report'}); use --force to overrule")
+    if target.exists():
+        raise IncidentError(f"{target} already exists: promote into a new directory")
+    shutil.copytree(candidate, target)
+    return store.record_promotion(incident_id, str(candidate), str(target), getpass.getuser())
+
+
 def run_incidents(args: argparse.Namespace) -> int:
     if str(args.db) != ":memory:" and not Path(args.db).exists():
         raise UsageError(f"no incident store at {args.db} (pass --db)")
@@ -133,6 +164,8 @@ def run_incidents(args: argparse.Namespace) -> int:
                     print(f"  {at}Z {entry['change']} {json.dumps(entry['detail'])[:200]}")
         elif args.incidents_action == "approve":
             print(_line(store.approve(args.id)))
+        elif args.incidents_action == "promote":
+            print(_line(promote(store, args.id, Path(args.to), args.force)))
         elif args.incidents_action == "resolve":
             print(_line(store.resolve(args.id, args.reason)))
     except IncidentError as exc:

@@ -171,3 +171,33 @@ def test_other_alerts_are_ignored(running):
     other["labels"]["alertname"] = "FairwatchConsumerLag"
     status, answer = post(url, payload(other))
     assert status == 200 and answer["ignored"] == 1 and store.list() == []
+
+
+def test_promotion_is_a_human_command_that_copies_the_candidate(tmp_path):
+    store = IncidentStore(tmp_path / "i.sqlite")
+    trigger = Trigger(store, TOKEN, policy="manual")
+    trigger.handle(payload(alert()), f"Bearer {TOKEN}")
+    trigger.handle(payload(alert(attribute="sex", fingerprint="s")), f"Bearer {TOKEN}")
+    candidate = tmp_path / "candidate"
+    candidate.mkdir()
+    (candidate / "config.json").write_text("{}")
+    store.set_state(1, "job_succeeded", job={"state": "succeeded", "candidate_dir": str(candidate),
+                                             "report": {"decision": {"promote": True, "reasons": []}}})
+    store.set_state(2, "job_succeeded", job={"state": "succeeded", "candidate_dir": str(candidate),
+                                             "report": {"decision": {"promote": False,
+                                                                     "reasons": ["accuracy fell 0.09"]}}})
+    db = str(tmp_path / "i.sqlite")
+    target = tmp_path / "serving" / "v2"
+    done = run_cli("incidents", "--db", db, "promote", "1", "--to", target)
+    assert done.returncode == 0, done.stderr
+    assert (target / "config.json").exists() and store.get(1)["job"]["promoted_to"] == str(target)
+    assert store.get(1)["timeline"][-1]["change"] == "promoted"
+    again = run_cli("incidents", "--db", db, "promote", "1", "--to", target)
+    assert again.returncode == 2 and "already exists" in again.stderr
+    refused = run_cli("incidents", "--db", db, "promote", "2", "--to", tmp_path / "v3")
+    assert refused.returncode == 2 and "accuracy fell" in refused.stderr and not (tmp_path / "v3").exists()
+    forced = run_cli("incidents", "--db", db, "promote", "2", "--to", tmp_path / "v3", "--force")
+    assert forced.returncode == 0 and (tmp_path / "v3" / "config.json").exists()
+    trigger.handle(payload(alert(attribute="age", fingerprint="a")), f"Bearer {TOKEN}")
+    pending = run_cli("incidents", "--db", db, "promote", "3", "--to", tmp_path / "v4")
+    assert pending.returncode == 2 and "no candidate" in pending.stderr
