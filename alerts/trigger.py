@@ -307,8 +307,40 @@ class Trigger:
                 self._start_job(incident)
 
 
+class TriggerCollector:
+    """/metrics of the trigger: incidents by state, webhook deliveries, jobs started."""
+
+    def __init__(self, trigger: Trigger) -> None:
+        self.trigger = trigger
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        from alerts.incidents import STATES
+
+        counts = dict(self.trigger.counts)
+        by_state = {state: 0 for state in STATES}
+        for incident in self.trigger.store.list():
+            by_state[incident["state"]] += 1
+        incidents = GaugeMetricFamily(names.INCIDENTS, "Fairness incidents by state", labels=[names.STATE])
+        for state, n in by_state.items():
+            incidents.add_metric([state], n)
+        yield incidents
+        deliveries = CounterMetricFamily(names.TRIGGER_DELIVERIES, "Alertmanager webhook alerts by result",
+                                         labels=[names.RESULT])
+        for result, key in (("rejected", "rejected"), ("duplicate", "duplicates"), ("ignored", "ignored"),
+                            ("opened", "incidents_opened")):
+            deliveries.add_metric([result], counts[key])
+        yield deliveries
+        yield CounterMetricFamily(names.TRIGGER_JOBS, "Fine-tune jobs started", value=counts["jobs_started"])
+
+
 def serve(trigger: Trigger, host: str = "127.0.0.1", port: int = 9119, poll_seconds: float = 2.0):
-    """An HTTP server on a background thread: POST /alerts, GET /healthz. Returns (server, port)."""
+    """An HTTP server on a background thread: POST /alerts, GET /healthz, GET /metrics. Returns (server, port)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(TriggerCollector(trigger))
 
     class Handler(BaseHTTPRequestHandler):
         def _reply(self, status: int, body: dict) -> None:
@@ -340,7 +372,15 @@ def serve(trigger: Trigger, host: str = "127.0.0.1", port: int = 9119, poll_seco
         def do_GET(self):  # noqa: N802
             if self.path.rstrip("/") == "/healthz":
                 return self._reply(200, {"ok": True, **trigger.counts})
-            self._reply(404, {"error": "GET /healthz"})
+            if self.path.rstrip("/") == "/metrics":
+                data = generate_latest(registry)
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                return None
+            self._reply(404, {"error": "GET /healthz or /metrics"})
 
         def log_message(self, format, *args):  # quiet: the trigger logs what matters
             log.debug(format, *args)

@@ -115,6 +115,14 @@ def overview() -> dict:
         [target(f"sum(increase({names.BREACH_ONSETS}[24h])) or vector(0)", "onsets", instant=True)],
         width=6, height=8, options={"reduceOptions": {"calcs": ["lastNotNull"]}},
     )
+    open_incidents = panel(
+        "stat", "Open incidents",
+        [target(f'sum({names.INCIDENTS}{{{names.STATE}!="resolved"}}) or vector(0)', "open", instant=True)],
+        description="Incidents the trigger has not seen resolved (`fairwatch incidents list`).",
+        width=6, height=8, options={"colorMode": "background", "reduceOptions": {"calcs": ["lastNotNull"]}},
+        field_defaults={"thresholds": {"mode": "absolute", "steps": [{"color": "green", "value": None},
+                                                                     {"color": "orange", "value": 1}]}},
+    )
     events = panel(
         "timeseries", "Events/s by status",
         [target(rate_of(names.EVENTS, by=names.STATUS), "{{status}}")], unit="reqps", width=8,
@@ -148,7 +156,7 @@ def overview() -> dict:
         "timeseries", "Outcomes/s by status",
         [target(rate_of(names.OUTCOMES, by=names.STATUS), "{{status}}")], unit="reqps", width=8,
     )
-    panels = [row("Decisions"), breaches, onsets, bounds_over_time, decisions_table,
+    panels = [row("Decisions"), breaches, onsets, open_incidents, bounds_over_time, decisions_table,
               row("Stream"), events, invalid, lag, latency, freshness, outcomes]
     return dashboard(OVERVIEW_UID, "fairwatch: overview",
                      "Every model's fairness decisions and the health of the stream (rendered by "

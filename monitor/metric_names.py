@@ -77,6 +77,13 @@ DLQ_ERRORS = "fairwatch_dlq_errors_total"
 # counter: predictions of models outside the --model filter, skipped
 FILTERED_EVENTS = "fairwatch_filtered_events_total"
 
+# --- the trigger (alerts/): incidents and webhook deliveries ---------------------
+STATE = "state"
+RESULT = "result"
+INCIDENTS = "fairwatch_incidents"  # gauge {state}: incidents in each state
+TRIGGER_DELIVERIES = "fairwatch_trigger_deliveries_total"  # counter {result}: webhook calls
+TRIGGER_JOBS = "fairwatch_trigger_jobs_started_total"  # counter: fine-tune jobs started
+
 EVENT_STATUSES = ("valid", "invalid", "duplicate")
 OUTCOME_STATUSES = ("joined", "early", "duplicate", "conflicting", "orphaned")
 

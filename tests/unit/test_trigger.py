@@ -201,3 +201,21 @@ def test_promotion_is_a_human_command_that_copies_the_candidate(tmp_path):
     trigger.handle(payload(alert(attribute="age", fingerprint="a")), f"Bearer {TOKEN}")
     pending = run_cli("incidents", "--db", db, "promote", "3", "--to", tmp_path / "v4")
     assert pending.returncode == 2 and "no candidate" in pending.stderr
+
+
+def test_the_trigger_exports_incidents_by_state(running):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from monitor import metric_names as names
+
+    trigger, store, jobs, url = running(policy="manual")
+    post(url, payload(alert()))
+    post(url, payload(alert(attribute="sex", fingerprint="s")))
+    post(url, payload(alert(attribute="sex", fingerprint="s")))
+    body = urllib.request.urlopen(url.replace("/alerts", "/metrics"), timeout=10).read().decode()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(body) for s in family.samples}
+    assert samples[(names.INCIDENTS, (("state", "awaiting_approval"),))] == 2
+    assert samples[(names.INCIDENTS, (("state", "resolved"),))] == 0
+    assert samples[(names.TRIGGER_DELIVERIES, (("result", "duplicate"),))] == 1
+    assert samples[(names.TRIGGER_DELIVERIES, (("result", "opened"),))] == 2
