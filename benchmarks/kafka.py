@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> None:
               f"Python {platform.python_version()}; broker: Tansu (memory) on {bootstrap}; "
               f"{PARTITIONS} partitions; {args.events} events of ~{np.mean([len(v) for v in values[:1000]]):.0f} B")
         seconds = produce_all(bootstrap, "bench.throughput", values)
-        print(f"produce (kafka-python, acks=1):   {args.events / seconds:10,.0f} events/s")
+        produce_rate = args.events / seconds
+        print(f"produce (kafka-python, acks=1):   {produce_rate:10,.0f} events/s")
         seconds = raw_consume(bootstrap, "bench.throughput", args.events)
         raw_rate = args.events / seconds
         print(f"raw consume (kafka-python loop):  {raw_rate:10,.0f} events/s   (baseline)")
@@ -151,7 +152,12 @@ def main(argv: list[str] | None = None) -> None:
         worker_rate = args.events / seconds
         print(f"fairwatch run worker:             {worker_rate:10,.0f} events/s   "
               f"({worker_rate / raw_rate:.0%} of raw; {args.events / with_join:,.0f}/s counting the group join)")
-        rate = worker_rate / 2
+        # Half the worker's rate, but never above 80% of what one producer can
+        # send: past that the backlog is the producer's, not the worker's.
+        rate = min(worker_rate / 2, 0.8 * produce_rate)
+        if rate < worker_rate / 2:
+            print(f"(latency paced at 80% of the producer's rate: half the worker's, {worker_rate / 2:,.0f}/s, "
+                  "is more than one producer sends)")
         n = int(rate * args.latency_seconds)
         lat = latency(bootstrap, "bench.latency", make_values(n, seed=2), rate)
         p50, p99, top = np.percentile(lat, [50, 99, 100])
