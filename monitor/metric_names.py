@@ -128,3 +128,61 @@ GAP_METRICS = (
 
 OTHER_GROUP = "other"
 SINCE_START_WINDOW = "all"
+
+
+# --- the reference: what each metric is, for people -------------------------------
+# (names, type, labels, meaning). The README's metric table is generated from
+# this and the scorer's (`python -m monitor.metric_reference --write README.md`);
+# a test checks that every name above is here and that the README is current.
+REFERENCE: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
+    (('fairwatch_group_events_total',), 'counter', 'model, attribute, group, cell',
+     'cells `predictions`, `positives`, `scored`, `labeled`, `tp`, `fp`, `tn`, `fn`, since start: sum them over workers in PromQL'),
+    (('fairwatch_group_score_sum_total',), 'counter', 'model, attribute, group',
+     'sum of scores (mean = this / `scored`)'),
+    (('fairwatch_group_rate', 'fairwatch_group_rate_lower', 'fairwatch_group_rate_upper'), 'gauge', 'model, attribute, group, metric, window',
+     'per-group rate and its Wilson bounds'),
+    (('fairwatch_group_window_events',), 'gauge', 'model, attribute, group, window',
+     'predictions in the window'),
+    (('fairwatch_gap', 'fairwatch_gap_lower', 'fairwatch_gap_upper'), 'gauge', 'model, attribute, metric, window',
+     'gap over groups ≥ `min_group_size`, with its bounds'),
+    (('fairwatch_drift_events_total', 'fairwatch_drift_last_timestamp_seconds'), 'counter, gauge', 'model, attribute, metric',
+     'drift changes'),
+    (('fairwatch_events_total',), 'counter', 'status (`valid`, `invalid`, `duplicate`)',
+     'input events'),
+    (('fairwatch_invalid_events_total',), 'counter', 'reason',
+     'invalid events by reason'),
+    (('fairwatch_outcomes_total',), 'counter', 'status (`joined`, `early`, `duplicate`, `conflicting`, `orphaned`)',
+     'outcome events'),
+    (('fairwatch_batch_processing_seconds',), 'histogram', '',
+     'time per batch'),
+    (('fairwatch_last_event_timestamp_seconds',), 'gauge', 'model',
+     'newest event time'),
+    (('fairwatch_decision_bound', 'fairwatch_decision_threshold', 'fairwatch_decision_breach'), 'gauge', 'model, attribute, metric',
+     "the anytime-valid bound a breach decision used, its threshold, and the decision (1 = breached); subgroup-search metrics carry the attribute's worst cell"),
+    (('fairwatch_breach_onsets_total',), 'counter', 'model, attribute, metric',
+     'breaches declared'),
+    (('fairwatch_group_estimated_rate', 'fairwatch_group_estimated_rate_lower', 'fairwatch_group_estimated_rate_upper'), 'gauge', 'model, attribute, group, metric',
+     'TPR, FPR, FNR, PPV, accuracy of the unlabeled predictions, from per-group calibrated scores'),
+    (('fairwatch_group_unlabeled_predictions',), 'gauge', 'model, attribute, group',
+     'predictions still without a label'),
+    (('fairwatch_group_label_delay_seconds',), 'gauge', 'model, attribute, group',
+     'mean delay of late labels'),
+    (('fairwatch_group_calibration_error',), 'gauge', 'model, attribute, group',
+     'expected calibration error of the labeled predictions (scores in [0, 1])'),
+    (('fairwatch_consumer_lag', 'fairwatch_consumer_offset'), 'gauge', 'topic, partition',
+     'Kafka worker: lag, and the next offset to apply'),
+    (('fairwatch_consumer_records_total',), 'counter', 'topic',
+     'records applied'),
+    (('fairwatch_consumer_commits_total',), 'counter', '',
+     'offset commits'),
+    (('fairwatch_dlq_messages_total', 'fairwatch_dlq_errors_total'), 'counter', 'reason',
+     'dead-lettered records, refused dead-letter deliveries'),
+    (('fairwatch_filtered_events_total',), 'counter', '',
+     'predictions of models outside `--model`'),
+    (('fairwatch_incidents',), 'gauge', 'state',
+     "the trigger's incidents by state (its own `/metrics`)"),
+    (('fairwatch_trigger_deliveries_total',), 'counter', 'result (`opened`, `duplicate`, `ignored`, `rejected`)',
+     'webhook alerts received'),
+    (('fairwatch_trigger_jobs_started_total',), 'counter', '',
+     'fine-tune jobs started'),
+)

@@ -38,3 +38,20 @@ TOP_TERMS = 10  # terms exported per (model, attribute)
 SCORER_TEXTS = "fairwatch_scorer_texts_total"
 SCORER_SEQUENCES = "fairwatch_scorer_sequences_total"  # texts + variants run through the model
 SCORER_BATCH_SECONDS = "fairwatch_scorer_batch_seconds"
+
+
+# (names, type, labels, meaning), for the README's metric table (monitor.metric_reference).
+REFERENCE: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
+    (('fairwatch_counterfactual_texts_total', 'fairwatch_counterfactual_flipped_total', 'fairwatch_counterfactual_variants_total'), 'counter', 'model, attribute',
+     'scorer: texts with a variant, of which flipped, variants scored (sum over workers)'),
+    (('fairwatch_counterfactual_flip_rate',), 'gauge', 'model, attribute',
+     'share of texts whose decision flips on some variant'),
+    (('fairwatch_counterfactual_score_change',), 'gauge', 'model, attribute, stat (`mean`, `max`)',
+     'absolute score change over variants'),
+    (('fairwatch_counterfactual_term_score_change',), 'gauge', 'model, attribute, term',
+     'the 10 terms that move the score most'),
+    (('fairwatch_scorer_texts_total', 'fairwatch_scorer_sequences_total'), 'counter', '',
+     'texts and sequences (texts + variants) scored'),
+    (('fairwatch_scorer_batch_seconds',), 'histogram', '',
+     'time per scoring batch'),
+)
