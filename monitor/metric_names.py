@@ -77,6 +77,14 @@ DLQ_ERRORS = "fairwatch_dlq_errors_total"
 # counter: predictions of models outside the --model filter, skipped
 FILTERED_EVENTS = "fairwatch_filtered_events_total"
 
+# --- the outcome join (consumers/outcome_join.py, `fairwatch join`) -------------
+JOIN_OUTCOMES = "fairwatch_join_outcomes_total"  # status: JOIN_OUTCOME_STATUSES
+JOIN_PREDICTIONS = "fairwatch_join_predictions_total"  # status: JOIN_PREDICTION_STATUSES
+JOIN_INVALID = "fairwatch_join_invalid_records_total"
+JOIN_PENDING = "fairwatch_join_pending"  # table: entries held in predictions | outcomes (early outcomes)
+JOIN_OUTCOME_STATUSES = ("joined", "early", "duplicate", "conflicting", "orphaned")
+JOIN_PREDICTION_STATUSES = ("forwarded", "labeled_on_arrival", "duplicate", "expired")
+
 # --- the trigger (alerts/): incidents and webhook deliveries ---------------------
 STATE = "state"
 RESULT = "result"
@@ -135,6 +143,12 @@ SINCE_START_WINDOW = "all"
 # this and the scorer's (`python -m monitor.metric_reference --write README.md`);
 # a test checks that every name above is here and that the README is current.
 REFERENCE: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
+    (("fairwatch_join_outcomes_total",), "counter", "status (`joined`, `early`, `duplicate`, `conflicting`, `orphaned`)",
+     "`fairwatch join`: outcomes by fate (orphaned: no prediction within the TTL)"),
+    (("fairwatch_join_predictions_total",), "counter",
+     "status (`forwarded`, `labeled_on_arrival`, `duplicate`, `expired`)", "`fairwatch join`: predictions by fate"),
+    (("fairwatch_join_invalid_records_total",), "counter", "", "`fairwatch join`: records passed through unparsed"),
+    (("fairwatch_join_pending",), "gauge", "table (`predictions`, `outcomes`)", "`fairwatch join`: entries held"),
     (('fairwatch_group_events_total',), 'counter', 'model, attribute, group, cell',
      'cells `predictions`, `positives`, `scored`, `labeled`, `tp`, `fp`, `tn`, `fn`, since start: sum them over workers in PromQL'),
     (('fairwatch_group_score_sum_total',), 'counter', 'model, attribute, group',

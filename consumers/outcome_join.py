@@ -1,0 +1,306 @@
+"""The late-outcome join: a faust-streaming app between the raw topics and the hot-path worker.
+
+It consumes the predictions and outcomes topics (both keyed by ``event_id``,
+co-partitioned: same partition count) and writes one topic of *labeled*
+events that ``fairwatch run`` consumes instead of the raw predictions
+(``--predictions-topic fairwatch.labeled --outcomes-topic ''``).
+
+What goes to the labeled topic, per event_id (at most one prediction and
+at most one outcome, so nothing is counted twice downstream):
+
+* a prediction is forwarded at once, so label-free metrics (selection rate,
+  score means, drift) are never delayed by the join; if its outcome was
+  already waiting, it is forwarded with ``label`` set (one message, labeled);
+* an outcome that arrives after its prediction is forwarded as an outcome
+  event (``{"event_id", "ts", "label"}``); the core labels the prediction it
+  already counted by event_id (its journal holds the newest 1M predictions
+  per model);
+* an outcome that arrives first waits in the ``outcomes`` table; duplicates
+  of an outcome already joined or waiting are counted and dropped;
+* an outcome that finds no prediction within the TTL is dropped and counted
+  as orphaned; a prediction whose outcome never came is dropped from the
+  table after the TTL and counted as expired (it was forwarded already).
+
+Invalid records (not JSON, wrong types...) are forwarded unchanged so the
+worker dead-letters them with its reasons: one DLQ path, in the worker.
+
+State: two Faust tables (memory store, changelog-backed; a restarted app
+reads the changelog back before it consumes): ``predictions`` (event_id ->
+first-seen time and label once joined) and ``outcomes`` (event_id ->
+first-seen time and label). Table keys are the event_id bytes and the
+changelog partition comes from the producer's partitioner
+(``use_partitioner=True``), i.e. the same murmur2 hash the source topics
+used for the same key: the changelog stays co-partitioned with the source
+topics, and the TTL sweep (a timer, outside any stream event) may delete.
+
+TTL: wall-clock time at the join app, from the first arrival of the
+event_id (stored in the table value, so it survives a restart). Event time
+is not used: a quiet stream would never advance it, and producers' clocks
+and missing ``ts`` fields would decide when state is freed.
+
+Guarantee: at least once. A prediction is sent and acknowledged before the
+table records it; a crash between the two replays it and the worker's
+dedup store drops the copy. A replayed outcome finds its table entry and is
+counted as a duplicate rather than forwarded twice, except in the window
+between a send and its changelog write, where the worker then counts it as
+a duplicate outcome (the per-group counters are unchanged).
+
+faust-streaming is imported only by :func:`build_app`, so this module
+imports without it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import msgspec
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from monitor.events import EventParser, Rejection
+from monitor.metric_names import (
+    JOIN_INVALID,
+    JOIN_OUTCOME_STATUSES,
+    JOIN_OUTCOMES,
+    JOIN_PENDING,
+    JOIN_PREDICTION_STATUSES,
+    JOIN_PREDICTIONS,
+)
+
+log = logging.getLogger("fairwatch.join")
+
+
+DEFAULT_LABELED_TOPIC = "fairwatch.labeled"
+DEFAULT_TTL_SECONDS = 7 * 24 * 3600.0
+
+
+@dataclass
+class JoinSettings:
+    bootstrap_servers: str = "127.0.0.1:9092"
+    predictions_topic: str = "fairwatch.predictions"
+    outcomes_topic: str = "fairwatch.outcomes"
+    labeled_topic: str = DEFAULT_LABELED_TOPIC
+    app_id: str = "fairwatch-join"  # also the consumer group and the changelog topics' prefix
+    ttl_seconds: float = DEFAULT_TTL_SECONDS
+    sweep_interval_seconds: float | None = None  # default: ttl / 10, between 0.5 s and 60 s
+    partitions: int | None = None  # default: read from the predictions topic
+    commit_interval_seconds: float = 2.0
+    session_timeout_seconds: float = 10.0
+    rebalance_timeout_seconds: float = 10.0
+    auto_offset_reset: str = "earliest"
+    # 1 = one record per produced batch. Tansu's ListOffsets answers the base offset of the last batch + 1,
+    # and Faust's changelog recovery reads up to that offset: with several records per batch it stops short.
+    producer_max_batch_size: int | None = None
+    client_kwargs: dict = field(default_factory=dict)  # aiokafka security settings, passed to faust.App
+
+    @property
+    def sweep_seconds(self) -> float:
+        if self.sweep_interval_seconds is not None:
+            return self.sweep_interval_seconds
+        return min(max(self.ttl_seconds / 10, 0.5), 60.0)
+
+
+class JoinMetrics:
+    """Counters of the join, in their own registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        outcomes = Counter(JOIN_OUTCOMES, "Outcomes seen by the join, by what became of them", ["status"],
+                           registry=self.registry)
+        predictions = Counter(JOIN_PREDICTIONS, "Predictions seen by the join, by what became of them", ["status"],
+                              registry=self.registry)
+        # Children cached once: labels() costs microseconds per call.
+        self.outcomes = {s: outcomes.labels(s) for s in JOIN_OUTCOME_STATUSES}
+        self.predictions = {s: predictions.labels(s) for s in JOIN_PREDICTION_STATUSES}
+        self.invalid = Counter(JOIN_INVALID, "Records the join could not parse (forwarded for the worker's DLQ)",
+                               registry=self.registry)
+        pending = Gauge(JOIN_PENDING, "Entries the join holds until their TTL: predictions (awaiting an outcome, "
+                        "or joined and kept to recognise duplicates), outcomes (arrived before their prediction)",
+                        ["table"], registry=self.registry)
+        self.pending_predictions = pending.labels("predictions")
+        self.pending_outcomes = pending.labels("outcomes")
+
+    def watch(self, predictions, outcomes) -> None:
+        """Read the table sizes at scrape time (len() of the local store: O(1))."""
+        self.pending_predictions.set_function(lambda: len(predictions))
+        self.pending_outcomes.set_function(lambda: len(outcomes))
+
+
+class JoinLogic:
+    """The join's decisions, on plain mappings (Faust tables in the app, dicts in unit use).
+
+    ``handle`` returns the (key, value bytes) records to forward, in order.
+    Table values are JSON-able dicts: ``{"t": first seen (wall s), "label": int | None}``.
+    """
+
+    def __init__(self, predictions, outcomes, metrics: JoinMetrics, *, ttl_seconds: float,
+                 parser: EventParser | None = None, clock=time.time) -> None:
+        self.predictions = predictions
+        self.outcomes = outcomes
+        self.metrics = metrics
+        self.ttl_seconds = ttl_seconds
+        self.parser = parser or EventParser()
+        self.clock = clock
+        self._encode = msgspec.json.Encoder().encode
+
+    def handle(self, key: bytes | None, value: bytes | None) -> tuple[list[tuple[bytes | None, bytes]], callable]:
+        """(records to forward, then the state update to apply once they are acknowledged)."""
+        m = self.metrics
+        event = self.parser.parse(value) if value is not None else Rejection("missing_field", "tombstone")
+        if event.__class__ is Rejection:
+            m.invalid.inc()
+            return ([(key, value)] if value is not None else []), _nothing
+        event_id = event.event_id.encode()
+        now = self.clock()
+        if event.is_outcome:
+            return self._outcome(event_id, event, value, now)
+        return self._prediction(event_id, event, value, now)
+
+    def _prediction(self, event_id: bytes, event, raw: bytes, now: float):
+        m = self.metrics
+        if self.predictions.get(event_id) is not None:
+            m.predictions["duplicate"].inc()
+            return [], _nothing
+        early = self.outcomes.get(event_id)
+        if early is not None and event.label is None:
+            event.label = early["label"]
+            m.outcomes["joined"].inc()
+            m.predictions["labeled_on_arrival"].inc()
+
+            def update() -> None:
+                self.predictions[event_id] = {"t": now, "label": event.label}
+                del self.outcomes[event_id]
+            return [(event_id, self._encode(event))], update
+        m.predictions["forwarded"].inc()
+        label = event.label
+
+        def update() -> None:
+            self.predictions[event_id] = {"t": now, "label": label}
+            if early is not None:  # the prediction carried its own label: the early outcome is a duplicate
+                del self.outcomes[event_id]
+        if early is not None:
+            m.outcomes["duplicate" if early["label"] == label else "conflicting"].inc()
+        return [(event_id, raw)], update
+
+    def _outcome(self, event_id: bytes, event, raw: bytes, now: float):
+        m = self.metrics
+        known = self.predictions.get(event_id)
+        if known is not None:
+            if known["label"] is not None:
+                m.outcomes["duplicate" if known["label"] == event.label else "conflicting"].inc()
+                return [], _nothing
+            m.outcomes["joined"].inc()
+
+            def update() -> None:
+                self.predictions[event_id] = {"t": known["t"], "label": event.label}
+            return [(event_id, raw)], update
+        waiting = self.outcomes.get(event_id)
+        if waiting is not None:
+            m.outcomes["duplicate" if waiting["label"] == event.label else "conflicting"].inc()
+            return [], _nothing
+        m.outcomes["early"].inc()
+
+        def update() -> None:
+            self.outcomes[event_id] = {"t": now, "label": event.label}
+        return [], update
+
+    def sweep(self) -> tuple[int, int]:
+        """Drop entries older than the TTL: (orphaned outcomes, expired predictions). O(entries held)."""
+        now = self.clock()
+        horizon = now - self.ttl_seconds
+        orphaned = [k for k, v in list(self.outcomes.items()) if v is not None and v["t"] < horizon]
+        for k in orphaned:
+            del self.outcomes[k]
+        expired = 0
+        for k, v in list(self.predictions.items()):
+            if v is not None and v["t"] < horizon:
+                del self.predictions[k]
+                expired += v["label"] is None
+        self.metrics.outcomes["orphaned"].inc(len(orphaned))
+        self.metrics.predictions["expired"].inc(expired)
+        return len(orphaned), expired
+
+
+def _nothing() -> None:
+    return None
+
+
+def topic_partitions(bootstrap_servers: str, topics: list[str], **client_kwargs) -> dict[str, int]:
+    """Partition count of each topic (kafka-python; missing topics are left out)."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, **client_kwargs)
+    try:
+        found = {}
+        for topic in topics:
+            parts = consumer.partitions_for_topic(topic)
+            if parts:
+                found[topic] = len(parts)
+        return found
+    finally:
+        consumer.close()
+
+
+def build_app(settings: JoinSettings, metrics: JoinMetrics):
+    """The faust.App: one agent over both topics, two tables, a TTL sweep timer."""
+    import faust
+
+    partitions = settings.partitions or 1
+    broker = [f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",") if server.strip()]
+    app = faust.App(
+        settings.app_id,
+        broker=broker,
+        store="memory://",  # state lives in the changelog; a restart reads it back
+        processing_guarantee="at_least_once",  # Tansu has no transactions (see the README)
+        topic_partitions=partitions,  # changelog partitions = source partitions (co-partitioned)
+        topic_replication_factor=1 if "127.0.0.1" in settings.bootstrap_servers else 3,
+        table_standby_replicas=0,  # the sweep must only see partitions this instance owns
+        broker_commit_interval=settings.commit_interval_seconds,
+        broker_commit_every=1000,
+        broker_session_timeout=settings.session_timeout_seconds,
+        broker_heartbeat_interval=max(settings.session_timeout_seconds / 5, 0.5),
+        broker_rebalance_timeout=settings.rebalance_timeout_seconds,
+        broker_max_poll_interval=max(settings.rebalance_timeout_seconds, 10.0),
+        consumer_auto_offset_reset=settings.auto_offset_reset,
+        producer_acks=-1,
+        web_enabled=False,  # /metrics is served by prometheus-client
+        stream_wait_empty=False,
+        **({"producer_max_batch_size": settings.producer_max_batch_size}
+           if settings.producer_max_batch_size is not None else {}),
+        **settings.client_kwargs,
+    )
+    source = app.topic(settings.predictions_topic, settings.outcomes_topic, key_type=bytes, value_type=bytes,
+                       key_serializer="raw", value_serializer="raw")
+    labeled = app.topic(settings.labeled_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
+                        value_serializer="raw", partitions=partitions)
+    table_options = dict(key_type=bytes, default=None, partitions=partitions, use_partitioner=True)
+    predictions = app.Table("predictions", help="event_id -> first seen, label once joined", **table_options)
+    outcomes = app.Table("outcomes", help="event_id -> first seen, label: outcomes before their prediction",
+                         **table_options)
+    logic = JoinLogic(predictions, outcomes, metrics, ttl_seconds=settings.ttl_seconds)
+    metrics.watch(predictions, outcomes)
+
+    @app.agent(source)
+    async def join(stream):
+        async for event in stream.events():
+            forward, update = logic.handle(event.key, event.value)
+            for key, value in forward:
+                # Acknowledged before the table records it: a crash in between replays, never loses.
+                await (await labeled.send(key=key, value=value))
+            update()
+
+    @app.timer(settings.sweep_seconds)
+    async def sweep():
+        if app.in_recovery or app.rebalancing:
+            return
+        orphaned, expired = logic.sweep()
+        if orphaned or expired:
+            log.info("TTL sweep: %d orphaned outcomes, %d predictions expired without outcome", orphaned, expired)
+
+    app.fairwatch_logic = logic
+    return app
+
+
+__all__ = ["JoinSettings", "JoinMetrics", "JoinLogic", "build_app", "topic_partitions", "DEFAULT_LABELED_TOPIC",
+           "JOIN_OUTCOMES", "JOIN_PREDICTIONS", "JOIN_INVALID", "JOIN_PENDING"]
