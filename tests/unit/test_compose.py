@@ -13,7 +13,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
-FAIRWATCH_SERVICES = {"worker": "run", "trigger": "trigger", "producer": "produce"}
+FAIRWATCH_SERVICES = {"worker": "run", "trigger": "trigger", "producer": "produce", "join": "join"}
 
 
 def mounts(service: str) -> list[tuple[str, str]]:
@@ -22,7 +22,7 @@ def mounts(service: str) -> list[tuple[str, str]]:
 
 
 def test_every_service_of_the_stack_is_there():
-    assert {"kafka", "prometheus", "alertmanager", "grafana", "worker", "trigger", "producer"} <= set(SERVICES)
+    assert {"kafka", "prometheus", "alertmanager", "grafana", "worker", "join", "trigger", "producer"} <= set(SERVICES)
 
 
 @pytest.mark.parametrize("service", sorted(SERVICES))
