@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from monitor.cli import UsageError
 from monitor.counts import contributions
 from monitor.gaps import all_gaps
 from monitor.rates import group_rates
@@ -61,8 +62,8 @@ TRUE_WORDS = {"1", "true", "yes", "toxic", "positive"}
 FALSE_WORDS = {"0", "false", "no", "nontoxic", "non-toxic", "negative"}
 
 
-class FinetuneInputError(ValueError):
-    """Bad input to the job (file, labels, groups, model directory): one line for the CLI, exit 2."""
+class FinetuneInputError(UsageError, ValueError):
+    """Bad input to the job (file, labels, groups, model directory): ``monitor.cli`` makes it one line, exit 2."""
 
 
 @dataclass

@@ -55,22 +55,7 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the job; bad input is one line on stderr and exit status 2."""
-    try:
-        return _run(args)
-    except ImportError as exc:
-        print(f"fairwatch finetune: error: needs the ml extra (torch, transformers): {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # noqa: BLE001 - only our input errors are reworded, the rest re-raised
-        from alerts.finetune import FinetuneInputError
-
-        if isinstance(exc, FinetuneInputError):
-            print(f"fairwatch finetune: error: {exc}", file=sys.stderr)
-            return 2
-        raise
-
-
-def _run(args: argparse.Namespace) -> int:
+    """Run the job; bad input (FinetuneInputError) is one line on stderr and exit 2 (monitor.cli)."""
     from alerts.finetune import IDENTITY_ATTRIBUTES, FinetuneConfig, FinetuneInputError, read_csv, read_events, \
         read_templates, run_finetune
 
@@ -119,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m alerts.finetune_command`` (where the ``fairwatch`` script is not installed, e.g. the GPU box)."""
     parser = argparse.ArgumentParser(prog="fairwatch finetune", description=__doc__.splitlines()[0])
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    parser.set_defaults(command="finetune", handler=run)
+    from monitor.cli import run_command  # the same one-line errors as `fairwatch finetune`
+
+    return run_command(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

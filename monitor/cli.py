@@ -92,7 +92,11 @@ def tune_gc() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     tune_gc()
-    args = parser.parse_args(argv)
+    return run_command(parser.parse_args(argv))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run a parsed command; every user-facing error becomes one line and exit status 2."""
     try:
         return int(args.handler(args) or 0)
     except (UsageError, ConfigError) as exc:

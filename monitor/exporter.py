@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, Exemplar, GaugeMetricFam
 from prometheus_client.registry import Collector
 
 from monitor import metric_names as names
-from monitor.counts import FN, FP, N, N_CELLS, POS, SCORE_SUM, SCORED, TN, TP
+from monitor.counts import FN, FP, N, POS, SCORE_SUM, SCORED, TN, TP
 from monitor.gaps import all_gaps
 from monitor.pipeline import BATCH_SECONDS_BUCKETS, Pipeline
 from monitor.rates import PROPORTIONS, group_rates, proportion
@@ -337,4 +337,4 @@ def serve_metrics(pipeline: Pipeline, port: int, addr: str = "127.0.0.1"):
     return server, server.server_address[1]
 
 
-__all__ = ["FairwatchCollector", "make_registry", "serve_metrics", "N_CELLS"]
+__all__ = ["FairwatchCollector", "make_registry", "serve_metrics"]

@@ -11,9 +11,9 @@ import math
 import numpy as np
 
 from monitor.counts import FN, FP, N, POS, TN, TP
-from monitor.gaps import Gap, all_gaps
+from monitor.gaps import all_gaps
 from monitor.group_metrics import WindowSnapshot
-from monitor.metric_names import GAP_METRICS, RATE_METRICS, SINCE_START_WINDOW
+from monitor.metric_names import GAP_METRICS, RATE_METRICS
 from monitor.pipeline import Pipeline
 from monitor.rates import group_rates
 
@@ -259,4 +259,4 @@ def format_table(report: dict) -> str:
     return "\n".join(out)
 
 
-__all__ = ["build_report", "format_table", "Gap", "SINCE_START_WINDOW"]
+__all__ = ["build_report", "format_table"]

@@ -8,11 +8,13 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, TextIO
 
+from monitor.cli import UsageError
+
 __all__ = ["register", "run_score", "read_texts"]
 
 
-class InputError(Exception):
-    """Bad command-line input: reported as one line on stderr, exit code 2."""
+class InputError(UsageError):
+    """Bad command-line input: ``monitor.cli`` reports it as one line on stderr, exit code 2."""
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -35,7 +37,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--model-name", default="default", help="model label in the summary")
     p.add_argument("--format", choices=["jsonl", "summary"], default="jsonl", help="per-row JSONL or summary table")
     p.add_argument("--output", "-o", default="-", help="output file (default: stdout)")
-    p.set_defaults(func=run_score)
+    p.set_defaults(handler=run_score)
     return p
 
 
@@ -72,14 +74,6 @@ def read_texts(path: Path, text_col: str) -> Iterator[tuple[int, Any]]:
 
 
 def run_score(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except InputError as exc:
-        print(f"fairwatch score: error: {exc}", file=sys.stderr)
-        return 2
-
-
-def _run(args: argparse.Namespace) -> int:
     from monitor.scorer.counterfactuals import Lexicon, LexiconError
     from monitor.scorer.stats import CounterfactualStats
 

@@ -1,19 +1,16 @@
 """`fairwatch score`: the register()'d subcommand, good and bad input."""
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
 
-from monitor.scorer.command import register
+from monitor.cli import build_parser, run_command
 
 
 def run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="fairwatch")
-    register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    """The command as `fairwatch` runs it (its error handling included), in-process."""
+    return run_command(build_parser().parse_args(argv))
 
 
 @pytest.fixture()
