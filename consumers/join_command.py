@@ -74,8 +74,9 @@ def _credentials(settings):
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s fairwatch join %(levelname)s %(name)s: %(message)s")
-    for noisy in ("kafka", "aiokafka", "faust", "mode"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    if args.log_level != "debug":  # --log-level debug shows the clients' and Faust's own logs
+        for noisy in ("kafka", "aiokafka", "faust", "mode"):
+            logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         import faust  # noqa: F401
     except ImportError:

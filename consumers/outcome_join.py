@@ -66,6 +66,7 @@ from monitor.metric_names import (
     JOIN_PENDING,
     JOIN_PREDICTION_STATUSES,
     JOIN_PREDICTIONS,
+    JOIN_READY,
 )
 
 log = logging.getLogger("fairwatch.join")
@@ -120,6 +121,8 @@ class JoinMetrics:
                         ["table"], registry=self.registry)
         self.pending_predictions = pending.labels("predictions")
         self.pending_outcomes = pending.labels("outcomes")
+        self.ready = Gauge(JOIN_READY, "1 once the join's tables are recovered and its partitions assigned, "
+                           "0 before that and while it rebalances", registry=self.registry)
 
     def watch(self, predictions, outcomes) -> None:
         """Read the table sizes at scrape time (len() of the local store: O(1))."""
@@ -280,6 +283,13 @@ def build_app(settings: JoinSettings, metrics: JoinMetrics):
                          **table_options)
     logic = JoinLogic(predictions, outcomes, metrics, ttl_seconds=settings.ttl_seconds)
     metrics.watch(predictions, outcomes)
+    recovered_once = []
+
+    @app.on_rebalance_complete.connect
+    async def on_recovered(sender, **kwargs) -> None:
+        recovered_once.append(True)
+
+    metrics.ready.set_function(lambda: float(bool(recovered_once) and not app.rebalancing and not app.in_recovery))
 
     @app.agent(source)
     async def join(stream):
@@ -303,4 +313,4 @@ def build_app(settings: JoinSettings, metrics: JoinMetrics):
 
 
 __all__ = ["JoinSettings", "JoinMetrics", "JoinLogic", "build_app", "topic_partitions", "DEFAULT_LABELED_TOPIC",
-           "JOIN_OUTCOMES", "JOIN_PREDICTIONS", "JOIN_INVALID", "JOIN_PENDING"]
+           "JOIN_OUTCOMES", "JOIN_PREDICTIONS", "JOIN_INVALID", "JOIN_PENDING", "JOIN_READY"]

@@ -82,6 +82,7 @@ JOIN_OUTCOMES = "fairwatch_join_outcomes_total"  # status: JOIN_OUTCOME_STATUSES
 JOIN_PREDICTIONS = "fairwatch_join_predictions_total"  # status: JOIN_PREDICTION_STATUSES
 JOIN_INVALID = "fairwatch_join_invalid_records_total"
 JOIN_PENDING = "fairwatch_join_pending"  # table: entries held in predictions | outcomes (early outcomes)
+JOIN_READY = "fairwatch_join_ready"  # 1 once the tables are recovered and partitions assigned, 0 while rebalancing
 JOIN_OUTCOME_STATUSES = ("joined", "early", "duplicate", "conflicting", "orphaned")
 JOIN_PREDICTION_STATUSES = ("forwarded", "labeled_on_arrival", "duplicate", "expired")
 
@@ -149,6 +150,8 @@ REFERENCE: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
      "status (`forwarded`, `labeled_on_arrival`, `duplicate`, `expired`)", "`fairwatch join`: predictions by fate"),
     (("fairwatch_join_invalid_records_total",), "counter", "", "`fairwatch join`: records passed through unparsed"),
     (("fairwatch_join_pending",), "gauge", "table (`predictions`, `outcomes`)", "`fairwatch join`: entries held"),
+    (("fairwatch_join_ready",), "gauge", "", "`fairwatch join`: 1 once its tables are recovered and its partitions "
+     "assigned, 0 before and while it rebalances (its health check)"),
     (('fairwatch_group_events_total',), 'counter', 'model, attribute, group, cell',
      'cells `predictions`, `positives`, `scored`, `labeled`, `tp`, `fp`, `tn`, `fn`, since start: sum them over workers in PromQL'),
     (('fairwatch_group_score_sum_total',), 'counter', 'model, attribute, group',

@@ -182,6 +182,10 @@ def test_outcomes_after_a_restart_join_from_the_changelog(broker, join_topics, j
     first.stop()  # kill -9
 
     second = joins(app_id, name="restarted")
+    # Ready = changelog recovered and partitions assigned. Outcomes produced while a restarted join still
+    # rebalances on Tansu were now and then left unprocessed until the next restart (see the README).
+    second.wait_count(join_names.JOIN_READY, 1)
+    assert second.count(join_names.JOIN_PENDING, table="predictions") == 20, "the changelog was not recovered"
     produce(broker.bootstrap_servers, [(t["outcomes"], i.encode(), outcome(i, label=0)) for i in ids])
     second.wait_count(join_names.JOIN_OUTCOMES, 20, status="joined")
     assert second.count(join_names.JOIN_OUTCOMES, status="early") == 0
