@@ -79,7 +79,7 @@ def worker_consume(bootstrap: str, topic: str, n: int) -> tuple[float, float]:
     started = time.perf_counter()
     first = None
 
-    def on_batch(records, _now):
+    def on_batch(_timestamps, _now):
         nonlocal first
         if first is None:
             first = time.perf_counter()
@@ -108,8 +108,8 @@ def latency(bootstrap: str, topic: str, values: list[bytes], rate: float) -> np.
     """Seconds from send() to applied, per event, at ``rate`` events/s."""
     latencies: list[np.ndarray] = []
 
-    def on_batch(records, now):
-        latencies.append(now - np.array([r.timestamp for r in records], dtype=np.float64) / 1000.0)
+    def on_batch(timestamps, now):
+        latencies.append(now - np.array(timestamps, dtype=np.float64) / 1000.0)
 
     worker = worker_for(bootstrap, topic, "bench-latency", on_batch)
     worker.connect()

@@ -36,6 +36,8 @@ class KafkaSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     commit_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     state_dir: Union[str, None] = None
     max_poll_records: Positive = 5000
+    # Fetch and decode in a child process (consumers/fetch_process.py); false: in the worker's own thread.
+    fetch_process: bool = True
     # Kafka's own default is 45 s; a crashed worker's partitions wait this long.
     session_timeout_ms: Positive = 10_000
     # Also the rebalance timeout: how long a join waits for members that left.

@@ -9,6 +9,11 @@ predictions of its model is counted again). With a state store the pipeline
 state is snapshotted with its offsets before each commit, so a ``kill -9``
 loses and repeats nothing (see ``consumers/state.py``).
 
+By default a child process fetches and decodes the records
+(``consumers/fetch_process.py``) while this one applies them; this process
+stays the group member, keeps its own partitions paused, and tells the child
+what to read from where after each rebalance.
+
 Predictions and outcomes are consumed by the same group and applied to the
 same pipeline, which joins labels by ``event_id``. With several workers the
 two topics must be co-partitioned (same partition count, key = event_id):
@@ -17,6 +22,8 @@ the range assignor then gives partition N of both topics to the same worker.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import logging
 import threading
 import time
@@ -33,6 +40,7 @@ from prometheus_client.registry import Collector
 
 from monitor import metric_names as names
 from consumers.dead_letters import DeadLetters
+from consumers.fetch_process import FetchProcess, FetchProcessDied, PartitionBatch
 from consumers.kafka_config import KafkaSettings
 from consumers.state import StateStore
 from monitor.events import Rejection
@@ -60,6 +68,7 @@ class _CommitOnRebalance(AsyncConsumerRebalanceListener):
         if not revoked:
             return
         worker = self.worker
+        worker.on_revoked(revoked)
         offsets = worker.prepare_commit()
         if not offsets:
             return
@@ -77,6 +86,7 @@ class _CommitOnRebalance(AsyncConsumerRebalanceListener):
 
     async def on_partitions_lost(self, lost) -> None:
         # Evicted (e.g. stalled past the session timeout): a commit would be refused.
+        self.worker.on_revoked(lost)
         log.warning("lost %s without a chance to commit; their new owner resumes from the last commit",
                     ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(lost)))
 
@@ -85,13 +95,13 @@ class KafkaWorker:
     """Consume, apply, dead-letter, commit. One thread drives it; ``stop()`` may come from a signal."""
 
     def __init__(self, settings: KafkaSettings, pipeline: Pipeline, *, state: StateStore | None = None,
-                 on_batch: Callable[[list, float], None] | None = None, scorer_step=None) -> None:
+                 on_batch: Callable[[list[int], float], None] | None = None, scorer_step=None) -> None:
         self.settings = settings
         self.pipeline = pipeline
         # Optional monitor.scorer.step.ScorerStep: re-scores texts, adds debiased outputs.
         self.scorer_step = scorer_step
         self.state = state
-        self.on_batch = on_batch  # (records applied, time applied): for the latency benchmark
+        self.on_batch = on_batch  # (record timestamps in ms, time applied): for the latency benchmark
         self.models = frozenset(settings.models)
         # Next offset to apply per partition: everything below it is in the pipeline.
         self.offsets: dict[TopicPartition, int] = {}
@@ -107,6 +117,12 @@ class KafkaWorker:
         self._dirty = False
         self._last_commit = time.monotonic()
         self._unconfirmed: set[TopicPartition] = set()
+        self.fetcher: FetchProcess | None = None
+        self.fetch_restarts = 0
+        self._owned: frozenset[TopicPartition] = frozenset()  # partitions the fetch process reads for us
+        self._reassign = False  # set on the I/O thread by a rebalance, handled by the loop
+        self._child_paused: set[TopicPartition] = set()
+        self._highwaters: dict[tuple[str, int], int] = {}
         restored = state.restore(pipeline) if state is not None else None
         self._restored_dlq: Counter = Counter()
         self._restored_dlq_errors = 0
@@ -130,21 +146,27 @@ class KafkaWorker:
         self.dead_letters = DeadLetters(self._producer, s.dlq_topic, s.dlq_max_bytes)
         self.dead_letters.sent.update(self._restored_dlq)
         self.dead_letters.errors = self._restored_dlq_errors
+        fetching = {
+            "auto_offset_reset": s.auto_offset_reset,
+            # A record larger than these still comes back alone (Kafka returns the
+            # first batch of a partition whatever its size), so a 5 MB event cannot
+            # wedge its partition; it is then refused as oversized by the parser.
+            "max_partition_fetch_bytes": s.max_partition_fetch_bytes,
+            "fetch_max_bytes": s.fetch_max_bytes,
+        }
+        if s.fetch_process:
+            self._fetcher_args = (common, {**fetching, "client_id": f"{s.client_id}-fetch"}, s.max_poll_records)
+            self.fetcher = FetchProcess(*self._fetcher_args)
         self.consumer = KafkaConsumer(
             **common,
+            **fetching,
             client_id=s.client_id,
             group_id=s.group_id,
             enable_auto_commit=False,
-            auto_offset_reset=s.auto_offset_reset,
             session_timeout_ms=s.session_timeout_ms,
             heartbeat_interval_ms=max(s.session_timeout_ms // 3, 100),
             max_poll_interval_ms=s.max_poll_interval_ms,
             request_timeout_ms=max(30_000, s.session_timeout_ms + 5_000),
-            # A record larger than these still comes back alone (Kafka returns the
-            # first batch of a partition whatever its size), so a 5 MB event cannot
-            # wedge its partition; it is then refused as oversized by the parser.
-            max_partition_fetch_bytes=s.max_partition_fetch_bytes,
-            fetch_max_bytes=s.fetch_max_bytes,
             # Range keeps partition N of the predictions and outcomes topics on one worker.
             partition_assignment_strategy=[RangePartitionAssignor],
         )
@@ -172,6 +194,9 @@ class KafkaWorker:
             self.close()
 
     def close(self) -> None:
+        if self.fetcher is not None:
+            self.fetcher.close()
+            self.fetcher = None
         if self.consumer is not None:
             try:
                 self.consumer.close(autocommit=False)
@@ -187,54 +212,137 @@ class KafkaWorker:
     # -- the loop ----------------------------------------------------------------
     def poll_once(self) -> int:
         """One poll, applied. Returns the number of records applied."""
+        if self.fetcher is not None:
+            try:
+                return self._poll_fetcher()
+            except FetchProcessDied as exc:
+                self._restart_fetcher(exc)
+                return 0
         polled = self.consumer.poll(timeout_ms=POLL_TIMEOUT_MS, max_records=self.settings.max_poll_records)
         applied = 0
         if polled:
             # Predictions first, so that outcomes of the same batch find them.
             predictions = self.settings.predictions_topic
-            batches = []
+            kept = []
             for tp, records in sorted(polled.items(), key=lambda item: item[0].topic != predictions):
                 self._unconfirmed.discard(tp)
-                start = self.offsets.get(tp, -1)
-                end = records[-1].offset + 1
-                if records[0].offset < start:
-                    # Applied and snapshotted before a crash that came before the commit.
-                    records = [r for r in records if r.offset >= start]
-                if end > start:
-                    self.offsets[tp] = end
-                if records:
-                    batches.append(records)
-                    self.records[tp.topic] += len(records)
-            if batches:
-                applied = self.apply([record for records in batches for record in records])
+                kept += self._unseen(tp, records, records[0].offset, records[-1].offset)
+            if kept:
+                applied = self.apply([r.value for r in kept], kept.__getitem__, [r.timestamp for r in kept])
                 self._dirty = True
         self._update_lag()
         self._pace_outcomes()
         return applied
 
-    def apply(self, records: list) -> int:
-        """Parse, filter, apply to the pipeline, dead-letter the refused records."""
+    def _unseen(self, tp: TopicPartition, records: list, first: int, last: int) -> list:
+        """``records`` (offsets ``first``..``last``) less those applied before a crash; advances the offset."""
+        start = self.offsets.get(tp, -1)
+        if first < start:
+            # Applied and snapshotted before a crash that came before the commit.
+            records = [r for r in records if r.offset >= start]
+        if last + 1 > start:
+            self.offsets[tp] = last + 1
+        self.records[tp.topic] += len(records)
+        return records
+
+    def _poll_fetcher(self) -> int:
+        """Keep the group alive (our partitions stay paused here), apply what the fetch process sent."""
+        consumer = self.consumer
+        # Group upkeep only: our partitions are paused here, so poll() returns nothing. A join
+        # needs a poll that may block (kafka-python gives up at once with timeout 0); a settled
+        # member must not block, or it would wait on every batch.
+        coordinator = consumer._coordinator  # no public "is the group settled" in kafka-python 3
+        settled = not coordinator.coordinator_unknown() and not coordinator.need_rejoin()
+        consumer.poll(timeout_ms=0 if settled else POLL_TIMEOUT_MS)
+        if self._reassign:
+            self._assign_fetcher()
+        received = self.fetcher.receive(POLL_TIMEOUT_MS / 1000 if settled else 0)
+        applied = 0
+        if received:
+            batches, highwaters = received
+            self._highwaters.update(highwaters)
+            owned = self._owned
+            predictions = self.settings.predictions_topic
+            parts: list[PartitionBatch] = []
+            for batch in sorted(batches, key=lambda b: b.topic != predictions):
+                tp = TopicPartition(batch.topic, batch.partition)
+                if tp not in owned:
+                    continue  # revoked since it was fetched: the next owner reads it again
+                offsets = batch.offsets
+                start = self.offsets.get(tp, -1)
+                if offsets[0] < start:
+                    keep = next(i for i, offset in enumerate(offsets) if offset >= start) \
+                        if offsets[-1] >= start else len(offsets)
+                    batch = PartitionBatch(batch.topic, batch.partition, offsets[keep:], batch.keys[keep:],
+                                           batch.values[keep:], batch.timestamps[keep:],
+                                           batch.headers[keep:] if batch.headers is not None else None)
+                if offsets[-1] + 1 > start:
+                    self.offsets[tp] = offsets[-1] + 1
+                if batch.values:
+                    self.records[tp.topic] += len(batch.values)
+                    parts.append(batch)
+            if parts:
+                values = parts[0].values if len(parts) == 1 else [v for b in parts for v in b.values]
+                timestamps = [t for b in parts for t in b.timestamps] if self.on_batch is not None else None
+                applied = self.apply(values, _Locator(parts).record, timestamps)
+                self._dirty = True
+        self._update_lag()
+        self._pace_outcomes()
+        return applied
+
+    def _restart_fetcher(self, exc: FetchProcessDied) -> None:
+        """Nothing the dead child sent was applied past self.offsets: a new one resumes there."""
+        log.error("%s; starting a new one", exc)
+        self.fetcher.close()
+        self.fetcher = FetchProcess(*self._fetcher_args)
+        self.fetch_restarts += 1
+        self._reassign = True
+
+    def _assign_fetcher(self) -> None:
+        """After a rebalance: pause our partitions here, and have the child read them from where we stand."""
+        self._reassign = False
+        consumer = self.consumer
+        assigned = consumer.assignment()
+        consumer.pause(*assigned)
+        positions = {}
+        for tp in assigned:
+            # The group's committed offset (or the reset policy); past it, what this worker
+            # applied and snapshotted before a crash is not read again.
+            position = max(consumer.position(tp), self.offsets.get(tp, -1))
+            positions[tp.topic, tp.partition] = position
+            self.offsets[tp] = position
+        self._owned = frozenset(assigned)
+        self._child_paused.clear()
+        self._unconfirmed -= assigned  # positions are known: committing them is safe
+        self.fetcher.assign(positions)
+
+    def apply(self, values: list, source: Callable[[int], object], timestamps: list[int] | None = None) -> int:
+        """Parse, filter, apply to the pipeline, dead-letter the refused records.
+
+        ``source(i)`` gives the record of ``values[i]`` (for the dead-letter topic).
+        """
         parse = self.pipeline.parser.parse
         models = self.models
-        events = []
-        sources = []
-        for record in records:
-            value = record.value
-            event = parse(value) if value is not None else _TOMBSTONE
-            if models and event.__class__ is not Rejection and event.prediction is not None \
-                    and event.model not in models:
-                self.filtered += 1
-                continue
-            events.append(event)
-            sources.append(record)
+        if models:
+            events, kept = [], []
+            for i, value in enumerate(values):
+                event = parse(value) if value is not None else _TOMBSTONE
+                if event.__class__ is not Rejection and event.prediction is not None and event.model not in models:
+                    self.filtered += 1
+                    continue
+                events.append(event)
+                kept.append(i)
+        else:
+            events = [parse(value) if value is not None else _TOMBSTONE for value in values]
+            kept = None
         if self.scorer_step is None:
             result = self.pipeline.process_events(events)
         else:
             result = self.scorer_step.process(self.pipeline, events)
         for position, rejection in result.rejected:
-            self.dead_letters.send(sources[position], rejection)
-        if self.on_batch is not None:
-            self.on_batch(records, time.time())
+            self.dead_letters.send(source(kept[position] if kept is not None else position), rejection)
+        if self.on_batch is not None and timestamps is not None:
+            self.on_batch(timestamps, time.time())
         return len(events)
 
     def _update_lag(self) -> None:
@@ -242,7 +350,10 @@ class KafkaWorker:
         consumer = self.consumer
         for tp in consumer.assignment():
             # highwater comes from fetch responses: right on Tansu, whose ListOffsets is not.
-            highwater = consumer.highwater(tp)
+            if self.fetcher is None:
+                highwater = consumer.highwater(tp)
+            else:
+                highwater = self._highwaters.get((tp.topic, tp.partition)) if tp in self._owned else None
             position = self.offsets.get(tp)
             if highwater is not None and position is not None:
                 lag[tp] = max(highwater - position, 0)
@@ -263,6 +374,9 @@ class KafkaWorker:
         predictions = self.settings.predictions_topic
         behind = any(lag > 0 for tp, lag in self.lag.items() if tp.topic == predictions)
         hold = behind and len(self.pipeline.early_outcomes) > capacity // 2
+        if self.fetcher is not None:
+            self._pace_fetcher(hold, outcomes)
+            return
         consumer = self.consumer
         paused = consumer.paused()
         if hold:
@@ -273,6 +387,16 @@ class KafkaWorker:
             partitions = [tp for tp in paused if tp.topic == outcomes]
             if partitions:
                 consumer.resume(*partitions)
+
+    def _pace_fetcher(self, hold: bool, outcomes: str) -> None:
+        if hold:
+            partitions = [tp for tp in self._owned if tp.topic == outcomes and tp not in self._child_paused]
+            if partitions:
+                self.fetcher.pause([(tp.topic, tp.partition) for tp in partitions])
+                self._child_paused.update(partitions)
+        elif self._child_paused:
+            self.fetcher.resume([(tp.topic, tp.partition) for tp in self._child_paused])
+            self._child_paused.clear()
 
     # -- offsets -------------------------------------------------------------------
     def prepare_commit(self) -> dict:
@@ -308,11 +432,19 @@ class KafkaWorker:
         self.commits += 1
         log.debug("committed on %s: %s", reason, _format_offsets({tp: m.offset for tp, m in offsets.items()}))
 
+    def on_revoked(self, revoked) -> None:
+        """Batches of revoked partitions still in flight from the fetch process are dropped."""
+        self._owned = self._owned - set(revoked)
+
     def on_assigned(self, assigned) -> None:
         """Nothing blocking here (kafka-python's I/O thread): the consumer resumes from the
         committed offsets; records this worker applied before a crash are skipped in poll_once,
-        and a partition is committed only once a fetch confirmed where it stands."""
+        and a partition is committed only once a fetch confirmed where it stands (or, with
+        the fetch process, once the loop has read the position it hands the child)."""
         self._unconfirmed = set(assigned)
+        if self.fetcher is not None:
+            self.consumer.pause(*assigned)  # the child reads them; poll() here only keeps the group
+            self._reassign = True
         log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(assigned)) or "nothing")
 
     def _extra(self) -> dict:
@@ -328,6 +460,18 @@ class KafkaWorker:
 
 def _format_offsets(offsets: dict) -> str:
     return ", ".join(f"{tp.topic}[{tp.partition}]={o}" for tp, o in sorted(offsets.items())) or "none"
+
+
+class _Locator:
+    """Maps a position in the concatenated values of several batches back to its record."""
+
+    def __init__(self, batches: list[PartitionBatch]) -> None:
+        self.batches = batches
+        self.starts = list(itertools.accumulate((len(b.values) for b in batches), initial=0))
+
+    def record(self, i: int):
+        b = bisect.bisect_right(self.starts, i) - 1
+        return self.batches[b].record(i - self.starts[b])
 
 
 class WorkerCollector(Collector):
@@ -358,9 +502,11 @@ class WorkerCollector(Collector):
             dlq.add_metric([reason], sent.get(reason, 0))
         errors = CounterMetricFamily(names.DLQ_ERRORS, "Dead letters the broker did not take")
         errors.add_metric([], w.dead_letters.errors if w.dead_letters else w._restored_dlq_errors)
+        restarts = CounterMetricFamily(names.FETCH_RESTARTS, "Fetch processes that died and were replaced")
+        restarts.add_metric([], w.fetch_restarts)
         filtered = CounterMetricFamily(names.FILTERED_EVENTS, "Predictions of models outside --model, skipped")
         filtered.add_metric([], w.filtered)
-        yield from (lag, offset, records, commits, dlq, errors, filtered)
+        yield from (lag, offset, records, commits, dlq, errors, restarts, filtered)
 
 
 __all__ = ["KafkaWorker", "WorkerCollector"]

@@ -19,7 +19,7 @@ _SETTING_FLAGS = (
     "metrics_port", "metrics_addr", "commit_interval_seconds", "state_dir", "max_poll_records",
     "session_timeout_ms", "max_poll_interval_ms", "max_partition_fetch_bytes", "fetch_max_bytes", "dlq_max_bytes",
     "auto_offset_reset", "security_protocol", "sasl_mechanism", "sasl_username", "sasl_password", "ssl_cafile",
-    "ssl_certfile", "ssl_keyfile",
+    "ssl_certfile", "ssl_keyfile", "fetch_process",
 )
 
 
@@ -44,6 +44,8 @@ def register(commands) -> None:
     kafka.add_argument("--commit-interval-seconds", type=float, help="seconds between offset commits (5)")
     kafka.add_argument("--state-dir", metavar="DIR", help="snapshot the pipeline state here before each commit and "
                        "restore it on start, so counters survive a crash exactly (one dir per worker)")
+    kafka.add_argument("--fetch-process", action=argparse.BooleanOptionalAction,
+                       help="fetch and decode records in a child process, overlapping with applying them (on)")
     kafka.add_argument("--max-poll-records", type=int, help="records per batch at most (5000)")
     kafka.add_argument("--session-timeout-ms", type=int, help="group session timeout (10000)")
     kafka.add_argument("--max-poll-interval-ms", type=int, help="max time between polls; also the rebalance timeout "

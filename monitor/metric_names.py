@@ -70,6 +70,7 @@ CONSUMER_OFFSET = "fairwatch_consumer_offset"
 CONSUMER_RECORDS = "fairwatch_consumer_records_total"
 # counter: offset commits that succeeded
 CONSUMER_COMMITS = "fairwatch_consumer_commits_total"
+FETCH_RESTARTS = "fairwatch_consumer_fetch_restarts_total"
 # counter {reason}: records sent to the dead-letter topic (reason: REJECTION_REASONS)
 DLQ_MESSAGES = "fairwatch_dlq_messages_total"
 # counter: dead-letter deliveries the broker refused (logged, not retried)
@@ -192,6 +193,8 @@ REFERENCE: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
      'records applied'),
     (('fairwatch_consumer_commits_total',), 'counter', '',
      'offset commits'),
+    (('fairwatch_consumer_fetch_restarts_total',), 'counter', '',
+     'fetch processes that died and were replaced (the worker resumes where it stood)'),
     (('fairwatch_dlq_messages_total', 'fairwatch_dlq_errors_total'), 'counter', 'reason',
      'dead-lettered records, refused dead-letter deliveries'),
     (('fairwatch_filtered_events_total',), 'counter', '',

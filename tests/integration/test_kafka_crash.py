@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
+import signal
+from pathlib import Path
 
 import pytest
 from conftest import produce, total, wait_for
@@ -43,6 +46,43 @@ def test_kill_9_loses_nothing_and_counts_nothing_twice(broker, topics, workers, 
     assert total(m, names.EVENTS, status="invalid") == 0
     assert total(m, names.OUTCOMES, status="duplicate") == 0
     assert total(m, names.OUTCOMES, status="orphaned") == 0
+    got = group_counters(m)
+    want = {k: v for k, v in expected.items() if isinstance(k, tuple)}
+    assert {k: got[k] for k in want} == want
+
+
+def fetch_processes(pid: int) -> list[int]:
+    """Children of ``pid`` started by multiprocessing's spawn (not its resource tracker)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    found.append(int(child))
+            except FileNotFoundError:
+                pass
+    return found
+
+
+def test_a_killed_fetch_process_is_replaced_and_nothing_is_lost(broker, topics, workers):
+    messages, expected = synthetic_stream(40_000, topics)
+    produce(broker.bootstrap_servers, messages)
+    worker = workers(name="fetch-killed")
+    wait_for(lambda: total(worker.metrics(), kafka_names.CONSUMER_RECORDS) >= len(messages) // 4, 90,
+             lambda: f"worker never reached a quarter of the stream; log:\n{worker.log()}", interval=0.02)
+    fetchers = fetch_processes(worker.process.pid)
+    assert len(fetchers) == 1, f"expected one fetch process, found {fetchers}"
+    os.kill(fetchers[0], signal.SIGKILL)
+    wait_for(lambda: total(worker.metrics(), kafka_names.CONSUMER_RECORDS) == len(messages) or not worker.alive(),
+             120, lambda: f"applied {total(worker.metrics(), kafka_names.CONSUMER_RECORDS)} of {len(messages)}; "
+                          f"log:\n{worker.log()}")
+    assert worker.alive(), worker.log()
+    m = worker.metrics()
+    assert total(m, kafka_names.FETCH_RESTARTS) == 1, worker.log()
+    assert "the fetch process exited" in worker.log()
+    assert fetch_processes(worker.process.pid) != fetchers
+    assert total(m, names.EVENTS, status="valid") == expected["valid"]
+    assert total(m, names.EVENTS, status="duplicate") == expected["duplicates"]
     got = group_counters(m)
     want = {k: v for k, v in expected.items() if isinstance(k, tuple)}
     assert {k: got[k] for k in want} == want
