@@ -4,9 +4,11 @@
 
 Prints: the produce rate; the raw kafka-python consume rate of a topic of N
 events (the baseline); the `fairwatch run` worker's rate on the same topic
-(the same KafkaWorker the command runs, in process); and the p50/p99 latency
-from the producer's send() to the pipeline having applied the event, with a
-separate producer process sending at half the worker's rate.
+(the same KafkaWorker the command runs, in process, with its fetch process,
+and without it); and the p50/p99 latency from the producer's send() to the
+pipeline having applied the event, with paced producer processes
+(--producers, 2) sending at half the worker's rate, or at 80% of what they
+can send if that is less.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def raw_consume(bootstrap: str, topic: str, n: int) -> float:
     return elapsed
 
 
-def worker_for(bootstrap: str, topic: str, group: str, on_batch=None):
+def worker_for(bootstrap: str, topic: str, group: str, on_batch=None, fetch_process: bool = True):
     from consumers.kafka_config import KafkaSettings
     from consumers.kafka_worker import KafkaWorker
     from monitor.config import MonitorConfig
@@ -69,13 +71,13 @@ def worker_for(bootstrap: str, topic: str, group: str, on_batch=None):
 
     settings = KafkaSettings(bootstrap_servers=bootstrap, predictions_topic=topic, outcomes_topic=None,
                              dlq_topic=f"{topic}.dlq", group_id=group, commit_interval_seconds=5.0,
-                             session_timeout_ms=6000, max_poll_interval_ms=10000)
+                             session_timeout_ms=6000, max_poll_interval_ms=10000, fetch_process=fetch_process)
     return KafkaWorker(settings, Pipeline(MonitorConfig(attributes=["race", "sex"])), on_batch=on_batch)
 
 
-def worker_consume(bootstrap: str, topic: str, n: int) -> tuple[float, float]:
+def worker_consume(bootstrap: str, topic: str, n: int, fetch_process: bool = True) -> tuple[float, float]:
     """(seconds first record to last applied, seconds including the group join) for the worker."""
-    worker = worker_for(bootstrap, topic, "bench-worker")
+    worker = worker_for(bootstrap, topic, f"bench-worker-{fetch_process}", fetch_process=fetch_process)
     started = time.perf_counter()
     first = None
 
@@ -90,22 +92,27 @@ def worker_consume(bootstrap: str, topic: str, n: int) -> tuple[float, float]:
     return done - first, done - started
 
 
-def _paced_producer(bootstrap: str, topic: str, values: list[bytes], rate: float) -> None:
+def _paced_producer(bootstrap: str, topic: str, values: list[bytes], rate: float, name: str = "l") -> None:
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1)
+    # Large batches as in produce_all: with the default 16 KB a slower machine's producer falls
+    # behind the pace, and its own backlog would be measured as the worker's latency.
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, batch_size=512 << 10, acks=1)
     started = time.monotonic()
     for i, value in enumerate(values):
         ahead = i / rate - (time.monotonic() - started)
         if ahead > 0:
             time.sleep(ahead)
-        producer.send(topic, key=b"l%d" % i, value=value)  # record timestamp = send time (CreateTime)
+        producer.send(topic, key=b"%s%d" % (name.encode(), i), value=value)  # timestamp = send time (CreateTime)
     producer.flush()
+    elapsed = time.monotonic() - started
+    print(f"(paced producer {name}: {len(values)} events in {elapsed:.1f} s for a schedule of "
+          f"{len(values) / rate:.1f} s)", flush=True)
     producer.close()
 
 
-def latency(bootstrap: str, topic: str, values: list[bytes], rate: float) -> np.ndarray:
-    """Seconds from send() to applied, per event, at ``rate`` events/s."""
+def latency(bootstrap: str, topic: str, values: list[bytes], rate: float, producers: int = 1) -> np.ndarray:
+    """Seconds from send() to applied, per event, at ``rate`` events/s from ``producers`` processes."""
     latencies: list[np.ndarray] = []
 
     def on_batch(timestamps, now):
@@ -116,11 +123,15 @@ def latency(bootstrap: str, topic: str, values: list[bytes], rate: float) -> np.
     deadline = time.monotonic() + 60
     while not worker.consumer.assignment() and time.monotonic() < deadline:
         worker.poll_once()
-    producer = multiprocessing.get_context("spawn").Process(target=_paced_producer,
-                                                              args=(bootstrap, topic, values, rate))
-    producer.start()
+    spawn = multiprocessing.get_context("spawn")
+    senders = [spawn.Process(target=_paced_producer,
+                             args=(bootstrap, topic, values[k::producers], rate / producers, f"l{k}-"))
+               for k in range(producers)]
+    for sender in senders:
+        sender.start()
     worker.run(until=lambda: worker.records[topic] >= len(values))
-    producer.join()
+    for sender in senders:
+        sender.join()
     return np.concatenate(latencies)
 
 
@@ -128,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--latency-seconds", type=float, default=20.0, help="length of the latency run")
+    parser.add_argument("--producers", type=int, default=2, help="paced producer processes in the latency run")
     args = parser.parse_args(argv)
 
     from consumers.broker import TansuBroker, create_topics
@@ -148,18 +160,21 @@ def main(argv: list[str] | None = None) -> None:
         seconds = raw_consume(bootstrap, "bench.throughput", args.events)
         raw_rate = args.events / seconds
         print(f"raw consume (kafka-python loop):  {raw_rate:10,.0f} events/s   (baseline)")
+        seconds, _ = worker_consume(bootstrap, "bench.throughput", args.events, fetch_process=False)
+        one_thread = args.events / seconds
+        print(f"worker, one thread (no fetch process): {one_thread:6,.0f} events/s   ({one_thread / raw_rate:.0%} of raw)")
         seconds, with_join = worker_consume(bootstrap, "bench.throughput", args.events)
         worker_rate = args.events / seconds
-        print(f"fairwatch run worker:             {worker_rate:10,.0f} events/s   "
+        print(f"fairwatch run worker (default):   {worker_rate:10,.0f} events/s   "
               f"({worker_rate / raw_rate:.0%} of raw; {args.events / with_join:,.0f}/s counting the group join)")
         # Half the worker's rate, but never above 80% of what one producer can
         # send: past that the backlog is the producer's, not the worker's.
-        rate = min(worker_rate / 2, 0.8 * produce_rate)
+        rate = min(worker_rate / 2, 0.8 * produce_rate * args.producers)
         if rate < worker_rate / 2:
-            print(f"(latency paced at 80% of the producer's rate: half the worker's, {worker_rate / 2:,.0f}/s, "
-                  "is more than one producer sends)")
+            print(f"(latency paced at 80% of what {args.producers} producer(s) send: half the worker's rate, "
+                  f"{worker_rate / 2:,.0f}/s, is more)")
         n = int(rate * args.latency_seconds)
-        lat = latency(bootstrap, "bench.latency", make_values(n, seed=2), rate)
+        lat = latency(bootstrap, "bench.latency", make_values(n, seed=2), rate, args.producers)
         p50, p99, top = np.percentile(lat, [50, 99, 100])
         print(f"latency at {rate:,.0f} events/s ({n} events): p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, "
               f"max {top * 1000:.1f} ms (send() to applied in the pipeline)")
