@@ -160,6 +160,8 @@ def _fetch_loop(client_kwargs: dict, consumer_options: dict, max_records: int, d
                     epoch, positions = args
                     partitions = [TopicPartition(t, p) for t, p in positions]
                     consumer.assign(partitions)
+                    if partitions:
+                        consumer.resume(*partitions)  # assign() keeps the pause of a partition kept
                     for tp in partitions:
                         consumer.seek(tp, positions[tp.topic, tp.partition])
                 elif command == _PAUSE:

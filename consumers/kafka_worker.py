@@ -253,11 +253,23 @@ class KafkaWorker:
         # member must not block, or it would wait on every batch.
         coordinator = consumer._coordinator  # no public "is the group settled" in kafka-python 3
         settled = not coordinator.coordinator_unknown() and not coordinator.need_rejoin()
-        consumer.poll(timeout_ms=0 if settled else POLL_TIMEOUT_MS)
+        polled = consumer.poll(timeout_ms=0 if settled else POLL_TIMEOUT_MS)
+        applied = 0
+        if polled:
+            # Fetched here between an assignment and its pause (the listener pauses on kafka-python's
+            # I/O thread): applied like any batch, so the position handed to the child is past them.
+            predictions = self.settings.predictions_topic
+            kept = []
+            for tp, records in sorted(polled.items(), key=lambda item: item[0].topic != predictions):
+                kept += self._unseen(tp, records, records[0].offset, records[-1].offset)
+            if kept:
+                log.info("applied %d records fetched by the group consumer before it paused its partitions",
+                         len(kept))
+                applied = self.apply([r.value for r in kept], kept.__getitem__, [r.timestamp for r in kept])
+                self._dirty = True
         if self._reassign:
             self._assign_fetcher()
         received = self.fetcher.receive(POLL_TIMEOUT_MS / 1000 if settled else 0)
-        applied = 0
         if received:
             batches, highwaters = received
             self._highwaters.update(highwaters)
@@ -284,7 +296,7 @@ class KafkaWorker:
             if parts:
                 values = parts[0].values if len(parts) == 1 else [v for b in parts for v in b.values]
                 timestamps = [t for b in parts for t in b.timestamps] if self.on_batch is not None else None
-                applied = self.apply(values, _Locator(parts).record, timestamps)
+                applied += self.apply(values, _Locator(parts).record, timestamps)
                 self._dirty = True
         self._update_lag()
         self._pace_outcomes()
