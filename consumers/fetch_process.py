@@ -55,6 +55,11 @@ class PartitionBatch(NamedTuple):
     timestamps: list[int]
     headers: list | None  # None when no record of the batch has headers
 
+    def since(self, i: int) -> PartitionBatch:
+        """The records from the ``i``-th on."""
+        return PartitionBatch(self.topic, self.partition, self.offsets[i:], self.keys[i:], self.values[i:],
+                              self.timestamps[i:], self.headers[i:] if self.headers is not None else None)
+
     def record(self, i: int) -> FetchedRecord:
         return FetchedRecord(self.topic, self.partition, self.offsets[i], self.keys[i], self.values[i],
                              self.timestamps[i], self.headers[i] if self.headers is not None else [])
@@ -93,12 +98,12 @@ class FetchProcess:
         """(batches, highwaters) of the current epoch, or None if nothing came within ``timeout``."""
         try:
             if not self._data.poll(timeout):
-                self._check_alive()
+                if not self.process.is_alive():
+                    self._died()
                 return None
             epoch, batches, highwaters = self._data.recv()
         except (EOFError, OSError):
-            self._check_alive(force=True)
-            raise
+            self._died()
         if epoch != self.epoch:
             return [], {}
         return batches, highwaters
@@ -128,14 +133,11 @@ class FetchProcess:
         try:
             self._control.send(message)
         except OSError:
-            self._check_alive(force=True)
-            raise
+            self._died()
 
-    def _check_alive(self, force: bool = False) -> None:
-        if force or not self.process.is_alive():
-            self.process.join(1)
-            raise FetchProcessDied(f"the fetch process exited (code {self.process.exitcode}); its error is logged "
-                                   "above")
+    def _died(self) -> None:
+        self.process.join(1)
+        raise FetchProcessDied(f"the fetch process exited (code {self.process.exitcode}); its error is logged above")
 
 
 def _fetch_loop(client_kwargs: dict, consumer_options: dict, max_records: int, data, control) -> None:

@@ -219,31 +219,37 @@ class KafkaWorker:
                 self._restart_fetcher(exc)
                 return 0
         polled = self.consumer.poll(timeout_ms=POLL_TIMEOUT_MS, max_records=self.settings.max_poll_records)
-        applied = 0
-        if polled:
-            # Predictions first, so that outcomes of the same batch find them.
-            predictions = self.settings.predictions_topic
-            kept = []
-            for tp, records in sorted(polled.items(), key=lambda item: item[0].topic != predictions):
-                self._unconfirmed.discard(tp)
-                kept += self._unseen(tp, records, records[0].offset, records[-1].offset)
-            if kept:
-                applied = self.apply([r.value for r in kept], kept.__getitem__, [r.timestamp for r in kept])
-                self._dirty = True
+        applied = self._apply_polled(polled)
         self._update_lag()
         self._pace_outcomes()
         return applied
 
-    def _unseen(self, tp: TopicPartition, records: list, first: int, last: int) -> list:
-        """``records`` (offsets ``first``..``last``) less those applied before a crash; advances the offset."""
+    def _advance(self, tp: TopicPartition, last: int) -> int:
+        """Move ``tp``'s next offset past ``last``; return the offset it stood at (below it: applied,
+        possibly by this worker before a crash that came before the commit)."""
         start = self.offsets.get(tp, -1)
-        if first < start:
-            # Applied and snapshotted before a crash that came before the commit.
-            records = [r for r in records if r.offset >= start]
         if last + 1 > start:
             self.offsets[tp] = last + 1
-        self.records[tp.topic] += len(records)
-        return records
+        return start
+
+    def _apply_polled(self, polled: dict) -> int:
+        """Apply a kafka-python poll result, predictions first (outcomes of the same batch find them)."""
+        if not polled:
+            return 0
+        predictions = self.settings.predictions_topic
+        kept = []
+        for tp, records in sorted(polled.items(), key=lambda item: item[0].topic != predictions):
+            self._unconfirmed.discard(tp)
+            start = self._advance(tp, records[-1].offset)
+            if records[0].offset < start:
+                records = [r for r in records if r.offset >= start]
+            self.records[tp.topic] += len(records)
+            kept += records
+        if not kept:
+            return 0
+        self._dirty = True
+        timestamps = [r.timestamp for r in kept] if self.on_batch is not None else None
+        return self.apply([r.value for r in kept], kept.__getitem__, timestamps)
 
     def _poll_fetcher(self) -> int:
         """Keep the group alive (our partitions stay paused here), apply what the fetch process sent."""
@@ -254,53 +260,43 @@ class KafkaWorker:
         coordinator = consumer._coordinator  # no public "is the group settled" in kafka-python 3
         settled = not coordinator.coordinator_unknown() and not coordinator.need_rejoin()
         polled = consumer.poll(timeout_ms=0 if settled else POLL_TIMEOUT_MS)
-        applied = 0
-        if polled:
-            # Fetched here between an assignment and its pause (the listener pauses on kafka-python's
-            # I/O thread): applied like any batch, so the position handed to the child is past them.
-            predictions = self.settings.predictions_topic
-            kept = []
-            for tp, records in sorted(polled.items(), key=lambda item: item[0].topic != predictions):
-                kept += self._unseen(tp, records, records[0].offset, records[-1].offset)
-            if kept:
-                log.info("applied %d records fetched by the group consumer before it paused its partitions",
-                         len(kept))
-                applied = self.apply([r.value for r in kept], kept.__getitem__, [r.timestamp for r in kept])
-                self._dirty = True
+        # Records fetched here between an assignment and its pause (the listener pauses on kafka-python's
+        # I/O thread) are applied like any batch, so the position handed to the child is past them.
+        applied = self._apply_polled(polled)
+        if applied:
+            log.info("applied %d records fetched by the group consumer before it paused its partitions", applied)
         if self._reassign:
             self._assign_fetcher()
         received = self.fetcher.receive(POLL_TIMEOUT_MS / 1000 if settled else 0)
         if received:
             batches, highwaters = received
             self._highwaters.update(highwaters)
-            owned = self._owned
-            predictions = self.settings.predictions_topic
-            parts: list[PartitionBatch] = []
-            for batch in sorted(batches, key=lambda b: b.topic != predictions):
-                tp = TopicPartition(batch.topic, batch.partition)
-                if tp not in owned:
-                    continue  # revoked since it was fetched: the next owner reads it again
-                offsets = batch.offsets
-                start = self.offsets.get(tp, -1)
-                if offsets[0] < start:
-                    keep = next(i for i, offset in enumerate(offsets) if offset >= start) \
-                        if offsets[-1] >= start else len(offsets)
-                    batch = PartitionBatch(batch.topic, batch.partition, offsets[keep:], batch.keys[keep:],
-                                           batch.values[keep:], batch.timestamps[keep:],
-                                           batch.headers[keep:] if batch.headers is not None else None)
-                if offsets[-1] + 1 > start:
-                    self.offsets[tp] = offsets[-1] + 1
-                if batch.values:
-                    self.records[tp.topic] += len(batch.values)
-                    parts.append(batch)
-            if parts:
-                values = parts[0].values if len(parts) == 1 else [v for b in parts for v in b.values]
-                timestamps = [t for b in parts for t in b.timestamps] if self.on_batch is not None else None
-                applied += self.apply(values, _Locator(parts).record, timestamps)
-                self._dirty = True
+            applied += self._apply_batches(batches)
         self._update_lag()
         self._pace_outcomes()
         return applied
+
+    def _apply_batches(self, batches: list[PartitionBatch]) -> int:
+        """Apply the fetch process's batches of partitions still owned, predictions first."""
+        owned = self._owned
+        predictions = self.settings.predictions_topic
+        parts: list[PartitionBatch] = []
+        for batch in sorted(batches, key=lambda b: b.topic != predictions):
+            tp = TopicPartition(batch.topic, batch.partition)
+            if tp not in owned:
+                continue  # revoked since it was fetched: the next owner reads it again
+            start = self._advance(tp, batch.offsets[-1])
+            if batch.offsets[0] < start:
+                batch = batch.since(bisect.bisect_left(batch.offsets, start))
+            if batch.values:
+                self.records[tp.topic] += len(batch.values)
+                parts.append(batch)
+        if not parts:
+            return 0
+        self._dirty = True
+        values = parts[0].values if len(parts) == 1 else [v for b in parts for v in b.values]
+        timestamps = [t for b in parts for t in b.timestamps] if self.on_batch is not None else None
+        return self.apply(values, _Locator(parts).record, timestamps)
 
     def _restart_fetcher(self, exc: FetchProcessDied) -> None:
         """Nothing the dead child sent was applied past self.offsets: a new one resumes there."""

@@ -283,13 +283,14 @@ def build_app(settings: JoinSettings, metrics: JoinMetrics):
                          **table_options)
     logic = JoinLogic(predictions, outcomes, metrics, ttl_seconds=settings.ttl_seconds)
     metrics.watch(predictions, outcomes)
-    recovered_once = []
+    recovered = False
 
     @app.on_rebalance_complete.connect
     async def on_recovered(sender, **kwargs) -> None:
-        recovered_once.append(True)
+        nonlocal recovered
+        recovered = True
 
-    metrics.ready.set_function(lambda: float(bool(recovered_once) and not app.rebalancing and not app.in_recovery))
+    metrics.ready.set_function(lambda: float(recovered and not app.rebalancing and not app.in_recovery))
 
     @app.agent(source)
     async def join(stream):
@@ -312,5 +313,4 @@ def build_app(settings: JoinSettings, metrics: JoinMetrics):
     return app
 
 
-__all__ = ["JoinSettings", "JoinMetrics", "JoinLogic", "build_app", "topic_partitions", "DEFAULT_LABELED_TOPIC",
-           "JOIN_OUTCOMES", "JOIN_PREDICTIONS", "JOIN_INVALID", "JOIN_PENDING", "JOIN_READY"]
+__all__ = ["JoinSettings", "JoinMetrics", "JoinLogic", "build_app", "topic_partitions", "DEFAULT_LABELED_TOPIC"]

@@ -84,32 +84,20 @@ def topics(broker, request):
     return names
 
 
-class Worker:
-    """`fairwatch run` as a subprocess, as an operator starts it."""
+class Service:
+    """A fairwatch command as a subprocess serving /metrics, its output in a log file."""
 
-    def __init__(self, broker, topics: dict, log_dir: Path, *extra: str, name: str = "worker",
-                 state_dir: Path | None = None) -> None:
-        from consumers.broker import free_port
-
-        self.port = free_port()
-        self.log_path = log_dir / f"{name}.log"
-        self.args = [sys.executable, "-m", "monitor", "run", "--bootstrap-servers", broker.bootstrap_servers,
-                     "--predictions-topic", topics["predictions"], "--outcomes-topic", topics["outcomes"],
-                     "--dlq-topic", topics["dlq"], "--group-id", topics["group"], "--client-id", name,
-                     "--metrics-port", str(self.port), "--metrics-addr", "127.0.0.1",
-                     "--session-timeout-ms", str(SESSION_TIMEOUT_MS),
-                     "--max-poll-interval-ms", str(MAX_POLL_INTERVAL_MS), "--commit-interval-seconds", "1",
-                     *(["--state-dir", str(state_dir)] if state_dir else []), *extra]
+    def __init__(self, args: list[str], port: int, log_path: Path) -> None:
+        self.args, self.port, self.log_path = args, port, log_path
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> Worker:
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        log.close()
+    def start(self):
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
         wait_for(lambda: self.metrics() or self.process.poll() is not None, 30,
-                 lambda: f"worker /metrics never answered; log:\n{self.log()}")
-        assert self.process.poll() is None, f"worker exited with {self.process.returncode}:\n{self.log()}"
+                 lambda: f"{self.args[3]} /metrics never answered; log:\n{self.log()}")
+        assert self.process.poll() is None, f"{self.args[3]} exited with {self.process.returncode}:\n{self.log()}"
         return self
 
     def metrics(self) -> dict:
@@ -121,23 +109,40 @@ class Worker:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.alive():
+            self.kill()
+
+
+class Worker(Service):
+    """`fairwatch run`, as an operator starts it."""
+
+    def __init__(self, broker, topics: dict, log_dir: Path, *extra: str, name: str = "worker",
+                 state_dir: Path | None = None) -> None:
+        from consumers.broker import free_port
+
+        port = free_port()
+        args = [sys.executable, "-m", "monitor", "run", "--bootstrap-servers", broker.bootstrap_servers,
+                "--predictions-topic", topics["predictions"], "--outcomes-topic", topics["outcomes"],
+                "--dlq-topic", topics["dlq"], "--group-id", topics["group"], "--client-id", name,
+                "--metrics-port", str(port), "--metrics-addr", "127.0.0.1",
+                "--session-timeout-ms", str(SESSION_TIMEOUT_MS),
+                "--max-poll-interval-ms", str(MAX_POLL_INTERVAL_MS), "--commit-interval-seconds", "1",
+                *(["--state-dir", str(state_dir)] if state_dir else []), *extra]
+        super().__init__(args, port, log_dir / f"{name}.log")
+
     def assigned(self) -> str | None:
         """The partitions of the worker's latest assignment, as logged."""
         lines = [line for line in self.log_path.read_text(errors="replace").splitlines() if " assigned " in line]
         return lines[-1].split(" assigned ", 1)[1] if lines else None
 
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
     def terminate(self, timeout: float = 30) -> int:
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout)
-
-    def stop(self) -> None:
-        if self.alive():
-            self.process.kill()
-            self.process.wait(10)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import pytest
 from conftest import scrape, select, total, wait_for
 from helpers import COMPAS_FLAGS, REPO
 
-from monitor import metric_names as kafka_names
 from monitor import metric_names as names
 
 pytestmark = [pytest.mark.kafka, pytest.mark.data]
@@ -41,8 +40,8 @@ def test_compas_through_kafka_equals_replay(broker, topics, workers, compas_csv)
     assert "produced 7214 predictions" in produced.stderr and "7214 outcomes" in produced.stderr, produced.stderr
 
     worker = workers("--attribute", "race", "--attribute", "sex")
-    wait_for(lambda: total(worker.metrics(), kafka_names.CONSUMER_RECORDS) == 2 * 7214, 60,
-             lambda: f"worker applied {total(worker.metrics(), kafka_names.CONSUMER_RECORDS)} of {2 * 7214} "
+    wait_for(lambda: total(worker.metrics(), names.CONSUMER_RECORDS) == 2 * 7214, 60,
+             lambda: f"worker applied {total(worker.metrics(), names.CONSUMER_RECORDS)} of {2 * 7214} "
                      f"records; log:\n{worker.log()}")
     streamed = worker.metrics()
     replayed = replay_metrics(compas_csv, free_port())
@@ -57,4 +56,4 @@ def test_compas_through_kafka_equals_replay(broker, topics, workers, compas_csv)
     assert total(streamed, names.OUTCOMES, status="joined") == 7214
     assert total(streamed, names.OUTCOMES, status="orphaned") == 0
     assert total(streamed, names.EVENTS, status="valid") == total(replayed, names.EVENTS, status="valid") == 7214
-    assert total(streamed, kafka_names.CONSUMER_LAG) == 0
+    assert total(streamed, names.CONSUMER_LAG) == 0

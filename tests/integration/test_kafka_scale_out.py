@@ -6,7 +6,6 @@ import pytest
 from conftest import produce, total, wait_for
 from streams import group_counters, synthetic_stream
 
-from monitor import metric_names as kafka_names
 from monitor import metric_names as names
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -31,17 +30,17 @@ def test_two_workers_sum_to_one(broker, topics, workers, tmp_path):
     produce(broker.bootstrap_servers, messages)
 
     def applied() -> float:
-        return total(first.metrics(), kafka_names.CONSUMER_RECORDS) + total(second.metrics(),
-                                                                          kafka_names.CONSUMER_RECORDS)
+        return total(first.metrics(), names.CONSUMER_RECORDS) + total(second.metrics(),
+                                                                          names.CONSUMER_RECORDS)
 
     wait_for(lambda: applied() == len(messages), 90, lambda: f"pair applied {applied()} of {len(messages)}")
     a, b = first.metrics(), second.metrics()
-    assert total(a, kafka_names.CONSUMER_RECORDS) > 0 and total(b, kafka_names.CONSUMER_RECORDS) > 0
+    assert total(a, names.CONSUMER_RECORDS) > 0 and total(b, names.CONSUMER_RECORDS) > 0
     pair = group_counters(a) + group_counters(b)
 
     single = workers(name="single", group=topics["group"] + "-single")
-    wait_for(lambda: total(single.metrics(), kafka_names.CONSUMER_RECORDS) == len(messages), 90,
-             lambda: f"single worker applied {total(single.metrics(), kafka_names.CONSUMER_RECORDS)}")
+    wait_for(lambda: total(single.metrics(), names.CONSUMER_RECORDS) == len(messages), 90,
+             lambda: f"single worker applied {total(single.metrics(), names.CONSUMER_RECORDS)}")
     s = single.metrics()
     assert pair == group_counters(s)
     want = {k: v for k, v in expected.items() if isinstance(k, tuple)}
@@ -75,8 +74,8 @@ def test_a_killed_member_s_partitions_move_and_no_prediction_is_lost(broker, top
              lambda: f"partitions never split: a={first.assigned()} b={second.assigned()}")
     ends = produce(broker.bootstrap_servers, messages)
     # Kill -9 the first member part-way through its half of the stream.
-    wait_for(lambda: total(first.metrics(), kafka_names.CONSUMER_RECORDS) >= len(messages) // 6, 60,
-             lambda: f"pair-a applied {total(first.metrics(), kafka_names.CONSUMER_RECORDS)}", interval=0.02)
+    wait_for(lambda: total(first.metrics(), names.CONSUMER_RECORDS) >= len(messages) // 6, 60,
+             lambda: f"pair-a applied {total(first.metrics(), names.CONSUMER_RECORDS)}", interval=0.02)
     first.kill()
     wait_for(lambda: (second.assigned() or "").count("[") == 8, 60,
              lambda: f"pair-b never took the killed member's partitions: {second.assigned()}; log:\n{second.log()}")

@@ -73,13 +73,13 @@ def unit_tests() -> list[dict]:
             # threshold: breach stays 0 and nothing pages; a flapping breach shorter than 5m neither.
             "interval": "1m",
             "input_series": [
-                {"series": f'fairwatch_group_events_total{{model="credit",attribute="race",group="tiny",cell="predictions"}}',
+                {"series": 'fairwatch_group_events_total{model="credit",attribute="race",group="tiny",cell="predictions"}',
                  "values": "0+1x20"},
-                {"series": f'fairwatch_group_events_total{{model="credit",attribute="race",group="tiny",cell="positives"}}',
+                {"series": 'fairwatch_group_events_total{model="credit",attribute="race",group="tiny",cell="positives"}',
                  "values": "0+1x20"},
-                {"series": f'fairwatch_group_events_total{{model="credit",attribute="race",group="big",cell="predictions"}}',
+                {"series": 'fairwatch_group_events_total{model="credit",attribute="race",group="big",cell="predictions"}',
                  "values": "0+1000x20"},
-                {"series": f'fairwatch_group_events_total{{model="credit",attribute="race",group="big",cell="positives"}}',
+                {"series": 'fairwatch_group_events_total{model="credit",attribute="race",group="big",cell="positives"}',
                  "values": "0+100x20"},
                 {"series": f'fairwatch_decision_breach{{{SELECTOR}}}', "values": "0 0 0 1 1 1 0 0 1 1 0 0 0 0 0 0 0 0 0 0"},
                 {"series": f'fairwatch_decision_bound{{{SELECTOR}}}', "values": "0.05x20"},

@@ -10,7 +10,7 @@ from monitor.config import MonitorConfig
 from monitor.events import Event
 from monitor.pipeline import Pipeline
 from monitor.report import build_report
-from monitor.synthetic import NEAR_THRESHOLD_SHARES, SHIFTED_GROUP, near_threshold_stream
+from monitor.synthetic import NEAR_THRESHOLD_SHARES, near_threshold_stream
 
 BATCH = 2000
 
