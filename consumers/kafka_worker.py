@@ -54,6 +54,14 @@ FLUSH_TIMEOUT_SECONDS = 30.0
 _TOMBSTONE = Rejection("missing_field", "record without a value (a tombstone)")
 
 
+def _model_of(event) -> str | None:
+    """The model a record counts for: a prediction's, or that of the copy an outcome carries (None: any)."""
+    if event.prediction is not None:
+        return event.model
+    copy = event.prediction_copy
+    return copy.model if copy is not None else None
+
+
 class _CommitOnRebalance(AsyncConsumerRebalanceListener):
     """Commit what was applied before partitions go.
 
@@ -102,7 +110,7 @@ class KafkaWorker:
         self.scorer_step = scorer_step
         self.state = state
         self.on_batch = on_batch  # (record timestamps in ms, time applied): for the latency benchmark
-        self.models = frozenset(settings.models)
+        self.models = frozenset(settings.models)  # empty: every model
         # Next offset to apply per partition: everything below it is in the pipeline.
         self.offsets: dict[TopicPartition, int] = {}
         self.committed: dict[TopicPartition, int] = {}
@@ -330,12 +338,12 @@ class KafkaWorker:
         ``source(i)`` gives the record of ``values[i]`` (for the dead-letter topic).
         """
         parse = self.pipeline.parser.parse
-        models = self.models
-        if models:
+        if self.models:
+            counted = self.models | {None}  # None: an outcome without a copy, for whichever model holds it
             events, kept = [], []
             for i, value in enumerate(values):
                 event = parse(value) if value is not None else _TOMBSTONE
-                if event.__class__ is not Rejection and event.prediction is not None and event.model not in models:
+                if event.__class__ is not Rejection and _model_of(event) not in counted:
                     self.filtered += 1
                     continue
                 events.append(event)

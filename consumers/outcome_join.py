@@ -12,9 +12,12 @@ at most one outcome, so nothing is counted twice downstream):
   score means, drift) are never delayed by the join; if its outcome was
   already waiting, it is forwarded with ``label`` set (one message, labeled);
 * an outcome that arrives after its prediction is forwarded as an outcome
-  event (``{"event_id", "ts", "label"}``); the core labels the prediction it
-  already counted by event_id (its journal holds the newest 1M predictions
-  per model);
+  event (``{"event_id", "ts", "label", "prediction_copy"}``); the worker
+  that counted the prediction labels it by event_id (its journal holds the
+  newest 1M predictions per model); a worker that does not hold it (the
+  partition moved to it after another member counted the prediction, or
+  the prediction left its journal) counts the label cells from the copy of
+  the prediction's model, prediction, score, groups and time;
 * an outcome that arrives first waits in the ``outcomes`` table; duplicates
   of an outcome already joined or waiting are counted and dropped;
 * an outcome that finds no prediction within the TTL is dropped and counted
@@ -26,8 +29,8 @@ worker dead-letters them with its reasons: one DLQ path, in the worker.
 
 State: two Faust tables (memory store, changelog-backed; a restarted app
 reads the changelog back before it consumes): ``predictions`` (event_id ->
-first-seen time and label once joined) and ``outcomes`` (event_id ->
-first-seen time and label). Table keys are the event_id bytes and the
+first-seen time, label once joined, and the prediction's copy until then)
+and ``outcomes`` (event_id -> first-seen time and label). Table keys are the event_id bytes and the
 changelog partition comes from the producer's partitioner
 (``use_partitioner=True``), i.e. the same murmur2 hash the source topics
 used for the same key: the changelog stays co-partitioned with the source
@@ -58,7 +61,7 @@ from dataclasses import dataclass, field
 import msgspec
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from monitor.events import EventParser, Rejection
+from monitor.events import EventParser, PredictionCopy, Rejection
 from monitor.metric_names import (
     JOIN_INVALID,
     JOIN_OUTCOME_STATUSES,
@@ -134,7 +137,8 @@ class JoinLogic:
     """The join's decisions, on plain mappings (Faust tables in the app, dicts in unit use).
 
     ``handle`` returns the (key, value bytes) records to forward, in order.
-    Table values are JSON-able dicts: ``{"t": first seen (wall s), "label": int | None}``.
+    Table values are JSON-able dicts: ``{"t": first seen (wall s), "label": int | None}``, and
+    in ``predictions`` while the label is None, ``"copy"``: the prediction's fields an outcome carries on.
     """
 
     def __init__(self, predictions, outcomes, metrics: JoinMetrics, *, ttl_seconds: float,
@@ -177,9 +181,13 @@ class JoinLogic:
             return [(event_id, self._encode(event))], update
         m.predictions["forwarded"].inc()
         label = event.label
+        entry = {"t": now, "label": label}
+        if label is None:
+            entry["copy"] = {"model": event.model, "prediction": event.prediction, "score": event.score,
+                             "groups": event.groups, "ts": event.ts}
 
         def update() -> None:
-            self.predictions[event_id] = {"t": now, "label": label}
+            self.predictions[event_id] = entry
             if early is not None:  # the prediction carried its own label: the early outcome is a duplicate
                 del self.outcomes[event_id]
         if early is not None:
@@ -194,6 +202,10 @@ class JoinLogic:
                 m.outcomes["duplicate" if known["label"] == event.label else "conflicting"].inc()
                 return [], _nothing
             m.outcomes["joined"].inc()
+            copy = known.get("copy")
+            if copy is not None:  # None: a table entry written before copies were kept
+                event.prediction_copy = PredictionCopy(**copy)
+                raw = self._encode(event)
 
             def update() -> None:
                 self.predictions[event_id] = {"t": known["t"], "label": event.label}

@@ -31,13 +31,30 @@ EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_EVENT_ID_CHAR
 Timestamp = Union[datetime, float, None]
 
 
-class Event(msgspec.Struct, kw_only=True, gc=False):
+class PredictionCopy(msgspec.Struct, kw_only=True, gc=False):
+    """The fields of a prediction that its label needs, attached to an outcome by ``fairwatch join``.
+
+    With several workers, an outcome can reach a worker that did not count
+    its prediction (the partition moved after the prediction was applied);
+    the copy lets that worker count the label without the prediction.
+    """
+
+    model: str
+    prediction: int
+    score: Union[float, None] = None
+    groups: dict[str, str]
+    ts: float
+
+
+class Event(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
     """One line of the stream: a prediction, or an outcome (``label`` only).
 
     After :meth:`EventParser.parse`, ``ts`` is epoch seconds, ``model`` is set
     and ``prediction`` is 0 or 1 for predictions and None for outcomes.
     ``gc=False``: an event holds no cycles, and batches of millions of
     tracked objects would make Python's cyclic collector the main cost.
+    ``omit_defaults``: an encoded outcome has no ``"prediction": null`` (the
+    join and ``fairwatch produce`` re-encode events).
     """
 
     event_id: EventId
@@ -49,6 +66,7 @@ class Event(msgspec.Struct, kw_only=True, gc=False):
     groups: Union[dict[str, str], None] = None
     text: Union[str, None] = None
     label: Union[int, None] = None
+    prediction_copy: Union[PredictionCopy, None] = None  # outcomes forwarded by `fairwatch join` only
 
     @property
     def is_outcome(self) -> bool:
@@ -155,6 +173,16 @@ class EventParser:
                 return Rejection("bad_value", f"prediction must be 0 or 1, got {prediction!r} at `$.prediction`")
             if event.groups is None:
                 return Rejection("missing_field", "Object missing required field `groups`")
+        copy = event.prediction_copy
+        if copy is not None:
+            if prediction is not None:
+                return Rejection("bad_value", "`prediction_copy` belongs on outcomes only, not on a prediction")
+            if copy.prediction != 0 and copy.prediction != 1:
+                return Rejection("bad_value", f"prediction must be 0 or 1, got {copy.prediction!r} "
+                                 "at `$.prediction_copy.prediction`")
+            if copy.score is not None and not math.isfinite(copy.score):
+                return Rejection("bad_value", f"score {copy.score!r} is not a finite number "
+                                 "at `$.prediction_copy.score`")
         ts = event.ts
         if ts is None:
             event.ts = self._now()

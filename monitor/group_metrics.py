@@ -211,6 +211,22 @@ class GroupMetrics:
                     )
         return labeled_codes, prediction, score, ts
 
+    def label_unheld(
+        self, predictions: np.ndarray, labels: np.ndarray, groups: list[dict[str, str]]
+    ) -> dict[str, np.ndarray]:
+        """Count the labels of predictions this state does not hold (counted elsewhere, or
+        dropped from the journal): label cells of since-start only, as sliding windows
+        subtract what leaves them from the journal. Returns the group codes per attribute."""
+        codes = self._codes(groups)
+        no_score = np.zeros(len(groups))
+        for name, column in codes.items():
+            self.since_start.add(
+                name,
+                contributions(column, predictions, labels, no_score, len(self.index[name].values),
+                              with_predictions=False),
+            )
+        return codes
+
     def snapshot(self) -> list[WindowSnapshot]:
         """Consistent copies of every window's rows (take under the pipeline lock)."""
         groups = {name: list(index.values) for name, index in self.index.items()}

@@ -95,7 +95,9 @@ TRIGGER_DELIVERIES = "fairwatch_trigger_deliveries_total"  # counter {result}: w
 TRIGGER_JOBS = "fairwatch_trigger_jobs_started_total"  # counter: fine-tune jobs started
 
 EVENT_STATUSES = ("valid", "invalid", "duplicate")
-OUTCOME_STATUSES = ("joined", "early", "duplicate", "conflicting", "orphaned")
+# joined_from_copy: the prediction was not held here (another worker counted it before its partition
+# moved, or it left the journal); the label was counted from the copy `fairwatch join` attached.
+OUTCOME_STATUSES = ("joined", "joined_from_copy", "early", "duplicate", "conflicting", "orphaned")
 
 # Bounded set of reasons, so the label cannot explode; the full human
 # message goes to logs / the dead-letter header, never to a label.
@@ -169,8 +171,10 @@ REFERENCE: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
      'input events'),
     (('fairwatch_invalid_events_total',), 'counter', 'reason',
      'invalid events by reason'),
-    (('fairwatch_outcomes_total',), 'counter', 'status (`joined`, `early`, `duplicate`, `conflicting`, `orphaned`)',
-     'outcome events'),
+    (('fairwatch_outcomes_total',), 'counter',
+     'status (`joined`, `joined_from_copy`, `early`, `duplicate`, `conflicting`, `orphaned`)',
+     'outcome events (`joined_from_copy`: counted from the prediction copy `fairwatch join` attaches, '
+     'the prediction being counted elsewhere)'),
     (('fairwatch_batch_processing_seconds',), 'histogram', '',
      'time per batch'),
     (('fairwatch_last_event_timestamp_seconds',), 'gauge', 'model',

@@ -31,7 +31,7 @@ from monitor.calibration import ScoreCalibration
 from monitor.config import ModelThresholds, MonitorConfig
 from monitor.counts import NO_LABEL
 from monitor.drift import DriftEvent, DriftMonitor
-from monitor.events import Event, EventParser, Rejection
+from monitor.events import Event, EventParser, PredictionCopy, Rejection
 from monitor.group_metrics import GroupMetrics
 
 # Upper bounds (seconds) of the batch-duration histogram.
@@ -109,6 +109,9 @@ class Pipeline:
         self.derived_index: dict[str, list[tuple[GroupMetrics, int]]] = {}
         self.derived_models: set[str] = set()
         self.early_outcomes: dict[str, int] = {}  # event_id -> label, oldest first
+        # event_id -> label of outcomes counted from their prediction copy (dedup; oldest first, bounded
+        # like early_outcomes: a copy redelivered after that many newer ones would count again).
+        self.labeled_from_copy: dict[str, int] = {}
         self.stats = PipelineStats()
         self.position = 0  # events seen so far, valid or not
         self.lock = threading.Lock()
@@ -187,7 +190,7 @@ class Pipeline:
                 continue
             event_id = event.event_id
             if event.prediction is None:
-                outcomes.append((event_id, event.label, event.ts))
+                outcomes.append((event_id, event.label, event.ts, event.prediction_copy))
                 continue
             if event_id in index:
                 duplicates += 1
@@ -275,15 +278,28 @@ class Pipeline:
                 if not entries:
                     del self.derived_index[event_id]
 
-    def _apply_outcomes(self, outcomes: list[tuple[str, int, float]]) -> None:
+    def _apply_outcomes(self, outcomes: list[tuple[str, int, float, PredictionCopy | None]]) -> None:
         counts = self.stats.outcomes
         early = self.early_outcomes
         index = self.index
         # Outcomes of held predictions, per model: seq -> label, first one wins.
         found: dict[int, tuple[GroupMetrics, dict[int, int]]] = {}
         arrived: dict[tuple[int, int], float] = {}  # (id(metrics), seq) -> outcome time
-        for event_id, label, outcome_ts in outcomes:
+        unheld: dict[str, list[tuple[PredictionCopy, int, float]]] = {}  # model -> (copy, label, outcome time)
+        for event_id, label, outcome_ts, copy in outcomes:
             entry = index.get(event_id)
+            if entry is None and copy is not None:
+                # From `fairwatch join`, which forwarded the prediction earlier on the same partition:
+                # this worker has read past it, so it is not coming here. Count the label from the copy.
+                seen = self.labeled_from_copy
+                if event_id in seen:
+                    counts["duplicate" if seen[event_id] == label else "conflicting"] += 1
+                    continue
+                seen[event_id] = label
+                if len(seen) > self.config.early_outcome_capacity:
+                    del seen[next(iter(seen))]
+                unheld.setdefault(copy.model, []).append((copy, label, outcome_ts))
+                continue
             if entry is None:
                 if event_id in early:
                     counts["duplicate" if early[event_id] == label else "conflicting"] += 1
@@ -309,6 +325,8 @@ class Pipeline:
                 if group is None:
                     group = found[id(derived_metrics)] = (derived_metrics, {})
                 group[1].setdefault(derived_seq, label)
+        for model, copies in unheld.items():
+            self._apply_unheld(model, copies)
         for metrics, pending in found.values():
             seqs = np.fromiter(pending, dtype=np.int64, count=len(pending))
             labels = np.fromiter(pending.values(), dtype=np.int64, count=len(pending))
@@ -331,6 +349,22 @@ class Pipeline:
                 self.calibrations[metrics.model].observe_labels(
                     reported, {a: len(names[a]) for a in reported}, prediction, score, labels[new], delay
                 )
+
+    def _apply_unheld(self, model: str, outcomes: list[tuple[PredictionCopy, int, float]]) -> None:
+        """Label cells (since start), label statistics of the decisions and calibration, from copies."""
+        metrics = self._metrics_for(model)
+        prediction = np.array([c.prediction for c, _, _ in outcomes], dtype=np.int64)
+        labels = np.array([label for _, label, _ in outcomes], dtype=np.int64)
+        codes = metrics.label_unheld(prediction, labels, [c.groups for c, _, _ in outcomes])
+        names = {attribute: values.values for attribute, values in metrics.index.items()}
+        self.breach_monitors[model].observe_labels(codes, prediction, labels, names)
+        score = np.array([c.score for c, _, _ in outcomes], dtype=np.float64)  # None -> NaN
+        delay = np.array([t - c.ts for c, _, t in outcomes])
+        reported = {a: codes[a] for a in metrics.reported}
+        self.calibrations[model].observe_labels(
+            reported, {a: len(names[a]) for a in reported}, prediction, score, labels, delay
+        )
+        self.stats.outcomes["joined_from_copy"] += len(outcomes)
 
     def _observe_batch(self, seconds: float) -> None:
         stats = self.stats

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import REPO
 
 # Fast group membership for tests: a killed worker's partitions move after
 # the session timeout, and a join waits at most the rebalance timeout.
@@ -93,8 +92,9 @@ class Service:
 
     def start(self):
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            # cwd: the test's tmp dir, where faust writes its data dir (not the checkout)
+            self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT,
+                                            cwd=self.log_path.parent, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         wait_for(lambda: self.metrics() or self.process.poll() is not None, 30,
                  lambda: f"{self.args[3]} /metrics never answered; log:\n{self.log()}")
         assert self.process.poll() is None, f"{self.args[3]} exited with {self.process.returncode}:\n{self.log()}"

@@ -168,6 +168,9 @@ def test_outcomes_after_a_restart_join_from_the_changelog(broker, join_topics, j
     records = read_topic(broker.bootstrap_servers, t["labeled"], 40)
     outcomes = [r for r in records if "prediction" not in r]
     assert sorted(r["event_id"] for r in outcomes) == sorted(ids)
+    # The prediction's copy came back with the changelog: a worker that did not count it can count the label.
+    assert all(r["prediction_copy"]["groups"] == {"race": "a"} and r["prediction_copy"]["prediction"] == 1
+               and r["prediction_copy"]["score"] == 0.7 for r in outcomes), outcomes[:2]
     assert len(records) == 40, f"{len(records)} records forwarded: 20 predictions + 20 outcomes expected"
 
 

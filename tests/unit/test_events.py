@@ -33,6 +33,13 @@ def test_contract_example_parses():
         (b'{"event_id": "a", "prediction": 1, "groups": {}, "ts": "yesterday"}', "bad_value", "$.ts"),
         (b'{"event_id": "", "prediction": 1, "groups": {}}', "bad_value", "length >= 1"),
         (b'{"event_id": "a"}', "missing_field", "neither a prediction"),
+        (b'{"event_id": "a", "label": 1, "prediction_copy": {"model": "m", "prediction": 2, "groups": {}, "ts": 1}}',
+         "bad_value", "$.prediction_copy.prediction"),
+        (b'{"event_id": "a", "label": 1, "prediction_copy": {"model": "m", "prediction": 1, "ts": 1}}',
+         "missing_field", "`groups`"),
+        (b'{"event_id": "a", "prediction": 1, "groups": {}, '
+         b'"prediction_copy": {"model": "m", "prediction": 1, "groups": {}, "ts": 1}}',
+         "bad_value", "outcomes only"),
     ],
 )
 def test_bad_events_get_a_reason(raw, reason, words):

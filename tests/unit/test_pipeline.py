@@ -146,3 +146,36 @@ def test_derived_outputs_share_labels_and_fate_but_not_stats():
     assert original[N] == derived[N] == 3
     assert (original[TP], original[FP]) == (1, 1) and (derived[FN], derived[TN]) == (1, 1)
     assert p.stats.valid == 3 and p.stats.duplicates == 1 and p.stats.outcomes["joined"] == 2
+
+
+def copied(event_id, prediction, label, groups=None, ts=1.0, model="default") -> bytes:
+    """An outcome as `fairwatch join` forwards it: with a copy of its prediction."""
+    copy = {"model": model, "prediction": prediction, "score": None, "groups": groups or {"sex": "F"}, "ts": ts}
+    return json.dumps({"event_id": str(event_id), "label": label, "ts": ts + 5, "prediction_copy": copy}).encode()
+
+
+def test_a_copied_outcome_counts_its_label_where_the_prediction_is_not_held():
+    # A partition moves: `counted` applied the predictions, `new_owner` gets their outcomes.
+    config = MonitorConfig(count_windows=[10], time_windows_seconds=[])
+    counted, new_owner, single = Pipeline(config), Pipeline(config), Pipeline(config)
+    predictions = [line(1, 1), line(2, 0, {"sex": "M"}), line(3, 1)]
+    outcomes = [copied(1, 1, 1), copied(2, 0, 1, {"sex": "M"}), copied(3, 1, 0)]
+    counted.process_lines(predictions)
+    new_owner.process_lines(outcomes + [copied(1, 1, 1), copied(3, 1, 1)])  # a redelivery, a conflict
+    single.process_lines(predictions + outcomes)
+    for sex in ("F", "M"):
+        assert (rows(counted)[sex] + rows(new_owner)[sex]).tolist() == rows(single)[sex].tolist()
+    assert +new_owner.stats.outcomes == {"joined_from_copy": 3, "duplicate": 1, "conflicting": 1}
+    assert +single.stats.outcomes == {"joined": 3}  # the prediction is held: the copy is not used
+    assert rows(new_owner)["F"][N] == 0 and rows(new_owner)["F"][TP] == 1
+    assert rows(new_owner, window=1)["F"].sum() == 0  # windows hold only what this worker counted
+    assert not new_owner.early_outcomes
+
+
+def test_a_copied_outcome_of_a_prediction_older_than_the_journal_counts_since_start():
+    p = Pipeline(MonitorConfig(journal_capacity=4, count_windows=[2], time_windows_seconds=[]))
+    p.process_lines([line(i, 1) for i in range(6)])
+    p.process_lines([copied(0, 1, 1), copied(5, 1, 0)])
+    assert rows(p)["F"][TP] == 1 and rows(p)["F"][FP] == 1
+    assert +p.stats.outcomes == {"joined": 1, "joined_from_copy": 1}
+    assert rows(p, window=1)["F"][TP] == 0 and rows(p, window=1)["F"][FP] == 1
