@@ -23,6 +23,26 @@ import time
 import numpy as np
 
 PARTITIONS = 4
+STALL_SECONDS = 60.0  # a phase that applies nothing for this long fails, saying where the worker stands
+
+
+class Stalled(RuntimeError):
+    pass
+
+
+def until_applied(worker, topic: str, n: int):
+    """``until`` for ``worker.run``: true once ``n`` records are applied; raises Stalled if none is for a minute."""
+    seen, since = -1, time.monotonic()
+
+    def done() -> bool:
+        nonlocal seen, since
+        count = worker.records[topic]
+        if count != seen:
+            seen, since = count, time.monotonic()
+        elif time.monotonic() - since > STALL_SECONDS:
+            raise Stalled(f"stalled at {count:,} of {n:,} records for {STALL_SECONDS:.0f} s: {worker.describe()}")
+        return count >= n
+    return done
 
 
 def make_values(n: int, seed: int = 1) -> list[bytes]:
@@ -87,7 +107,7 @@ def worker_consume(bootstrap: str, topic: str, n: int, fetch_process: bool = Tru
             first = time.perf_counter()
 
     worker.on_batch = on_batch
-    worker.run(until=lambda: worker.records[topic] >= n)
+    worker.run(until=until_applied(worker, topic, n))
     done = time.perf_counter()
     return done - first, done - started
 
@@ -129,9 +149,11 @@ def latency(bootstrap: str, topic: str, values: list[bytes], rate: float, produc
                for k in range(producers)]
     for sender in senders:
         sender.start()
-    worker.run(until=lambda: worker.records[topic] >= len(values))
-    for sender in senders:
-        sender.join()
+    try:
+        worker.run(until=until_applied(worker, topic, len(values)))
+    finally:
+        for sender in senders:
+            sender.join(timeout=60)
     return np.concatenate(latencies)
 
 
@@ -141,6 +163,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency-seconds", type=float, default=20.0, help="length of the latency run")
     parser.add_argument("--producers", type=int, default=2, help="paced producer processes in the latency run")
     args = parser.parse_args(argv)
+    try:
+        run(args)
+    except Stalled as exc:
+        print(f"STALLED: {exc}", flush=True)
+        raise SystemExit(1) from None
+
+
+def run(args: argparse.Namespace) -> None:
 
     from consumers.broker import TansuBroker, create_topics
     from monitor.cli import tune_gc

@@ -50,6 +50,7 @@ from monitor.pipeline import Pipeline
 log = logging.getLogger("fairwatch.worker")
 
 POLL_TIMEOUT_MS = 200  # how long a stop request waits at most for the loop to notice it
+STALL_SECONDS = 30.0  # no record applied for this long while records wait (or the group won't settle): log why
 FLUSH_TIMEOUT_SECONDS = 30.0
 _TOMBSTONE = Rejection("missing_field", "record without a value (a tombstone)")
 
@@ -96,7 +97,7 @@ class _CommitOnRebalance(AsyncConsumerRebalanceListener):
         # Evicted (e.g. stalled past the session timeout): a commit would be refused.
         self.worker.on_revoked(lost)
         log.warning("lost %s without a chance to commit; their new owner resumes from the last commit",
-                    ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(lost)))
+                    _format_partitions(lost))
 
 
 class KafkaWorker:
@@ -131,6 +132,8 @@ class KafkaWorker:
         self._reassign = False  # set on the I/O thread by a rebalance, handled by the loop
         self._child_paused: set[TopicPartition] = set()
         self._highwaters: dict[tuple[str, int], int] = {}
+        self._progress_at = time.monotonic()
+        self._stall_logged = False
         restored = state.restore(pipeline) if state is not None else None
         self._restored_dlq: Counter = Counter()
         self._restored_dlq_errors = 0
@@ -222,15 +225,49 @@ class KafkaWorker:
         """One poll, applied. Returns the number of records applied."""
         if self.fetcher is not None:
             try:
-                return self._poll_fetcher()
+                applied = self._poll_fetcher()
             except FetchProcessDied as exc:
                 self._restart_fetcher(exc)
-                return 0
-        polled = self.consumer.poll(timeout_ms=POLL_TIMEOUT_MS, max_records=self.settings.max_poll_records)
-        applied = self._apply_polled(polled)
-        self._update_lag()
-        self._pace_outcomes()
+                applied = 0
+        else:
+            polled = self.consumer.poll(timeout_ms=POLL_TIMEOUT_MS, max_records=self.settings.max_poll_records)
+            applied = self._apply_polled(polled)
+            self._update_lag()
+            self._pace_outcomes()
+        self._watch_progress(applied)
         return applied
+
+    def _group_settled(self) -> bool:
+        coordinator = self.consumer._coordinator  # no public "is the group settled" in kafka-python 3
+        return not coordinator.coordinator_unknown() and not coordinator.need_rejoin()
+
+    def _watch_progress(self, applied: int) -> None:
+        """Log one line, once, when nothing was applied for STALL_SECONDS although records wait
+        (lag) or the group does not settle; an idle stream is not a stall."""
+        now = time.monotonic()
+        if applied or not (any(self.lag.values()) or not self._group_settled()):
+            self._progress_at, self._stall_logged = now, False
+        elif not self._stall_logged and now - self._progress_at >= STALL_SECONDS:
+            self._stall_logged = True
+            log.warning("no record applied for %.0f s: %s", now - self._progress_at, self.describe())
+
+    def describe(self) -> str:
+        """Where the worker stands, in one line (for the stall warning)."""
+        consumer = self.consumer
+        coordinator = consumer._coordinator
+        generation = getattr(coordinator, "_generation", None)
+        parts = [
+            f"lag {sum(self.lag.values())} over {len(self.lag)} partitions",
+            f"group {'settled' if self._group_settled() else 'rejoining'}"
+            f" (generation {getattr(generation, 'generation_id', '?')})",
+            f"assigned {_format_partitions(consumer.assignment())}",
+            f"offsets {_format_offsets(self.offsets)}",
+        ]
+        if self.fetcher is not None:
+            parts += [f"fetch process {'alive' if self.fetcher.process.is_alive() else 'dead'} at epoch "
+                      f"{self.fetcher.epoch}, owns {_format_partitions(self._owned)}",
+                      f"highwaters {dict(sorted(self._highwaters.items()))}"]
+        return "; ".join(parts)
 
     def _advance(self, tp: TopicPartition, last: int) -> int:
         """Move ``tp``'s next offset past ``last``; return the offset it stood at (below it: applied,
@@ -265,8 +302,7 @@ class KafkaWorker:
         # Group upkeep only: our partitions are paused here, so poll() returns nothing. A join
         # needs a poll that may block (kafka-python gives up at once with timeout 0); a settled
         # member must not block, or it would wait on every batch.
-        coordinator = consumer._coordinator  # no public "is the group settled" in kafka-python 3
-        settled = not coordinator.coordinator_unknown() and not coordinator.need_rejoin()
+        settled = self._group_settled()
         polled = consumer.poll(timeout_ms=0 if settled else POLL_TIMEOUT_MS)
         # Records fetched here between an assignment and its pause (the listener pauses on kafka-python's
         # I/O thread) are applied like any batch, so the position handed to the child is past them.
@@ -461,7 +497,7 @@ class KafkaWorker:
         if self.fetcher is not None:
             self.consumer.pause(*assigned)  # the child reads them; poll() here only keeps the group
             self._reassign = True
-        log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(assigned)) or "nothing")
+        log.info("assigned %s", _format_partitions(assigned))
 
     def _extra(self) -> dict:
         return {
@@ -472,6 +508,10 @@ class KafkaWorker:
             "dlq": dict(self.dead_letters.sent),
             "dlq_errors": self.dead_letters.errors,
         }
+
+
+def _format_partitions(partitions) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(partitions)) or "nothing"
 
 
 def _format_offsets(offsets: dict) -> str:
