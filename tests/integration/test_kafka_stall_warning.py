@@ -1,0 +1,49 @@
+"""The worker says, in one line, where it stands when it stops making progress with records waiting."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+from conftest import produce, wait_for
+
+from consumers import kafka_worker
+from consumers.kafka_config import KafkaSettings
+from consumers.kafka_worker import KafkaWorker
+from monitor.config import MonitorConfig
+from monitor.pipeline import Pipeline
+
+pytestmark = pytest.mark.kafka
+
+
+def test_a_stall_is_logged_once_with_the_lag_group_and_offsets(broker, topics, caplog, monkeypatch):
+    produce(broker.bootstrap_servers, [(topics["predictions"], b"e%d" % i,
+                                        b'{"event_id": "e%d", "prediction": 1, "groups": {"g": "a"}}' % i)
+                                       for i in range(50)])
+    settings = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, predictions_topic=topics["predictions"],
+                             outcomes_topic=None, dlq_topic=topics["dlq"], group_id=topics["group"],
+                             session_timeout_ms=6000, max_poll_interval_ms=10000)
+    worker = KafkaWorker(settings, Pipeline(MonitorConfig(count_windows=[], time_windows_seconds=[])))
+    worker.connect()
+    try:
+        wait_for(lambda: worker.poll_once() or worker.records[topics["predictions"]] == 50, 60,
+                 lambda: f"applied {worker.records[topics['predictions']]} of 50")
+        with caplog.at_level(logging.WARNING, logger="fairwatch.worker"):
+            worker._watch_progress(0)
+            assert not caplog.records, "caught up: an idle stream is not a stall"
+            monkeypatch.setattr(kafka_worker, "STALL_SECONDS", 0.0)
+            worker.lag = {next(iter(worker.lag)): 7}  # records wait, nothing applied
+            time.sleep(0.01)
+            worker._watch_progress(0)
+            worker._watch_progress(0)
+        (record,) = caplog.records  # once, not on every loop
+        line = record.getMessage()
+        assert "\n" not in line
+        for words in ("no record applied", "lag 7", "group settled", "fetch process alive"):
+            assert words in line, line
+        assert sum(worker.offsets.values()) == 50
+        for tp, offset in worker.offsets.items():
+            assert f"{tp.topic}[{tp.partition}]={offset}" in line
+    finally:
+        worker.close()
