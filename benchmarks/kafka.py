@@ -173,9 +173,10 @@ def main(argv: list[str] | None = None) -> None:
 def run(args: argparse.Namespace) -> None:
 
     from consumers.broker import TansuBroker, create_topics
-    from monitor.cli import tune_gc
+    from monitor.cli import dump_stacks_on_sigusr1, tune_gc
 
     tune_gc()  # as `fairwatch run` does at start
+    dump_stacks_on_sigusr1()
 
     values = make_values(args.events)
     with TansuBroker() as broker:

@@ -9,7 +9,9 @@ on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import gc
+import signal
 import sys
 from importlib.metadata import entry_points
 
@@ -89,9 +91,16 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
+def dump_stacks_on_sigusr1() -> None:
+    """``kill -USR1 PID`` prints every thread's stack to stderr and the process goes on:
+    what an on-call engineer needs from a worker that looks stuck."""
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     tune_gc()
+    dump_stacks_on_sigusr1()
     return run_command(parser.parse_args(argv))
 
 
