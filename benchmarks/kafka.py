@@ -14,6 +14,7 @@ can send if that is less.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import multiprocessing
 import platform
@@ -128,7 +129,7 @@ def _paced_producer(bootstrap: str, topic: str, values: list[bytes], rate: float
     elapsed = time.monotonic() - started
     print(f"(paced producer {name}: {len(values)} events in {elapsed:.1f} s for a schedule of "
           f"{len(values) / rate:.1f} s)", flush=True)
-    producer.close()
+    producer.close(timeout=10)  # flushed already; never wait on it for ever
 
 
 def latency(bootstrap: str, topic: str, values: list[bytes], rate: float, producers: int = 1) -> np.ndarray:
@@ -205,7 +206,12 @@ def run(args: argparse.Namespace) -> None:
             print(f"(latency paced at 80% of what {args.producers} producer(s) send: half the worker's rate, "
                   f"{worker_rate / 2:,.0f}/s, is more)")
         n = int(rate * args.latency_seconds)
-        lat = latency(bootstrap, "bench.latency", make_values(n, seed=2), rate, args.producers)
+        values = make_values(n, seed=2)
+        # Three device runs once ended here without a word (killed by an outer timeout): should it
+        # happen again, every thread's stack is printed after the phase has run three minutes.
+        faulthandler.dump_traceback_later(args.latency_seconds + 180)
+        lat = latency(bootstrap, "bench.latency", values, rate, args.producers)
+        faulthandler.cancel_dump_traceback_later()
         p50, p99, top = np.percentile(lat, [50, 99, 100])
         print(f"latency at {rate:,.0f} events/s ({n} events): p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, "
               f"max {top * 1000:.1f} ms (send() to applied in the pipeline)")
