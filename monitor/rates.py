@@ -41,11 +41,15 @@ def wilson_interval(successes, trials, z: float = Z95):
 
     >>> [round(float(x), 4) for x in wilson_interval(8, 10)]
     [0.4902, 0.9433]
+    >>> [round(float(x), 4) for x in wilson_interval(12, 10)]
+    [0.7225, 1.0]
     """
     successes = np.asarray(successes, dtype=float)
     trials = np.asarray(trials, dtype=float)
     safe_n = np.where(trials > 0, trials, 1.0)
-    p = successes / safe_n
+    # Clipped: a worker's label coverage can pass 1 (labels counted from the copies of
+    # predictions another worker counted); the interval then stays defined.
+    p = np.clip(successes / safe_n, 0.0, 1.0)
     z2 = z * z
     centre = (p + z2 / (2 * safe_n)) / (1 + z2 / safe_n)
     half = z * np.sqrt(p * (1 - p) / safe_n + z2 / (4 * safe_n * safe_n)) / (1 + z2 / safe_n)

@@ -179,3 +179,15 @@ def test_a_copied_outcome_of_a_prediction_older_than_the_journal_counts_since_st
     assert rows(p)["F"][TP] == 1 and rows(p)["F"][FP] == 1
     assert +p.stats.outcomes == {"joined": 1, "joined_from_copy": 1}
     assert rows(p, window=1)["F"][TP] == 0 and rows(p, window=1)["F"][FP] == 1
+
+
+def test_a_worker_whose_label_coverage_passes_one_still_reports():
+    import warnings
+
+    p = Pipeline(MonitorConfig(min_group_size=2, privacy_floor=1, count_windows=[], time_windows_seconds=[]))
+    p.process_lines([line(i, 1) for i in range(3)] + [copied(f"x{i}", 1, 1) for i in range(5)])
+    assert rows(p)["F"][N] == 3 and rows(p)["F"][TP] == 5  # 5 labels for 3 predictions held here
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = build_report(p)
+    assert report["attributes"]["sex"]["groups"]["F"]["label_coverage"] is not None
