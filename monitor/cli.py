@@ -94,7 +94,11 @@ def tune_gc() -> None:
 def dump_stacks_on_sigusr1() -> None:
     """``kill -USR1 PID`` prints every thread's stack to stderr and the process goes on:
     what an on-call engineer needs from a worker that looks stuck."""
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    try:
+        # The process's own stderr: sys.stderr may be replaced (pytest's capture has no fileno).
+        faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
+    except (AttributeError, ValueError, OSError):  # no usable stderr (e.g. closed): go on without
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
