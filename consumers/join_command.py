@@ -13,33 +13,34 @@ import ssl
 import sys
 
 from consumers.kafka_config import add_security_flags, parse_kafka_settings
-from consumers.outcome_join import DEFAULT_LABELED_TOPIC, DEFAULT_TTL_SECONDS
-from monitor.cli import UsageError
+from consumers.outcome_join import JoinSettings
+from monitor.cli import UsageError, serve_registry
 from monitor.config import ConfigError
 
 
 def register(commands) -> None:
+    defaults = JoinSettings()  # one place for the defaults (outcome_join imports without Faust)
     parser = commands.add_parser(
         "join", help="join late outcomes to predictions (faust-streaming), feeding a labeled topic",
         description="Consume the predictions and outcomes topics (keyed by event_id, same partition count), keep "
                     "pending predictions and early outcomes in changelog-backed tables, and write predictions "
                     "(at once) and their outcomes (when they come) to the labeled topic that `fairwatch run` "
                     "consumes. Needs the kafka extra (faust-streaming).")
-    parser.add_argument("--bootstrap-servers", default="127.0.0.1:9092", metavar="HOST:PORT[,...]")
-    parser.add_argument("--predictions-topic", default="fairwatch.predictions")
-    parser.add_argument("--outcomes-topic", default="fairwatch.outcomes")
-    parser.add_argument("--labeled-topic", default=DEFAULT_LABELED_TOPIC,
-                        help=f"topic written for the worker ({DEFAULT_LABELED_TOPIC})")
-    parser.add_argument("--app-id", default="fairwatch-join",
-                        help="Faust app id: consumer group and prefix of the changelog topics (fairwatch-join)")
-    parser.add_argument("--ttl-seconds", type=float, default=DEFAULT_TTL_SECONDS,
+    parser.add_argument("--bootstrap-servers", default=defaults.bootstrap_servers, metavar="HOST:PORT[,...]")
+    parser.add_argument("--predictions-topic", default=defaults.predictions_topic)
+    parser.add_argument("--outcomes-topic", default=defaults.outcomes_topic)
+    parser.add_argument("--labeled-topic", default=defaults.labeled_topic,
+                        help=f"topic written for the worker ({defaults.labeled_topic})")
+    parser.add_argument("--app-id", default=defaults.app_id,
+                        help=f"Faust app id: consumer group and prefix of the changelog topics ({defaults.app_id})")
+    parser.add_argument("--ttl-seconds", type=float, default=defaults.ttl_seconds,
                         help="wall-clock seconds an entry waits for its other half, from its first arrival at the "
                              "join; then an early outcome is counted orphaned, a prediction expired (7 days)")
     parser.add_argument("--sweep-seconds", type=float, help="seconds between TTL sweeps (ttl/10, 0.5 to 60)")
-    parser.add_argument("--commit-interval-seconds", type=float, default=2.0)
-    parser.add_argument("--session-timeout-seconds", type=float, default=10.0)
-    parser.add_argument("--rebalance-timeout-seconds", type=float, default=10.0)
-    parser.add_argument("--auto-offset-reset", choices=("earliest", "latest"), default="earliest")
+    parser.add_argument("--commit-interval-seconds", type=float, default=defaults.commit_interval_seconds)
+    parser.add_argument("--session-timeout-seconds", type=float, default=defaults.session_timeout_seconds)
+    parser.add_argument("--rebalance-timeout-seconds", type=float, default=defaults.rebalance_timeout_seconds)
+    parser.add_argument("--auto-offset-reset", choices=("earliest", "latest"), default=defaults.auto_offset_reset)
     parser.add_argument("--producer-max-batch-size", type=int, metavar="BYTES",
                         help="largest record batch produced (Faust's default 16384); 1 = one record per batch, "
                              "needed on Tansu, whose end offsets are wrong after multi-record batches, so that a "
@@ -124,14 +125,7 @@ def run(args: argparse.Namespace) -> int:
     )
     metrics = JoinMetrics()
     if args.metrics_port is not None:
-        from prometheus_client import start_http_server
-
-        try:
-            server, _thread = start_http_server(args.metrics_port, addr=args.metrics_addr, registry=metrics.registry)
-        except OSError as exc:
-            raise UsageError(f"cannot serve /metrics on port {args.metrics_port}: {exc.strerror}") from None
-        print(f"serving metrics on http://{args.metrics_addr}:{server.server_address[1]}/metrics",
-              file=sys.stderr, flush=True)
+        serve_registry(metrics.registry, args.metrics_port, args.metrics_addr)
     app = build_app(settings, metrics)
     print(f"joining {args.predictions_topic} + {args.outcomes_topic} -> {args.labeled_topic} "
           f"({settings.partitions} partitions, TTL {args.ttl_seconds:g} s wall clock) as {args.app_id!r}",

@@ -560,7 +560,8 @@ class WorkerCollector(Collector):
         errors.add_metric([], w.dead_letters.errors if w.dead_letters else w._restored_dlq_errors)
         restarts = CounterMetricFamily(names.FETCH_RESTARTS, "Fetch processes that died and were replaced")
         restarts.add_metric([], w.fetch_restarts)
-        filtered = CounterMetricFamily(names.FILTERED_EVENTS, "Predictions of models outside --model, skipped")
+        filtered = CounterMetricFamily(names.FILTERED_EVENTS, "Predictions (and outcomes whose prediction copy names a model) "
+                                      "of models outside --model, skipped")
         filtered.add_metric([], w.filtered)
         yield from (lag, offset, records, commits, dlq, errors, restarts, filtered)
 

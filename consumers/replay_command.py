@@ -10,7 +10,7 @@ import time
 from tqdm import tqdm
 
 from consumers.files import FORMATS, CsvMapping, SourceError, read_events
-from monitor.cli import UsageError, add_config_flags, config_from_args
+from monitor.cli import UsageError, add_config_flags, config_from_args, serve_registry
 from monitor.pipeline import Pipeline
 from monitor.report import build_report, format_table
 
@@ -127,18 +127,12 @@ def run(args: argparse.Namespace) -> int:
     pipeline = Pipeline(config)
     server = None
     if args.serve is not None:
-        from prometheus_client import start_http_server
-
         from monitor.exporter import make_registry
 
         registry = make_registry(pipeline)
         if step is not None:
             registry.register(step.collector())
-        try:
-            server, _thread = start_http_server(args.serve, addr="127.0.0.1", registry=registry)
-        except OSError as exc:
-            raise UsageError(f"cannot serve /metrics on port {args.serve}: {exc.strerror}") from None
-        print(f"serving metrics on http://127.0.0.1:{server.server_address[1]}/metrics", file=sys.stderr)
+        server = serve_registry(registry, args.serve, "127.0.0.1")
     try:
         batches = read_events(args.file, args.format, mapping_from_args(args), pipeline.parser)
         with tqdm(unit="ev", desc="replay", file=sys.stderr, disable=not args.progress) as progress:

@@ -10,7 +10,7 @@ import sys
 from consumers.kafka_config import add_security_flags, parse_kafka_settings
 from monitor.config import read_toml
 from consumers.replay_command import add_scorer_flags, build_scorer_step
-from monitor.cli import UsageError, add_config_flags
+from monitor.cli import UsageError, add_config_flags, serve_registry
 from monitor.config import ConfigError, load_config
 
 # Flags that map one to one onto KafkaSettings fields (None = not given, the TOML or default wins).
@@ -114,20 +114,13 @@ def run(args: argparse.Namespace) -> int:
     except StateError as exc:
         raise UsageError(str(exc)) from None
     if settings.metrics_port is not None:
-        from prometheus_client import start_http_server
-
         from monitor.exporter import make_registry
 
         registry = make_registry(pipeline)
         registry.register(WorkerCollector(worker))
         if step is not None:
             registry.register(step.collector())
-        try:
-            server, _thread = start_http_server(settings.metrics_port, addr=settings.metrics_addr, registry=registry)
-        except OSError as exc:
-            raise UsageError(f"cannot serve /metrics on port {settings.metrics_port}: {exc.strerror}") from None
-        print(f"serving metrics on http://{settings.metrics_addr}:{server.server_address[1]}/metrics",
-              file=sys.stderr, flush=True)
+        serve_registry(registry, settings.metrics_port, settings.metrics_addr)
 
     def request_stop(signum, _frame) -> None:
         logging.getLogger("fairwatch.worker").info("%s: finishing the batch, committing, closing",

@@ -103,6 +103,15 @@ def to_epoch_seconds(ts: datetime | float | None, default: float) -> float:
     return float(ts)
 
 
+# The checks stay inline in EventParser.check (they run on every event); only the wording is shared.
+def _not_binary(prediction: int, path: str) -> Rejection:
+    return Rejection("bad_value", f"prediction must be 0 or 1, got {prediction!r} at `{path}`")
+
+
+def _not_finite(score: float, path: str) -> Rejection:
+    return Rejection("bad_value", f"score {score!r} is not a finite number at `{path}`")
+
+
 class EventParser:
     """Decode and validate JSON events.
 
@@ -153,7 +162,7 @@ class EventParser:
             )
         score = event.score
         if score is not None and not math.isfinite(score):
-            return Rejection("bad_value", f"score {score!r} is not a finite number at `$.score`")
+            return _not_finite(score, "$.score")
         prediction = event.prediction
         if prediction is None and score is not None and self.threshold is not None:
             prediction = event.prediction = int(score >= self.threshold)
@@ -170,7 +179,7 @@ class EventParser:
                 )
         else:
             if prediction != 0 and prediction != 1:
-                return Rejection("bad_value", f"prediction must be 0 or 1, got {prediction!r} at `$.prediction`")
+                return _not_binary(prediction, "$.prediction")
             if event.groups is None:
                 return Rejection("missing_field", "Object missing required field `groups`")
         copy = event.prediction_copy
@@ -178,11 +187,9 @@ class EventParser:
             if prediction is not None:
                 return Rejection("bad_value", "`prediction_copy` belongs on outcomes only, not on a prediction")
             if copy.prediction != 0 and copy.prediction != 1:
-                return Rejection("bad_value", f"prediction must be 0 or 1, got {copy.prediction!r} "
-                                 "at `$.prediction_copy.prediction`")
+                return _not_binary(copy.prediction, "$.prediction_copy.prediction")
             if copy.score is not None and not math.isfinite(copy.score):
-                return Rejection("bad_value", f"score {copy.score!r} is not a finite number "
-                                 "at `$.prediction_copy.score`")
+                return _not_finite(copy.score, "$.prediction_copy.score")
         ts = event.ts
         if ts is None:
             event.ts = self._now()

@@ -146,14 +146,18 @@ SINCE_START_WINDOW = "all"
 # (names, type, labels, meaning). The README's metric table is generated from
 # this and the scorer's (`python -m monitor.metric_reference --write README.md`);
 # a test checks that every name above is here and that the README is current.
+def _listed(label: str, values: tuple[str, ...]) -> str:
+    """A label and its bounded values, as the reference prints them: status (`a`, `b`)."""
+    return f"{label} ({', '.join(f'`{v}`' for v in values)})"
+
+
 REFERENCE: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
-    (("fairwatch_join_outcomes_total",), "counter", "status (`joined`, `early`, `duplicate`, `conflicting`, `orphaned`)",
+    ((JOIN_OUTCOMES,), "counter", _listed(STATUS, JOIN_OUTCOME_STATUSES),
      "`fairwatch join`: outcomes by fate (orphaned: no prediction within the TTL)"),
-    (("fairwatch_join_predictions_total",), "counter",
-     "status (`forwarded`, `labeled_on_arrival`, `duplicate`, `expired`)", "`fairwatch join`: predictions by fate"),
-    (("fairwatch_join_invalid_records_total",), "counter", "", "`fairwatch join`: records passed through unparsed"),
-    (("fairwatch_join_pending",), "gauge", "table (`predictions`, `outcomes`)", "`fairwatch join`: entries held"),
-    (("fairwatch_join_ready",), "gauge", "", "`fairwatch join`: 1 once its tables are recovered and its partitions "
+    ((JOIN_PREDICTIONS,), "counter", _listed(STATUS, JOIN_PREDICTION_STATUSES), "`fairwatch join`: predictions by fate"),
+    ((JOIN_INVALID,), "counter", "", "`fairwatch join`: records passed through unparsed"),
+    ((JOIN_PENDING,), "gauge", "table (`predictions`, `outcomes`)", "`fairwatch join`: entries held"),
+    ((JOIN_READY,), "gauge", "", "`fairwatch join`: 1 once its tables are recovered and its partitions "
      "assigned, 0 before and while it rebalances (its health check)"),
     (('fairwatch_group_events_total',), 'counter', 'model, attribute, group, cell',
      'cells `predictions`, `positives`, `scored`, `labeled`, `tp`, `fp`, `tn`, `fn`, since start: sum them over workers in PromQL'),
@@ -167,12 +171,11 @@ REFERENCE: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
      'gap over groups ≥ `min_group_size`, with its bounds'),
     (('fairwatch_drift_events_total', 'fairwatch_drift_last_timestamp_seconds'), 'counter, gauge', 'model, attribute, metric',
      'drift changes'),
-    (('fairwatch_events_total',), 'counter', 'status (`valid`, `invalid`, `duplicate`)',
+    (('fairwatch_events_total',), 'counter', _listed(STATUS, EVENT_STATUSES),
      'input events'),
     (('fairwatch_invalid_events_total',), 'counter', 'reason',
      'invalid events by reason'),
-    (('fairwatch_outcomes_total',), 'counter',
-     'status (`joined`, `joined_from_copy`, `early`, `duplicate`, `conflicting`, `orphaned`)',
+    (('fairwatch_outcomes_total',), 'counter', _listed(STATUS, OUTCOME_STATUSES),
      'outcome events (`joined_from_copy`: counted from the prediction copy `fairwatch join` attaches, '
      'the prediction being counted elsewhere)'),
     (('fairwatch_batch_processing_seconds',), 'histogram', '',
@@ -197,12 +200,12 @@ REFERENCE: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
      'records applied'),
     (('fairwatch_consumer_commits_total',), 'counter', '',
      'offset commits'),
-    (('fairwatch_consumer_fetch_restarts_total',), 'counter', '',
+    ((FETCH_RESTARTS,), 'counter', '',
      'fetch processes that died and were replaced (the worker resumes where it stood)'),
     (('fairwatch_dlq_messages_total', 'fairwatch_dlq_errors_total'), 'counter', 'reason',
      'dead-lettered records, refused dead-letter deliveries'),
     (('fairwatch_filtered_events_total',), 'counter', '',
-     'predictions of models outside `--model`'),
+     'predictions of models outside `--model` (and outcomes whose prediction copy names one)'),
     (('fairwatch_incidents',), 'gauge', 'state',
      "the trigger's incidents by state (its own `/metrics`)"),
     (('fairwatch_trigger_deliveries_total',), 'counter', 'result (`opened`, `duplicate`, `ignored`, `rejected`)',

@@ -85,6 +85,20 @@ class _ModelBatch:
         )
 
 
+def _repeat(first: int, label: int) -> str:
+    """Outcome status of a second label for one event: the same label again, or another."""
+    return "duplicate" if first == label else "conflicting"
+
+
+def _remember(store: dict, key: str, value: int, capacity: int) -> bool:
+    """Insert into an oldest-first dict bounded to ``capacity``; True if the oldest entry had to go."""
+    store[key] = value
+    if len(store) > capacity:
+        del store[next(iter(store))]
+        return True
+    return False
+
+
 class Pipeline:
     def __init__(self, config: MonitorConfig | None = None, *, clock=time.time) -> None:
         self.config = config = config or MonitorConfig()
@@ -291,23 +305,18 @@ class Pipeline:
             if entry is None and copy is not None:
                 # From `fairwatch join`, which forwarded the prediction earlier on the same partition:
                 # this worker has read past it, so it is not coming here. Count the label from the copy.
-                seen = self.labeled_from_copy
-                if event_id in seen:
-                    counts["duplicate" if seen[event_id] == label else "conflicting"] += 1
+                if event_id in self.labeled_from_copy:
+                    counts[_repeat(self.labeled_from_copy[event_id], label)] += 1
                     continue
-                seen[event_id] = label
-                if len(seen) > self.config.early_outcome_capacity:
-                    del seen[next(iter(seen))]
+                _remember(self.labeled_from_copy, event_id, label, self.config.early_outcome_capacity)
                 unheld.setdefault(copy.model, []).append((copy, label, outcome_ts))
                 continue
             if entry is None:
                 if event_id in early:
-                    counts["duplicate" if early[event_id] == label else "conflicting"] += 1
+                    counts[_repeat(early[event_id], label)] += 1
                     continue
-                early[event_id] = label
                 counts["early"] += 1
-                if len(early) > self.config.early_outcome_capacity:
-                    del early[next(iter(early))]
+                if _remember(early, event_id, label, self.config.early_outcome_capacity):
                     counts["orphaned"] += 1
                 continue
             metrics, seq = entry
@@ -316,7 +325,7 @@ class Pipeline:
                 group = found[id(metrics)] = (metrics, {})
             pending = group[1]
             if seq in pending:
-                counts["duplicate" if pending[seq] == label else "conflicting"] += 1
+                counts[_repeat(pending[seq], label)] += 1
                 continue
             pending[seq] = label
             arrived[(id(metrics), seq)] = outcome_ts
@@ -340,15 +349,11 @@ class Pipeline:
             if not new.any():
                 continue
             codes, prediction, score, ts = metrics.label(seqs[new], labels[new])
-            names = {attribute: values.values for attribute, values in metrics.index.items()}
-            self.breach_monitors[metrics.model].observe_labels(codes, prediction, labels[new], names)
+            delay = None  # derived outputs have no outcome times of their own, nor calibration
             if metrics.model not in self.derived_models:
                 key = id(metrics)
                 delay = np.array([arrived[(key, s)] for s in seqs[new].tolist()]) - ts
-                reported = {a: codes[a] for a in metrics.reported}
-                self.calibrations[metrics.model].observe_labels(
-                    reported, {a: len(names[a]) for a in reported}, prediction, score, labels[new], delay
-                )
+            self._observe_labels(metrics, codes, prediction, score, labels[new], delay)
 
     def _apply_unheld(self, model: str, outcomes: list[tuple[PredictionCopy, int, float]]) -> None:
         """Label cells (since start), label statistics of the decisions and calibration, from copies."""
@@ -356,15 +361,21 @@ class Pipeline:
         prediction = np.array([c.prediction for c, _, _ in outcomes], dtype=np.int64)
         labels = np.array([label for _, label, _ in outcomes], dtype=np.int64)
         codes = metrics.label_unheld(prediction, labels, [c.groups for c, _, _ in outcomes])
-        names = {attribute: values.values for attribute, values in metrics.index.items()}
-        self.breach_monitors[model].observe_labels(codes, prediction, labels, names)
         score = np.array([c.score for c, _, _ in outcomes], dtype=np.float64)  # None -> NaN
         delay = np.array([t - c.ts for c, _, t in outcomes])
-        reported = {a: codes[a] for a in metrics.reported}
-        self.calibrations[model].observe_labels(
-            reported, {a: len(names[a]) for a in reported}, prediction, score, labels, delay
-        )
+        self._observe_labels(metrics, codes, prediction, score, labels, delay)
         self.stats.outcomes["joined_from_copy"] += len(outcomes)
+
+    def _observe_labels(self, metrics: GroupMetrics, codes: dict[str, np.ndarray], prediction: np.ndarray,
+                        score: np.ndarray, labels: np.ndarray, delay: np.ndarray | None) -> None:
+        """New labels into the breach decisions, and (not for derived outputs) the per-group calibration."""
+        names = {attribute: values.values for attribute, values in metrics.index.items()}
+        self.breach_monitors[metrics.model].observe_labels(codes, prediction, labels, names)
+        if metrics.model not in self.derived_models:
+            reported = {a: codes[a] for a in metrics.reported}
+            self.calibrations[metrics.model].observe_labels(
+                reported, {a: len(names[a]) for a in reported}, prediction, score, labels, delay
+            )
 
     def _observe_batch(self, seconds: float) -> None:
         stats = self.stats
