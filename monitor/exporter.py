@@ -337,5 +337,4 @@ def serve_metrics(pipeline: Pipeline, port: int, addr: str = "127.0.0.1"):
     return server, server.server_address[1]
 
 
-
 __all__ = ["FairwatchCollector", "make_registry", "serve_metrics"]
