@@ -19,6 +19,7 @@ from pathlib import Path
 from monitor.events import Event, EventParser, Rejection
 
 BATCH_SIZE = 4096
+_BOM = b"\xef\xbb\xbf"
 FORMATS = ("csv", "jsonl")
 
 
@@ -54,6 +55,9 @@ class CsvMapping:
     def check(self, header: list[str], path) -> None:
         if self.prediction_col is None and (self.score_col is None or self.threshold is None):
             raise SourceError("CSV needs --prediction-col, or --score-col with --threshold")
+        if self.prediction_col is not None and self.threshold is not None:
+            raise SourceError("--threshold derives the prediction from --score-col; with --prediction-col it would "
+                              "be ignored: give one of the two")
         if not self.group_cols:
             raise SourceError("CSV needs at least one --group COLUMN")
         wanted = [self.id_col, self.prediction_col, self.score_col, self.label_col, self.ts_col, self.text_col]
@@ -130,7 +134,8 @@ def csv_row_to_event(row: dict[str, str], line: int, m: CsvMapping, now: float) 
 
 def _open_text(path: Path):
     try:
-        return open(path, newline="", encoding="utf-8", errors="replace")
+        # utf-8-sig: a byte-order mark would otherwise glue itself, invisibly, to the first column's name.
+        return open(path, newline="", encoding="utf-8-sig", errors="replace")
     except FileNotFoundError:
         raise SourceError(f"{path}: no such file") from None
     except OSError as exc:
@@ -180,7 +185,7 @@ def read_jsonl(path: str | Path, parser: EventParser, batch_size: int = BATCH_SI
     parse = parser.parse
     with handle:
         batch: list[Event | Rejection] = []
-        for number, line in enumerate(handle, 1):
+        for number, line in enumerate(_lines(handle), 1):
             if not line.strip():
                 continue
             event = parse(line)
@@ -192,6 +197,21 @@ def read_jsonl(path: str | Path, parser: EventParser, batch_size: int = BATCH_SI
                 batch = []
         if batch:
             yield batch
+
+
+def _lines(handle) -> Iterator[bytes]:
+    """The lines of a binary file whatever their ending (LF, CRLF or CR alone), without a
+    leading UTF-8 byte-order mark (it would make the first event invalid JSON)."""
+    first = True
+    for chunk in handle:
+        if first:
+            first = False
+            if chunk.startswith(_BOM):
+                chunk = chunk[len(_BOM):]
+        if b"\r" in chunk and not chunk.endswith(b"\r\n"):  # old Mac endings: the "line" holds many
+            yield from chunk.splitlines()
+        else:
+            yield chunk
 
 
 def read_events(path, fmt: str | None, mapping: CsvMapping, parser: EventParser, batch_size: int = BATCH_SIZE

@@ -14,7 +14,7 @@ import sys
 
 from consumers.kafka_config import add_security_flags, parse_kafka_settings
 from consumers.outcome_join import JoinSettings
-from monitor.cli import UsageError, serve_registry
+from monitor.cli import UsageError, serve_registry, finite_float
 from monitor.config import ConfigError
 
 
@@ -33,13 +33,13 @@ def register(commands) -> None:
                         help=f"topic written for the worker ({defaults.labeled_topic})")
     parser.add_argument("--app-id", default=defaults.app_id,
                         help=f"Faust app id: consumer group and prefix of the changelog topics ({defaults.app_id})")
-    parser.add_argument("--ttl-seconds", type=float, default=defaults.ttl_seconds,
+    parser.add_argument("--ttl-seconds", type=finite_float, default=defaults.ttl_seconds,
                         help="wall-clock seconds an entry waits for its other half, from its first arrival at the "
                              "join; then an early outcome is counted orphaned, a prediction expired (7 days)")
-    parser.add_argument("--sweep-seconds", type=float, help="seconds between TTL sweeps (ttl/10, 0.5 to 60)")
-    parser.add_argument("--commit-interval-seconds", type=float, default=defaults.commit_interval_seconds)
-    parser.add_argument("--session-timeout-seconds", type=float, default=defaults.session_timeout_seconds)
-    parser.add_argument("--rebalance-timeout-seconds", type=float, default=defaults.rebalance_timeout_seconds)
+    parser.add_argument("--sweep-seconds", type=finite_float, help="seconds between TTL sweeps (ttl/10, 0.5 to 60)")
+    parser.add_argument("--commit-interval-seconds", type=finite_float, default=defaults.commit_interval_seconds)
+    parser.add_argument("--session-timeout-seconds", type=finite_float, default=defaults.session_timeout_seconds)
+    parser.add_argument("--rebalance-timeout-seconds", type=finite_float, default=defaults.rebalance_timeout_seconds)
     parser.add_argument("--auto-offset-reset", choices=("earliest", "latest"), default=defaults.auto_offset_reset)
     parser.add_argument("--producer-max-batch-size", type=int, metavar="BYTES",
                         help="largest record batch produced (Faust's default 16384); 1 = one record per batch, "

@@ -43,7 +43,7 @@ from consumers.dead_letters import DeadLetters
 from consumers.fetch_process import FetchProcess, FetchProcessDied, PartitionBatch
 from consumers.kafka_config import KafkaSettings
 from consumers.state import StateStore
-from monitor.events import Rejection
+from monitor.events import Rejection, internal_error
 from monitor.metric_names import REJECTION_REASONS
 from monitor.pipeline import Pipeline
 
@@ -53,6 +53,20 @@ POLL_TIMEOUT_MS = 200  # how long a stop request waits at most for the loop to n
 STALL_SECONDS = 30.0  # no record applied for this long while records wait (or the group won't settle): log why
 FLUSH_TIMEOUT_SECONDS = 30.0
 _TOMBSTONE = Rejection("missing_field", "record without a value (a tombstone)")
+
+
+class ApplyFailed(RuntimeError):
+    """The pipeline raised while applying a batch (a bug): the worker stops, committing nothing past it."""
+
+
+def _parse_one(parse, value) -> object:
+    """One record, any exception turned into its rejection (reason internal_error)."""
+    if value is None:
+        return _TOMBSTONE
+    try:
+        return parse(value)
+    except Exception as exc:  # noqa: BLE001
+        return internal_error(exc)
 
 
 def _model_of(event) -> str | None:
@@ -104,7 +118,10 @@ class KafkaWorker:
     """Consume, apply, dead-letter, commit. One thread drives it; ``stop()`` may come from a signal."""
 
     def __init__(self, settings: KafkaSettings, pipeline: Pipeline, *, state: StateStore | None = None,
-                 on_batch: Callable[[list[int], float], None] | None = None, scorer_step=None) -> None:
+                 on_batch: Callable[[list[int], float], None] | None = None, scorer_step=None,
+                 rebuild: bool = False) -> None:
+        """``rebuild``: read every partition of the first assignment from its oldest retained offset
+        (the counts start afresh; see ``fairwatch run --rebuild-state``)."""
         self.settings = settings
         self.pipeline = pipeline
         # Optional monitor.scorer.step.ScorerStep: re-scores texts, adds debiased outputs.
@@ -134,6 +151,8 @@ class KafkaWorker:
         self._highwaters: dict[tuple[str, int], int] = {}
         self._progress_at = time.monotonic()
         self._stall_logged = False
+        self.failure: ApplyFailed | None = None  # set once a batch failed: nothing is committed after it
+        self._rewind = rebuild
         restored = state.restore(pipeline) if state is not None else None
         self._restored_dlq: Counter = Counter()
         self._restored_dlq_errors = 0
@@ -269,32 +288,25 @@ class KafkaWorker:
                       f"highwaters {dict(sorted(self._highwaters.items()))}"]
         return "; ".join(parts)
 
-    def _advance(self, tp: TopicPartition, last: int) -> int:
-        """Move ``tp``'s next offset past ``last``; return the offset it stood at (below it: applied,
-        possibly by this worker before a crash that came before the commit)."""
-        start = self.offsets.get(tp, -1)
-        if last + 1 > start:
-            self.offsets[tp] = last + 1
-        return start
-
     def _apply_polled(self, polled: dict) -> int:
         """Apply a kafka-python poll result, predictions first (outcomes of the same batch find them)."""
         if not polled:
             return 0
         predictions = self.settings.predictions_topic
-        kept = []
+        kept, ends = [], []
         for tp, records in sorted(polled.items(), key=lambda item: item[0].topic != predictions):
             self._unconfirmed.discard(tp)
-            start = self._advance(tp, records[-1].offset)
+            start = self.offsets.get(tp, -1)
             if records[0].offset < start:
                 records = [r for r in records if r.offset >= start]
-            self.records[tp.topic] += len(records)
+            ends.append((tp, polled[tp][-1].offset, len(records)))
             kept += records
-        if not kept:
-            return 0
-        self._dirty = True
-        timestamps = [r.timestamp for r in kept] if self.on_batch is not None else None
-        return self.apply([r.value for r in kept], kept.__getitem__, timestamps)
+        applied = 0
+        if kept:
+            timestamps = [r.timestamp for r in kept] if self.on_batch is not None else None
+            applied = self.apply([r.value for r in kept], kept.__getitem__, timestamps)
+        self._applied(ends)
+        return applied
 
     def _poll_fetcher(self) -> int:
         """Keep the group alive (our partitions stay paused here), apply what the fetch process sent."""
@@ -325,22 +337,35 @@ class KafkaWorker:
         owned = self._owned
         predictions = self.settings.predictions_topic
         parts: list[PartitionBatch] = []
+        ends = []
         for batch in sorted(batches, key=lambda b: b.topic != predictions):
             tp = TopicPartition(batch.topic, batch.partition)
             if tp not in owned:
                 continue  # revoked since it was fetched: the next owner reads it again
-            start = self._advance(tp, batch.offsets[-1])
+            last = batch.offsets[-1]
+            start = self.offsets.get(tp, -1)
             if batch.offsets[0] < start:
                 batch = batch.since(bisect.bisect_left(batch.offsets, start))
+            ends.append((tp, last, len(batch.values)))
             if batch.values:
-                self.records[tp.topic] += len(batch.values)
                 parts.append(batch)
-        if not parts:
-            return 0
-        self._dirty = True
-        values = parts[0].values if len(parts) == 1 else [v for b in parts for v in b.values]
-        timestamps = [t for b in parts for t in b.timestamps] if self.on_batch is not None else None
-        return self.apply(values, _Locator(parts).record, timestamps)
+        applied = 0
+        if parts:
+            values = parts[0].values if len(parts) == 1 else [v for b in parts for v in b.values]
+            timestamps = [t for b in parts for t in b.timestamps] if self.on_batch is not None else None
+            applied = self.apply(values, _Locator(parts).record, timestamps)
+        self._applied(ends)
+        return applied
+
+    def _applied(self, ends: list[tuple[TopicPartition, int, int]]) -> None:
+        """After a batch was applied (never before: a failed batch must stay below the offsets
+        that a commit or a snapshot can write), move each partition past it."""
+        for tp, last, count in ends:
+            if last + 1 > self.offsets.get(tp, -1):
+                self.offsets[tp] = last + 1
+            if count:
+                self.records[tp.topic] += count
+                self._dirty = True
 
     def _restart_fetcher(self, exc: FetchProcessDied) -> None:
         """Nothing the dead child sent was applied past self.offsets: a new one resumes there."""
@@ -374,23 +399,34 @@ class KafkaWorker:
         ``source(i)`` gives the record of ``values[i]`` (for the dead-letter topic).
         """
         parse = self.pipeline.parser.parse
+        try:
+            parsed = [parse(value) if value is not None else _TOMBSTONE for value in values]
+        except Exception:  # noqa: BLE001 - the parser answers every input; if a bug says otherwise, isolate it
+            parsed = [_parse_one(parse, value) for value in values]
         if self.models:
             counted = self.models | {None}  # None: an outcome without a copy, for whichever model holds it
             events, kept = [], []
-            for i, value in enumerate(values):
-                event = parse(value) if value is not None else _TOMBSTONE
+            for i, event in enumerate(parsed):
                 if event.__class__ is not Rejection and _model_of(event) not in counted:
                     self.filtered += 1
                     continue
                 events.append(event)
                 kept.append(i)
         else:
-            events = [parse(value) if value is not None else _TOMBSTONE for value in values]
-            kept = None
-        if self.scorer_step is None:
-            result = self.pipeline.process_events(events)
-        else:
-            result = self.scorer_step.process(self.pipeline, events)
+            events, kept = parsed, None
+        if self.failure is not None:
+            raise self.failure
+        try:
+            if self.scorer_step is None:
+                result = self.pipeline.process_events(events)
+            else:
+                result = self.scorer_step.process(self.pipeline, events)
+        except Exception as exc:
+            # Nothing below can tell how much of the batch the pipeline took: stop without a commit
+            # or a snapshot past it, so a restart reads the batch again onto the last snapshot.
+            self.failure = ApplyFailed(f"applying a batch of {len(events)} records failed "
+                                       f"({type(exc).__name__}: {exc}); offsets and snapshot stay before it")
+            raise self.failure from exc
         for position, rejection in result.rejected:
             self.dead_letters.send(source(kept[position] if kept is not None else position), rejection)
         if self.on_batch is not None and timestamps is not None:
@@ -453,7 +489,7 @@ class KafkaWorker:
     # -- offsets -------------------------------------------------------------------
     def prepare_commit(self) -> dict:
         """Flush dead letters, snapshot the state; return the offsets now safe to commit."""
-        if self.consumer is None:
+        if self.consumer is None or self.failure is not None:
             return {}
         self.dead_letters.flush(FLUSH_TIMEOUT_SECONDS)
         if self.state is not None and self._dirty:
@@ -494,6 +530,10 @@ class KafkaWorker:
         and a partition is committed only once a fetch confirmed where it stands (or, with
         the fetch process, once the loop has read the position it hands the child)."""
         self._unconfirmed = set(assigned)
+        if self._rewind and assigned:
+            self._rewind = False
+            self.consumer.seek_to_beginning(*assigned)  # only marks them for a reset: nothing blocks
+            log.info("rebuilding: reading %s from the oldest retained offsets", _format_partitions(assigned))
         if self.fetcher is not None:
             self.consumer.pause(*assigned)  # the child reads them; poll() here only keeps the group
             self._reassign = True
@@ -566,4 +606,4 @@ class WorkerCollector(Collector):
         yield from (lag, offset, records, commits, dlq, errors, restarts, filtered)
 
 
-__all__ = ["KafkaWorker", "WorkerCollector"]
+__all__ = ["ApplyFailed", "KafkaWorker", "WorkerCollector"]

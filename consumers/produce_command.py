@@ -14,7 +14,7 @@ from tqdm import tqdm
 from consumers.files import SourceError, read_events
 from consumers.kafka_config import add_security_flags, parse_kafka_settings
 from consumers.replay_command import add_mapping_flags, mapping_from_args
-from monitor.cli import UsageError
+from monitor.cli import UsageError, finite_float
 from monitor.config import ConfigError
 from monitor.events import EventParser, Rejection
 
@@ -36,7 +36,7 @@ def register(commands) -> None:
     parser.add_argument("--outcome-delay", type=int, metavar="N",
                         help="send each labeled row as a prediction without label, and its outcome on "
                              "--outcomes-topic N events later")
-    parser.add_argument("--rate", type=float, metavar="N", help="events per second (default: as fast as possible)")
+    parser.add_argument("--rate", type=finite_float, metavar="N", help="events per second (default: as fast as possible)")
     parser.add_argument("--limit", type=int, metavar="N", help="stop after N events")
     parser.add_argument("--bootstrap-servers", default="127.0.0.1:9092", metavar="HOST:PORT[,...]")
     parser.add_argument("--compression", choices=("gzip", "snappy", "lz4", "zstd"))

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
 from tqdm import tqdm
 
 from consumers.files import FORMATS, CsvMapping, SourceError, read_events
-from monitor.cli import UsageError, add_config_flags, config_from_args, serve_registry
+from monitor.cli import UsageError, add_config_flags, config_from_args, serve_registry, finite_float
 from monitor.pipeline import Pipeline
-from monitor.report import build_report, format_table
+from monitor.report import build_report, format_table, to_json
 
 
 def add_mapping_flags(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +20,7 @@ def add_mapping_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--id-col", help="CSV column with the event id (default: the line number)")
     parser.add_argument("--prediction-col", help="CSV column with the 0/1 decision")
     parser.add_argument("--score-col", help="CSV column with the model score")
-    parser.add_argument("--threshold", type=float, help="prediction = score >= THRESHOLD (CSV and JSONL)")
+    parser.add_argument("--threshold", type=finite_float, help="prediction = score >= THRESHOLD (CSV and JSONL)")
     parser.add_argument("--label-col", help="CSV column with the 0/1 outcome; empty = not known yet")
     parser.add_argument("--group", action="append", default=[], metavar="COL", help="protected attribute column (repeatable)")
     parser.add_argument("--ts-col", help="CSV column with the event time (epoch seconds or ISO 8601)")
@@ -55,7 +54,7 @@ def add_scorer_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--scorer-model", metavar="DIR", help="local Hugging Face classifier directory: score each text "
                        "and its group-swapped variants, add <model>:debiased outputs")
     group.add_argument("--scorer-device", help="cpu, cuda, cuda:N (default: cuda if available)")
-    group.add_argument("--scorer-threshold", type=float, default=0.5, help="decision threshold on scorer scores (0.5)")
+    group.add_argument("--scorer-threshold", type=finite_float, default=0.5, help="decision threshold on scorer scores (0.5)")
     group.add_argument("--scorer-batch", type=int, default=4096, help="texts per scoring call (4096)")
     group.add_argument("--lexicon", metavar="FILE", help="lexicon of group terms, JSON or TOML (default: shipped lexicons)")
     group.add_argument("--postprocess-attribute", metavar="ATTR", help="add <model>:postprocessed outputs with "
@@ -151,10 +150,16 @@ def run(args: argparse.Namespace) -> int:
     if step is not None:
         report["counterfactual"] = step.report()
     if args.report == "json":
-        print(json.dumps(report))
+        print(to_json(report))
     else:
         print(format_table(report) + (format_counterfactual(report["counterfactual"]) if step is not None else ""))
     sys.stdout.flush()
+    stats = pipeline.stats
+    if stats.valid == 0 and not stats.outcomes:
+        first = f" (first: {stats.rejection_samples[0][1]})" if stats.rejection_samples else ""
+        print(f"fairwatch replay: error: no valid event in {args.file}: {stats.invalid} refused{first}",
+              file=sys.stderr, flush=True)
+        return 1
     if server is not None:
         print("replay done; still serving /metrics, Ctrl-C to stop", file=sys.stderr)
         try:

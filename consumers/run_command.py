@@ -10,7 +10,7 @@ import sys
 from consumers.kafka_config import add_security_flags, parse_kafka_settings
 from monitor.config import read_toml
 from consumers.replay_command import add_scorer_flags, build_scorer_step
-from monitor.cli import UsageError, add_config_flags, serve_registry
+from monitor.cli import UsageError, add_config_flags, serve_registry, finite_float
 from monitor.config import ConfigError, load_config
 
 # Flags that map one to one onto KafkaSettings fields (None = not given, the TOML or default wins).
@@ -41,9 +41,12 @@ def register(commands) -> None:
     kafka.add_argument("--client-id", help="client id prefix (fairwatch)")
     kafka.add_argument("--model", action="append", dest="models", metavar="NAME",
                        help="only this model's predictions (repeatable); others are skipped and counted")
-    kafka.add_argument("--commit-interval-seconds", type=float, help="seconds between offset commits (5)")
+    kafka.add_argument("--commit-interval-seconds", type=finite_float, help="seconds between offset commits (5)")
     kafka.add_argument("--state-dir", metavar="DIR", help="snapshot the pipeline state here before each commit and "
                        "restore it on start, so counters survive a crash exactly (one dir per worker)")
+    kafka.add_argument("--rebuild-state", action="store_true",
+                       help="set the snapshot in --state-dir aside and count again from the oldest offsets the "
+                            "topics retain (after a change of attributes, intersections or windows)")
     kafka.add_argument("--fetch-process", action=argparse.BooleanOptionalAction,
                        help="fetch and decode records in a child process, overlapping with applying them (on)")
     kafka.add_argument("--max-poll-records", type=int, help="records per batch at most (5000)")
@@ -102,15 +105,21 @@ def run(args: argparse.Namespace) -> int:
 
     from kafka.errors import KafkaError
 
-    from consumers.kafka_worker import KafkaWorker, WorkerCollector
+    from consumers.kafka_worker import ApplyFailed, KafkaWorker, WorkerCollector
     from consumers.state import StateError, StateStore
     from monitor.pipeline import Pipeline
 
     step = build_scorer_step(args)  # before connecting: a bad model or lexicon fails fast
     pipeline = Pipeline(config)
+    if args.rebuild_state and not settings.state_dir:
+        raise UsageError("--rebuild-state needs --state-dir (the snapshot to set aside)")
     try:
         state = StateStore(settings.state_dir) if settings.state_dir else None
-        worker = KafkaWorker(settings, pipeline, state=state, scorer_step=step)
+        if args.rebuild_state:
+            aside = state.set_aside()
+            print(f"rebuilding: snapshot {'set aside as ' + str(aside) if aside else 'none to set aside'}; "
+                  "counting again from the oldest retained offsets", file=sys.stderr, flush=True)
+        worker = KafkaWorker(settings, pipeline, state=state, scorer_step=step, rebuild=args.rebuild_state)
     except StateError as exc:
         raise UsageError(str(exc)) from None
     if settings.metrics_port is not None:
@@ -136,6 +145,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"consuming {', '.join(settings.topics())} as group {settings.group_id!r}", file=sys.stderr, flush=True)
     try:
         worker.run()
+    except ApplyFailed as exc:
+        print(f"fairwatch run: error: {exc}; a restart reads it again", file=sys.stderr, flush=True)
+        return 1
     finally:
         if step is not None:
             step.scorer.close()

@@ -18,15 +18,19 @@ from __future__ import annotations
 
 import fcntl
 import io
+import logging
 import os
 import pickle
 import threading
+import time
 from pathlib import Path
 
 import msgspec
 
-from monitor.config import ModelThresholds
+from monitor.config import DECISION_SETTINGS, STRUCTURAL_SETTINGS, ModelThresholds, changed_settings
 from monitor.pipeline import Pipeline
+
+log = logging.getLogger("fairwatch.state")
 
 FORMAT_VERSION = 1
 SNAPSHOT_NAME = "snapshot.pickle"
@@ -36,7 +40,7 @@ _REBUILT = ("config", "parser", "lock")
 
 
 class StateError(Exception):
-    """A snapshot cannot be used (other configuration, unreadable, locked dir): one line."""
+    """A snapshot cannot be used (counts under other structural settings, unreadable, locked dir): one line."""
 
 
 def config_fingerprint(pipeline: Pipeline) -> bytes:
@@ -128,11 +132,29 @@ class StateStore:
             raise StateError(f"snapshot {self.path} cannot be read ({exc}); move it away to start afresh") from None
         if document.get("version") != FORMAT_VERSION:
             raise StateError(f"snapshot {self.path} has format {document.get('version')}, expected {FORMAT_VERSION}")
-        if document["config"] != config_fingerprint(pipeline):
-            raise StateError(f"snapshot {self.path} was written under another [monitor] configuration; "
-                             "use the same one, or move the snapshot away to start afresh")
+        written_under = msgspec.json.decode(document["config"])
+        structural = changed_settings(written_under, pipeline.config, STRUCTURAL_SETTINGS)
+        if structural:
+            shown = "; ".join(f"{k} {written_under.get(k)!r} -> {getattr(pipeline.config, k)!r}" for k in structural)
+            raise StateError(f"snapshot {self.path} counts under other settings ({shown}); run once with "
+                             "--rebuild-state to set it aside and count again from the oldest offsets the topics "
+                             "retain, or go back to the old settings")
         pipeline.__dict__.update(document["pipeline"])
+        pipeline.apply_capacity_settings()
+        decisions = changed_settings(written_under, pipeline.config, DECISION_SETTINGS)
+        if decisions:
+            pipeline.restart_decisions()
+            log.warning("decision settings changed since the snapshot (%s): breach decisions and drift detectors "
+                        "start afresh, counts are kept", ", ".join(decisions))
         return document["extra"]
+
+    def set_aside(self) -> Path | None:
+        """Rename the snapshot (for --rebuild-state); return its new path, or None without one."""
+        if not self.path.exists():
+            return None
+        aside = self.path.with_name(f"{SNAPSHOT_NAME}.{time.strftime('%Y%m%dT%H%M%S')}.old")
+        os.replace(self.path, aside)
+        return aside
 
     def close(self) -> None:
         self._lock_file.close()

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from dashboards import alerting, render
+from monitor.cli import finite_float
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ALERTING = REPO / "deploy" / "grafana" / "provisioning" / "alerting" / "fairwatch.yml"
@@ -29,7 +30,7 @@ def register(commands) -> None:
                              help="service-account token (env GRAFANA_TOKEN)")
     push_parser.add_argument("--folder", default="fairwatch", help="folder title (created if missing)")
     push_parser.add_argument("--folder-uid", default="fairwatch", help="folder uid (fairwatch)")
-    push_parser.add_argument("--timeout", type=float, default=10.0, help="seconds per request (10)")
+    push_parser.add_argument("--timeout", type=finite_float, default=10.0, help="seconds per request (10)")
     push_parser.set_defaults(handler=run_push)
 
 

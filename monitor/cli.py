@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import gc
+import math
 import signal
 import sys
 from importlib.metadata import entry_points
@@ -30,6 +31,17 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (``float`` alone takes nan and inf, which disable what they bound)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:

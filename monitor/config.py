@@ -11,6 +11,7 @@ monitor.config.ConfigError: Expected `int`, got `str` - at `$.min_group_size`
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal, Union
@@ -18,7 +19,9 @@ from typing import Annotated, Literal, Union
 import msgspec
 
 Positive = Annotated[int, msgspec.Meta(ge=1)]
-PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+# Finite: msgspec's bounds let NaN through, and an infinite window or threshold disables what it bounds.
+WindowSeconds = Annotated[float, msgspec.Meta(gt=0, le=366 * 86_400)]
+Fraction = Annotated[float, msgspec.Meta(gt=0, le=1)]
 
 
 class ConfigError(ValueError):
@@ -28,9 +31,12 @@ class ConfigError(ValueError):
 class Thresholds(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Breach thresholds: a difference breaches above, a ratio below."""
 
-    demographic_parity_difference: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.1
-    equalized_odds_difference: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.1
-    demographic_parity_ratio: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.8
+    demographic_parity_difference: Fraction = 0.1
+    equalized_odds_difference: Fraction = 0.1
+    demographic_parity_ratio: Fraction = 0.8
+
+    def __post_init__(self) -> None:
+        _finite(self)
 
 
 class ThresholdOverride(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -38,9 +44,12 @@ class ThresholdOverride(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
 
     model: Union[str, None] = None
     attribute: Union[str, None] = None
-    demographic_parity_difference: Union[float, None] = None
-    equalized_odds_difference: Union[float, None] = None
-    demographic_parity_ratio: Union[float, None] = None
+    demographic_parity_difference: Union[Fraction, None] = None
+    equalized_odds_difference: Union[Fraction, None] = None
+    demographic_parity_ratio: Union[Fraction, None] = None
+
+    def __post_init__(self) -> None:
+        _finite(self)
 
 
 class MonitorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -49,13 +58,17 @@ class MonitorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     attributes: Union[list[str], None] = None
     intersections: list[list[str]] = []
     count_windows: list[Positive] = msgspec.field(default_factory=lambda: [10_000])
-    time_windows_seconds: list[PositiveFloat] = msgspec.field(default_factory=lambda: [3600.0])
+    time_windows_seconds: list[WindowSeconds] = msgspec.field(default_factory=lambda: [3600.0])
     # Groups smaller than this are reported but take no part in alert gaps.
     min_group_size: Positive = 30
     # Groups smaller than this never leave the process as a rate.
     privacy_floor: Positive = 10
     # Distinct group label values exported per attribute; the rest are "other".
     max_groups_per_attribute: Positive = 50
+    # Distinct group values held in memory per attribute; later ones are counted as "other".
+    max_group_values: Positive = 1_000
+    # Models tracked; predictions of further models are refused (dead-lettered, reason over_capacity).
+    max_models: Positive = 100
     # Predictions held for late labels, windows and dedup, per model.
     journal_capacity: Positive = 1_000_000
     # Outcomes held while waiting for their prediction.
@@ -95,6 +108,8 @@ class MonitorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     threshold: Union[float, None] = None
     max_event_bytes: Positive = 1 << 20
     max_text_chars: Positive = 20_000
+    # Event times more than this past the read time are refused.
+    max_future_seconds: Annotated[float, msgspec.Meta(ge=0, le=366 * 86_400)] = 86_400.0
 
     def threshold_for(self, model: str, attribute: str, metric: str) -> float:
         value = getattr(self.thresholds, metric)
@@ -115,6 +130,7 @@ class MonitorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         return [c for k in orders for c in combinations(singles, k) if c not in configured]
 
     def __post_init__(self) -> None:
+        _finite(self)
         if self.privacy_floor > self.min_group_size:
             raise ValueError("privacy_floor must not exceed min_group_size")
         if max(self.count_windows, default=0) > self.journal_capacity:
@@ -122,6 +138,20 @@ class MonitorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         for parts in self.intersections:
             if len(parts) < 2:
                 raise ValueError(f"an intersection needs two or more attributes, got {parts}")
+            unknown = [p for p in parts if self.attributes is not None and p not in self.attributes]
+            if unknown:  # a typo would file every event under "<value>&unknown"
+                raise ValueError(f"intersection {'&'.join(parts)} names {', '.join(map(repr, unknown))}, "
+                                 f"which is not among the attributes {self.attributes}")
+        if self.max_groups_per_attribute > self.max_group_values:
+            raise ValueError("max_groups_per_attribute must not exceed max_group_values")
+
+
+def _finite(struct: msgspec.Struct) -> None:
+    """Refuse NaN and infinities in a struct's float fields (msgspec's bounds let NaN through)."""
+    for name in struct.__struct_fields__:
+        value = getattr(struct, name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"`{name}` must be a finite number, got {value}")
 
 
 class ModelThresholds:
@@ -134,6 +164,22 @@ class ModelThresholds:
 
     def __call__(self, attribute: str, metric: str) -> float:
         return self.config.threshold_for(self.model, attribute, metric)
+
+
+# Settings that shape the counts a snapshot holds: a worker refuses a snapshot written under others.
+STRUCTURAL_SETTINGS = ("attributes", "intersections", "count_windows", "time_windows_seconds", "journal_capacity",
+                       "subgroup_search", "subgroup_max_order")
+# Settings of the breach decisions and drift detectors: when they change, those restart; the counts stay.
+DECISION_SETTINGS = ("family_error", "workers", "decision_block_events", "decision_scales", "decision_staggers",
+                     "decision_check_events", "max_decision_groups", "max_attributes", "max_subgroup_cells",
+                     "min_group_size", "drift_detector", "drift_block_events", "drift_min_block_group_events",
+                     "drift_group_block_events")
+
+
+def changed_settings(old: dict, new: MonitorConfig, keys: tuple[str, ...]) -> list[str]:
+    """Which of ``keys`` differ between a config's builtins (as msgspec.to_builtins gives) and ``new``."""
+    current = msgspec.to_builtins(new)
+    return [k for k in keys if k in current and old.get(k, current[k]) != current[k]]
 
 
 # Tables of the same TOML file that belong to other parts (consumers, alerts).

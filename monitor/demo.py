@@ -9,15 +9,15 @@ and ends by saying whether, where and how fast the shift was detected.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
 from tqdm import tqdm
 
+from monitor.cli import finite_float
 from monitor.config import MonitorConfig
 from monitor.pipeline import Pipeline
-from monitor.report import build_report, format_table
+from monitor.report import build_report, format_table, to_json
 from monitor.synthetic import SyntheticStream
 
 
@@ -30,7 +30,7 @@ def register(commands) -> None:
     parser.add_argument("--port", type=int, default=9108, help="serve /metrics here while running (0: any free port)")
     parser.add_argument("--no-serve", action="store_true", help="do not serve /metrics")
     parser.add_argument("--keep-serving", action="store_true", help="keep /metrics up after the stream ends")
-    parser.add_argument("--rate", type=float, default=None, help="slow the stream to N events/s (to watch it live)")
+    parser.add_argument("--rate", type=finite_float, default=None, help="slow the stream to N events/s (to watch it live)")
     parser.add_argument("--report", choices=("table", "json"), default="table")
     parser.set_defaults(handler=run)
 
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         "events_per_second": round(args.events / elapsed),
     }
     if args.report == "json":
-        print(json.dumps(report, indent=2))
+        print(to_json(report, indent=2))
     else:
         print(format_table(report))
         print()

@@ -26,8 +26,21 @@ DEFAULT_MODEL = "default"
 MAX_EVENT_BYTES = 1 << 20
 MAX_TEXT_CHARS = 20_000
 MAX_EVENT_ID_CHARS = 256
+# Bounds on the protected groups of one event: every distinct value is held in
+# memory and may become a label value, so a hostile event must not make them huge.
+MAX_ATTRIBUTE_CHARS = 64
+MAX_GROUP_VALUE_CHARS = 256
+MAX_GROUPS_PER_EVENT = 64
+# Event times later than the read time plus this are refused: a time in year 9999
+# would own the newest time window until that date.
+MAX_FUTURE_SECONDS = 86_400.0
 
 EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_EVENT_ID_CHARS)]
+Groups = Annotated[
+    dict[Annotated[str, msgspec.Meta(max_length=MAX_ATTRIBUTE_CHARS)],
+         Annotated[str, msgspec.Meta(max_length=MAX_GROUP_VALUE_CHARS)]],
+    msgspec.Meta(max_length=MAX_GROUPS_PER_EVENT),
+]
 Timestamp = Union[datetime, float, None]
 
 
@@ -42,7 +55,7 @@ class PredictionCopy(msgspec.Struct, kw_only=True, gc=False):
     model: str
     prediction: int
     score: Union[float, None] = None
-    groups: dict[str, str]
+    groups: Groups
     ts: float
 
 
@@ -63,7 +76,7 @@ class Event(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
     model_version: Union[str, None] = None
     prediction: Union[int, None] = None
     score: Union[float, None] = None
-    groups: Union[dict[str, str], None] = None
+    groups: Union[Groups, None] = None
     text: Union[str, None] = None
     label: Union[int, None] = None
     prediction_copy: Union[PredictionCopy, None] = None  # outcomes forwarded by `fairwatch join` only
@@ -89,6 +102,8 @@ def classify_validation_error(message: str) -> str:
     if message.startswith("Object missing required field"):
         return "missing_field"
     if message.startswith("Expected"):
+        if "of length <=" in message:
+            return "oversized"
         return "wrong_type" if "length" not in message else "bad_value"
     return "bad_value"
 
@@ -106,6 +121,18 @@ def to_epoch_seconds(ts: datetime | float | None, default: float) -> float:
 # The checks stay inline in EventParser.check (they run on every event); only the wording is shared.
 def _not_binary(prediction: int, path: str) -> Rejection:
     return Rejection("bad_value", f"prediction must be 0 or 1, got {prediction!r} at `{path}`")
+
+
+def _bad_time(ts: float, path: str, max_future_seconds: float) -> Rejection:
+    if ts >= 0.0:
+        return Rejection("bad_value", f"time {ts!r} lies in the future, more than {max_future_seconds:g} s past the "
+                                      f"read time (max_future_seconds) at `{path}`")
+    return Rejection("bad_value", f"time {ts!r} is not a time since 1970 at `{path}`")
+
+
+def internal_error(exc: BaseException) -> Rejection:
+    """A record whose handling raised: isolated from its batch, with the exception as the message."""
+    return Rejection("internal_error", f"{type(exc).__name__}: {exc}")
 
 
 def _not_finite(score: float, path: str) -> Rejection:
@@ -127,6 +154,7 @@ class EventParser:
         threshold: float | None = None,
         max_event_bytes: int = MAX_EVENT_BYTES,
         max_text_chars: int = MAX_TEXT_CHARS,
+        max_future_seconds: float = MAX_FUTURE_SECONDS,
         now=time.time,
     ) -> None:
         self._decode = msgspec.json.Decoder(Event).decode
@@ -134,9 +162,20 @@ class EventParser:
         self.threshold = threshold
         self.max_event_bytes = max_event_bytes
         self.max_text_chars = max_text_chars
+        self.max_future_seconds = max_future_seconds
         self._now = now
+        self._latest_ts = -math.inf  # times up to this are known not to lie in the future
+
+    def _too_late(self, ts: float) -> bool:
+        """True when ``ts`` lies more than max_future_seconds past the read time (the clock
+        is read only when an event is newer than any accepted so far)."""
+        if ts <= self._latest_ts:
+            return False
+        self._latest_ts = self._now() + self.max_future_seconds
+        return ts > self._latest_ts
 
     def parse(self, raw: bytes | str) -> Event | Rejection:
+        """Never raises: whatever ``raw`` holds, the answer is an Event or a Rejection."""
         if len(raw) > self.max_event_bytes:
             return Rejection(
                 "oversized", f"event of {len(raw)} bytes exceeds the {self.max_event_bytes}-byte limit"
@@ -148,7 +187,14 @@ class EventParser:
             return Rejection(classify_validation_error(text), text)
         except msgspec.DecodeError as exc:
             return Rejection("not_json", f"not valid JSON: {exc}")
-        return self.check(event)
+        except UnicodeDecodeError as exc:  # msgspec raises it for bad UTF-8 inside a string
+            return Rejection("not_json", f"not valid UTF-8 inside a string ({exc.reason})")
+        except RecursionError:
+            return Rejection("not_json", "JSON nested too deeply")
+        try:
+            return self.check(event)
+        except Exception as exc:  # noqa: BLE001 - a bug in a check must cost this one event, not the batch
+            return internal_error(exc)
 
     def check(self, event: Event) -> Event | Rejection:
         """Validate the rules a schema cannot say; normalise ts, model, prediction."""
@@ -193,8 +239,13 @@ class EventParser:
         ts = event.ts
         if ts is None:
             event.ts = self._now()
-        elif ts.__class__ is not float:
-            event.ts = to_epoch_seconds(ts, 0.0)
+        else:
+            if ts.__class__ is not float:
+                ts = event.ts = to_epoch_seconds(ts, 0.0)
+            if not 0.0 <= ts or self._too_late(ts):
+                return _bad_time(ts, "$.ts", self.max_future_seconds)
+        if copy is not None and (not 0.0 <= copy.ts or self._too_late(copy.ts)):
+            return _bad_time(copy.ts, "$.prediction_copy.ts", self.max_future_seconds)
         if event.model is None:
             event.model = self.default_model
         return event

@@ -99,6 +99,7 @@ class FairwatchCollector(Collector):
             last_ts = dict(stats.last_event_ts)
             buckets = list(stats.batch_seconds_buckets)
             batch_sum = stats.batch_seconds_sum
+            over_capacity = pipeline.over_capacity()
             drift = list(pipeline.drift_events)
             decisions = {m: (dict(b.states), len(b.onsets), list(b.onsets)) for m, b in pipeline.breach_monitors.items()}
             estimates = {
@@ -213,6 +214,10 @@ class FairwatchCollector(Collector):
         for status in names.OUTCOME_STATUSES:
             outcomes_family.add_metric([status], outcomes.get(status, 0))
         yield outcomes_family
+        capped = CounterMetricFamily(names.OVER_CAPACITY, "What the memory caps turned away", labels=[names.KIND])
+        for kind in names.CAPACITY_KINDS:
+            capped.add_metric([kind], over_capacity[kind])
+        yield capped
         histogram = HistogramMetricFamily(names.BATCH_SECONDS, "Seconds to process one batch of events")
         cumulative, pairs = 0, []
         for bound, count in zip(BATCH_SECONDS_BUCKETS, buckets):

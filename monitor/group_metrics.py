@@ -13,6 +13,7 @@ import numpy as np
 
 from monitor.counts import NO_LABEL, contributions
 from monitor.journal import Journal
+from monitor.metric_names import OTHER_GROUP  # where group values past the capacity are counted
 from monitor.windows import Window, make_windows
 
 UNKNOWN_GROUP = "unknown"
@@ -20,21 +21,28 @@ INTERSECTION_SEPARATOR = "&"
 
 
 class GroupIndex(dict):
-    """Group value -> dense code, a new code on first sight.
+    """Group value -> dense code, a new code on first sight; past ``capacity``
+    distinct values, new ones share the code of ``other`` (and are not remembered,
+    so memory stays bounded whatever the stream sends).
 
-    >>> index = GroupIndex()
-    >>> [index[v] for v in ["F", "M", "F"]], index.values
-    ([0, 1, 0], ['F', 'M'])
+    >>> index = GroupIndex(capacity=3)
+    >>> [index[v] for v in ["F", "M", "F", "X", "Y"]], index.values, index.folded
+    ([0, 1, 0, 2, 2], ['F', 'M', 'other'], 2)
     """
 
-    def __init__(self) -> None:
+    def __init__(self, capacity: int = 1_000_000) -> None:
         super().__init__()
         self.values: list[str] = []
+        self.capacity = max(capacity, 2)
+        self.folded = 0  # occurrences of values counted as "other" for want of room
 
     def __missing__(self, value: str) -> int:
-        code = self[value] = len(self.values)
-        self.values.append(value)
-        return code
+        if len(self.values) < self.capacity - 1 or value == OTHER_GROUP:
+            code = self[value] = len(self.values)
+            self.values.append(value)
+            return code
+        self.folded += 1
+        return self[OTHER_GROUP] if OTHER_GROUP in self else self.__missing__(OTHER_GROUP)
 
 
 @dataclass(frozen=True)
@@ -63,9 +71,14 @@ class GroupMetrics:
         time_windows_seconds: list[float] = (),
         journal_capacity: int = 1_000_000,
         search_intersections: list[tuple[str, ...]] = (),
+        max_group_values: int = 1_000,
+        max_attributes: int = 8,
     ) -> None:
         """``search_intersections`` are tracked for the worst-subgroup search
-        only: they are listed in ``search_only`` and kept out of reports."""
+        only: they are listed in ``search_only`` and kept out of reports.
+        ``max_group_values`` bounds the distinct values held per attribute (the
+        rest count as ``other``); ``max_attributes`` bounds the attributes
+        discovered when ``attributes`` is None (later names are not tracked)."""
         for size in count_windows:
             if size > journal_capacity:
                 raise ValueError(f"count window {size} exceeds the journal capacity {journal_capacity}")
@@ -74,6 +87,9 @@ class GroupMetrics:
         self.windows: list[Window] = make_windows(list(count_windows), list(time_windows_seconds))
         self.components: dict[str, tuple[str, ...]] = {}
         self.index: dict[str, GroupIndex] = {}
+        self.max_group_values = max_group_values
+        self.max_attributes = max_attributes
+        self.untracked_attributes = 0  # attribute names seen past max_attributes (per batch they appear in)
         self._discover = attributes is None
         for attribute in attributes or ():
             self._add_attribute(attribute, (attribute,))
@@ -104,13 +120,22 @@ class GroupMetrics:
         if name in self.components:
             return
         self.components[name] = parts
-        self.index[name] = GroupIndex()
+        self.index[name] = GroupIndex(self.max_group_values)
         self.journal.add_attribute(name)
+
+    @property
+    def folded_group_values(self) -> int:
+        """Occurrences of group values counted as ``other`` because their attribute was full."""
+        return sum(index.folded for index in self.index.values())
 
     def _codes(self, groups: list[dict[str, str]]) -> dict[str, np.ndarray]:
         if self._discover:
-            for name in sorted(set().union(*groups) - self.components.keys()):
-                self._add_attribute(name, (name,))
+            new = set().union(*groups) - self.components.keys()
+            if new:
+                room = max(self.max_attributes - len(self.components), 0)
+                for name in sorted(new)[:room]:
+                    self._add_attribute(name, (name,))
+                self.untracked_attributes += max(len(new) - room, 0)
         codes = {}
         for name, parts in self.components.items():
             if len(parts) == 1:

@@ -14,6 +14,7 @@ METRIC = "metric"
 WINDOW = "window"
 STATUS = "status"
 REASON = "reason"
+KIND = "kind"
 
 # --- mergeable counters: sum over workers in PromQL ------------------------
 # One series per (model, attribute, group, cell); cells are COUNTER_CELLS.
@@ -58,6 +59,8 @@ INVALID_EVENTS = "fairwatch_invalid_events_total"  # reason: one of REJECTION_RE
 OUTCOMES = "fairwatch_outcomes_total"  # status: one of OUTCOME_STATUSES
 BATCH_SECONDS = "fairwatch_batch_processing_seconds"
 LAST_EVENT_TIMESTAMP = "fairwatch_last_event_timestamp_seconds"
+OVER_CAPACITY = "fairwatch_over_capacity_total"  # kind: one of CAPACITY_KINDS
+CAPACITY_KINDS = ("model", "attribute", "group_value")
 
 # --- the Kafka worker (consumers/) ------------------------------------------
 TOPIC = "topic"
@@ -108,6 +111,8 @@ REJECTION_REASONS = (
     "bad_value",
     "unknown_label",
     "oversized",
+    "over_capacity",  # a new model past max_models
+    "internal_error",  # an exception while handling this one record (a bug): the record is isolated
 )
 
 # Rates exported per group and gaps exported per attribute.
@@ -178,6 +183,9 @@ REFERENCE: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
     (('fairwatch_outcomes_total',), 'counter', _listed(STATUS, OUTCOME_STATUSES),
      'outcome events (`joined_from_copy`: counted from the prediction copy `fairwatch join` attaches, '
      'the prediction being counted elsewhere)'),
+    ((OVER_CAPACITY,), 'counter', _listed(KIND, CAPACITY_KINDS),
+     'what the memory caps turned away: predictions of models past `max_models` (refused, dead-lettered), attribute '
+     'names past `max_attributes` (not tracked), group values past `max_group_values` (counted as `other`)'),
     (('fairwatch_batch_processing_seconds',), 'histogram', '',
      'time per batch'),
     (('fairwatch_last_event_timestamp_seconds',), 'gauge', 'model',

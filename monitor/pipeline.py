@@ -18,6 +18,7 @@ the exporter reads it under ``lock``.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -37,6 +38,12 @@ from monitor.group_metrics import GroupMetrics
 # Upper bounds (seconds) of the batch-duration histogram.
 BATCH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, math.inf)
 REJECTION_SAMPLES = 20
+_CAPACITY_EFFECT = {
+    "model": "predictions of further models are refused (reason over_capacity); see fairwatch_over_capacity_total",
+    "attribute": "further attribute names are not tracked; list the ones to track in `attributes`",
+    "group_value": "further group values of that attribute are counted as 'other'",
+}
+log = logging.getLogger("fairwatch.pipeline")
 
 
 @dataclass
@@ -107,6 +114,7 @@ class Pipeline:
             threshold=config.threshold,
             max_event_bytes=config.max_event_bytes,
             max_text_chars=config.max_text_chars,
+            max_future_seconds=config.max_future_seconds,
             now=clock,
         )
         self.models: dict[str, GroupMetrics] = {}
@@ -128,6 +136,7 @@ class Pipeline:
         self.labeled_from_copy: dict[str, int] = {}
         self.stats = PipelineStats()
         self.position = 0  # events seen so far, valid or not
+        self._capacity_warned: set[str] = set()
         self.lock = threading.Lock()
 
     # -- entry points ---------------------------------------------------------
@@ -162,31 +171,51 @@ class Pipeline:
                 time_windows_seconds=c.time_windows_seconds,
                 journal_capacity=c.journal_capacity,
                 search_intersections=c.search_intersections(),
+                max_group_values=c.max_group_values,
+                max_attributes=c.max_attributes,
             )
-            regular = len(c.attributes) + len(c.intersections) if c.attributes else c.max_attributes
-            self.breach_monitors[model] = BreachMonitor(
-                model,
-                thresholds=ModelThresholds(c, model),
-                attribute_budget=regular,
-                subgroup_attributes=sorted(metrics.search_only),
-                family_error=c.family_error / c.workers,
-                min_group_size=c.min_group_size,
-                max_decision_groups=c.max_decision_groups,
-                max_subgroup_cells=c.max_subgroup_cells,
-                block_events=c.decision_block_events,
-                scales=c.decision_scales,
-                staggers=c.decision_staggers,
-                check_events=c.decision_check_events,
-            )
+            self.breach_monitors[model] = self._new_breach_monitor(metrics)
             self.calibrations[model] = ScoreCalibration(min_labeled=c.min_group_size)
-            self.drift_monitors[model] = DriftMonitor(
-                model,
-                c.drift_detector,
-                block_events=c.drift_block_events,
-                group_block_events=c.drift_group_block_events,
-                min_block_group_events=c.drift_min_block_group_events,
-            )
+            self.drift_monitors[model] = self._new_drift_monitor(model)
         return metrics
+
+    def _new_breach_monitor(self, metrics: GroupMetrics) -> BreachMonitor:
+        c = self.config
+        regular = len(c.attributes) + len(c.intersections) if c.attributes else c.max_attributes
+        return BreachMonitor(
+            metrics.model,
+            thresholds=ModelThresholds(c, metrics.model),
+            attribute_budget=regular,
+            subgroup_attributes=sorted(metrics.search_only),
+            family_error=c.family_error / c.workers,
+            min_group_size=c.min_group_size,
+            max_decision_groups=c.max_decision_groups,
+            max_subgroup_cells=c.max_subgroup_cells,
+            block_events=c.decision_block_events,
+            scales=c.decision_scales,
+            staggers=c.decision_staggers,
+            check_events=c.decision_check_events,
+        )
+
+    def apply_capacity_settings(self) -> None:
+        """Bring restored models to this config's caps (a snapshot holds the caps it was written with)."""
+        c = self.config
+        for metrics in self.models.values():
+            metrics.max_attributes = c.max_attributes
+            for index in metrics.index.values():
+                index.capacity = max(c.max_group_values, 2)
+
+    def restart_decisions(self) -> None:
+        """Start every model's breach decisions and drift detectors afresh (after their settings changed); counts stay.
+        The decisions are anytime-valid from any start, so a fresh start keeps their error guarantee."""
+        self.breach_monitors = {model: self._new_breach_monitor(m) for model, m in self.models.items()}
+        self.drift_monitors = {model: self._new_drift_monitor(model) for model in self.models}
+
+    def _new_drift_monitor(self, model: str) -> DriftMonitor:
+        c = self.config
+        return DriftMonitor(model, c.drift_detector, block_events=c.drift_block_events,
+                            group_block_events=c.drift_group_block_events,
+                            min_block_group_events=c.drift_min_block_group_events)
 
     def _apply(self, events: list[Event | Rejection], derived: dict[int, list[Event]]) -> BatchResult:
         stats = self.stats
@@ -204,6 +233,10 @@ class Pipeline:
                 continue
             event_id = event.event_id
             if event.prediction is None:
+                copy = event.prediction_copy
+                if copy is not None and copy.model not in self.models and len(self.models) >= self.config.max_models:
+                    rejected.append((i, self._over_model_capacity(copy.model)))
+                    continue
                 outcomes.append((event_id, event.label, event.ts, event.prediction_copy))
                 continue
             if event_id in index:
@@ -213,6 +246,10 @@ class Pipeline:
                 model = event.model
                 batch = batches.get(model)
                 if batch is None:
+                    if model not in self.models and len(self.models) >= self.config.max_models:
+                        rejected.append((i, self._over_model_capacity(model)))
+                        model = None  # the next event looks its model up again
+                        continue
                     batch = batches[model] = _ModelBatch(self._metrics_for(model))
                 # Bound per model: this loop is the per-event cost of the core.
                 metrics, model_events = batch.metrics, batch.events
@@ -260,10 +297,35 @@ class Pipeline:
             if len(stats.rejection_samples) < REJECTION_SAMPLES:
                 stats.rejection_samples.append((self.position + i, rejection))
         self.position += len(events)
+        self._warn_over_capacity()
         drift.sort(key=lambda d: d.event_index)
         self.drift_events += drift
         self.onsets += onsets
         return BatchResult(rejected, duplicates, drift, onsets)
+
+    def over_capacity(self) -> dict[str, int]:
+        """What the caps turned away: refused predictions of models past max_models, attribute
+        names not tracked past max_attributes, group values counted as ``other`` past max_group_values."""
+        return {
+            "model": self.stats.invalid_reasons.get("over_capacity", 0),
+            "attribute": sum(m.untracked_attributes for m in self.models.values()),
+            "group_value": sum(m.folded_group_values for m in self.models.values()),
+        }
+
+    def _warn_over_capacity(self) -> None:
+        """One warning line per cap, the first time it turns something away."""
+        if len(self._capacity_warned) == 3:
+            return
+        settings = {"model": "max_models", "attribute": "max_attributes", "group_value": "max_group_values"}
+        for kind, count in self.over_capacity().items():
+            if count and kind not in self._capacity_warned:
+                self._capacity_warned.add(kind)
+                log.warning("%s cap reached (%s = %d): %s", kind.replace("_", " "), settings[kind],
+                            getattr(self.config, settings[kind]), _CAPACITY_EFFECT[kind])
+
+    def _over_model_capacity(self, model: str) -> Rejection:
+        return Rejection("over_capacity", f"model {model[:80]!r} would be model number {len(self.models) + 1}, past "
+                                          f"max_models = {self.config.max_models}")
 
     def _add_derived(self, accepted: list[tuple[int, Event, list[Event]]], batches: dict[str, _ModelBatch]) -> None:
         derived_index = self.derived_index

@@ -6,6 +6,7 @@ out of alert gaps) or the privacy floor (never exported as a rate).
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -97,6 +98,26 @@ def window_report(snapshot: WindowSnapshot, min_group_size: int, privacy_floor: 
         attribute: attribute_report(rows, snapshot.groups[attribute], min_group_size, privacy_floor)
         for attribute, rows in snapshot.rows.items()
     }
+
+
+def finite(value):
+    """``value`` with every NaN or infinite float replaced by None: JSON has no Infinity.
+
+    >>> finite({"a": [1.0, float("inf")], "b": float("nan")})
+    {'a': [1.0, None], 'b': None}
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def to_json(report: dict, **kwargs) -> str:
+    """The report as strict JSON (non-finite numbers as null)."""
+    return json.dumps(finite(report), allow_nan=False, **kwargs)
 
 
 def build_report(pipeline: Pipeline, model: str | None = None) -> dict:
@@ -259,4 +280,4 @@ def format_table(report: dict) -> str:
     return "\n".join(out)
 
 
-__all__ = ["build_report", "format_table"]
+__all__ = ["build_report", "format_table", "to_json"]

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, TextIO
 
-from monitor.cli import UsageError
+from monitor.cli import UsageError, finite_float
 
 __all__ = ["register", "run_score", "read_texts"]
 
@@ -33,7 +33,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
     p.add_argument("--batch-size", type=int, default=1024, help="texts per scoring call (default: 1024)")
     p.add_argument("--max-length", type=int, default=64, help="token limit per sequence (default: 64)")
-    p.add_argument("--threshold", type=float, default=0.5, help="decision threshold (default: 0.5)")
+    p.add_argument("--threshold", type=finite_float, default=0.5, help="decision threshold (default: 0.5)")
     p.add_argument("--model-name", default="default", help="model label in the summary")
     p.add_argument("--format", choices=["jsonl", "summary"], default="jsonl", help="per-row JSONL or summary table")
     p.add_argument("--output", "-o", default="-", help="output file (default: stdout)")

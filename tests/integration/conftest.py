@@ -18,6 +18,9 @@ import pytest
 # the session timeout, and a join waits at most the rebalance timeout.
 SESSION_TIMEOUT_MS = 6000
 MAX_POLL_INTERVAL_MS = 10000
+# Limits on readiness waits: generous, since a loaded 2-core machine may take this long to start a
+# Python process that imports kafka-python, numpy and River; a ready service ends the wait at once.
+STARTUP_SECONDS = 120
 _names = itertools.count()
 
 
@@ -86,16 +89,18 @@ def topics(broker, request):
 class Service:
     """A fairwatch command as a subprocess serving /metrics, its output in a log file."""
 
-    def __init__(self, args: list[str], port: int, log_path: Path) -> None:
+    def __init__(self, args: list[str], port: int, log_path: Path, env: dict | None = None) -> None:
         self.args, self.port, self.log_path = args, port, log_path
+        self.env = env or {}
         self.process: subprocess.Popen | None = None
 
     def start(self):
         with open(self.log_path, "ab") as log:
             # cwd: the test's tmp dir, where faust writes its data dir (not the checkout)
             self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT,
-                                            cwd=self.log_path.parent, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        wait_for(lambda: self.metrics() or self.process.poll() is not None, 30,
+                                            cwd=self.log_path.parent,
+                                            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env})
+        wait_for(lambda: self.metrics() or self.process.poll() is not None, STARTUP_SECONDS,
                  lambda: f"{self.args[3]} /metrics never answered; log:\n{self.log()}")
         assert self.process.poll() is None, f"{self.args[3]} exited with {self.process.returncode}:\n{self.log()}"
         return self
@@ -111,7 +116,7 @@ class Service:
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
+        self.process.wait(60)
 
     def stop(self) -> None:
         if self.alive():
@@ -122,7 +127,7 @@ class Worker(Service):
     """`fairwatch run`, as an operator starts it."""
 
     def __init__(self, broker, topics: dict, log_dir: Path, *extra: str, name: str = "worker",
-                 state_dir: Path | None = None) -> None:
+                 state_dir: Path | None = None, env: dict | None = None) -> None:
         from consumers.broker import free_port
 
         port = free_port()
@@ -133,7 +138,7 @@ class Worker(Service):
                 "--session-timeout-ms", str(SESSION_TIMEOUT_MS),
                 "--max-poll-interval-ms", str(MAX_POLL_INTERVAL_MS), "--commit-interval-seconds", "1",
                 *(["--state-dir", str(state_dir)] if state_dir else []), *extra]
-        super().__init__(args, port, log_dir / f"{name}.log")
+        super().__init__(args, port, log_dir / f"{name}.log", env)
 
     def assigned(self) -> str | None:
         """The partitions of the worker's latest assignment, as logged."""
@@ -150,9 +155,10 @@ def workers(broker, topics, tmp_path):
     """Start workers with ``workers(*flags, name=..., state_dir=...)``; all are killed at teardown."""
     started: list[Worker] = []
 
-    def start(*extra: str, name: str = "worker", state_dir: Path | None = None, group: str | None = None) -> Worker:
+    def start(*extra: str, name: str = "worker", state_dir: Path | None = None, group: str | None = None,
+              env: dict | None = None) -> Worker:
         names = dict(topics, group=group) if group else topics
-        worker = Worker(broker, names, tmp_path, *extra, name=name, state_dir=state_dir)
+        worker = Worker(broker, names, tmp_path, *extra, name=name, state_dir=state_dir, env=env)
         started.append(worker)
         return worker.start()
 

@@ -56,7 +56,7 @@ def test_replay_csv_with_bad_rows_and_empty_labels(tmp_path):
     [
         (["replay", "/no/such/file.jsonl"], "no such file"),
         (["replay", "x.txt"], "pass --format"),
-        (["replay", "--threshold", "abc", "f.jsonl"], "invalid float value"),
+        (["replay", "--threshold", "abc", "f.jsonl"], "is not a number"),
         (["replay", "f.jsonl", "--report", "xml"], "invalid choice"),
         (["replay", "f.jsonl", "--config", "/no/such.toml"], "does not exist"),
         (["frobnicate"], "invalid choice"),
