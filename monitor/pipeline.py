@@ -130,6 +130,9 @@ class Pipeline:
         # the same prediction), which share its outcome but not its stats.
         self.derived_index: dict[str, list[tuple[GroupMetrics, int]]] = {}
         self.derived_models: set[str] = set()
+        # event_id -> entries of predictions of the same event by further models (the index holds the
+        # first model's): each is counted for its own model, and the event's outcome labels them all.
+        self.shared_index: dict[str, list[tuple[GroupMetrics, int]]] = {}
         self.early_outcomes: dict[str, int] = {}  # event_id -> label, oldest first
         # event_id -> label of outcomes counted from their prediction copy (dedup; oldest first, bounded
         # like early_outcomes: a copy redelivered after that many newer ones would count again).
@@ -239,7 +242,8 @@ class Pipeline:
                     continue
                 outcomes.append((event_id, event.label, event.ts, event.prediction_copy))
                 continue
-            if event_id in index:
+            held = index.get(event_id)
+            if held is not None and (held[0].model == event.model or self._holds(event_id, event.model)):
                 duplicates += 1
                 continue
             if event.model != model:
@@ -255,7 +259,10 @@ class Pipeline:
                 metrics, model_events = batch.metrics, batch.events
                 first_seq = metrics.journal.next_seq
                 add_event, add_position = model_events.append, batch.positions.append
-            index[event_id] = (metrics, first_seq + len(model_events))
+            if held is None:
+                index[event_id] = (metrics, first_seq + len(model_events))
+            else:  # the same event scored by another model too (e.g. a shadow model): not a duplicate
+                self.shared_index.setdefault(event_id, []).append((metrics, first_seq + len(model_events)))
             if early and event.label is None and event_id in early:
                 event.label = early.pop(event_id)
                 stats.outcomes["joined"] += 1
@@ -341,11 +348,27 @@ class Pipeline:
                 batch.events.append(event)
                 batch.positions.append(position)
 
+    def _holds(self, event_id: str, model: str) -> bool:
+        """Whether a prediction of ``event_id`` by ``model`` is held besides the index's first one."""
+        return any(m.model == model for m, _ in self.shared_index.get(event_id, ()))
+
     def _forget(self, event_ids: list[str], metrics: GroupMetrics) -> None:
         """Drop index entries of events the journal of ``metrics`` no longer holds."""
         if metrics.model not in self.derived_models:
+            index, shared = self.index, self.shared_index
             for event_id in event_ids:
-                self.index.pop(event_id, None)
+                entry = index.get(event_id)
+                others = shared.get(event_id) if shared else None
+                if others is None:
+                    if entry is not None and entry[0] is metrics:
+                        del index[event_id]
+                    continue
+                if entry is not None and entry[0] is metrics:  # the next model's entry takes its place
+                    index[event_id] = others.pop(0)
+                else:
+                    others[:] = [e for e in others if e[0] is not metrics]
+                if not others:
+                    del shared[event_id]
             return
         for event_id in event_ids:
             entries = self.derived_index.get(event_id)
@@ -362,6 +385,7 @@ class Pipeline:
         found: dict[int, tuple[GroupMetrics, dict[int, int]]] = {}
         arrived: dict[tuple[int, int], float] = {}  # (id(metrics), seq) -> outcome time
         unheld: dict[str, list[tuple[PredictionCopy, int, float]]] = {}  # model -> (copy, label, outcome time)
+        shared_entries: set[tuple[int, int]] = set()  # labels of further models' predictions: not counted again
         for event_id, label, outcome_ts, copy in outcomes:
             entry = index.get(event_id)
             if entry is None and copy is not None:
@@ -391,6 +415,14 @@ class Pipeline:
                 continue
             pending[seq] = label
             arrived[(id(metrics), seq)] = outcome_ts
+            for other_metrics, other_seq in self.shared_index.get(event_id, ()):
+                group = found.get(id(other_metrics))
+                if group is None:
+                    group = found[id(other_metrics)] = (other_metrics, {})
+                if other_seq not in group[1]:
+                    group[1][other_seq] = label
+                    arrived[(id(other_metrics), other_seq)] = outcome_ts
+                    shared_entries.add((id(other_metrics), other_seq))
             for derived_metrics, derived_seq in self.derived_index.get(event_id, ()):
                 group = found.get(id(derived_metrics))
                 if group is None:
@@ -404,10 +436,13 @@ class Pipeline:
             known = metrics.journal.label[metrics.journal.positions(seqs)]
             new = known == NO_LABEL
             if metrics.model not in self.derived_models:  # derived outputs echo their source's counts
-                same = int((~new & (known == labels)).sum())
-                counts["joined"] += int(new.sum())
+                counted = np.ones(seqs.size, dtype=bool)
+                if shared_entries:  # an outcome is counted once, for the first model that held its event
+                    counted = np.array([(id(metrics), s) not in shared_entries for s in seqs.tolist()])
+                same = int((counted & ~new & (known == labels)).sum())
+                counts["joined"] += int((counted & new).sum())
                 counts["duplicate"] += same
-                counts["conflicting"] += int((~new).sum()) - same
+                counts["conflicting"] += int((counted & ~new).sum()) - same
             if not new.any():
                 continue
             codes, prediction, score, ts = metrics.label(seqs[new], labels[new])

@@ -194,3 +194,23 @@ def test_a_file_without_one_valid_event_fails(tmp_path, content, flags):
     result = run_cli("replay", path, *flags)
     assert result.returncode == 1
     assert "no valid event" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_one_event_scored_by_two_models_counts_for_each_and_takes_one_outcome():
+    pipeline = Pipeline(MonitorConfig(count_windows=[], time_windows_seconds=[], journal_capacity=4))
+    predictions = [json.dumps({"event_id": f"e{i}", "ts": NOW, "model": model, "prediction": 1,
+                               "groups": {"g": "a"}}).encode() for i in range(3) for model in ("prod", "shadow")]
+    pipeline.process_lines(predictions + predictions[:2])  # the first pair again: duplicates
+    assert pipeline.stats.valid == 6 and pipeline.stats.duplicates == 2
+    pipeline.process_lines([json.dumps({"event_id": "e0", "ts": NOW, "label": 1}).encode()])
+    assert pipeline.stats.outcomes["joined"] == 1
+    for model in ("prod", "shadow"):
+        rows = pipeline.models[model].since_start.rows("g", 1)
+        assert rows[0, 0] == 3 and rows[0, 5] == 1, model  # predictions, true positives
+    # Both journals drop e0..e2 (capacity 4); the shared entries go with them, and a late outcome is early.
+    pipeline.process_lines([json.dumps({"event_id": f"n{i}", "ts": NOW, "model": model, "prediction": 0,
+                                        "groups": {"g": "a"}}).encode() for i in range(4) for model in ("prod", "shadow")])
+    assert set(pipeline.shared_index) == {"n0", "n1", "n2", "n3"} and "e1" not in pipeline.index
+    pipeline.process_lines([json.dumps({"event_id": "n3", "ts": NOW, "label": 0}).encode()])
+    assert pipeline.stats.outcomes["joined"] == 2
+    assert all(pipeline.models[m].since_start.rows("g", 1)[0, 7] == 1 for m in ("prod", "shadow"))  # tn
