@@ -18,15 +18,21 @@ import pytest
 # the session timeout, and a join waits at most the rebalance timeout.
 SESSION_TIMEOUT_MS = 6000
 MAX_POLL_INTERVAL_MS = 10000
-# Limits on readiness waits: generous, since a loaded 2-core machine may take this long to start a
-# Python process that imports kafka-python, numpy and River; a ready service ends the wait at once.
-STARTUP_SECONDS = 120
+# A Python process that imports kafka-python, numpy and River may take this long to start on a loaded machine.
+STARTUP_SECONDS = 40  # times WAIT_FACTOR
 _names = itertools.count()
+
+
+# Every readiness limit is stretched by this factor: a limit is what a loaded 2-core machine needs at worst,
+# not how long a test takes (a ready condition ends the wait at once). FAIRWATCH_TEST_WAIT_FACTOR overrides it.
+WAIT_FACTOR = float(os.environ.get("FAIRWATCH_TEST_WAIT_FACTOR", "3"))
 
 
 def wait_for(condition: Callable[[], object], timeout: float, message: str | Callable[[], str],
              interval: float = 0.1):
-    """Poll ``condition`` until it returns something truthy; fail with ``message`` at the deadline."""
+    """Poll ``condition`` until it returns something truthy; fail with ``message`` after ``timeout`` seconds
+    times WAIT_FACTOR."""
+    timeout *= WAIT_FACTOR
     deadline = time.monotonic() + timeout
     while True:
         value = condition()

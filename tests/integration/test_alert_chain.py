@@ -33,6 +33,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import WAIT_FACTOR
 from helpers import REPO
 
 from alerts.incidents import IncidentStore
@@ -127,7 +128,9 @@ def processes(tmp_path: Path):
 
 
 def wait_until(condition, timeout: float, what: str, processes: Processes, interval: float = 0.5):
-    """Poll ``condition`` until truthy; at the deadline fail with ``what`` and every process's log."""
+    """Poll ``condition`` until truthy; at the deadline (``timeout`` times WAIT_FACTOR) fail with ``what``
+    and every process's log."""
+    timeout *= WAIT_FACTOR
     deadline = time.monotonic() + timeout
     while True:
         value = condition()

@@ -139,10 +139,14 @@ def prometheus_on_monitor(tmp_path_factory, scorer_model):
         wait_for(lambda: b"replay done" in monitor_log.read_bytes(), 40,
                  lambda: f"replay did not finish: {monitor_log.read_text()[-2000:]}")
         writer.join(5)
-        # A few more scrapes and rule evaluations after the last event.
-        wait_for(lambda: answers(prometheus_port, f'fairwatch:group_selection_rate:5m{{model="{MODEL}"}}'), 15,
-                 "the recording rules never produced a per-group rate")
-        time.sleep(3)
+        finished = time.time()
+        # A few more scrapes and rule evaluations after the last event: wait until a recorded sample is
+        # three seconds younger than the end of the replay.
+        rate = f'fairwatch:group_selection_rate:5m{{model="{MODEL}"}}'
+        wait_for(lambda: answers(prometheus_port, rate), 15, "the recording rules never produced a per-group rate")
+        wait_for(lambda: any(float(r["value"][1]) >= finished + 3
+                             for r in prometheus_query(prometheus_port, f"timestamp({rate})")), 15,
+                 "the recording rules stopped evaluating after the replay")
         yield prometheus_port
     finally:
         for process in reversed(started):
