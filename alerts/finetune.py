@@ -31,10 +31,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from monitor.cli import UsageError
-from monitor.counts import contributions
-from monitor.gaps import all_gaps
-from monitor.rates import group_rates
+from fairwatch.cli import UsageError
+from fairwatch.monitor.counts import contributions
+from fairwatch.monitor.gaps import all_gaps
+from fairwatch.monitor.rates import group_rates
 
 __all__ = [
     "ALL_GROUPS",
@@ -63,7 +63,7 @@ FALSE_WORDS = {"0", "false", "no", "nontoxic", "non-toxic", "negative"}
 
 
 class FinetuneInputError(UsageError, ValueError):
-    """Bad input to the job (file, labels, groups, model directory): ``monitor.cli`` makes it one line, exit 2."""
+    """Bad input to the job (file, labels, groups, model directory): ``fairwatch.cli`` makes it one line, exit 2."""
 
 
 @dataclass
@@ -384,7 +384,7 @@ def _family_summary(rows: np.ndarray, names: list[str]) -> dict[str, Any]:
 
 def _dixon(rows: np.ndarray, pred: np.ndarray, label: np.ndarray) -> dict[str, Any]:
     """Sum over groups of |group rate - rate over all rows| (the overall includes rows without a group)."""
-    from monitor.counts import FN, FP, TN, TP
+    from fairwatch.monitor.counts import FN, FP, TN, TP
 
     out = {}
     for name, (num, den), overall_mask in (
@@ -594,8 +594,8 @@ def run_finetune(cfg: FinetuneConfig, examples: Sequence[Example], source: str, 
     import torch
     from tqdm.auto import tqdm
 
-    from monitor.scorer.counterfactuals import CounterfactualGenerator, Lexicon
-    from monitor.scorer.model import ModelLoadError, choose_device
+    from fairwatch.monitor.scorer.counterfactuals import CounterfactualGenerator, Lexicon
+    from fairwatch.monitor.scorer.model import ModelLoadError, choose_device
 
     out_dir = Path(cfg.out)
     model_path = Path(cfg.model_dir)

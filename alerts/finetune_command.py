@@ -55,16 +55,16 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the job; bad input (FinetuneInputError) is one line on stderr and exit 2 (monitor.cli)."""
-    from alerts.finetune import IDENTITY_ATTRIBUTES, FinetuneConfig, FinetuneInputError, read_csv, read_events, \
+    """Run the job; bad input (FinetuneInputError) is one line on stderr and exit 2 (fairwatch.cli)."""
+    from fairwatch.alerts.finetune import IDENTITY_ATTRIBUTES, FinetuneConfig, FinetuneInputError, read_csv, read_events, \
         read_templates, run_finetune
 
-    from monitor.scorer.counterfactuals import CounterfactualGenerator, Lexicon
+    from fairwatch.monitor.scorer.counterfactuals import CounterfactualGenerator, Lexicon
 
     gates_ok = 0 <= args.max_accuracy_drop <= 1 and 0 <= args.min_gap_reduction <= 1
     if not gates_ok:
         raise FinetuneInputError("--max-accuracy-drop and --min-gap-reduction must lie in [0, 1]")
-    from monitor.metric_names import GAP_METRICS
+    from fairwatch.monitor.metric_names import GAP_METRICS
 
     if args.gate_metric not in GAP_METRICS:
         raise FinetuneInputError(f"--gate-metric {args.gate_metric!r} is not one of {', '.join(GAP_METRICS)}")
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fairwatch finetune", description=__doc__.splitlines()[0])
     add_arguments(parser)
     parser.set_defaults(command="finetune", handler=run)
-    from monitor.cli import run_command  # the same one-line errors as `fairwatch finetune`
+    from fairwatch.cli import run_command  # the same one-line errors as `fairwatch finetune`
 
     return run_command(parser.parse_args(argv))
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import yaml
 
-from monitor import metric_names as names
-from monitor.config import MonitorConfig
-from monitor.scorer import metric_names as scorer_names
+from fairwatch.monitor import metric_names as names
+from fairwatch.monitor.config import MonitorConfig
+from fairwatch.monitor.scorer import metric_names as scorer_names
 
 WINDOWS = ("5m", "1h", "24h")
 BY_GROUP = "model, attribute, group"
@@ -45,7 +45,7 @@ def load_settings(path: str | Path | None) -> AlertSettings:
     """The ``[alerts]`` table of the fairwatch TOML file (the one that holds the thresholds)."""
     if path is None:
         return AlertSettings()
-    from monitor.config import ConfigError, read_toml
+    from fairwatch.monitor.config import ConfigError, read_toml
 
     table = read_toml(path).get("alerts", {})
     known = {f.name: f.type for f in fields(AlertSettings)}

@@ -6,10 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from alerts.rules import load_settings, render
-from monitor.cli import config_from_args
+from fairwatch.alerts.rules import load_settings, render
+from fairwatch.cli import config_from_args
 
-DEFAULT_OUTPUT = Path(__file__).parent / "rules" / "fairwatch.rules.yml"
+RULES_FILE = "fairwatch.rules.yml"
+# The repository's copy (checked against a fresh render by the tests): `fairwatch rules render --out alerts/rules`.
 
 
 def register(commands) -> None:
@@ -17,7 +18,9 @@ def register(commands) -> None:
     actions = parser.add_subparsers(dest="rules_action", metavar="ACTION", required=True)
     render_parser = actions.add_parser("render", help="render the rules from the config file")
     render_parser.add_argument("--config", metavar="TOML", help="the fairwatch config ([monitor], [alerts])")
-    render_parser.add_argument("--output", "-o", default=str(DEFAULT_OUTPUT), help="file to write ('-' for stdout)")
+    render_parser.add_argument("--out", metavar="DIR", default=".",
+                               help=f"folder to write {RULES_FILE} into (default: the current folder)")
+    render_parser.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead ('-' for stdout)")
     render_parser.set_defaults(handler=run_render)
 
 
@@ -25,7 +28,9 @@ def run_render(args: argparse.Namespace) -> int:
     text = render(config_from_args(args), load_settings(args.config))
     if args.output == "-":
         sys.stdout.write(text)
-    else:
-        Path(args.output).write_text(text)
-        print(f"wrote {args.output}", file=sys.stderr)
+        return 0
+    target = Path(args.output) if args.output else Path(args.out) / RULES_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    print(f"wrote {target}", file=sys.stderr)
     return 0

@@ -29,9 +29,9 @@ from typing import Literal, Union
 
 import msgspec
 
-from alerts.incidents import IncidentStore
-from monitor import metric_names as names
-from monitor.scorer import metric_names as scorer_names
+from fairwatch.alerts.incidents import IncidentStore
+from fairwatch.monitor import metric_names as names
+from fairwatch.monitor.scorer import metric_names as scorer_names
 
 log = logging.getLogger("fairwatch.trigger")
 
@@ -316,7 +316,7 @@ class TriggerCollector:
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        from alerts.incidents import STATES
+        from fairwatch.alerts.incidents import STATES
 
         counts = dict(self.trigger.counts)
         by_state = {state: 0 for state in STATES}

@@ -10,9 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from alerts.incidents import IncidentError, IncidentStore
-from alerts.trigger import JobRunner, Trigger, serve
-from monitor.cli import UsageError
+from fairwatch.alerts.incidents import IncidentError, IncidentStore
+from fairwatch.alerts.trigger import JobRunner, Trigger, serve
+from fairwatch.cli import UsageError
 
 DEFAULT_DB = "fairwatch-incidents.sqlite"
 TOKEN_ENV = "FAIRWATCH_TRIGGER_TOKEN"
@@ -142,7 +142,7 @@ def run_incidents(args: argparse.Namespace) -> int:
         elif args.incidents_action == "show":
             incident = store.get(args.id)
             if args.html:
-                from alerts.incident_page import render_incident_html
+                from fairwatch.alerts.incident_page import render_incident_html
 
                 try:
                     Path(args.html).write_text(render_incident_html(incident), encoding="utf-8")

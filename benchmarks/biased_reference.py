@@ -88,10 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from monitor.scorer.counterfactuals import CounterfactualGenerator, Lexicon
-    from monitor.scorer.model import LoadedClassifier, choose_device
-    from monitor.scorer.scoring import CounterfactualScorer
-    from monitor.scorer.stats import CounterfactualStats
+    from fairwatch.monitor.scorer.counterfactuals import CounterfactualGenerator, Lexicon
+    from fairwatch.monitor.scorer.model import LoadedClassifier, choose_device
+    from fairwatch.monitor.scorer.scoring import CounterfactualScorer
+    from fairwatch.monitor.scorer.stats import CounterfactualStats
 
     rng = random.Random(args.seed)
     torch.manual_seed(args.seed)

@@ -31,10 +31,10 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from monitor.breach import BreachMonitor
-from monitor.gaps import katz_interval, newcombe_interval
-from monitor.synthetic import NEAR_THRESHOLD_SHARES as SHARES
-from monitor.synthetic import near_threshold_stream as make_stream
+from fairwatch.monitor.breach import BreachMonitor
+from fairwatch.monitor.gaps import katz_interval, newcombe_interval
+from fairwatch.monitor.synthetic import NEAR_THRESHOLD_SHARES as SHARES
+from fairwatch.monitor.synthetic import near_threshold_stream as make_stream
 
 THRESHOLDS = {"demographic_parity_difference": 0.1, "equalized_odds_difference": 0.1,
               "demographic_parity_ratio": 0.8}

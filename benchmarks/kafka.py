@@ -85,10 +85,10 @@ def raw_consume(bootstrap: str, topic: str, n: int) -> float:
 
 
 def worker_for(bootstrap: str, topic: str, group: str, on_batch=None, fetch_process: bool = True):
-    from consumers.kafka_config import KafkaSettings
-    from consumers.kafka_worker import KafkaWorker
-    from monitor.config import MonitorConfig
-    from monitor.pipeline import Pipeline
+    from fairwatch.consumers.kafka_config import KafkaSettings
+    from fairwatch.consumers.kafka_worker import KafkaWorker
+    from fairwatch.monitor.config import MonitorConfig
+    from fairwatch.monitor.pipeline import Pipeline
 
     settings = KafkaSettings(bootstrap_servers=bootstrap, predictions_topic=topic, outcomes_topic=None,
                              dlq_topic=f"{topic}.dlq", group_id=group, commit_interval_seconds=5.0,
@@ -173,8 +173,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(args: argparse.Namespace) -> None:
 
-    from consumers.broker import TansuBroker, create_topics
-    from monitor.cli import dump_stacks_on_sigusr1, tune_gc
+    from fairwatch.consumers.broker import TansuBroker, create_topics
+    from fairwatch.cli import dump_stacks_on_sigusr1, tune_gc
 
     tune_gc()  # as `fairwatch run` does at start
     dump_stacks_on_sigusr1()

@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile-raw", action="store_true", help="cProfile the raw loop (slows it)")
     args = parser.parse_args(argv)
 
-    from consumers.broker import TansuBroker, create_topics
-    from monitor.cli import tune_gc
+    from fairwatch.consumers.broker import TansuBroker, create_topics
+    from fairwatch.cli import tune_gc
 
     tune_gc()
     n = args.events

@@ -50,7 +50,7 @@ def sync(device: Any) -> None:
 def build_loaded(args: argparse.Namespace) -> Any:
     import torch
 
-    from monitor.scorer.model import LoadedClassifier, choose_device, load_classifier
+    from fairwatch.monitor.scorer.model import LoadedClassifier, choose_device, load_classifier
 
     if not args.random_weights:
         return load_classifier(args.model_dir, device=args.device)
@@ -66,7 +66,7 @@ def build_loaded(args: argparse.Namespace) -> Any:
 
 
 def bench_ours(loaded: Any, texts: list[str], args: argparse.Namespace) -> dict[str, Any]:
-    from monitor.scorer.scoring import CounterfactualScorer
+    from fairwatch.monitor.scorer.scoring import CounterfactualScorer
 
     scorer = CounterfactualScorer(loaded=loaded, max_length=args.seq_len, max_batch=args.batch,
                                   workers=args.workers, chunk_texts=args.chunk_texts)
@@ -94,8 +94,8 @@ def bench_ours(loaded: Any, texts: list[str], args: argparse.Namespace) -> dict[
 
 def bench_host_only(loaded: Any, texts: list[str], args: argparse.Namespace) -> dict[str, Any]:
     """Tokenization + variants as token ids, no model: the host-side ceiling, serial and on the pool."""
-    from monitor.scorer.counterfactuals import Lexicon
-    from monitor.scorer.prepare import HostPreparer, default_workers
+    from fairwatch.monitor.scorer.counterfactuals import Lexicon
+    from fairwatch.monitor.scorer.prepare import HostPreparer, default_workers
 
     workers = args.workers if args.workers is not None else default_workers("cuda")
     out: dict[str, Any] = {"cpu_count": os.cpu_count(), "workers": workers}

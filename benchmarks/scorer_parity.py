@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None, help="also write the result here")
     args = p.parse_args(argv)
 
-    from monitor.scorer.scoring import CounterfactualScorer
+    from fairwatch.monitor.scorer.scoring import CounterfactualScorer
 
     texts = template_texts(args.data, args.n, args.seed)
     results, used = {}, {}

@@ -11,10 +11,10 @@ import resource
 
 from prometheus_client import generate_latest
 
-from monitor.config import MonitorConfig
-from monitor.exporter import make_registry
-from monitor.pipeline import Pipeline
-from monitor.synthetic import SyntheticStream
+from fairwatch.monitor.config import MonitorConfig
+from fairwatch.monitor.exporter import make_registry
+from fairwatch.monitor.pipeline import Pipeline
+from fairwatch.monitor.synthetic import SyntheticStream
 
 
 def series_count(models: int, groups: int, attributes: int = 1, n: int = 20_000) -> int:

@@ -6,7 +6,7 @@ import logging
 import threading
 from collections import Counter
 
-from monitor.events import Rejection
+from fairwatch.monitor.events import Rejection
 
 log = logging.getLogger("fairwatch.dlq")
 

@@ -6,8 +6,8 @@ import argparse
 import signal
 import sys
 
-from consumers.broker import BrokerError, TansuBroker, create_topics
-from monitor.cli import UsageError
+from fairwatch.consumers.broker import BrokerError, TansuBroker, create_topics
+from fairwatch.cli import UsageError
 
 DEFAULT_TOPICS = ("fairwatch.predictions", "fairwatch.outcomes", "fairwatch.dlq")
 

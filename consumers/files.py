@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from monitor.events import Event, EventParser, Rejection
+from fairwatch.monitor.events import Event, EventParser, Rejection
 
 BATCH_SIZE = 4096
 _BOM = b"\xef\xbb\xbf"

@@ -12,10 +12,10 @@ import logging
 import ssl
 import sys
 
-from consumers.kafka_config import add_security_flags, parse_kafka_settings
-from consumers.outcome_join import JoinSettings
-from monitor.cli import UsageError, serve_registry, finite_float
-from monitor.config import ConfigError
+from fairwatch.consumers.kafka_config import add_security_flags, parse_kafka_settings
+from fairwatch.consumers.outcome_join import JoinSettings
+from fairwatch.cli import UsageError, serve_registry, finite_float
+from fairwatch.monitor.config import ConfigError
 
 
 def register(commands) -> None:
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
     from kafka.errors import KafkaError
 
-    from consumers.outcome_join import JoinMetrics, JoinSettings, build_app, topic_partitions
+    from fairwatch.consumers.outcome_join import JoinMetrics, JoinSettings, build_app, topic_partitions
 
     try:
         found = topic_partitions(args.bootstrap_servers, [args.predictions_topic, args.outcomes_topic],

@@ -6,7 +6,7 @@
 >>> parse_kafka_settings({"group": "x"})
 Traceback (most recent call last):
 ...
-monitor.config.ConfigError: [kafka]: Object contains unknown field `group` - at `$.group`
+fairwatch.monitor.config.ConfigError: [kafka]: Object contains unknown field `group`
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Annotated, Literal, Union
 
 import msgspec
 
-from monitor.config import ConfigError, read_toml
+from fairwatch.monitor.config import ConfigError, read_toml
 
 PASSWORD_ENV = "FAIRWATCH_KAFKA_SASL_PASSWORD"
 Positive = Annotated[int, msgspec.Meta(ge=1)]

@@ -38,14 +38,14 @@ from kafka.structs import OffsetAndMetadata
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from monitor import metric_names as names
-from consumers.dead_letters import DeadLetters
-from consumers.fetch_process import FetchProcess, FetchProcessDied, PartitionBatch
-from consumers.kafka_config import KafkaSettings
-from consumers.state import StateStore
-from monitor.events import Rejection, internal_error
-from monitor.metric_names import REJECTION_REASONS
-from monitor.pipeline import Pipeline
+from fairwatch.monitor import metric_names as names
+from fairwatch.consumers.dead_letters import DeadLetters
+from fairwatch.consumers.fetch_process import FetchProcess, FetchProcessDied, PartitionBatch
+from fairwatch.consumers.kafka_config import KafkaSettings
+from fairwatch.consumers.state import StateStore
+from fairwatch.monitor.events import Rejection, internal_error
+from fairwatch.monitor.metric_names import REJECTION_REASONS
+from fairwatch.monitor.pipeline import Pipeline
 
 log = logging.getLogger("fairwatch.worker")
 

@@ -61,8 +61,8 @@ from dataclasses import dataclass, field
 import msgspec
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from monitor.events import EventParser, PredictionCopy, Rejection
-from monitor.metric_names import (
+from fairwatch.monitor.events import EventParser, PredictionCopy, Rejection
+from fairwatch.monitor.metric_names import (
     JOIN_INVALID,
     JOIN_OUTCOME_STATUSES,
     JOIN_OUTCOMES,

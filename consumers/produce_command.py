@@ -11,12 +11,12 @@ from pathlib import Path
 import msgspec
 from tqdm import tqdm
 
-from consumers.files import SourceError, read_events
-from consumers.kafka_config import add_security_flags, parse_kafka_settings
-from consumers.replay_command import add_mapping_flags, mapping_from_args
-from monitor.cli import UsageError, finite_float
-from monitor.config import ConfigError
-from monitor.events import EventParser, Rejection
+from fairwatch.consumers.files import SourceError, read_events
+from fairwatch.consumers.kafka_config import add_security_flags, parse_kafka_settings
+from fairwatch.consumers.replay_command import add_mapping_flags, mapping_from_args
+from fairwatch.cli import UsageError, finite_float
+from fairwatch.monitor.config import ConfigError
+from fairwatch.monitor.events import EventParser, Rejection
 
 
 class Outcome(msgspec.Struct):

@@ -8,10 +8,10 @@ import time
 
 from tqdm import tqdm
 
-from consumers.files import FORMATS, CsvMapping, SourceError, read_events
-from monitor.cli import UsageError, add_config_flags, config_from_args, serve_registry, finite_float
-from monitor.pipeline import Pipeline
-from monitor.report import build_report, format_table, to_json
+from fairwatch.consumers.files import FORMATS, CsvMapping, SourceError, read_events
+from fairwatch.cli import UsageError, add_config_flags, config_from_args, serve_registry, finite_float
+from fairwatch.monitor.pipeline import Pipeline
+from fairwatch.monitor.report import build_report, format_table, to_json
 
 
 def add_mapping_flags(parser: argparse.ArgumentParser) -> None:
@@ -74,10 +74,10 @@ def build_scorer_step(args: argparse.Namespace):
     if not 0.0 <= args.scorer_threshold <= 1.0:
         raise UsageError("--scorer-threshold must be between 0 and 1")
     try:
-        from monitor.scorer.counterfactuals import Lexicon, LexiconError
-        from monitor.scorer.model import ModelLoadError
-        from monitor.scorer.scoring import CounterfactualScorer
-        from monitor.scorer.step import ScorerStep
+        from fairwatch.monitor.scorer.counterfactuals import Lexicon, LexiconError
+        from fairwatch.monitor.scorer.model import ModelLoadError
+        from fairwatch.monitor.scorer.scoring import CounterfactualScorer
+        from fairwatch.monitor.scorer.step import ScorerStep
     except ImportError as exc:
         raise UsageError(f"--scorer-model needs the 'ml' extra (torch, transformers): {exc}") from None
     try:
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     pipeline = Pipeline(config)
     server = None
     if args.serve is not None:
-        from monitor.exporter import make_registry
+        from fairwatch.monitor.exporter import make_registry
 
         registry = make_registry(pipeline)
         if step is not None:

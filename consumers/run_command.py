@@ -7,11 +7,11 @@ import logging
 import signal
 import sys
 
-from consumers.kafka_config import add_security_flags, parse_kafka_settings
-from monitor.config import read_toml
-from consumers.replay_command import add_scorer_flags, build_scorer_step
-from monitor.cli import UsageError, add_config_flags, serve_registry, finite_float
-from monitor.config import ConfigError, load_config
+from fairwatch.consumers.kafka_config import add_security_flags, parse_kafka_settings
+from fairwatch.monitor.config import read_toml
+from fairwatch.consumers.replay_command import add_scorer_flags, build_scorer_step
+from fairwatch.cli import UsageError, add_config_flags, serve_registry, finite_float
+from fairwatch.monitor.config import ConfigError, load_config
 
 # Flags that map one to one onto KafkaSettings fields (None = not given, the TOML or default wins).
 _SETTING_FLAGS = (
@@ -77,7 +77,7 @@ def settings_from_args(args: argparse.Namespace, document: dict):
 
 
 def monitor_config_from_args(args: argparse.Namespace, document: dict):
-    """Like monitor.cli.config_from_args, but a file holding a [kafka] table keeps [monitor] apart."""
+    """Like fairwatch.cli.config_from_args, but a file holding a [kafka] table keeps [monitor] apart."""
     if "monitor" in document:
         section = dict(document["monitor"])
     else:
@@ -105,9 +105,9 @@ def run(args: argparse.Namespace) -> int:
 
     from kafka.errors import KafkaError
 
-    from consumers.kafka_worker import ApplyFailed, KafkaWorker, WorkerCollector
-    from consumers.state import StateError, StateStore
-    from monitor.pipeline import Pipeline
+    from fairwatch.consumers.kafka_worker import ApplyFailed, KafkaWorker, WorkerCollector
+    from fairwatch.consumers.state import StateError, StateStore
+    from fairwatch.monitor.pipeline import Pipeline
 
     step = build_scorer_step(args)  # before connecting: a bad model or lexicon fails fast
     pipeline = Pipeline(config)
@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     except StateError as exc:
         raise UsageError(str(exc)) from None
     if settings.metrics_port is not None:
-        from monitor.exporter import make_registry
+        from fairwatch.monitor.exporter import make_registry
 
         registry = make_registry(pipeline)
         registry.register(WorkerCollector(worker))

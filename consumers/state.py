@@ -27,8 +27,8 @@ from pathlib import Path
 
 import msgspec
 
-from monitor.config import DECISION_SETTINGS, STRUCTURAL_SETTINGS, ModelThresholds, changed_settings
-from monitor.pipeline import Pipeline
+from fairwatch.monitor.config import DECISION_SETTINGS, STRUCTURAL_SETTINGS, ModelThresholds, changed_settings
+from fairwatch.monitor.pipeline import Pipeline
 
 log = logging.getLogger("fairwatch.state")
 

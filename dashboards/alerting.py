@@ -19,7 +19,7 @@ import re
 
 import yaml
 
-from alerts.rules import AlertSettings, alerting_rules
+from fairwatch.alerts.rules import AlertSettings, alerting_rules
 
 DATASOURCE_UID = "fairwatch-prometheus"  # the provisioned datasource (deploy/grafana/provisioning/datasources)
 FOLDER = "fairwatch"

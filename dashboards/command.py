@@ -7,20 +7,22 @@ import os
 import sys
 from pathlib import Path
 
-from dashboards import alerting, render
-from monitor.cli import finite_float
+from fairwatch.dashboards import alerting, render
+from fairwatch.cli import finite_float
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_ALERTING = REPO / "deploy" / "grafana" / "provisioning" / "alerting" / "fairwatch.yml"
+ALERTING_FILE = "fairwatch-alerting.yml"
+# The repository's copies (checked against a fresh render by the tests):
+#   fairwatch dashboards render --out dashboards/json --alerting deploy/grafana/provisioning/alerting/fairwatch.yml
 
 
 def register(commands) -> None:
     parser = commands.add_parser("dashboards", help="Grafana dashboards and Grafana-managed alert rules")
     actions = parser.add_subparsers(dest="dashboards_action", metavar="ACTION", required=True)
-    render_parser = actions.add_parser("render", help="write dashboards/json/*.json and the Grafana alert rules")
-    render_parser.add_argument("--output-dir", default=str(render.JSON_DIR), help="dashboard JSON folder")
-    render_parser.add_argument("--alerting", default=str(DEFAULT_ALERTING),
-                               help="Grafana alert-rule provisioning file to write")
+    render_parser = actions.add_parser("render", help="write the dashboard JSON files and the Grafana alert rules")
+    render_parser.add_argument("--out", metavar="DIR", default=".",
+                               help="folder for the dashboard JSON files (default: the current folder)")
+    render_parser.add_argument("--alerting", metavar="FILE",
+                               help=f"Grafana alert-rule provisioning file to write (default: DIR/{ALERTING_FILE})")
     render_parser.add_argument("--config", metavar="TOML", help="the fairwatch config ([alerts] routing knobs)")
     render_parser.set_defaults(handler=run_render)
     push_parser = actions.add_parser("push", help="push the dashboards to a Grafana (idempotent)")
@@ -35,11 +37,13 @@ def register(commands) -> None:
 
 
 def run_render(args: argparse.Namespace) -> int:
-    from alerts.rules import load_settings
+    from fairwatch.alerts.rules import load_settings
 
-    for path in render.write(Path(args.output_dir)):
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in render.write(out):
         print(f"wrote {path}", file=sys.stderr)
-    target = Path(args.alerting)
+    target = Path(args.alerting) if args.alerting else out / ALERTING_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(alerting.render(load_settings(args.config)))
     print(f"wrote {target}", file=sys.stderr)
@@ -47,12 +51,12 @@ def run_render(args: argparse.Namespace) -> int:
 
 
 def run_push(args: argparse.Namespace) -> int:
-    from monitor.cli import UsageError
+    from fairwatch.cli import UsageError
 
     if not args.url:
         raise UsageError("no Grafana URL: pass --url or set GRAFANA_URL")
     try:
-        from dashboards.push import PushError, push
+        from fairwatch.dashboards.push import PushError, push
     except ImportError:
         raise UsageError("needs grafana-client, which is not installed (pip install 'fairwatch[grafana]')") from None
     try:

@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from dashboards.panels import (
+from fairwatch.dashboards.panels import (
     DATASOURCE,
     custom_variable,
     dashboard,
@@ -34,8 +34,8 @@ from dashboards.panels import (
     row,
     target,
 )
-from monitor import metric_names as names
-from monitor.scorer import metric_names as scorer_names
+from fairwatch.monitor import metric_names as names
+from fairwatch.monitor.scorer import metric_names as scorer_names
 
 JSON_DIR = Path(__file__).parent / "json"
 OVERVIEW_UID = "fairwatch-overview"
@@ -324,7 +324,7 @@ def queries(document: dict) -> Iterator[tuple[str, str]]:
             yield f'{document["uid"]} / annotation {annotation["name"]}', annotation["expr"]
 
 
-def write(directory: Path = JSON_DIR) -> list[Path]:
+def write(directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for name, document in dashboards().items():

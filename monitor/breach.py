@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from monitor.confseq import confidence_sequence
+from fairwatch.monitor.confseq import confidence_sequence
 
 # Accumulator columns: (trials, successes) of the selection rate, TPR and FPR.
 SEL_N, SEL_X, TPR_N, TPR_X, FPR_N, FPR_X = range(6)

@@ -6,7 +6,7 @@
 >>> parse_config({"min_group_size": "big"})
 Traceback (most recent call last):
 ...
-monitor.config.ConfigError: Expected `int`, got `str` - at `$.min_group_size`
+fairwatch.monitor.config.ConfigError: Expected `int`, got `str` - at `$.min_group_size`
 """
 
 from __future__ import annotations

@@ -18,11 +18,11 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, Exemplar, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from monitor import metric_names as names
-from monitor.counts import FN, FP, N, POS, SCORE_SUM, SCORED, TN, TP
-from monitor.gaps import all_gaps
-from monitor.pipeline import BATCH_SECONDS_BUCKETS, Pipeline
-from monitor.rates import PROPORTIONS, group_rates, proportion
+from fairwatch.monitor import metric_names as names
+from fairwatch.monitor.counts import FN, FP, N, POS, SCORE_SUM, SCORED, TN, TP
+from fairwatch.monitor.gaps import all_gaps
+from fairwatch.monitor.pipeline import BATCH_SECONDS_BUCKETS, Pipeline
+from fairwatch.monitor.rates import PROPORTIONS, group_rates, proportion
 
 GROUP_LABELS = [names.MODEL, names.ATTRIBUTE, names.GROUP]
 CELL_COLUMNS = {

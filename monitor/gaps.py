@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from monitor.rates import Z95, proportion, safe_ratio, wilson_interval
+from fairwatch.monitor.rates import Z95, proportion, safe_ratio, wilson_interval
 
 BOOTSTRAP_DRAWS = 2000
 

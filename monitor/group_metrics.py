@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from monitor.counts import NO_LABEL, contributions
-from monitor.journal import Journal
-from monitor.metric_names import OTHER_GROUP  # where group values past the capacity are counted
-from monitor.windows import Window, make_windows
+from fairwatch.monitor.counts import NO_LABEL, contributions
+from fairwatch.monitor.journal import Journal
+from fairwatch.monitor.metric_names import OTHER_GROUP  # where group values past the capacity are counted
+from fairwatch.monitor.windows import Window, make_windows
 
 UNKNOWN_GROUP = "unknown"
 INTERSECTION_SEPARATOR = "&"

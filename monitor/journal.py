@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from monitor.counts import NO_LABEL
+from fairwatch.monitor.counts import NO_LABEL
 
 _FIRST_ALLOCATION = 4096
 

@@ -11,8 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from monitor import metric_names
-from monitor.scorer import metric_names as scorer_metric_names
+from fairwatch.monitor import metric_names
+from fairwatch.monitor.scorer import metric_names as scorer_metric_names
 
 MODULES = (metric_names, scorer_metric_names)
 BEGIN, END = "<!-- metrics:begin -->", "<!-- metrics:end -->"

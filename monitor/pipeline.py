@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from monitor.breach import BreachMonitor, Onset
-from monitor.calibration import ScoreCalibration
-from monitor.config import ModelThresholds, MonitorConfig
-from monitor.counts import NO_LABEL
-from monitor.drift import DriftEvent, DriftMonitor
-from monitor.events import Event, EventParser, PredictionCopy, Rejection
-from monitor.group_metrics import GroupMetrics
+from fairwatch.monitor.breach import BreachMonitor, Onset
+from fairwatch.monitor.calibration import ScoreCalibration
+from fairwatch.monitor.config import ModelThresholds, MonitorConfig
+from fairwatch.monitor.counts import NO_LABEL
+from fairwatch.monitor.drift import DriftEvent, DriftMonitor
+from fairwatch.monitor.events import Event, EventParser, PredictionCopy, Rejection
+from fairwatch.monitor.group_metrics import GroupMetrics
 
 # Upper bounds (seconds) of the batch-duration histogram.
 BATCH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, math.inf)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from monitor.counts import FN, FP, N, POS, SCORE_SQ, SCORE_SUM, SCORED, TN, TP
+from fairwatch.monitor.counts import FN, FP, N, POS, SCORE_SQ, SCORE_SUM, SCORED, TN, TP
 
 Z95 = 1.959963984540054
 

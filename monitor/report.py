@@ -11,12 +11,12 @@ import math
 
 import numpy as np
 
-from monitor.counts import FN, FP, N, POS, TN, TP
-from monitor.gaps import all_gaps
-from monitor.group_metrics import WindowSnapshot
-from monitor.metric_names import GAP_METRICS, RATE_METRICS
-from monitor.pipeline import Pipeline
-from monitor.rates import group_rates
+from fairwatch.monitor.counts import FN, FP, N, POS, TN, TP
+from fairwatch.monitor.gaps import all_gaps
+from fairwatch.monitor.group_metrics import WindowSnapshot
+from fairwatch.monitor.metric_names import GAP_METRICS, RATE_METRICS
+from fairwatch.monitor.pipeline import Pipeline
+from fairwatch.monitor.rates import group_rates
 
 
 def _num(x) -> float | int | None:

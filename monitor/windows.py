@@ -14,8 +14,8 @@ import math
 
 import numpy as np
 
-from monitor.counts import N_CELLS, contributions, padded
-from monitor.journal import Journal
+from fairwatch.monitor.counts import N_CELLS, contributions, padded
+from fairwatch.monitor.journal import Journal
 
 
 class Window:

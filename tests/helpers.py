@@ -16,7 +16,7 @@ COMPAS_FLAGS = ("--id-col", "id", "--label-col", "two_year_recid", "--score-col"
 def run_cli(*args, input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     """The real console entry point in a subprocess: exit codes and stderr as users see them."""
     return subprocess.run(
-        [sys.executable, "-m", "monitor", *map(str, args)],
+        [sys.executable, "-m", "fairwatch", *map(str, args)],
         capture_output=True, text=True, input=input, timeout=timeout, cwd=REPO,
     )
 

@@ -22,7 +22,7 @@ FILLERS = (
 
 
 def tiny_vocab() -> list[str]:
-    from monitor.scorer.counterfactuals import Lexicon
+    from fairwatch.monitor.scorer.counterfactuals import Lexicon
 
     words: list[str] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     lex = Lexicon.default()
@@ -34,7 +34,7 @@ def tiny_vocab() -> list[str]:
 
 
 def male_female_terms() -> tuple[set[str], set[str]]:
-    from monitor.scorer.counterfactuals import Lexicon
+    from fairwatch.monitor.scorer.counterfactuals import Lexicon
 
     gender = Lexicon.default().attributes["gender"]
     male = {a for a, _ in gender.pairs} | {"his", "him"}
@@ -88,7 +88,7 @@ def build_tiny_model(out_dir: str | Path, kind: str = "random", seed: int = 0) -
 
 
 def _lexicon_words() -> set[str]:
-    from monitor.scorer.counterfactuals import Lexicon
+    from fairwatch.monitor.scorer.counterfactuals import Lexicon
 
     return {w for a in Lexicon.default().attributes.values() for t in a.all_terms for w in t.split(" ")}
 

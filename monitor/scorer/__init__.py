@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from monitor.scorer.counterfactuals import CounterfactualGenerator, Lexicon, LexiconError, Variant
-from monitor.scorer.debias import GroupThresholdPostprocessor, counterfactual_average
-from monitor.scorer.stats import CounterfactualStats, TermAttribution
+from fairwatch.monitor.scorer.counterfactuals import CounterfactualGenerator, Lexicon, LexiconError, Variant
+from fairwatch.monitor.scorer.debias import GroupThresholdPostprocessor, counterfactual_average
+from fairwatch.monitor.scorer.stats import CounterfactualStats, TermAttribution
 
 __all__ = [
     "CounterfactualBatchResult",
@@ -29,7 +29,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # The scorer pulls in torch; only import it when asked for.
     if name in ("CounterfactualScorer", "CounterfactualBatchResult"):
-        from monitor.scorer import scoring
+        from fairwatch.monitor.scorer import scoring
 
         return getattr(scoring, name)
-    raise AttributeError(f"module 'monitor.scorer' has no attribute {name!r}")
+    raise AttributeError(f"module 'fairwatch.monitor.scorer' has no attribute {name!r}")

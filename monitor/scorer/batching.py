@@ -69,7 +69,7 @@ class SequenceScorer:
     def __init__(self, loaded: Any, max_batch: int = 4096, max_tokens: int = 4096 * 64) -> None:
         import torch
 
-        from monitor.scorer.model import positive_scores
+        from fairwatch.monitor.scorer.model import positive_scores
 
         self._torch = torch
         self._positive_scores = positive_scores

@@ -212,7 +212,7 @@ class Lexicon:
     def default(cls, names: Iterable[str] = DEFAULT_LEXICON_FILES) -> Lexicon:
         """The lexicons shipped in ``monitor/scorer/lexicons`` (gender pairs, first names, identity terms)."""
         out = cls({}, ())
-        pkg = resources.files("monitor.scorer") / "lexicons"
+        pkg = resources.files("fairwatch.monitor.scorer") / "lexicons"
         for name in names:
             data = json.loads((pkg / name).read_text(encoding="utf-8"))
             out = out.extend(cls.from_mapping(data, f"monitor.scorer/lexicons/{name}"))

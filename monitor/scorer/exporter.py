@@ -18,8 +18,8 @@ from contextlib import nullcontext
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from monitor.scorer import metric_names as names
-from monitor.scorer.stats import SCORER_SECONDS_BUCKETS, CounterfactualStats, ScorerThroughput
+from fairwatch.monitor.scorer import metric_names as names
+from fairwatch.monitor.scorer.stats import SCORER_SECONDS_BUCKETS, CounterfactualStats, ScorerThroughput
 
 __all__ = ["CounterfactualCollector"]
 

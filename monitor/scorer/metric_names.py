@@ -8,7 +8,7 @@ top-K terms only; no input text ever becomes a label.
 
 from __future__ import annotations
 
-from monitor.metric_names import ATTRIBUTE, MODEL
+from fairwatch.monitor.metric_names import ATTRIBUTE, MODEL
 
 __all__ = [
     "MODEL", "ATTRIBUTE", "TERM", "STAT", "SCORE_CHANGE_STATS",

@@ -7,8 +7,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from monitor.scorer.counterfactuals import CounterfactualGenerator, Lexicon
-from monitor.scorer.stats import TermAttribution
+from fairwatch.monitor.scorer.counterfactuals import CounterfactualGenerator, Lexicon
+from fairwatch.monitor.scorer.stats import TermAttribution
 
 __all__ = ["PairReport", "paired_score_changes"]
 

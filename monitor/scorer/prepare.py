@@ -33,8 +33,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from monitor.scorer.counterfactuals import CounterfactualGenerator, Lexicon
-from monitor.scorer.tokens import VariantTokenizer
+from fairwatch.monitor.scorer.counterfactuals import CounterfactualGenerator, Lexicon
+from fairwatch.monitor.scorer.tokens import VariantTokenizer
 
 __all__ = ["PreparedRows", "TextPreparer", "HostPreparer", "lexicon_terms", "default_workers"]
 

@@ -14,12 +14,12 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from monitor.scorer.batching import DynamicBatcher, SequenceScorer
-from monitor.scorer.counterfactuals import Lexicon
-from monitor.scorer.debias import counterfactual_average
-from monitor.scorer.model import LoadedClassifier, load_classifier
-from monitor.scorer.results import AttributeDetail, CounterfactualBatchResult
-from monitor.scorer.prepare import HostPreparer, PreparedRows, default_workers
+from fairwatch.monitor.scorer.batching import DynamicBatcher, SequenceScorer
+from fairwatch.monitor.scorer.counterfactuals import Lexicon
+from fairwatch.monitor.scorer.debias import counterfactual_average
+from fairwatch.monitor.scorer.model import LoadedClassifier, load_classifier
+from fairwatch.monitor.scorer.results import AttributeDetail, CounterfactualBatchResult
+from fairwatch.monitor.scorer.prepare import HostPreparer, PreparedRows, default_workers
 
 __all__ = ["CounterfactualScorer", "CounterfactualBatchResult"]
 

@@ -17,7 +17,7 @@ from typing import Iterable
 
 import numpy as np
 
-from monitor.scorer.results import CounterfactualBatchResult
+from fairwatch.monitor.scorer.results import CounterfactualBatchResult
 
 __all__ = [
     "TermAttribution", "AttributeCounterfactualStats", "CounterfactualStats", "TermRow", "ScorerThroughput",

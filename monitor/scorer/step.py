@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from monitor.counts import FN, FP, NO_LABEL, TN, TP
-from monitor.events import Event, Rejection
-from monitor.group_metrics import UNKNOWN_GROUP
-from monitor.scorer.debias import GroupThresholdPostprocessor
-from monitor.scorer.exporter import CounterfactualCollector
-from monitor.scorer.stats import CounterfactualStats, ScorerThroughput
+from fairwatch.monitor.counts import FN, FP, NO_LABEL, TN, TP
+from fairwatch.monitor.events import Event, Rejection
+from fairwatch.monitor.group_metrics import UNKNOWN_GROUP
+from fairwatch.monitor.scorer.debias import GroupThresholdPostprocessor
+from fairwatch.monitor.scorer.exporter import CounterfactualCollector
+from fairwatch.monitor.scorer.stats import CounterfactualStats, ScorerThroughput
 
 __all__ = ["ScorerStep", "DEBIASED_SUFFIX", "POSTPROCESSED_SUFFIX"]
 

@@ -13,7 +13,7 @@ import bisect
 import json
 from typing import Any, Sequence
 
-from monitor.scorer.counterfactuals import Swap
+from fairwatch.monitor.scorer.counterfactuals import Swap
 
 __all__ = ["VariantTokenizer"]
 

@@ -69,7 +69,7 @@ def total(samples: dict, name: str, **labels) -> float:
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory):
     pytest.importorskip("kafka", reason="the kafka extra (kafka-python) is not installed")
-    from consumers.broker import BrokerError, TansuBroker, find_tansu
+    from fairwatch.consumers.broker import BrokerError, TansuBroker, find_tansu
 
     try:
         find_tansu()
@@ -82,7 +82,7 @@ def broker(tmp_path_factory):
 @pytest.fixture
 def topics(broker, request):
     """Fresh topic names for one test: predictions, outcomes, dlq, group (4 partitions each)."""
-    from consumers.broker import create_topics
+    from fairwatch.consumers.broker import create_topics
 
     n = next(_names)
     stem = f"t{n}-{request.node.name[:40].replace('[', '-').replace(']', '')}"
@@ -134,10 +134,10 @@ class Worker(Service):
 
     def __init__(self, broker, topics: dict, log_dir: Path, *extra: str, name: str = "worker",
                  state_dir: Path | None = None, env: dict | None = None) -> None:
-        from consumers.broker import free_port
+        from fairwatch.consumers.broker import free_port
 
         port = free_port()
-        args = [sys.executable, "-m", "monitor", "run", "--bootstrap-servers", broker.bootstrap_servers,
+        args = [sys.executable, "-m", "fairwatch", "run", "--bootstrap-servers", broker.bootstrap_servers,
                 "--predictions-topic", topics["predictions"], "--outcomes-topic", topics["outcomes"],
                 "--dlq-topic", topics["dlq"], "--group-id", topics["group"], "--client-id", name,
                 "--metrics-port", str(port), "--metrics-addr", "127.0.0.1",

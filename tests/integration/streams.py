@@ -48,7 +48,7 @@ def synthetic_stream(n: int, topics: dict, seed: int = 7, duplicate_every: int =
 
 def group_counters(samples: dict) -> Counter:
     """(attribute, group, cell) -> value of fairwatch_group_events_total, summed over series given."""
-    from monitor import metric_names as names
+    from fairwatch.monitor import metric_names as names
 
     counts = Counter()
     for (name, labels), value in samples.items():

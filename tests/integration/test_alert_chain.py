@@ -36,8 +36,8 @@ import yaml
 from conftest import WAIT_FACTOR
 from helpers import REPO
 
-from alerts.incidents import IncidentStore
-from alerts.rules import AlertSettings, render
+from fairwatch.alerts.incidents import IncidentStore
+from fairwatch.alerts.rules import AlertSettings, render
 
 pytestmark = pytest.mark.slow
 
@@ -177,17 +177,17 @@ def test_breach_pages_trigger_and_finetune_shrinks_the_gap(tmp_path: Path, proce
     }))
 
     job = " ".join([
-        shlex.quote(sys.executable), "-m", "alerts.finetune_command", shlex.quote(str(stream)),
+        shlex.quote(sys.executable), "-m", "fairwatch.alerts.finetune_command", shlex.quote(str(stream)),
         "--model-dir", shlex.quote(str(model_dir)), "--out", "{out}", "--report", "{report}", "--device", "cpu",
         "--max-rows", "960", "--max-steps", "60", "--batch-size", "32", "--lr", "3e-3", "--eval-every", "10",
         "--val-share", "0.2", "--patience", "20", "--no-progress",
     ])
     db = tmp_path / "incidents.sqlite"
-    processes.start("trigger", [sys.executable, "-m", "monitor", "trigger", "serve", "--port", str(trigger_port),
+    processes.start("trigger", [sys.executable, "-m", "fairwatch", "trigger", "serve", "--port", str(trigger_port),
                                 "--db", str(db), "--token-file", str(token_file), "--policy", "auto",
                                 "--workdir", str(tmp_path / "jobs"), "--job-command", job,
                                 "--prometheus-url", f"http://127.0.0.1:{prom_port}"])
-    processes.start("replay", [sys.executable, "-m", "monitor", "replay", str(stream), "--serve", str(metrics_port),
+    processes.start("replay", [sys.executable, "-m", "fairwatch", "replay", str(stream), "--serve", str(metrics_port),
                                "--group", "sex", "--model", MODEL])
     processes.start("alertmanager", [ALERTMANAGER, f"--config.file={tmp_path / 'alertmanager.yml'}",
                                      f"--storage.path={tmp_path / 'am-data'}",
@@ -254,7 +254,7 @@ def test_breach_pages_trigger_and_finetune_shrinks_the_gap(tmp_path: Path, proce
     assert Path(done["job"]["candidate_dir"]).joinpath("model", "config.json").is_file()
 
     page = tmp_path / "incident.html"
-    result = subprocess.run([sys.executable, "-m", "monitor", "incidents", "--db", str(db), "show",
+    result = subprocess.run([sys.executable, "-m", "fairwatch", "incidents", "--db", str(db), "show",
                              str(incident["id"]), "--html", str(page)], capture_output=True, text=True, cwd=REPO,
                             timeout=60)
     assert result.returncode == 0, result.stderr

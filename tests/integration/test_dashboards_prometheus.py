@@ -1,7 +1,7 @@
 """Every dashboard query returns series from the real Prometheus scraping a running monitor.
 
 A generated stream (one attribute with two groups, labels, texts, a bias
-shift half way) is fed through a FIFO to ``python -m monitor replay --serve``
+shift half way) is fed through a FIFO to ``python -m fairwatch replay --serve``
 with the counterfactual scorer on a tiny real model, slowly enough that
 Prometheus (1 s scrapes, the repo's recording rules evaluated every 1 s)
 sees the counters move. Then each panel, variable and annotation query runs
@@ -28,7 +28,7 @@ import yaml
 from conftest import wait_for
 from helpers import REPO
 
-from dashboards.render import dashboards, instantiate, queries
+from fairwatch.dashboards.render import dashboards, instantiate, queries
 
 RULES = REPO / "alerts" / "rules" / "fairwatch.rules.yml"
 MODEL, ATTRIBUTE = "credit", "sex"
@@ -118,7 +118,7 @@ def prometheus_on_monitor(tmp_path_factory, scorer_model):
             stdout=subprocess.DEVNULL, stderr=open(tmp / "prometheus.log", "wb")))
         monitor_log = tmp / "monitor.log"
         started.append(subprocess.Popen(
-            [sys.executable, "-m", "monitor", "replay", str(fifo), "--serve", str(monitor_port), "--report", "json",
+            [sys.executable, "-m", "fairwatch", "replay", str(fifo), "--serve", str(monitor_port), "--report", "json",
              "--scorer-model", str(scorer_model), "--scorer-device", "cpu", "--scorer-batch", "512"],
             cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(monitor_log, "wb")))
         wait_for(lambda: answers(prometheus_port, "up"), 30, "Prometheus did not start")

@@ -8,8 +8,8 @@ import subprocess
 import pytest
 import yaml
 
-from dashboards import alerting
-from dashboards.render import dashboards, instantiate, queries, variable_names
+from fairwatch.dashboards import alerting
+from fairwatch.dashboards.render import dashboards, instantiate, queries, variable_names
 
 # Any value of the right shape: promtool checks syntax and types, not data.
 SAMPLE_VALUES = {"model": "credit", "attribute": "sex", "window": "all", "metric": "demographic_parity_difference",

@@ -7,8 +7,8 @@ import json
 import pytest
 from conftest import produce, total, wait_for
 
-from consumers import dead_letters as dlq
-from monitor import metric_names as names
+from fairwatch.consumers import dead_letters as dlq
+from fairwatch.monitor import metric_names as names
 
 pytestmark = pytest.mark.kafka
 

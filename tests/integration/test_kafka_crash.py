@@ -11,7 +11,7 @@ import pytest
 from conftest import produce, total, wait_for
 from streams import group_counters, synthetic_stream
 
-from monitor import metric_names as names
+from fairwatch.monitor import metric_names as names
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 EVENTS = 200_000

@@ -9,7 +9,7 @@ import pytest
 from conftest import scrape, select, total, wait_for
 from helpers import COMPAS_FLAGS, REPO
 
-from monitor import metric_names as names
+from fairwatch.monitor import metric_names as names
 
 pytestmark = [pytest.mark.kafka, pytest.mark.data]
 GROUPS = ("--group", "race", "--group", "sex")
@@ -17,7 +17,7 @@ GROUPS = ("--group", "race", "--group", "sex")
 
 def replay_metrics(compas_csv, port: int) -> dict:
     """Scrape `fairwatch replay --serve` of the file, then stop it."""
-    process = subprocess.Popen([sys.executable, "-m", "monitor", "replay", str(compas_csv), *COMPAS_FLAGS, *GROUPS,
+    process = subprocess.Popen([sys.executable, "-m", "fairwatch", "replay", str(compas_csv), *COMPAS_FLAGS, *GROUPS,
                                 "--serve", str(port)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         # The replay serves /metrics once its report is printed, i.e. after the whole file.
@@ -29,10 +29,10 @@ def replay_metrics(compas_csv, port: int) -> dict:
 
 
 def test_compas_through_kafka_equals_replay(broker, topics, workers, compas_csv):
-    from consumers.broker import free_port
+    from fairwatch.consumers.broker import free_port
 
     produced = subprocess.run(
-        [sys.executable, "-m", "monitor", "produce", str(compas_csv), *COMPAS_FLAGS, *GROUPS,
+        [sys.executable, "-m", "fairwatch", "produce", str(compas_csv), *COMPAS_FLAGS, *GROUPS,
          "--bootstrap-servers", broker.bootstrap_servers, "--topic", topics["predictions"],
          "--outcomes-topic", topics["outcomes"], "--outcome-delay", "500", "--no-progress"],
         cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -10,13 +10,13 @@ import textwrap
 import pytest
 from conftest import STARTUP_SECONDS, produce, total, wait_for
 
-from monitor import metric_names as names
+from fairwatch.monitor import metric_names as names
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 # Test hooks, installed with a sitecustomize module on the worker's PYTHONPATH (no test code in fairwatch).
 CHECK_RAISES = """
-    from monitor.events import EventParser
+    from fairwatch.monitor.events import EventParser
     _check = EventParser.check
     def check(self, event):
         if event.event_id.startswith("explode"):
@@ -25,7 +25,7 @@ CHECK_RAISES = """
     EventParser.check = check
 """
 BATCH_RAISES = """
-    from monitor.pipeline import Pipeline
+    from fairwatch.monitor.pipeline import Pipeline
     _process = Pipeline.process_events
     def process_events(self, events, derived=None):
         if any(getattr(e, "event_id", "") == "crash-batch" for e in events):

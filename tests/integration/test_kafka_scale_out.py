@@ -6,7 +6,7 @@ import pytest
 from conftest import produce, total, wait_for
 from streams import group_counters, synthetic_stream
 
-from monitor import metric_names as names
+from fairwatch.monitor import metric_names as names
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 EVENTS = 40_000
@@ -68,7 +68,7 @@ def committed(bootstrap: str, group: str, topics: list[str]) -> dict[tuple[str, 
 
 def joined(messages, topics) -> list[tuple[str, bytes, bytes]]:
     """What `fairwatch join` writes for this stream (its logic on dict tables), on the predictions topic."""
-    from consumers.outcome_join import JoinLogic, JoinMetrics
+    from fairwatch.consumers.outcome_join import JoinLogic, JoinMetrics
 
     logic = JoinLogic({}, {}, JoinMetrics(), ttl_seconds=3600.0)
     out = []

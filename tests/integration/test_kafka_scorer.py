@@ -7,8 +7,8 @@ import json
 import pytest
 from conftest import select, total, wait_for
 
-from monitor import metric_names as names
-from monitor.scorer import metric_names as scorer_names
+from fairwatch.monitor import metric_names as names
+from fairwatch.monitor.scorer import metric_names as scorer_names
 
 pytestmark = pytest.mark.kafka
 

@@ -6,7 +6,7 @@ import pytest
 from conftest import produce, total, wait_for
 from streams import synthetic_stream
 
-from monitor import metric_names as names
+from fairwatch.monitor import metric_names as names
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

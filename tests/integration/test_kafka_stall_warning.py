@@ -8,11 +8,11 @@ import time
 import pytest
 from conftest import produce, wait_for
 
-from consumers import kafka_worker
-from consumers.kafka_config import KafkaSettings
-from consumers.kafka_worker import KafkaWorker
-from monitor.config import MonitorConfig
-from monitor.pipeline import Pipeline
+from fairwatch.consumers import kafka_worker
+from fairwatch.consumers.kafka_config import KafkaSettings
+from fairwatch.consumers.kafka_worker import KafkaWorker
+from fairwatch.monitor.config import MonitorConfig
+from fairwatch.monitor.pipeline import Pipeline
 
 pytestmark = pytest.mark.kafka
 

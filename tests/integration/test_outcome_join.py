@@ -11,7 +11,7 @@ from conftest import SESSION_TIMEOUT_MS, Service, Worker, produce, total, wait_f
 
 pytest.importorskip("faust", reason="the kafka extra (faust-streaming) is not installed")
 
-from monitor import metric_names as names  # noqa: E402
+from fairwatch.monitor import metric_names as names  # noqa: E402
 
 pytestmark = [pytest.mark.kafka]
 
@@ -20,10 +20,10 @@ class JoinApp(Service):
     """`fairwatch join` as a subprocess."""
 
     def __init__(self, broker, topics: dict, log_dir, app_id: str, *extra: str, name: str = "join") -> None:
-        from consumers.broker import free_port
+        from fairwatch.consumers.broker import free_port
 
         port = free_port()
-        args = [sys.executable, "-m", "monitor", "join", "--bootstrap-servers", broker.bootstrap_servers,
+        args = [sys.executable, "-m", "fairwatch", "join", "--bootstrap-servers", broker.bootstrap_servers,
                 "--predictions-topic", topics["predictions"], "--outcomes-topic", topics["outcomes"],
                 "--labeled-topic", topics["labeled"], "--app-id", app_id, "--metrics-port", str(port),
                 "--metrics-addr", "127.0.0.1", "--commit-interval-seconds", "0.5",
@@ -45,7 +45,7 @@ class JoinApp(Service):
 
 @pytest.fixture
 def join_topics(broker, topics):
-    from consumers.broker import create_topics
+    from fairwatch.consumers.broker import create_topics
 
     names_ = dict(topics, labeled=topics["predictions"].replace(".predictions", ".labeled"))
     create_topics(broker.bootstrap_servers, {names_["labeled"]: 4})

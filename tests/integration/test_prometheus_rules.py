@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from alerts.rules import AlertSettings, render
-from monitor.config import MonitorConfig
+from fairwatch.alerts.rules import AlertSettings, render
+from fairwatch.monitor.config import MonitorConfig
 
 RULES = Path(__file__).resolve().parents[2] / "alerts" / "rules" / "fairwatch.rules.yml"
 
@@ -23,7 +23,7 @@ def promtool() -> str:
 
 
 def test_committed_rules_are_what_the_code_renders():
-    assert RULES.read_text() == render(MonitorConfig(), AlertSettings()), "run `fairwatch rules render`"
+    assert RULES.read_text() == render(MonitorConfig(), AlertSettings()), "run `fairwatch rules render --out alerts/rules`"
 
 
 def test_promtool_accepts_the_rules(promtool):

@@ -13,7 +13,7 @@ import pytest
 from conftest import STARTUP_SECONDS, wait_for
 from helpers import REPO
 
-from monitor import metric_names as names
+from fairwatch.monitor import metric_names as names
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +42,7 @@ def rss_mb(pid: int) -> float:
 
 
 def test_hostile_cardinality_keeps_memory_and_scrapes_bounded(tmp_path):
-    from consumers.broker import free_port
+    from fairwatch.consumers.broker import free_port
 
     path = tmp_path / "hostile.jsonl"
     with open(path, "w") as out:
@@ -50,7 +50,7 @@ def test_hostile_cardinality_keeps_memory_and_scrapes_bounded(tmp_path):
             out.write(json.dumps(event) + "\n")
     port = free_port()
     log = tmp_path / "replay.log"
-    process = subprocess.Popen([sys.executable, "-m", "monitor", "replay", str(path), "--serve", str(port),
+    process = subprocess.Popen([sys.executable, "-m", "fairwatch", "replay", str(path), "--serve", str(port),
                                 "--report", "json"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
     try:
         wait_for(lambda: b"replay done" in log.read_bytes() or process.poll() is not None, STARTUP_SECONDS * 3,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from monitor.breach import BreachMonitor
-from monitor.config import MonitorConfig
-from monitor.events import Event
-from monitor.pipeline import Pipeline
-from monitor.report import build_report
-from monitor.synthetic import NEAR_THRESHOLD_SHARES, near_threshold_stream
+from fairwatch.monitor.breach import BreachMonitor
+from fairwatch.monitor.config import MonitorConfig
+from fairwatch.monitor.events import Event
+from fairwatch.monitor.pipeline import Pipeline
+from fairwatch.monitor.report import build_report
+from fairwatch.monitor.synthetic import NEAR_THRESHOLD_SHARES, near_threshold_stream
 
 BATCH = 2000
 

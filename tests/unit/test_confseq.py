@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.confseq import confidence_sequence
-from monitor.rates import wilson_interval
+from fairwatch.monitor.confseq import confidence_sequence
+from fairwatch.monitor.rates import wilson_interval
 
 
 @pytest.mark.parametrize("p", [0.02, 0.3, 0.5, 0.9])

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from monitor.scorer.counterfactuals import FUNCTION_WORDS, CounterfactualGenerator, Lexicon, LexiconError
+from fairwatch.monitor.scorer.counterfactuals import FUNCTION_WORDS, CounterfactualGenerator, Lexicon, LexiconError
 
 GEN = CounterfactualGenerator(Lexicon.default())
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from alerts.rules import AlertSettings, alerting_rules
-from dashboards import alerting
-from dashboards.render import JSON_DIR, MODEL_UID, dashboards, queries, to_text, variable_names
-from monitor import metric_names
-from monitor.scorer import metric_names as scorer_metric_names
+from fairwatch.alerts.rules import AlertSettings, alerting_rules
+from fairwatch.dashboards import alerting
+from fairwatch.dashboards.render import JSON_DIR, MODEL_UID, dashboards, queries, to_text, variable_names
+from fairwatch.monitor import metric_names
+from fairwatch.monitor.scorer import metric_names as scorer_metric_names
 
 REPO = Path(__file__).resolve().parents[2]
 PROVISIONING = REPO / "deploy" / "grafana" / "provisioning"
@@ -41,13 +41,13 @@ def names_in(expr: str) -> set[str]:
 @pytest.mark.parametrize("name", sorted(dashboards()))
 def test_committed_json_is_what_the_code_renders(name):
     committed = JSON_DIR / name
-    assert committed.exists(), "run `fairwatch dashboards render`"
-    assert committed.read_text() == to_text(dashboards()[name]), "run `fairwatch dashboards render`"
+    assert committed.exists(), "run `fairwatch dashboards render --out dashboards/json --alerting deploy/grafana/provisioning/alerting/fairwatch.yml`"
+    assert committed.read_text() == to_text(dashboards()[name]), "run `fairwatch dashboards render --out dashboards/json --alerting deploy/grafana/provisioning/alerting/fairwatch.yml`"
 
 
 def test_committed_grafana_alert_rules_are_what_the_code_renders():
     assert (PROVISIONING / "alerting" / "fairwatch.yml").read_text() == alerting.render(), \
-        "run `fairwatch dashboards render`"
+        "run `fairwatch dashboards render --out dashboards/json --alerting deploy/grafana/provisioning/alerting/fairwatch.yml`"
 
 
 def test_every_name_a_dashboard_queries_is_exported_or_recorded():

@@ -15,8 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from dashboards.render import dashboards
-from monitor.cli import main
+from fairwatch.dashboards.render import dashboards
+from fairwatch.cli import main
 
 TOKEN, VIEWER_TOKEN = "glsa_good", "glsa_viewer"
 

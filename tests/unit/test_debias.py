@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from monitor.scorer.debias import GroupThresholdPostprocessor, counterfactual_average, group_rates
+from fairwatch.monitor.scorer.debias import GroupThresholdPostprocessor, counterfactual_average, group_rates
 
 
 def test_counterfactual_average_matches_loop() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from monitor.config import MonitorConfig
-from monitor.pipeline import Pipeline
-from monitor.synthetic import SyntheticStream
+from fairwatch.monitor.config import MonitorConfig
+from fairwatch.monitor.pipeline import Pipeline
+from fairwatch.monitor.synthetic import SyntheticStream
 
 
 def run(stream: SyntheticStream, **config) -> Pipeline:
@@ -37,7 +37,7 @@ def test_no_change_is_reported_on_a_stationary_stream():
 
 
 def test_an_unknown_detector_is_a_config_error():
-    from monitor.config import ConfigError, parse_config
+    from fairwatch.monitor.config import ConfigError, parse_config
 
     with pytest.raises(ConfigError, match="drift_detector"):
         parse_config({"drift_detector": "magic"})

@@ -7,10 +7,10 @@ import csv
 import numpy as np
 import pytest
 
-from monitor.config import MonitorConfig
-from monitor.events import Event
-from monitor.pipeline import Pipeline
-from monitor.report import build_report
+from fairwatch.monitor.config import MonitorConfig
+from fairwatch.monitor.events import Event
+from fairwatch.monitor.pipeline import Pipeline
+from fairwatch.monitor.report import build_report
 
 pytestmark = pytest.mark.data
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from monitor.events import Event, EventParser, Rejection
+from fairwatch.monitor.events import Event, EventParser, Rejection
 
 VALID = b'{"event_id": "a1b2", "ts": "2026-11-22T10:00:00Z", "model": "credit-risk", "model_version": "3.2.0", "prediction": 1, "score": 0.81, "groups": {"race": "African-American", "sex": "Male"}, "text": "hi", "label": null}'
 

@@ -8,10 +8,10 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor import metric_names as names
-from monitor.config import MonitorConfig
-from monitor.exporter import serve_metrics
-from monitor.pipeline import Pipeline
+from fairwatch.monitor import metric_names as names
+from fairwatch.monitor.config import MonitorConfig
+from fairwatch.monitor.exporter import serve_metrics
+from fairwatch.monitor.pipeline import Pipeline
 
 
 def scrape(port: int) -> dict[str, list]:
@@ -89,7 +89,7 @@ def test_label_values_are_capped_with_the_rest_as_other(served):
 def test_positives_counters_carry_an_exemplar_event_id_never_a_label():
     from prometheus_client.openmetrics.exposition import generate_latest
 
-    from monitor.exporter import make_registry
+    from fairwatch.monitor.exporter import make_registry
 
     pipeline = Pipeline(MonitorConfig(attributes=["g"], privacy_floor=1, min_group_size=1,
                                       count_windows=[], time_windows_seconds=[]))

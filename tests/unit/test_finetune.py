@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from alerts.finetune import (
+from fairwatch.alerts.finetune import (
     ALL_GROUPS,
     Example,
     Gates,
@@ -19,7 +19,7 @@ from alerts.finetune import (
     roc_auc,
     split_examples,
 )
-from monitor.scorer.counterfactuals import CounterfactualGenerator, Lexicon
+from fairwatch.monitor.scorer.counterfactuals import CounterfactualGenerator, Lexicon
 
 TERMS = ("gay", "straight", "lesbian", "bisexual")
 # (skeleton, toxic?) -- every word is in the tiny models' vocabulary (tests/scorer_fixtures.py).
@@ -51,7 +51,7 @@ def write_jsonl(path: Path, events: list[dict], extra_lines: tuple[str, ...] = (
 
 
 def run_cli(argv: list[str]) -> int:
-    from alerts.finetune_command import main
+    from fairwatch.alerts.finetune_command import main
 
     return main(argv)
 
@@ -92,7 +92,7 @@ def test_split_falls_back_to_random_rows_with_few_shapes() -> None:
 
 
 def test_counterfactual_copy_swaps_group_and_keeps_label() -> None:
-    from alerts.finetune import counterfactual_copy
+    from fairwatch.alerts.finetune import counterfactual_copy
 
     gen = CounterfactualGenerator(Lexicon.default().select(["sexuality"]))
     copy = counterfactual_copy(Example("i hate gay people", 1, {"sexuality": "gay", "region": "eu"}), gen, random.Random(0))
@@ -105,7 +105,7 @@ def test_counterfactual_copy_swaps_group_and_keeps_label() -> None:
 
 def test_soft_gap_penalty_is_zero_only_when_groups_agree() -> None:
     torch = pytest.importorskip("torch")
-    from alerts.finetune import _soft_gap_penalty
+    from fairwatch.alerts.finetune import _soft_gap_penalty
 
     labels = torch.tensor([0, 0, 0, 0, 1, 1])
     codes = torch.tensor([0, 0, 1, 1, 0, 1])
@@ -216,7 +216,7 @@ def test_job_writes_candidate_and_report(tmp_path: Path, tiny_model_dirs: dict[s
 
 def test_training_moves_the_weights(tmp_path: Path, tiny_model_dirs: dict[str, Path]) -> None:
     """With gates that keep any step, the best checkpoint is a trained one and differs from the input."""
-    from alerts.finetune import FinetuneConfig, run_finetune
+    from fairwatch.alerts.finetune import FinetuneConfig, run_finetune
 
     examples = [Example(e["text"], e["label"], e["groups"]) for e in biased_events()]
     cfg = FinetuneConfig(model_dir=str(tiny_model_dirs["random"]), out=str(tmp_path / "c"), device="cpu", max_steps=4,

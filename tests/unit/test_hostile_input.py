@@ -12,11 +12,11 @@ from helpers import run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumers.state import StateError, StateStore
-from monitor.config import ConfigError, MonitorConfig, parse_config
-from monitor.events import Event, EventParser, Rejection
-from monitor.pipeline import Pipeline
-from monitor.report import build_report, to_json
+from fairwatch.consumers.state import StateError, StateStore
+from fairwatch.monitor.config import ConfigError, MonitorConfig, parse_config
+from fairwatch.monitor.events import Event, EventParser, Rejection
+from fairwatch.monitor.pipeline import Pipeline
+from fairwatch.monitor.report import build_report, to_json
 
 NOW = 1_795_000_000.0
 

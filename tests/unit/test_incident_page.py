@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from helpers import run_cli
 
-from alerts.finetune import Example, evaluation_summary
-from alerts.incident_page import (AFTER_COLOR, BEFORE_COLOR, BOUND_COLOR, GAP_COLOR, PALETTE, THRESHOLD_COLOR,
+from fairwatch.alerts.finetune import Example, evaluation_summary
+from fairwatch.alerts.incident_page import (AFTER_COLOR, BEFORE_COLOR, BOUND_COLOR, GAP_COLOR, PALETTE, THRESHOLD_COLOR,
                                   render_incident_html)
-from alerts.incidents import IncidentStore
+from fairwatch.alerts.incidents import IncidentStore
 
 T0 = 1_795_000_000.0
 HOSTILE = '<script>alert("x")</script>&'

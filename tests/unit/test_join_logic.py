@@ -8,10 +8,10 @@ import random
 import numpy as np
 import pytest
 
-from consumers.outcome_join import JoinLogic, JoinMetrics
-from monitor.config import MonitorConfig
-from monitor.events import EventParser
-from monitor.pipeline import Pipeline
+from fairwatch.consumers.outcome_join import JoinLogic, JoinMetrics
+from fairwatch.monitor.config import MonitorConfig
+from fairwatch.monitor.events import EventParser
+from fairwatch.monitor.pipeline import Pipeline
 
 
 def join() -> JoinLogic:

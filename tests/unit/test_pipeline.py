@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from monitor.config import MonitorConfig
-from monitor.counts import FN, FP, N, POS, TN, TP
-from monitor.pipeline import Pipeline
-from monitor.report import build_report
+from fairwatch.monitor.config import MonitorConfig
+from fairwatch.monitor.counts import FN, FP, N, POS, TN, TP
+from fairwatch.monitor.pipeline import Pipeline
+from fairwatch.monitor.report import build_report
 
 
 def line(event_id, prediction=None, groups=None, label=None, **extra) -> bytes:
@@ -130,7 +130,7 @@ def test_report_flags_small_groups_and_keeps_them_out_of_alert_gaps():
 
 
 def test_derived_outputs_share_labels_and_fate_but_not_stats():
-    from monitor.events import Event, EventParser
+    from fairwatch.monitor.events import Event, EventParser
 
     parser = EventParser()
     p = Pipeline(MonitorConfig(count_windows=[], time_windows_seconds=[]))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from helpers import REPO
 
-from monitor import metric_reference
+from fairwatch.monitor import metric_reference
 
 
 def test_every_defined_metric_has_a_reference_entry():

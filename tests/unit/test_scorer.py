@@ -9,11 +9,11 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from monitor.scorer.counterfactuals import Lexicon  # noqa: E402
-from monitor.scorer.model import ModelLoadError, load_classifier, positive_scores  # noqa: E402
-from monitor.scorer.pairs import paired_score_changes  # noqa: E402
-from monitor.scorer.scoring import CounterfactualScorer  # noqa: E402
-from monitor.scorer.stats import CounterfactualStats  # noqa: E402
+from fairwatch.monitor.scorer.counterfactuals import Lexicon  # noqa: E402
+from fairwatch.monitor.scorer.model import ModelLoadError, load_classifier, positive_scores  # noqa: E402
+from fairwatch.monitor.scorer.pairs import paired_score_changes  # noqa: E402
+from fairwatch.monitor.scorer.scoring import CounterfactualScorer  # noqa: E402
+from fairwatch.monitor.scorer.stats import CounterfactualStats  # noqa: E402
 
 TEXTS = [
     "my son went home .",

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from monitor.cli import build_parser, run_command
+from fairwatch.cli import build_parser, run_command
 
 
 def run(argv: list[str]) -> int:

@@ -16,12 +16,12 @@ pytest.importorskip("transformers")
 
 from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
 
-from monitor.config import MonitorConfig  # noqa: E402
-from monitor.pipeline import Pipeline  # noqa: E402
-from monitor.scorer import metric_names as names  # noqa: E402
-from monitor.scorer.counterfactuals import Lexicon  # noqa: E402
-from monitor.scorer.scoring import CounterfactualScorer  # noqa: E402
-from monitor.scorer.step import ScorerStep  # noqa: E402
+from fairwatch.monitor.config import MonitorConfig  # noqa: E402
+from fairwatch.monitor.pipeline import Pipeline  # noqa: E402
+from fairwatch.monitor.scorer import metric_names as names  # noqa: E402
+from fairwatch.monitor.scorer.counterfactuals import Lexicon  # noqa: E402
+from fairwatch.monitor.scorer.scoring import CounterfactualScorer  # noqa: E402
+from fairwatch.monitor.scorer.step import ScorerStep  # noqa: E402
 
 TEXTS = [
     "my son went home .", "She is kind", None, "Her book is good", "hello there", "",
@@ -108,7 +108,7 @@ def test_debiased_gap_is_smaller_than_the_original_gap(tiny_model_dirs) -> None:
     def gap(model: str, metric: str) -> float:
         rows = pipeline.models[model].since_start.counts["sex"]
         groups = pipeline.models[model].index["sex"].values
-        from monitor.rates import group_rates
+        from fairwatch.monitor.rates import group_rates
 
         rates = group_rates(rows)[metric][0]
         by = dict(zip(groups, rates))
@@ -230,7 +230,7 @@ def test_collector_exports_counterfactual_series_without_text(tiny_model_dirs) -
 def test_replay_serve_has_counterfactual_series(tiny_model_dirs, tmp_path) -> None:  # noqa: ANN001
     path = _write_jsonl(tmp_path, _gendered_events(2))  # 16 per group: above the privacy floor
     proc = subprocess.Popen(
-        [sys.executable, "-m", "monitor", "replay", str(path), "--scorer-model", str(tiny_model_dirs["keys"]),
+        [sys.executable, "-m", "fairwatch", "replay", str(path), "--scorer-model", str(tiny_model_dirs["keys"]),
          "--scorer-device", "cpu", "--scorer-threshold", "0.6", "--serve", "0", "--report", "json"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
@@ -252,7 +252,7 @@ def test_replay_serve_has_counterfactual_series(tiny_model_dirs, tmp_path) -> No
 
 
 def test_lexicon_terms_cover_every_swap_target() -> None:
-    from monitor.scorer.prepare import lexicon_terms
+    from fairwatch.monitor.scorer.prepare import lexicon_terms
 
     lex = Lexicon.from_mapping({"attributes": {"g": {"pairs": [["he", "she"]],
                                                       "contextual": {"her": {"before_word": "his", "otherwise": "him"}}}}})

@@ -7,9 +7,9 @@ import pytest
 from scipy.stats import binomtest
 from scipy.stats.contingency import relative_risk
 
-from monitor.counts import FN, FP, N, N_CELLS, POS, TN, TP
-from monitor.gaps import all_gaps, equality_difference, katz_interval, newcombe_interval
-from monitor.rates import group_rates, wilson_interval
+from fairwatch.monitor.counts import FN, FP, N, N_CELLS, POS, TN, TP
+from fairwatch.monitor.gaps import all_gaps, equality_difference, katz_interval, newcombe_interval
+from fairwatch.monitor.rates import group_rates, wilson_interval
 
 
 @pytest.mark.parametrize("x, n", [(0, 10), (3, 10), (10, 10), (81, 263), (1, 2)])

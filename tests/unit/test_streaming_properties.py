@@ -13,12 +13,12 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from monitor.config import MonitorConfig
-from monitor.counts import CELL_NAMES
-from monitor.events import Event
-from monitor.exporter import make_registry
-from monitor.metric_names import GROUP_EVENTS
-from monitor.pipeline import Pipeline
+from fairwatch.monitor.config import MonitorConfig
+from fairwatch.monitor.counts import CELL_NAMES
+from fairwatch.monitor.events import Event
+from fairwatch.monitor.exporter import make_registry
+from fairwatch.monitor.metric_names import GROUP_EVENTS
+from fairwatch.monitor.pipeline import Pipeline
 
 CAPACITY = 24
 COUNT_WINDOW = 4

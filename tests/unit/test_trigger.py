@@ -11,8 +11,8 @@ import urllib.request
 import pytest
 from helpers import run_cli
 
-from alerts.incidents import IncidentStore
-from alerts.trigger import JobRunner, Trigger, serve
+from fairwatch.alerts.incidents import IncidentStore
+from fairwatch.alerts.trigger import JobRunner, Trigger, serve
 
 TOKEN = "s3cret"
 # The "fine-tune job" of these tests: writes a report and exits 0.
@@ -206,7 +206,7 @@ def test_promotion_is_a_human_command_that_copies_the_candidate(tmp_path):
 def test_the_trigger_exports_incidents_by_state(running):
     from prometheus_client.parser import text_string_to_metric_families
 
-    from monitor import metric_names as names
+    from fairwatch.monitor import metric_names as names
 
     trigger, store, jobs, url = running(policy="manual")
     post(url, payload(alert()))

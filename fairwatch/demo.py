@@ -14,11 +14,11 @@ import time
 
 from tqdm import tqdm
 
-from monitor.cli import finite_float
-from monitor.config import MonitorConfig
-from monitor.pipeline import Pipeline
-from monitor.report import build_report, format_table, to_json
-from monitor.synthetic import SyntheticStream
+from fairwatch.cli import finite_float
+from fairwatch.monitor.config import MonitorConfig
+from fairwatch.monitor.pipeline import Pipeline
+from fairwatch.monitor.report import build_report, format_table, to_json
+from fairwatch.monitor.synthetic import SyntheticStream
 
 
 def register(commands) -> None:
@@ -36,7 +36,7 @@ def register(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from monitor.cli import UsageError
+    from fairwatch.cli import UsageError
 
     if args.events < 1000:
         raise UsageError("--events must be at least 1000")
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     pipeline = Pipeline(MonitorConfig(attributes=list(stream.groups)))
     server = None
     if not args.no_serve:
-        from monitor.exporter import serve_metrics
+        from fairwatch.monitor.exporter import serve_metrics
 
         try:
             server, port = serve_metrics(pipeline, args.port)

@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, TextIO
 
-from monitor.cli import UsageError, finite_float
+from fairwatch.cli import UsageError, finite_float
 
 __all__ = ["register", "run_score", "read_texts"]
 
 
 class InputError(UsageError):
-    """Bad command-line input: ``monitor.cli`` reports it as one line on stderr, exit code 2."""
+    """Bad command-line input: ``fairwatch.cli`` reports it as one line on stderr, exit code 2."""
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -74,8 +74,8 @@ def read_texts(path: Path, text_col: str) -> Iterator[tuple[int, Any]]:
 
 
 def run_score(args: argparse.Namespace) -> int:
-    from monitor.scorer.counterfactuals import Lexicon, LexiconError
-    from monitor.scorer.stats import CounterfactualStats
+    from fairwatch.monitor.scorer.counterfactuals import Lexicon, LexiconError
+    from fairwatch.monitor.scorer.stats import CounterfactualStats
 
     path = Path(args.input)
     if not path.is_file():
@@ -92,8 +92,8 @@ def run_score(args: argparse.Namespace) -> int:
     except LexiconError as exc:
         raise InputError(str(exc)) from exc
     try:
-        from monitor.scorer.model import ModelLoadError
-        from monitor.scorer.scoring import CounterfactualScorer
+        from fairwatch.monitor.scorer.model import ModelLoadError
+        from fairwatch.monitor.scorer.scoring import CounterfactualScorer
     except ImportError as exc:
         raise InputError(f"the scorer needs the 'ml' extra (torch, transformers): {exc}") from exc
     # Read (and validate) the input before loading a model: bad input fails fast.

@@ -16,8 +16,8 @@ import signal
 import sys
 from importlib.metadata import entry_points
 
-from monitor import __version__
-from monitor.config import ConfigError
+from fairwatch import __version__
+from fairwatch.monitor.config import ConfigError
 
 EXIT_USAGE = 2
 
@@ -59,11 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fairwatch {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     commands.required = True
-    from monitor import demo
+    from fairwatch import demo
 
     demo.register(commands)
     try:
-        from monitor.scorer import command as score_command
+        from fairwatch import score_command
     except ImportError:  # the scorer is optional until its module lands
         score_command = None
     if score_command is not None and hasattr(score_command, "register"):
@@ -152,7 +152,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 def config_from_args(args: argparse.Namespace, **overrides):
     """The MonitorConfig of a command: --config file, then flags, then ``overrides``."""
-    from monitor.config import load_config
+    from fairwatch.monitor.config import load_config
 
     intersections = None
     if getattr(args, "intersection", None):

@@ -1,8 +1,8 @@
-"""``python -m monitor`` is the ``fairwatch`` command."""
+"""``python -m fairwatch`` is the ``fairwatch`` command."""
 
 import sys
 
-from monitor.cli import main
+from fairwatch.cli import main
 
 if __name__ == "__main__":  # not when multiprocessing's spawn re-imports it in a child
     sys.exit(main())

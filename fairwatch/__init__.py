@@ -1,0 +1,16 @@
+"""fairwatch: a streaming monitor for the fairness of deployed machine-learning models.
+
+The library API is small: :class:`Monitor` (``update``/``update_many``, ``report``, ``snapshot``) and its
+settings, :class:`MonitorConfig`. The command line (``fairwatch``), the Kafka worker
+(``fairwatch.consumers``), the alert trigger (``fairwatch.alerts``) and the dashboards
+(``fairwatch.dashboards``) are built on the same core, ``fairwatch.monitor``.
+"""
+
+__version__ = "0.1.0"
+
+from fairwatch.monitor.api import AttributeSnapshot, Breach, GroupSnapshot, ModelSnapshot, Monitor  # noqa: E402
+from fairwatch.monitor.config import ConfigError, MonitorConfig, Thresholds  # noqa: E402
+from fairwatch.monitor.events import Event, Rejection  # noqa: E402
+
+__all__ = ["AttributeSnapshot", "Breach", "ConfigError", "Event", "GroupSnapshot", "ModelSnapshot", "Monitor",
+           "MonitorConfig", "Rejection", "Thresholds", "__version__"]

@@ -1,0 +1,146 @@
+"""The library API: a streaming fairness monitor you feed events and read, without the CLI or Kafka.
+
+River's shape: ``update`` one event (or ``update_many``), read with ``report()`` (the JSON-able dict the CLI
+prints) or ``snapshot()`` (typed and immutable). Events are dicts of the event contract or encoded JSON lines.
+
+>>> from fairwatch import Monitor
+>>> monitor = Monitor(attributes=["sex"], min_group_size=2, privacy_floor=1)
+>>> monitor.update({"event_id": "1", "prediction": 1, "groups": {"sex": "F"}, "label": 1})
+>>> monitor.update_many([
+...     {"event_id": "2", "prediction": 0, "groups": {"sex": "F"}, "label": 1},
+...     {"event_id": "3", "prediction": 1, "groups": {"sex": "M"}, "label": 0},
+...     b'{"event_id": "4", "prediction": 1, "groups": {"sex": "M"}, "label": 1}',
+...     {"event_id": "5", "prediction": 2, "groups": {"sex": "M"}}])
+[(3, Rejection(reason='bad_value', message='prediction must be 0 or 1, got 2 at `$.prediction`'))]
+>>> sex = monitor.snapshot().attributes["sex"]
+>>> sex.groups["F"].rates["selection_rate"], sex.groups["M"].rates["selection_rate"]
+(0.5, 1.0)
+>>> sex.gaps["demographic_parity_difference"]
+0.5
+>>> monitor.update({"event_id": "1", "label": 0})  # a second, different label for event 1
+>>> monitor.report()["outcomes"]["conflicting"]
+1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import msgspec
+
+from fairwatch.monitor.config import MonitorConfig, parse_config
+from fairwatch.monitor.events import Event, Rejection
+from fairwatch.monitor.pipeline import Pipeline
+from fairwatch.monitor.report import build_report
+
+EventInput = Mapping | bytes | str
+
+
+@dataclass(frozen=True)
+class GroupSnapshot:
+    """One group since start: counts, Fairlearn-named rates (None where undefined) and their 95% intervals."""
+
+    name: str
+    predictions: int
+    positives: int
+    labeled: int
+    rates: Mapping[str, float | None]
+    intervals: Mapping[str, tuple[float | None, float | None]]
+    below_min_size: bool
+    below_privacy_floor: bool
+
+
+@dataclass(frozen=True)
+class AttributeSnapshot:
+    """One protected attribute: its groups and the gaps between them (over every group, and over the
+    groups large enough to take part in alerts)."""
+
+    name: str
+    groups: Mapping[str, GroupSnapshot]
+    gaps: Mapping[str, float | None]
+    alert_gaps: Mapping[str, float | None]
+
+
+@dataclass(frozen=True)
+class Breach:
+    """A breach the anytime-valid decisions declared."""
+
+    attribute: str
+    metric: str
+    threshold: float
+    details: Mapping  # the report's alert entry: the groups, the bounds, when it was declared
+
+
+@dataclass(frozen=True)
+class ModelSnapshot:
+    model: str | None
+    events: int
+    invalid: int
+    duplicates: int
+    attributes: Mapping[str, AttributeSnapshot]
+    breaches: tuple[Breach, ...]
+
+
+def _frozen(mapping: Mapping) -> Mapping:
+    return MappingProxyType(dict(mapping))
+
+
+def _attribute(name: str, body: dict) -> AttributeSnapshot:
+    groups = {
+        group: GroupSnapshot(
+            name=group, predictions=entry["n"], positives=entry["positives"], labeled=entry["labeled"],
+            rates=_frozen({k: v for k, v in entry.items() if k not in _NOT_RATES}),
+            intervals=_frozen({k: tuple(v) for k, v in entry["ci"].items()}),
+            below_min_size=entry["below_min_size"], below_privacy_floor=entry["below_privacy_floor"],
+        )
+        for group, entry in body["groups"].items()
+    }
+    return AttributeSnapshot(name, _frozen(groups), _frozen(body["gaps"]), _frozen(body["alert_gaps"]))
+
+
+_NOT_RATES = {"n", "positives", "labeled", "ci", "below_min_size", "below_privacy_floor", "estimated",
+              "calibration_error", "label_delay_seconds"}
+
+
+class Monitor:
+    """Feed prediction and outcome events; read per-group rates, gaps and breach decisions.
+
+    ``config`` (a :class:`MonitorConfig`) or keyword settings of one (``attributes=["race"]``...).
+    """
+
+    def __init__(self, config: MonitorConfig | None = None, **settings) -> None:
+        if config is not None and settings:
+            raise TypeError("give a MonitorConfig or settings, not both")
+        self.config = config if config is not None else parse_config(settings)
+        self.pipeline = Pipeline(self.config)
+        self._encode = msgspec.json.encode
+
+    def update(self, event: EventInput) -> Rejection | None:
+        """Apply one event; return its Rejection if it was refused (nothing raises for bad input)."""
+        rejected = self.update_many([event])
+        return rejected[0][1] if rejected else None
+
+    def update_many(self, events: Iterable[EventInput]) -> list[tuple[int, Rejection]]:
+        """Apply a batch (much cheaper per event than ``update``); return (position, Rejection) of refusals."""
+        lines = [e if isinstance(e, (bytes, str)) else self._encode(e) for e in events]
+        return self.pipeline.process_lines(lines).rejected
+
+    def report(self, model: str | None = None) -> dict:
+        """The JSON-able report ``fairwatch replay --report json`` prints."""
+        return build_report(self.pipeline, model)
+
+    def snapshot(self, model: str | None = None) -> ModelSnapshot:
+        """Since-start state of one model (default: the first seen), typed and immutable."""
+        report = self.report(model)
+        return ModelSnapshot(
+            model=report["model"], events=report["events"], invalid=report["invalid"],
+            duplicates=report["duplicates"],
+            attributes=_frozen({a: _attribute(a, body) for a, body in report["attributes"].items()}),
+            breaches=tuple(Breach(a["attribute"], a["metric"], a["threshold"], _frozen(a))
+                           for a in report["alerts"]),
+        )
+
+
+__all__ = ["AttributeSnapshot", "Breach", "Event", "GroupSnapshot", "Monitor", "ModelSnapshot", "Rejection"]
