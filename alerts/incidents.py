@@ -12,7 +12,7 @@ timeline of every change. SQLite because it needs no server and survives
 restarts; the trigger is the main writer, behind one lock, and the CLI's
 state changes are compare-and-set, so the two never overwrite each other.
 
->>> store = IncidentStore(":memory:")
+>>> store = IncidentStore(":memory:", clock=lambda: 15.0)  # the resolution below happens at 15 s
 >>> incident, created = store.open_or_update("m", "race", {"metric": "demographic_parity_difference"}, 0.0, 3600)
 >>> created, incident["state"]
 (True, 'open')
@@ -21,7 +21,7 @@ False
 >>> _ = store.resolve(incident["id"], "fixed")
 >>> reopened, created = store.open_or_update("m", "race", {"metric": "equalized_odds_difference"}, 20.0, 3600)
 >>> created, reopened["id"], reopened["timeline"][0]["detail"]["follows"]
-(True, 2, {'id': 1, 'resolved_seconds_ago': 20.0})
+(True, 2, {'id': 1, 'resolved_seconds_ago': 5.0})
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ option) and no ``..`` (it would climb out of a folder).
 
 >>> unsafe_label_reason("model", "credit-risk") is None
 True
->>> unsafe_label_reason("attribute", "--device=cuda:9")
+>>> unsafe_label_reason("attribute", "--device")
 'attribute must not start with "-"'
 >>> promql_string('a"b')
 '"a\\\\"b"'

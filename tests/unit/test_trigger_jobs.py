@@ -33,8 +33,8 @@ def test_200_pairs_under_auto_run_at_most_max_concurrent_jobs_at_once(tmp_path):
     # Each job waits for the test's go, then records when it ran, so concurrency is
     # measured by the jobs themselves.
     go = tmp_path / "go"
-    job = (f'{sys.executable} -c "import json,sys,time,os\nwhile not os.path.exists(sys.argv[2]): time.sleep(0.01)\n'
-           f"s=time.time(); time.sleep(0.02); json.dump([s, time.time()], open(sys.argv[1], 'w'))\" {{report}} {go}")
+    job = ("sh -c 'while [ ! -e \"$2\" ]; do sleep 0.01; done; s=$(date +%s.%N); sleep 0.02; "
+           f"echo \"[$s, $(date +%s.%N)]\" > \"$1\"' job {{report}} {go}")
     store = IncidentStore(tmp_path / "i.sqlite")
     jobs = JobRunner(store, job, tmp_path / "jobs", max_concurrent_jobs=2)
     trigger = Trigger(store, TOKEN, policy="auto", jobs=jobs)
@@ -151,11 +151,11 @@ def test_each_alert_joining_an_incident_appends_instead_of_rewriting(tmp_path):
         return sum(map(len, written))
 
     first = cost_of_one_alert(1)
-    for i in range(2, 2000):
+    for i in range(2, 1000):
         cost_of_one_alert(i)
-    assert cost_of_one_alert(2000) < 2 * first  # constant per alert, not growing with the incident
+    assert cost_of_one_alert(1000) < 2 * first  # constant per alert, not growing with the incident
     incident = store.get(1)
-    assert len(incident["alerts"]) == 2000 and incident["alerts"][-1]["n"] == 2000
+    assert len(incident["alerts"]) == 1000 and incident["alerts"][-1]["n"] == 1000
 
 
 def test_a_store_written_with_alerts_in_a_json_column_keeps_them(tmp_path):
