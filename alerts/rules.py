@@ -110,7 +110,9 @@ def recording_rules(min_group_size: int, privacy_floor: int) -> list[dict]:
             series = f"fairwatch:group_{rate}:{window}"
             rules.append({
                 "record": f"fairwatch:{gap}:{window}",
-                "expr": f"max by ({BY_ATTRIBUTE}) ({series}) - min by ({BY_ATTRIBUTE}) ({series})",
+                # A gap needs two groups: one group left after the floor is no evidence of parity.
+                "expr": f"max by ({BY_ATTRIBUTE}) ({series}) - min by ({BY_ATTRIBUTE}) ({series}) "
+                        f"and on ({BY_ATTRIBUTE}) count by ({BY_ATTRIBUTE}) ({series}) >= 2",
             })
         rules.append({
             "record": f"fairwatch:demographic_parity_ratio:{window}",
