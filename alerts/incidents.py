@@ -240,6 +240,12 @@ class IncidentStore:
             ).fetchone()
             return None if row is None else self.get(row["id"], lock=False)
 
+    def count_by_state(self) -> dict[str, int]:
+        """Incidents per state (every state, zeros included), without reading any incident."""
+        with self._lock:
+            counts = dict(self._db.execute("SELECT state, COUNT(*) FROM incidents GROUP BY state").fetchall())
+        return {state: counts.get(state, 0) for state in STATES}
+
     def list(self, state: str | None = None) -> list[dict]:
         with self._lock:
             query = "SELECT id FROM incidents" + (" WHERE state = ?" if state else "") + " ORDER BY id"

@@ -24,13 +24,15 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from alerts.incidents import IncidentStore
+from alerts.incidents import IncidentError, IncidentStore
 from alerts.labels import unsafe_label_reason
 
 log = logging.getLogger("fairwatch.trigger.jobs")
 
 NO_COMMAND = "no job command configured: the trigger has nothing to run; resolve the incident when handled"
 RESTARTED = "trigger restarted while the job ran"
+# States from which a job may start: a resolved incident (or one whose job ran) never starts one.
+STARTABLE = ("open", "approved", "job_queued")
 
 
 @dataclass(frozen=True)
@@ -98,18 +100,22 @@ class JobRunner:
                 return False
             self._accepted.add(incident_id)
             job = self._job(incident)
-            if self._running < self.max_concurrent_jobs:
-                self._running += 1
-                self.peak_running = max(self.peak_running, self._running)
-                self._mark_running(job)
-                thread = threading.Thread(target=self._work, args=(job,), daemon=True,
-                                          name=f"fine-tune-{incident_id}")
-                self.threads.append(thread)
-                thread.start()
-            else:
-                self._queue.append(job)
-                self.store.set_state(incident_id, "job_queued", {"position": len(self._queue)},
-                                     job={"state": "queued", "command": job.argv})
+            try:
+                if self._running < self.max_concurrent_jobs:
+                    self._mark_running(job)
+                    self._running += 1
+                    self.peak_running = max(self.peak_running, self._running)
+                    thread = threading.Thread(target=self._work, args=(job,), daemon=True,
+                                              name=f"fine-tune-{incident_id}")
+                    self.threads.append(thread)
+                    thread.start()
+                else:
+                    self.store.set_state(incident_id, "job_queued", {"position": len(self._queue) + 1},
+                                         job={"state": "queued", "command": job.argv}, expect=STARTABLE)
+                    self._queue.append(job)
+            except IncidentError as exc:  # a human resolved it meanwhile
+                log.info("job of incident %s not started: %s", incident_id, exc)
+                return False
             return True
 
     def _job(self, incident: dict) -> Job:
@@ -126,19 +132,36 @@ class JobRunner:
     def _mark_running(self, job: Job) -> None:
         self.store.set_state(job.incident_id, "job_running", {"command": job.argv},
                              job={"state": "running", "command": job.argv, "report_path": job.report_path,
-                                  "candidate_dir": str(job.folder / "candidate")})
+                                  "candidate_dir": str(job.folder / "candidate")}, expect=STARTABLE)
 
-    def _work(self, job: Job) -> None:
+    def _next(self) -> Job | None:
+        """The next queued job still wanted, marked running (call with the lock held)."""
+        while self._queue:
+            job = self._queue.popleft()
+            try:
+                self._mark_running(job)
+                return job
+            except IncidentError as exc:  # resolved by a human while it waited
+                log.info("queued job of incident %s dropped: %s", job.incident_id, exc)
+        return None
+
+    def _work(self, job: Job | None) -> None:
         """One slot: run a job, then the queued ones, until the queue is empty."""
-        while True:
+        while job is not None:
             self._run(job)
             with self._changed:
-                if not self._queue:
+                job = self._next()
+                if job is None:
                     self._running -= 1
                     self._changed.notify_all()
-                    return
-                job = self._queue.popleft()
-                self._mark_running(job)
+
+    def _finish(self, incident_id: int, state: str, detail: dict, job: dict) -> None:
+        """Record the job's end; an incident a human resolved meanwhile stays resolved, with the result noted."""
+        try:
+            self.store.set_state(incident_id, state, detail, job=job, expect=("job_running",))
+        except IncidentError:
+            self.store.merge_job(incident_id, job)
+            self.store.note(incident_id, state, detail)
 
     def _run(self, job: Job) -> None:
         try:
@@ -158,15 +181,14 @@ class JobRunner:
             report_file = Path(job.report_path)
             report = json.loads(report_file.read_text()) if report_file.exists() else None
             if returncode == 0:
-                self.store.set_state(job.incident_id, "job_succeeded", {"returncode": 0},
-                                     job={"state": "succeeded", "report": report})
+                self._finish(job.incident_id, "job_succeeded", {"returncode": 0},
+                             {"state": "succeeded", "report": report})
             else:
-                self.store.set_state(job.incident_id, "job_failed", {"returncode": returncode},
-                                     job={"state": "failed", "report": report})
+                self._finish(job.incident_id, "job_failed", {"returncode": returncode},
+                             {"state": "failed", "report": report})
         except Exception as exc:  # a broken job must not take the trigger down
             log.exception("fine-tune job of incident %s failed", job.incident_id)
-            self.store.set_state(job.incident_id, "job_failed", {"error": f"{type(exc).__name__}: {exc}"},
-                                 job={"state": "failed"})
+            self._finish(job.incident_id, "job_failed", {"error": f"{type(exc).__name__}: {exc}"}, {"state": "failed"})
 
     def recover(self) -> None:
         """After a restart: jobs that were running are failed (their process died with the

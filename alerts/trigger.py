@@ -30,7 +30,7 @@ from typing import Literal, Union
 import msgspec
 
 from alerts.evidence import prometheus_evidence
-from alerts.incidents import STATES, IncidentError, IncidentStore
+from alerts.incidents import IncidentError, IncidentStore
 from alerts.jobs import NO_COMMAND, JobRunner
 from alerts.labels import unsafe_label_reason
 from alerts.trigger_http import MAX_BODY_BYTES, BoundedHTTPServer, TriggerHandler
@@ -205,9 +205,7 @@ class TriggerCollector:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         counts = dict(self.trigger.counts)
-        by_state = {state: 0 for state in STATES}
-        for incident in self.trigger.store.list():
-            by_state[incident["state"]] += 1
+        by_state = self.trigger.store.count_by_state()  # per scrape: never reads the incidents themselves
         incidents = GaugeMetricFamily(names.INCIDENTS, "Fairness incidents by state", labels=[names.STATE])
         for state, n in by_state.items():
             incidents.add_metric([state], n)

@@ -182,3 +182,28 @@ def test_a_human_can_still_resolve_from_any_open_state(tmp_path, state):
     store.open_or_update("m", "race", {}, 0.0)
     store.set_state(1, state)
     assert store.resolve(1, "handled")["state"] == "resolved"
+
+
+def test_a_job_that_ends_after_a_human_resolved_leaves_the_incident_resolved(tmp_path):
+    go = tmp_path / "go"
+    store = IncidentStore(tmp_path / "i.sqlite")
+    jobs = JobRunner(store, f"sh -c 'while [ ! -e \"$0\" ]; do sleep 0.01; done' {go}", tmp_path / "jobs",
+                     max_concurrent_jobs=1)
+    trigger = Trigger(store, TOKEN, policy="auto", jobs=jobs)
+    trigger.handle(payload(alert(), alert(attribute="sex", fingerprint="s")), f"Bearer {TOKEN}")
+    assert [i["state"] for i in store.list()] == ["job_running", "job_queued"]
+    store.resolve(1, "handled by hand")
+    store.resolve(2, "handled by hand")
+    go.touch()
+    assert jobs.wait(60)
+    first, second = store.get(1), store.get(2)
+    assert first["state"] == "resolved" and first["job"]["state"] == "succeeded"  # the result is kept
+    assert second["state"] == "resolved" and second["job"]["state"] == "queued"  # the queued one never ran
+    assert "job_running" not in [entry["change"] for entry in second["timeline"]]
+
+
+@pytest.mark.parametrize("flag, value", [("--max-concurrent-jobs", "0"), ("--max-queued-jobs", "-1"),
+                                         ("--max-connections", "many")])
+def test_bounds_on_the_command_line_are_checked_in_one_line(flag, value):
+    result = run_cli("trigger", "serve", flag, value)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and flag in result.stderr
