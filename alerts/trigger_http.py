@@ -1,9 +1,10 @@
 """The trigger's HTTP face: POST /alerts, GET /healthz, GET /metrics, bounded against hostile clients.
 
 What a client can cost the trigger is bounded before the trigger reads a
-byte of body: the bearer token is checked on the headers, the body must
-announce its length (``Content-Length``, at most ``MAX_BODY_BYTES``), and a
-request (headers and body together) must arrive within
+byte of body: the bearer token is checked on the headers (at most
+``MAX_HEADER_BYTES``), the body must announce its length
+(``Content-Length``, at most ``MAX_BODY_BYTES``), nothing past that is read,
+and a request (headers and body together) must arrive within
 ``REQUEST_SECONDS``. At most ``MAX_CONNECTIONS`` connections are served at
 once, one thread each; a connection beyond that is answered 503 with
 ``Retry-After`` at once (Alertmanager retries) and closed, so a flood of
@@ -27,6 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 log = logging.getLogger("fairwatch.trigger.http")
 
 MAX_BODY_BYTES = 1 << 20
+MAX_HEADER_BYTES = 64 << 10  # request line and headers together; the body's allowance comes with its length
 REQUEST_SECONDS = 10.0
 WRITE_SECONDS = 10.0
 LISTEN_BACKLOG = 128
@@ -53,26 +55,36 @@ class ServerCounts:
 
 
 class _DeadlineReader(io.RawIOBase):
-    """A connection's bytes, every read bounded by the time left to the whole request."""
+    """A connection's bytes, every read bounded by the time left to the whole request and by a
+    byte allowance: ``MAX_HEADER_BYTES`` for the headers, plus what ``allow`` grants the body.
+    Past the allowance the connection reads as ended."""
 
     def __init__(self, connection: socket.socket, deadline: float, counts: ServerCounts) -> None:
         self.connection = connection
         self.deadline = deadline
         self.counts = counts
+        self.allowance = MAX_HEADER_BYTES
+
+    def allow(self, body_bytes: int) -> None:
+        self.allowance += body_bytes
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
+        if self.allowance <= 0:
+            return 0
         remaining = self.deadline - time.monotonic()
         try:
             if remaining <= 0:
                 raise TimeoutError("the request did not arrive in time")
             self.connection.settimeout(remaining)
-            n = self.connection.recv_into(buffer)
+            with memoryview(buffer) as view:
+                n = self.connection.recv_into(view[: self.allowance])
         except TimeoutError:
             self.counts.add("timeouts")
             raise
+        self.allowance -= n
         self.counts.add("bytes_read", n)
         return n
 
@@ -121,7 +133,8 @@ class TriggerHandler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         deadline = time.monotonic() + self.server.request_seconds
-        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, deadline, self.server.counts))
+        self.reader = _DeadlineReader(self.connection, deadline, self.server.counts)
+        self.rfile = io.BufferedReader(self.reader)
 
     def _reply(self, status: int, body: dict) -> None:
         data = json.dumps(body).encode()
@@ -155,6 +168,7 @@ class TriggerHandler(BaseHTTPRequestHandler):
         length = int(declared)
         if length > MAX_BODY_BYTES:
             return self._refuse(413, f"payload of {length} bytes exceeds {MAX_BODY_BYTES}")
+        self.reader.allow(length)
         body = self.rfile.read(length)
         if len(body) < length:
             return self._refuse(400, f"body ended after {len(body)} of {length} bytes")

@@ -95,6 +95,23 @@ def test_bodies_without_an_acceptable_length_are_refused_without_reading_them(se
     assert post(f"http://127.0.0.1:{port}/alerts", payload(alert()))[0] == 200  # still serving
 
 
+def test_endless_headers_are_cut_off_at_the_header_allowance(server):
+    http, trigger, store, port = server()
+    connection = socket.create_connection(("127.0.0.1", port), timeout=20)
+    try:
+        connection.sendall(b"POST /alerts HTTP/1.1\r\n")
+        for i in range(40):  # 40 headers of 60 KiB: each under http.server's line limit
+            connection.sendall(f"X-Pad-{i}: ".encode() + b"p" * (60 << 10) + b"\r\n")
+    except OSError:
+        pass  # the server stopped reading and closed: what this test wants
+    connection.close()
+    wait = time.monotonic() + 20
+    while http.counts.values["bytes_read"] == 0 and time.monotonic() < wait:
+        time.sleep(0.05)
+    assert 0 < http.counts.values["bytes_read"] <= trigger_http.MAX_HEADER_BYTES < 40 * (60 << 10)
+    assert store.list() == [] and post(f"http://127.0.0.1:{port}/alerts", payload(alert()))[0] == 200
+
+
 def test_a_slow_client_is_cut_off_at_the_request_deadline(server):
     http, trigger, store, port = server(request_seconds=1.0)
     body = payload(alert())
