@@ -31,7 +31,8 @@ def register_trigger(commands) -> None:
     serve_parser.add_argument("--policy", choices=("auto", "manual"), default="manual",
                               help="start the fine-tune job at once (auto) or after `incidents approve` (manual)")
     serve_parser.add_argument("--cooldown-seconds", type=float, default=3600.0,
-                              help="alerts for a (model, attribute) within this of its last incident update join it")
+                              help="a breach within this of a human resolving the previous incident of its "
+                                   "(model, attribute) opens one that waits for approval, even under auto")
     serve_parser.add_argument("--job-command", help="fine-tune command template ({incident} {model} {attribute} "
                                                     "{out} {report})")
     serve_parser.add_argument("--workdir", default="fairwatch-jobs", help="where jobs write candidates and reports")
