@@ -84,6 +84,9 @@ class JobRunner:
         incident_id = incident["id"]
         with self._changed:
             if incident_id in self._accepted or incident["job"].get("state") in ("running", "succeeded", "failed"):
+                if incident["state"] == "approved":  # an approval must end somewhere, not wait for good
+                    self.store.set_state(incident_id, "job_skipped", {"why": "its job already ran"},
+                                         expect=("approved",))
                 return False
             if not self.command:
                 self.store.set_state(incident_id, "job_skipped", {"why": NO_COMMAND}, job={"state": "skipped"})
