@@ -54,7 +54,8 @@ def test_200_pairs_under_auto_run_at_most_max_concurrent_jobs_at_once(tmp_path):
 
 
 def start_trigger_process(db, workdir, job_command, port_file_dir):
-    env = {**os.environ, "FAIRWATCH_TRIGGER_TOKEN": TOKEN, "PYTHONPATH": str(REPO)}
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "FAIRWATCH_TRIGGER_TOKEN": TOKEN, "PYTHONPATH": path}
     process = subprocess.Popen(
         [sys.executable, "-m", "monitor", "trigger", "serve", "--port", "0", "--db", str(db), "--policy", "auto",
          "--workdir", str(workdir), "--job-command", job_command],
