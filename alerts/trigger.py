@@ -173,7 +173,7 @@ class Trigger:
     def _start_job(self, incident: dict) -> None:
         if self.jobs is None:
             self.store.set_state(incident["id"], "job_skipped", {"why": NO_COMMAND}, job={"state": "skipped"})
-        elif self.jobs.start(incident):
+        elif self.jobs.start(incident):  # running now or queued: counted once, when accepted
             self._count("jobs_started")
 
     def poll_approvals(self) -> None:

@@ -106,3 +106,36 @@ def test_evidence_queries_escape_label_values_into_valid_promql(tmp_path):
 
 def test_promql_string_escapes_quotes_backslashes_and_newlines():
     assert promql_string('a"b\\c\n') == '"a\\"b\\\\c\\n"'
+
+
+def test_an_escaped_quote_selects_only_its_own_model_in_real_promql(tmp_path):
+    """promtool evaluates the evidence query over two models: a model label holding a quote
+    must match only a series with that exact value, never widen to the other models."""
+    from monitor import metric_names as names
+
+    RecordingPrometheus.queries = []
+    server = HTTPServer(("127.0.0.1", 0), RecordingPrometheus)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hostile = 'we"ird",model=~".*'
+    try:
+        prometheus_evidence(f"http://127.0.0.1:{server.server_address[1]}", hostile, "race", "")
+    finally:
+        server.shutdown()
+        server.server_close()
+    (query,) = [q for q in RecordingPrometheus.queries if q.startswith(names.GROUP_RATE + "{")]
+
+    def series(model: str) -> dict:
+        labels = {"model": model, "attribute": "race", "group": "a", "metric": "selection_rate", "window": "all"}
+        return {"series": f"{names.GROUP_RATE}{{{','.join(f'{k}={promql_string(v)}' for k, v in labels.items())}}}",
+                "values": "0.5x5"}
+
+    spec = {"rule_files": [], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        "input_series": [series("credit"), series("other"), series(hostile)],
+        "promql_expr_test": [{"expr": f"count({query})", "eval_time": "2m", "exp_samples": [{"labels": "{}", "value": 1}]}],
+    }]}
+    (tmp_path / "tests.yml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool not found: `make test` installs Debian's prometheus package"
+    result = subprocess.run([promtool, "test", "rules", "tests.yml"], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
