@@ -36,9 +36,25 @@ RATE_ORDER = ("selection_rate", "tpr", "fpr", "fnr", "ppv", "accuracy")
 e = html.escape
 
 
+# Timestamps a page can show: 1970 to the end of year 9999. Evidence comes from
+# Prometheus and alerts from anyone who can reach Alertmanager; a time outside
+# this range is not a time (gmtime overflows on 1e20).
+LAST_VALID_SECONDS = 253402300799.0
+
+
+def _valid_time(seconds: Any) -> bool:
+    try:
+        value = float(seconds)
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(value) and 0.0 <= value <= LAST_VALID_SECONDS
+
+
 def _utc(seconds: float | None, fmt: str = "%Y-%m-%d %H:%M:%SZ") -> str:
     if seconds is None:
         return "-"
+    if not _valid_time(seconds):
+        return "invalid time"
     return time.strftime(fmt, time.gmtime(float(seconds)))
 
 
@@ -183,26 +199,38 @@ def incident_metric(incident: dict) -> str:
     return str((incident.get("evidence") or {}).get("series_range", {}).get("metric", ""))
 
 
-def _first_points(series: dict, key: str) -> list[list[float]]:
+def _first_points(series: dict, key: str, skipped: list[int]) -> list[list[float]]:
+    """The first series' points; those whose time is not a valid time are left out and counted in ``skipped``."""
     entries = series.get(key)
     if not isinstance(entries, list) or not entries:
         return []
-    return [[float(t), float(v)] for t, v in entries[0].get("points", [])]
+    points = []
+    for t, v in entries[0].get("points", []):
+        if _valid_time(t):
+            points.append([float(t), float(v)])
+        else:
+            skipped[0] += 1
+    return points
 
 
 def gap_plot(incident: dict) -> str:
     series = (incident.get("evidence") or {}).get("series") or {}
     metric = incident_metric(incident) or "gap"
+    skipped = [0]
     lines = [
-        {"name": f"{metric} (since start)", "points": _first_points(series, "gap"), "color": GAP_COLOR},
-        {"name": "decision bound (anytime-valid)", "points": _first_points(series, "bound"), "color": BOUND_COLOR,
-         "dash": True},
-        {"name": "threshold", "points": _first_points(series, "threshold"), "color": THRESHOLD_COLOR},
+        {"name": f"{metric} (since start)", "points": _first_points(series, "gap", skipped), "color": GAP_COLOR},
+        {"name": "decision bound (anytime-valid)", "points": _first_points(series, "bound", skipped),
+         "color": BOUND_COLOR, "dash": True},
+        {"name": "threshold", "points": _first_points(series, "threshold", skipped), "color": THRESHOLD_COLOR},
     ]
-    lower, upper = _first_points(series, "gap_lower"), _first_points(series, "gap_upper")
+    lower, upper = _first_points(series, "gap_lower", skipped), _first_points(series, "gap_upper", skipped)
     band = {"name": "95% interval (display)", "lower": lower, "upper": upper, "color": BAND_COLOR} \
         if lower and upper else None
-    return line_chart("plot-gap", f"{metric} over time", lines, band)
+    chart = line_chart("plot-gap", f"{metric} over time", lines, band)
+    if skipped[0]:
+        chart += (f'<p class="note">{skipped[0]} evidence sample(s) with a timestamp outside 1970-9999 '
+                  "were left out of this plot.</p>")
+    return chart
 
 
 def rates_plot(incident: dict) -> str:

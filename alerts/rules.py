@@ -14,6 +14,7 @@ metric cannot leave a dead rule behind.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -24,6 +25,10 @@ from fairwatch.monitor.config import MonitorConfig
 from fairwatch.monitor.scorer import metric_names as scorer_names
 
 WINDOWS = ("5m", "1h", "24h")
+# Prometheus' duration syntax (model.ParseDuration): units from largest to smallest, each at most once.
+PROMETHEUS_DURATION = re.compile(r"(?=\d)(\d+y)?(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?")
+DURATION_KEYS = ("breach_for", "drift_window", "no_events_for")
+RANGE_KEYS = ("drift_window", "no_events_for")  # used as range selectors too: must not be zero
 BY_GROUP = "model, attribute, group"
 BY_ATTRIBUTE = "model, attribute"
 
@@ -39,6 +44,15 @@ class AlertSettings:
     no_events_for: str = "10m"
     invalid_ratio: float = 0.01
     consumer_lag_events: int = 100_000
+
+    def __post_init__(self) -> None:
+        for key in DURATION_KEYS:
+            value = getattr(self, key)
+            if not isinstance(value, str) or not PROMETHEUS_DURATION.fullmatch(value):
+                raise ValueError(f"[alerts] {key} = {value!r} is not a Prometheus duration "
+                                 "(e.g. \"5m\", \"1h30m\", \"90s\"; units y w d h m s ms)")
+            if key in RANGE_KEYS and not any(c != "0" for c in value if c.isdigit()):
+                raise ValueError(f"[alerts] {key} must be longer than zero, got {value!r}")
 
 
 def load_settings(path: str | Path | None) -> AlertSettings:
@@ -58,14 +72,17 @@ def load_settings(path: str | Path | None) -> AlertSettings:
             isinstance(value, int) and isinstance(getattr(defaults, key), float)
         ):
             raise ConfigError(f"{path}: [alerts] {key} must be a {type(getattr(defaults, key)).__name__}")
-    return AlertSettings(**table)
+    try:
+        return AlertSettings(**table)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def _cell(cell: str, window: str) -> str:
     return f'sum by ({BY_GROUP}) (increase({names.GROUP_EVENTS}{{cell="{cell}"}}[{window}]))'
 
 
-def recording_rules(min_group_size: int) -> list[dict]:
+def recording_rules(min_group_size: int, privacy_floor: int) -> list[dict]:
     rules: list[dict] = []
     ratios = {
         "selection_rate": ("positives", ("predictions",)),
@@ -79,8 +96,12 @@ def recording_rules(min_group_size: int) -> list[dict]:
             below = " + ".join(_cell(c, window) for c in denominator)
             rules.append({
                 "record": f"fairwatch:group_{rate}:{window}",
-                # Groups under the minimum size are left out, as in the core.
+                # Groups under the minimum size are left out, as in the core, and so is
+                # a rate whose own denominator (labelled positives for TPR, labelled
+                # negatives for FPR) is under the privacy floor: an FPR from 2 labels
+                # would tell who the 2 are.
                 "expr": f"({_cell(numerator, window)}) / ({below}) "
+                        f"and on ({BY_GROUP}) ({below}) >= {privacy_floor} "
                         f"and on ({BY_GROUP}) {predictions} >= {min_group_size}",
             })
         for gap, rate in (("demographic_parity_difference", "selection_rate"),
@@ -89,7 +110,9 @@ def recording_rules(min_group_size: int) -> list[dict]:
             series = f"fairwatch:group_{rate}:{window}"
             rules.append({
                 "record": f"fairwatch:{gap}:{window}",
-                "expr": f"max by ({BY_ATTRIBUTE}) ({series}) - min by ({BY_ATTRIBUTE}) ({series})",
+                # A gap needs two groups: one group left after the floor is no evidence of parity.
+                "expr": f"max by ({BY_ATTRIBUTE}) ({series}) - min by ({BY_ATTRIBUTE}) ({series}) "
+                        f"and on ({BY_ATTRIBUTE}) count by ({BY_ATTRIBUTE}) ({series}) >= 2",
             })
         rules.append({
             "record": f"fairwatch:demographic_parity_ratio:{window}",
@@ -214,7 +237,8 @@ def render(config: MonitorConfig | None = None, settings: AlertSettings | None =
     settings = settings or AlertSettings()
     document = {
         "groups": [
-            {"name": "fairwatch-recording", "interval": "30s", "rules": recording_rules(config.min_group_size)},
+            {"name": "fairwatch-recording", "interval": "30s", "rules": recording_rules(config.min_group_size,
+                                                                                 config.privacy_floor)},
             {"name": "fairwatch-alerts", "rules": alerting_rules(settings)},
         ]
     }

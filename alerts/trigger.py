@@ -1,14 +1,20 @@
 """The trigger: Alertmanager's webhook in, incidents and fine-tune jobs out.
 
 ``Trigger.handle`` validates a webhook delivery (shared bearer token, size,
-schema), drops deliveries it has seen (same fingerprint, start and status),
-opens or updates an incident per (model, attribute) with a cooldown, and
-starts the fine-tune job for a new incident when the policy is ``auto``; with
-``manual`` the incident waits for ``fairwatch incidents approve ID``, which
-the trigger notices on its next poll. A job never runs twice for an
-incident, and never replaces a serving model: it writes a candidate and a
-report under the incident's folder. A malformed payload is a 400 with a
-one-line reason; nothing a caller sends can stop the server.
+schema), refuses alerts whose model or attribute is not an identifier
+(``alerts.labels``: they would reach a command line and a query), drops
+deliveries it has seen (same fingerprint, start and status), opens or
+updates an incident per (model, attribute), and queues the fine-tune job of
+a new incident when the policy is ``auto`` (``alerts.jobs`` runs a bounded
+number at once); with ``manual`` the incident waits for ``fairwatch
+incidents approve ID``, which the trigger notices on its next poll. A breach
+after a human resolved the previous incident opens a new one; within
+``cooldown_seconds`` of that resolution it waits for approval even under
+``auto`` (a relapse is for a human to look at, not another job to start). A
+job never runs twice for an incident, and never replaces a serving model: it
+writes a candidate and a report under the incident's folder. A malformed
+payload is a 400 with a one-line reason; nothing a caller sends can stop the
+server (``alerts.trigger_http`` bounds what a connection may cost).
 """
 
 from __future__ import annotations
@@ -16,27 +22,26 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import shlex
-import subprocess
 import threading
 import time
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Literal, Union
 
 import msgspec
 
-from fairwatch.alerts.incidents import IncidentStore
+from fairwatch.alerts.evidence import prometheus_evidence
+from fairwatch.alerts.incidents import IncidentError, IncidentStore
+from fairwatch.alerts.jobs import NO_COMMAND, JobRunner
+from fairwatch.alerts.labels import unsafe_label_reason
+from fairwatch.alerts.trigger_http import MAX_BODY_BYTES, BoundedHTTPServer, TriggerHandler
 from fairwatch.monitor import metric_names as names
-from fairwatch.monitor.scorer import metric_names as scorer_names
 
 log = logging.getLogger("fairwatch.trigger")
 
-MAX_PAYLOAD_BYTES = 1 << 20
+MAX_PAYLOAD_BYTES = MAX_BODY_BYTES
 FAIRNESS_ALERTS = ("FairnessGapBreach",)
+# Labels that reach the job's command line and the evidence queries.
+CHECKED_LABELS = ("model", "attribute", "metric")
 
 
 class WebhookAlert(msgspec.Struct):
@@ -67,154 +72,6 @@ class Response:
     body: dict
 
 
-class JobRunner:
-    """Runs the fine-tune command for an incident in a thread, recording its fate.
-
-    ``command`` is a shell-style template with ``{incident}``, ``{model}``,
-    ``{attribute}``, ``{out}`` (a folder for the candidate) and ``{report}``
-    (where the job writes its JSON report).
-    """
-
-    def __init__(self, store: IncidentStore, command: str | None, workdir: str | Path, timeout_seconds: float = 3600):
-        self.store = store
-        self.command = command
-        self.workdir = Path(workdir)
-        self.timeout_seconds = timeout_seconds
-        self._started: set[int] = set()
-        self._lock = threading.Lock()
-        self.threads: list[threading.Thread] = []
-
-    def start(self, incident: dict) -> bool:
-        """Start the job once per incident; False when it already ran or no command is set."""
-        with self._lock:
-            if incident["id"] in self._started or incident["job"].get("state") in ("running", "succeeded", "failed"):
-                return False
-            self._started.add(incident["id"])
-        if not self.command:
-            self.store.note(incident["id"], "job_skipped", {"why": "no job command configured"})
-            return False
-        out = self.workdir / f"incident-{incident['id']}"
-        out.mkdir(parents=True, exist_ok=True)
-        values = {"incident": str(incident["id"]), "model": incident["model"], "attribute": incident["attribute"],
-                  "out": str(out / "candidate"), "report": str(out / "report.json")}
-        argv = []
-        for part in shlex.split(self.command):  # only our placeholders: the command may hold other braces
-            for key, value in values.items():
-                part = part.replace("{" + key + "}", value)
-            argv.append(part)
-        self.store.set_state(incident["id"], "job_running", {"command": argv},
-                             job={"state": "running", "command": argv, "report_path": values["report"],
-                                  "candidate_dir": values["out"]})
-        thread = threading.Thread(target=self._run, args=(incident["id"], argv, out, values["report"]), daemon=True)
-        self.threads.append(thread)
-        thread.start()
-        return True
-
-    def _run(self, incident_id: int, argv: list[str], out: Path, report_path: str) -> None:
-        try:
-            with open(out / "job.log", "wb") as log_file:
-                result = subprocess.run(argv, stdout=log_file, stderr=subprocess.STDOUT, timeout=self.timeout_seconds)
-            report = json.loads(Path(report_path).read_text()) if Path(report_path).exists() else None
-            if result.returncode == 0:
-                self.store.set_state(incident_id, "job_succeeded", {"returncode": 0},
-                                     job={"state": "succeeded", "report": report})
-            else:
-                self.store.set_state(incident_id, "job_failed", {"returncode": result.returncode},
-                                     job={"state": "failed", "report": report})
-        except Exception as exc:  # a broken job must not take the trigger down
-            log.exception("fine-tune job of incident %s failed", incident_id)
-            self.store.set_state(incident_id, "job_failed", {"error": f"{type(exc).__name__}: {exc}"},
-                                 job={"state": "failed"})
-
-    def wait(self, timeout: float = 60.0) -> None:
-        for thread in list(self.threads):
-            thread.join(timeout)
-
-
-def _prometheus_get(prometheus_url: str, path: str, params: dict) -> list[dict]:
-    url = f"{prometheus_url.rstrip('/')}{path}?" + urllib.parse.urlencode(params)
-    with urllib.request.urlopen(url, timeout=5) as response:
-        data = json.load(response)["data"]
-    return data["result"] if isinstance(data, dict) else data  # query_exemplars answers a bare list
-
-
-def prometheus_evidence(prometheus_url: str | None, model: str, attribute: str, metric: str, *,
-                        range_seconds: float = 3600.0, step_seconds: float = 5.0, now: float | None = None) -> dict:
-    """The decision's bound and threshold and the group rates, as Prometheus has them now.
-
-    ``series`` holds the last ``range_seconds`` of the decision bound, the
-    since-start gap with its display bounds, and the threshold (each a list of
-    ``{"labels", "points": [[unix seconds, value], ...]}``), so that the
-    incident page can plot how the breach built up even after Prometheus
-    has dropped the samples.
-    """
-    if not prometheus_url:
-        return {}
-    selector = f'{names.MODEL}="{model}",{names.ATTRIBUTE}="{attribute}"'
-    # Without a metric label (an alert from elsewhere) every metric of the attribute is evidence.
-    with_metric = selector + (f',{names.METRIC}="{metric}"' if metric else "")
-    queries = {
-        "bound": f"fairwatch:decision_bound:worst{{{with_metric}}}",
-        "threshold": f"fairwatch:decision_threshold{{{with_metric}}}",
-        "group_rates": f'{names.GROUP_RATE}{{{selector},{names.WINDOW}="all"}}',
-        "group_rates_lower": f'{names.GROUP_RATE_LOWER}{{{selector},{names.WINDOW}="all"}}',
-        "group_rates_upper": f'{names.GROUP_RATE_UPPER}{{{selector},{names.WINDOW}="all"}}',
-        "gaps": f'{names.GAP}{{{selector},{names.WINDOW}="all"}}',
-    }
-    # Counterfactual evidence is per (model, lexicon attribute), not per
-    # protected attribute: take all of the model's.
-    counterfactual = f'{names.MODEL}="{model}"'
-    queries["counterfactual_flip_rate"] = f"{scorer_names.COUNTERFACTUAL_FLIP_RATE}{{{counterfactual}}}"
-    queries["counterfactual_terms"] = f"{scorer_names.COUNTERFACTUAL_TERM_SCORE_CHANGE}{{{counterfactual}}}"
-    evidence: dict = {}
-    for key, query in queries.items():
-        try:
-            data = _prometheus_get(prometheus_url, "/api/v1/query", {"query": query})
-            evidence[key] = [{"labels": r["metric"], "value": float(r["value"][1])} for r in data]
-        except Exception as exc:  # evidence is best effort; the incident opens regardless
-            evidence[key] = {"error": f"{type(exc).__name__}: {exc}"}
-    end = time.time() if now is None else now
-    start = end - range_seconds
-    series_queries = {
-        "bound": queries["bound"],
-        "gap": f'{names.GAP}{{{with_metric},{names.WINDOW}="all"}}',
-        "gap_lower": f'{names.GAP_LOWER}{{{with_metric},{names.WINDOW}="all"}}',
-        "gap_upper": f'{names.GAP_UPPER}{{{with_metric},{names.WINDOW}="all"}}',
-        "threshold": queries["threshold"],
-    }
-    series: dict = {}
-    for key, query in series_queries.items():
-        try:
-            data = _prometheus_get(prometheus_url, "/api/v1/query_range",
-                                   {"query": query, "start": f"{start:.3f}", "end": f"{end:.3f}",
-                                    "step": f"{step_seconds:g}"})
-            series[key] = [{"labels": r["metric"], "points": [[float(t), float(v)] for t, v in r["values"]]}
-                           for r in data]
-        except Exception as exc:
-            series[key] = {"error": f"{type(exc).__name__}: {exc}"}
-    evidence["series"] = series
-    evidence["series_range"] = {"start": start, "end": end, "step_seconds": step_seconds, "metric": metric}
-    evidence["exemplars"] = _exemplar_ids(prometheus_url, selector, start, end)
-    return evidence
-
-
-def _exemplar_ids(prometheus_url: str, selector: str, start: float, end: float) -> dict | list:
-    """Ids of recent positive predictions per group: the exemplars the monitor attaches
-    to its ``positives`` counters (Prometheus keeps them with --enable-feature=exemplar-storage)."""
-    query = f'{names.GROUP_EVENTS}{{{selector},{names.CELL}="positives"}}'
-    try:
-        data = _prometheus_get(prometheus_url, "/api/v1/query_exemplars",
-                               {"query": query, "start": f"{start:.3f}", "end": f"{end:.3f}"})
-    except Exception as exc:
-        return {"error": f"{type(exc).__name__}: {exc}"}
-    out = []
-    for series in data:
-        ids = list(dict.fromkeys(e["labels"].get("event_id") for e in series.get("exemplars", [])
-                                 if e["labels"].get("event_id")))
-        out.append({"group": series["seriesLabels"].get(names.GROUP), "event_ids": ids[-10:]})
-    return out
-
-
 class Trigger:
     def __init__(self, store: IncidentStore, token: str, *, policy: str = "manual", cooldown_seconds: float = 3600,
                  jobs: JobRunner | None = None, prometheus_url: str | None = None, clock=time.time) -> None:
@@ -229,8 +86,18 @@ class Trigger:
         self.jobs = jobs
         self.prometheus_url = prometheus_url
         self.clock = clock
-        self.counts = {"deliveries": 0, "rejected": 0, "duplicates": 0, "ignored": 0, "incidents_opened": 0,
-                       "jobs_started": 0}
+        self.counts = {"deliveries": 0, "rejected": 0, "duplicates": 0, "ignored": 0, "refused_labels": 0,
+                       "incidents_opened": 0, "jobs_started": 0}
+        self._counts_lock = threading.Lock()
+
+    def _count(self, key: str) -> None:
+        with self._counts_lock:
+            self.counts[key] += 1
+
+    def reject(self, status: int, error: str) -> Response:
+        """A delivery refused as a whole (token, size, schema), counted."""
+        self._count("rejected")
+        return Response(status, {"error": error})
 
     def authorised(self, header: str | None) -> bool:
         if not header or not header.startswith("Bearer "):
@@ -238,22 +105,18 @@ class Trigger:
         return hmac.compare_digest(header[len("Bearer "):].strip().encode(), self.token.encode())
 
     def handle(self, body: bytes, authorization: str | None) -> Response:
-        self.counts["deliveries"] += 1
+        self._count("deliveries")
         if not self.authorised(authorization):
-            self.counts["rejected"] += 1
-            return Response(401, {"error": "missing or wrong bearer token"})
+            return self.reject(401, "missing or wrong bearer token")
         if len(body) > MAX_PAYLOAD_BYTES:
-            self.counts["rejected"] += 1
-            return Response(413, {"error": f"payload of {len(body)} bytes exceeds {MAX_PAYLOAD_BYTES}"})
+            return self.reject(413, f"payload of {len(body)} bytes exceeds {MAX_PAYLOAD_BYTES}")
         try:
             payload = _decode(body)
         except msgspec.ValidationError as exc:
-            self.counts["rejected"] += 1
-            return Response(400, {"error": f"not an Alertmanager webhook payload: {exc}"})
+            return self.reject(400, f"not an Alertmanager webhook payload: {exc}")
         except msgspec.DecodeError as exc:
-            self.counts["rejected"] += 1
-            return Response(400, {"error": f"not valid JSON: {exc}"})
-        summary = {"opened": [], "updated": [], "duplicates": 0, "ignored": 0}
+            return self.reject(400, f"not valid JSON: {exc}")
+        summary = {"opened": [], "updated": [], "duplicates": 0, "ignored": 0, "refused": []}
         for alert in payload.alerts:
             self._handle_alert(alert, summary)
         return Response(200, summary)
@@ -261,12 +124,19 @@ class Trigger:
     def _handle_alert(self, alert: WebhookAlert, summary: dict) -> None:
         labels = alert.labels
         if labels.get("alertname") not in FAIRNESS_ALERTS or "model" not in labels or "attribute" not in labels:
-            self.counts["ignored"] += 1
+            self._count("ignored")
             summary["ignored"] += 1
             return
+        for name in CHECKED_LABELS:
+            reason = unsafe_label_reason(name, labels[name]) if name in labels else None
+            if reason:
+                self._count("refused_labels")
+                summary["refused"].append(reason)
+                log.warning("alert refused: %s", reason)  # the reason quotes the value with repr(): no raw bytes
+                return
         fingerprint = alert.fingerprint or json.dumps(sorted(labels.items()))
         if self.store.seen(fingerprint, alert.startsAt, alert.status):
-            self.counts["duplicates"] += 1
+            self._count("duplicates")
             summary["duplicates"] += 1
             return
         record = {"status": alert.status, "labels": labels, "annotations": alert.annotations,
@@ -288,23 +158,41 @@ class Trigger:
         if not created:
             summary["updated"].append(incident["id"])
             return
-        self.counts["incidents_opened"] += 1
+        self._count("incidents_opened")
         summary["opened"].append(incident["id"])
-        if self.policy == "auto":
+        follows = incident["timeline"][0]["detail"].get("follows")
+        relapse = follows is not None and follows["resolved_seconds_ago"] < self.cooldown_seconds
+        if self.policy == "auto" and not relapse:
             self._start_job(incident)
         else:
-            self.store.set_state(incident["id"], "awaiting_approval", {"policy": "manual"},
-                                 job={"state": "awaiting_approval"})
+            why = {"policy": "manual"} if self.policy == "manual" else {
+                "why": f"breach again {follows['resolved_seconds_ago']:.0f} s after incident {follows['id']} "
+                       f"was resolved (cooldown {self.cooldown_seconds:g} s): a human decides on another job"}
+            self.store.set_state(incident["id"], "awaiting_approval", why, job={"state": "awaiting_approval"})
 
     def _start_job(self, incident: dict) -> None:
-        if self.jobs is not None and self.jobs.start(incident):
-            self.counts["jobs_started"] += 1
+        if self.jobs is None:
+            self.store.set_state(incident["id"], "job_skipped", {"why": NO_COMMAND}, job={"state": "skipped"})
+        elif self.jobs.start(incident):  # running now or queued: counted once, when accepted
+            self._count("jobs_started")
 
     def poll_approvals(self) -> None:
-        """Start the jobs of incidents approved by a human since the last poll."""
-        for incident in self.store.list("job_running"):
-            if incident["job"].get("state") == "approved":
+        """Start (or queue) the jobs of incidents approved by a human since the last poll."""
+        for incident in self.store.list("approved"):
+            try:
                 self._start_job(incident)
+            except IncidentError as exc:  # resolved by a human meanwhile
+                log.info("approved incident %s changed under the poll: %s", incident["id"], exc)
+
+    def recover(self) -> None:
+        """On start: fail the jobs a killed trigger left running, queue again those it left queued."""
+        if self.jobs is not None:
+            self.jobs.recover()
+        else:
+            for state in ("job_running", "job_queued"):
+                for incident in self.store.list(state):
+                    self.store.set_state(incident["id"], "job_failed", {"error": "trigger restarted without jobs"},
+                                         job={"state": "failed"})
 
 
 class TriggerCollector:
@@ -316,12 +204,8 @@ class TriggerCollector:
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        from fairwatch.alerts.incidents import STATES
-
         counts = dict(self.trigger.counts)
-        by_state = {state: 0 for state in STATES}
-        for incident in self.trigger.store.list():
-            by_state[incident["state"]] += 1
+        by_state = self.trigger.store.count_by_state()  # per scrape: never reads the incidents themselves
         incidents = GaugeMetricFamily(names.INCIDENTS, "Fairness incidents by state", labels=[names.STATE])
         for state, n in by_state.items():
             incidents.add_metric([state], n)
@@ -329,64 +213,28 @@ class TriggerCollector:
         deliveries = CounterMetricFamily(names.TRIGGER_DELIVERIES, "Alertmanager webhook alerts by result",
                                          labels=[names.RESULT])
         for result, key in (("rejected", "rejected"), ("duplicate", "duplicates"), ("ignored", "ignored"),
-                            ("opened", "incidents_opened")):
+                            ("refused_labels", "refused_labels"), ("opened", "incidents_opened")):
             deliveries.add_metric([result], counts[key])
         yield deliveries
         yield CounterMetricFamily(names.TRIGGER_JOBS, "Fine-tune jobs started", value=counts["jobs_started"])
 
 
-def serve(trigger: Trigger, host: str = "127.0.0.1", port: int = 9119, poll_seconds: float = 2.0):
-    """An HTTP server on a background thread: POST /alerts, GET /healthz, GET /metrics. Returns (server, port)."""
-    from prometheus_client import CollectorRegistry, generate_latest
+def serve(trigger: Trigger, host: str = "127.0.0.1", port: int = 9119, poll_seconds: float = 2.0, *,
+          max_connections: int | None = None, request_seconds: float | None = None):
+    """Recover jobs a previous run left, then serve POST /alerts, GET /healthz, GET /metrics on a
+    background thread (bounds in ``alerts.trigger_http``). Returns (server, port)."""
+    from prometheus_client import CollectorRegistry
 
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(TriggerCollector(trigger))
+    from fairwatch.alerts import trigger_http
 
-    class Handler(BaseHTTPRequestHandler):
-        def _reply(self, status: int, body: dict) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_POST(self):  # noqa: N802 (http.server's naming)
-            if self.path.rstrip("/") != "/alerts":
-                return self._reply(404, {"error": "POST /alerts"})
-            try:
-                length = int(self.headers.get("Content-Length", "0"))
-            except ValueError:
-                return self._reply(400, {"error": "bad Content-Length"})
-            if length > MAX_PAYLOAD_BYTES:
-                return self._reply(413, {"error": f"payload of {length} bytes exceeds {MAX_PAYLOAD_BYTES}"})
-            try:
-                response = trigger.handle(self.rfile.read(length), self.headers.get("Authorization"))
-            except Exception as exc:  # never let one request take the server down
-                log.exception("webhook handling failed")
-                response = Response(500, {"error": f"{type(exc).__name__}: {exc}"})
-            if response.status != 200:
-                log.warning("webhook rejected (%s): %s", response.status, response.body.get("error"))
-            self._reply(response.status, response.body)
-
-        def do_GET(self):  # noqa: N802
-            if self.path.rstrip("/") == "/healthz":
-                return self._reply(200, {"ok": True, **trigger.counts})
-            if self.path.rstrip("/") == "/metrics":
-                data = generate_latest(registry)
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-                return None
-            self._reply(404, {"error": "GET /healthz or /metrics"})
-
-        def log_message(self, format, *args):  # quiet: the trigger logs what matters
-            log.debug(format, *args)
-
-    server = ThreadingHTTPServer((host, port), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    trigger.recover()
+    server = BoundedHTTPServer((host, port), TriggerHandler,
+                               max_connections=max_connections or trigger_http.MAX_CONNECTIONS,
+                               request_seconds=request_seconds or trigger_http.REQUEST_SECONDS)
+    server.trigger = trigger
+    server.registry = CollectorRegistry(auto_describe=False)
+    server.registry.register(TriggerCollector(trigger))
+    threading.Thread(target=server.serve_forever, daemon=True, name="trigger-http").start()
 
     def poll():
         while True:
@@ -396,5 +244,8 @@ def serve(trigger: Trigger, host: str = "127.0.0.1", port: int = 9119, poll_seco
             except Exception:
                 log.exception("approval poll failed")
 
-    threading.Thread(target=poll, daemon=True).start()
+    threading.Thread(target=poll, daemon=True, name="trigger-approvals").start()
     return server, server.server_address[1]
+
+
+__all__ = ["JobRunner", "Response", "Trigger", "TriggerCollector", "prometheus_evidence", "serve"]

@@ -10,7 +10,9 @@ import sys
 import time
 from pathlib import Path
 
+from fairwatch.alerts import trigger_http
 from fairwatch.alerts.incidents import IncidentError, IncidentStore
+from fairwatch.alerts.terminal import printable
 from fairwatch.alerts.trigger import JobRunner, Trigger, serve
 from fairwatch.cli import UsageError
 
@@ -29,12 +31,33 @@ def register_trigger(commands) -> None:
     serve_parser.add_argument("--policy", choices=("auto", "manual"), default="manual",
                               help="start the fine-tune job at once (auto) or after `incidents approve` (manual)")
     serve_parser.add_argument("--cooldown-seconds", type=float, default=3600.0,
-                              help="alerts for a (model, attribute) within this of its last incident update join it")
+                              help="a breach within this of a human resolving the previous incident of its "
+                                   "(model, attribute) opens one that waits for approval, even under auto")
     serve_parser.add_argument("--job-command", help="fine-tune command template ({incident} {model} {attribute} "
                                                     "{out} {report})")
     serve_parser.add_argument("--workdir", default="fairwatch-jobs", help="where jobs write candidates and reports")
+    serve_parser.add_argument("--max-concurrent-jobs", type=_at_least(1), default=2,
+                              help="fine-tune jobs running at once; later ones wait as job_queued (2)")
+    serve_parser.add_argument("--max-queued-jobs", type=_at_least(0), default=1000,
+                              help="jobs waiting at most; beyond, incidents wait for approval (1000)")
+    serve_parser.add_argument("--max-connections", type=_at_least(1), default=trigger_http.MAX_CONNECTIONS,
+                              help="HTTP connections served at once; more get 503 and retry "
+                                   f"({trigger_http.MAX_CONNECTIONS})")
     serve_parser.add_argument("--prometheus-url", help="query the evidence for new incidents here")
     serve_parser.set_defaults(handler=run_serve)
+
+
+def _at_least(lowest: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < lowest:
+            raise argparse.ArgumentTypeError(f"must be at least {lowest}, got {value}")
+        return value
+
+    return parse
 
 
 def register_incidents(commands) -> None:
@@ -78,11 +101,12 @@ def run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     token = _token(args)  # before the store: a refused start leaves no file behind
     store = IncidentStore(args.db)
-    jobs = JobRunner(store, args.job_command, args.workdir)
+    jobs = JobRunner(store, args.job_command, args.workdir, max_concurrent_jobs=args.max_concurrent_jobs,
+                     max_queued_jobs=args.max_queued_jobs)
     trigger = Trigger(store, token, policy=args.policy, cooldown_seconds=args.cooldown_seconds, jobs=jobs,
                       prometheus_url=args.prometheus_url)
     try:
-        server, port = serve(trigger, args.host, args.port)
+        server, port = serve(trigger, args.host, args.port, max_connections=args.max_connections)
     except OSError as exc:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     print(f"trigger listening on http://{args.host}:{port}/alerts (policy {args.policy})", file=sys.stderr, flush=True)
@@ -95,10 +119,11 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def _line(incident: dict) -> str:
+    """One line per incident; every value from an alert is made printable (no terminal escapes)."""
     opened = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(incident["opened_at"]))
-    metrics = sorted({a["labels"].get("metric", "?") for a in incident["alerts"]})
-    return (f"{incident['id']:>4}  {incident['state']:<17} {opened}Z  {incident['model']}/{incident['attribute']}  "
-            f"{', '.join(metrics)}  job={incident['job'].get('state')}")
+    metrics = sorted({str(a["labels"].get("metric", "?")) for a in incident["alerts"]})
+    return printable(f"{incident['id']:>4}  {incident['state']:<17} {opened}Z  {incident['model']}/"
+                     f"{incident['attribute']}  {', '.join(metrics)}  job={incident['job'].get('state')}")
 
 
 def promote(store: IncidentStore, incident_id: int, target: Path, force: bool) -> dict:
@@ -154,16 +179,19 @@ def run_incidents(args: argparse.Namespace) -> int:
             else:
                 print(_line(incident))
                 for alert in incident["alerts"]:
-                    print(f"  alert {alert['status']}: {alert['annotations'].get('summary', alert['labels'])}")
+                    summary = alert["annotations"].get("summary", alert["labels"])
+                    print(printable(f"  alert {alert['status']}: {summary}"))
                 if incident["evidence"]:
-                    print(f"  evidence: {json.dumps(incident['evidence'])[:2000]}")
+                    print(f"  evidence: {json.dumps(incident['evidence'])[:2000]}")  # JSON escapes control characters
                 if incident["job"].get("report"):
                     print(f"  job report: {json.dumps(incident['job']['report'])[:2000]}")
                 for entry in incident["timeline"]:
                     at = time.strftime("%H:%M:%S", time.gmtime(entry["at"]))
-                    print(f"  {at}Z {entry['change']} {json.dumps(entry['detail'])[:200]}")
+                    print(printable(f"  {at}Z {entry['change']} {json.dumps(entry['detail'])[:200]}"))
         elif args.incidents_action == "approve":
             print(_line(store.approve(args.id)))
+            print("approved: a running trigger starts or queues the job on its next poll; one without "
+                  "--job-command marks the incident job_skipped", file=sys.stderr)
         elif args.incidents_action == "promote":
             print(_line(promote(store, args.id, Path(args.to), args.force)))
         elif args.incidents_action == "resolve":

@@ -85,6 +85,7 @@ def monitor_config_from_args(args: argparse.Namespace, document: dict):
     flags = {
         "min_group_size": args.min_group_size,
         "privacy_floor": args.privacy_floor,
+        "exemplars": getattr(args, "exemplars", None),
         "intersections": [spec.split("&") for spec in args.intersection] if args.intersection else None,
         "attributes": args.attribute,
     }

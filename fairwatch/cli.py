@@ -49,6 +49,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="TOML", help="configuration file ([monitor] table)")
     parser.add_argument("--min-group-size", type=int, help="groups below this take no part in alert gaps (30)")
     parser.add_argument("--privacy-floor", type=int, help="groups below this are never exported as rates (10)")
+    parser.add_argument("--no-exemplars", dest="exemplars", action="store_const", const=False,
+                        help="export no event ids as exemplars on the positives counters")
     parser.add_argument(
         "--intersection", action="append", metavar="A&B", help="track an intersection of attributes, e.g. race&sex"
     )
@@ -160,6 +162,7 @@ def config_from_args(args: argparse.Namespace, **overrides):
     flags = {
         "min_group_size": getattr(args, "min_group_size", None),
         "privacy_floor": getattr(args, "privacy_floor", None),
+        "exemplars": getattr(args, "exemplars", None),
         "intersections": intersections,
     }
     return load_config(getattr(args, "config", None), **{**flags, **overrides})

@@ -63,6 +63,10 @@ class MonitorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     min_group_size: Positive = 30
     # Groups smaller than this never leave the process as a rate.
     privacy_floor: Positive = 10
+    # Attach the id of a group's latest positive prediction to its `positives`
+    # counter (an OpenMetrics exemplar: event id beside group membership), once
+    # the group has privacy_floor positives. False keeps every event id in.
+    exemplars: bool = True
     # Distinct group label values exported per attribute; the rest are "other".
     max_groups_per_attribute: Positive = 50
     # Distinct group values held in memory per attribute; later ones are counted as "other".

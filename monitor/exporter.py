@@ -91,7 +91,8 @@ class FairwatchCollector(Collector):
         config = pipeline.config
         with pipeline.lock:
             snapshots = {model: metrics.snapshot() for model, metrics in pipeline.models.items()}
-            exemplars = {model: recent_positive_ids(metrics) for model, metrics in pipeline.models.items()}
+            exemplars = {model: recent_positive_ids(metrics) if config.exemplars else {}
+                         for model, metrics in pipeline.models.items()}
             stats = pipeline.stats
             events = {"valid": stats.valid, "invalid": stats.invalid, "duplicate": stats.duplicates}
             reasons = dict(stats.invalid_reasons)
@@ -142,7 +143,9 @@ class FairwatchCollector(Collector):
                 for label, row in labels.merge_rows(rows, groups).items():
                     for cell, columns in CELL_COLUMNS.items():
                         exemplar = None
-                        if cell == "positives" and label in latest:
+                        # An event id beside group membership: only for a group with as many
+                        # positives as the privacy floor, so an id never singles anyone out.
+                        if cell == "positives" and label in latest and row[POS] >= config.privacy_floor:
                             exemplar = Exemplar({"event_id": latest[label]}, 1.0)
                         counters.add_metric([model, attribute, label, cell], float(row[list(columns)].sum()),
                                             exemplar=exemplar)

@@ -216,7 +216,7 @@ REFERENCE: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
      'predictions of models outside `--model` (and outcomes whose prediction copy names one)'),
     (('fairwatch_incidents',), 'gauge', 'state',
      "the trigger's incidents by state (its own `/metrics`)"),
-    (('fairwatch_trigger_deliveries_total',), 'counter', 'result (`opened`, `duplicate`, `ignored`, `rejected`)',
+    (('fairwatch_trigger_deliveries_total',), 'counter', 'result (`opened`, `duplicate`, `ignored`, `rejected`, `refused_labels`)',
      'webhook alerts received'),
     (('fairwatch_trigger_jobs_started_total',), 'counter', '',
      'fine-tune jobs started'),

@@ -47,6 +47,55 @@ BREACH = {"model": "credit", "attribute": "race", "metric": "demographic_parity_
 SELECTOR = 'model="credit",attribute="race",metric="demographic_parity_difference"'
 
 
+def _events(group: str, cell: str, per_minute: int) -> dict:
+    return {"series": f'fairwatch_group_events_total{{model="credit",attribute="race",group="{group}",cell="{cell}"}}',
+            "values": f"0+{per_minute}x20"}
+
+
+def privacy_floor_case() -> dict:
+    """Both groups are well above min_group_size (50 predictions in 5m), but "few_labels" has only
+    5 labelled negatives and "many_labels" 20: an FPR leaves the rules only where its own
+    denominator reaches the privacy floor (10); "few_labels"' 15 labelled positives keep its TPR."""
+    floor = MonitorConfig().privacy_floor
+    assert floor == 10
+    series = [_events(g, "predictions", 10) for g in ("few_labels", "many_labels")]
+    series += [_events("few_labels", "fp", 1), _events("few_labels", "tn", 0),
+               _events("few_labels", "tp", 3), _events("few_labels", "fn", 0)]
+    series += [_events("many_labels", "fp", 2), _events("many_labels", "tn", 2),
+               _events("many_labels", "tp", 1), _events("many_labels", "fn", 1)]
+
+    def sample(rule: str, group: str, value: float) -> dict:
+        return {"labels": f'{rule}{{model="credit",attribute="race",group="{group}"}}', "value": value}
+
+    return {
+        "interval": "1m",
+        "input_series": series,
+        "promql_expr_test": [
+            {"expr": "fairwatch:group_fpr:5m", "eval_time": "10m",
+             "exp_samples": [sample("fairwatch:group_fpr:5m", "many_labels", 0.5)]},
+            # many_labels has 10 labelled positives: exactly the floor, kept.
+            {"expr": "fairwatch:group_tpr:5m", "eval_time": "10m",
+             "exp_samples": [sample("fairwatch:group_tpr:5m", "few_labels", 1.0),
+                             sample("fairwatch:group_tpr:5m", "many_labels", 0.5)]},
+            # A gap needs two groups: with one FPR left there is nothing to compare.
+            {"expr": "fairwatch:false_positive_rate_difference:5m", "eval_time": "10m", "exp_samples": []},
+            {"expr": "fairwatch:equal_opportunity_difference:5m", "eval_time": "10m",
+             "exp_samples": [{"labels": 'fairwatch:equal_opportunity_difference:5m{model="credit",attribute="race"}',
+                              "value": 0.5}]},
+        ],
+    }
+
+
+def test_the_rules_floor_every_rate_denominator():
+    """Every recorded rate is guarded by its own denominator against the floor, in every window."""
+    rules = [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
+    floor = MonitorConfig().privacy_floor
+    for rate, cells in (("tpr", ("tp", "fn")), ("fpr", ("fp", "tn"))):
+        for window in ("5m", "1h", "24h"):
+            (rule,) = [r for r in rules if r.get("record") == f"fairwatch:group_{rate}:{window}"]
+            assert f">= {floor}" in rule["expr"] and all(f'cell="{c}"' in rule["expr"] for c in cells)
+
+
 def unit_tests() -> list[dict]:
     breach_labels = {**BREACH, "severity": "page"}
     breach_summary = ("credit: demographic_parity_difference on race is beyond its threshold "
@@ -96,6 +145,7 @@ def unit_tests() -> list[dict]:
                 {"expr": 'fairwatch:group_selection_rate:5m{group="tiny"}', "eval_time": "10m", "exp_samples": []},
             ],
         },
+        privacy_floor_case(),
         {   # Drift, invalid events, consumer lag, a stalled scorer.
             "interval": "1m",
             "input_series": [

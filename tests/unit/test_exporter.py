@@ -103,3 +103,42 @@ def test_positives_counters_carry_an_exemplar_event_id_never_a_label():
     assert positives["a"].endswith('# {event_id="id39"} 1.0')
     assert positives["b"].endswith('# {event_id="id36"} 1.0')
     assert "event_id" not in "".join(line.split(" # ")[0] for line in text.splitlines())
+
+
+def _positives_lines(config: MonitorConfig, lines: list[str]) -> dict[str, str]:
+    from prometheus_client.openmetrics.exposition import generate_latest
+
+    from fairwatch.monitor.exporter import make_registry
+
+    pipeline = Pipeline(config)
+    pipeline.process_lines([line.encode() for line in lines])
+    text = generate_latest(make_registry(pipeline)).decode()
+    return {line.split('group="')[1].split('"')[0]: line for line in text.splitlines() if 'cell="positives"' in line}
+
+
+def test_exemplars_wait_for_the_privacy_floor_of_positives():
+    # Both groups have 40 predictions (above the floor of 10, so both are exported),
+    # but "rare" has 3 positives: an id beside 3 people would nearly name them.
+    lines = [json.dumps({"event_id": f"c{i}", "prediction": int(i % 2 == 0), "groups": {"g": "common"}})
+             for i in range(40)]
+    lines += [json.dumps({"event_id": f"r{i}", "prediction": int(i < 3), "groups": {"g": "rare"}}) for i in range(40)]
+    positives = _positives_lines(MonitorConfig(attributes=["g"], privacy_floor=10, min_group_size=30,
+                                               count_windows=[], time_windows_seconds=[]), lines)
+    assert positives["common"].endswith('# {event_id="c38"} 1.0')
+    assert positives["rare"].split(" ")[-1] == "3.0"  # the count leaves, the id does not
+    assert "event_id" not in positives["rare"]
+
+
+def test_exemplars_can_be_switched_off():
+    lines = [json.dumps({"event_id": f"id{i}", "prediction": 1, "groups": {"g": "a"}}) for i in range(40)]
+    config = MonitorConfig(attributes=["g"], privacy_floor=1, min_group_size=1, count_windows=[],
+                           time_windows_seconds=[], exemplars=False)
+    assert "event_id" not in _positives_lines(config, lines)["a"]
+
+
+def test_no_exemplars_flag_reaches_the_config():
+    from fairwatch.cli import build_parser, config_from_args
+
+    args = build_parser().parse_args(["replay", "x.jsonl", "--no-exemplars"])
+    assert config_from_args(args).exemplars is False
+    assert config_from_args(build_parser().parse_args(["replay", "x.jsonl"])).exemplars is True

@@ -118,18 +118,28 @@ def test_a_storm_of_1000_alerts_gives_one_incident_per_model_and_attribute(runni
     assert all(i["state"] == "job_succeeded" for i in incidents)
 
 
-def test_cooldown_after_resolution(tmp_path):
+def test_a_breach_after_a_human_resolved_opens_a_new_incident_and_a_relapse_waits_for_approval(tmp_path):
     now = [1000.0]
     store = IncidentStore(tmp_path / "i.sqlite", clock=lambda: now[0])
-    trigger = Trigger(store, TOKEN, policy="manual", cooldown_seconds=600, clock=lambda: now[0])
+    jobs = JobRunner(store, JOB, tmp_path / "jobs")
+    trigger = Trigger(store, TOKEN, policy="auto", cooldown_seconds=600, jobs=jobs, clock=lambda: now[0])
     trigger.handle(payload(alert()), f"Bearer {TOKEN}")
+    assert jobs.wait(60)
     store.resolve(1, "fixed upstream")
     now[0] += 300
     trigger.handle(payload(alert(starts="2026-11-23T02:00:00Z")), f"Bearer {TOKEN}")
-    assert len(store.list()) == 1  # within the cooldown: joined the resolved incident
+    first, relapse = store.list()
+    assert first["state"] == "resolved" and len(first["alerts"]) == 1  # the closed record stays as it was closed
+    assert relapse["timeline"][0]["detail"]["follows"] == {"id": 1, "resolved_seconds_ago": 300.0}
+    # Within the cooldown of the resolution: a human decides, even under auto.
+    assert relapse["state"] == "awaiting_approval" and trigger.counts["jobs_started"] == 1
+    assert "cooldown" in relapse["timeline"][-1]["detail"]["why"]
+    store.resolve(2, "false alarm")
     now[0] += 1000
     trigger.handle(payload(alert(starts="2026-11-23T03:00:00Z")), f"Bearer {TOKEN}")
-    assert len(store.list()) == 2
+    assert jobs.wait(60)
+    third = store.get(3)
+    assert third["state"] == "job_succeeded" and trigger.counts["jobs_started"] == 2
 
 
 def test_manual_policy_waits_for_approval_from_the_cli(running, tmp_path):
