@@ -53,6 +53,10 @@ class AlertSettings:
                                  "(e.g. \"5m\", \"1h30m\", \"90s\"; units y w d h m s ms)")
             if key in RANGE_KEYS and not any(c != "0" for c in value if c.isdigit()):
                 raise ValueError(f"[alerts] {key} must be longer than zero, got {value!r}")
+        if not 0 < self.invalid_ratio < 1:  # also refuses NaN; -1 or 7 would make the alert fire always or never
+            raise ValueError(f"[alerts] invalid_ratio must lie between 0 and 1 (exclusive), got {self.invalid_ratio}")
+        if self.consumer_lag_events < 1:
+            raise ValueError(f"[alerts] consumer_lag_events must be at least 1, got {self.consumer_lag_events}")
 
 
 def load_settings(path: str | Path | None) -> AlertSettings:

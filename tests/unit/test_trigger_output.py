@@ -60,6 +60,17 @@ def test_durations_that_prometheus_rejects_fail_at_config_load_in_one_line(tmp_p
     assert key in line and repr(value) in line
 
 
+@pytest.mark.parametrize("key, value", [("invalid_ratio", "-1"), ("invalid_ratio", "7.0"),
+                                        ("invalid_ratio", "nan"), ("consumer_lag_events", "0")])
+def test_alert_knobs_that_would_fire_always_or_never_fail_in_one_line(tmp_path, key, value):
+    config = tmp_path / "fairwatch.toml"
+    config.write_text(f"[alerts]\n{key} = {value}\n")
+    result = run_cli("rules", "render", "--config", config, "-o", tmp_path / "rules.yml")
+    assert result.returncode == 2 and not (tmp_path / "rules.yml").exists()
+    (line,) = result.stderr.strip().splitlines()
+    assert key in line
+
+
 @pytest.mark.parametrize("duration", ["90s", "1h30m", "2d", "500ms", "1w"])
 def test_durations_we_accept_are_durations_promtool_accepts(tmp_path, duration):
     promtool = shutil.which("promtool")
