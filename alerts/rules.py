@@ -37,7 +37,7 @@ BY_ATTRIBUTE = "model, attribute"
 class AlertSettings:
     """Routing knobs that live beside the thresholds in the config file."""
 
-    runbook_url: str = "https://github.com/fairwatch/fairwatch/blob/main/README.md"
+    runbook_url: str = "https://github.com/fairwatch/fairwatch/blob/main/docs/runbook.md"
     dashboard_url: str = "http://localhost:3000/d/fairwatch-model"
     breach_for: str = "5m"
     drift_window: str = "30m"

@@ -4,7 +4,7 @@ Why a process: kafka-python decodes record batches in pure Python (about
 6 µs a record on our 2-core machine), about as long as the pipeline takes to
 apply one. In one process the two add up; a thread would not help (the GIL).
 With the decoding in a child the worker keeps most of the raw consume rate
-(README, "Performance").
+(docs/performance.md).
 
 The parent stays the only group member: it holds the assignment, applies,
 commits what it applied, and tells the child which partitions to read from

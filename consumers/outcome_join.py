@@ -267,7 +267,7 @@ def build_app(settings: JoinSettings, metrics: JoinMetrics):
         settings.app_id,
         broker=broker,
         store="memory://",  # state lives in the changelog; a restart reads it back
-        processing_guarantee="at_least_once",  # Tansu has no transactions (see the README)
+        processing_guarantee="at_least_once",  # Tansu has no transactions (see docs/kafka.md)
         topic_partitions=partitions,  # changelog partitions = source partitions (co-partitioned)
         topic_replication_factor=1 if "127.0.0.1" in settings.bootstrap_servers else 3,
         table_standby_replicas=0,  # the sweep must only see partitions this instance owns

@@ -27,7 +27,7 @@ With several workers, each one decides on its own partition of the stream
 (a random sample of the same population when events are keyed by id): its
 decisions are valid for it, and ``family_error`` should be divided by the
 number of workers (config ``workers``) so that "any worker breaches" keeps
-the same error; see the README.
+the same error; see docs/decisions.md.
 """
 
 from __future__ import annotations

@@ -148,9 +148,9 @@ SINCE_START_WINDOW = "all"
 
 
 # --- the reference: what each metric is, for people -------------------------------
-# (names, type, labels, meaning). The README's metric table is generated from
-# this and the scorer's (`python -m monitor.metric_reference --write README.md`);
-# a test checks that every name above is here and that the README is current.
+# (names, type, labels, meaning). The metric reference (docs/metrics.md) is generated from
+# this and the scorer's (`python -m fairwatch.monitor.metric_reference --write docs/metrics.md`);
+# a test checks that every name above is here and that the reference is current.
 def _listed(label: str, values: tuple[str, ...]) -> str:
     """A label and its bounded values, as the reference prints them: status (`a`, `b`)."""
     return f"{label} ({', '.join(f'`{v}`' for v in values)})"

@@ -1,6 +1,6 @@
-"""The README's metric table, generated from the modules that define the names.
+"""The metric reference table (docs/metrics.md), generated from the modules that define the names.
 
-    python -m monitor.metric_reference --write README.md
+    python -m fairwatch.monitor.metric_reference --write docs/metrics.md
 
 rewrites the table between the ``metrics:begin`` and ``metrics:end`` markers.
 """
@@ -47,7 +47,7 @@ def splice(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="print or write the metric reference table")
-    parser.add_argument("--write", metavar="README", help="rewrite the table between the markers of this file")
+    parser.add_argument("--write", metavar="FILE", help="rewrite the table between the markers of this file")
     args = parser.parse_args(argv)
     if args.write:
         path = Path(args.write)

@@ -124,6 +124,6 @@ def test_a_killed_member_s_partitions_move_and_nothing_is_lost(broker, topics, w
         assert total(b, names.OUTCOMES, status="joined_from_copy") > 0
         return
     # Raw outcomes carry no copy: one whose prediction the killed member counted waits at the new
-    # owner as an early outcome, its label not counted (README, "Scaling out").
+    # owner as an early outcome, its label not counted (docs/kafka.md, "Scaling out").
     assert labeled <= want_labeled
     assert want_labeled - labeled <= 2 * total(b, names.OUTCOMES, status="early"), "labels lost without a trace"

@@ -157,7 +157,7 @@ def test_outcomes_after_a_restart_join_from_the_changelog(broker, join_topics, j
 
     second = joins(app_id, name="restarted")
     # Ready = changelog recovered and partitions assigned. Outcomes produced while a restarted join still
-    # rebalances on Tansu were now and then left unprocessed until the next restart (see the README).
+    # rebalances on Tansu were now and then left unprocessed until the next restart (see docs/kafka.md).
     second.wait_count(names.JOIN_READY, 1)
     assert second.count(names.JOIN_PENDING, table="predictions") == 20, "the changelog was not recovered"
     produce(broker.bootstrap_servers, [(t["outcomes"], i.encode(), outcome(i, label=0)) for i in ids])

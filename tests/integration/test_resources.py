@@ -17,7 +17,7 @@ from fairwatch.monitor import metric_names as names
 
 pytestmark = pytest.mark.slow
 
-RSS_LIMIT_MB = 400  # the README's stated bound for these inputs
+RSS_LIMIT_MB = 400  # docs/operating.md's stated bound for these inputs
 SERIES_LIMIT = 20_000
 
 

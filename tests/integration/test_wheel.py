@@ -4,6 +4,7 @@ contract checked on the installed tree, and the render commands writing where th
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -20,8 +21,16 @@ def installed(tmp_path_factory):
     """A wheel built from the checkout, installed in a fresh venv outside it (its dependencies are taken from
     the test environment through a path entry, so nothing is downloaded)."""
     tmp = tmp_path_factory.mktemp("wheel")
+    # Built from a copy of what git would commit: a build/ folder left in the checkout could add stale files.
+    source = tmp / "source"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.splitlines()
+    for name in files:
+        if (REPO / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp / "dist"), str(REPO)], check=True, capture_output=True)
+                    str(tmp / "dist"), str(source)], check=True, capture_output=True)
     (wheel,) = (tmp / "dist").glob("fairwatch-*.whl")
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
