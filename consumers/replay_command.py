@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 from tqdm import tqdm
 
 from fairwatch.consumers.files import FORMATS, CsvMapping, SourceError, read_events
-from fairwatch.cli import UsageError, add_config_flags, config_from_args, serve_registry, finite_float
+from fairwatch.cli import UsageError, add_config_flags, config_from_args, finite_float, keep_serving, serve_registry
 from fairwatch.monitor.pipeline import Pipeline
 from fairwatch.monitor.report import build_report, format_table, to_json
 
@@ -161,10 +160,5 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr, flush=True)
         return 1
     if server is not None:
-        print("replay done; still serving /metrics, Ctrl-C to stop", file=sys.stderr)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+        keep_serving("replay done; still serving /metrics, Ctrl-C to stop")
     return 0

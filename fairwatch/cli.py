@@ -14,6 +14,7 @@ import gc
 import math
 import signal
 import sys
+import time
 from importlib.metadata import entry_points
 
 from fairwatch import __version__
@@ -127,6 +128,16 @@ def serve_registry(registry, port: int, addr: str):
         raise UsageError(f"cannot serve /metrics on port {port}: {exc.strerror}") from None
     print(f"serving metrics on http://{addr}:{server.server_address[1]}/metrics", file=sys.stderr, flush=True)
     return server
+
+
+def keep_serving(message: str) -> None:
+    """Block, /metrics still served by its thread, until Ctrl-C (``replay --serve``, ``demo --keep-serving``)."""
+    print(message, file=sys.stderr, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ import time
 
 from tqdm import tqdm
 
-from fairwatch.cli import finite_float
+from fairwatch.cli import finite_float, keep_serving
 from fairwatch.monitor.config import MonitorConfig
 from fairwatch.monitor.pipeline import Pipeline
 from fairwatch.monitor.report import build_report, format_table, to_json
@@ -137,10 +137,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"breaches declared before the shift (false alarms): {len(false_breaches)}")
         print(f"{args.events:,} predictions in {elapsed:.1f} s ({args.events / elapsed:,.0f}/s)")
     if server is not None and args.keep_serving:
-        print("still serving /metrics; Ctrl-C to stop", file=sys.stderr)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+        keep_serving("still serving /metrics; Ctrl-C to stop")
     return 0
