@@ -12,6 +12,7 @@ Three models share one WordLevel tokenizer:
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 FILLERS = (
@@ -28,7 +29,7 @@ def tiny_vocab() -> list[str]:
     lex = Lexicon.default()
     for attr in lex.attributes.values():
         for term in attr.all_terms:
-            words.extend(term.split(" "))
+            words.extend(re.findall(r"\w+", term))  # as the BERT pre-tokenizer splits "dark-skinned"
     words.extend(FILLERS)
     return list(dict.fromkeys(words))
 
@@ -70,7 +71,8 @@ def build_tiny_model(out_dir: str | Path, kind: str = "random", seed: int = 0) -
         attention_probs_dropout_prob=0.0, pad_token_id=0,
     )
     model = BertForSequenceClassification(config).eval()
-    lexicon_ids = [i for w, i in vocab.items() if w in _lexicon_words()]
+    lexicon_words = _lexicon_words()  # once: it reads every lexicon (thousands of first names)
+    lexicon_ids = [i for w, i in vocab.items() if w in lexicon_words]
     with torch.no_grad():
         # Explicit, seeded init with a wide spread: default init gives near-constant scores at this size.
         gen = torch.Generator().manual_seed(seed)
@@ -90,7 +92,7 @@ def build_tiny_model(out_dir: str | Path, kind: str = "random", seed: int = 0) -
 def _lexicon_words() -> set[str]:
     from monitor.scorer.counterfactuals import Lexicon
 
-    return {w for a in Lexicon.default().attributes.values() for t in a.all_terms for w in t.split(" ")}
+    return {w for a in Lexicon.default().attributes.values() for t in a.all_terms for w in re.findall(r"\w+", t)}
 
 
 def _make_keys_model(model, vocab: dict[str, int]) -> None:  # noqa: ANN001 - torch types stay optional
