@@ -112,7 +112,7 @@ def test_pipeline_report_and_metrics_carry_the_aucs() -> None:
     from monitor.config import MonitorConfig
     from monitor.exporter import make_registry
     from monitor.pipeline import Pipeline
-    from monitor.report import build_report
+    from monitor.report import build_report, format_table, to_json
     from prometheus_client import generate_latest
 
     group, score, label = synthetic(3000, 3, seed=4, grid=0.01)
@@ -133,6 +133,7 @@ def test_pipeline_report_and_metrics_carry_the_aucs() -> None:
         expected = reference(group, score, label, g)
         for metric in names.AUC_METRICS:
             assert body[f"g{g}"][metric]["value"] == pytest.approx(expected[metric], abs=1e-12)
+    assert "score AUCs per group" in format_table(report) and json.loads(to_json(report))
     exposition = generate_latest(make_registry(pipeline)).decode()
     assert f'{names.GROUP_SCORE_AUC}{{attribute="race",group="g0",metric="bpsn_auc",model="m"}}' in exposition
     assert names.GROUP_SCORE_AUC_LOWER in exposition and names.GROUP_SCORE_AUC_UPPER in exposition
