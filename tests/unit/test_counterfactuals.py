@@ -170,7 +170,7 @@ def test_plural_and_noun_forms_swap_to_the_same_form(text: str, attribute: str, 
 def test_possessive_forms_keep_their_apostrophe() -> None:
     assert "The Christians' money" in _texts("The Jews' money", "religion")
     assert "The Christian's money" in _texts("The Jew's money", "religion")
-    assert GEN.swap("Mary's son", "gender") == "James's daughter" or GEN.swap("Mary's son", "gender").endswith("'s daughter")
+    assert GEN.swap("Mary's son", "gender") == "Michael's daughter"  # name and noun in one variant
 
 
 def test_group_without_the_form_gives_no_variant_rather_than_a_wrong_word() -> None:
