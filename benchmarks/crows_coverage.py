@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # bias_type -> attributes whose variants count for it
 MATCHING = {
     "gender": ("gender", "first_name"),
-    "race-color": ("ethnicity", "national_origin"),
+    "race-color": ("ethnicity", "national_origin", "ethnicity_by_name"),
     "religion": ("religion",),
 }
 GOALS = {"gender": 0.95, "race-color": 0.85, "religion": 0.85}

@@ -13,6 +13,7 @@ Three models share one WordLevel tokenizer:
 from __future__ import annotations
 
 import re
+import zlib
 from pathlib import Path
 
 FILLERS = (
@@ -75,10 +76,19 @@ def build_tiny_model(out_dir: str | Path, kind: str = "random", seed: int = 0) -
     lexicon_ids = [i for w, i in vocab.items() if w in lexicon_words]
     with torch.no_grad():
         # Explicit, seeded init with a wide spread: default init gives near-constant scores at this size.
-        gen = torch.Generator().manual_seed(seed)
+        # Seeded per parameter and, for word embeddings, per word: the weights a text meets do not change
+        # when the lexicons (hence the vocabulary) grow.
         for name, param in model.named_parameters():
-            if param.dim() >= 2:
-                param.copy_(torch.randn(param.shape, generator=gen) * (1.0 if "classifier" in name else 0.3))
+            if param.dim() < 2:
+                continue
+            scale = 1.0 if "classifier" in name else 0.3
+            if name.endswith("word_embeddings.weight"):
+                for word, i in vocab.items():
+                    gen = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(word.encode()))
+                    param[i] = torch.randn(param.shape[1], generator=gen) * scale
+            else:
+                gen = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+                param.copy_(torch.randn(param.shape, generator=gen) * scale)
         if kind == "ignores":
             model.bert.embeddings.word_embeddings.weight[lexicon_ids] = 0.0
         elif kind == "keys":

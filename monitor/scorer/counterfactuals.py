@@ -9,7 +9,8 @@ A :class:`Lexicon` holds one entry per protected attribute. Two kinds exist:
   A group may list several ``forms`` (adjective, person, people, ...), so
   "Jews" becomes "Muslims" and "a Jew" "a Muslim": a term is replaced by the
   same form of the other group, and a group without that form gives no
-  variant rather than an ungrammatical one.
+  variant rather than an ungrammatical one. A form may list several words
+  (``[["tyrone", "jermaine"], ...]``): each matches, the first replaces.
 
 A pairs attribute may also list ``unpaired`` terms (a gendered first name with
 no partner): a text holding one gets no variant of that attribute, since
@@ -74,7 +75,7 @@ __all__ = [
     "match_case",
 ]
 
-DEFAULT_LEXICON_FILES = ("gender.json", "first_names.json", "identity_terms.json")
+DEFAULT_LEXICON_FILES = ("gender.json", "first_names.json", "identity_terms.json", "names_ethnicity.json")
 
 # Words after which "her"/"his" reads as object/standalone rather than possessive.
 # A tagger would decide better; a POS model per event is far too slow for the hot path.
@@ -129,6 +130,8 @@ class AttributeLexicon:
     max_variants: int | None = None
     forms: tuple[str, ...] = ()  # groups: names of the forms ("adjective", "people", ...)
     group_forms: tuple[tuple[str | None, ...], ...] = ()  # groups: per group, its word for each form
+    # groups: per group and form, every word that matches (the first is group_forms' word, which replaces them)
+    form_alternatives: tuple[tuple[tuple[str, ...] | None, ...], ...] = ()
     unpaired: tuple[str, ...] = ()  # pairs: terms of the attribute with no counterpart
     extend: bool = False  # pairs: add to the same-named attribute of earlier lexicons
 
@@ -172,25 +175,27 @@ class AttributeLexicon:
             n_forms = len(raw_forms)
             if not isinstance(raw_terms, list):
                 raise LexiconError(f"attribute {name!r}: 'terms' must be a list")
-            groups: dict[str, tuple[str | None, ...]] = {}
+            groups: dict[str, tuple[tuple[str, ...] | None, ...]] = {}
             for t in raw_terms:
                 if isinstance(t, str) and t.strip():
-                    words: tuple[str | None, ...] = (_norm(t),) * n_forms  # one word serves every form
-                elif (
-                    isinstance(t, list) and len(t) == n_forms and isinstance(t[0], str) and t[0].strip()
-                    and all(w is None or (isinstance(w, str) and w.strip()) for w in t)
-                ):
-                    words = tuple(None if w is None else _norm(w) for w in t)
+                    alternatives: tuple[tuple[str, ...] | None, ...] = ((_norm(t),),) * n_forms  # one word, every form
+                elif isinstance(t, list) and len(t) == n_forms and all(_is_form(w) for w in t) and t[0] is not None:
+                    alternatives = tuple(
+                        None if w is None else tuple(dict.fromkeys(_norm(x) for x in ([w] if isinstance(w, str) else w)))
+                        for w in t
+                    )
                 else:
                     raise LexiconError(
-                        f"attribute {name!r}: each term must be a string or a list of {n_forms} words "
-                        f"(one per form {raw_forms}, null where a group has none, the first given)"
+                        f"attribute {name!r}: each term must be a string or a list of {n_forms} entries "
+                        f"(one per form {raw_forms}: a word, a list of words whose first replaces the others, "
+                        "or null where a group has none; the first given)"
                     )
-                groups.setdefault(words[0], words)
+                groups.setdefault(alternatives[0][0], alternatives)
             if len(groups) < 2:
                 raise LexiconError(f"attribute {name!r}: a groups attribute needs at least two terms")
-            return cls(name, "groups", terms=tuple(groups), max_variants=max_variants,
-                       forms=tuple(raw_forms), group_forms=tuple(groups.values()))
+            return cls(name, "groups", terms=tuple(groups), max_variants=max_variants, forms=tuple(raw_forms),
+                       group_forms=tuple(tuple(None if a is None else a[0] for a in g) for g in groups.values()),
+                       form_alternatives=tuple(groups.values()))
         raise LexiconError(f"attribute {name!r}: unknown kind {kind!r} (expected 'pairs' or 'groups')")
 
     def _check_bijection(self) -> None:
@@ -221,9 +226,10 @@ class AttributeLexicon:
                 out["unpaired"] = list(self.unpaired)
             if self.extend:
                 out["extend"] = True
-        elif len(self.forms) > 1:
+        elif len(self.forms) > 1 or any(a is not None and len(a) > 1 for g in self.form_alternatives for a in g):
             out["forms"] = list(self.forms)
-            out["terms"] = [list(g) for g in self.group_forms]
+            out["terms"] = [[None if a is None else a[0] if len(a) == 1 else list(a) for a in g]
+                            for g in self.form_alternatives]
         else:
             out["terms"] = list(self.terms)
         if self.max_variants is not None:
@@ -233,9 +239,18 @@ class AttributeLexicon:
     @property
     def all_terms(self) -> tuple[str, ...]:
         if self.kind == "groups":
-            return tuple(dict.fromkeys(w for g in self.group_forms for w in g if w is not None))
+            return tuple(dict.fromkeys(w for g in self.form_alternatives for a in g if a is not None for w in a))
         words = [w for p in self.pairs for w in p] + list(self.contextual) + list(self.unpaired)
         return tuple(dict.fromkeys(words))
+
+
+def _is_form(entry: Any) -> bool:
+    """A form of a group: null, a word, or a non-empty list of words."""
+    if entry is None:
+        return True
+    if isinstance(entry, str):
+        return bool(entry.strip())
+    return isinstance(entry, list) and bool(entry) and all(isinstance(w, str) and w.strip() for w in entry)
 
 
 def _norm(term: str) -> str:
@@ -361,9 +376,9 @@ class _CompiledAttribute:
         self.unpaired = frozenset(attr.unpaired)
         # groups: surface word -> (group index, form index); the first group and form listed win
         self.slot: dict[str, tuple[int, int]] = {}
-        for g, words in enumerate(attr.group_forms):
-            for f, w in enumerate(words):
-                if w is not None:
+        for g, forms in enumerate(attr.form_alternatives):
+            for f, alternatives in enumerate(forms):
+                for w in alternatives or ():
                     self.slot.setdefault(w, (g, f))
 
     def find(self, text: str, words: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:

@@ -252,3 +252,20 @@ def test_no_shipped_gender_variant_mixes_genders() -> None:
         "first_name": {"pairs": [["tom", "ann"]]},
     }})
     assert len(mixed_gender_variants(CounterfactualGenerator(split), ["Tom said he left"])) == 2
+
+
+def test_a_name_by_ethnicity_swaps_to_a_name_of_the_same_sex_of_each_other_group() -> None:
+    attr = _LEX.attributes["ethnicity_by_name"]
+    male, female = attr.forms.index("male"), attr.forms.index("female")
+    alternatives = attr.form_alternatives
+    second_male = alternatives[1][male][1]  # not the group's first name: it matches too, the first replaces it
+    texts = _texts(f"{second_male.capitalize()} said he was tired.", "ethnicity_by_name")
+    expected = {f"{g[male].capitalize()} said he was tired." for i, g in enumerate(attr.group_forms) if i != 1}
+    assert set(texts) == expected
+    first_female = attr.group_forms[0][female]
+    assert all(f"{g[female].capitalize()} left" in _texts(f"{first_female.capitalize()} left", "ethnicity_by_name")
+               for g in attr.group_forms[1:])
+    # a list of words per form round-trips through the mapping
+    lex = Lexicon.from_mapping({"attributes": {"n": {"forms": ["male"], "terms": [[["ab", "ac"]], ["zed"]]}}})
+    assert CounterfactualGenerator(lex).variants("Ac left")["n"][0].text == "Zed left"
+    assert Lexicon.from_mapping(lex.to_mapping()).attributes["n"].form_alternatives == ((("ab", "ac"),), (("zed",),))
