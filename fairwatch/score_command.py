@@ -10,7 +10,7 @@ from typing import Any, Iterator, TextIO
 
 from fairwatch.cli import UsageError, finite_float
 
-__all__ = ["register", "run_score", "read_texts"]
+__all__ = ["register", "run_score", "read_texts", "variants_by_attribute"]
 
 
 class InputError(UsageError):
@@ -115,6 +115,7 @@ def run_score(args: argparse.Namespace) -> int:
             stats.update(result, model=args.model_name)
             bad_rows += len(result.rejected)
             if args.format == "jsonl":
+                by_attribute = variants_by_attribute(result)
                 for k, (row_no, _) in enumerate(chunk):
                     if k in result.rejected:
                         continue
@@ -125,6 +126,7 @@ def run_score(args: argparse.Namespace) -> int:
                         "flipped": bool(result.flipped[k]),
                         "max_abs_change": round(float(result.max_abs_change[k]), 6),
                         "n_variants": int(result.n_variants[k]),
+                        "variants_by_attribute": {a: int(c[k]) for a, c in by_attribute.items() if c[k]},
                     }) + "\n")
         if args.format == "summary":
             _write_summary(out, stats, len(rows), bad_rows)
@@ -134,6 +136,14 @@ def run_score(args: argparse.Namespace) -> int:
     if bad_rows:
         print(f"fairwatch score: skipped {bad_rows} bad row(s) of {len(rows)}", file=sys.stderr)
     return 0
+
+
+def variants_by_attribute(result: Any) -> dict[str, Any]:
+    """Per attribute, the number of variants of each text of ``result`` (a numpy array per attribute)."""
+    import numpy as np
+
+    n = len(result)
+    return {a: np.bincount(d.text_index, minlength=n) for a, d in result.attributes.items()}
 
 
 def _write_summary(out: TextIO, stats: Any, n_rows: int, bad_rows: int) -> None:

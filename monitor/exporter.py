@@ -23,6 +23,7 @@ from fairwatch.monitor.counts import FN, FP, N, POS, SCORE_SUM, SCORED, TN, TP
 from fairwatch.monitor.gaps import all_gaps
 from fairwatch.monitor.pipeline import BATCH_SECONDS_BUCKETS, Pipeline
 from fairwatch.monitor.rates import PROPORTIONS, group_rates, proportion
+from fairwatch.monitor.score_auc import bias_aucs
 
 GROUP_LABELS = [names.MODEL, names.ATTRIBUTE, names.GROUP]
 CELL_COLUMNS = {
@@ -103,6 +104,11 @@ class FairwatchCollector(Collector):
             over_capacity = pipeline.over_capacity()
             drift = list(pipeline.drift_events)
             decisions = {m: (dict(b.states), len(b.onsets), list(b.onsets)) for m, b in pipeline.breach_monitors.items()}
+            auc_tables = {
+                m: {a: pipeline.score_aucs[m].table(a, len(metrics.index[a].values)).copy()
+                    for a in metrics.reported if a in pipeline.score_aucs[m].tables}
+                for m, metrics in pipeline.models.items()
+            }
             estimates = {
                 m: {a: (metrics.index[a].values[:], c.estimates(a, len(metrics.index[a].values)),
                         c.label_delay(a, len(metrics.index[a].values)),
@@ -185,6 +191,7 @@ class FairwatchCollector(Collector):
                         gap_lower.add_metric(key, g.lower)
                         gap_upper.add_metric(key, g.upper)
         yield from (counters, score_sums, rate, rate_lower, rate_upper, window_events, gap, gap_lower, gap_upper)
+        yield from self._auc_families(snapshots, auc_tables)
         yield from self._decision_families(decisions)
         yield from self._estimate_families(estimates)
 
@@ -233,6 +240,35 @@ class FairwatchCollector(Collector):
             last.add_metric([model], ts)
         yield last
 
+
+    def _auc_families(self, snapshots, auc_tables) -> Iterator:
+        """Subgroup, BPSN and BNSP AUC per exported group label (groups folded into ``other`` summed first)."""
+        labels = [*GROUP_LABELS, names.METRIC]
+        value = GaugeMetricFamily(names.GROUP_SCORE_AUC, "Subgroup, BPSN and BNSP AUC since start", labels=labels)
+        lower = GaugeMetricFamily(names.GROUP_SCORE_AUC_LOWER, "95% Hanley-McNeil lower bound", labels=labels)
+        upper = GaugeMetricFamily(names.GROUP_SCORE_AUC_UPPER, "95% Hanley-McNeil upper bound", labels=labels)
+        floor = self.pipeline.config.privacy_floor
+        for model, tables in auc_tables.items():
+            groups_of = snapshots[model][0].groups
+            for attribute, table in tables.items():
+                merged = self._group_labels(model, attribute).merge_rows(table, groups_of[attribute])
+                if not merged:
+                    continue
+                label_names = list(merged)
+                estimates = bias_aucs(np.stack([merged[k] for k in label_names]), table.sum(axis=0))
+                own = estimates[names.AUC_METRICS[0]]  # the group's own labeled, scored events
+                for i, label in enumerate(label_names):
+                    if own.positives[i] + own.negatives[i] < floor:
+                        continue
+                    for metric in names.AUC_METRICS:
+                        e = estimates[metric]
+                        if math.isnan(e.value[i]):
+                            continue
+                        key = [model, attribute, label, metric]
+                        value.add_metric(key, float(e.value[i]))
+                        lower.add_metric(key, float(e.lower[i]))
+                        upper.add_metric(key, float(e.upper[i]))
+        yield from (value, lower, upper)
 
     def _decision_families(self, decisions) -> Iterator:
         labels = [names.MODEL, names.ATTRIBUTE, names.METRIC]

@@ -49,6 +49,14 @@ GROUP_UNLABELED = "fairwatch_group_unlabeled_predictions"
 GROUP_LABEL_DELAY = "fairwatch_group_label_delay_seconds"
 GROUP_CALIBRATION_ERROR = "fairwatch_group_calibration_error"
 
+# --- score AUCs per group (Borkan et al. 2019; monitor.score_auc) ------------
+# Per (model, attribute, group, metric in AUC_METRICS), since start, as this
+# worker sees it; the histograms behind them add across workers.
+GROUP_SCORE_AUC = "fairwatch_group_score_auc"
+GROUP_SCORE_AUC_LOWER = "fairwatch_group_score_auc_lower"
+GROUP_SCORE_AUC_UPPER = "fairwatch_group_score_auc_upper"
+AUC_METRICS = ("subgroup_auc", "bpsn_auc", "bnsp_auc")
+
 # --- drift ----------------------------------------------------------------
 DRIFT_EVENTS = "fairwatch_drift_events_total"
 DRIFT_LAST_TIMESTAMP = "fairwatch_drift_last_timestamp_seconds"
@@ -174,6 +182,11 @@ REFERENCE: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
      'predictions in the window'),
     (('fairwatch_gap', 'fairwatch_gap_lower', 'fairwatch_gap_upper'), 'gauge', 'model, attribute, metric, window',
      'gap over groups ≥ `min_group_size`, with its bounds'),
+    ((GROUP_SCORE_AUC, GROUP_SCORE_AUC_LOWER, GROUP_SCORE_AUC_UPPER), 'gauge',
+     'model, attribute, group, ' + _listed(METRIC, AUC_METRICS),
+     'since start, from the scores of labeled predictions: subgroup AUC (the group alone), BPSN (other groups\' '
+     'positives against the group\'s negatives) and BNSP (the group\'s positives against other groups\' negatives), '
+     'Borkan et al. 2019, with 95% Hanley-McNeil bounds; groups at or above the privacy floor with both labels'),
     (('fairwatch_drift_events_total', 'fairwatch_drift_last_timestamp_seconds'), 'counter, gauge', 'model, attribute, metric',
      'drift changes'),
     (('fairwatch_events_total',), 'counter', _listed(STATUS, EVENT_STATUSES),

@@ -34,6 +34,7 @@ from fairwatch.monitor.counts import NO_LABEL
 from fairwatch.monitor.drift import DriftEvent, DriftMonitor
 from fairwatch.monitor.events import Event, EventParser, PredictionCopy, Rejection
 from fairwatch.monitor.group_metrics import GroupMetrics
+from fairwatch.monitor.score_auc import ScoreHistograms
 
 # Upper bounds (seconds) of the batch-duration histogram.
 BATCH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, math.inf)
@@ -121,6 +122,7 @@ class Pipeline:
         self.drift_monitors: dict[str, DriftMonitor] = {}
         self.breach_monitors: dict[str, BreachMonitor] = {}
         self.calibrations: dict[str, ScoreCalibration] = {}
+        self.score_aucs: dict[str, ScoreHistograms] = {}  # subgroup/BPSN/BNSP AUC state per model
         self.onsets: list[Onset] = []
         self.drift_events: list[DriftEvent] = []
         # event_id -> (model metrics, sequence number) of every held prediction:
@@ -179,6 +181,7 @@ class Pipeline:
             )
             self.breach_monitors[model] = self._new_breach_monitor(metrics)
             self.calibrations[model] = ScoreCalibration(min_labeled=c.min_group_size)
+            self.score_aucs[model] = ScoreHistograms()
             self.drift_monitors[model] = self._new_drift_monitor(model)
         return metrics
 
@@ -287,9 +290,9 @@ class Pipeline:
                 names = {attribute: values.values for attribute, values in metrics.index.items()}
                 reported = {a: codes[a] for a in metrics.reported}
                 drift += detector.update(reported, names, prediction, self.position + positions, ts)
-                self.calibrations[model].observe(
-                    reported, {a: len(names[a]) for a in reported}, prediction, score, label
-                )
+                n_groups = {a: len(names[a]) for a in reported}
+                self.calibrations[model].observe(reported, n_groups, prediction, score, label)
+                self.score_aucs[model].observe(reported, n_groups, score, label)
                 onsets += breach.observe(codes, prediction, label, names, self.position + positions, ts)
                 newest = float(ts.max())
                 stats.last_event_ts[model] = max(stats.last_event_ts.get(model, newest), newest)
@@ -465,9 +468,12 @@ class Pipeline:
 
     def _observe_labels(self, metrics: GroupMetrics, codes: dict[str, np.ndarray], prediction: np.ndarray,
                         score: np.ndarray, labels: np.ndarray, delay: np.ndarray | None) -> None:
-        """New labels into the breach decisions, and (not for derived outputs) the per-group calibration."""
+        """New labels into the breach decisions and the score AUCs, and (not for derived outputs) the per-group
+        calibration."""
         names = {attribute: values.values for attribute, values in metrics.index.items()}
         self.breach_monitors[metrics.model].observe_labels(codes, prediction, labels, names)
+        reported = {a: codes[a] for a in metrics.reported if a in codes}
+        self.score_aucs[metrics.model].observe(reported, {a: len(names[a]) for a in reported}, score, labels)
         if metrics.model not in self.derived_models:
             reported = {a: codes[a] for a in metrics.reported}
             self.calibrations[metrics.model].observe_labels(

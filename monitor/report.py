@@ -14,9 +14,10 @@ import numpy as np
 from fairwatch.monitor.counts import FN, FP, N, POS, TN, TP
 from fairwatch.monitor.gaps import all_gaps
 from fairwatch.monitor.group_metrics import WindowSnapshot
-from fairwatch.monitor.metric_names import GAP_METRICS, RATE_METRICS
+from fairwatch.monitor.metric_names import AUC_METRICS, GAP_METRICS, RATE_METRICS
 from fairwatch.monitor.pipeline import Pipeline
 from fairwatch.monitor.rates import group_rates
+from fairwatch.monitor.score_auc import bias_aucs
 
 
 def _num(x) -> float | int | None:
@@ -93,6 +94,26 @@ def label_free_estimates(pipeline: Pipeline, model: str, coverage_gap: float) ->
     return out
 
 
+def score_auc_report(table: np.ndarray, names: list[str]) -> dict:
+    """Per group with labeled scores: subgroup, BPSN and BNSP AUC with 95% Hanley-McNeil bounds, the numbers
+    of positives and negatives behind each, and the bound on the error the score bins add."""
+    estimates = bias_aucs(table)
+    own = estimates[AUC_METRICS[0]]
+    out = {}
+    for g, name in enumerate(names[: table.shape[0]]):
+        if own.positives[g] + own.negatives[g] == 0:
+            continue
+        out[name] = {
+            metric: {
+                "value": _num(e.value[g]), "ci": [_num(e.lower[g]), _num(e.upper[g])],
+                "positives": int(e.positives[g]), "negatives": int(e.negatives[g]),
+                "tie_error_bound": _num(e.tie_error_bound[g]),
+            }
+            for metric, e in estimates.items()
+        }
+    return out
+
+
 def window_report(snapshot: WindowSnapshot, min_group_size: int, privacy_floor: int) -> dict:
     return {
         attribute: attribute_report(rows, snapshot.groups[attribute], min_group_size, privacy_floor)
@@ -148,6 +169,11 @@ def build_report(pipeline: Pipeline, model: str | None = None) -> dict:
     with pipeline.lock:
         snapshots = {name: metrics.snapshot() for name, metrics in pipeline.models.items()}
         extras = {name: label_free_estimates(pipeline, name, config.coverage_gap) for name in pipeline.models}
+        auc_tables = {
+            name: {a: (pipeline.score_aucs[name].table(a, len(metrics.index[a].values)).copy(), list(metrics.index[a].values))
+                   for a in metrics.reported if a in pipeline.score_aucs[name].tables}
+            for name, metrics in pipeline.models.items()
+        }
         decisions = {
             name: {
                 "alerts": [o.as_dict() for o in monitor.onsets],
@@ -164,6 +190,8 @@ def build_report(pipeline: Pipeline, model: str | None = None) -> dict:
             for group, entry in body["groups"].items():
                 entry.update(extra.get("groups", {}).get(group, {}))
             body["label_coverage_gap"] = extra.get("label_coverage_gap")
+            if attribute in auc_tables[name]:
+                body["score_auc"] = score_auc_report(*auc_tables[name][attribute])
         models[name] = {
             "attributes": attributes,
             "windows": {
@@ -246,6 +274,17 @@ def format_table(report: dict) -> str:
             rows.append([f"{attribute}={group}", f"{coverage:.2f}", str(e["n_unlabeled"])]
                         + [_fmt_rate(e[m], e["ci"].get(m)) for m in ("tpr", "fpr", "fnr", "ppv", "accuracy")])
         out += _table(["group", "labeled", "unlabeled", "tpr", "fpr", "fnr", "ppv", "accuracy"], rows)
+    auc_rows = [
+        [f"{attribute}={group}", str(m[AUC_METRICS[0]]["positives"]), str(m[AUC_METRICS[0]]["negatives"])]
+        + [_fmt_rate(m[metric]["value"], m[metric]["ci"]) for metric in AUC_METRICS]
+        for attribute, body in report["attributes"].items()
+        for group, m in body.get("score_auc", {}).items()
+        if body["groups"].get(group, {}).get("below_privacy_floor") is False
+    ]
+    if auc_rows:
+        out.append("")
+        out.append("== score AUCs per group (Borkan et al. 2019; since start; 95% Hanley-McNeil intervals) ==")
+        out += _table(["group", "positives", "negatives", *AUC_METRICS], auc_rows)
     for attribute, body in report["attributes"].items():
         gap = body.get("label_coverage_gap")
         if gap and gap["imbalanced"]:

@@ -12,6 +12,8 @@ Three models share one WordLevel tokenizer:
 """
 from __future__ import annotations
 
+import re
+import zlib
 from pathlib import Path
 
 FILLERS = (
@@ -28,7 +30,7 @@ def tiny_vocab() -> list[str]:
     lex = Lexicon.default()
     for attr in lex.attributes.values():
         for term in attr.all_terms:
-            words.extend(term.split(" "))
+            words.extend(re.findall(r"\w+", term))  # as the BERT pre-tokenizer splits "dark-skinned"
     words.extend(FILLERS)
     return list(dict.fromkeys(words))
 
@@ -70,13 +72,23 @@ def build_tiny_model(out_dir: str | Path, kind: str = "random", seed: int = 0) -
         attention_probs_dropout_prob=0.0, pad_token_id=0,
     )
     model = BertForSequenceClassification(config).eval()
-    lexicon_ids = [i for w, i in vocab.items() if w in _lexicon_words()]
+    lexicon_words = _lexicon_words()  # once: it reads every lexicon (thousands of first names)
+    lexicon_ids = [i for w, i in vocab.items() if w in lexicon_words]
     with torch.no_grad():
         # Explicit, seeded init with a wide spread: default init gives near-constant scores at this size.
-        gen = torch.Generator().manual_seed(seed)
+        # Seeded per parameter and, for word embeddings, per word: the weights a text meets do not change
+        # when the lexicons (hence the vocabulary) grow.
         for name, param in model.named_parameters():
-            if param.dim() >= 2:
-                param.copy_(torch.randn(param.shape, generator=gen) * (1.0 if "classifier" in name else 0.3))
+            if param.dim() < 2:
+                continue
+            scale = 1.0 if "classifier" in name else 0.3
+            if name.endswith("word_embeddings.weight"):
+                for word, i in vocab.items():
+                    gen = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(word.encode()))
+                    param[i] = torch.randn(param.shape[1], generator=gen) * scale
+            else:
+                gen = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+                param.copy_(torch.randn(param.shape, generator=gen) * scale)
         if kind == "ignores":
             model.bert.embeddings.word_embeddings.weight[lexicon_ids] = 0.0
         elif kind == "keys":
@@ -90,7 +102,7 @@ def build_tiny_model(out_dir: str | Path, kind: str = "random", seed: int = 0) -
 def _lexicon_words() -> set[str]:
     from fairwatch.monitor.scorer.counterfactuals import Lexicon
 
-    return {w for a in Lexicon.default().attributes.values() for t in a.all_terms for w in t.split(" ")}
+    return {w for a in Lexicon.default().attributes.values() for t in a.all_terms for w in re.findall(r"\w+", t)}
 
 
 def _make_keys_model(model, vocab: dict[str, int]) -> None:  # noqa: ANN001 - torch types stay optional

@@ -4,8 +4,20 @@ A :class:`Lexicon` holds one entry per protected attribute. Two kinds exist:
 
 * ``pairs``: a bijection of words (``son`` <-> ``daughter``); one variant per
   text swaps every term at once, so the variant of the variant is the text.
-* ``groups``: interchangeable terms (``christian``, ``muslim``, ``jewish``...);
-  one variant per other term of the attribute, every matched term replaced.
+* ``groups``: interchangeable groups (``christian``, ``muslim``, ``jewish``...);
+  one variant per other group of the attribute, every matched term replaced.
+  A group may list several ``forms`` (adjective, person, people, ...), so
+  "Jews" becomes "Muslims" and "a Jew" "a Muslim": a term is replaced by the
+  same form of the other group, and a group without that form gives no
+  variant rather than an ungrammatical one. A form may list several words
+  (``[["tyrone", "jermaine"], ...]``): each matches, the first replaces.
+
+A pairs attribute may also list ``unpaired`` terms (a gendered first name with
+no partner): a text holding one gets no variant of that attribute, since
+swapping the rest would change a person's pronouns but not their name. With
+``"extend": true`` an attribute adds its pairs to the same-named attribute of
+the lexicons before it, so first names, pronouns and gendered nouns swap
+together, in one variant (``Lexicon.default()`` does this for ``gender``).
 
 Lexicon files are JSON (``.json``) or TOML (``.toml``), both read with the
 standard library::
@@ -13,14 +25,18 @@ standard library::
     {"name": "mine", "attributes": {
         "gender": {"kind": "pairs", "pairs": [["he", "she"]],
                    "contextual": {"her": {"before_word": "his", "otherwise": "him"}}},
-        "religion": {"kind": "groups", "terms": ["christian", "muslim"],
+        "religion": {"kind": "groups", "forms": ["adjective", "people"],
+                     "terms": [["christian", "christians"], ["jewish", "jews"]],
                      "max_variants": 8}}}
 
-Matching is on whole words only, case-insensitive; the replacement copies the
-case of the matched text (``Son`` -> ``Daughter``, ``SON`` -> ``DAUGHTER``).
+Matching is on whole words only, case-insensitive; the words of a multi-word
+term may be joined by spaces or a hyphen ("African American",
+"African-American"); the replacement copies the case of the matched text
+(``Son`` -> ``Daughter``, ``SON`` -> ``DAUGHTER``).
 Possessives work because ``'s`` is outside the word (``son's`` ->
-``daughter's``); plurals are listed as their own pairs (``sons``/``daughters``,
-``men``/``women``) because English plurals are irregular.
+``daughter's``, ``Jews'`` -> ``Muslims'``); plurals are listed as their own
+pairs (``sons``/``daughters``, ``men``/``women``) or forms (``jews``) because
+English plurals are irregular.
 
 The her/him/his ambiguity: English "her" is both the object (-> "him") and the
 possessive (-> "his"). We pick by the next word: "her" followed by a content
@@ -33,6 +49,10 @@ flowers" -> "gave her flowers" -> "gave his flowers").
 >>> cf = CounterfactualGenerator(Lexicon.default())
 >>> [v.text for v in cf.variants("My Son's teacher called him.")["gender"]]
 ["My Daughter's teacher called her."]
+>>> cf.swap("Michael said his sister met Mary.", "gender")
+'Mary said her brother met Michael.'
+>>> [v.text for v in cf.variants("Jews and Muslims")["religion"]][:2]
+['Christians and Christians', 'Muslims and Muslims']
 """
 from __future__ import annotations
 
@@ -55,7 +75,7 @@ __all__ = [
     "match_case",
 ]
 
-DEFAULT_LEXICON_FILES = ("gender.json", "first_names.json", "identity_terms.json")
+DEFAULT_LEXICON_FILES = ("gender.json", "first_names.json", "identity_terms.json", "names_ethnicity.json")
 
 # Words after which "her"/"his" reads as object/standalone rather than possessive.
 # A tagger would decide better; a POS model per event is far too slow for the hot path.
@@ -106,8 +126,14 @@ class AttributeLexicon:
     kind: str  # "pairs" or "groups"
     pairs: tuple[tuple[str, str], ...] = ()
     contextual: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # term -> (before_word, otherwise)
-    terms: tuple[str, ...] = ()
+    terms: tuple[str, ...] = ()  # groups: each group's first form, its name
     max_variants: int | None = None
+    forms: tuple[str, ...] = ()  # groups: names of the forms ("adjective", "people", ...)
+    group_forms: tuple[tuple[str | None, ...], ...] = ()  # groups: per group, its word for each form
+    # groups: per group and form, every word that matches (the first is group_forms' word, which replaces them)
+    form_alternatives: tuple[tuple[tuple[str, ...] | None, ...], ...] = ()
+    unpaired: tuple[str, ...] = ()  # pairs: terms of the attribute with no counterpart
+    extend: bool = False  # pairs: add to the same-named attribute of earlier lexicons
 
     @classmethod
     def from_mapping(cls, name: str, spec: Mapping[str, Any]) -> AttributeLexicon:
@@ -132,24 +158,63 @@ class AttributeLexicon:
                         f"attribute {name!r}: contextual rule for {term!r} needs 'before_word' and 'otherwise'"
                     )
                 contextual[_norm(term)] = (_norm(rule["before_word"]), _norm(rule["otherwise"]))
+            raw_unpaired = spec.get("unpaired", [])
+            if not isinstance(raw_unpaired, list) or not all(isinstance(t, str) and t.strip() for t in raw_unpaired):
+                raise LexiconError(f"attribute {name!r}: 'unpaired' must be a list of strings")
+            out = cls(name, "pairs", pairs=pairs, contextual=contextual, max_variants=max_variants,
+                      unpaired=tuple(_norm(t) for t in raw_unpaired), extend=bool(spec.get("extend", False)))
             if not pairs and not contextual:
                 raise LexiconError(f"attribute {name!r}: no pairs")
-            seen: set[str] = set(contextual)
-            for a, b in pairs:
-                for w in (a, b):
-                    if w in seen:
-                        raise LexiconError(f"attribute {name!r}: term {w!r} appears twice; pairs must be a bijection")
-                    seen.add(w)
-            return cls(name, "pairs", pairs=pairs, contextual=contextual, max_variants=max_variants)
+            out._check_bijection()
+            return out
         if kind == "groups":
             raw_terms = spec.get("terms", [])
-            if not isinstance(raw_terms, list) or not all(isinstance(t, str) and t.strip() for t in raw_terms):
-                raise LexiconError(f"attribute {name!r}: 'terms' must be a list of strings")
-            terms = tuple(dict.fromkeys(_norm(t) for t in raw_terms))
-            if len(terms) < 2:
+            raw_forms = spec.get("forms", ["term"])
+            if not isinstance(raw_forms, list) or not raw_forms or not all(isinstance(f, str) for f in raw_forms):
+                raise LexiconError(f"attribute {name!r}: 'forms' must be a list of form names")
+            n_forms = len(raw_forms)
+            if not isinstance(raw_terms, list):
+                raise LexiconError(f"attribute {name!r}: 'terms' must be a list")
+            groups: dict[str, tuple[tuple[str, ...] | None, ...]] = {}
+            for t in raw_terms:
+                if isinstance(t, str) and t.strip():
+                    alternatives: tuple[tuple[str, ...] | None, ...] = ((_norm(t),),) * n_forms  # one word, every form
+                elif isinstance(t, list) and len(t) == n_forms and all(_is_form(w) for w in t) and t[0] is not None:
+                    alternatives = tuple(
+                        None if w is None else tuple(dict.fromkeys(_norm(x) for x in ([w] if isinstance(w, str) else w)))
+                        for w in t
+                    )
+                else:
+                    raise LexiconError(
+                        f"attribute {name!r}: each term must be a string or a list of {n_forms} entries "
+                        f"(one per form {raw_forms}: a word, a list of words whose first replaces the others, "
+                        "or null where a group has none; the first given)"
+                    )
+                groups.setdefault(alternatives[0][0], alternatives)
+            if len(groups) < 2:
                 raise LexiconError(f"attribute {name!r}: a groups attribute needs at least two terms")
-            return cls(name, "groups", terms=terms, max_variants=max_variants)
+            return cls(name, "groups", terms=tuple(groups), max_variants=max_variants, forms=tuple(raw_forms),
+                       group_forms=tuple(tuple(None if a is None else a[0] for a in g) for g in groups.values()),
+                       form_alternatives=tuple(groups.values()))
         raise LexiconError(f"attribute {name!r}: unknown kind {kind!r} (expected 'pairs' or 'groups')")
+
+    def _check_bijection(self) -> None:
+        seen: set[str] = set(self.contextual)
+        for w in [w for p in self.pairs for w in p] + list(self.unpaired):
+            if w in seen:
+                raise LexiconError(f"attribute {self.name!r}: term {w!r} appears twice; pairs must be a bijection")
+            seen.add(w)
+
+    def merged(self, other: AttributeLexicon) -> AttributeLexicon:
+        """This pairs attribute with ``other``'s pairs, contextual rules and unpaired terms added."""
+        if self.kind != "pairs" or other.kind != "pairs":
+            raise LexiconError(f"attribute {self.name!r}: only pairs attributes can be extended")
+        out = AttributeLexicon(
+            self.name, "pairs", pairs=self.pairs + other.pairs, contextual={**self.contextual, **other.contextual},
+            max_variants=self.max_variants, unpaired=self.unpaired + other.unpaired,
+        )
+        out._check_bijection()
+        return out
 
     def to_mapping(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind}
@@ -157,6 +222,14 @@ class AttributeLexicon:
             out["pairs"] = [list(p) for p in self.pairs]
             if self.contextual:
                 out["contextual"] = {t: {"before_word": b, "otherwise": o} for t, (b, o) in self.contextual.items()}
+            if self.unpaired:
+                out["unpaired"] = list(self.unpaired)
+            if self.extend:
+                out["extend"] = True
+        elif len(self.forms) > 1 or any(a is not None and len(a) > 1 for g in self.form_alternatives for a in g):
+            out["forms"] = list(self.forms)
+            out["terms"] = [[None if a is None else a[0] if len(a) == 1 else list(a) for a in g]
+                            for g in self.form_alternatives]
         else:
             out["terms"] = list(self.terms)
         if self.max_variants is not None:
@@ -166,9 +239,18 @@ class AttributeLexicon:
     @property
     def all_terms(self) -> tuple[str, ...]:
         if self.kind == "groups":
-            return self.terms
-        words = [w for p in self.pairs for w in p] + list(self.contextual)
+            return tuple(dict.fromkeys(w for g in self.form_alternatives for a in g if a is not None for w in a))
+        words = [w for p in self.pairs for w in p] + list(self.contextual) + list(self.unpaired)
         return tuple(dict.fromkeys(words))
+
+
+def _is_form(entry: Any) -> bool:
+    """A form of a group: null, a word, or a non-empty list of words."""
+    if entry is None:
+        return True
+    if isinstance(entry, str):
+        return bool(entry.strip())
+    return isinstance(entry, list) and bool(entry) and all(isinstance(w, str) and w.strip() for w in entry)
 
 
 def _norm(term: str) -> str:
@@ -219,8 +301,13 @@ class Lexicon:
         return out
 
     def extend(self, other: Lexicon) -> Lexicon:
-        """A new lexicon with ``other``'s attributes added (replacing same-named ones)."""
-        return Lexicon({**self.attributes, **other.attributes}, self.sources + other.sources)
+        """A new lexicon with ``other``'s attributes added: replacing same-named ones, or merged into
+        them where ``other``'s says ``"extend": true``."""
+        attributes = dict(self.attributes)
+        for name, attr in other.attributes.items():
+            base = attributes.get(name)
+            attributes[name] = base.merged(attr) if attr.extend and base is not None else attr
+        return Lexicon(attributes, self.sources + other.sources)
 
     def select(self, names: Iterable[str]) -> Lexicon:
         names = list(names)
@@ -256,19 +343,64 @@ class Variant:
     swaps: tuple[Swap, ...]
 
 
+_WORD = re.compile(r"\w+")
+# What may join the words of a multi-word term in a text: "African American", "African-American".
+_GAP = re.compile(r"\s+|-")
+
+
+def _words(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, lower-cased word) of every maximal run of word characters: whole words only."""
+    return [(m.start(), m.end(), m.group().lower()) for m in _WORD.finditer(text)]
+
+
 class _CompiledAttribute:
-    """Regex and maps of one attribute, built once."""
+    """Lookup tables of one attribute, built once.
+
+    A dictionary of word tuples rather than one regex alternation: the cost per
+    text stays a few set lookups per word whatever the size of the lexicon
+    (thousands of first names), where an alternation tries every term at every
+    position.
+    """
 
     def __init__(self, attr: AttributeLexicon) -> None:
         self.attr = attr
-        terms = sorted(attr.all_terms, key=len, reverse=True)  # longest first: "african american" before "american"
-        alternation = "|".join(r"\s+".join(re.escape(part) for part in t.split(" ")) for t in terms)
-        # Whole words only: no letter/digit/underscore on either side ("he" never inside "the").
-        self.pattern = re.compile(rf"(?<!\w)(?:{alternation})(?!\w)", re.IGNORECASE)
+        self.phrases: dict[tuple[str, ...], str] = {}
+        for t in attr.all_terms:
+            self.phrases.setdefault(tuple(_WORD.findall(t)), t)
+        self.first_words = frozenset(k[0] for k in self.phrases)
+        self.longest = max(len(k) for k in self.phrases)
         self.mapping: dict[str, str] = {}
         for a, b in attr.pairs:
             self.mapping[a] = b
             self.mapping[b] = a
+        self.unpaired = frozenset(attr.unpaired)
+        # groups: surface word -> (group index, form index); the first group and form listed win
+        self.slot: dict[str, tuple[int, int]] = {}
+        for g, forms in enumerate(attr.form_alternatives):
+            for f, alternatives in enumerate(forms):
+                for w in alternatives or ():
+                    self.slot.setdefault(w, (g, f))
+
+    def find(self, text: str, words: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+        """Leftmost-longest, non-overlapping (start, end, canonical term) of the attribute's terms."""
+        out = []
+        i, n = 0, len(words)
+        first_words, phrases = self.first_words, self.phrases
+        while i < n:
+            if words[i][2] in first_words:
+                for k in range(min(self.longest, n - i), 0, -1):
+                    term = phrases.get(tuple(w[2] for w in words[i : i + k]))
+                    if term is not None and all(
+                        _GAP.fullmatch(text, words[j][1], words[j + 1][0]) for j in range(i, i + k - 1)
+                    ):
+                        out.append((words[i][0], words[i + k - 1][1], term))
+                        i += k
+                        break
+                else:
+                    i += 1
+            else:
+                i += 1
+        return out
 
     def target_for(self, term: str, text: str, end: int) -> str:
         rule = self.attr.contextual.get(term)
@@ -288,9 +420,10 @@ class CounterfactualGenerator:
 
     def matches(self, text: str) -> dict[str, list[tuple[int, int, str]]]:
         """(start, end, canonical term) of every lexicon term in ``text``, per attribute that has one."""
+        words = _words(text)
         out: dict[str, list[tuple[int, int, str]]] = {}
         for name, comp in self._compiled.items():
-            found = [(m.start(), m.end(), _norm(m.group(0))) for m in comp.pattern.finditer(text)]
+            found = comp.find(text, words)
             if found:
                 out[name] = found
         return out
@@ -305,35 +438,43 @@ class CounterfactualGenerator:
         return out
 
     def swap(self, text: str, attribute: str) -> str:
-        """The single counterfactual of ``text`` under a pairs attribute (the text itself if no term)."""
+        """The single counterfactual of ``text`` under a pairs attribute (the text itself if none)."""
         comp = self._compiled[attribute]
         if comp.attr.kind != "pairs":
             raise ValueError(f"attribute {attribute!r} is not a pairs attribute")
-        found = [(m.start(), m.end(), _norm(m.group(0))) for m in comp.pattern.finditer(text)]
-        if not found:
-            return text
-        return self._variants_for(attribute, text, found)[0].text
+        found = comp.find(text, _words(text))
+        variants = self._variants_for(attribute, text, found) if found else []
+        return variants[0].text if variants else text
 
     def _variants_for(self, name: str, text: str, found: list[tuple[int, int, str]]) -> list[Variant]:
         comp = self._compiled[name]
         attr = comp.attr
         if attr.kind == "pairs":
+            if comp.unpaired and any(term in comp.unpaired for _, _, term in found):
+                return []  # a partial swap would mix genders (or whatever the attribute is)
             swaps = []
             for s, e, term in found:
                 target = comp.target_for(term, text, e)
                 swaps.append(Swap(s, e, term, target, match_case(text[s:e], target)))
             return [Variant(name, _apply(text, swaps), tuple(swaps))]
-        present = {term for _, _, term in found}
+        slots = [comp.slot[term] for _, _, term in found]
+        present = {g for g, _ in slots}
         variants = []
-        for target in attr.terms:
+        for target, target_words in enumerate(attr.group_forms):
             if present == {target}:
                 continue  # nothing would change
-            swaps = tuple(
-                Swap(s, e, term, target, match_case(text[s:e], target)) for s, e, term in found if term != target
-            )
-            variants.append(Variant(name, _apply(text, swaps), swaps))
-            if attr.max_variants is not None and len(variants) >= attr.max_variants:
-                break
+            swaps_list = []
+            for (s, e, term), (g, f) in zip(found, slots):
+                if g == target:
+                    continue
+                word = target_words[f]
+                if word is None:
+                    break  # the target group has no such form: no variant rather than a wrong word
+                swaps_list.append(Swap(s, e, term, word, match_case(text[s:e], word)))
+            else:
+                variants.append(Variant(name, _apply(text, swaps_list), tuple(swaps_list)))
+                if attr.max_variants is not None and len(variants) >= attr.max_variants:
+                    break
         return variants
 
 

@@ -23,7 +23,7 @@ GEN = CounterfactualGenerator(Lexicon.default())
         ("Two men and a boy", "Two women and a girl"),
         ("the manager thanked them", "the manager thanked them"),  # no 'man' in 'manager', no 'he' in 'the'/'them'
         ("hello, he said", "hello, she said"),
-        ("Othello and Sheila", "Othello and Sheila"),
+        ("Othello on the shelf", "Othello on the shelf"),  # no "he" inside a word
         ("I saw him yesterday.", "I saw her yesterday."),
         ("I saw her yesterday.", "I saw him yesterday."),
         ("her own book is hers", "his own book is his"),
@@ -88,17 +88,29 @@ def test_bad_lexicon_files_raise_lexicon_error(tmp_path, content: str) -> None: 
         Lexicon.from_file(p)
 
 
-def test_identity_lexicon_has_the_51_terms() -> None:
+def test_identity_lexicon_keeps_the_jigsaw_terms_first() -> None:
+    import csv
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[3] / "shared" / "data" / "jigsaw-bias" / "identity_terms.csv"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
     lex = Lexicon.default()
-    names = ["sexuality", "gender_identity", "ethnicity", "religion", "age", "disability"]
-    assert sum(len(lex.attributes[n].terms) for n in names) == 51
+    for category in {r["category"] for r in rows}:
+        attribute = "gender_identity" if category == "gender" else category
+        jigsaw = [r["term"] for r in rows if r["category"] == category]
+        assert list(lex.attributes[attribute].terms[: len(jigsaw)]) == jigsaw
 
 
 # --- counterfactual of a counterfactual is the original -------------------------------------------------
 
-_PAIR_ATTRS = ["gender", "first_name"]
+_PAIR_ATTRS = ["gender"]
 _LEX = Lexicon.default()
-_WORDS = sorted({w for a in _PAIR_ATTRS for w in _LEX.attributes[a].all_terms})
+# pronouns, nouns and a sample of the (thousands of) first names, unpaired ones included
+_ALL = sorted({w for a in _PAIR_ATTRS for w in _LEX.attributes[a].all_terms})
+_WORDS = [w for i, w in enumerate(_ALL) if i % 20 == 0 or w in {x for p in _LEX.attributes["gender"].pairs[:80] for x in p}]
 _FILLER = ["the", "a", "book", "manager", "said", "to", "yesterday", "theme", "kind", "and", "hello"]
 _PUNCT = [" ", " ", " ", ", ", ". ", "'s ", "! "]
 
@@ -131,3 +143,129 @@ def test_counterfactual_of_counterfactual_is_original(text: str, attribute: str)
     assume(not _ambiguous(text))
     once = GEN.swap(text, attribute)
     assert GEN.swap(once, attribute) == text
+
+
+# --- forms of identity terms, joint gender swaps, case -------------------------------------------------
+
+
+def _texts(text: str, attribute: str) -> list[str]:
+    return [v.text for v in GEN.variants(text).get(attribute, [])]
+
+
+@pytest.mark.parametrize(
+    ("text", "attribute", "expected"),
+    [
+        ("Muslims are bad and Jews too", "religion", "Christians are bad and Christians too"),
+        ("A Jew and a Muslim", "religion", "A Christian and a Christian"),
+        ("The Jewish faith", "religion", "The Christian faith"),
+        ("He studied Judaism at the synagogue", "religion", "He studied Christianity at the church"),
+        ("Blacks and Asians", "ethnicity", "Africans and Africans"),
+        ("African-American voters", "ethnicity", "African voters"),
+    ],
+)
+def test_plural_and_noun_forms_swap_to_the_same_form(text: str, attribute: str, expected: str) -> None:
+    assert _texts(text, attribute)[0] == expected
+
+
+def test_possessive_forms_keep_their_apostrophe() -> None:
+    assert "The Christians' money" in _texts("The Jews' money", "religion")
+    assert "The Christian's money" in _texts("The Jew's money", "religion")
+    assert GEN.swap("Mary's son", "gender") == "Michael's daughter"  # name and noun in one variant
+
+
+def test_group_without_the_form_gives_no_variant_rather_than_a_wrong_word() -> None:
+    religion = _LEX.attributes["religion"]
+    people, place = religion.forms.index("people"), religion.forms.index("place of worship")
+    with_place = {g[people] for g in religion.group_forms if g[place] is not None and g[people] != "muslims"}
+    texts = _texts("Muslims meet at the mosque", "religion")
+    assert {t.split()[0].lower() for t in texts} == with_place
+    assert len(texts) < len(religion.group_forms) - 1  # atheists, agnostics... have no place of worship
+
+
+def test_a_joint_swap_changes_name_pronouns_and_nouns_together() -> None:
+    names = _LEX.attributes["gender"].pairs
+    male, female = next((a, b) for a, b in names if a == "edward" or b == "melissa")
+    text = f"{female.capitalize()} spent her days with her brother; she liked him."
+    variants = GEN.variants(text)
+    assert set(variants) >= {"gender"} and "first_name" not in variants  # one variant, not one per kind
+    (only,) = variants["gender"]
+    assert only.text == f"{male.capitalize()} spent his days with his sister; he liked her."
+
+
+def test_a_text_with_an_unpaired_gendered_name_gets_no_gender_variant() -> None:
+    unpaired = _LEX.attributes["gender"].unpaired
+    assert unpaired, "the shipped lexicon lists its unpaired names"
+    text = f"{unpaired[0].capitalize()} said she was tired."
+    assert "gender" not in GEN.variants(text)
+    assert GEN.swap(text, "gender") == text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("JEWS", "CHRISTIANS"), ("Jews", "Christians"), ("jews", "christians"), ("African-American", "African")],
+)
+def test_case_of_the_matched_text_is_kept(text: str, expected: str) -> None:
+    assert _texts(text, "religion" if "ew" in text.lower() else "ethnicity")[0] == expected
+
+
+def test_extend_merges_pairs_and_rejects_a_clash() -> None:
+    base = Lexicon.from_mapping({"attributes": {"g": {"pairs": [["he", "she"]]}}})
+    more = Lexicon.from_mapping({"attributes": {"g": {"pairs": [["tom", "ann"]], "extend": True, "unpaired": ["zoe"]}}})
+    merged = base.extend(more).attributes["g"]
+    assert merged.pairs == (("he", "she"), ("tom", "ann")) and merged.unpaired == ("zoe",)
+    assert CounterfactualGenerator(base.extend(more)).swap("Tom said he left", "g") == "Ann said she left"
+    clash = Lexicon.from_mapping({"attributes": {"g": {"pairs": [["she", "x"]], "extend": True}}})
+    with pytest.raises(LexiconError):
+        base.extend(clash)
+    # without "extend" the later attribute replaces the earlier one, as before
+    plain = Lexicon.from_mapping({"attributes": {"g": {"pairs": [["tom", "ann"]]}}})
+    assert base.extend(plain).attributes["g"].pairs == (("tom", "ann"),)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"kind": "groups", "forms": ["a", "b"], "terms": [["x", "xs"], ["y"]]},  # wrong length
+        {"kind": "groups", "forms": ["a", "b"], "terms": [[None, "xs"], ["y", "ys"]]},  # first form missing
+        {"kind": "groups", "forms": "a", "terms": ["x", "y"]},
+        {"kind": "pairs", "pairs": [["a", "b"]], "unpaired": ["a"]},  # unpaired clashes with a pair
+    ],
+)
+def test_bad_forms_and_unpaired_raise_lexicon_error(spec: dict) -> None:
+    with pytest.raises(LexiconError):
+        Lexicon.from_mapping({"attributes": {"x": spec}})
+
+
+def test_lexicon_round_trips_through_its_mapping() -> None:
+    again = Lexicon.from_mapping(_LEX.to_mapping())
+    assert {n: a.to_mapping() for n, a in again.attributes.items()} == {n: a.to_mapping() for n, a in _LEX.attributes.items()}
+
+
+def test_no_shipped_gender_variant_mixes_genders() -> None:
+    from fairwatch.monitor.scorer.consistency import mixed_gender_variants
+
+    texts = [f"{a.capitalize()} told his {b} and her sister that he left." for a, b in _LEX.attributes["gender"].pairs[:300]]
+    assert mixed_gender_variants(GEN, texts) == []
+    # the checker does catch a lexicon that swaps names and pronouns in separate variants
+    split = Lexicon.from_mapping({"attributes": {
+        "gender": {"pairs": [["he", "she"]], "contextual": {"his": {"before_word": "her", "otherwise": "hers"}}},
+        "first_name": {"pairs": [["tom", "ann"]]},
+    }})
+    assert len(mixed_gender_variants(CounterfactualGenerator(split), ["Tom said he left"])) == 2
+
+
+def test_a_name_by_ethnicity_swaps_to_a_name_of_the_same_sex_of_each_other_group() -> None:
+    attr = _LEX.attributes["ethnicity_by_name"]
+    male, female = attr.forms.index("male"), attr.forms.index("female")
+    alternatives = attr.form_alternatives
+    second_male = alternatives[1][male][1]  # not the group's first name: it matches too, the first replaces it
+    texts = _texts(f"{second_male.capitalize()} said he was tired.", "ethnicity_by_name")
+    expected = {f"{g[male].capitalize()} said he was tired." for i, g in enumerate(attr.group_forms) if i != 1}
+    assert set(texts) == expected
+    first_female = attr.group_forms[0][female]
+    assert all(f"{g[female].capitalize()} left" in _texts(f"{first_female.capitalize()} left", "ethnicity_by_name")
+               for g in attr.group_forms[1:])
+    # a list of words per form round-trips through the mapping
+    lex = Lexicon.from_mapping({"attributes": {"n": {"forms": ["male"], "terms": [[["ab", "ac"]], ["zed"]]}}})
+    assert CounterfactualGenerator(lex).variants("Ac left")["n"][0].text == "Zed left"
+    assert Lexicon.from_mapping(lex.to_mapping()).attributes["n"].form_alternatives == ((("ab", "ac"),), (("zed",),))

@@ -91,6 +91,19 @@ def test_splice_off_gives_same_result(tiny_model_dirs, random_scorer) -> None:  
     assert plain.spliced == 0 and plain.retokenized > 0
 
 
+def test_splice_handles_plural_possessive_hyphenated_and_multiword_swaps(tiny_model_dirs, random_scorer) -> None:  # noqa: ANN001
+    # "African-American" (3 tokens) -> "Asian" (1) and "Muslims" -> "book of mormon"-free forms shift token
+    # positions: splicing must give the ids a fresh tokenization of the variant gives.
+    texts = ["Muslims and Jews' friends", "the African-American voters", "Michael's sister met Mary",
+             "a Sikh read the Guru Granth Sahib", "Blacks, Whites and Native Americans"]
+    plain = CounterfactualScorer(tiny_model_dirs["random"], device="cpu", splice=False)
+    before = random_scorer.spliced
+    a, b = random_scorer.score(texts), plain.score(texts)
+    assert random_scorer.spliced > before and a.n_variants.sum() == b.n_variants.sum() > 20
+    for name, detail in a.attributes.items():
+        np.testing.assert_allclose(detail.variant_score, b.attributes[name].variant_score, atol=1e-5)
+
+
 def test_bad_rows_are_rejected_not_fatal(random_scorer) -> None:  # noqa: ANN001
     res = random_scorer.score(["my son", None, "", "   ", 3.5, "hello"])
     assert set(res.rejected) == {1, 2, 3, 4}
@@ -100,7 +113,7 @@ def test_bad_rows_are_rejected_not_fatal(random_scorer) -> None:  # noqa: ANN001
 
 def test_model_that_ignores_group_terms_never_flips(tiny_model_dirs) -> None:  # noqa: ANN001
     # one-word terms only: a multi-word swap ("old" -> "middle aged") shifts positions, which a model may see
-    lex = Lexicon.default().select(["gender", "first_name", "religion", "sexuality"])
+    lex = Lexicon.default().select(["gender", "religion", "sexuality"])
     scorer = CounterfactualScorer(tiny_model_dirs["ignores"], lex, device="cpu")
     res = scorer.score(TEXTS + GENDERED)
     stats = CounterfactualStats()

@@ -62,3 +62,21 @@ def test_bad_input_one_line_exit_2(case: str, tiny_model_dirs, csv_file, tmp_pat
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert len(err) == 1 and err[0].startswith("fairwatch score: error:")
+
+
+def test_jsonl_counts_variants_per_attribute(tiny_model_dirs, tmp_path) -> None:  # noqa: ANN001
+    from fairwatch.monitor.scorer.counterfactuals import CounterfactualGenerator, Lexicon
+
+    texts = ["Muslims are bad and Jews too", "Mary said she left", "hello there"]
+    p = tmp_path / "in.jsonl"
+    p.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    out = tmp_path / "out.jsonl"
+    assert run(["score", str(p), "--model-dir", str(tiny_model_dirs["random"]), "--device", "cpu", "-o", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    gen = CounterfactualGenerator(Lexicon.default())
+    for text, row in zip(texts, rows):
+        expected = {a: len(v) for a, v in gen.variants(text).items()}
+        assert row["variants_by_attribute"] == expected
+        assert sum(expected.values()) == row["n_variants"]
+    assert rows[0]["variants_by_attribute"]["religion"] > 5 and rows[1]["variants_by_attribute"]["gender"] == 1
+    assert rows[2]["variants_by_attribute"] == {}
