@@ -387,6 +387,32 @@ def job_section(job: dict) -> str:
     return _table(["job", "value"], rows, raw_html_columns=(1,))
 
 
+def _interval(entry: Any) -> str:
+    if isinstance(entry, dict):
+        return f"{_num(entry.get('value'))} [{_num(entry.get('lower'))}, {_num(entry.get('upper'))}]"
+    if isinstance(entry, (list, tuple)) and len(entry) == 2:
+        return f"[{_num(entry[0])}, {_num(entry[1])}]"
+    return "-"
+
+
+def ablation_section(report: Any) -> str:
+    """Plain fine-tuning beside the full recipe (``fairwatch finetune --ablation``), when the report has it."""
+    ablation = report.get("ablation") if isinstance(report, dict) else None
+    if not isinstance(ablation, dict):
+        return ""
+    rows = []
+    for name, label in (("before", "serving model"), ("plain", "plain fine-tuning"), ("full", "full recipe")):
+        v = ablation.get(name) or {}
+        gaps = v.get("gaps") or {}
+        rows.append([label, f"{_num(v.get('accuracy'))} {_interval(v.get('accuracy_interval'))}",
+                     _num(v.get("gate_gap")), _interval(gaps.get("fped")),
+                     _interval(gaps.get("equalized_odds_difference")),
+                     "-" if name == "before" else ("yes" if v.get("promote") else "no")])
+    return (f"<h3>Ablation on held-out data ({e(str(ablation.get('attribute')))})</h3>"
+            + _table(["variant", "accuracy [95%]", "gate gap", "FPED [95%]", "equalized odds diff. [95%]",
+                      "gates pass"], rows))
+
+
 def exemplar_section(incident: dict) -> str:
     """The event ids of recent positive predictions per group, to look up in the model's own logs."""
     exemplars = (incident.get("evidence") or {}).get("exemplars")
@@ -503,7 +529,7 @@ def render_incident_html(incident: dict, runbook_url: str | None = None, dashboa
         f"<h2>Per-group rates</h2>{rates_plot(incident)}"
         f"<h2>Exemplar event ids</h2>{exemplar_section(incident)}"
         f"<h2>Before / after the fine-tune</h2>{finetune_plots(incident)}"
-        f"<h2>Job</h2>{job_section(job)}{raw_report}"
+        f"<h2>Job</h2>{job_section(job)}{ablation_section(report)}{raw_report}"
         f"<h2>Alerts</h2>{_table(['status', 'starts', 'metric', 'severity', 'summary'], alerts)}"
         f"<h2>Timeline</h2>{_table(['at', 'change', 'detail'], timeline_rows(incident))}"
         f"<details><summary>evidence (JSON)</summary><pre>{e(json.dumps(evidence, indent=1))}</pre></details>"

@@ -214,6 +214,22 @@ def test_missing_evidence_says_why_and_what_next(evidence: dict, says: str) -> N
     assert "predictions affected unknown" in headline and "since 2026-11-23 01:00:00Z (alert start" in headline
 
 
+def test_the_ablation_of_the_report_is_a_table() -> None:
+    report = _report()
+    gap = lambda v: {"value": v, "lower": v - 0.1, "upper": v + 0.1}  # noqa: E731
+    report["ablation"] = {"attribute": "*", "before": {"accuracy": 0.75, "accuracy_interval": [0.6, 0.85],
+                                                       "gate_gap": 1.0, "gaps": {"fped": gap(1.0)}},
+                          "plain": {"accuracy": 0.9, "accuracy_interval": [0.8, 0.95], "gate_gap": 0.4,
+                                    "gaps": {"fped": gap(0.4)}, "promote": False},
+                          "full": {"accuracy": 0.88, "accuracy_interval": [0.78, 0.94], "gate_gap": 0.1,
+                                   "gaps": {"fped": gap(0.1)}, "promote": True}}
+    text = render_incident_html({"id": 1, "model": "m", "attribute": "a", "alerts": [], "evidence": {},
+                                 "job": {"state": "succeeded", "report": report}, "timeline": []})
+    table = text.split("Ablation on held-out data (*)", 1)[1].split("</table>", 1)[0]
+    assert "<td>plain fine-tuning</td><td>0.900 [0.800, 0.950]</td><td>0.400</td><td>0.400 [0.300, 0.500]</td>" in table
+    assert "<td>full recipe</td><td>0.880 [0.780, 0.940]</td><td>0.100</td>" in table and "<td>yes</td>" in table
+
+
 def test_show_html_to_unwritable_path_is_one_line(incident_db: tuple[Path, int], tmp_path: Path) -> None:
     db, incident_id = incident_db
     result = run_cli("incidents", "--db", db, "show", incident_id, "--html", tmp_path / "no" / "such" / "x.html")
