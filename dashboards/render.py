@@ -79,6 +79,26 @@ def _to_model_link() -> list[dict]:
                     "&${datasource:queryparam}"}]
 
 
+def bounds_over_time(kind: str, metric_match: str, worst: str, description: str, **options) -> dict:
+    """The decision bounds of one kind of gap against their thresholds.
+
+    Differences (thresholds near 0.1) and ratios (near 0.8) get a panel each:
+    on one axis the 0.1 threshold and its bounds would be a flat line at the bottom.
+    """
+    selector = f"{{{names.METRIC}{metric_match}}}"
+    return panel(
+        "timeseries", f"Decision bounds over time: {kind}",
+        [target(f"{worst} by ({DECISION_KEY}) ({names.DECISION_BOUND}{selector})",
+                "{{model}} {{attribute}} {{metric}}", ref="BOUND"),
+         target(f"max by ({DECISION_KEY}) ({names.DECISION_THRESHOLD}{selector})", "threshold {{metric}}",
+                ref="THRESHOLD")],
+        description=description,
+        overrides=[override_by_query("THRESHOLD", **{"custom.lineStyle": {"fill": "dash", "dash": [10, 10]},
+                                                     "color": {"mode": "fixed", "fixedColor": "red"}})],
+        **options,
+    )
+
+
 def overview() -> dict:
     """Every model at a glance: decisions first, then the health of the stream."""
     decisions_table = panel(
@@ -102,30 +122,13 @@ def overview() -> dict:
                    override_by_name("model", links=_to_model_link())],
         field_defaults={"decimals": 3},
     )
-    # Differences (thresholds near 0.1) and ratios (near 0.8) on panels of their
-    # own: on one axis the 0.1 threshold and its bounds would be a flat line at the bottom.
-    threshold_style = {"custom.lineStyle": {"fill": "dash", "dash": [10, 10]},
-                       "color": {"mode": "fixed", "fixedColor": "red"}}
-    bounds_differences = panel(
-        "timeseries", "Decision bounds over time: differences",
-        [target(f'max by ({DECISION_KEY}) ({names.DECISION_BOUND}{{{names.METRIC}!~".*ratio"}})',
-                "{{model}} {{attribute}} {{metric}}", ref="BOUND"),
-         target(f'max by ({DECISION_KEY}) ({names.DECISION_THRESHOLD}{{{names.METRIC}!~".*ratio"}})',
-                "threshold {{metric}}", ref="THRESHOLD")],
-        description="Lower bounds of the differences; a breach when one rises above its threshold (dashed).",
-        overrides=[override_by_query("THRESHOLD", **threshold_style)],
-    )
-    bounds_ratios = panel(
-        "timeseries", "Decision bounds over time: ratios",
-        [target(f'min by ({DECISION_KEY}) ({names.DECISION_BOUND}{{{names.METRIC}=~".*ratio"}})',
-                "{{model}} {{attribute}} {{metric}}", ref="BOUND"),
-         target(f'max by ({DECISION_KEY}) ({names.DECISION_THRESHOLD}{{{names.METRIC}=~".*ratio"}})',
-                "threshold {{metric}}", ref="THRESHOLD")],
-        description="Upper bounds of the ratios; a breach when one falls below its threshold (dashed, "
-                    "0.8 for the 4/5 rule).",
-        overrides=[override_by_query("THRESHOLD", **threshold_style)],
-        field_defaults={"min": 0, "max": 1},
-    )
+    bounds_differences = bounds_over_time(
+        "differences", '!~".*ratio"', "max",
+        "Lower bounds of the differences; a breach when one rises above its threshold (dashed).")
+    bounds_ratios = bounds_over_time(
+        "ratios", '=~".*ratio"', "min",
+        "Upper bounds of the ratios; a breach when one falls below its threshold (dashed, 0.8 for the 4/5 rule).",
+        field_defaults={"min": 0, "max": 1})
     breaches = panel(
         "stat", "Breaches now",
         [target(f"count(max by ({DECISION_KEY}) ({names.DECISION_BREACH}) == 1) or vector(0)", "breaches",
