@@ -25,7 +25,10 @@ def _prometheus_get(prometheus_url: str, path: str, params: dict) -> list[dict]:
 
 def prometheus_evidence(prometheus_url: str | None, model: str, attribute: str, metric: str, *,
                         range_seconds: float = 3600.0, step_seconds: float = 5.0, now: float | None = None) -> dict:
-    """The decision's bound and threshold and the group rates, as Prometheus has them now.
+    """The decisions' bounds and thresholds and the group rates, as Prometheus has them now.
+
+    ``metric`` is the first alert's metric (kept in ``series_range``); the
+    queries take every decision metric of (model, attribute).
 
     ``series`` holds the last ``range_seconds`` of the decision bound, the
     since-start gap with its display bounds, and the threshold (each a list of
@@ -34,15 +37,16 @@ def prometheus_evidence(prometheus_url: str | None, model: str, attribute: str, 
     has dropped the samples.
     """
     if not prometheus_url:
-        return {}
+        # Said in the evidence, so that the incident page can tell the on-call why it is empty and what to do.
+        return {"not_gathered": "the trigger runs without --prometheus-url"}
     # Every value is escaped, though the trigger only passes identifiers (alerts.labels):
     # a quote in a label must never widen the query to other models.
     selector = promql_matchers({names.MODEL: model, names.ATTRIBUTE: attribute})
-    # Without a metric label (an alert from elsewhere) every metric of the attribute is evidence.
-    with_metric = selector + ("," + promql_matchers({names.METRIC: metric}) if metric else "")
+    # Every decision metric of the attribute is evidence: later alerts on other
+    # metrics join this incident, and the page shows each firing one.
     queries = {
-        "bound": f"fairwatch:decision_bound:worst{{{with_metric}}}",
-        "threshold": f"fairwatch:decision_threshold{{{with_metric}}}",
+        "bound": f"fairwatch:decision_bound:worst{{{selector}}}",
+        "threshold": f"fairwatch:decision_threshold{{{selector}}}",
         "group_rates": f'{names.GROUP_RATE}{{{selector},{names.WINDOW}="all"}}',
         "group_rates_lower": f'{names.GROUP_RATE_LOWER}{{{selector},{names.WINDOW}="all"}}',
         "group_rates_upper": f'{names.GROUP_RATE_UPPER}{{{selector},{names.WINDOW}="all"}}',
@@ -62,12 +66,19 @@ def prometheus_evidence(prometheus_url: str | None, model: str, attribute: str, 
             evidence[key] = {"error": f"{type(exc).__name__}: {exc}"}
     end = time.time() if now is None else now
     start = end - range_seconds
+    # The series cover every decision metric of the attribute, not only the
+    # first alert's: alerts on other metrics join the incident later and the
+    # page plots each of them. "and on (...) threshold" keeps the gaps that have
+    # a decision (a handful) rather than every gap the monitor exports.
+    decided = f" and on ({names.MODEL}, {names.ATTRIBUTE}, {names.METRIC}) fairwatch:decision_threshold{{{selector}}}"
     series_queries = {
         "bound": queries["bound"],
-        "gap": f'{names.GAP}{{{with_metric},{names.WINDOW}="all"}}',
-        "gap_lower": f'{names.GAP_LOWER}{{{with_metric},{names.WINDOW}="all"}}',
-        "gap_upper": f'{names.GAP_UPPER}{{{with_metric},{names.WINDOW}="all"}}',
+        "gap": f'{names.GAP}{{{selector},{names.WINDOW}="all"}}' + decided,
+        "gap_lower": f'{names.GAP_LOWER}{{{selector},{names.WINDOW}="all"}}' + decided,
+        "gap_upper": f'{names.GAP_UPPER}{{{selector},{names.WINDOW}="all"}}' + decided,
         "threshold": queries["threshold"],
+        # Predictions per group, summed over workers: how many the breach touched.
+        "group_predictions": f'sum by ({names.GROUP}) ({names.GROUP_EVENTS}{{{selector},{names.CELL}="predictions"}})',
     }
     series: dict = {}
     for key, query in series_queries.items():
@@ -81,6 +92,7 @@ def prometheus_evidence(prometheus_url: str | None, model: str, attribute: str, 
             series[key] = {"error": f"{type(exc).__name__}: {exc}"}
     evidence["series"] = series
     evidence["series_range"] = {"start": start, "end": end, "step_seconds": step_seconds, "metric": metric}
+    evidence["source"] = {"prometheus_url": prometheus_url}
     evidence["exemplars"] = _exemplar_ids(prometheus_url, selector, start, end)
     return evidence
 

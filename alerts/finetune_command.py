@@ -44,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-rows", type=int, help="use a seeded sample of this many rows (smoke runs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--ablation", action="store_true",
+                   help="also run plain fine-tuning (no reweighing, penalty, adversary or counterfactual copies) "
+                        "under OUT/ablation-plain and report both side by side (twice the time)")
 
 
 def register(commands: Any) -> None:
@@ -94,8 +97,14 @@ def run(args: argparse.Namespace) -> int:
         min_gap_reduction=args.min_gap_reduction, gate_metric=args.gate_metric, gate_attribute=args.gate_attribute,
         seed=args.seed, max_rows=args.max_rows, progress=not args.no_progress,
     )
-    report = run_finetune(cfg, read.examples, source, {"rejected": read.rejected, "unlabeled": read.unlabeled},
-                          templates_mode=bool(args.templates))
+    if args.ablation:
+        from fairwatch.alerts.finetune_ablation import run_ablation
+
+        train = run_ablation
+    else:
+        train = run_finetune
+    report = train(cfg, read.examples, source, {"rejected": read.rejected, "unlabeled": read.unlabeled},
+                   templates_mode=bool(args.templates))
     # Exit 0 whether or not the gates pass: a failed gate is a result, recorded in the report.
     return 0 if report else 1
 

@@ -20,7 +20,12 @@ import html
 import json
 import math
 import time
+import urllib.parse
 from typing import Any
+
+from fairwatch.alerts.incident_summary import firing_metrics, metric_facts, raw_series_points
+from fairwatch.alerts.incident_summary import headline as headline_sentence
+from fairwatch.alerts.rules import AlertSettings
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 THRESHOLD_COLOR = "#d62728"
@@ -32,6 +37,7 @@ AFTER_COLOR = "#2ca02c"
 REPORT_GAPS = ("fped", "fned", "equalized_odds_difference", "false_positive_rate_difference",
                "false_negative_rate_difference", "demographic_parity_difference")
 RATE_ORDER = ("selection_rate", "tpr", "fpr", "fnr", "ppv", "accuracy")
+SERIES_KEYS = ("gap", "bound", "threshold", "gap_lower", "gap_upper", "group_predictions")
 
 e = html.escape
 
@@ -190,45 +196,60 @@ def bar_chart(plot_id: str, title: str, categories: list[str], series: list[dict
 # --------------------------------------------------------------------------- the incident's pieces
 
 
-def incident_metric(incident: dict) -> str:
-    """The metric the alerts named (the first one), or the one the evidence series was taken for."""
-    for alert in incident.get("alerts", []):
-        metric = (alert.get("labels") or {}).get("metric")
-        if metric:
-            return str(metric)
-    return str((incident.get("evidence") or {}).get("series_range", {}).get("metric", ""))
+def evidence_gap_reason(incident: dict, key: str) -> str | None:
+    """Why the evidence under ``key`` (or ``series``) is missing, with the next step; None when it is there."""
+    evidence = incident.get("evidence") or {}
+    dashboard = "open the model dashboard (link above) for the live series"
+    if not evidence:
+        return ("No evidence was stored with this incident (it was opened before evidence was gathered, "
+                f"or by hand). Next: {dashboard}.")
+    if "not_gathered" in evidence:
+        return (f"No evidence: {evidence['not_gathered']}. Next: restart `fairwatch trigger serve` with "
+                f"--prometheus-url http://PROMETHEUS:9090 so that new incidents carry it; now, {dashboard}.")
+    value = (evidence.get("series") or {}).get(key) if key in SERIES_KEYS else evidence.get(key)
+    if isinstance(value, dict) and "error" in value:
+        where = (evidence.get("source") or {}).get("prometheus_url", "Prometheus")
+        return (f"Prometheus at {where} did not answer when the incident opened ({value['error']}). "
+                f"Next: check that Prometheus is up and reachable from the trigger; now, {dashboard}.")
+    if not value:
+        return ("Prometheus answered but held no series for this model and attribute. Next: check that "
+                "Prometheus scrapes the monitor (`up` of its job), loads alerts/rules (the decision_* "
+                f"recording rules) and that the model and attribute labels match; now, {dashboard}.")
+    return None
 
 
-def _first_points(series: dict, key: str, skipped: list[int]) -> list[list[float]]:
-    """The first series' points; those whose time is not a valid time are left out and counted in ``skipped``."""
-    entries = series.get(key)
-    if not isinstance(entries, list) or not entries:
-        return []
-    points = []
-    for t, v in entries[0].get("points", []):
-        if _valid_time(t):
-            points.append([float(t), float(v)])
-        else:
-            skipped[0] += 1
-    return points
+def gap_plot(incident: dict, metric: str, index: int) -> str:
+    """The gap of one firing metric over time, with its band, its decision bound and its threshold.
 
+    One chart per metric, so that a ratio (threshold 0.8) and a difference
+    (threshold 0.1) never share an axis.
+    """
+    evidence = incident.get("evidence") or {}
+    plot_id = f"plot-gap-{index}"
 
-def gap_plot(incident: dict) -> str:
-    series = (incident.get("evidence") or {}).get("series") or {}
-    metric = incident_metric(incident) or "gap"
-    skipped = [0]
+    def points(key: str) -> list[list[float]]:
+        return [[float(t), float(v)] for t, v in raw_series_points(evidence, key, metric)
+                if _valid_time(t) and isinstance(v, (int, float)) and math.isfinite(v)]
+
     lines = [
-        {"name": f"{metric} (since start)", "points": _first_points(series, "gap", skipped), "color": GAP_COLOR},
-        {"name": "decision bound (anytime-valid)", "points": _first_points(series, "bound", skipped),
-         "color": BOUND_COLOR, "dash": True},
-        {"name": "threshold", "points": _first_points(series, "threshold", skipped), "color": THRESHOLD_COLOR},
+        {"name": f"{metric} (since start)", "points": points("gap"), "color": GAP_COLOR},
+        {"name": "decision bound (anytime-valid)", "points": points("bound"), "color": BOUND_COLOR, "dash": True},
+        {"name": "threshold", "points": points("threshold"), "color": THRESHOLD_COLOR},
     ]
-    lower, upper = _first_points(series, "gap_lower", skipped), _first_points(series, "gap_upper", skipped)
+    if not any(line["points"] for line in lines):
+        reason = evidence_gap_reason(incident, "gap") or evidence_gap_reason(incident, "bound") or (
+            f"The stored series hold no samples of {metric} (the alert may have named a metric the "
+            "monitor does not decide on). Next: open the model dashboard (link above).")
+        return (_no_data(plot_id, f"{metric} over time", f"no series of {metric} stored")
+                + f'<p class="missing">{e(reason)}</p>')
+    lower, upper = points("gap_lower"), points("gap_upper")
     band = {"name": "95% interval (display)", "lower": lower, "upper": upper, "color": BAND_COLOR} \
         if lower and upper else None
-    chart = line_chart("plot-gap", f"{metric} over time", lines, band)
-    if skipped[0]:
-        chart += (f'<p class="note">{skipped[0]} evidence sample(s) with a timestamp outside 1970-9999 '
+    chart = line_chart(plot_id, f"{metric} over time", lines, band)
+    skipped = sum(1 for key in ("gap", "bound", "threshold", "gap_lower", "gap_upper")
+                  for t, _ in raw_series_points(evidence, key, metric) if not _valid_time(t))
+    if skipped:
+        chart += (f'<p class="note">{skipped} evidence sample(s) with a timestamp outside 1970-9999 '
                   "were left out of this plot.</p>")
     return chart
 
@@ -236,8 +257,10 @@ def gap_plot(incident: dict) -> str:
 def rates_plot(incident: dict) -> str:
     evidence = incident.get("evidence") or {}
     rates = evidence.get("group_rates")
-    if not isinstance(rates, list):
-        return _no_data("plot-rates", "per-group rates", "no group rates in the evidence")
+    reason = evidence_gap_reason(incident, "group_rates")
+    if reason or not isinstance(rates, list):
+        return (_no_data("plot-rates", "per-group rates", "no group rates stored")
+                + f'<p class="missing">{e(reason or "The group rates are not in the evidence.")}</p>')
 
     def keyed(entries: Any) -> dict:
         if not isinstance(entries, list):
@@ -296,81 +319,219 @@ def finetune_plots(incident: dict) -> str:
     return gaps + per_group
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
+def _table(header: list[str], rows: list[list[Any]], raw_html_columns: tuple[int, ...] = ()) -> str:
+    """A table; cells in ``raw_html_columns`` are HTML this module built (their values escaped already)."""
     head = "".join(f"<th>{e(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(f"<td>{c if i in raw_html_columns else e(str(c))}</td>"
+                                    for i, c in enumerate(row)) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _compact(value: Any, limit: int = 300) -> str:
-    text = json.dumps(value, sort_keys=True, default=str)
+def _plain(value: Any, limit: int = 120) -> str:
+    """A value as short readable text: scalars as they are, lists joined, dicts as key: value pairs."""
+    if isinstance(value, dict):
+        text = "; ".join(f"{k}: {_plain(v, 60)}" for k, v in value.items()
+                         if not isinstance(v, (dict, list)) or len(json.dumps(v, default=str)) <= 60)
+    elif isinstance(value, (list, tuple)):
+        text = ", ".join(_plain(v, 40) for v in value)
+    elif isinstance(value, float):
+        text = _num(value)
+    else:
+        text = str(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _badge(text: str, kind: str) -> str:
+    """kind: good (green), bad (red), warn (amber), neutral (grey), busy (blue)."""
+    return f'<span class="badge {kind}">{e(text)}</span>'
+
+
+JOB_BADGE = {"succeeded": "good", "failed": "bad", "running": "busy", "queued": "busy",
+             "awaiting_approval": "warn", "skipped": "neutral", "none": "neutral"}
+
+
+def job_badge(job: dict) -> str:
+    state = str(job.get("state", "none"))
+    return _badge(f"job {state}", JOB_BADGE.get(state, "neutral"))
+
+
+def gates_badge(job: dict) -> str:
+    """The gates' verdict on the candidate, apart from the job's own success: a refused
+    promotion is the gates doing their work, not a failed job."""
+    report = job.get("report") if isinstance(job.get("report"), dict) else None
+    decision = (report or {}).get("decision")
+    if not isinstance(decision, dict) or "promote" not in decision:
+        return _badge("promotion: no verdict yet", "neutral")
+    if decision["promote"] is True:
+        return _badge("promotion: the gates recommend the candidate", "good")
+    return _badge("promotion refused by the gates", "warn")
 
 
 def job_section(job: dict) -> str:
     report = job.get("report") if isinstance(job.get("report"), dict) else None
-    rows = [["state", job.get("state", "-")], ["command", " ".join(map(str, job.get("command", []))) or "-"],
-            ["report", job.get("report_path", "-")], ["candidate", job.get("candidate_dir", "-")]]
+    rows = [["state", job_badge(job)], ["command", e(" ".join(map(str, job.get("command", []))) or "-")],
+            ["report", e(str(job.get("report_path", "-")))], ["candidate", e(str(job.get("candidate_dir", "-")))]]
     if report:
         decision = report.get("decision") or {}
+        before, after = report.get("before") or {}, report.get("after") or {}
+        training = {k: v for k, v in (report.get("training") or {}).items() if k != "history"}
         rows += [
-            ["promote (gates)", decision.get("promote", "-")],
-            ["reasons", "; ".join(map(str, decision.get("reasons") or [])) or "all gates pass"],
-            ["gate gap before -> after", f"{_num(decision.get('gap_before'))} -> {_num(decision.get('gap_after'))}"],
-            ["accuracy before -> after", f"{_num((report.get('before') or {}).get('accuracy'))} -> "
-                                         f"{_num((report.get('after') or {}).get('accuracy'))}"],
-            ["AUC before -> after", f"{_num((report.get('before') or {}).get('auc'))} -> "
-                                    f"{_num((report.get('after') or {}).get('auc'))}"],
-            ["data", _compact(report.get("data", {}))],
-            ["training", _compact({k: v for k, v in (report.get("training") or {}).items() if k != "history"})],
+            ["gates", gates_badge(job)],
+            ["reasons", e("; ".join(map(str, decision.get("reasons") or [])) or "all gates pass")],
+            ["gate gap before → after", e(f"{_num(decision.get('gap_before'))} → {_num(decision.get('gap_after'))}")],
+            ["accuracy before → after", e(f"{_num(before.get('accuracy'))} → {_num(after.get('accuracy'))}")],
+            ["AUC before → after", e(f"{_num(before.get('auc'))} → {_num(after.get('auc'))}")],
+            ["data", e(_plain(report.get("data", {}), 300))],
+            ["training", e(_plain(training, 300))],
         ]
-    return _table(["job", "value"], rows)
+    return _table(["job", "value"], rows, raw_html_columns=(1,))
+
+
+def _interval(entry: Any) -> str:
+    if isinstance(entry, dict):
+        return f"{_num(entry.get('value'))} [{_num(entry.get('lower'))}, {_num(entry.get('upper'))}]"
+    if isinstance(entry, (list, tuple)) and len(entry) == 2:
+        return f"[{_num(entry[0])}, {_num(entry[1])}]"
+    return "-"
+
+
+def ablation_section(report: Any) -> str:
+    """Plain fine-tuning beside the full recipe (``fairwatch finetune --ablation``), when the report has it."""
+    ablation = report.get("ablation") if isinstance(report, dict) else None
+    if not isinstance(ablation, dict):
+        return ""
+    rows = []
+    for name, label in (("before", "serving model"), ("plain", "plain fine-tuning"), ("full", "full recipe")):
+        v = ablation.get(name) or {}
+        gaps = v.get("gaps") or {}
+        rows.append([label, f"{_num(v.get('accuracy'))} {_interval(v.get('accuracy_interval'))}",
+                     _num(v.get("gate_gap")), _interval(gaps.get("fped")),
+                     _interval(gaps.get("equalized_odds_difference")),
+                     "-" if name == "before" else ("yes" if v.get("promote") else "no")])
+    return (f"<h3>Ablation on held-out data ({e(str(ablation.get('attribute')))})</h3>"
+            + _table(["variant", "accuracy [95%]", "gate gap", "FPED [95%]", "equalized odds diff. [95%]",
+                      "gates pass"], rows))
+
+
+def exemplar_section(incident: dict) -> str:
+    """The event ids of recent positive predictions per group, to look up in the model's own logs."""
+    exemplars = (incident.get("evidence") or {}).get("exemplars")
+    if isinstance(exemplars, list) and any(x.get("event_ids") for x in exemplars if isinstance(x, dict)):
+        rows = [[x.get("group", "?"), ", ".join(map(str, x.get("event_ids") or [])) or "-"]
+                for x in exemplars if isinstance(x, dict)]
+        return ("<p>Recent positive predictions of each group (OpenMetrics exemplars): look these ids up "
+                "in the model's prediction log.</p>" + _table(["group", "event ids"], rows))
+    reason = evidence_gap_reason(incident, "exemplars")
+    if reason is None:
+        reason = ("Prometheus kept no exemplars for these series. Next: run Prometheus with "
+                  "--enable-feature=exemplar-storage and the monitor with exemplars on (the default).")
+    return f'<p class="missing">{e(reason)}</p>'
+
+
+def incident_links(incident: dict, runbook_url: str | None = None, dashboard_url: str | None = None) -> dict:
+    """Runbook and dashboard links: the caller's base URLs, else those the trigger stored, else the
+    alert's own annotations, else the defaults of ``alerts.rules`` (docs/runbook.md, model dashboard)."""
+    stored = (incident.get("evidence") or {}).get("links") or {}
+    annotations = next((a.get("annotations") or {} for a in incident.get("alerts", [])
+                        if (a.get("labels") or {}).get("alertname") == "FairnessGapBreach"), {})
+    defaults = AlertSettings()
+    query = urllib.parse.urlencode({"var-model": incident.get("model", ""),
+                                    "var-attribute": incident.get("attribute", "")})
+    runbook_base = runbook_url or stored.get("runbook_url")
+    dashboard_base = dashboard_url or stored.get("dashboard_url")
+    return {
+        "runbook": f"{runbook_base}#runbook-fairnessgapbreach" if runbook_base else
+        annotations.get("runbook_url") or f"{defaults.runbook_url}#runbook-fairnessgapbreach",
+        "dashboard": f"{dashboard_base}?{query}" if dashboard_base else
+        annotations.get("dashboard_url") or f"{defaults.dashboard_url}?{query}",
+    }
+
+
+def _safe_href(url: str) -> str:
+    """Only http(s) links: a javascript: URL in an annotation must not become a link."""
+    return url if urllib.parse.urlsplit(url).scheme in ("http", "https") else "#"
+
+
+def timeline_rows(incident: dict) -> list[list[str]]:
+    rows = []
+    for entry in incident.get("timeline", []):
+        detail = entry.get("detail") or {}
+        if isinstance(detail, dict) and isinstance(detail.get("alert"), dict):
+            detail = {**detail, "alert": (detail["alert"].get("labels") or {}).get("metric", "alert")}
+        if isinstance(detail, dict) and "labels" in detail:  # an alert record itself
+            detail = {"status": detail.get("status"), "metric": (detail.get("labels") or {}).get("metric")}
+        rows.append([_utc(entry.get("at")), entry.get("change", ""), _plain(detail, 200)])
+    return rows
 
 
 STYLE = """
 body { font-family: sans-serif; margin: 20px; color: #222; background: #fff; max-width: 1100px; }
 h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 17px; margin-top: 28px; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; font-size: 12px; margin: 8px 0; } td, th { border: 1px solid #ddd;
-padding: 3px 6px; text-align: left; vertical-align: top; word-break: break-word; } th { background: #f4f4f4; }
-.state { display: inline-block; padding: 2px 8px; border-radius: 4px; background: #fde2e2; }
+h3 { font-size: 14px; margin: 16px 0 0; }
+.headline { font-size: 17px; line-height: 1.4; background: #fff4e5; border-left: 6px solid #a50021;
+padding: 10px 14px; margin: 10px 0; }
+.headline.more { font-size: 14px; border-left-color: #ff7f0e; }
+table { border-collapse: collapse; font-size: 13px; margin: 8px 0; } td, th { border: 1px solid #ddd;
+padding: 4px 8px; text-align: left; vertical-align: top; overflow-wrap: anywhere; }
+th { background: #f4f4f4; white-space: nowrap; word-break: keep-all; }
+.badge { display: inline-block; padding: 2px 10px; border-radius: 10px; font-weight: bold; font-size: 13px; }
+.badge.good { background: #d8f3dc; color: #1b5e20; } .badge.bad { background: #fde2e2; color: #b71c1c; }
+.badge.warn { background: #fff3cd; color: #7a4f00; } .badge.busy { background: #e3f2fd; color: #0d47a1; }
+.badge.neutral { background: #eee; color: #444; }
+.links a { margin-right: 18px; } .missing { background: #f6f6f6; border: 1px dashed #bbb; padding: 8px; }
 .plot { display: block; margin: 8px 0; } pre { font-size: 11px; white-space: pre-wrap; word-break: break-all; }
 """
 
 
-def render_incident_html(incident: dict) -> str:
-    """The whole page as one string (UTF-8, no external resource)."""
+def render_incident_html(incident: dict, runbook_url: str | None = None, dashboard_url: str | None = None) -> str:
+    """The whole page as one string (UTF-8, no external resource, no script).
+
+    ``runbook_url`` and ``dashboard_url`` are base URLs (the runbook's anchor
+    and the model/attribute variables are appended); see ``incident_links``.
+    """
     evidence = incident.get("evidence") or {}
     job = incident.get("job") or {}
-    metrics = sorted({str((a.get("labels") or {}).get("metric", "?")) for a in incident.get("alerts", [])})
+    metrics = firing_metrics(incident)
     title = f"fairwatch incident {incident.get('id')}: {incident.get('model')} / {incident.get('attribute')}"
+    facts = [metric_facts(incident, m) for m in metrics]
+    # The metric furthest beyond its threshold leads; unknown excesses last.
+    facts.sort(key=lambda f: -(f.excess if f.excess is not None else -math.inf))
+    headlines = "".join(f'<p class="headline{" more" if i else ""}">{e(headline_sentence(incident, f, _utc))}</p>'
+                        for i, f in enumerate(facts)) or (
+        '<p class="headline">No firing alert with a metric is recorded for this incident: '
+        "what breached is unknown. Next: read the alerts below and the model dashboard.</p>")
+    links = incident_links(incident, runbook_url, dashboard_url)
+    link_bar = (f'<p class="links"><a href="{e(_safe_href(links["runbook"]))}">Runbook: FairnessGapBreach</a>'
+                f'<a href="{e(_safe_href(links["dashboard"]))}">Model dashboard ({e(str(incident.get("model")))}'
+                f' / {e(str(incident.get("attribute")))})</a></p>')
     header = _table(["field", "value"], [
-        ["model", incident.get("model")], ["attribute", incident.get("attribute")],
-        ["metric", ", ".join(metrics) or "-"], ["state", incident.get("state")],
-        ["opened", _utc(incident.get("opened_at"))], ["updated", _utc(incident.get("updated_at"))],
-        ["job", job.get("state", "-")],
-    ])
-    instant = [[r["labels"].get("metric", ""), key, _num(r["value"], 4)]
-               for key in ("bound", "threshold") if isinstance(evidence.get(key), list) for r in evidence[key]]
+        ["model", e(str(incident.get("model")))], ["attribute", e(str(incident.get("attribute")))],
+        ["firing metrics", e(", ".join(metrics) or "-")], ["state", e(str(incident.get("state")))],
+        ["opened", e(_utc(incident.get("opened_at")))], ["updated", e(_utc(incident.get("updated_at")))],
+        ["job", job_badge(job)], ["candidate", gates_badge(job)],
+    ], raw_html_columns=(1,))
+    instant = [[f.metric, _num(f.bound, 4), _num(f.threshold, 4), _num(f.excess, 4)] for f in facts]
+    gap_plots = "".join(f"<h3>{e(m)}</h3>{gap_plot(incident, m, i)}" for i, m in enumerate(metrics)) or \
+        '<p class="missing">No firing alert names a metric: nothing to plot.</p>'
     alerts = [[a.get("status", ""), a.get("startsAt", ""), (a.get("labels") or {}).get("metric", ""),
-               (a.get("labels") or {}).get("severity", ""), (a.get("annotations") or {}).get("summary", ""),
-               a.get("fingerprint", "")] for a in incident.get("alerts", [])]
-    timeline = [[_utc(t.get("at")), t.get("change", ""), _compact(t.get("detail", {}))]
-                for t in incident.get("timeline", [])]
+               (a.get("labels") or {}).get("severity", ""), (a.get("annotations") or {}).get("summary", "")]
+              for a in incident.get("alerts", [])]
     report = job.get("report")
     raw_report = (f"<details><summary>job report (JSON)</summary><pre>{e(json.dumps(report, indent=1))}</pre>"
                   f"</details>") if report else ""
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>{e(title)}</title><style>{STYLE}</style></head><body>"
-        f"<h1>{e(title)}</h1><p><span class=\"state\">{e(str(incident.get('state')))}</span> "
-        f"opened {e(_utc(incident.get('opened_at')))}</p>{header}"
-        f"<h2>Gap over time</h2>{gap_plot(incident)}"
-        f"{_table(['metric', 'decision evidence at opening', 'value'], instant) if instant else ''}"
+        f"<h1>{e(title)}</h1>{headlines}{link_bar}{header}"
+        f"<h2>Decision at opening</h2>"
+        f"{_table(['metric', 'anytime-valid bound', 'threshold', 'beyond by'], instant) if instant else ''}"
+        f"<h2>Gap over time, per firing metric</h2>{gap_plots}"
         f"<h2>Per-group rates</h2>{rates_plot(incident)}"
+        f"<h2>Exemplar event ids</h2>{exemplar_section(incident)}"
         f"<h2>Before / after the fine-tune</h2>{finetune_plots(incident)}"
-        f"<h2>Job</h2>{job_section(job)}{raw_report}"
-        f"<h2>Alerts</h2>{_table(['status', 'starts', 'metric', 'severity', 'summary', 'fingerprint'], alerts)}"
-        f"<h2>Timeline</h2>{_table(['at', 'change', 'detail'], timeline)}"
+        f"<h2>Job</h2>{job_section(job)}{ablation_section(report)}{raw_report}"
+        f"<h2>Alerts</h2>{_table(['status', 'starts', 'metric', 'severity', 'summary'], alerts)}"
+        f"<h2>Timeline</h2>{_table(['at', 'change', 'detail'], timeline_rows(incident))}"
         f"<details><summary>evidence (JSON)</summary><pre>{e(json.dumps(evidence, indent=1))}</pre></details>"
         "</body></html>\n"
     )

@@ -74,7 +74,8 @@ class Response:
 
 class Trigger:
     def __init__(self, store: IncidentStore, token: str, *, policy: str = "manual", cooldown_seconds: float = 3600,
-                 jobs: JobRunner | None = None, prometheus_url: str | None = None, clock=time.time) -> None:
+                 jobs: JobRunner | None = None, prometheus_url: str | None = None, links: dict | None = None,
+                 clock=time.time) -> None:
         if policy not in ("auto", "manual"):
             raise ValueError("policy must be auto or manual")
         if not token:
@@ -85,6 +86,7 @@ class Trigger:
         self.cooldown_seconds = cooldown_seconds
         self.jobs = jobs
         self.prometheus_url = prometheus_url
+        self.links = dict(links or {})  # runbook/dashboard base URLs for the incident page
         self.clock = clock
         self.counts = {"deliveries": 0, "rejected": 0, "duplicates": 0, "ignored": 0, "refused_labels": 0,
                        "incidents_opened": 0, "jobs_started": 0}
@@ -153,6 +155,8 @@ class Trigger:
             return
         evidence = prometheus_evidence(self.prometheus_url, labels["model"], labels["attribute"],
                                        labels.get("metric", ""))
+        if self.links:
+            evidence["links"] = self.links
         incident, created = self.store.open_or_update(labels["model"], labels["attribute"], record, self.clock(),
                                                       self.cooldown_seconds, evidence=evidence)
         if not created:

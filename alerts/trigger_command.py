@@ -12,6 +12,7 @@ from pathlib import Path
 
 from fairwatch.alerts import trigger_http
 from fairwatch.alerts.incidents import IncidentError, IncidentStore
+from fairwatch.alerts.rules import AlertSettings
 from fairwatch.alerts.terminal import printable
 from fairwatch.alerts.trigger import JobRunner, Trigger, serve
 from fairwatch.cli import UsageError
@@ -44,7 +45,18 @@ def register_trigger(commands) -> None:
                               help="HTTP connections served at once; more get 503 and retry "
                                    f"({trigger_http.MAX_CONNECTIONS})")
     serve_parser.add_argument("--prometheus-url", help="query the evidence for new incidents here")
+    _link_arguments(serve_parser, "stored with each new incident for its page")
     serve_parser.set_defaults(handler=run_serve)
+
+
+def _link_arguments(parser: argparse.ArgumentParser, why: str) -> None:
+    defaults = AlertSettings()
+    parser.add_argument("--runbook-url", metavar="URL",
+                        help=f"runbook page; '#runbook-fairnessgapbreach' is appended ({why}; default: the "
+                             f"alert's runbook_url annotation, else {defaults.runbook_url})")
+    parser.add_argument("--dashboard-url", metavar="URL",
+                        help=f"model dashboard; ?var-model=..&var-attribute=.. is appended ({why}; default: the "
+                             f"alert's dashboard_url annotation, else {defaults.dashboard_url})")
 
 
 def _at_least(lowest: int):
@@ -71,6 +83,7 @@ def register_incidents(commands) -> None:
     show.add_argument("id", type=int)
     show.add_argument("--json", action="store_true")
     show.add_argument("--html", metavar="FILE", help="write a self-contained HTML page (plots, evidence) to FILE")
+    _link_arguments(show, "override those the trigger stored")
     approve = actions.add_parser("approve", help="let the fine-tune job of a manual-policy incident start")
     approve.add_argument("id", type=int)
     promote = actions.add_parser(
@@ -104,7 +117,9 @@ def run_serve(args: argparse.Namespace) -> int:
     jobs = JobRunner(store, args.job_command, args.workdir, max_concurrent_jobs=args.max_concurrent_jobs,
                      max_queued_jobs=args.max_queued_jobs)
     trigger = Trigger(store, token, policy=args.policy, cooldown_seconds=args.cooldown_seconds, jobs=jobs,
-                      prometheus_url=args.prometheus_url)
+                      prometheus_url=args.prometheus_url,
+                      links={k: v for k, v in (("runbook_url", args.runbook_url),
+                                               ("dashboard_url", args.dashboard_url)) if v})
     try:
         server, port = serve(trigger, args.host, args.port, max_connections=args.max_connections)
     except OSError as exc:
@@ -170,7 +185,8 @@ def run_incidents(args: argparse.Namespace) -> int:
                 from fairwatch.alerts.incident_page import render_incident_html
 
                 try:
-                    Path(args.html).write_text(render_incident_html(incident), encoding="utf-8")
+                    page = render_incident_html(incident, args.runbook_url, args.dashboard_url)
+                    Path(args.html).write_text(page, encoding="utf-8")
                 except OSError as exc:
                     raise UsageError(f"cannot write --html {args.html}: {exc.strerror}") from None
                 print(f"wrote {args.html}", file=sys.stderr)

@@ -53,6 +53,16 @@ def worst_bound(selector: str = "") -> str:
             f'or min by ({DECISION_KEY}) ({names.DECISION_BOUND}{{{inner}metric=~".*ratio"}})')
 
 
+def worst_gap(gauge: str, selector: str, by: str = names.METRIC) -> str:
+    """A gap gauge over workers, the worse side of each: the largest difference, the smallest ratio.
+
+    ``max`` alone would show the best worker's ratio (a ratio breaches below
+    its threshold, 0.8 for the 4/5 rule).
+    """
+    return (f'max by ({by}) ({gauge}{{{selector},{names.METRIC}!~".*ratio"}}) '
+            f'or min by ({by}) ({gauge}{{{selector},{names.METRIC}=~".*ratio"}})')
+
+
 def rate_of(metric: str, selector: str = "", by: str = "") -> str:
     grouping = f" by ({by})" if by else ""
     selected = f"{metric}{{{selector}}}" if selector else metric
@@ -67,6 +77,26 @@ def _to_model_link() -> list[dict]:
     return [{"title": "open ${__data.fields.model} / ${__data.fields.attribute}",
              "url": f"/d/{MODEL_UID}?var-model=${{__data.fields.model}}&var-attribute=${{__data.fields.attribute}}"
                     "&${datasource:queryparam}"}]
+
+
+def bounds_over_time(kind: str, metric_match: str, worst: str, description: str, **options) -> dict:
+    """The decision bounds of one kind of gap against their thresholds.
+
+    Differences (thresholds near 0.1) and ratios (near 0.8) get a panel each:
+    on one axis the 0.1 threshold and its bounds would be a flat line at the bottom.
+    """
+    selector = f"{{{names.METRIC}{metric_match}}}"
+    return panel(
+        "timeseries", f"Decision bounds over time: {kind}",
+        [target(f"{worst} by ({DECISION_KEY}) ({names.DECISION_BOUND}{selector})",
+                "{{model}} {{attribute}} {{metric}}", ref="BOUND"),
+         target(f"max by ({DECISION_KEY}) ({names.DECISION_THRESHOLD}{selector})", "threshold {{metric}}",
+                ref="THRESHOLD")],
+        description=description,
+        overrides=[override_by_query("THRESHOLD", **{"custom.lineStyle": {"fill": "dash", "dash": [10, 10]},
+                                                     "color": {"mode": "fixed", "fixedColor": "red"}})],
+        **options,
+    )
 
 
 def overview() -> dict:
@@ -92,34 +122,33 @@ def overview() -> dict:
                    override_by_name("model", links=_to_model_link())],
         field_defaults={"decimals": 3},
     )
-    bounds_over_time = panel(
-        "timeseries", "Decision bounds over time",
-        [target(worst_bound(), "{{model}} {{attribute}} {{metric}}", ref="BOUND"),
-         target(f"max by ({DECISION_KEY}) ({names.DECISION_THRESHOLD})", "threshold {{metric}}", ref="THRESHOLD")],
-        description="Bounds approach their threshold from below (differences) or above (ratios).",
-        overrides=[override_by_query("THRESHOLD", **{"custom.lineStyle": {"fill": "dash", "dash": [10, 10]},
-                                                     "color": {"mode": "fixed", "fixedColor": "red"}})],
-    )
+    bounds_differences = bounds_over_time(
+        "differences", '!~".*ratio"', "max",
+        "Lower bounds of the differences; a breach when one rises above its threshold (dashed).")
+    bounds_ratios = bounds_over_time(
+        "ratios", '=~".*ratio"', "min",
+        "Upper bounds of the ratios; a breach when one falls below its threshold (dashed, 0.8 for the 4/5 rule).",
+        field_defaults={"min": 0, "max": 1})
     breaches = panel(
         "stat", "Breaches now",
         [target(f"count(max by ({DECISION_KEY}) ({names.DECISION_BREACH}) == 1) or vector(0)", "breaches",
                 instant=True)],
         description="(model, attribute, gap) whose decision is breach on any worker: with several workers "
                     "each decides at its share of the family error, so any one breach counts.",
-        width=6, height=8, options={"colorMode": "background", "reduceOptions": {"calcs": ["lastNotNull"]}},
+        width=8, height=6, options={"colorMode": "background", "reduceOptions": {"calcs": ["lastNotNull"]}},
         field_defaults={"thresholds": {"mode": "absolute", "steps": [{"color": "green", "value": None},
                                                                      {"color": "red", "value": 1}]}},
     )
     onsets = panel(
         "stat", "Breach onsets (24h)",
         [target(f"sum(increase({names.BREACH_ONSETS}[24h])) or vector(0)", "onsets", instant=True)],
-        width=6, height=8, options={"reduceOptions": {"calcs": ["lastNotNull"]}},
+        width=8, height=6, options={"reduceOptions": {"calcs": ["lastNotNull"]}},
     )
     open_incidents = panel(
         "stat", "Open incidents",
         [target(f'sum({names.INCIDENTS}{{{names.STATE}!="resolved"}}) or vector(0)', "open", instant=True)],
         description="Incidents the trigger has not seen resolved (`fairwatch incidents list`).",
-        width=6, height=8, options={"colorMode": "background", "reduceOptions": {"calcs": ["lastNotNull"]}},
+        width=8, height=6, options={"colorMode": "background", "reduceOptions": {"calcs": ["lastNotNull"]}},
         field_defaults={"thresholds": {"mode": "absolute", "steps": [{"color": "green", "value": None},
                                                                      {"color": "orange", "value": 1}]}},
     )
@@ -156,7 +185,7 @@ def overview() -> dict:
         "timeseries", "Outcomes/s by status",
         [target(rate_of(names.OUTCOMES, by=names.STATUS), "{{status}}")], unit="reqps", width=8,
     )
-    panels = [row("Decisions"), breaches, onsets, open_incidents, bounds_over_time, decisions_table,
+    panels = [row("Decisions"), breaches, onsets, open_incidents, bounds_differences, bounds_ratios, decisions_table,
               row("Stream"), events, invalid, lag, latency, freshness, outcomes]
     return dashboard(OVERVIEW_UID, "fairwatch: overview",
                      "Every model's fairness decisions and the health of the stream (rendered by "
@@ -173,11 +202,12 @@ def model_drilldown() -> dict:
     band = {"custom.fillOpacity": 0, "custom.lineWidth": 0}
     gap = panel(
         "timeseries", "$metric on $attribute ($window) with its 95% interval and threshold",
-        [target(f"max({names.GAP}{{{gap_key}}})", "gap", ref="GAP"),
-         target(f"max({names.GAP_LOWER}{{{gap_key}}})", "lower", ref="LOWER"),
-         target(f"max({names.GAP_UPPER}{{{gap_key}}})", "upper", ref="UPPER"),
+        [target(worst_gap(names.GAP, gap_key), "gap", ref="GAP"),
+         target(worst_gap(names.GAP_LOWER, gap_key), "lower", ref="LOWER"),
+         target(worst_gap(names.GAP_UPPER, gap_key), "upper", ref="UPPER"),
          target(f'max({names.DECISION_THRESHOLD}{{{key},{names.METRIC}="$metric"}})', "threshold", ref="THRESHOLD"),
-         target(f'{worst_bound(key)}', "decision bound {{metric}}", ref="BOUND")],
+         # Only $metric's bound: another metric's (a ratio near 0.8) would squash this axis.
+         target(worst_bound(f'{key},{names.METRIC}="$metric"'), "decision bound", ref="BOUND")],
         description="The band is the fixed-sample 95% interval (display). The decision bound is the "
                     "anytime-valid, family-wise one that pages; only the three decision metrics have one.",
         width=24, height=9,
@@ -188,12 +218,11 @@ def model_drilldown() -> dict:
     )
     gaps_table = panel(
         "table", "Every gap on $attribute ($window)",
-        [target(f'max by ({names.METRIC}) ({names.GAP}{{{key},{names.WINDOW}="$window"}})', ref="GAP",
-                instant=True, table=True),
-         target(f'max by ({names.METRIC}) ({names.GAP_LOWER}{{{key},{names.WINDOW}="$window"}})', ref="LOWER",
-                instant=True, table=True),
-         target(f'max by ({names.METRIC}) ({names.GAP_UPPER}{{{key},{names.WINDOW}="$window"}})', ref="UPPER",
-                instant=True, table=True)],
+        [target(worst_gap(names.GAP, f'{key},{names.WINDOW}="$window"'), ref="GAP", instant=True, table=True),
+         target(worst_gap(names.GAP_LOWER, f'{key},{names.WINDOW}="$window"'), ref="LOWER", instant=True,
+                table=True),
+         target(worst_gap(names.GAP_UPPER, f'{key},{names.WINDOW}="$window"'), ref="UPPER", instant=True,
+                table=True)],
         transformations=[{"id": "merge", "options": {}},
                          {"id": "organize", "options": {"excludeByName": {"Time": True}, "renameByName": {
                              "Value #GAP": "gap", "Value #LOWER": "lower", "Value #UPPER": "upper"}}}],
@@ -201,11 +230,11 @@ def model_drilldown() -> dict:
     )
     debiased = panel(
         "timeseries", "$metric: deployed model vs debiased outputs",
-        [target(f'max({names.GAP}{{{names.MODEL}="$model",{names.ATTRIBUTE}="$attribute",{names.METRIC}="$metric",'
-                f'{names.WINDOW}="$window"}})', "$model", ref="ORIGINAL"),
-         target(f'max({names.GAP}{{{names.MODEL}="$model{DEBIASED_SUFFIX}",{names.ATTRIBUTE}="$attribute",'
-                f'{names.METRIC}="$metric",{names.WINDOW}="$window"}})', f"$model{DEBIASED_SUFFIX}",
-                ref="DEBIASED")],
+        [target(worst_gap(names.GAP, f'{names.MODEL}="$model",{names.ATTRIBUTE}="$attribute",'
+                                     f'{names.METRIC}="$metric",{names.WINDOW}="$window"'), "$model", ref="ORIGINAL"),
+         target(worst_gap(names.GAP, f'{names.MODEL}="$model{DEBIASED_SUFFIX}",{names.ATTRIBUTE}="$attribute",'
+                                     f'{names.METRIC}="$metric",{names.WINDOW}="$window"'),
+                f"$model{DEBIASED_SUFFIX}", ref="DEBIASED")],
         description="The debiased outputs (counterfactual-averaged scores) are tracked as the model "
                     "`<model>:debiased` when the scorer runs; empty without it.",
     )

@@ -19,9 +19,11 @@ counterfactual copies must move it.
 
 from __future__ import annotations
 
+import html as html_module
 import json
 import os
 import random
+import re
 import shlex
 import shutil
 import socket
@@ -259,5 +261,9 @@ def test_breach_pages_trigger_and_finetune_shrinks_the_gap(tmp_path: Path, proce
                             timeout=60)
     assert result.returncode == 0, result.stderr
     text = page.read_text()
-    assert '<svg id="plot-gap"' in text and "no time series in the evidence" not in text
-    assert "no fine-tune report yet" not in text and "no group rates in the evidence" not in text
+    assert '<svg id="plot-gap-0"' in text and "no series of" not in text and 'class="missing"' not in text
+    assert "no fine-tune report yet" not in text and "no group rates stored" not in text
+    # The headline names the metric, the harmed side and the bound, from Prometheus' evidence.
+    headline = html_module.unescape(re.search(r'<p class="headline">(.*?)</p>', text).group(1))
+    assert headline.startswith(f"{MODEL}: ") and "beyond its threshold (anytime-valid bound" in headline, headline
+    assert "unknown" not in headline, headline

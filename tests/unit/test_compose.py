@@ -39,13 +39,54 @@ def test_every_image_is_pinned(service):
     assert name and tag and tag != "latest" and re.search(r"\d", tag), f"{service}: {image} is not pinned"
 
 
+def _stages() -> dict[str, list[str]]:
+    """Instructions of each stage of deploy/Dockerfile, by stage name (comments left out)."""
+    stages: dict[str, list[str]] = {}
+    current = None
+    for line in (REPO / "deploy" / "Dockerfile").read_text().splitlines():
+        if line.lstrip().startswith("#") or not line.strip():
+            continue
+        found = re.match(r"FROM (\S+) AS (\S+)", line)
+        if found:
+            current = found.group(2)
+            stages[current] = [line]
+        elif current:
+            stages[current].append(line)
+    return stages
+
+
 def test_the_fairwatch_image_is_built_from_the_slim_python_without_torch():
-    dockerfile = (REPO / SERVICES["worker"]["build"]["dockerfile"]).read_text()
-    base = re.search(r"^FROM (\S+)", dockerfile, re.M).group(1)
+    stages = _stages()
+    base = stages["fairwatch"][0].split()[1]
     assert base.startswith("python:3.11") and "slim" in base and "latest" not in base
-    instructions = [line for line in dockerfile.splitlines() if not line.lstrip().startswith("#")]
-    assert any('pip install ".[kafka]"' in line for line in instructions)
-    assert not any("torch" in line or "[ml" in line for line in instructions)
+    assert any('pip install ".[kafka]"' in line for line in stages["fairwatch"])
+    assert not any("torch" in line or "[ml" in line for line in stages["fairwatch"])
+    for service, spec in SERVICES.items():
+        if "build" in spec and service != "trigger":
+            assert spec["build"]["target"] == "fairwatch", service
+
+
+def test_the_trigger_runs_the_finetune_job_on_the_cpu_trainer_image():
+    trigger = SERVICES["trigger"]
+    assert trigger["build"]["target"] == "trainer" and trigger["image"] != SERVICES["worker"]["image"]
+    trainer = " ".join(_stages()["trainer"])
+    assert _stages()["trainer"][0].startswith("FROM fairwatch AS trainer")
+    # The CPU wheel of torch, pinned, then the ml extra the job imports.
+    assert re.search(r"torch==[\d.]+ --index-url https://download\.pytorch\.org/whl/cpu", trainer), trainer
+    assert "[ml" in trainer
+    command = trigger["command"]
+    job = command[command.index("--job-command") + 1]
+    assert job.startswith("fairwatch finetune ") and "--device cpu" in job
+    assert {"{model}", "{out}", "{report}"} <= set(re.findall(r"\{\w+\}", job))
+    # What the job reads is mounted, read only, and documented where it is mounted from.
+    assert ("./deploy/models", "/models") in mounts("trigger") and "/models/{model}/" in job
+    assert (REPO / "deploy" / "models" / "README.md").is_file()
+    # The build context carries what the Dockerfile copies, and never the models.
+    ignore = (REPO / "deploy" / "Dockerfile.dockerignore").read_text().splitlines()
+    copied = {line.split()[1] for line in _stages()["fairwatch"] if line.startswith("COPY ")}
+    for folder in copied - {"pyproject.toml"}:
+        assert f"!{folder}/**" in ignore or f"!{folder}" in ignore, folder
+    assert ignore.index("deploy/models/**") > ignore.index("!deploy/**")
 
 
 def test_kafka_runs_in_kraft_mode():
@@ -78,20 +119,81 @@ def test_prometheus_config_is_valid_with_the_rules(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_alertmanager_uses_the_committed_config_and_reaches_the_trigger():
+COMPOSE_ALERTMANAGER = REPO / "deploy" / "alertmanager" / "alertmanager.yml"
+LOCAL_ALERTMANAGER = REPO / "alerts" / "alertmanager.yml"
+
+
+def test_alertmanager_has_its_own_network_and_reaches_the_trigger_by_name():
     alertmanager = SERVICES["alertmanager"]
-    assert ("./alerts/alertmanager.yml", "/etc/alertmanager/alertmanager.yml") in mounts("alertmanager")
-    # alerts/alertmanager.yml posts to 127.0.0.1:9119: true only inside the trigger's network namespace.
-    assert alertmanager["network_mode"] == "service:trigger"
-    assert "127.0.0.1:9119" in (REPO / "alerts" / "alertmanager.yml").read_text()
-    assert "9119" in SERVICES["trigger"]["command"]
+    assert "network_mode" not in alertmanager and "9093:9093" in alertmanager["ports"]
+    assert ("./deploy/alertmanager/alertmanager.yml", "/etc/alertmanager/alertmanager.yml") in mounts("alertmanager")
+    prometheus = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    targets = [t for am in prometheus["alerting"]["alertmanagers"] for sc in am["static_configs"] for t in sc["targets"]]
+    assert targets == ["alertmanager:9093"]
     token_mounts = {t for s in ("alertmanager", "trigger") for src, t in mounts(s) if src == "./deploy/trigger-token"}
     assert token_mounts == {"/etc/fairwatch/trigger-token"}
 
 
+def test_the_compose_routing_is_the_committed_one_but_for_the_trigger_address():
+    compose, local = (yaml.safe_load(p.read_text()) for p in (COMPOSE_ALERTMANAGER, LOCAL_ALERTMANAGER))
+    (hook,) = next(r for r in compose["receivers"] if r["name"] == "fairwatch-trigger")["webhook_configs"]
+    assert hook["url"] == "http://trigger:9119/alerts" and "9119" in SERVICES["trigger"]["command"]
+    (local_hook,) = next(r for r in local["receivers"] if r["name"] == "fairwatch-trigger")["webhook_configs"]
+    local_hook["url"] = hook["url"]
+    assert compose == local
+
+
+def test_every_receiver_posts_somewhere_that_listens():
+    """A webhook URL names a service of the stack on a port it serves; no receiver points at nothing."""
+    config = yaml.safe_load(COMPOSE_ALERTMANAGER.read_text())
+    for receiver in config["receivers"]:
+        for hook in receiver.get("webhook_configs", []):
+            host, port = re.match(r"https?://([^:/]+):(\d+)/", hook["url"]).groups()
+            assert host in SERVICES and port in " ".join(map(str, SERVICES[host]["command"])), hook["url"]
+        integrations = [k for k in receiver if k.endswith("_configs")]
+        assert integrations or receiver["name"] == "alertmanager-ui", receiver
+
+
+@pytest.mark.parametrize("config", [COMPOSE_ALERTMANAGER, LOCAL_ALERTMANAGER], ids=["compose", "local"])
+def test_amtool_accepts_the_alertmanager_config_and_routes_breaches_to_the_trigger(config):
+    amtool = shutil.which("amtool")
+    assert amtool, "amtool not found: `make test` installs Debian's prometheus-alertmanager package"
+    check = subprocess.run([amtool, "check-config", str(config)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    for labels, receivers in ((["alertname=FairnessGapBreach", "severity=page", "model=m", "attribute=a"],
+                               "fairwatch-trigger,alertmanager-ui"),
+                              (["alertname=FairwatchNoEvents", "severity=page"], "alertmanager-ui")):
+        route = subprocess.run([amtool, "config", "routes", "test", f"--config.file={config}", *labels],
+                               capture_output=True, text=True)
+        assert route.returncode == 0 and route.stdout.strip() == receivers, route.stdout + route.stderr
+
+
+def test_one_alert_path_prometheus_rules_not_grafana_managed_rules():
+    """Grafana gets the datasource and the dashboards, not provisioning/alerting: the same rules
+    loaded twice would page twice."""
+    targets = {t for _, t in mounts("grafana")}
+    assert "/etc/grafana/provisioning" not in targets
+    assert not any("alerting" in src for src, _ in mounts("grafana"))
+    assert {"/etc/grafana/provisioning/datasources", "/etc/grafana/provisioning/dashboards"} <= targets
+    assert "deploy/grafana/provisioning/alerting/fairwatch.yml" in (REPO / "docker-compose.yml").read_text()
+
+
+def test_prometheus_keeps_exemplars_and_both_images_have_the_tested_majors():
+    """Exemplars carry the event ids of the incident page; the majors are those promtool and amtool
+    check here (Debian's Prometheus 2.42, Alertmanager 0.25)."""
+    assert "--enable-feature=exemplar-storage" in SERVICES["prometheus"]["command"]
+    assert re.fullmatch(r"prom/prometheus:v2\.\d+\.\d+", SERVICES["prometheus"]["image"])
+    assert re.fullmatch(r"prom/alertmanager:v0\.25\.\d+", SERVICES["alertmanager"]["image"])
+    for tool, pattern in (("promtool", r"version 2\."), ("amtool", r"version 0\.25\.")):
+        path = shutil.which(tool)
+        assert path, f"{tool} not found: `make test` installs it"
+        version = subprocess.run([path, "--version"], capture_output=True, text=True)
+        assert re.search(pattern, version.stdout + version.stderr), version.stdout + version.stderr
+
+
 def test_grafana_mounts_the_provisioning_and_the_committed_dashboards():
     grafana = dict(mounts("grafana"))
-    assert grafana["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
+    assert grafana["./deploy/grafana/provisioning/datasources"] == "/etc/grafana/provisioning/datasources"
     assert grafana["./dashboards/json"].startswith("/var/lib/grafana/dashboards")
     assert sorted(p.name for p in (REPO / "dashboards" / "json").glob("*.json")) == \
         ["fairwatch-model.json", "fairwatch-overview.json"]
@@ -102,7 +204,7 @@ def test_grafana_mounts_the_provisioning_and_the_committed_dashboards():
 @pytest.mark.parametrize("service, command", sorted(FAIRWATCH_SERVICES.items()))
 def test_the_fairwatch_services_run_the_cli(service, command):
     spec = SERVICES[service]
-    assert spec["build"]["dockerfile"] == "deploy/Dockerfile"
+    assert spec["build"]["dockerfile"] == "deploy/Dockerfile" and spec["build"]["context"] == "."
     assert spec["command"][0] == command
 
 

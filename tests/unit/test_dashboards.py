@@ -138,3 +138,134 @@ def test_provisioning_points_at_the_datasource_and_dashboards():
     assert f"./dashboards/json:{provider['options']['path']}:ro" in mounts
     for document in dashboards().values():
         assert json.loads(to_text(document))["uid"] == document["uid"]
+
+
+# --------------------------------------------------------------------------- layout and schema
+
+
+def _lines(document: dict) -> dict[int, list[dict]]:
+    """Non-row panels by the grid line (y) they start on."""
+    lines: dict[int, list[dict]] = {}
+    for p in document["panels"]:
+        if p["type"] != "row":
+            lines.setdefault(p["gridPos"]["y"], []).append(p)
+    return lines
+
+
+@pytest.mark.parametrize("name", sorted(dashboards()))
+def test_every_line_of_panels_tiles_24_columns_without_a_hole(name):
+    """Left to right, each line of panels covers x = 0..24 exactly once, at one height (a taller
+    neighbour would leave a hole under the shorter one)."""
+    for y, panels in _lines(dashboards()[name]).items():
+        spans = sorted((p["gridPos"]["x"], p["gridPos"]["x"] + p["gridPos"]["w"]) for p in panels)
+        titles = [p["title"] for p in panels]
+        assert spans[0][0] == 0 and spans[-1][1] == 24, f"{name} y={y}: {spans} {titles}"
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:])), f"{name} y={y}: gap or overlap {spans} {titles}"
+        assert len({p["gridPos"]["h"] for p in panels}) == 1, f"{name} y={y}: heights differ {titles}"
+
+
+def test_the_tiling_check_catches_a_hole():
+    overview = dashboards()["fairwatch-overview.json"]
+    stat = next(p for p in overview["panels"] if p["type"] == "stat")
+    stat["gridPos"]["w"] = 6
+    with pytest.raises(AssertionError):
+        for y, panels in _lines(overview).items():
+            assert sum(p["gridPos"]["w"] for p in panels) == 24
+
+
+def test_thresholds_of_different_scales_never_share_a_panel():
+    """A difference's threshold (0.1) and a ratio's (0.8) on one axis squash the first to the floor."""
+    for document in dashboards().values():
+        for p in document["panels"]:
+            exprs = [t["expr"] for t in p.get("targets", [])]
+            if p["type"] != "timeseries" or not any(metric_names.DECISION_THRESHOLD in x for x in exprs):
+                continue
+            for expr in exprs:
+                one_side = ('!~".*ratio"' in expr) != ('=~".*ratio"' in expr) or 'metric="$metric"' in expr
+                assert one_side, f"{document['uid']} / {p['title']}: {expr}"
+
+
+# Grafana's dashboard model, as far as it can be checked offline: the fields Grafana's
+# schema requires or constrains. Sources: the dashboard kind (grafana/grafana,
+# kinds/dashboard/dashboard_kind.cue, and its generated reference
+# docs/sources/developers/kinds/core/dashboard/schema-reference.md) and "JSON model"
+# (https://grafana.com/docs/grafana/latest/dashboards/build-dashboards/view-dashboard-json-model/).
+# GridPos: h > 0, 0 < w <= 24, 0 <= x < 24, y >= 0; panels need a non-empty type; variables a
+# name and one of the kinds; annotations a name, datasource, enable and iconColor.
+DATASOURCE_REF = {"type": "object", "required": ["type", "uid"],
+                  "properties": {"type": {"type": "string"}, "uid": {"type": "string"}}}
+GRID_POS = {"type": "object", "required": ["h", "w", "x", "y"], "properties": {
+    "h": {"type": "integer", "minimum": 1}, "w": {"type": "integer", "minimum": 1, "maximum": 24},
+    "x": {"type": "integer", "minimum": 0, "maximum": 23}, "y": {"type": "integer", "minimum": 0}}}
+TARGET = {"type": "object", "required": ["refId", "expr", "datasource"], "properties": {
+    "refId": {"type": "string", "minLength": 1}, "expr": {"type": "string", "minLength": 1},
+    "datasource": DATASOURCE_REF}}
+PANEL = {"type": "object", "required": ["type", "id", "gridPos", "title"], "properties": {
+    "type": {"type": "string", "minLength": 1}, "id": {"type": "integer", "minimum": 0}, "gridPos": GRID_POS,
+    "title": {"type": "string"}, "datasource": DATASOURCE_REF, "targets": {"type": "array", "items": TARGET},
+    "fieldConfig": {"type": "object", "required": ["defaults", "overrides"]},
+    "collapsed": {"type": "boolean"}, "panels": {"type": "array"}}}
+VARIABLE = {"type": "object", "required": ["name", "type"], "properties": {
+    "name": {"type": "string", "minLength": 1},
+    "type": {"enum": ["query", "adhoc", "constant", "datasource", "interval", "textbox", "custom", "system"]}}}
+ANNOTATION = {"type": "object", "required": ["name", "datasource", "enable", "iconColor"]}
+DASHBOARD_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+    "required": ["uid", "title", "schemaVersion", "editable", "graphTooltip", "time", "panels", "templating",
+                 "annotations"],
+    "properties": {
+        "uid": {"type": "string", "minLength": 1, "maxLength": 40, "pattern": "^[a-zA-Z0-9_-]+$"},
+        "title": {"type": "string", "minLength": 1}, "schemaVersion": {"type": "integer", "minimum": 36},
+        "editable": {"type": "boolean"}, "graphTooltip": {"enum": [0, 1, 2]},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "time": {"type": "object", "required": ["from", "to"]},
+        "refresh": {"type": "string"}, "timezone": {"type": "string"},
+        "panels": {"type": "array", "items": PANEL},
+        "templating": {"type": "object", "required": ["list"], "properties": {"list": {"type": "array",
+                                                                                        "items": VARIABLE}}},
+        "annotations": {"type": "object", "required": ["list"], "properties": {"list": {"type": "array",
+                                                                                         "items": ANNOTATION}}},
+        "links": {"type": "array", "items": {"type": "object", "required": ["title", "type"]}},
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(dashboards()))
+def test_committed_json_fits_grafanas_dashboard_schema(name):
+    jsonschema = pytest.importorskip("jsonschema", reason="pip install 'fairwatch[test]' (jsonschema)")
+    document = json.loads((JSON_DIR / name).read_text())
+    validator = jsonschema.Draft202012Validator(DASHBOARD_SCHEMA)
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(document)]
+    assert not errors, errors
+    broken = {**document, "panels": [{**document["panels"][1], "gridPos": {"h": 8, "w": 25, "x": 0, "y": 0}}]}
+    assert list(validator.iter_errors(broken)), "the schema must refuse a panel wider than the grid"
+
+
+def test_gaps_combine_workers_with_the_worse_side_in_real_promql(tmp_path):
+    """Two workers: the panel shows the larger difference and the smaller ratio (promtool evaluates it)."""
+    import shutil
+    import subprocess
+
+    from fairwatch.dashboards.render import instantiate
+
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool not found: `make test` installs Debian's prometheus package"
+    model = next(d for d in dashboards().values() if d["uid"] == MODEL_UID)
+    gap_panel = next(p for p in model["panels"] if p["title"].startswith("$metric on $attribute"))
+    expr = next(t["expr"] for t in gap_panel["targets"] if t["refId"] == "GAP")
+    variables = {"model": "credit", "attribute": "race", "window": "all"}
+
+    def series(metric: str, worker: str, value: float) -> dict:
+        return {"series": f'{metric_names.GAP}{{model="credit",attribute="race",metric="{metric.split(":")[0]}",'
+                          f'window="all",instance="{worker}"}}', "values": f"{value}x3"}
+
+    cases = [("demographic_parity_ratio", 0.9, 0.6, 0.6), ("demographic_parity_difference", 0.1, 0.3, 0.3)]
+    spec = {"rule_files": [], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        "input_series": [series(m, w, v) for m, a, b, _ in cases for w, v in (("a:1", a), ("b:1", b))],
+        "promql_expr_test": [{"expr": instantiate(expr, {**variables, "metric": m}), "eval_time": "2m",
+                              "exp_samples": [{"labels": f'{{metric="{m}"}}', "value": worst}]}
+                             for m, _, _, worst in cases]}]}
+    (tmp_path / "test.yml").write_text(yaml.safe_dump(spec))
+    result = subprocess.run([promtool, "test", "rules", str(tmp_path / "test.yml")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -268,3 +268,52 @@ def test_csv_window_with_group_column(tmp_path: Path, tiny_model_dirs: dict[str,
                   "--out", str(tmp_path / "o"), "--device", "cpu", "--max-steps", "2", "--no-progress"])
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert rc == 0 and report["data"]["attributes"] == ["sexuality"] and report["data"]["rows"] == len(biased_events())
+
+
+# --------------------------------------------------------------------------- ablation
+
+
+def shortcut_events(repeats: int = 2) -> list[dict]:
+    """Correctly labeled events over male and female terms: what the keys model gets wrong is its own
+    shortcut (male terms -> toxic), not the labels."""
+    from scorer_fixtures import male_female_terms
+
+    male, female = (sorted(t for t in side if " " not in t)[:4] for side in male_female_terms())
+    events = [{"text": skel.format(term), "label": toxic, "groups": {"sex": sex}}
+              for skel, toxic in SKELETONS for sex, terms in (("male", male), ("female", female)) for term in terms
+              for _ in range(repeats)]
+    random.Random(0).shuffle(events)
+    return events
+
+
+@pytest.mark.slow
+def test_ablation_reports_plain_finetuning_beside_the_full_recipe(tmp_path: Path,
+                                                                   tiny_model_dirs: dict[str, Path]) -> None:
+    """On the biased reference (the tiny keys model), --ablation runs both recipes from the same model
+    and split and writes both, with accuracy, gaps and intervals, into the one report."""
+    window = write_jsonl(tmp_path / "window.jsonl", shortcut_events())
+    out = tmp_path / "cand"
+    rc = run_cli([str(window), "--model-dir", str(tiny_model_dirs["keys"]), "--out", str(out), "--device", "cpu",
+                  "--max-steps", "16", "--batch-size", "32", "--eval-every", "8", "--lr", "3e-3",
+                  "--val-share", "0.2", "--patience", "20", "--no-progress", "--ablation"])
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    ablation = report["ablation"]
+    plain, full = ablation["plain"], ablation["full"]
+    assert plain["recipe"] == {"reweigh": False, "gap_penalty": 0.0, "adversary": 0.0, "counterfactual_copies": False}
+    assert full["recipe"] == {"reweigh": True, "gap_penalty": 2.0, "adversary": 0.1, "counterfactual_copies": True}
+    # The shortcut is there before either: a large pooled FPED on held-out sentences.
+    assert ablation["before"]["gate_gap"] > 0.5
+    for variant in (ablation["before"], plain, full):
+        low, high = variant["accuracy_interval"]
+        assert low <= variant["accuracy"] <= high
+        fped = variant["gaps"]["fped"]
+        assert fped["lower"] <= fped["upper"] and "equalized_odds_difference" in variant["gaps"]
+    for variant in (plain, full):
+        assert variant["training"]["steps"] == 16 and isinstance(variant["promote"], bool)
+    # The full recipe's numbers are the report's own; the plain run's candidate is apart and not the candidate.
+    assert full["gate_gap"] == report["decision"]["gap_after"] and full["accuracy"] == report["after"]["accuracy"]
+    plain_report = json.loads(Path(ablation["plain_report"]).read_text())
+    assert plain_report["after"]["accuracy"] == plain["accuracy"]
+    assert plain_report["before"] == report["before"]  # same model, same held-out split
+    assert report["candidate_dir"] == str(out / "model") and (out / "ablation-plain" / "model").is_dir()

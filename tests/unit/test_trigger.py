@@ -229,3 +229,20 @@ def test_the_trigger_exports_incidents_by_state(running):
     assert samples[(names.INCIDENTS, (("state", "resolved"),))] == 0
     assert samples[(names.TRIGGER_DELIVERIES, (("result", "duplicate"),))] == 1
     assert samples[(names.TRIGGER_DELIVERIES, (("result", "opened"),))] == 2
+
+
+def test_the_base_urls_of_trigger_serve_reach_the_incident_page(tmp_path):
+    """--runbook-url/--dashboard-url of `trigger serve` are stored with the incident; without
+    --prometheus-url the evidence says why it is empty, and the page says what to do."""
+    from fairwatch.alerts.incident_page import render_incident_html
+
+    store = IncidentStore(tmp_path / "i.sqlite")
+    trigger = Trigger(store, TOKEN, links={"runbook_url": "https://wiki.example/rb",
+                                           "dashboard_url": "https://grafana.example/d/fairwatch-model"})
+    assert trigger.handle(payload(alert()), f"Bearer {TOKEN}").status == 200
+    (incident,) = store.list()
+    assert incident["evidence"]["not_gathered"] == "the trigger runs without --prometheus-url"
+    page = render_incident_html(store.get(incident["id"]))
+    assert 'href="https://wiki.example/rb#runbook-fairnessgapbreach"' in page
+    assert 'href="https://grafana.example/d/fairwatch-model?var-model=credit&amp;var-attribute=race"' in page
+    assert "restart `fairwatch trigger serve` with --prometheus-url" in page
