@@ -74,11 +74,18 @@ class MonitorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     family_error: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.05
     # Workers sharing a stream: each decides at family_error / workers.
     workers: Positive = 1
+    # Restarting blocks of the decisions: scale s restarts every
+    # decision_block_events x 2^s predictions; decision_scales caps the number
+    # of scales (None: a new one at each doubling of the stream, so that every
+    # persistent breach is eventually declared; a cap brings that back).
     decision_block_events: Positive = 8_000
-    decision_scales: Annotated[int, msgspec.Meta(ge=0, le=8)] = 3
+    decision_scales: Union[Annotated[int, msgspec.Meta(ge=0, le=64)], None] = None
     decision_staggers: Annotated[int, msgspec.Meta(ge=1, le=8)] = 2
-    # Decisions are re-checked after this many predictions (at a batch end).
+    # Decisions are re-checked after this many predictions (at a batch end)...
     decision_check_events: Positive = 4_000
+    # ...or at the first batch this many seconds (wall clock) after the last
+    # check, so that a slow stream is checked too.
+    decision_check_seconds: PositiveFloat = 60.0
     max_decision_groups: Positive = 20
     # Attributes in the family when `attributes` is not given (discovered).
     max_attributes: Positive = 8

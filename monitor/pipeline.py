@@ -109,6 +109,7 @@ class Pipeline:
             max_text_chars=config.max_text_chars,
             now=clock,
         )
+        self.clock = clock  # seconds: the decisions' time-based checks read it
         self.models: dict[str, GroupMetrics] = {}
         self.drift_monitors: dict[str, DriftMonitor] = {}
         self.breach_monitors: dict[str, BreachMonitor] = {}
@@ -177,6 +178,7 @@ class Pipeline:
                 scales=c.decision_scales,
                 staggers=c.decision_staggers,
                 check_events=c.decision_check_events,
+                check_seconds=c.decision_check_seconds,
             )
             self.calibrations[model] = ScoreCalibration(min_labeled=c.min_group_size)
             self.drift_monitors[model] = DriftMonitor(
@@ -246,7 +248,8 @@ class Pipeline:
                 self.calibrations[model].observe(
                     reported, {a: len(names[a]) for a in reported}, prediction, score, label
                 )
-                onsets += breach.observe(codes, prediction, label, names, self.position + positions, ts)
+                onsets += breach.observe(codes, prediction, label, names, self.position + positions, ts,
+                                         now=self.clock())
                 newest = float(ts.max())
                 stats.last_event_ts[model] = max(stats.last_event_ts.get(model, newest), newest)
         if outcomes:
