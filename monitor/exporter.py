@@ -104,7 +104,8 @@ class FairwatchCollector(Collector):
             estimates = {
                 m: {a: (metrics.index[a].values[:], c.estimates(a, len(metrics.index[a].values)),
                         c.label_delay(a, len(metrics.index[a].values)),
-                        c.calibration_error(a, len(metrics.index[a].values)))
+                        c.calibration_error(a, len(metrics.index[a].values)),
+                        c.reliability(a, len(metrics.index[a].values)))
                     for a in metrics.reported}
                 for m, metrics in pipeline.models.items()
                 for c in [pipeline.calibrations[m]]
@@ -269,8 +270,11 @@ class FairwatchCollector(Collector):
         delay = GaugeMetricFamily(names.GROUP_LABEL_DELAY, "Mean delay of late labels", labels=GROUP_LABELS)
         ece = GaugeMetricFamily(names.GROUP_CALIBRATION_ERROR, "Expected calibration error on labeled predictions",
                                 labels=GROUP_LABELS)
+        reliable = GaugeMetricFamily(names.ESTIMATE_RELIABILITY,
+                                     "1: recent labels agree with the calibration the estimates use; 0: drift",
+                                     labels=GROUP_LABELS)
         for model, attributes in estimates.items():
-            for attribute, (groups, group_estimates, delays, errors) in attributes.items():
+            for attribute, (groups, group_estimates, delays, errors, checks) in attributes.items():
                 exported = self._group_labels(model, attribute).label_of
                 for g, name in enumerate(groups):
                     label = exported.get(name)
@@ -278,7 +282,11 @@ class FairwatchCollector(Collector):
                         continue
                     key = [model, attribute, label]
                     e = group_estimates[g]
-                    if e is not None and e["n_unlabeled"] >= floor:
+                    check = checks[g]
+                    if check is not None:
+                        reliable.add_metric(key, 1.0 if check["reliable"] else 0.0)
+                    drifted = check is not None and not check["reliable"]  # withheld: they would mislead
+                    if e is not None and e["n_unlabeled"] >= floor and not drifted:
                         unlabeled.add_metric(key, e["n_unlabeled"])
                         for metric, bounds in e["ci"].items():
                             value.add_metric([*key, metric], e[metric])
@@ -288,7 +296,7 @@ class FairwatchCollector(Collector):
                         delay.add_metric(key, delays[g])
                     if not math.isnan(errors[g]):
                         ece.add_metric(key, errors[g])
-        yield from (value, lower, upper, unlabeled, delay, ece)
+        yield from (value, lower, upper, unlabeled, delay, ece, reliable)
 
 
 EXEMPLAR_LOOKBACK = 4096

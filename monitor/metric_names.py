@@ -47,6 +47,9 @@ GROUP_ESTIMATED_RATE_UPPER = "fairwatch_group_estimated_rate_upper"
 GROUP_UNLABELED = "fairwatch_group_unlabeled_predictions"
 GROUP_LABEL_DELAY = "fairwatch_group_label_delay_seconds"
 GROUP_CALIBRATION_ERROR = "fairwatch_group_calibration_error"
+# 1: recent labels agree with the calibration behind the estimates; 0: they
+# do not (calibration drift: the group's estimated rates are withheld).
+ESTIMATE_RELIABILITY = "fairwatch_estimate_reliability"
 
 # --- drift ----------------------------------------------------------------
 DRIFT_EVENTS = "fairwatch_drift_events_total"
@@ -194,6 +197,9 @@ REFERENCE: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
      'mean delay of late labels'),
     (('fairwatch_group_calibration_error',), 'gauge', 'model, attribute, group',
      'expected calibration error of the labeled predictions (scores in [0, 1])'),
+    (('fairwatch_estimate_reliability',), 'gauge', 'model, attribute, group',
+     "1 while the group's recent labels agree with the calibration its estimates use, 0 on calibration drift "
+     '(its estimated rates are then withheld); absent with too few labels to say'),
     (('fairwatch_consumer_lag', 'fairwatch_consumer_offset'), 'gauge', 'topic, partition',
      'Kafka worker: lag, and the next offset to apply'),
     (('fairwatch_consumer_records_total',), 'counter', 'topic',
