@@ -171,3 +171,46 @@ def test_a_slow_stream_is_checked_on_the_clock():
                              positions[:1].astype(float), now=1061.0)  # a minute since the first batch
     assert [o.metric for o in onsets][:1] == ["demographic_parity_difference"]
     assert monitor.states[("g", "demographic_parity_difference")].breached
+
+
+@pytest.mark.slow
+def test_a_million_stationary_events_with_gaps_001_inside_the_thresholds_raise_no_alert():
+    # The decisions as the pipeline configures them, through BreachMonitor directly (fast enough for 1M).
+    n = 1_000_000
+    codes, prediction, label = near_threshold_stream(seed=2027, n=n, spread=0.09)
+    names = {a: [f"{a}{g}" for g in range(len(s))] for a, s in NEAR_THRESHOLD_SHARES.items()}
+    config = MonitorConfig(attributes=["A", "B", "C"])
+    monitor = BreachMonitor("m", thresholds=lambda attribute, metric: config.threshold_for("m", attribute, metric),
+                            attribute_budget=3, family_error=config.family_error,
+                            block_events=config.decision_block_events, scales=config.decision_scales,
+                            staggers=config.decision_staggers, check_events=config.decision_check_events)
+    positions = np.arange(n)
+    for start in range(0, n, config.decision_check_events):
+        part = slice(start, start + config.decision_check_events)
+        monitor.observe({a: c[part] for a, c in codes.items()}, prediction[part], label[part], names,
+                        positions[part], positions[part].astype(float))
+    assert monitor.onsets == []
+    # ...while the realised DP difference of A really is about 0.09.
+    rates = [prediction[codes["A"] == g].mean() for g in range(len(NEAR_THRESHOLD_SHARES["A"]))]
+    assert 0.08 < max(rates) - min(rates) < 0.1
+    assert monitor.scales == 7  # blocks of up to 8000 x 2^6 = 512,000 predictions
+
+
+def test_the_pipeline_checks_decisions_on_its_clock_and_validates_the_setting():
+    from monitor.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError):
+        parse_config({"decision_check_seconds": 0})
+    now = [1000.0]
+    pipeline = Pipeline(MonitorConfig(attributes=["A", "B", "C"], count_windows=[], time_windows_seconds=[],
+                                      decision_check_seconds=30.0), clock=lambda: now[0])
+    codes, prediction, label = near_threshold_stream(seed=1, n=1200, shift_at=0, shift=0.5)
+    for i, step in enumerate((0.0, 10.0, 25.0)):  # 1,200 events in 35 s: far under decision_check_events
+        now[0] += step
+        part = slice(i * 400, i * 400 + 400)
+        pipeline.process_events(events_of({a: c[part] for a, c in codes.items()}, prediction[part], label[part],
+                                          i * 400))
+    assert pipeline.breach_monitors["m"].states == {}
+    now[0] += 10.0
+    pipeline.process_events(events_of({a: c[:1] for a, c in codes.items()}, prediction[:1], label[:1], 5000))
+    assert pipeline.breach_monitors["m"].states  # checked: 35 s after the first batch
