@@ -205,7 +205,7 @@ def test_the_pipeline_checks_decisions_on_its_clock_and_validates_the_setting():
     pipeline = Pipeline(MonitorConfig(attributes=["A", "B", "C"], count_windows=[], time_windows_seconds=[],
                                       decision_check_seconds=30.0), clock=lambda: now[0])
     codes, prediction, label = near_threshold_stream(seed=1, n=1200, shift_at=0, shift=0.5)
-    for i, step in enumerate((0.0, 10.0, 25.0)):  # 1,200 events in 35 s: far under decision_check_events
+    for i, step in enumerate((0.0, 10.0, 15.0)):  # 1,200 events in 25 s: far under decision_check_events
         now[0] += step
         part = slice(i * 400, i * 400 + 400)
         pipeline.process_events(events_of({a: c[part] for a, c in codes.items()}, prediction[part], label[part],
