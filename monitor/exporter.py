@@ -188,10 +188,14 @@ class FairwatchCollector(Collector):
         drift_counts: dict[tuple, int] = {}
         drift_last: dict[tuple, float] = {}
         for d in drift:
-            key = (d.model, d.attribute, d.metric)
+            # A group's rate drifted (group: its exported label, "other" past the cap or
+            # under the privacy floor), or a gap of the attribute (group: empty).
+            group = "" if d.group is None else self._group_labels(d.model, d.attribute).label_of.get(
+                d.group, names.OTHER_GROUP)
+            key = (d.model, d.attribute, d.metric, group)
             drift_counts[key] = drift_counts.get(key, 0) + 1
             drift_last[key] = max(drift_last.get(key, d.ts), d.ts)
-        drift_labels = [names.MODEL, names.ATTRIBUTE, names.METRIC]
+        drift_labels = [names.MODEL, names.ATTRIBUTE, names.METRIC, names.GROUP]
         drift_family = CounterMetricFamily(names.DRIFT_EVENTS, "Drift changes detected", labels=drift_labels)
         drift_time = GaugeMetricFamily(
             names.DRIFT_LAST_TIMESTAMP, "Event time of the latest drift change", labels=drift_labels

@@ -101,6 +101,10 @@ EVENT_STATUSES = ("valid", "invalid", "duplicate")
 # joined_from_copy: the prediction was not held here (another worker counted it before its partition
 # moved, or it left the journal); the label was counted from the copy `fairwatch join` attached.
 OUTCOME_STATUSES = ("joined", "joined_from_copy", "early", "duplicate", "conflicting", "orphaned")
+# The statuses overlap: an `early` outcome is counted again when its prediction
+# arrives (`joined`) or when it is dropped unjoined (`orphaned`). Labels applied
+# = joined + joined_from_copy; outcomes still waiting = early - (those joined
+# later) - orphaned; duplicate and conflicting never overlap the others.
 
 # Bounded set of reasons, so the label cannot explode; the full human
 # message goes to logs / the dead-letter header, never to a label.
@@ -172,15 +176,16 @@ REFERENCE: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
      'predictions in the window'),
     (('fairwatch_gap', 'fairwatch_gap_lower', 'fairwatch_gap_upper'), 'gauge', 'model, attribute, metric, window',
      'gap over groups ≥ `min_group_size`, with its bounds'),
-    (('fairwatch_drift_events_total', 'fairwatch_drift_last_timestamp_seconds'), 'counter, gauge', 'model, attribute, metric',
-     'drift changes'),
+    (('fairwatch_drift_events_total', 'fairwatch_drift_last_timestamp_seconds'), 'counter, gauge', 'model, attribute, metric, group',
+     'drift changes (group: the group whose rate drifted, empty for a gap)'),
     (('fairwatch_events_total',), 'counter', _listed(STATUS, EVENT_STATUSES),
      'input events'),
     (('fairwatch_invalid_events_total',), 'counter', 'reason',
      'invalid events by reason'),
     (('fairwatch_outcomes_total',), 'counter', _listed(STATUS, OUTCOME_STATUSES),
      'outcome events (`joined_from_copy`: counted from the prediction copy `fairwatch join` attaches, '
-     'the prediction being counted elsewhere)'),
+     'the prediction being counted elsewhere). Statuses overlap: an `early` outcome counts again as `joined` '
+     'or `orphaned`; labels applied = `joined` + `joined_from_copy`'),
     (('fairwatch_batch_processing_seconds',), 'histogram', '',
      'time per batch'),
     (('fairwatch_last_event_timestamp_seconds',), 'gauge', 'model',
