@@ -55,6 +55,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 from scipy.stats import norm
 
+from benchmarks.false_alarms import _pair_breaches  # the same naive per-look test
 from monitor.breach import BreachMonitor
 from monitor.gaps import katz_interval, newcombe_interval
 
@@ -151,15 +152,6 @@ def _counts(c, p, y, k):
     return (np.bincount(c, weights=p, minlength=k), np.bincount(c, minlength=k),
             np.bincount(c[pos], weights=p[pos], minlength=k), np.bincount(c[pos], minlength=k),
             np.bincount(c[neg], weights=p[neg], minlength=k), np.bincount(c[neg], minlength=k))
-
-
-def _pair_breaches(x, n, threshold) -> bool:
-    ok = n >= 30
-    if ok.sum() < 2:
-        return False
-    rate = np.where(ok, x / np.maximum(n, 1), np.nan)
-    hi, lo = int(np.nanargmax(rate)), int(np.nanargmin(rate))
-    return newcombe_interval(x[hi], n[hi], x[lo], n[lo])[0] > threshold
 
 
 def naive(codes, prediction, label, stop_after: int | None) -> list[tuple[int, str]]:

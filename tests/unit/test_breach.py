@@ -24,6 +24,15 @@ def events_of(codes, prediction, label, start=0, names=None):
     ]
 
 
+def monitor_as_configured(config: MonitorConfig) -> BreachMonitor:
+    """The decisions of model "m" as the pipeline sets them up (no subgroup search), to drive directly."""
+    return BreachMonitor("m", thresholds=lambda attribute, metric: config.threshold_for("m", attribute, metric),
+                         attribute_budget=len(config.attributes), family_error=config.family_error,
+                         block_events=config.decision_block_events, scales=config.decision_scales,
+                         staggers=config.decision_staggers, check_events=config.decision_check_events,
+                         check_seconds=config.decision_check_seconds)
+
+
 def run_pipeline(codes, prediction, label, **config):
     pipeline = Pipeline(MonitorConfig(attributes=["A", "B", "C"], count_windows=[], time_windows_seconds=[],
                                       decision_check_events=1000, **config))
@@ -122,6 +131,7 @@ def test_a_small_group_never_drives_a_decision():
     assert not [a for a in build_report(pipeline)["alerts"] if a["attribute"] == "A"]
 
 
+@pytest.mark.slow
 def test_a_moderate_persistent_shift_is_declared_long_after_a_history_without_it():
     # Issue #13: +0.15 in TPR and FPR of A's 15% group after 300,000 events of
     # history. Capped blocks (128k) and the since-start count, diluted by that
@@ -130,10 +140,7 @@ def test_a_moderate_persistent_shift_is_declared_long_after_a_history_without_it
     codes, prediction, label = near_threshold_stream(seed=3, n=n, shift_at=shift_at, shift=0.15)
     names = {a: [f"{a}{g}" for g in range(len(s))] for a, s in NEAR_THRESHOLD_SHARES.items()}
     config = MonitorConfig(attributes=["A", "B", "C"])
-    monitor = BreachMonitor("m", thresholds=lambda attribute, metric: config.threshold_for("m", attribute, metric),
-                            attribute_budget=3, family_error=config.family_error,
-                            block_events=config.decision_block_events, scales=config.decision_scales,
-                            staggers=config.decision_staggers, check_events=config.decision_check_events)
+    monitor = monitor_as_configured(config)
     positions = np.arange(n)
     step = config.decision_check_events
     for start in range(0, n, step):
@@ -180,10 +187,7 @@ def test_a_million_stationary_events_with_gaps_001_inside_the_thresholds_raise_n
     codes, prediction, label = near_threshold_stream(seed=2027, n=n, spread=0.09)
     names = {a: [f"{a}{g}" for g in range(len(s))] for a, s in NEAR_THRESHOLD_SHARES.items()}
     config = MonitorConfig(attributes=["A", "B", "C"])
-    monitor = BreachMonitor("m", thresholds=lambda attribute, metric: config.threshold_for("m", attribute, metric),
-                            attribute_budget=3, family_error=config.family_error,
-                            block_events=config.decision_block_events, scales=config.decision_scales,
-                            staggers=config.decision_staggers, check_events=config.decision_check_events)
+    monitor = monitor_as_configured(config)
     positions = np.arange(n)
     for start in range(0, n, config.decision_check_events):
         part = slice(start, start + config.decision_check_events)
