@@ -72,7 +72,8 @@ class MonitorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     threshold_overrides: list[ThresholdOverride] = []
     # Chance of any false breach over the whole stream, per model and worker set.
     family_error: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.05
-    # Workers sharing a stream: each decides at family_error / workers.
+    # Workers sharing a stream: each decides at family_error / workers (or run
+    # `fairwatch decide` on their summed counters, at the full family_error).
     workers: Positive = 1
     # Restarting blocks of the decisions: scale s restarts every
     # decision_block_events x 2^s predictions; decision_scales caps the number
