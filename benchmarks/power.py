@@ -262,9 +262,12 @@ def main(argv=None) -> None:
     elapsed = time.perf_counter() - started
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
           f"{elapsed:.0f} s with {args.workers} processes")
-    print(f"{args.stationary} stationary streams of {args.stationary_events:,} events; "
-          f"{args.repeats} breach streams per row, change at {args.shift_at:,}, horizon {args.horizon:,} "
-          f"events after it; looks every {CHECK_EVERY:,} events")
+    stationary = sum(job[0] != "breach" for job in jobs)
+    breach_rows = "" if args.no_breaches else (
+        f"; {args.repeats} breach streams per row, change at {args.shift_at:,}, horizon {args.horizon:,} "
+        "events after it")
+    print(f"{stationary} stationary streams ({args.kinds}) of {args.stationary_events:,} events{breach_rows}; "
+          f"looks every {CHECK_EVERY:,} events")
     print()
     print("false pages: share of stationary streams with any breach declared")
     print(f"{'streams':<34}{'naive (baseline)':>18}{'fairwatch':>12}")
@@ -272,11 +275,13 @@ def main(argv=None) -> None:
         chosen = [r for r in results if r[0][0] != "breach" and (kind is None or r[0][0] == kind)]
         if not chosen:
             continue
-        label = {"stationary": "gaps 0.03 inside", "near": "near-threshold, gaps 0.01 inside",
+        label = {"stationary": "gaps 0.03 inside", "near": "near-threshold, A 0.01 inside",
                  "drift": "group-mix drift", None: "all"}[kind]
         print(f"{label + f' ({len(chosen)})':<34}{np.mean([bool(r[2]) for r in chosen]):>18.3f}"
               f"{np.mean([bool(r[1]) for r in chosen]):>12.3f}")
     print()
+    if args.no_breaches:
+        return
     print("breaches: detection rate within the horizon; median and 95th-percentile delay (events after the "
           "change; a miss counts as later than any)")
     header = (f"{'group':<6}{'delta':>6} | {'naive rate':>10}{'med':>8}{'p95':>9} | {'fairwatch':>9}{'med':>8}"
