@@ -62,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fairwatch {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     commands.required = True
-    from fairwatch import demo
+    from fairwatch import decide, demo
 
+    decide.register(commands)
     demo.register(commands)
     try:
         from fairwatch import score_command

@@ -12,22 +12,29 @@ them fails, which Bonferroni keeps under ``family_error``:
   rates that decisions use (selection rate, TPR, FPR) and the group slots
   of an attribute (``max_decision_groups``: the first groups to reach
   ``min_group_size``; later ones take no part);
-- and, per group and rate, over *restarting blocks* so that a change is seen
-  quickly. A bound over everything since start would take as long as the
-  history to move; so each rate is also tracked over consecutive blocks of
-  ``block_events`` x 4^s predictions (s = 0..scales-1), with ``staggers``
-  offset copies of each block sequence, and the k-th block of a sequence
-  spends 6 / (pi^2 k^2) of that sequence's share (the sum over k is 1).
+- per group and rate, ``SINCE_START_SHARE`` goes to one sequence over
+  everything since start, the rest to *restarting blocks*, so that a change
+  is seen quickly and power grows with evidence: scale s (s = 0, 1, 2, ...,
+  without a cap) restarts every ``block_events`` x 2^s predictions, with
+  ``staggers`` offset copies; scale s is started once the stream holds one
+  of its blocks, so a stream of n predictions holds O(log n) sequences.
+  Scale s spends 6 / (pi^2 (s+1)^2) of the blocks' share, split over its
+  copies, and the k-th block of a copy 6 / (pi^2 k^2) of that: the sums over
+  s and k are 1, so the error holds over the endless stream. A persistent
+  breach that a fixed-sample test would see after m post-change predictions
+  falls, once 2^s >= about 2m / block_events, in a block that starts within
+  half a block of the change and sees enough of it: it is declared with
+  probability one, with a delay of a few m (docs/statistics.md).
 
 Labels count in the block that is current when they arrive. Confidence
 sequences: ``monitor.confseq`` (beta-binomial mixture). Fixed-sample
 intervals elsewhere are for display only.
 
-With several workers, each one decides on its own partition of the stream
-(a random sample of the same population when events are keyed by id): its
-decisions are valid for it, and ``family_error`` should be divided by the
-number of workers (config ``workers``) so that "any worker breaches" keeps
-the same error; see docs/decisions.md.
+Decisions are checked every ``check_events`` predictions, and at the first
+batch after ``check_seconds`` have passed on the clock handed to ``observe``
+(a slow stream). With several workers, ``MergedDecisions`` makes the
+decisions on the sum of the workers' counts, as one worker that saw
+everything would (counts are additive).
 """
 
 from __future__ import annotations
@@ -53,7 +60,11 @@ SUBGROUP_METRICS = {
     "tpr": "equalized_odds_difference",
     "fpr": "equalized_odds_difference",
 }
-BLOCK_SPENDING = 6 / math.pi**2
+BLOCK_SPENDING = 6 / math.pi**2  # sum over k >= 1 of BLOCK_SPENDING / k^2 is 1
+# Share of each (rate, group) error for the sequence over everything since
+# start: it decides on breaches present from the beginning; the rest goes to
+# the blocks, which see changes.
+SINCE_START_SHARE = 0.25
 RATE_USERS = {rate: tuple(m for m, rates in GAP_RATES.items() if rate in rates) for rate in RATES}
 SELECTION_ONLY = np.array([r == "selection_rate" for r in RATES])
 
@@ -85,13 +96,13 @@ class Accumulator:
 
     length: int | None
     offset: int = 0
-    block: int = 1  # k, 1-based: the block's share of alpha is 6 / (pi^2 k^2)
+    scale: int = 0
+    block: int = 1  # k, 1-based, blocks this sequence has filled: the k-th spends 6 / (pi^2 k^2)
+    current: int = 0  # id of the block being filled, (clock + offset) // length
     rows: dict[str, np.ndarray] = field(default_factory=dict)
 
-    def block_of(self, clock: np.ndarray | int):
-        if self.length is None:
-            return np.ones_like(clock) if isinstance(clock, np.ndarray) else 1
-        return (np.asarray(clock) + self.offset) // self.length + 1
+    def block_of(self, clock: int) -> int:
+        return 0 if self.length is None else (clock + self.offset) // self.length
 
     def add(self, attribute: str, delta: np.ndarray) -> None:
         rows = self.rows.get(attribute)
@@ -101,6 +112,21 @@ class Accumulator:
                 grown[: rows.shape[0]] = rows
             rows = self.rows[attribute] = grown
         rows[: delta.shape[0]] += delta
+
+    def move_to(self, clock: int) -> None:
+        """Start a new block if ``clock`` lies past the current one."""
+        block = self.block_of(clock)
+        if block != self.current:
+            self.rows.clear()
+            self.current = block
+            self.block += 1
+
+    def share(self, staggers: int) -> float:
+        """This sequence's current block's share of a (rate, group)'s error."""
+        if self.length is None:
+            return SINCE_START_SHARE
+        scale_share = BLOCK_SPENDING / (self.scale + 1) ** 2
+        return (1 - SINCE_START_SHARE) * scale_share / staggers * BLOCK_SPENDING / self.block**2
 
     @property
     def name(self) -> str:
@@ -200,7 +226,18 @@ def pair_ratio_extremes(lower: np.ndarray, upper: np.ndarray):
 
 
 class BreachMonitor:
-    """Anytime-valid breach decisions for one model."""
+    """Anytime-valid breach decisions for one model.
+
+    >>> monitor = BreachMonitor("m", thresholds=lambda attribute, metric: 0.8 if metric.endswith("ratio")
+    ...                         else 0.1, attribute_budget=1, check_events=500)
+    >>> rng = np.random.default_rng(0)
+    >>> codes = {"sex": rng.integers(0, 2, 20_000)}
+    >>> prediction = (rng.random(20_000) < np.where(codes["sex"] == 1, 0.6, 0.3)).astype(np.int64)
+    >>> onsets = monitor.observe(codes, prediction, np.full(20_000, -1), {"sex": ["F", "M"]},
+    ...                          np.arange(20_000), np.zeros(20_000))
+    >>> [(o.metric, o.groups) for o in onsets]
+    [('demographic_parity_difference', ['M', 'F']), ('demographic_parity_ratio', ['F', 'M'])]
+    """
 
     def __init__(
         self,
@@ -214,9 +251,10 @@ class BreachMonitor:
         max_decision_groups: int = 20,
         max_subgroup_cells: int = 64,
         block_events: int = 8000,
-        scales: int = 3,
+        scales: int | None = None,  # None: a new scale at every doubling of the stream, without a cap
         staggers: int = 2,
         check_events: int = 1000,
+        check_seconds: float | None = None,
     ) -> None:
         self.model = model
         self.thresholds = thresholds
@@ -224,45 +262,47 @@ class BreachMonitor:
         self.max_decision_groups = max_decision_groups
         self.max_subgroup_cells = max_subgroup_cells
         self.check_events = check_events
+        self.check_seconds = check_seconds
         self.subgroup_attributes = set(subgroup_attributes)
         search_share = 0.5 if subgroup_attributes else 0.0
         self.attribute_alpha = family_error * (1 - search_share) / max(attribute_budget, 1)
         self.subgroup_alpha = family_error * search_share / max(len(subgroup_attributes), 1)
+        self.block_events = block_events
+        self.max_scales = scales
+        self.staggers = staggers
         self.accumulators = [Accumulator(None)]
-        for s in range(scales):
-            length = block_events * 4**s
-            for o in range(staggers):
-                self.accumulators.append(Accumulator(length, offset=(length * o) // staggers))
-        self.accumulator_share = 1.0 / len(self.accumulators)
+        self.scales = 0  # scales started so far
         self.slots: dict[str, dict[int, int]] = {}  # attribute -> group code -> slot
         self.clock = 0  # predictions of this model so far
         self._last_check = 0
+        self._last_check_time: float | None = None
         self._checks = 0
         self.states: dict[tuple[str, str], DecisionState] = {}
         self.active: dict[tuple[str, str], bool] = {}
         self.onsets: list[Onset] = []
         self._cell_codes: dict[tuple[str, str], int] = {}  # (subgroup attribute, cell name) -> code
+        self._grow(0)
 
-    @classmethod
-    def merged(cls, monitors: list[BreachMonitor], **kwargs) -> BreachMonitor:
-        """A monitor whose since-start counts are the sum of ``monitors``' (the
-        counts of workers that split a stream): its since-start decision is the
-        one a single worker would make on the whole stream. Blocks are per
-        worker and are not merged."""
-        out = cls(monitors[0].model, **kwargs)
-        for monitor in monitors:
-            for attribute, rows in monitor.accumulators[0].rows.items():
-                out.accumulators[0].add(attribute, rows)
-            out.clock += monitor.clock
-        names = {a: list(range(rows.shape[0])) for a, rows in out.accumulators[0].rows.items()}
-        out._assign_slots(names)
-        return out
+    def _grow(self, clock: int) -> None:
+        """Start every scale whose block length the stream has reached (scale 0 at once)."""
+        while self.max_scales is None or self.scales < self.max_scales:
+            length = self.block_events * 2**self.scales
+            if self.scales > 0 and clock < length:
+                break
+            for o in range(self.staggers):
+                acc = Accumulator(length, offset=(length * o) // self.staggers, scale=self.scales)
+                acc.current = acc.block_of(clock)
+                self.accumulators.append(acc)
+            self.scales += 1
 
     # -- observations -------------------------------------------------------
     def observe(self, codes: dict[str, np.ndarray], prediction: np.ndarray, label: np.ndarray,
-                group_names: dict[str, list[str]], positions: np.ndarray, timestamps: np.ndarray) -> list[Onset]:
-        """Predictions of one batch (labels, if inline) in input order."""
+                group_names: dict[str, list[str]], positions: np.ndarray, timestamps: np.ndarray,
+                now: float | None = None) -> list[Onset]:
+        """Predictions of one batch (labels, if inline) in input order; ``now``:
+        the caller's clock in seconds, for ``check_seconds``."""
         start, n = self.clock, prediction.size
+        self._grow(start)
         self.clock += n
         # Cut the batch where any block sequence starts a new block, count each
         # piece once, and hand every sequence the pieces on each side of its cut.
@@ -277,19 +317,47 @@ class BreachMonitor:
             part = slice(lo - start, hi - start)
             pieces.append((lo, {a: observation_rows(c[part], prediction[part], label[part], len(group_names[a]))
                                 for a, c in codes.items()}))
+        self._add_pieces(pieces)
+        self._assign_slots(group_names)
+        if self._due(now):
+            return self.check(group_names, int(positions[-1]) if positions.size else 0)
+        return []
+
+    def observe_counts(self, delta: dict[str, np.ndarray], predictions: int, group_names: dict[str, list[str]],
+                       position: int, now: float | None = None) -> list[Onset]:
+        """Counts instead of events: ``delta`` (attribute -> (groups, 6) rows) added by
+        ``predictions`` new predictions (and any labels). They count in the blocks that
+        are current at their first prediction: a sequence whose block would end inside
+        them restarts after them instead (they are never split)."""
+        self._grow(self.clock)
+        first = self.clock
+        self.clock += predictions
+        self._add_pieces([(first, delta)])
+        self._assign_slots(group_names)
+        if self._due(now):
+            return self.check(group_names, position)
+        return []
+
+    def _add_pieces(self, pieces) -> None:
         for acc in self.accumulators:
             for first, rows in pieces:
-                k = acc.block_of(first)
-                if k != acc.block:
-                    acc.rows.clear()
-                    acc.block = k
+                acc.move_to(first)
                 for attribute, delta in rows.items():
                     acc.add(attribute, delta)
-        self._assign_slots(group_names)
-        if self.clock - self._last_check >= self.check_events:
+
+    def _due(self, now: float | None) -> bool:
+        """A check is due every check_events predictions, or check_seconds on the caller's clock."""
+        by_count = self.clock - self._last_check >= self.check_events
+        by_time = (self.check_seconds is not None and now is not None and self._last_check_time is not None
+                   and now - self._last_check_time >= self.check_seconds)
+        if self._last_check_time is None and now is not None:
+            self._last_check_time = now
+        if by_count or by_time:
             self._last_check = self.clock
-            return self.check(group_names, int(positions[-1]))
-        return []
+            if now is not None:
+                self._last_check_time = now
+            return True
+        return False
 
     def observe_labels(self, codes: dict[str, np.ndarray], prediction: np.ndarray, label: np.ndarray,
                        group_names: dict[str, list[str]]) -> None:
@@ -318,7 +386,7 @@ class BreachMonitor:
         base = self.subgroup_alpha if attribute in self.subgroup_attributes else self.attribute_alpha
         cap = self.max_subgroup_cells if attribute in self.subgroup_attributes else self.max_decision_groups
         # rates x group slots (x2 for the subgroup search: each cell and its rest)
-        return base / (len(RATES) * cap * cells) * self.accumulator_share * BLOCK_SPENDING / acc.block**2
+        return base / (len(RATES) * cap * cells) * acc.share(self.staggers)
 
     def _bounds(self, attribute: str, n_groups: int, with_rest: bool, everything: bool = False):
         """Arrays (accumulators, groups, rates) of x, n, lower, upper (and the same
@@ -498,6 +566,15 @@ class BreachMonitor:
                                         onset.lower, onset.upper, onset.threshold, groups, onset.window))
         return onsets
 
+    # -- merging ---------------------------------------------------------------------
+    def totals(self, group_names: dict[str, list[str]]) -> Totals:
+        """Since-start counts by group name: what a worker hands to ``MergedDecisions``."""
+        rows = {}
+        for attribute, r in self.accumulators[0].rows.items():
+            names = group_names.get(attribute, [])
+            rows[attribute] = {names[g]: tuple(r[g].tolist()) for g in range(min(len(names), r.shape[0]))}
+        return Totals(self.clock, rows)
+
     # -- reporting -----------------------------------------------------------------
     def subgroup_findings(self, group_names: dict[str, list[str]], limit: int = 20) -> list[dict]:
         """Subgroup vs rest, since start, with bounds at the search's corrected level; worst first."""
@@ -526,3 +603,82 @@ class BreachMonitor:
                     })
         findings.sort(key=lambda f: (-f["alert"], -max(f["lower"], -f["upper"]), -abs(f["difference"])))
         return findings[:limit]
+
+
+@dataclass(frozen=True)
+class Totals:
+    """One worker's since-start decision counts: predictions, and per attribute
+    and group name the six accumulator columns. Additive across workers."""
+
+    predictions: int
+    rows: dict[str, dict[str, tuple[float, ...]]]
+
+
+def add_totals(parts: list[Totals]) -> Totals:
+    """The sum of workers' totals, by group name."""
+    rows: dict[str, dict[str, np.ndarray]] = {}
+    for part in parts:
+        for attribute, groups in part.rows.items():
+            into = rows.setdefault(attribute, {})
+            for name, row in groups.items():
+                into[name] = into.get(name, 0) + np.asarray(row, dtype=float)
+    return Totals(sum(p.predictions for p in parts),
+                  {a: {g: tuple(r.tolist()) for g, r in groups.items()} for a, groups in rows.items()})
+
+
+class MergedDecisions:
+    """Anytime-valid decisions on the summed counts of several workers.
+
+    Each ``update`` takes every worker's latest ``Totals`` (cumulative, e.g.
+    scraped from their /metrics), sums them and feeds the increase since the
+    last update to one ``BreachMonitor`` (same arguments as its constructor):
+    its decisions are the ones a single worker that saw the whole stream, in
+    steps of the updates, would make, at the full ``family_error``.
+
+    >>> kwargs = dict(thresholds=lambda attribute, metric: 0.8 if metric.endswith("ratio") else 0.1,
+    ...               attribute_budget=1, check_events=1)
+    >>> merged = MergedDecisions("m", **kwargs)
+    >>> a = Totals(100, {"sex": {"F": (50, 10, 0, 0, 0, 0), "M": (50, 30, 0, 0, 0, 0)}})
+    >>> b = Totals(300, {"sex": {"F": (150, 30, 0, 0, 0, 0), "M": (150, 90, 0, 0, 0, 0)}})
+    >>> merged.update([a, b], position=400)
+    []
+    >>> merged.monitor.clock, merged.names
+    (400, {'sex': ['F', 'M']})
+    """
+
+    def __init__(self, model: str, **kwargs) -> None:
+        self.monitor = BreachMonitor(model, **kwargs)
+        self.names: dict[str, list[str]] = {}
+        self._codes: dict[str, dict[str, int]] = {}
+        self._seen: dict[str, np.ndarray] = {}  # attribute -> (groups, 6) counts fed so far
+        self._predictions = 0
+
+    def update(self, workers: list[Totals], position: int | None = None, now: float | None = None) -> list[Onset]:
+        total = add_totals(workers)
+        new = total.predictions - self._predictions
+        if new < 0:
+            raise ValueError("totals went down: a worker restarted without its state")
+        delta = {}
+        for attribute, groups in total.rows.items():
+            codes = self._codes.setdefault(attribute, {})
+            names = self.names.setdefault(attribute, [])
+            for name in groups:
+                if name not in codes:
+                    codes[name] = len(names)
+                    names.append(name)
+            rows = np.zeros((len(names), 6))
+            for name, row in groups.items():
+                rows[codes[name]] = row
+            seen = self._seen.get(attribute, np.zeros((0, 6)))
+            delta[attribute] = rows.copy()
+            delta[attribute][: seen.shape[0]] -= seen
+            self._seen[attribute] = rows
+        self._predictions = total.predictions
+        if new == 0 and not any(d.any() for d in delta.values()):
+            return []
+        return self.monitor.observe_counts(delta, new, self.names,
+                                           total.predictions - 1 if position is None else position, now)
+
+    @property
+    def states(self) -> dict[tuple[str, str], DecisionState]:
+        return self.monitor.states

@@ -14,6 +14,15 @@ time minus prediction time) and calibration error (expected calibration
 error over the bins, for scores in [0, 1]) are kept here.
 
 Counts are additive (mergeable across workers), like everything else.
+
+The estimates rely on each group's calibration staying what the labels seen
+so far say it is. ``reliability`` tests that on recent labels (the last
+``recent_labels`` to ``2 x recent_labels`` labels of the model, in two
+rotating blocks): the positives among them against the count the
+since-start calibration expects, a z statistic per group (calibration in
+the large). Beyond ``drift_z`` the group's calibration has drifted (concept
+drift) and its estimates are marked unreliable: the report flags them and
+the exporter withholds them.
 """
 
 from __future__ import annotations
@@ -25,18 +34,28 @@ N_BINS = 10
 SHRINKAGE = 2.0  # pseudo-labels pulling a sparse bin towards the group's base rate
 BOOTSTRAP_DRAWS = 400
 ESTIMATED = ("tpr", "fpr", "fnr", "ppv", "accuracy")
+# |z| beyond this: calibration drift. A flag for people, looked at on every
+# scrape and report, over up to max_groups_per_attribute groups: 4 keeps a
+# stationary group's chance of a false flag per look near 6e-5.
+DRIFT_Z = 4.0
 
 
 class ScoreCalibration:
     """Score-bin counts per (attribute, group), since start."""
 
-    def __init__(self, min_labeled: int = 30, seed: int = 0) -> None:
+    def __init__(self, min_labeled: int = 30, seed: int = 0, recent_labels: int = 1000,
+                 drift_z: float = DRIFT_Z) -> None:
         self.edges: np.ndarray | None = None
         self.unit_scores = True  # every score seen lies in [0, 1]
         self.min_labeled = min_labeled
         self.tables: dict[str, np.ndarray] = {}  # attribute -> (groups, bins, 2, 4)
         self.delay: dict[str, np.ndarray] = {}  # attribute -> (groups, 2): seconds summed, count
         self._seed = seed
+        self.recent_labels = recent_labels
+        self.drift_z = drift_z
+        # Labels of the previous and the current recent block: attribute -> (groups, bins, 2 [labeled, positive]).
+        self.recent: list[dict[str, np.ndarray]] = [{}, {}]
+        self._recent_count = 0  # labels in the current block
 
     def _bins(self, score: np.ndarray) -> np.ndarray:
         if self.edges is None:
@@ -81,11 +100,42 @@ class ScoreCalibration:
         if self.edges is None:
             return
         labeled = label >= 0
+        if labeled.any():
+            self._observe_recent({a: c[labeled] for a, c in codes.items()}, n_groups, bins[labeled], label[labeled])
         for attribute, c in codes.items():
             self._add(attribute, c, bins, prediction, n_groups[attribute], ALL)
             if labeled.any():
                 self._add_labels(attribute, c[labeled], bins[labeled], prediction[labeled], score[labeled],
                                  label[labeled], n_groups[attribute])
+
+    def _observe_recent(self, codes: dict[str, np.ndarray], n_groups: dict[str, int], bins: np.ndarray,
+                        label: np.ndarray) -> None:
+        """New labels (in arrival order) into the current recent block, starting a
+        new block when it is full; of a batch longer than a block, its last block's worth."""
+        if label.size > self.recent_labels:
+            self.recent, self._recent_count = [{}, {}], 0
+            keep = slice(label.size - self.recent_labels, None)
+            codes, bins, label = {a: c[keep] for a, c in codes.items()}, bins[keep], label[keep]
+        elif self._recent_count >= self.recent_labels:
+            self.recent, self._recent_count = [self.recent[1], {}], 0
+        self._recent_count += label.size
+        for attribute, c in codes.items():
+            self._add_recent(attribute, c, bins, label, n_groups[attribute])
+
+    def _add_recent(self, attribute, codes, bins, label, n_groups) -> None:
+        keep = (codes >= 0) & (bins >= 0)
+        n_bins = len(self.edges) + 1
+        table = self.recent[1].get(attribute)
+        if table is None or table.shape[0] < n_groups:
+            grown = np.zeros((n_groups, n_bins, 2))
+            if table is not None:
+                grown[: table.shape[0]] = table
+            table = self.recent[1][attribute] = grown
+        flat = codes[keep] * n_bins + bins[keep]
+        size = table.shape[0] * n_bins
+        table[..., 0] += np.bincount(flat, minlength=size)[:size].reshape(table.shape[:2])
+        table[..., 1] += np.bincount(flat, weights=label[keep].astype(float), minlength=size)[:size].reshape(
+            table.shape[:2])
 
     def _add_labels(self, attribute, codes, bins, prediction, score, label, n_groups) -> None:
         self._add(attribute, codes, bins, prediction, n_groups, LABELED)
@@ -109,6 +159,7 @@ class ScoreCalibration:
         if self.edges is None:
             return
         bins = self._bins(score)
+        self._observe_recent(codes, n_groups, bins, label)
         for attribute, c in codes.items():
             self._add_labels(attribute, c, bins, prediction, score, label, n_groups[attribute])
 
@@ -127,13 +178,7 @@ class ScoreCalibration:
             if labeled < self.min_labeled or unlabeled.sum() < 1:
                 out.append(None)
                 continue
-            base = t[..., POSITIVE].sum() / labeled
-            positives = t[..., POSITIVE].sum(axis=1)  # per bin
-            trials = t[..., LABELED].sum(axis=1)
-            # Shrunk towards the base rate, plus Jeffreys' half counts so that a
-            # group whose labels are all 0 or all 1 still gets a proper posterior.
-            a = positives + SHRINKAGE * base + 0.5
-            b = trials - positives + SHRINKAGE * (1 - base) + 0.5
+            a, b = self._calibrated(t)
             q = a / (a + b)
             point = _rates(unlabeled, q[None, :])
             draws = rng.beta(a, b, size=(BOOTSTRAP_DRAWS, q.size))
@@ -152,6 +197,46 @@ class ScoreCalibration:
                 if entry[metric] is not None and not np.all(np.isnan(boot[metric]))
             }
             out.append(entry)
+        return out
+
+    def _calibrated(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per bin (a, b) of the Beta posterior of P(y = 1) from a group's table (bins, 2, 4)."""
+        labeled = t[..., LABELED].sum()
+        base = t[..., POSITIVE].sum() / labeled
+        positives = t[..., POSITIVE].sum(axis=1)
+        trials = t[..., LABELED].sum(axis=1)
+        # Shrunk towards the base rate, plus Jeffreys' half counts so that a
+        # group whose labels are all 0 or all 1 still gets a proper posterior.
+        return positives + SHRINKAGE * base + 0.5, trials - positives + SHRINKAGE * (1 - base) + 0.5
+
+    def reliability(self, attribute: str, n_groups: int) -> list[dict | None]:
+        """Per group: do its recent labels agree with the calibration the estimates use?
+
+        ``z``: (recent positives - expected) / sd under the since-start calibration;
+        ``reliable``: |z| <= drift_z. None: too few labels to say (under ``min_labeled``
+        since start or recently)."""
+        out: list[dict | None] = [None] * n_groups
+        if self.edges is None or attribute not in self.tables:
+            return out
+        table = self._table(attribute, n_groups)
+        recent = np.zeros((n_groups, table.shape[1], 2))
+        for block in self.recent:
+            r = block.get(attribute)
+            if r is not None:
+                k = min(n_groups, r.shape[0])
+                recent[:k] += r[:k]
+        for g in range(n_groups):
+            trials = recent[g, :, 0]
+            if table[g][..., LABELED].sum() < self.min_labeled or trials.sum() < self.min_labeled:
+                continue
+            a, b = self._calibrated(table[g])
+            q = a / (a + b)
+            expected = float((trials * q).sum())
+            sd = float(np.sqrt((trials * q * (1 - q)).sum()))
+            observed = float(recent[g, :, 1].sum())
+            z = (observed - expected) / sd if sd > 0 else 0.0
+            out[g] = {"reliable": bool(abs(z) <= self.drift_z), "z": z, "recent_labels": int(trials.sum()),
+                      "recent_positive_rate": observed / trials.sum(), "expected_positive_rate": expected / trials.sum()}
         return out
 
     def calibration_error(self, attribute: str, n_groups: int) -> np.ndarray:

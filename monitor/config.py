@@ -89,13 +89,21 @@ class MonitorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     threshold_overrides: list[ThresholdOverride] = []
     # Chance of any false breach over the whole stream, per model and worker set.
     family_error: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.05
-    # Workers sharing a stream: each decides at family_error / workers.
+    # Workers sharing a stream: each decides at family_error / workers (or run
+    # `fairwatch decide` on their summed counters, at the full family_error).
     workers: Positive = 1
+    # Restarting blocks of the decisions: scale s restarts every
+    # decision_block_events x 2^s predictions; decision_scales caps the number
+    # of scales (None: a new one at each doubling of the stream, so that every
+    # persistent breach is eventually declared; a cap brings that back).
     decision_block_events: Positive = 8_000
-    decision_scales: Annotated[int, msgspec.Meta(ge=0, le=8)] = 3
+    decision_scales: Union[Annotated[int, msgspec.Meta(ge=0, le=64)], None] = None
     decision_staggers: Annotated[int, msgspec.Meta(ge=1, le=8)] = 2
-    # Decisions are re-checked after this many predictions (at a batch end).
+    # Decisions are re-checked after this many predictions (at a batch end)...
     decision_check_events: Positive = 4_000
+    # ...or at the first batch this many seconds (wall clock) after the last
+    # check, so that a slow stream is checked too.
+    decision_check_seconds: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 60.0
     max_decision_groups: Positive = 20
     # Attributes in the family when `attributes` is not given (discovered).
     max_attributes: Positive = 8
@@ -175,7 +183,8 @@ STRUCTURAL_SETTINGS = ("attributes", "intersections", "count_windows", "time_win
                        "subgroup_search", "subgroup_max_order")
 # Settings of the breach decisions and drift detectors: when they change, those restart; the counts stay.
 DECISION_SETTINGS = ("family_error", "workers", "decision_block_events", "decision_scales", "decision_staggers",
-                     "decision_check_events", "max_decision_groups", "max_attributes", "max_subgroup_cells",
+                     "decision_check_events", "decision_check_seconds", "max_decision_groups", "max_attributes",
+                     "max_subgroup_cells",
                      "min_group_size", "drift_detector", "drift_block_events", "drift_min_block_group_events",
                      "drift_group_block_events")
 

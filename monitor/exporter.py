@@ -112,7 +112,8 @@ class FairwatchCollector(Collector):
             estimates = {
                 m: {a: (metrics.index[a].values[:], c.estimates(a, len(metrics.index[a].values)),
                         c.label_delay(a, len(metrics.index[a].values)),
-                        c.calibration_error(a, len(metrics.index[a].values)))
+                        c.calibration_error(a, len(metrics.index[a].values)),
+                        c.reliability(a, len(metrics.index[a].values)))
                     for a in metrics.reported}
                 for m, metrics in pipeline.models.items()
                 for c in [pipeline.calibrations[m]]
@@ -198,10 +199,14 @@ class FairwatchCollector(Collector):
         drift_counts: dict[tuple, int] = {}
         drift_last: dict[tuple, float] = {}
         for d in drift:
-            key = (d.model, d.attribute, d.metric)
+            # A group's rate drifted (group: its exported label, "other" past the cap or
+            # under the privacy floor), or a gap of the attribute (group: empty).
+            group = "" if d.group is None else self._group_labels(d.model, d.attribute).label_of.get(
+                d.group, names.OTHER_GROUP)
+            key = (d.model, d.attribute, d.metric, group)
             drift_counts[key] = drift_counts.get(key, 0) + 1
             drift_last[key] = max(drift_last.get(key, d.ts), d.ts)
-        drift_labels = [names.MODEL, names.ATTRIBUTE, names.METRIC]
+        drift_labels = [names.MODEL, names.ATTRIBUTE, names.METRIC, names.GROUP]
         drift_family = CounterMetricFamily(names.DRIFT_EVENTS, "Drift changes detected", labels=drift_labels)
         drift_time = GaugeMetricFamily(
             names.DRIFT_LAST_TIMESTAMP, "Event time of the latest drift change", labels=drift_labels
@@ -313,8 +318,11 @@ class FairwatchCollector(Collector):
         delay = GaugeMetricFamily(names.GROUP_LABEL_DELAY, "Mean delay of late labels", labels=GROUP_LABELS)
         ece = GaugeMetricFamily(names.GROUP_CALIBRATION_ERROR, "Expected calibration error on labeled predictions",
                                 labels=GROUP_LABELS)
+        reliable = GaugeMetricFamily(names.ESTIMATE_RELIABILITY,
+                                     "1: recent labels agree with the calibration the estimates use; 0: drift",
+                                     labels=GROUP_LABELS)
         for model, attributes in estimates.items():
-            for attribute, (groups, group_estimates, delays, errors) in attributes.items():
+            for attribute, (groups, group_estimates, delays, errors, checks) in attributes.items():
                 exported = self._group_labels(model, attribute).label_of
                 for g, name in enumerate(groups):
                     label = exported.get(name)
@@ -322,7 +330,11 @@ class FairwatchCollector(Collector):
                         continue
                     key = [model, attribute, label]
                     e = group_estimates[g]
-                    if e is not None and e["n_unlabeled"] >= floor:
+                    check = checks[g]
+                    if check is not None:
+                        reliable.add_metric(key, 1.0 if check["reliable"] else 0.0)
+                    drifted = check is not None and not check["reliable"]  # withheld: they would mislead
+                    if e is not None and e["n_unlabeled"] >= floor and not drifted:
                         unlabeled.add_metric(key, e["n_unlabeled"])
                         for metric, bounds in e["ci"].items():
                             value.add_metric([*key, metric], e[metric])
@@ -332,7 +344,7 @@ class FairwatchCollector(Collector):
                         delay.add_metric(key, delays[g])
                     if not math.isnan(errors[g]):
                         ece.add_metric(key, errors[g])
-        yield from (value, lower, upper, unlabeled, delay, ece)
+        yield from (value, lower, upper, unlabeled, delay, ece, reliable)
 
 
 EXEMPLAR_LOOKBACK = 4096

@@ -48,6 +48,9 @@ GROUP_ESTIMATED_RATE_UPPER = "fairwatch_group_estimated_rate_upper"
 GROUP_UNLABELED = "fairwatch_group_unlabeled_predictions"
 GROUP_LABEL_DELAY = "fairwatch_group_label_delay_seconds"
 GROUP_CALIBRATION_ERROR = "fairwatch_group_calibration_error"
+# 1: recent labels agree with the calibration behind the estimates; 0: they
+# do not (calibration drift: the group's estimated rates are withheld).
+ESTIMATE_RELIABILITY = "fairwatch_estimate_reliability"
 
 # --- score AUCs per group (Borkan et al. 2019; monitor.score_auc) ------------
 # Per (model, attribute, group, metric in AUC_METRICS), since start, as this
@@ -109,6 +112,10 @@ EVENT_STATUSES = ("valid", "invalid", "duplicate")
 # joined_from_copy: the prediction was not held here (another worker counted it before its partition
 # moved, or it left the journal); the label was counted from the copy `fairwatch join` attached.
 OUTCOME_STATUSES = ("joined", "joined_from_copy", "early", "duplicate", "conflicting", "orphaned")
+# The statuses overlap: an `early` outcome is counted again when its prediction
+# arrives (`joined`) or when it is dropped unjoined (`orphaned`). Labels applied
+# = joined + joined_from_copy; outcomes still waiting = early - (those joined
+# later) - orphaned; duplicate and conflicting never overlap the others.
 
 # Bounded set of reasons, so the label cannot explode; the full human
 # message goes to logs / the dead-letter header, never to a label.
@@ -187,15 +194,16 @@ REFERENCE: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
      'since start, from the scores of labeled predictions: subgroup AUC (the group alone), BPSN (other groups\' '
      'positives against the group\'s negatives) and BNSP (the group\'s positives against other groups\' negatives), '
      'Borkan et al. 2019, with 95% Hanley-McNeil bounds; groups at or above the privacy floor with both labels'),
-    (('fairwatch_drift_events_total', 'fairwatch_drift_last_timestamp_seconds'), 'counter, gauge', 'model, attribute, metric',
-     'drift changes'),
+    (('fairwatch_drift_events_total', 'fairwatch_drift_last_timestamp_seconds'), 'counter, gauge', 'model, attribute, metric, group',
+     'drift changes (group: the group whose rate drifted, empty for a gap)'),
     (('fairwatch_events_total',), 'counter', _listed(STATUS, EVENT_STATUSES),
      'input events'),
     (('fairwatch_invalid_events_total',), 'counter', 'reason',
      'invalid events by reason'),
     (('fairwatch_outcomes_total',), 'counter', _listed(STATUS, OUTCOME_STATUSES),
      'outcome events (`joined_from_copy`: counted from the prediction copy `fairwatch join` attaches, '
-     'the prediction being counted elsewhere)'),
+     'the prediction being counted elsewhere). Statuses overlap: an `early` outcome counts again as `joined` '
+     'or `orphaned`; labels applied = `joined` + `joined_from_copy`'),
     ((OVER_CAPACITY,), 'counter', _listed(KIND, CAPACITY_KINDS),
      'what the memory caps turned away: predictions of models past `max_models` (refused, dead-lettered), attribute '
      'names past `max_attributes` (not tracked), group values past `max_group_values` (counted as `other`)'),
@@ -215,6 +223,9 @@ REFERENCE: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
      'mean delay of late labels'),
     (('fairwatch_group_calibration_error',), 'gauge', 'model, attribute, group',
      'expected calibration error of the labeled predictions (scores in [0, 1])'),
+    (('fairwatch_estimate_reliability',), 'gauge', 'model, attribute, group',
+     "1 while the group's recent labels agree with the calibration its estimates use, 0 on calibration drift "
+     '(its estimated rates are then withheld); absent with too few labels to say'),
     (('fairwatch_consumer_lag', 'fairwatch_consumer_offset'), 'gauge', 'topic, partition',
      'Kafka worker: lag, and the next offset to apply'),
     (('fairwatch_consumer_records_total',), 'counter', 'topic',

@@ -118,6 +118,7 @@ class Pipeline:
             max_future_seconds=config.max_future_seconds,
             now=clock,
         )
+        self.clock = clock  # seconds: the decisions' time-based checks read it
         self.models: dict[str, GroupMetrics] = {}
         self.drift_monitors: dict[str, DriftMonitor] = {}
         self.breach_monitors: dict[str, BreachMonitor] = {}
@@ -201,6 +202,7 @@ class Pipeline:
             scales=c.decision_scales,
             staggers=c.decision_staggers,
             check_events=c.decision_check_events,
+            check_seconds=c.decision_check_seconds,
         )
 
     def apply_capacity_settings(self) -> None:
@@ -293,7 +295,8 @@ class Pipeline:
                 n_groups = {a: len(names[a]) for a in reported}
                 self.calibrations[model].observe(reported, n_groups, prediction, score, label)
                 self.score_aucs[model].observe(reported, n_groups, score, label)
-                onsets += breach.observe(codes, prediction, label, names, self.position + positions, ts)
+                onsets += breach.observe(codes, prediction, label, names, self.position + positions, ts,
+                                         now=self.clock())
                 newest = float(ts.max())
                 stats.last_event_ts[model] = max(stats.last_event_ts.get(model, newest), newest)
         if outcomes:

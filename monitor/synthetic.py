@@ -101,18 +101,20 @@ SHIFTED_GROUP = 2  # A's 15% group
 BASE_RATE, TPR0, FPR0, SPREAD = 0.4, 0.65, 0.2, 0.07
 
 
-def near_threshold_stream(seed: int, n: int, shift_at: int | None = None, shift: float = 0.3):
+def near_threshold_stream(seed: int, n: int, shift_at: int | None = None, shift: float = 0.3,
+                          spread: float = SPREAD):
     """Group codes of attributes A, B, C, predictions and labels of a stream
-    whose true gaps sit 0.03 inside the default thresholds (A and B; C has
-    none); from ``shift_at`` on, TPR and FPR of A's 15% group rise by ``shift``.
-    Used by the false-alarm benchmark and the decision tests."""
+    whose true gaps (A and B; C has none) are ``spread``: 0.03 inside the
+    default thresholds unless told; from ``shift_at`` on, TPR and FPR of A's
+    15% group rise by ``shift``. Used by the false-alarm benchmark and the
+    decision tests."""
     rng = np.random.default_rng(seed)
     codes = {a: rng.choice(len(s), size=n, p=np.array(s) / sum(s)) for a, s in NEAR_THRESHOLD_SHARES.items()}
     # Ranks spread evenly over [0, SPREAD]; the groups of A are in shuffled
     # order so that the smallest groups are not always the extremes.
     rank_a = rng.permutation(len(NEAR_THRESHOLD_SHARES["A"])) / (len(NEAR_THRESHOLD_SHARES["A"]) - 1)
     rank_b = np.arange(len(NEAR_THRESHOLD_SHARES["B"])) / (len(NEAR_THRESHOLD_SHARES["B"]) - 1)
-    lift = SPREAD * rank_a[codes["A"]] + SPREAD * rank_b[codes["B"]] - SPREAD / 2
+    lift = spread * rank_a[codes["A"]] + spread * rank_b[codes["B"]] - spread / 2
     label = (rng.random(n) < BASE_RATE).astype(np.int64)
     tpr, fpr = TPR0 + lift, FPR0 + lift
     if shift_at is not None:

@@ -49,3 +49,46 @@ def test_bounds_are_ordered_and_contain_the_estimate(n, share, alpha):
 def test_no_trials_gives_nan():
     lower, upper = confidence_sequence([0, 5], [0, 10], 0.05)
     assert np.isnan(lower[0]) and np.isnan(upper[0]) and not np.isnan(lower[1])
+
+
+def _restarting_block_misses(p, alpha, runs, steps, look, interval):
+    """Share of runs in which any block sequence of ``BreachMonitor``'s scheme
+    (every scale, copy and block, at its share of ``alpha``) misses ``p`` at a look."""
+    from fairwatch.monitor.breach import BreachMonitor
+
+    monitor = BreachMonitor("m", thresholds=lambda attribute, metric: 1.0, attribute_budget=1,
+                            block_events=50, check_events=10**12)  # one run per "group"; no decisions
+    rng = np.random.default_rng(int(p * 1000))
+    missed = np.zeros(runs, dtype=bool)
+    for _ in range(steps // look):
+        delta = np.zeros((runs, 6))
+        delta[:, 0] = look
+        delta[:, 1] = rng.binomial(look, p, runs)
+        monitor.observe_counts({"x": delta}, look, {"x": [str(r) for r in range(runs)]}, 0)
+        for acc in monitor.accumulators:
+            rows = acc.rows.get("x")
+            if rows is None or not rows[:, 0].any():
+                continue
+            level = alpha * acc.share(monitor.staggers)
+            lower, upper = interval(rows[:, 1], rows[:, 0], level)
+            missed |= (lower > p) | (upper < p)
+    return missed.mean(), monitor
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("p", [0.05, 0.4])
+def test_restarting_blocks_of_every_scale_cover_at_every_look(p):
+    alpha, runs = 0.1, 200
+    miss, monitor = _restarting_block_misses(p, alpha, runs, 10_000, 20, confidence_sequence)
+    assert monitor.scales >= 8 and max(acc.block for acc in monitor.accumulators) > 100  # many scales and blocks
+    assert miss <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / runs)
+
+
+def test_the_same_blocks_with_a_fixed_sample_interval_do_not_cover():
+    from scipy.stats import norm
+
+    def wilson_at(x, n, level):
+        return wilson_interval(x, n, z=norm.ppf(1 - level / 2))
+
+    miss, _ = _restarting_block_misses(0.4, 0.1, 300, 10_000, 20, wilson_at)
+    assert miss > 0.2

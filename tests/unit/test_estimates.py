@@ -10,7 +10,7 @@ import pytest
 from fairwatch.monitor.config import MonitorConfig
 from fairwatch.monitor.events import Event
 from fairwatch.monitor.pipeline import Pipeline
-from fairwatch.monitor.report import build_report
+from fairwatch.monitor.report import build_report, format_table
 
 pytestmark = pytest.mark.data
 
@@ -73,3 +73,58 @@ def test_label_delay_and_coverage_gap_are_reported():
     assert body["label_coverage_gap"]["imbalanced"] is True
     assert body["label_coverage_gap"]["value"] == pytest.approx(0.5)
     assert body["groups"]["a"]["calibration_error"] == pytest.approx(0.3)  # scores 0.7, all positive
+
+
+def _compas_events(compas_csv, withhold, order_by_date: bool):
+    """COMPAS as prediction events (decile >= 5 predicts recidivism), labels
+    withheld where ``withhold(row)``; truth of the withheld rows per race."""
+    with open(compas_csv, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if order_by_date:
+        rows.sort(key=lambda row: (row["compas_screening_date"], row["id"]))
+    events, withheld = [], {}
+    for row in rows:
+        label = int(row["two_year_recid"])
+        hide = withhold(row)
+        events.append(Event(event_id=row["id"], ts=0.0, model="compas", prediction=int(int(row["decile_score"]) >= 5),
+                            score=float(row["decile_score"]), groups={"race": row["race"]},
+                            label=None if hide else label))
+        if hide:
+            withheld.setdefault(row["race"], []).append(label)
+    pipeline = Pipeline(MonitorConfig(attributes=["race"], count_windows=[], time_windows_seconds=[]))
+    pipeline.process_events(events)
+    return build_report(pipeline), withheld
+
+
+def test_estimates_are_flagged_when_labels_stop_at_a_date_and_calibration_has_drifted(compas_csv):
+    # In this extract, people screened from April 2014 on reoffended at 97-100%
+    # (against about 37% before): the calibration learned before a cut in July
+    # no longer holds for the predictions after it, and the labels of April to
+    # June already say so.
+    report, withheld = _compas_events(compas_csv, lambda row: row["compas_screening_date"] >= "2014-07-01",
+                                      order_by_date=True)
+    groups = report["attributes"]["race"]["groups"]
+    for race in ("African-American", "Caucasian"):
+        check = groups[race]["estimate_reliability"]
+        assert check["reliable"] is False and check["z"] > 4
+        assert check["recent_positive_rate"] > check["expected_positive_rate"] + 0.1
+        # ...and rightly: the estimate of the withheld predictions' base rate is far from the truth.
+        estimated = groups[race]["estimated"]
+        assert np.mean(withheld[race]) > 0.95 and estimated["ppv"] < 0.9
+    assert "calibration drift" in format_table(report)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_withholding_raises_neither_the_drift_flag_nor_the_coverage_gap(compas_csv, seed):
+    rng = np.random.default_rng(seed)
+    draws = {}
+
+    def withhold(row):
+        return draws.setdefault(row["id"], rng.random() < 0.5)
+
+    report, _ = _compas_events(compas_csv, withhold, order_by_date=False)
+    body = report["attributes"]["race"]
+    checks = [g["estimate_reliability"] for g in body["groups"].values() if g.get("estimate_reliability")]
+    assert len(checks) >= 2 and all(c["reliable"] for c in checks)
+    # The Asian group has 32 rows: its coverage alone strays by 0.1 often; that is no imbalance.
+    assert body["label_coverage_gap"]["imbalanced"] is False

@@ -1,0 +1,174 @@
+"""``fairwatch decide``: breach decisions on the summed counts of several workers.
+
+Each worker exports since-start counters per (model, attribute, group, cell)
+(``fairwatch_group_events_total``); counts are additive, so their sum is what
+one worker that saw the whole stream would hold. This command scrapes every
+worker's /metrics, sums the counters and feeds the increase to
+``monitor.breach.MergedDecisions``, at the full ``family_error`` (the workers'
+own decisions split it ``workers`` ways). It prints each breach as a JSON line
+and serves the decision gauges on its own /metrics.
+
+>>> text = '''# TYPE fairwatch_group_events counter
+... fairwatch_group_events_total{model="m",attribute="sex",group="F",cell="predictions"} 10.0
+... fairwatch_group_events_total{model="m",attribute="sex",group="F",cell="positives"} 4.0
+... fairwatch_group_events_total{model="m",attribute="sex",group="F",cell="tp"} 3.0
+... fairwatch_group_events_total{model="m",attribute="sex",group="F",cell="fn"} 1.0
+... '''
+>>> totals_from_exposition(text)["m"].rows["sex"]["F"]
+(10.0, 4.0, 4.0, 3.0, 0.0, 0.0)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import urllib.request
+
+from fairwatch.monitor import metric_names as names
+from fairwatch.monitor.breach import FPR_N, FPR_X, SEL_N, SEL_X, TPR_N, TPR_X, MergedDecisions, Totals
+from fairwatch.monitor.config import ModelThresholds, MonitorConfig, load_config
+
+# Decision columns from the exported cells: (column, cells summed).
+DECISION_CELLS = ((SEL_N, ("predictions",)), (SEL_X, ("positives",)), (TPR_N, ("tp", "fn")), (TPR_X, ("tp",)),
+                  (FPR_N, ("fp", "tn")), (FPR_X, ("fp",)))
+
+
+def totals_from_exposition(text: str) -> dict[str, Totals]:
+    """Per model, the decision counts in one worker's /metrics text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    cells: dict[tuple[str, str, str], dict[str, float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name + "_total" != names.GROUP_EVENTS and family.name != names.GROUP_EVENTS:
+            continue
+        for sample in family.samples:
+            if not sample.name.endswith("_total"):
+                continue  # _created
+            key = (sample.labels[names.MODEL], sample.labels[names.ATTRIBUTE], sample.labels[names.GROUP])
+            cells.setdefault(key, {})[sample.labels[names.CELL]] = sample.value
+    rows: dict[str, dict[str, dict[str, tuple[float, ...]]]] = {}
+    predictions: dict[str, dict[str, float]] = {}  # model -> attribute -> predictions
+    for (model, attribute, group), values in cells.items():
+        row = [0.0] * 6
+        for column, summed in DECISION_CELLS:
+            row[column] = sum(values.get(c, 0.0) for c in summed)
+        rows.setdefault(model, {}).setdefault(attribute, {})[group] = tuple(row)
+        per_attribute = predictions.setdefault(model, {})
+        per_attribute[attribute] = per_attribute.get(attribute, 0.0) + row[SEL_N]
+    # Every prediction carries each attribute it is tracked under; the largest
+    # total is the model's prediction count (an attribute some events lack has less).
+    return {model: Totals(int(max(predictions[model].values())), attributes) for model, attributes in rows.items()}
+
+
+def decider(config: MonitorConfig, model: str) -> MergedDecisions:
+    """Merged decisions for ``model`` with the family the workers' pipeline uses, at the full error."""
+    regular = len(config.attributes) + len(config.intersections) if config.attributes else config.max_attributes
+    return MergedDecisions(
+        model, thresholds=ModelThresholds(config, model), attribute_budget=regular,
+        subgroup_attributes=sorted("&".join(c) for c in config.search_intersections()),
+        family_error=config.family_error, min_group_size=config.min_group_size,
+        max_decision_groups=config.max_decision_groups, max_subgroup_cells=config.max_subgroup_cells,
+        block_events=config.decision_block_events, scales=config.decision_scales,
+        staggers=config.decision_staggers, check_events=config.decision_check_events,
+        check_seconds=config.decision_check_seconds,
+    )
+
+
+class MergedDecisionCollector:
+    """The decision gauges of merged decisions, under the workers' metric names."""
+
+    def __init__(self, decisions: dict[str, MergedDecisions]) -> None:
+        self.decisions = decisions
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        labels = [names.MODEL, names.ATTRIBUTE, names.METRIC]
+        bound = GaugeMetricFamily(names.DECISION_BOUND, "Anytime-valid bound on the merged counts", labels=labels)
+        threshold = GaugeMetricFamily(names.DECISION_THRESHOLD, "Threshold of the decision", labels=labels)
+        breach = GaugeMetricFamily(names.DECISION_BREACH, "1 while the merged decision is a breach", labels=labels)
+        onsets = CounterMetricFamily(names.BREACH_ONSETS, "Breaches declared on the merged counts", labels=labels)
+        for model, merged in list(self.decisions.items()):
+            counts: dict[tuple[str, str], int] = {}
+            for onset in merged.monitor.onsets:
+                counts[(onset.attribute, onset.metric)] = counts.get((onset.attribute, onset.metric), 0) + 1
+            for (attribute, metric), state in list(merged.states.items()):
+                metric = metric.split(":", 1)[0]  # a subgroup cell: its attribute's worst, as the workers export
+                key = [model, attribute, metric]
+                if state.bound == state.bound:  # not NaN
+                    bound.add_metric(key, state.bound)
+                threshold.add_metric(key, state.threshold)
+                breach.add_metric(key, 1.0 if state.breached else 0.0)
+                onsets.add_metric(key, counts.get((attribute, metric), 0))
+        yield from (bound, threshold, breach, onsets)
+
+
+def scrape(url: str, timeout_seconds: float) -> str:
+    with urllib.request.urlopen(url, timeout=timeout_seconds) as response:  # noqa: S310 (operator-given URLs)
+        return response.read().decode()
+
+
+def decide_once(decisions: dict[str, MergedDecisions], texts: list[str], config: MonitorConfig,
+                now: float | None = None) -> list[dict]:
+    """One round: the workers' /metrics texts in, the new breaches out (as report entries)."""
+    per_model: dict[str, list[Totals]] = {}
+    for text in texts:
+        for model, totals in totals_from_exposition(text).items():
+            per_model.setdefault(model, []).append(totals)
+    out = []
+    for model, parts in per_model.items():
+        merged = decisions.get(model)
+        if merged is None:
+            merged = decisions[model] = decider(config, model)
+        try:
+            onsets = merged.update(parts, now=now)
+        except ValueError:
+            # A worker restarted without its counts: start over from the current sums
+            # (fresh sequences: still valid, the history is lost).
+            print(f"fairwatch decide: the counts of {model} went down; starting its decisions over",
+                  file=sys.stderr)
+            merged = decisions[model] = decider(config, model)
+            onsets = merged.update(parts, now=now)
+        out += [{"model": model, **onset.as_dict()} for onset in onsets]
+    return out
+
+
+def register(commands) -> None:
+    parser = commands.add_parser("decide", help="breach decisions on the summed counters of several workers")
+    parser.add_argument("workers", nargs="+", metavar="URL", help="each worker's /metrics URL")
+    parser.add_argument("--config", metavar="TOML", help="the workers' configuration file ([monitor] table)")
+    parser.add_argument("--interval", type=float, default=15.0, help="seconds between scrapes (15)")
+    parser.add_argument("--port", type=int, default=9109, help="serve the merged decisions' /metrics here")
+    parser.add_argument("--addr", default="127.0.0.1")
+    parser.add_argument("--rounds", type=int, default=0, help="stop after this many scrapes (0: never)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from prometheus_client import CollectorRegistry
+
+    from fairwatch.cli import serve_registry
+
+    config = load_config(args.config)
+    decisions: dict[str, MergedDecisions] = {}
+    registry = CollectorRegistry()
+    registry.register(MergedDecisionCollector(decisions))
+    serve_registry(registry, args.port, args.addr)
+    done = 0
+    while not args.rounds or done < args.rounds:
+        started = time.monotonic()
+        try:
+            texts = [scrape(url, timeout_seconds=max(1.0, args.interval / 2)) for url in args.workers]
+        except OSError as exc:
+            # A round needs every worker: a partial sum would undercount, not wrong any
+            # decision, but the next full round catches up. Say so and wait.
+            print(f"fairwatch decide: a worker did not answer ({exc}); skipping this round", file=sys.stderr)
+        else:
+            for onset in decide_once(decisions, texts, config, now=time.time()):
+                print(json.dumps(onset), flush=True)
+        done += 1
+        if not args.rounds or done < args.rounds:
+            time.sleep(max(0.0, args.interval - (time.monotonic() - started)))
+    return 0
