@@ -20,10 +20,15 @@ import msgspec
 from monitor.config import ConfigError, read_toml
 
 PASSWORD_ENV = "FAIRWATCH_KAFKA_SASL_PASSWORD"
+# confluent-kafka (librdkafka, C) decodes record batches about 3x cheaper than kafka-python's pure Python
+# (docs/kafka.md); kafka-python stays as the fallback that needs no compiled wheel.
+CLIENTS = ("confluent", "kafka-python")
+DEFAULT_CLIENT = "confluent"
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 
 
 class KafkaSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    client: Literal["confluent", "kafka-python"] = DEFAULT_CLIENT
     bootstrap_servers: Union[str, list[str]] = "127.0.0.1:9092"
     predictions_topic: str = "fairwatch.predictions"
     outcomes_topic: Union[str, None] = "fairwatch.outcomes"  # "" or None: predictions only
@@ -36,7 +41,8 @@ class KafkaSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     commit_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     state_dir: Union[str, None] = None
     max_poll_records: Positive = 5000
-    # Fetch and decode in a child process (consumers/fetch_process.py); false: in the worker's own thread.
+    # kafka-python only: fetch and decode in a child process (consumers/fetch_process.py); false: in the
+    # worker's own thread. librdkafka fetches and decodes on its own C threads, so confluent needs none.
     fetch_process: bool = True
     # Kafka's own default is 45 s; a crashed worker's partitions wait this long.
     session_timeout_ms: Positive = 10_000
@@ -71,13 +77,34 @@ class KafkaSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             # kafka-python takes the SCRAM credentials under the sasl_plain_* names too.
             if self.sasl_username is not None:
                 kwargs["sasl_plain_username"] = self.sasl_username
-            password = self.sasl_password if self.sasl_password is not None else os.environ.get(PASSWORD_ENV)
+            password = self.sasl_password_value()
             if password is not None:
                 kwargs["sasl_plain_password"] = password
         for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
             if getattr(self, key):
                 kwargs[key] = getattr(self, key)
         return kwargs
+
+    def sasl_password_value(self) -> str | None:
+        """The password: the setting (a flag or the TOML), else the environment variable."""
+        return self.sasl_password if self.sasl_password is not None else os.environ.get(PASSWORD_ENV)
+
+    def librdkafka_config(self) -> dict:
+        """The same connection and security settings under librdkafka's names (confluent-kafka clients)."""
+        config: dict = {"bootstrap.servers": ",".join(self.bootstrap_list()),
+                        "security.protocol": self.security_protocol.lower()}
+        if self.sasl_mechanism:
+            config["sasl.mechanism"] = self.sasl_mechanism
+            if self.sasl_username is not None:
+                config["sasl.username"] = self.sasl_username
+            password = self.sasl_password_value()
+            if password is not None:
+                config["sasl.password"] = password
+        for key, name in (("ssl_cafile", "ssl.ca.location"), ("ssl_certfile", "ssl.certificate.location"),
+                          ("ssl_keyfile", "ssl.key.location")):
+            if getattr(self, key):
+                config[name] = getattr(self, key)
+        return config
 
     def check(self) -> None:
         if not self.bootstrap_list():
@@ -108,6 +135,13 @@ def parse_kafka_settings(data: dict) -> KafkaSettings:
     return settings
 
 
+def add_client_flag(parser) -> None:
+    """``--client``: which Kafka client library every client of the command uses."""
+    parser.add_argument("--client", choices=CLIENTS,
+                        help=f"Kafka client library: confluent (confluent-kafka, librdkafka in C) or kafka-python "
+                             f"(pure Python, the fallback) ({DEFAULT_CLIENT})")
+
+
 def add_security_flags(parser, protocol_default: str | None = None) -> None:
     """Kafka security flags, passed to every client (``run`` and ``produce``)."""
     security = parser.add_argument_group("kafka security (passed to every client)")
@@ -122,4 +156,5 @@ def add_security_flags(parser, protocol_default: str | None = None) -> None:
     security.add_argument("--ssl-keyfile", metavar="PEM")
 
 
-__all__ = ["KafkaSettings", "parse_kafka_settings", "read_toml", "add_security_flags", "PASSWORD_ENV"]
+__all__ = ["KafkaSettings", "parse_kafka_settings", "read_toml", "add_security_flags", "add_client_flag", "PASSWORD_ENV",
+           "CLIENTS", "DEFAULT_CLIENT"]

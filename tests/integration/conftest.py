@@ -21,6 +21,12 @@ MAX_POLL_INTERVAL_MS = 10000
 # A Python process that imports kafka-python, numpy and River may take this long to start on a loaded machine.
 STARTUP_SECONDS = 40  # times WAIT_FACTOR
 _names = itertools.count()
+# `fairwatch run --client`: the worker tests that hold its guarantees run on both client libraries.
+CLIENTS = ["confluent", "kafka-python"]
+# The same, with kafka-python with and without its fetch child process (its two ways of fetching).
+CLIENT_FLAGS = {"confluent": ("--client", "confluent"),
+                "kafka-python": ("--client", "kafka-python", "--fetch-process"),
+                "kafka-python-one-thread": ("--client", "kafka-python", "--no-fetch-process")}
 
 
 # Every readiness limit is stretched by this factor: a limit is what a loaded 2-core machine needs at worst,
