@@ -27,6 +27,13 @@ DEFAULT_CLIENT = "confluent"
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 
 
+# kafka-python takes the SCRAM credentials under the sasl_plain_* names too; the rest keep the settings' names.
+_KAFKA_PYTHON_NAMES = {"sasl_username": "sasl_plain_username", "sasl_password": "sasl_plain_password"}
+_LIBRDKAFKA_NAMES = {"sasl_mechanism": "sasl.mechanism", "sasl_username": "sasl.username",
+                     "sasl_password": "sasl.password", "ssl_cafile": "ssl.ca.location",
+                     "ssl_certfile": "ssl.certificate.location", "ssl_keyfile": "ssl.key.location"}
+
+
 class KafkaSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     client: Literal["confluent", "kafka-python"] = DEFAULT_CLIENT
     bootstrap_servers: Union[str, list[str]] = "127.0.0.1:9092"
@@ -69,42 +76,26 @@ class KafkaSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     def topics(self) -> list[str]:
         return [t for t in (self.predictions_topic, self.outcomes_topic) if t]
 
-    def client_kwargs(self) -> dict:
-        """Connection and security settings shared by consumer, producer and admin clients."""
-        kwargs: dict = {"bootstrap_servers": self.bootstrap_list(), "security_protocol": self.security_protocol}
-        if self.sasl_mechanism:
-            kwargs["sasl_mechanism"] = self.sasl_mechanism
-            # kafka-python takes the SCRAM credentials under the sasl_plain_* names too.
-            if self.sasl_username is not None:
-                kwargs["sasl_plain_username"] = self.sasl_username
-            password = self.sasl_password_value()
-            if password is not None:
-                kwargs["sasl_plain_password"] = password
-        for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-            if getattr(self, key):
-                kwargs[key] = getattr(self, key)
-        return kwargs
+    def security(self) -> dict[str, str]:
+        """The security settings given, by setting name; the password from the setting (a flag or the
+        TOML), else from the environment variable. SASL credentials only with a SASL mechanism."""
+        given = {key: getattr(self, key) for key in ("sasl_mechanism", "sasl_username", "ssl_cafile", "ssl_certfile",
+                                                     "ssl_keyfile")}
+        given["sasl_password"] = self.sasl_password if self.sasl_password is not None else os.environ.get(PASSWORD_ENV)
+        if not self.sasl_mechanism:
+            given["sasl_username"] = given["sasl_password"] = None
+        return {key: value for key, value in given.items() if value}
 
-    def sasl_password_value(self) -> str | None:
-        """The password: the setting (a flag or the TOML), else the environment variable."""
-        return self.sasl_password if self.sasl_password is not None else os.environ.get(PASSWORD_ENV)
+    def client_kwargs(self) -> dict:
+        """Connection and security settings shared by kafka-python's consumer, producer and admin clients."""
+        return {"bootstrap_servers": self.bootstrap_list(), "security_protocol": self.security_protocol,
+                **{_KAFKA_PYTHON_NAMES.get(key, key): value for key, value in self.security().items()}}
 
     def librdkafka_config(self) -> dict:
-        """The same connection and security settings under librdkafka's names (confluent-kafka clients)."""
-        config: dict = {"bootstrap.servers": ",".join(self.bootstrap_list()),
-                        "security.protocol": self.security_protocol.lower()}
-        if self.sasl_mechanism:
-            config["sasl.mechanism"] = self.sasl_mechanism
-            if self.sasl_username is not None:
-                config["sasl.username"] = self.sasl_username
-            password = self.sasl_password_value()
-            if password is not None:
-                config["sasl.password"] = password
-        for key, name in (("ssl_cafile", "ssl.ca.location"), ("ssl_certfile", "ssl.certificate.location"),
-                          ("ssl_keyfile", "ssl.key.location")):
-            if getattr(self, key):
-                config[name] = getattr(self, key)
-        return config
+        """The same settings under librdkafka's names (confluent-kafka's clients)."""
+        return {"bootstrap.servers": ",".join(self.bootstrap_list()),
+                "security.protocol": self.security_protocol.lower(),
+                **{_LIBRDKAFKA_NAMES[key]: value for key, value in self.security().items()}}
 
     def check(self) -> None:
         if not self.bootstrap_list():

@@ -75,6 +75,7 @@ def total(samples: dict, name: str, **labels) -> float:
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory):
     pytest.importorskip("kafka", reason="the kafka extra (kafka-python) is not installed")
+    pytest.importorskip("confluent_kafka", reason="the kafka extra (confluent-kafka) is not installed")
     from consumers.broker import BrokerError, TansuBroker, find_tansu
 
     try:
