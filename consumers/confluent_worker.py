@@ -97,27 +97,27 @@ class ConfluentWorker(KafkaWorker):
         return applied
 
     def _apply_messages(self, messages: list) -> int:
-        """Apply one consume() result, predictions first (outcomes of the same batch find them)."""
-        if any(m.error() is not None for m in messages):
+        """Apply one consume() result, predictions first (outcomes of the same batch find them).
+
+        Per message only the C accessors run (about 0.1 µs each), in list and dict comprehensions."""
+        if [m for m in messages if m.error() is not None]:
             messages = self._without_errors(messages)
-        outcomes = self.settings.outcomes_topic
+        predictions, outcomes = self.settings.predictions_topic, self.settings.outcomes_topic
+        by_topic = {predictions: messages}
         if outcomes:
-            held_back = [m for m in messages if m.topic() == outcomes]
-            if held_back and len(held_back) < len(messages):
-                messages = [m for m in messages if m.topic() != outcomes] + held_back
+            by_topic[outcomes] = [m for m in messages if m.topic() == outcomes]
+            if by_topic[outcomes]:
+                by_topic[predictions] = [m for m in messages if m.topic() != outcomes]
+                messages = by_topic[predictions] + by_topic[outcomes]
         if not messages:
             return 0
-        last: dict[tuple[str, int], int] = {}
-        counts: dict[tuple[str, int], int] = {}
-        for m in messages:
-            key = (m.topic(), m.partition())
-            last[key] = m.offset()
-            counts[key] = counts.get(key, 0) + 1
+        # Offsets rise within a partition: the last message of each partition says where it ends.
+        ends = [(Partition(topic, partition), offset) for topic, batch in by_topic.items()
+                for partition, offset in {m.partition(): m.offset() for m in batch}.items()]
         timestamps = [m.timestamp()[1] for m in messages] if self.on_batch is not None else None
         applied = self.apply([m.value() for m in messages], lambda i: _record(messages[i]), timestamps)
-        ends = [(Partition(*key), offset, counts[key]) for key, offset in last.items()]
-        self._unconfirmed.difference_update(tp for tp, _, _ in ends)  # a message says where it stands
-        self._applied(ends)
+        self._unconfirmed.difference_update(tp for tp, _ in ends)  # a message says where it stands
+        self._applied(ends, {topic: len(batch) for topic, batch in by_topic.items()})
         return applied
 
     def _without_errors(self, messages: list) -> list:

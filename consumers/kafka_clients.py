@@ -33,14 +33,21 @@ class Producer(Protocol):
     def close(self, timeout_seconds: float) -> None: ...
 
 
+class ClientMissing(ImportError):
+    """The client library that ``client`` names is not installed: one line for the CLI."""
+
+
 def client_errors(client: str) -> tuple[type[BaseException], ...]:
     """The exceptions a client library raises for broker and connection trouble."""
-    if client == "confluent":
-        from confluent_kafka import KafkaException
+    try:
+        if client == "confluent":
+            from confluent_kafka import KafkaException
 
-        return (KafkaException,)
-    from kafka.errors import KafkaError
-
+            return (KafkaException,)
+        from kafka.errors import KafkaError
+    except ImportError as exc:
+        package = "confluent-kafka" if client == "confluent" else "kafka-python"
+        raise ClientMissing(f"--client {client} needs {package}: pip install 'fairwatch[kafka]' ({exc})") from None
     return (KafkaError,)
 
 
@@ -137,4 +144,4 @@ def log_client_error(err) -> None:
         log.warning("kafka client: %s", text)
 
 
-__all__ = ["Producer", "open_producer", "client_errors", "log_client_error", "KafkaPythonProducer", "ConfluentProducer"]
+__all__ = ["ClientMissing", "Producer", "open_producer", "client_errors", "log_client_error", "KafkaPythonProducer", "ConfluentProducer"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import logging
+from collections import Counter
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
@@ -161,19 +162,20 @@ class KafkaPythonWorker(KafkaWorker):
         if not polled:
             return 0
         predictions = self.settings.predictions_topic
-        kept, ends = [], []
+        kept, ends, counts = [], [], Counter()
         for tp, records in sorted(polled.items(), key=lambda item: item[0].topic != predictions):
             self._unconfirmed.discard(tp)
             start = self.offsets.get(tp, -1)
             if records[0].offset < start:
                 records = [r for r in records if r.offset >= start]
-            ends.append((tp, polled[tp][-1].offset, len(records)))
+            ends.append((tp, polled[tp][-1].offset))
+            counts[tp.topic] += len(records)
             kept += records
         applied = 0
         if kept:
             timestamps = [r.timestamp for r in kept] if self.on_batch is not None else None
             applied = self.apply([r.value for r in kept], kept.__getitem__, timestamps)
-        self._applied(ends)
+        self._applied(ends, counts)
         return applied
 
     def _poll_fetcher(self) -> int:
@@ -203,7 +205,7 @@ class KafkaPythonWorker(KafkaWorker):
         owned = self._owned
         predictions = self.settings.predictions_topic
         parts: list[PartitionBatch] = []
-        ends = []
+        ends, counts = [], Counter()
         for batch in sorted(batches, key=lambda b: b.topic != predictions):
             tp = TopicPartition(batch.topic, batch.partition)
             if tp not in owned:
@@ -212,7 +214,8 @@ class KafkaPythonWorker(KafkaWorker):
             start = self.offsets.get(tp, -1)
             if batch.offsets[0] < start:
                 batch = batch.since(bisect.bisect_left(batch.offsets, start))
-            ends.append((tp, last, len(batch.values)))
+            ends.append((tp, last))
+            counts[tp.topic] += len(batch.values)
             if batch.values:
                 parts.append(batch)
         applied = 0
@@ -220,7 +223,7 @@ class KafkaPythonWorker(KafkaWorker):
             values = parts[0].values if len(parts) == 1 else [v for b in parts for v in b.values]
             timestamps = [t for b in parts for t in b.timestamps] if self.on_batch is not None else None
             applied = self.apply(values, _Locator(parts).record, timestamps)
-        self._applied(ends)
+        self._applied(ends, counts)
         return applied
 
     def _restart_fetcher(self, exc: FetchProcessDied) -> None:

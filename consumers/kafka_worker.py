@@ -84,7 +84,9 @@ def _model_of(event) -> str | None:
 
 
 def make_worker(settings: KafkaSettings, pipeline: Pipeline, **options) -> KafkaWorker:
-    """The worker on the client library that ``settings.client`` names (options: as ``KafkaWorker``)."""
+    """The worker on the client library that ``settings.client`` names (options: as ``KafkaWorker``).
+    Raises ``ClientMissing`` if that library is not installed."""
+    client_errors(settings.client)
     if settings.client == "confluent":
         from consumers.confluent_worker import ConfluentWorker
 
@@ -239,14 +241,17 @@ class KafkaWorker:
                  f"offsets {_format_offsets(self.offsets)}"]
         return "; ".join(parts)
 
-    def _applied(self, ends: list[tuple[Partition, int, int]]) -> None:
+    def _applied(self, ends: list[tuple[Partition, int]], counts: dict[str, int]) -> None:
         """After a batch was applied (never before: a failed batch must stay below the offsets
-        that a commit or a snapshot can write), move each partition past it."""
-        for tp, last, count in ends:
-            if last + 1 > self.offsets.get(tp, -1):
-                self.offsets[tp] = last + 1
+        that a commit or a snapshot can write), move each partition past its last offset
+        (``ends``), and count the records applied per topic."""
+        offsets = self.offsets
+        for tp, last in ends:
+            if last + 1 > offsets.get(tp, -1):
+                offsets[tp] = last + 1
+        for topic, count in counts.items():
             if count:
-                self.records[tp.topic] += count
+                self.records[topic] += count
                 self._dirty = True
 
     def apply(self, values: list, source: Callable[[int], object], timestamps: list[int] | None = None) -> int:

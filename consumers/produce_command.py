@@ -83,9 +83,12 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
 
-    from consumers.kafka_clients import client_errors, open_producer
+    from consumers.kafka_clients import ClientMissing, client_errors, open_producer
 
-    kafka_errors = client_errors(settings.client)
+    try:
+        kafka_errors = client_errors(settings.client)
+    except ClientMissing as exc:
+        raise UsageError(str(exc)) from None
     if not Path(args.file).is_file():  # before connecting: the file is read lazily
         raise UsageError(f"{args.file}: no such file")
     parser = EventParser(default_model=args.model or "default", threshold=args.threshold)

@@ -106,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args, document)
     config = monitor_config_from_args(args, document)
 
+    from consumers.kafka_clients import ClientMissing
     from consumers.kafka_worker import ApplyFailed, WorkerCollector, make_worker
     from consumers.state import StateError, StateStore
     from monitor.pipeline import Pipeline
@@ -121,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"rebuilding: snapshot {'set aside as ' + str(aside) if aside else 'none to set aside'}; "
                   "counting again from the oldest retained offsets", file=sys.stderr, flush=True)
         worker = make_worker(settings, pipeline, state=state, scorer_step=step, rebuild=args.rebuild_state)
-    except StateError as exc:
+    except (StateError, ClientMissing) as exc:
         raise UsageError(str(exc)) from None
     if settings.metrics_port is not None:
         from monitor.exporter import make_registry
