@@ -164,6 +164,9 @@ def worker_consume(bootstrap: str, topic: str, n: int, fetch_process: bool = Tru
 
 def _paced_producer(bootstrap: str, topic: str, values: list[bytes], rate: float, name: str = "l") -> None:
     producer = _producer(bootstrap, linger_ms=5)
+    # The topic's metadata first: librdkafka stamps a record when produce() is called, so records
+    # queued while it still looks the topic up would count that lookup as the worker's latency.
+    producer.list_topics(topic, timeout=30)
     started = time.monotonic()
     for i, value in enumerate(values):
         ahead = i / rate - (time.monotonic() - started)

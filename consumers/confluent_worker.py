@@ -99,7 +99,7 @@ class ConfluentWorker(KafkaWorker):
     def _apply_messages(self, messages: list) -> int:
         """Apply one consume() result, predictions first (outcomes of the same batch find them).
 
-        Per message only the C accessors run (about 0.1 µs each), in list and dict comprehensions."""
+        Per message only the C accessors run, inside comprehensions: no record object or tuple is built."""
         if [m for m in messages if m.error() is not None]:
             messages = self._without_errors(messages)
         predictions, outcomes = self.settings.predictions_topic, self.settings.outcomes_topic
