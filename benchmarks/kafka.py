@@ -68,10 +68,10 @@ def _producer(bootstrap: str, linger_ms: int):
                      "queue.buffering.max.messages": 1_000_000})
 
 
-def _send(producer, topic: str, key: bytes, value: bytes) -> None:
+def _send(producer, topic: str, key: bytes, value: bytes, on_delivery=None) -> None:
     while True:
         try:
-            producer.produce(topic, value=value, key=key)  # timestamp = send time (CreateTime)
+            producer.produce(topic, value=value, key=key, on_delivery=on_delivery)  # timestamp = send time
             return
         except BufferError:  # local queue full: let deliveries drain it
             producer.poll(0.05)
@@ -170,6 +170,12 @@ def _paced_producer(bootstrap: str, topic: str, values: list[bytes], rate: float
     # The topic's metadata first: librdkafka stamps a record when produce() is called, so records
     # queued while it still looks the topic up would count that lookup as the worker's latency.
     producer.list_topics(topic, timeout=30)
+    failed = []
+
+    def delivered(err, _message) -> None:  # a record the broker did not take would look like one the worker lost
+        if err is not None:
+            failed.append(err.str())
+
     started = time.monotonic()
     for i, value in enumerate(values):
         ahead = i / rate - (time.monotonic() - started)
@@ -178,11 +184,12 @@ def _paced_producer(bootstrap: str, topic: str, values: list[bytes], rate: float
         if ahead > PACING_STEP_SECONDS:
             time.sleep(ahead)
             producer.poll(0)
-        _send(producer, topic, b"%s%d" % (name.encode(), i), value)
-    producer.flush(60)
+        _send(producer, topic, b"%s%d" % (name.encode(), i), value, delivered)
+    left = producer.flush(60)
     elapsed = time.monotonic() - started
     print(f"(paced producer {name}: {len(values)} events in {elapsed:.1f} s for a schedule of "
-          f"{len(values) / rate:.1f} s)", flush=True)
+          f"{len(values) / rate:.1f} s; not delivered: {len(failed) + left}{' ' + failed[0] if failed else ''})",
+          flush=True)
 
 
 def latency(bootstrap: str, topic: str, values: list[bytes], rate: float, producers: int = 1,
