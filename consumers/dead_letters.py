@@ -79,5 +79,6 @@ class DeadLetters:
                                    f"{self.topic}: nothing is committed past them")
 
 
-__all__ = ["DeadLetters", "DeadLettersStuck", "REASON_HEADER", "ERROR_HEADER", "TOPIC_HEADER", "PARTITION_HEADER", "OFFSET_HEADER",
+__all__ = ["DeadLetters", "DeadLettersStuck", "REASON_HEADER", "ERROR_HEADER", "TOPIC_HEADER", "PARTITION_HEADER",
+           "OFFSET_HEADER",
            "TRUNCATED_HEADER"]

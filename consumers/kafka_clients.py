@@ -144,4 +144,5 @@ def log_client_error(err) -> None:
         log.warning("kafka client: %s", text)
 
 
-__all__ = ["ClientMissing", "Producer", "open_producer", "client_errors", "log_client_error", "KafkaPythonProducer", "ConfluentProducer"]
+__all__ = ["ClientMissing", "Producer", "open_producer", "client_errors", "log_client_error", "KafkaPythonProducer",
+           "ConfluentProducer"]

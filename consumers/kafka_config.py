@@ -147,5 +147,6 @@ def add_security_flags(parser, protocol_default: str | None = None) -> None:
     security.add_argument("--ssl-keyfile", metavar="PEM")
 
 
-__all__ = ["KafkaSettings", "parse_kafka_settings", "read_toml", "add_security_flags", "add_client_flag", "PASSWORD_ENV",
+__all__ = ["KafkaSettings", "parse_kafka_settings", "read_toml", "add_security_flags", "add_client_flag",
+           "PASSWORD_ENV",
            "CLIENTS", "DEFAULT_CLIENT"]

@@ -74,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--outcomes-topic must differ from --topic")
     try:
         settings = parse_kafka_settings({
-            "client": args.client or DEFAULT_CLIENT, "bootstrap_servers": args.bootstrap_servers, "predictions_topic": args.topic,
+            "client": args.client or DEFAULT_CLIENT, "bootstrap_servers": args.bootstrap_servers,
+            "predictions_topic": args.topic,
             "outcomes_topic": args.outcomes_topic, "security_protocol": args.security_protocol,
             "sasl_mechanism": args.sasl_mechanism, "sasl_username": args.sasl_username,
             "sasl_password": args.sasl_password, "ssl_cafile": args.ssl_cafile, "ssl_certfile": args.ssl_certfile,

@@ -26,7 +26,8 @@ _SETTING_FLAGS = (
 def register(commands) -> None:
     parser = commands.add_parser(
         "run", help="consume predictions and outcomes from Kafka, serve /metrics",
-        description="A Kafka consumer group (confluent-kafka, or kafka-python) feeding the fairwatch pipeline. Every flag can also be a key "
+        description="A Kafka consumer group (confluent-kafka, or kafka-python) feeding the fairwatch pipeline. "
+                    "Every flag can also be a key "
                     "of a [kafka] table in --config (flags win); the pipeline settings go in its [monitor] table.")
     add_config_flags(parser)
     add_scorer_flags(parser)
