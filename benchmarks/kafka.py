@@ -1,14 +1,17 @@
-"""Kafka throughput and latency, in one run on one local Tansu broker.
+"""Kafka throughput and latency of both client libraries, in one run on one local Tansu broker.
 
     python -m benchmarks.kafka --events 1000000
 
-Prints: the produce rate; the raw kafka-python consume rate of a topic of N
-events (the baseline); the `fairwatch run` worker's rate on the same topic
-(the same KafkaWorker the command runs, in process, with its fetch process,
-and without it); and the p50/p99 latency from the producer's send() to the
-pipeline having applied the event, with paced producer processes
-(--producers, 2) sending at half the worker's rate, or at 80% of what they
-can send if that is less.
+Prints: the produce rate; the bare consume loops of a topic of N events on
+kafka-python and on confluent-kafka, each counting records and each parsing
+them with json.loads (the baselines); the `fairwatch run` worker's rate on
+the same topic on each client (the same worker the command runs, in process;
+kafka-python with its fetch process); and the p50/p99 latency from the
+producer's send() to the pipeline having applied the event, on the default
+client, with paced producer processes (--producers, 2) sending at half the
+worker's rate, or at 80% of what they can send if that is less, after 1,000
+warm-up records (the partitions' first fetch is not counted). Producers are
+confluent-kafka (cheapest on CPU, so they take least from the worker).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import time
 import numpy as np
 
 PARTITIONS = 4
+PACING_STEP_SECONDS = 0.002
+WARMUP_RECORDS = 1000  # sent and applied before the latency run's clock starts
 STALL_SECONDS = 60.0  # a phase that applies nothing for this long fails, saying where the worker stands
 
 
@@ -54,51 +59,98 @@ def make_values(n: int, seed: int = 1) -> list[bytes]:
                         "label": int(rng.random() < .5) if i % 2 else None}).encode() for i in range(n)]
 
 
-def produce_all(bootstrap: str, topic: str, values: list[bytes]) -> float:
-    from kafka import KafkaProducer
+def _producer(bootstrap: str, linger_ms: int):
+    from confluent_kafka import Producer
 
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=512 << 10, acks=1)
+    # Large batches: with small ones a slower machine's producer falls behind its pace, and its
+    # own backlog would be measured as the worker's latency.
+    return Producer({"bootstrap.servers": bootstrap, "linger.ms": linger_ms, "batch.size": 512 << 10, "acks": 1,
+                     "queue.buffering.max.messages": 1_000_000})
+
+
+def _send(producer, topic: str, key: bytes, value: bytes, on_delivery=None) -> None:
+    while True:
+        try:
+            producer.produce(topic, value=value, key=key, on_delivery=on_delivery)  # timestamp = send time
+            return
+        except BufferError:  # local queue full: let deliveries drain it
+            producer.poll(0.05)
+
+
+def produce_all(bootstrap: str, topic: str, values: list[bytes]) -> float:
+    producer = _producer(bootstrap, linger_ms=20)
     started = time.perf_counter()
     for i, value in enumerate(values):
-        producer.send(topic, key=b"e%d" % i, value=value)
-    producer.flush()
+        _send(producer, topic, b"e%d" % i, value)
+    left = producer.flush(60)
     elapsed = time.perf_counter() - started
-    producer.close(timeout=10)  # flushed already; never wait on it for ever
+    if left:
+        raise RuntimeError(f"{left} records not delivered")
     return elapsed
 
 
-def raw_consume(bootstrap: str, topic: str, n: int) -> float:
-    """Seconds for a bare kafka-python loop to read n records (first record to last)."""
+def raw_consume(bootstrap: str, topic: str, n: int, parse: bool = False) -> float:
+    """Seconds for a bare kafka-python loop to read n records (first record to last), json.loads each if ``parse``."""
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
     consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
+    loads = json.loads
     seen, started = 0, None
     while seen < n:
         for records in consumer.poll(timeout_ms=500, max_records=5000).values():
             if started is None:
                 started = time.perf_counter()
+            if parse:
+                [loads(r.value) for r in records]
             seen += len(records)
     elapsed = time.perf_counter() - started
     consumer.close()
     return elapsed
 
 
-def worker_for(bootstrap: str, topic: str, group: str, on_batch=None, fetch_process: bool = True):
+def raw_consume_confluent(bootstrap: str, topic: str, n: int, parse: bool = False) -> float:
+    """The same bare loop on confluent-kafka (librdkafka)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-raw", "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
+    loads = json.loads
+    seen, started = 0, None
+    while seen < n:
+        # consume() waits for as many as asked: never ask past the end, or the last batch waits out the timeout.
+        messages = consumer.consume(min(5000, n - seen), timeout=0.5)
+        if not messages:
+            continue
+        if started is None:
+            started = time.perf_counter()
+        if parse:
+            [loads(m.value()) for m in messages]
+        seen += len(messages)
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    return elapsed
+
+
+def worker_for(bootstrap: str, topic: str, group: str, on_batch=None, fetch_process: bool = True,
+               client: str = "confluent"):
     from fairwatch.consumers.kafka_config import KafkaSettings
-    from fairwatch.consumers.kafka_worker import KafkaWorker
+    from fairwatch.consumers.kafka_worker import make_worker
     from fairwatch.monitor.config import MonitorConfig
     from fairwatch.monitor.pipeline import Pipeline
 
     settings = KafkaSettings(bootstrap_servers=bootstrap, predictions_topic=topic, outcomes_topic=None,
                              dlq_topic=f"{topic}.dlq", group_id=group, commit_interval_seconds=5.0,
-                             session_timeout_ms=6000, max_poll_interval_ms=10000, fetch_process=fetch_process)
-    return KafkaWorker(settings, Pipeline(MonitorConfig(attributes=["race", "sex"])), on_batch=on_batch)
+                             session_timeout_ms=6000, max_poll_interval_ms=10000, fetch_process=fetch_process,
+                             client=client)
+    return make_worker(settings, Pipeline(MonitorConfig(attributes=["race", "sex"])), on_batch=on_batch)
 
 
-def worker_consume(bootstrap: str, topic: str, n: int, fetch_process: bool = True) -> tuple[float, float]:
+def worker_consume(bootstrap: str, topic: str, n: int, fetch_process: bool = True,
+                   client: str = "confluent") -> tuple[float, float]:
     """(seconds first record to last applied, seconds including the group join) for the worker."""
-    worker = worker_for(bootstrap, topic, f"bench-worker-{fetch_process}", fetch_process=fetch_process)
+    worker = worker_for(bootstrap, topic, f"bench-worker-{client}-{fetch_process}", fetch_process=fetch_process,
+                        client=client)
     started = time.perf_counter()
     first = None
 
@@ -114,36 +166,55 @@ def worker_consume(bootstrap: str, topic: str, n: int, fetch_process: bool = Tru
 
 
 def _paced_producer(bootstrap: str, topic: str, values: list[bytes], rate: float, name: str = "l") -> None:
-    from kafka import KafkaProducer
+    producer = _producer(bootstrap, linger_ms=5)
+    # The topic's metadata first: librdkafka stamps a record when produce() is called, so records
+    # queued while it still looks the topic up would count that lookup as the worker's latency.
+    producer.list_topics(topic, timeout=30)
+    failed = []
 
-    # Large batches as in produce_all: with the default 16 KB a slower machine's producer falls
-    # behind the pace, and its own backlog would be measured as the worker's latency.
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, batch_size=512 << 10, acks=1)
+    def delivered(err, _message) -> None:  # a record the broker did not take would look like one the worker lost
+        if err is not None:
+            failed.append(err.str())
+
     started = time.monotonic()
     for i, value in enumerate(values):
         ahead = i / rate - (time.monotonic() - started)
-        if ahead > 0:
+        # Sleep in steps of a few ms, not before every record: at tens of thousands of records a
+        # second, a sleep per record costs the producer (and the worker beside it) a core in wakeups.
+        if ahead > PACING_STEP_SECONDS:
             time.sleep(ahead)
-        producer.send(topic, key=b"%s%d" % (name.encode(), i), value=value)  # timestamp = send time (CreateTime)
-    producer.flush()
+            producer.poll(0)
+        _send(producer, topic, b"%s%d" % (name.encode(), i), value, delivered)
+    left = producer.flush(60)
     elapsed = time.monotonic() - started
     print(f"(paced producer {name}: {len(values)} events in {elapsed:.1f} s for a schedule of "
-          f"{len(values) / rate:.1f} s)", flush=True)
-    producer.close(timeout=10)  # flushed already; never wait on it for ever
+          f"{len(values) / rate:.1f} s; not delivered: {len(failed) + left}{' ' + failed[0] if failed else ''})",
+          flush=True)
 
 
-def latency(bootstrap: str, topic: str, values: list[bytes], rate: float, producers: int = 1) -> np.ndarray:
+def latency(bootstrap: str, topic: str, values: list[bytes], rate: float, producers: int = 1,
+            client: str = "confluent") -> np.ndarray:
     """Seconds from send() to applied, per event, at ``rate`` events/s from ``producers`` processes."""
     latencies: list[np.ndarray] = []
 
     def on_batch(timestamps, now):
         latencies.append(now - np.array(timestamps, dtype=np.float64) / 1000.0)
 
-    worker = worker_for(bootstrap, topic, "bench-latency", on_batch)
+    worker = worker_for(bootstrap, topic, "bench-latency", on_batch, client=client)
     worker.connect()
     deadline = time.monotonic() + 60
-    while not worker.consumer.assignment() and time.monotonic() < deadline:
+    while not worker.assignment() and time.monotonic() < deadline:
         worker.poll_once()
+    # Warm up: the first records after an assignment wait for the partitions' first fetch (3 to 4 s
+    # on Tansu here, with either client), a one-off cost of a start, not the latency under load.
+    started = time.monotonic()
+    warmup = [v.replace(b'"event_id": "e', b'"event_id": "warmup-') for v in values[:WARMUP_RECORDS]]
+    produce_all(bootstrap, topic, warmup)
+    while worker.records[topic] < len(warmup) and time.monotonic() < deadline + 60:
+        worker.poll_once()
+    print(f"(latency worker: {len(warmup)} warm-up records applied {time.monotonic() - started:.1f} s after "
+          f"they were sent; not counted)", flush=True)
+    latencies.clear()
     spawn = multiprocessing.get_context("spawn")
     senders = [spawn.Process(target=_paced_producer,
                              args=(bootstrap, topic, values[k::producers], rate / producers, f"l{k}-"))
@@ -151,7 +222,7 @@ def latency(bootstrap: str, topic: str, values: list[bytes], rate: float, produc
     for sender in senders:
         sender.start()
     try:
-        worker.run(until=until_applied(worker, topic, len(values)))
+        worker.run(until=until_applied(worker, topic, len(warmup) + len(values)))
     finally:
         for sender in senders:
             sender.join(timeout=60)
@@ -163,6 +234,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--latency-seconds", type=float, default=20.0, help="length of the latency run")
     parser.add_argument("--producers", type=int, default=2, help="paced producer processes in the latency run")
+    parser.add_argument("--latency-client", choices=("confluent", "kafka-python"), default="confluent",
+                        help="the worker's client in the latency run (confluent)")
     args = parser.parse_args(argv)
     try:
         run(args)
@@ -188,17 +261,22 @@ def run(args: argparse.Namespace) -> None:
               f"{PARTITIONS} partitions; {args.events} events of ~{np.mean([len(v) for v in values[:1000]]):.0f} B")
         seconds = produce_all(bootstrap, "bench.throughput", values)
         produce_rate = args.events / seconds
-        print(f"produce (kafka-python, acks=1):   {produce_rate:10,.0f} events/s")
-        seconds = raw_consume(bootstrap, "bench.throughput", args.events)
-        raw_rate = args.events / seconds
-        print(f"raw consume (kafka-python loop):  {raw_rate:10,.0f} events/s   (baseline)")
-        seconds, _ = worker_consume(bootstrap, "bench.throughput", args.events, fetch_process=False)
-        one_thread = args.events / seconds
-        print(f"worker, one thread (no fetch process): {one_thread:6,.0f} events/s   ({one_thread / raw_rate:.0%} of raw)")
-        seconds, with_join = worker_consume(bootstrap, "bench.throughput", args.events)
-        worker_rate = args.events / seconds
-        print(f"fairwatch run worker (default):   {worker_rate:10,.0f} events/s   "
-              f"({worker_rate / raw_rate:.0%} of raw; {args.events / with_join:,.0f}/s counting the group join)")
+        print(f"produce (confluent-kafka, acks=1):       {produce_rate:10,.0f} events/s")
+        bare = {}
+        for client, loop in (("kafka-python", raw_consume), ("confluent", raw_consume_confluent)):
+            for parse in (False, True):
+                bare[client, parse] = args.events / loop(bootstrap, "bench.throughput", args.events, parse)
+                print(f"bare {client} loop, {'json.loads each' if parse else 'counting':15}: "
+                      f"{bare[client, parse]:10,.0f} events/s   (baseline)", flush=True)
+        rates = {}
+        for client in ("kafka-python", "confluent"):
+            seconds, with_join = worker_consume(bootstrap, "bench.throughput", args.events, client=client)
+            rates[client] = args.events / seconds
+            print(f"fairwatch run worker, {client:12}:    {rates[client]:10,.0f} events/s   "
+                  f"({rates[client] / bare[client, True]:.0%} of its bare loop with json.loads; "
+                  f"{args.events / with_join:,.0f}/s counting the group join)", flush=True)
+        print(f"confluent worker / kafka-python worker: {rates['confluent'] / rates['kafka-python']:.2f}x")
+        worker_rate = rates[args.latency_client]
         # Half the worker's rate, but never above 80% of what one producer can
         # send: past that the backlog is the producer's, not the worker's.
         rate = min(worker_rate / 2, 0.8 * produce_rate * args.producers)
@@ -210,11 +288,12 @@ def run(args: argparse.Namespace) -> None:
         # Three device runs once ended here without a word (killed by an outer timeout): should it
         # happen again, every thread's stack is printed after the phase has run three minutes.
         faulthandler.dump_traceback_later(args.latency_seconds + 180)
-        lat = latency(bootstrap, "bench.latency", values, rate, args.producers)
+        lat = latency(bootstrap, "bench.latency", values, rate, args.producers, args.latency_client)
         faulthandler.cancel_dump_traceback_later()
         p50, p99, top = np.percentile(lat, [50, 99, 100])
-        print(f"latency at {rate:,.0f} events/s ({n} events): p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, "
-              f"max {top * 1000:.1f} ms (send() to applied in the pipeline)")
+        print(f"latency, {args.latency_client} worker, at {rate:,.0f} events/s ({n} events): "
+              f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, max {top * 1000:.1f} ms "
+              f"(send() to applied in the pipeline)")
 
 
 if __name__ == "__main__":

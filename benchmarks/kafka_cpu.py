@@ -1,4 +1,4 @@
-"""Where the Kafka worker's CPU goes: CPU seconds per process, per event, next to the raw loop's.
+"""Where the kafka-python worker's CPU goes: CPU seconds per process, per event, next to the raw loop's.
 
     python -m benchmarks.kafka_cpu --events 500000 [--profile-raw]
 
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"raw loop: {n / wall:,.0f} events/s; CPU {raw_cpu / n * 1e6:.1f} µs/event in the consumer, "
               f"{raw_broker / n * 1e6:.1f} in the broker")
 
-        worker = worker_for(bootstrap, "cpu", "cpu-worker")
+        worker = worker_for(bootstrap, "cpu", "cpu-worker", client="kafka-python")
         marks: dict[str, float] = {}
         child: dict[str, float] = {}
 

@@ -7,7 +7,9 @@ metadata request, and stops it. Nothing persists: memory storage only.
 Known Tansu quirk (v0.6.0-510f3e2): ``ListOffsets`` answers the base offset of
 the last record batch + 1, not the true end, when a batch holds several
 records. Fetch responses carry the right high watermark, so the worker
-computes lag from ``KafkaConsumer.highwater`` and never from ``end_offsets``.
+computes lag from it (kafka-python's ``KafkaConsumer.highwater``,
+confluent-kafka's ``get_watermark_offsets(cached=True)``) and never from
+``end_offsets`` or an uncached watermark query, which ask ListOffsets.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ import logging
 import threading
 from collections import Counter
 
+from fairwatch.consumers.kafka_clients import Producer
 from fairwatch.monitor.events import Rejection
 
 log = logging.getLogger("fairwatch.dlq")
@@ -26,19 +27,23 @@ def one_line(text: str, limit: int = 1000) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+class DeadLettersStuck(RuntimeError):
+    """Dead letters still queued after the flush timeout: committing past them could lose them."""
+
+
 class DeadLetters:
     """Sends refused records to ``topic``; counts them per reason and counts failed deliveries."""
 
-    def __init__(self, producer, topic: str, max_bytes: int) -> None:
+    def __init__(self, producer: Producer, topic: str, max_bytes: int) -> None:
         self.producer = producer
         self.topic = topic
         self.max_bytes = max_bytes
         self.sent: Counter = Counter()
         self.errors = 0
-        self._errors_lock = threading.Lock()  # errbacks run on the producer's I/O thread
+        self._errors_lock = threading.Lock()  # kafka-python's errbacks run on its I/O thread
 
     def send(self, record, rejection: Rejection) -> None:
-        """``record``: the kafka-python ConsumerRecord refused."""
+        """``record``: the refused record (``topic``, ``partition``, ``offset``, ``key``, ``value`` attributes)."""
         value = record.value if record.value is not None else b""
         headers = [
             (REASON_HEADER, rejection.reason.encode()),
@@ -54,11 +59,10 @@ class DeadLetters:
             headers.append((TRUNCATED_HEADER, str(len(value)).encode()))
             value = value[:limit]
         try:
-            future = self.producer.send(self.topic, key=record.key, value=value, headers=headers)
+            self.producer.send(self.topic, record.key, value, headers,
+                               on_error=lambda exc, record=record: self._failed(record, exc))
         except Exception as exc:  # noqa: BLE001 - any refusal must not stop the worker
             self._failed(record, exc)
-        else:
-            future.add_errback(lambda exc, record=record: self._failed(record, exc))
         self.sent[rejection.reason] += 1
 
     def _failed(self, record, exc) -> None:
@@ -69,8 +73,12 @@ class DeadLetters:
 
     def flush(self, timeout_seconds: float) -> None:
         """Wait until every dead letter sent so far is delivered or failed (before committing past it)."""
-        self.producer.flush(timeout=timeout_seconds)
+        left = self.producer.flush(timeout_seconds)
+        if left:  # kafka-python raises its own KafkaTimeoutError instead
+            raise DeadLettersStuck(f"{left} dead letters not delivered within {timeout_seconds:.0f} s to "
+                                   f"{self.topic}: nothing is committed past them")
 
 
-__all__ = ["DeadLetters", "REASON_HEADER", "ERROR_HEADER", "TOPIC_HEADER", "PARTITION_HEADER", "OFFSET_HEADER",
+__all__ = ["DeadLetters", "DeadLettersStuck", "REASON_HEADER", "ERROR_HEADER", "TOPIC_HEADER", "PARTITION_HEADER",
+           "OFFSET_HEADER",
            "TRUNCATED_HEADER"]

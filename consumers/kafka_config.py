@@ -20,10 +20,24 @@ import msgspec
 from fairwatch.monitor.config import ConfigError, read_toml
 
 PASSWORD_ENV = "FAIRWATCH_KAFKA_SASL_PASSWORD"
+# confluent-kafka (librdkafka, C) decodes record batches about 3x cheaper than kafka-python's pure Python
+# (docs/kafka.md); kafka-python stays as the fallback that needs no compiled wheel.
+CLIENTS = ("confluent", "kafka-python")
+# kafka-python stays the default until the confluent path's unexplained shortfall in two benchmark runs
+# (docs/kafka.md, "Open") is understood: a worker that may lose records is not one to default to.
+DEFAULT_CLIENT = "kafka-python"
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 
 
+# kafka-python takes the SCRAM credentials under the sasl_plain_* names too; the rest keep the settings' names.
+_KAFKA_PYTHON_NAMES = {"sasl_username": "sasl_plain_username", "sasl_password": "sasl_plain_password"}
+_LIBRDKAFKA_NAMES = {"sasl_mechanism": "sasl.mechanism", "sasl_username": "sasl.username",
+                     "sasl_password": "sasl.password", "ssl_cafile": "ssl.ca.location",
+                     "ssl_certfile": "ssl.certificate.location", "ssl_keyfile": "ssl.key.location"}
+
+
 class KafkaSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    client: Literal["confluent", "kafka-python"] = DEFAULT_CLIENT
     bootstrap_servers: Union[str, list[str]] = "127.0.0.1:9092"
     predictions_topic: str = "fairwatch.predictions"
     outcomes_topic: Union[str, None] = "fairwatch.outcomes"  # "" or None: predictions only
@@ -36,7 +50,8 @@ class KafkaSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     commit_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     state_dir: Union[str, None] = None
     max_poll_records: Positive = 5000
-    # Fetch and decode in a child process (consumers/fetch_process.py); false: in the worker's own thread.
+    # kafka-python only: fetch and decode in a child process (consumers/fetch_process.py); false: in the
+    # worker's own thread. librdkafka fetches and decodes on its own C threads, so confluent needs none.
     fetch_process: bool = True
     # Kafka's own default is 45 s; a crashed worker's partitions wait this long.
     session_timeout_ms: Positive = 10_000
@@ -63,21 +78,26 @@ class KafkaSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     def topics(self) -> list[str]:
         return [t for t in (self.predictions_topic, self.outcomes_topic) if t]
 
+    def security(self) -> dict[str, str]:
+        """The security settings given, by setting name; the password from the setting (a flag or the
+        TOML), else from the environment variable. SASL credentials only with a SASL mechanism."""
+        given = {key: getattr(self, key) for key in ("sasl_mechanism", "sasl_username", "ssl_cafile", "ssl_certfile",
+                                                     "ssl_keyfile")}
+        given["sasl_password"] = self.sasl_password if self.sasl_password is not None else os.environ.get(PASSWORD_ENV)
+        if not self.sasl_mechanism:
+            given["sasl_username"] = given["sasl_password"] = None
+        return {key: value for key, value in given.items() if value}
+
     def client_kwargs(self) -> dict:
-        """Connection and security settings shared by consumer, producer and admin clients."""
-        kwargs: dict = {"bootstrap_servers": self.bootstrap_list(), "security_protocol": self.security_protocol}
-        if self.sasl_mechanism:
-            kwargs["sasl_mechanism"] = self.sasl_mechanism
-            # kafka-python takes the SCRAM credentials under the sasl_plain_* names too.
-            if self.sasl_username is not None:
-                kwargs["sasl_plain_username"] = self.sasl_username
-            password = self.sasl_password if self.sasl_password is not None else os.environ.get(PASSWORD_ENV)
-            if password is not None:
-                kwargs["sasl_plain_password"] = password
-        for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-            if getattr(self, key):
-                kwargs[key] = getattr(self, key)
-        return kwargs
+        """Connection and security settings shared by kafka-python's consumer, producer and admin clients."""
+        return {"bootstrap_servers": self.bootstrap_list(), "security_protocol": self.security_protocol,
+                **{_KAFKA_PYTHON_NAMES.get(key, key): value for key, value in self.security().items()}}
+
+    def librdkafka_config(self) -> dict:
+        """The same settings under librdkafka's names (confluent-kafka's clients)."""
+        return {"bootstrap.servers": ",".join(self.bootstrap_list()),
+                "security.protocol": self.security_protocol.lower(),
+                **{_LIBRDKAFKA_NAMES[key]: value for key, value in self.security().items()}}
 
     def check(self) -> None:
         if not self.bootstrap_list():
@@ -108,6 +128,13 @@ def parse_kafka_settings(data: dict) -> KafkaSettings:
     return settings
 
 
+def add_client_flag(parser) -> None:
+    """``--client``: which Kafka client library every client of the command uses."""
+    parser.add_argument("--client", choices=CLIENTS,
+                        help=f"Kafka client library: confluent (confluent-kafka, librdkafka in C) or kafka-python "
+                             f"(pure Python, the fallback) ({DEFAULT_CLIENT})")
+
+
 def add_security_flags(parser, protocol_default: str | None = None) -> None:
     """Kafka security flags, passed to every client (``run`` and ``produce``)."""
     security = parser.add_argument_group("kafka security (passed to every client)")
@@ -122,4 +149,6 @@ def add_security_flags(parser, protocol_default: str | None = None) -> None:
     security.add_argument("--ssl-keyfile", metavar="PEM")
 
 
-__all__ = ["KafkaSettings", "parse_kafka_settings", "read_toml", "add_security_flags", "PASSWORD_ENV"]
+__all__ = ["KafkaSettings", "parse_kafka_settings", "read_toml", "add_security_flags", "add_client_flag",
+           "PASSWORD_ENV",
+           "CLIENTS", "DEFAULT_CLIENT"]

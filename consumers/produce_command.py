@@ -12,11 +12,14 @@ import msgspec
 from tqdm import tqdm
 
 from fairwatch.consumers.files import SourceError, read_events
-from fairwatch.consumers.kafka_config import add_security_flags, parse_kafka_settings
+from fairwatch.consumers.kafka_config import DEFAULT_CLIENT, add_client_flag, add_security_flags, parse_kafka_settings
 from fairwatch.consumers.replay_command import add_mapping_flags, mapping_from_args
 from fairwatch.cli import UsageError, finite_float
 from fairwatch.monitor.config import ConfigError
 from fairwatch.monitor.events import EventParser, Rejection
+
+
+FLUSH_TIMEOUT_SECONDS = 30.0
 
 
 class Outcome(msgspec.Struct):
@@ -40,6 +43,7 @@ def register(commands) -> None:
     parser.add_argument("--limit", type=int, metavar="N", help="stop after N events")
     parser.add_argument("--bootstrap-servers", default="127.0.0.1:9092", metavar="HOST:PORT[,...]")
     parser.add_argument("--compression", choices=("gzip", "snappy", "lz4", "zstd"))
+    add_client_flag(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_security_flags(parser, protocol_default="PLAINTEXT")
     parser.set_defaults(handler=run)
@@ -70,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--outcomes-topic must differ from --topic")
     try:
         settings = parse_kafka_settings({
-            "bootstrap_servers": args.bootstrap_servers, "predictions_topic": args.topic,
+            "client": args.client or DEFAULT_CLIENT, "bootstrap_servers": args.bootstrap_servers,
+            "predictions_topic": args.topic,
             "outcomes_topic": args.outcomes_topic, "security_protocol": args.security_protocol,
             "sasl_mechanism": args.sasl_mechanism, "sasl_username": args.sasl_username,
             "sasl_password": args.sasl_password, "ssl_cafile": args.ssl_cafile, "ssl_certfile": args.ssl_certfile,
@@ -79,20 +84,22 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
 
-    from kafka import KafkaProducer
-    from kafka.errors import KafkaError
+    from fairwatch.consumers.kafka_clients import ClientMissing, client_errors, open_producer
 
+    try:
+        kafka_errors = client_errors(settings.client)
+    except ClientMissing as exc:
+        raise UsageError(str(exc)) from None
     if not Path(args.file).is_file():  # before connecting: the file is read lazily
         raise UsageError(f"{args.file}: no such file")
     parser = EventParser(default_model=args.model or "default", threshold=args.threshold)
     try:
         batches = read_events(args.file, args.format, mapping_from_args(args), parser)
-        producer = KafkaProducer(**settings.client_kwargs(), client_id="fairwatch-produce", acks="all",
-                                 linger_ms=10, batch_size=256 << 10, compression_type=args.compression,
-                                 max_request_size=16 << 20)
+        producer = open_producer(settings, "fairwatch-produce", linger_ms=10, batch_bytes=256 << 10,
+                                 compression=args.compression, max_request_bytes=16 << 20)
     except SourceError as exc:
         raise UsageError(str(exc)) from None
-    except KafkaError as exc:
+    except kafka_errors as exc:
         raise UsageError(f"cannot connect to Kafka at {args.bootstrap_servers}: {exc}") from None
 
     encode = msgspec.json.Encoder().encode
@@ -103,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         failures.append(str(exc) or type(exc).__name__)
 
     def send(topic: str, key: str, value: bytes) -> None:
-        producer.send(topic, key=key.encode(), value=value).add_errback(failed)
+        producer.send(topic, key.encode(), value, on_error=failed)
 
     delayed: deque[tuple[int, Outcome]] = deque()  # (send after this many events, outcome)
     pacer = Pacer(args.rate)
@@ -147,14 +154,16 @@ def run(args: argparse.Namespace) -> int:
                 send(args.outcomes_topic, outcome.event_id, encode(outcome))
                 sent += 1
                 outcomes += 1
-            producer.flush()
+            left = producer.flush(FLUSH_TIMEOUT_SECONDS)
+            if left:
+                failures.append(f"{left} still queued after {FLUSH_TIMEOUT_SECONDS:.0f} s")
             progress.update(sent - shown)
     except SourceError as exc:
         raise UsageError(str(exc)) from None
-    except KafkaError as exc:
+    except kafka_errors as exc:
         raise UsageError(f"producing to {args.bootstrap_servers}: {exc}") from None
     finally:
-        producer.close(timeout=30)
+        producer.close(FLUSH_TIMEOUT_SECONDS)
     if skipped:
         print(f"skipped {sum(skipped.values())} invalid rows ({', '.join(f'{r}: {n}' for r, n in skipped.items())})",
               file=sys.stderr)

@@ -7,7 +7,7 @@ import logging
 import signal
 import sys
 
-from fairwatch.consumers.kafka_config import add_security_flags, parse_kafka_settings
+from fairwatch.consumers.kafka_config import add_client_flag, add_security_flags, parse_kafka_settings
 from fairwatch.monitor.config import read_toml
 from fairwatch.consumers.replay_command import add_scorer_flags, build_scorer_step
 from fairwatch.cli import UsageError, add_config_flags, serve_registry, finite_float
@@ -15,7 +15,7 @@ from fairwatch.monitor.config import ConfigError, load_config
 
 # Flags that map one to one onto KafkaSettings fields (None = not given, the TOML or default wins).
 _SETTING_FLAGS = (
-    "bootstrap_servers", "predictions_topic", "outcomes_topic", "dlq_topic", "group_id", "client_id",
+    "client", "bootstrap_servers", "predictions_topic", "outcomes_topic", "dlq_topic", "group_id", "client_id",
     "metrics_port", "metrics_addr", "commit_interval_seconds", "state_dir", "max_poll_records",
     "session_timeout_ms", "max_poll_interval_ms", "max_partition_fetch_bytes", "fetch_max_bytes", "dlq_max_bytes",
     "auto_offset_reset", "security_protocol", "sasl_mechanism", "sasl_username", "sasl_password", "ssl_cafile",
@@ -26,13 +26,15 @@ _SETTING_FLAGS = (
 def register(commands) -> None:
     parser = commands.add_parser(
         "run", help="consume predictions and outcomes from Kafka, serve /metrics",
-        description="A kafka-python consumer group feeding the fairwatch pipeline. Every flag can also be a key "
+        description="A Kafka consumer group (confluent-kafka, or kafka-python) feeding the fairwatch pipeline. "
+                    "Every flag can also be a key "
                     "of a [kafka] table in --config (flags win); the pipeline settings go in its [monitor] table.")
     add_config_flags(parser)
     add_scorer_flags(parser)
     parser.add_argument("--attribute", action="append", metavar="ATTR",
                         help="protected attribute to track (repeatable; default: every attribute events carry)")
     kafka = parser.add_argument_group("kafka")
+    add_client_flag(kafka)
     kafka.add_argument("--bootstrap-servers", metavar="HOST:PORT[,...]", help="brokers (127.0.0.1:9092)")
     kafka.add_argument("--predictions-topic", help="topic of prediction events (fairwatch.predictions)")
     kafka.add_argument("--outcomes-topic", help="topic of outcome events (fairwatch.outcomes; '' = none)")
@@ -48,7 +50,8 @@ def register(commands) -> None:
                        help="set the snapshot in --state-dir aside and count again from the oldest offsets the "
                             "topics retain (after a change of attributes, intersections or windows)")
     kafka.add_argument("--fetch-process", action=argparse.BooleanOptionalAction,
-                       help="fetch and decode records in a child process, overlapping with applying them (on)")
+                       help="kafka-python only: fetch and decode records in a child process, overlapping with "
+                            "applying them (on)")
     kafka.add_argument("--max-poll-records", type=int, help="records per batch at most (5000)")
     kafka.add_argument("--session-timeout-ms", type=int, help="group session timeout (10000)")
     kafka.add_argument("--max-poll-interval-ms", type=int, help="max time between polls; also the rebalance timeout "
@@ -99,14 +102,14 @@ def monitor_config_from_args(args: argparse.Namespace, document: dict):
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s fairwatch run %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+    for noisy in ("kafka", "fairwatch.librdkafka"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     document = read_toml(args.config)
     settings = settings_from_args(args, document)
     config = monitor_config_from_args(args, document)
 
-    from kafka.errors import KafkaError
-
-    from fairwatch.consumers.kafka_worker import ApplyFailed, KafkaWorker, WorkerCollector
+    from fairwatch.consumers.kafka_clients import ClientMissing
+    from fairwatch.consumers.kafka_worker import ApplyFailed, WorkerCollector, make_worker
     from fairwatch.consumers.state import StateError, StateStore
     from fairwatch.monitor.pipeline import Pipeline
 
@@ -120,8 +123,8 @@ def run(args: argparse.Namespace) -> int:
             aside = state.set_aside()
             print(f"rebuilding: snapshot {'set aside as ' + str(aside) if aside else 'none to set aside'}; "
                   "counting again from the oldest retained offsets", file=sys.stderr, flush=True)
-        worker = KafkaWorker(settings, pipeline, state=state, scorer_step=step, rebuild=args.rebuild_state)
-    except StateError as exc:
+        worker = make_worker(settings, pipeline, state=state, scorer_step=step, rebuild=args.rebuild_state)
+    except (StateError, ClientMissing) as exc:
         raise UsageError(str(exc)) from None
     if settings.metrics_port is not None:
         from fairwatch.monitor.exporter import make_registry
@@ -141,9 +144,10 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, request_stop)
     try:
         worker.connect()
-    except KafkaError as exc:
+    except worker.client_errors as exc:
         raise UsageError(f"cannot connect to Kafka at {','.join(settings.bootstrap_list())}: {exc}") from None
-    print(f"consuming {', '.join(settings.topics())} as group {settings.group_id!r}", file=sys.stderr, flush=True)
+    print(f"consuming {', '.join(settings.topics())} as group {settings.group_id!r} ({settings.client})",
+          file=sys.stderr, flush=True)
     try:
         worker.run()
     except ApplyFailed as exc:

@@ -21,6 +21,12 @@ MAX_POLL_INTERVAL_MS = 10000
 # A Python process that imports kafka-python, numpy and River may take this long to start on a loaded machine.
 STARTUP_SECONDS = 40  # times WAIT_FACTOR
 _names = itertools.count()
+# `fairwatch run --client`: the worker tests that hold its guarantees run on both client libraries.
+CLIENTS = ["confluent", "kafka-python"]
+# The same, with kafka-python with and without its fetch child process (its two ways of fetching).
+CLIENT_FLAGS = {"confluent": ("--client", "confluent"),
+                "kafka-python": ("--client", "kafka-python", "--fetch-process"),
+                "kafka-python-one-thread": ("--client", "kafka-python", "--no-fetch-process")}
 
 
 # Every readiness limit is stretched by this factor: a limit is what a loaded 2-core machine needs at worst,
@@ -69,6 +75,7 @@ def total(samples: dict, name: str, **labels) -> float:
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory):
     pytest.importorskip("kafka", reason="the kafka extra (kafka-python) is not installed")
+    pytest.importorskip("confluent_kafka", reason="the kafka extra (confluent-kafka) is not installed")
     from fairwatch.consumers.broker import BrokerError, TansuBroker, find_tansu
 
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import produce, total, wait_for
+from conftest import CLIENT_FLAGS, produce, total, wait_for
 
 from fairwatch.consumers import dead_letters as dlq
 from fairwatch.monitor import metric_names as names
@@ -32,9 +32,9 @@ def read_topic(bootstrap: str, topic: str, expected: int) -> list:
     return records
 
 
-@pytest.mark.parametrize("fetching", ["--fetch-process", "--no-fetch-process"])
-def test_bad_records_reach_the_dlq_and_the_worker_keeps_going(broker, topics, workers, fetching):
-    worker = workers("--privacy-floor", "1", "--min-group-size", "1", fetching)  # export the tiny group
+@pytest.mark.parametrize("client", CLIENT_FLAGS)
+def test_bad_records_reach_the_dlq_and_the_worker_keeps_going(broker, topics, workers, client):
+    worker = workers("--privacy-floor", "1", "--min-group-size", "1", *CLIENT_FLAGS[client])  # export the tiny group
     big = b'{"event_id": "big", "prediction": 1, "groups": {"sex": "F"}, "text": "' + b"x" * (5 << 20) + b'"}'
     bad = {  # key -> (value, reason)
         b"not-json": (b"\x00\xffnot json at all", "not_json"),

@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from conftest import produce, total, wait_for
+from conftest import CLIENTS, produce, total, wait_for
 from streams import group_counters, synthetic_stream
 
 from fairwatch.monitor import metric_names as names
@@ -18,7 +18,8 @@ EVENTS = 200_000
 KILLS = 3
 
 
-def test_kill_9_loses_nothing_and_counts_nothing_twice(broker, topics, workers, tmp_path):
+@pytest.mark.parametrize("client", CLIENTS)
+def test_kill_9_loses_nothing_and_counts_nothing_twice(broker, topics, workers, tmp_path, client):
     messages, expected = synthetic_stream(EVENTS, topics)
     produce(broker.bootstrap_servers, messages)
     state_dir = tmp_path / "state"
@@ -27,13 +28,13 @@ def test_kill_9_loses_nothing_and_counts_nothing_twice(broker, topics, workers, 
     kill_at = sorted(rng.uniform(0.1, 0.9) * len(messages) for _ in range(KILLS))
     applied_at_kills = []
     for threshold in kill_at:
-        worker = workers(name=f"worker-{len(applied_at_kills)}", state_dir=state_dir)
+        worker = workers("--client", client, name=f"worker-{len(applied_at_kills)}", state_dir=state_dir)
         wait_for(lambda: total(worker.metrics(), names.CONSUMER_RECORDS) >= threshold or not worker.alive(),
                  90, lambda: f"worker never reached {threshold:.0f} records; log:\n{worker.log()}", interval=0.02)
         assert worker.alive(), worker.log()
         applied_at_kills.append(total(worker.metrics(), names.CONSUMER_RECORDS))
         worker.kill()
-    worker = workers(name="worker-final", state_dir=state_dir)
+    worker = workers("--client", client, name="worker-final", state_dir=state_dir)
     wait_for(lambda: total(worker.metrics(), names.CONSUMER_RECORDS) == len(messages), 120,
              lambda: f"applied {total(worker.metrics(), names.CONSUMER_RECORDS)} of {len(messages)}; "
                      f"kills at {applied_at_kills}; log:\n{worker.log()}")
@@ -64,9 +65,10 @@ def fetch_processes(pid: int) -> list[int]:
 
 
 def test_a_killed_fetch_process_is_replaced_and_nothing_is_lost(broker, topics, workers):
+    """kafka-python's fetch child (confluent has none: librdkafka fetches on its own threads)."""
     messages, expected = synthetic_stream(40_000, topics)
     produce(broker.bootstrap_servers, messages)
-    worker = workers(name="fetch-killed")
+    worker = workers("--client", "kafka-python", name="fetch-killed")
     wait_for(lambda: total(worker.metrics(), names.CONSUMER_RECORDS) >= len(messages) // 4, 90,
              lambda: f"worker never reached a quarter of the stream; log:\n{worker.log()}", interval=0.02)
     fetchers = fetch_processes(worker.process.pid)

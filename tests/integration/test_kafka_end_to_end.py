@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import scrape, select, total, wait_for
+from conftest import CLIENTS, scrape, select, total, wait_for
 from helpers import COMPAS_FLAGS, REPO
 
 from fairwatch.monitor import metric_names as names
@@ -28,18 +28,19 @@ def replay_metrics(compas_csv, port: int) -> dict:
         process.wait(10)
 
 
-def test_compas_through_kafka_equals_replay(broker, topics, workers, compas_csv):
+@pytest.mark.parametrize("client", CLIENTS)  # `fairwatch produce` and `fairwatch run` on each client
+def test_compas_through_kafka_equals_replay(broker, topics, workers, compas_csv, client):
     from fairwatch.consumers.broker import free_port
 
     produced = subprocess.run(
         [sys.executable, "-m", "fairwatch", "produce", str(compas_csv), *COMPAS_FLAGS, *GROUPS,
          "--bootstrap-servers", broker.bootstrap_servers, "--topic", topics["predictions"],
-         "--outcomes-topic", topics["outcomes"], "--outcome-delay", "500", "--no-progress"],
+         "--outcomes-topic", topics["outcomes"], "--outcome-delay", "500", "--no-progress", "--client", client],
         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert produced.returncode == 0, produced.stderr
     assert "produced 7214 predictions" in produced.stderr and "7214 outcomes" in produced.stderr, produced.stderr
 
-    worker = workers("--attribute", "race", "--attribute", "sex")
+    worker = workers("--attribute", "race", "--attribute", "sex", "--client", client)
     wait_for(lambda: total(worker.metrics(), names.CONSUMER_RECORDS) == 2 * 7214, 60,
              lambda: f"worker applied {total(worker.metrics(), names.CONSUMER_RECORDS)} of {2 * 7214} "
                      f"records; log:\n{worker.log()}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import produce, total, wait_for
+from conftest import CLIENTS, produce, total, wait_for
 from streams import group_counters, synthetic_stream
 
 from fairwatch.monitor import metric_names as names
@@ -12,11 +12,12 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 EVENTS = 40_000
 
 
-def test_two_workers_sum_to_one(broker, topics, workers, tmp_path):
+@pytest.mark.parametrize("client", CLIENTS)
+def test_two_workers_sum_to_one(broker, topics, workers, tmp_path, client):
     messages, expected = synthetic_stream(EVENTS, topics)
     # Both workers join before anything is produced, so neither takes the whole stream alone.
-    first = workers(name="pair-a", state_dir=tmp_path / "a")
-    second = workers(name="pair-b", state_dir=tmp_path / "b")
+    first = workers("--client", client, name="pair-a", state_dir=tmp_path / "a")
+    second = workers("--client", client, name="pair-b", state_dir=tmp_path / "b")
 
     def split() -> bool:
         a, b = first.assigned(), second.assigned()
@@ -38,7 +39,7 @@ def test_two_workers_sum_to_one(broker, topics, workers, tmp_path):
     assert total(a, names.CONSUMER_RECORDS) > 0 and total(b, names.CONSUMER_RECORDS) > 0
     pair = group_counters(a) + group_counters(b)
 
-    single = workers(name="single", group=topics["group"] + "-single")
+    single = workers("--client", client, name="single", group=topics["group"] + "-single")
     wait_for(lambda: total(single.metrics(), names.CONSUMER_RECORDS) == len(messages), 90,
              lambda: f"single worker applied {total(single.metrics(), names.CONSUMER_RECORDS)}")
     s = single.metrics()
@@ -79,14 +80,15 @@ def joined(messages, topics) -> list[tuple[str, bytes, bytes]]:
     return out
 
 
-@pytest.mark.parametrize("source", ["raw", "join"])
-def test_a_killed_member_s_partitions_move_and_nothing_is_lost(broker, topics, workers, tmp_path, source):
+# The join's stream on the default client only: the rebalance it exercises is the same.
+@pytest.mark.parametrize("client, source", [("confluent", "raw"), ("kafka-python", "raw"), ("confluent", "join")])
+def test_a_killed_member_s_partitions_move_and_nothing_is_lost(broker, topics, workers, tmp_path, client, source):
     """``raw``: the workers read the producers' topics; ``join``: they read what `fairwatch join` writes."""
     messages, expected = synthetic_stream(EVENTS, topics)
     if source == "join":
         messages, expected["duplicates"] = joined(messages, topics), 0  # the join drops duplicates
-    first = workers(name="pair-a", state_dir=tmp_path / "a")
-    second = workers(name="pair-b", state_dir=tmp_path / "b")
+    first = workers("--client", client, name="pair-a", state_dir=tmp_path / "a")
+    second = workers("--client", client, name="pair-b", state_dir=tmp_path / "b")
     wait_for(lambda: (first.assigned() or "").count("[") == 4 and (second.assigned() or "").count("[") == 4, 60,
              lambda: f"partitions never split: a={first.assigned()} b={second.assigned()}")
     ends = produce(broker.bootstrap_servers, messages)
@@ -103,7 +105,7 @@ def test_a_killed_member_s_partitions_move_and_nothing_is_lost(broker, topics, w
                      f"end offsets {ends}; log:\n{second.log()}")
     # The killed member comes back from its state directory, as a restarted pod would, and exports
     # what it had applied and committed; the partitions split again.
-    back = workers(name="pair-a-back", state_dir=tmp_path / "a")
+    back = workers("--client", client, name="pair-a-back", state_dir=tmp_path / "a")
     assert "restored state" in back.log(), back.log()
     wait_for(lambda: (back.assigned() or "").count("[") == 4, 60,
              lambda: f"the restarted member got no partitions: {back.assigned()}")

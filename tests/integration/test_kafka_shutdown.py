@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import produce, total, wait_for
+from conftest import CLIENTS, produce, total, wait_for
 from streams import synthetic_stream
 
 from fairwatch.monitor import metric_names as names
@@ -11,18 +11,20 @@ from fairwatch.monitor import metric_names as names
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 
-def test_sigterm_drains_and_commits(broker, topics, workers):
+@pytest.mark.parametrize("client", CLIENTS)
+def test_sigterm_drains_and_commits(broker, topics, workers, client):
     messages, _ = synthetic_stream(20_000, topics, outcome_delay=0)
     first_half, second_half = messages[:10_000], messages[10_000:]
     ends = produce(broker.bootstrap_servers, first_half)
-    worker = workers(name="before")  # no --state-dir: counters restart at 0, so re-reads would show
+    # No --state-dir: counters restart at 0, so re-reads would show.
+    worker = workers("--client", client, name="before")
     wait_for(lambda: total(worker.metrics(), names.CONSUMER_RECORDS) == len(first_half), 60,
              lambda: f"applied {total(worker.metrics(), names.CONSUMER_RECORDS)} of {len(first_half)}")
     assert worker.terminate() == 0, worker.log()
     assert "stopped: batch applied, offsets committed" in worker.log()
 
     ends.update(produce(broker.bootstrap_servers, second_half))
-    restarted = workers(name="after")
+    restarted = workers("--client", client, name="after")
     # Caught up = the next offset to apply is the end of every partition.
     wait_for(lambda: total(restarted.metrics(), names.CONSUMER_OFFSET) == sum(ends.values()), 60,
              lambda: f"restarted worker at offsets {total(restarted.metrics(), names.CONSUMER_OFFSET)} "
