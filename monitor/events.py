@@ -242,7 +242,7 @@ class EventParser:
         else:
             if ts.__class__ is not float:
                 ts = event.ts = to_epoch_seconds(ts, 0.0)
-            if not 0.0 <= ts or self._too_late(ts):
+            if not 0.0 <= ts or (ts > self._latest_ts and self._too_late(ts)):  # the call only for a new newest
                 return _bad_time(ts, "$.ts", self.max_future_seconds)
         if copy is not None and (not 0.0 <= copy.ts or self._too_late(copy.ts)):
             return _bad_time(copy.ts, "$.prediction_copy.ts", self.max_future_seconds)
