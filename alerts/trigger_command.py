@@ -94,6 +94,8 @@ def register_incidents(commands) -> None:
     resolve = actions.add_parser("resolve", help="close an incident")
     resolve.add_argument("id", type=int)
     resolve.add_argument("--reason", default="")
+    for action in (listing, show, approve, promote, resolve):  # --db before or after the action, as users type it
+        action.add_argument("--db", default=argparse.SUPPRESS, help=f"incident store, SQLite ({DEFAULT_DB})")
     parser.set_defaults(handler=run_incidents)
 
 

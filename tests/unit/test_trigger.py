@@ -150,6 +150,8 @@ def test_manual_policy_waits_for_approval_from_the_cli(running, tmp_path):
     db = str(tmp_path / "incidents.sqlite")
     listed = run_cli("incidents", "--db", db, "list")
     assert listed.returncode == 0 and "awaiting_approval" in listed.stdout
+    after = run_cli("incidents", "list", "--db", db)  # after the action too, as users type it
+    assert after.returncode == 0 and after.stdout == listed.stdout
     approved = run_cli("incidents", "--db", db, "approve", str(incident["id"]))
     assert approved.returncode == 0, approved.stderr
     deadline = time.time() + 20
