@@ -87,6 +87,11 @@ def _frozen(mapping: Mapping) -> Mapping:
     return MappingProxyType(dict(mapping))
 
 
+# Entries of a report's group that are not rates.
+_NOT_RATES = {"n", "positives", "labeled", "ci", "below_min_size", "below_privacy_floor", "estimated",
+              "calibration_error", "label_delay_seconds"}
+
+
 def _attribute(name: str, body: dict) -> AttributeSnapshot:
     groups = {
         group: GroupSnapshot(
@@ -98,10 +103,6 @@ def _attribute(name: str, body: dict) -> AttributeSnapshot:
         for group, entry in body["groups"].items()
     }
     return AttributeSnapshot(name, _frozen(groups), _frozen(body["gaps"]), _frozen(body["alert_gaps"]))
-
-
-_NOT_RATES = {"n", "positives", "labeled", "ci", "below_min_size", "below_privacy_floor", "estimated",
-              "calibration_error", "label_delay_seconds"}
 
 
 class Monitor:

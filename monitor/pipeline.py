@@ -242,7 +242,7 @@ class Pipeline:
             event_id = event.event_id
             if event.prediction is None:
                 copy = event.prediction_copy
-                if copy is not None and copy.model not in self.models and len(self.models) >= self.config.max_models:
+                if copy is not None and self._no_room_for(copy.model):
                     rejected.append((i, self._over_model_capacity(copy.model)))
                     continue
                 outcomes.append((event_id, event.label, event.ts, event.prediction_copy))
@@ -255,7 +255,7 @@ class Pipeline:
                 model = event.model
                 batch = batches.get(model)
                 if batch is None:
-                    if model not in self.models and len(self.models) >= self.config.max_models:
+                    if self._no_room_for(model):
                         rejected.append((i, self._over_model_capacity(model)))
                         model = None  # the next event looks its model up again
                         continue
@@ -335,6 +335,10 @@ class Pipeline:
                 self._capacity_warned.add(kind)
                 log.warning("%s cap reached (%s = %d): %s", kind.replace("_", " "), settings[kind],
                             getattr(self.config, settings[kind]), _CAPACITY_EFFECT[kind])
+
+    def _no_room_for(self, model: str) -> bool:
+        """A model not tracked yet, with max_models already tracked."""
+        return model not in self.models and len(self.models) >= self.config.max_models
 
     def _over_model_capacity(self, model: str) -> Rejection:
         return Rejection("over_capacity", f"model {model[:80]!r} would be model number {len(self.models) + 1}, past "
