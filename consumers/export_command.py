@@ -1,0 +1,88 @@
+"""``fairwatch export``: a model's labeled events of a time window, from Kafka to the fine-tune's JSONL."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fairwatch.cli import UsageError
+from fairwatch.monitor.config import ConfigError, read_toml
+
+
+def add_window_source_flags(parser: argparse.ArgumentParser) -> None:
+    """Where a window is read from: the ``[kafka]`` table of --config and the flags ``fairwatch run`` names
+    the same (``export``, and the trigger when its job command holds ``{data}``)."""
+    from fairwatch.consumers.kafka_config import add_security_flags
+
+    parser.add_argument("--config", metavar="TOML", help="a file with a [kafka] table (flags win)")
+    kafka = parser.add_argument_group("kafka")
+    kafka.add_argument("--bootstrap-servers", metavar="HOST:PORT[,...]", help="brokers (127.0.0.1:9092)")
+    kafka.add_argument("--predictions-topic", help="topic of prediction events (fairwatch.predictions), or the "
+                       "labeled topic of `fairwatch join` with --outcomes-topic ''")
+    kafka.add_argument("--outcomes-topic", help="topic of outcome events (fairwatch.outcomes; '' = none)")
+    add_security_flags(parser)
+    parser.set_defaults(models=None)  # run_command.settings_from_args reads it; the export filters by --model
+
+
+def window_source_settings(args: argparse.Namespace):
+    """The KafkaSettings of the flags of ``add_window_source_flags``."""
+    from fairwatch.consumers.run_command import settings_from_args
+
+    try:
+        return settings_from_args(args, read_toml(args.config))
+    except ConfigError as exc:
+        raise UsageError(f"{args.config}: {exc}" if args.config else str(exc)) from None
+
+
+def register(commands) -> None:
+    parser = commands.add_parser(
+        "export", help="write a model's labeled events of a time window, read back from Kafka, as JSONL",
+        description="Read the predictions of --model whose Kafka record time lies between --from and --to, join "
+                    "each with its outcome (outcomes that came after --to included), and write them as JSONL "
+                    "events, the input of `fairwatch finetune`. Reads without a consumer group: commits nothing.")
+    parser.add_argument("--model", required=True, help="the model whose events are exported")
+    parser.add_argument("--from", dest="start", required=True, metavar="TIME",
+                        help="window start, ISO-8601 (2026-11-22T10:00:00Z; no zone = UTC) or epoch seconds")
+    parser.add_argument("--to", dest="end", required=True, metavar="TIME", help="window end, included (same forms)")
+    parser.add_argument("--out", required=True, metavar="FILE", help="JSONL file to write (replaced whole)")
+    add_window_source_flags(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fairwatch.consumers.time_window import TimeWindow, TimeWindowError
+
+    try:
+        window = TimeWindow.parse(args.start, args.end)
+    except TimeWindowError as exc:
+        raise UsageError(str(exc)) from None
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise UsageError(f"--out {args.out}: folder {out.parent} does not exist")
+    settings = window_source_settings(args)
+    summary = run_export(settings, args.model, window, out)
+    for line in summary.lines():
+        print(line, file=sys.stderr)
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def run_export(settings, model: str, window, out: Path):
+    """``export_window`` with every failure the user can act on as a UsageError (one line)."""
+    from kafka.errors import KafkaError
+
+    from fairwatch.consumers.topic_reader import TopicReadError
+    from fairwatch.consumers.window_export import EmptyWindow, export_window
+
+    try:
+        return export_window(settings, model, window, out)
+    except (EmptyWindow, TopicReadError) as exc:
+        raise UsageError(str(exc)) from None
+    except KafkaError as exc:
+        raise UsageError(f"reading Kafka at {','.join(settings.bootstrap_list())}: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot write {out}: {exc.strerror}") from None
+
+
+__all__ = ["add_window_source_flags", "register", "run", "run_export", "window_source_settings"]
