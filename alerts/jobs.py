@@ -8,6 +8,13 @@ incident goes back to ``awaiting_approval`` (a human approves it later), so
 a storm of incidents never becomes a storm of processes or an unbounded queue.
 A job dies with the trigger (Linux: the parent-death signal), so that a job
 recorded as failed after a restart is not still writing its candidate.
+
+A command that names ``{data}`` gets the model's labeled events of the
+incident's window (``{from}`` to ``{to}``) in a file that the trigger
+exports before the job starts, on the job's own thread (``window_export``,
+given by the command line: ``fairwatch export``'s reader). The trigger does
+it, not the job, so that a platform engineer writes one plain command and
+the Kafka address and credentials stay in one place, the trigger's.
 """
 
 from __future__ import annotations
@@ -15,16 +22,18 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
-import shlex
 import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from fairwatch.alerts.incidents import IncidentError, IncidentStore
+from fairwatch.alerts.job_command import JobCommand, breach_onset, iso_utc
 from fairwatch.alerts.labels import unsafe_label_reason
 
 log = logging.getLogger("fairwatch.trigger.jobs")
@@ -33,6 +42,12 @@ NO_COMMAND = "no job command configured: the trigger has nothing to run; resolve
 RESTARTED = "trigger restarted while the job ran"
 # States from which a job may start: a resolved incident (or one whose job ran) never starts one.
 STARTABLE = ("open", "approved", "job_queued")
+DEFAULT_LOOKBACK_SECONDS = 86_400.0
+DATA_FILE = "window.jsonl"
+
+# (model, window start, window end, file) -> (lines for the job's log, counts for the incident); raises with a
+# one-line message when there is nothing to export or Kafka cannot be read.
+WindowExport = Callable[[str, float, float, Path], "tuple[list[str], dict]"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +56,9 @@ class Job:
     argv: list[str]
     folder: Path
     report_path: str
+    model: str = ""
+    window: tuple[float, float] = (0.0, 0.0)  # epoch seconds, {from} and {to}
+    data_path: Path | None = None  # set when the command names {data}: export the window here first
 
 
 PR_SET_PDEATHSIG = 1
@@ -55,17 +73,30 @@ def _die_with_parent() -> None:
 class JobRunner:
     """Runs the fine-tune command of incidents on a bounded number of threads.
 
-    ``command`` is a shell-style template with ``{incident}``, ``{model}``,
-    ``{attribute}``, ``{out}`` (a folder for the candidate) and ``{report}``
-    (where the job writes its JSON report); each placeholder fills one
-    argument, never a shell, and model and attribute are identifiers
-    (``alerts.labels``) so they cannot become an option or climb a path.
+    ``command`` is a shell-style template with the placeholders of
+    ``alerts.job_command.PLACEHOLDERS`` (``{incident}``, ``{model}``,
+    ``{attribute}``, ``{out}``, ``{report}``, ``{data}``, ``{from}``,
+    ``{to}``); an unknown one is a ValueError here, at start-up. Each fills
+    inside one argument, never a shell, and model and attribute are
+    identifiers (``alerts.labels``) so they cannot become an option or climb
+    a path. The window runs from the breach's onset minus
+    ``lookback_seconds`` to when the job is accepted.
     """
 
     def __init__(self, store: IncidentStore, command: str | None, workdir: str | Path, timeout_seconds: float = 3600,
-                 max_concurrent_jobs: int = 2, max_queued_jobs: int = 1000):
+                 max_concurrent_jobs: int = 2, max_queued_jobs: int = 1000, *,
+                 window_export: WindowExport | None = None, lookback_seconds: float = DEFAULT_LOOKBACK_SECONDS,
+                 clock=time.time):
         if max_concurrent_jobs < 1 or max_queued_jobs < 0:
             raise ValueError("max_concurrent_jobs must be >= 1 and max_queued_jobs >= 0")
+        if not lookback_seconds >= 0:
+            raise ValueError("the window's lookback must be 0 seconds or more")
+        self.template = JobCommand(command) if command else None
+        if self.template is not None and self.template.uses_data and window_export is None:
+            raise ValueError("--job-command names {data} but the trigger has no Kafka to export the window from")
+        self.window_export = window_export
+        self.lookback_seconds = lookback_seconds
+        self.clock = clock
         self.store = store
         self.command = command
         self.workdir = Path(workdir)
@@ -123,14 +154,13 @@ class JobRunner:
 
     def _job(self, incident: dict) -> Job:
         folder = self.workdir / f"incident-{incident['id']}"
+        window = (breach_onset(incident) - self.lookback_seconds, self.clock())
+        data_path = folder / DATA_FILE if self.template.uses_data else None
         values = {"incident": str(incident["id"]), "model": incident["model"], "attribute": incident["attribute"],
-                  "out": str(folder / "candidate"), "report": str(folder / "report.json")}
-        argv = []
-        for part in shlex.split(self.command):  # only our placeholders: the command may hold other braces
-            for key, value in values.items():
-                part = part.replace("{" + key + "}", value)
-            argv.append(part)
-        return Job(incident["id"], argv, folder, values["report"])
+                  "out": str(folder / "candidate"), "report": str(folder / "report.json"),
+                  "from": iso_utc(window[0]), "to": iso_utc(window[1]), "data": str(data_path or "")}
+        return Job(incident["id"], self.template.fill(values), folder, values["report"], incident["model"], window,
+                   data_path)
 
     def _mark_running(self, job: Job) -> None:
         self.store.set_state(job.incident_id, "job_running", {"command": job.argv},
@@ -170,6 +200,8 @@ class JobRunner:
         try:
             job.folder.mkdir(parents=True, exist_ok=True)
             with open(job.folder / "job.log", "wb") as log_file:
+                if job.data_path is not None and not self._export(job, log_file):
+                    return
                 # The thread that forks stays in subprocess.run until the child exits,
                 # so the parent-death signal fires only when the trigger itself dies.
                 process = subprocess.Popen(job.argv, stdout=log_file, stderr=subprocess.STDOUT,
@@ -192,6 +224,20 @@ class JobRunner:
         except Exception as exc:  # a broken job must not take the trigger down
             log.exception("fine-tune job of incident %s failed", job.incident_id)
             self._finish(job.incident_id, "job_failed", {"error": f"{type(exc).__name__}: {exc}"}, {"state": "failed"})
+
+    def _export(self, job: Job, log_file) -> bool:
+        """Write the job's {data} file; on failure the job fails with the reason and never starts."""
+        try:
+            lines, counts = self.window_export(job.model, job.window[0], job.window[1], job.data_path)
+        except Exception as exc:  # nothing to export, Kafka down, a bug: this job fails, the trigger goes on
+            reason = f"window export: {exc}" if str(exc) else f"window export: {type(exc).__name__}"
+            log_file.write(f"{reason}\n".encode())
+            self._finish(job.incident_id, "job_failed", {"error": reason}, {"state": "failed", "error": reason})
+            return False
+        log_file.write("".join(f"{line}\n" for line in lines).encode())
+        log_file.flush()
+        self.store.merge_job(job.incident_id, {"data": str(job.data_path), "export": counts})
+        return True
 
     def recover(self) -> None:
         """After a restart: jobs that were running are failed (their process died with the

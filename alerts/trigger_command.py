@@ -12,6 +12,8 @@ from pathlib import Path
 
 from fairwatch.alerts import trigger_http
 from fairwatch.alerts.incidents import IncidentError, IncidentStore
+from fairwatch.alerts.job_command import PLACEHOLDERS, JobCommand
+from fairwatch.alerts.jobs import DEFAULT_LOOKBACK_SECONDS
 from fairwatch.alerts.rules import AlertSettings
 from fairwatch.alerts.terminal import printable
 from fairwatch.alerts.trigger import JobRunner, Trigger, serve
@@ -34,8 +36,8 @@ def register_trigger(commands) -> None:
     serve_parser.add_argument("--cooldown-seconds", type=float, default=3600.0,
                               help="a breach within this of a human resolving the previous incident of its "
                                    "(model, attribute) opens one that waits for approval, even under auto")
-    serve_parser.add_argument("--job-command", help="fine-tune command template ({incident} {model} {attribute} "
-                                                    "{out} {report})")
+    serve_parser.add_argument("--job-command", help="command run per incident; placeholders: "
+                              + "; ".join(f"{{{name}}} {meaning}" for name, meaning in PLACEHOLDERS.items()))
     serve_parser.add_argument("--workdir", default="fairwatch-jobs", help="where jobs write candidates and reports")
     serve_parser.add_argument("--max-concurrent-jobs", type=_at_least(1), default=2,
                               help="fine-tune jobs running at once; later ones wait as job_queued (2)")
@@ -46,7 +48,39 @@ def register_trigger(commands) -> None:
                                    f"({trigger_http.MAX_CONNECTIONS})")
     serve_parser.add_argument("--prometheus-url", help="query the evidence for new incidents here")
     _link_arguments(serve_parser, "stored with each new incident for its page")
+    window = serve_parser.add_argument_group("the job's window ({from}, {to}, and {data}: read from Kafka as "
+                                             "`fairwatch export` reads it, with the same flags)")
+    window.add_argument("--window-lookback-seconds", type=_non_negative, default=DEFAULT_LOOKBACK_SECONDS,
+                        help="the window starts this long before the breach's onset "
+                             f"({DEFAULT_LOOKBACK_SECONDS:g}, a day)")
+    from fairwatch.consumers.export_command import add_window_source_flags
+
+    add_window_source_flags(serve_parser)
     serve_parser.set_defaults(handler=run_serve)
+
+
+def _non_negative(text: str) -> float:
+    from fairwatch.cli import finite_float
+
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _window_export(args: argparse.Namespace):
+    """The trigger's {data}: `fairwatch export` of the incident's model and window, with the serve flags'
+    Kafka settings (read once, at start-up: a bad --config fails the start, not the first job)."""
+    from fairwatch.consumers.export_command import run_export, window_source_settings
+    from fairwatch.consumers.time_window import TimeWindow
+
+    settings = window_source_settings(args)
+
+    def export(model: str, start_seconds: float, end_seconds: float, out: Path):
+        summary = run_export(settings, model, TimeWindow(start_seconds, end_seconds), out)
+        return summary.lines(), summary.as_dict()
+
+    return export
 
 
 def _link_arguments(parser: argparse.ArgumentParser, why: str) -> None:
@@ -115,9 +149,16 @@ def _token(args: argparse.Namespace) -> str:
 def run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     token = _token(args)  # before the store: a refused start leaves no file behind
+    window_export = _window_export(args)
+    try:
+        if args.job_command:
+            JobCommand(args.job_command)  # an unknown placeholder: one line, before the store exists
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     store = IncidentStore(args.db)
     jobs = JobRunner(store, args.job_command, args.workdir, max_concurrent_jobs=args.max_concurrent_jobs,
-                     max_queued_jobs=args.max_queued_jobs)
+                     max_queued_jobs=args.max_queued_jobs, window_export=window_export,
+                     lookback_seconds=args.window_lookback_seconds)
     trigger = Trigger(store, token, policy=args.policy, cooldown_seconds=args.cooldown_seconds, jobs=jobs,
                       prometheus_url=args.prometheus_url,
                       links={k: v for k, v in (("runbook_url", args.runbook_url),

@@ -1,0 +1,83 @@
+"""The job command template of the trigger: its placeholders, checked once at start-up, filled per incident.
+
+>>> command = JobCommand("fairwatch finetune {data} --model-dir /models/{model} --out {out}")
+>>> command.uses_data
+True
+>>> command.fill({"data": "w.jsonl", "model": "credit", "out": "c"})
+['fairwatch', 'finetune', 'w.jsonl', '--model-dir', '/models/credit', '--out', 'c']
+>>> JobCommand("train {incidnet}")
+Traceback (most recent call last):
+...
+ValueError: --job-command: unknown placeholder {incidnet} (known: {incident} {model} {attribute} {out} {report} {data} {from} {to})
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from datetime import datetime, timezone
+
+PLACEHOLDERS = {
+    "incident": "the incident's id",
+    "model": "the model of the breach",
+    "attribute": "the protected attribute of the breach",
+    "out": "a folder for the candidate model",
+    "report": "where the job writes its JSON report",
+    "data": "a JSONL file of the model's labeled events of the window, exported by the trigger before the job starts",
+    "from": "start of the window, ISO-8601 UTC: the breach's onset minus the lookback",
+    "to": "end of the window, ISO-8601 UTC: when the job was accepted",
+}
+# {name} as a placeholder; ${name} is the shell's (a job may run `sh -c '...${HOME}...'`), and braces around
+# anything but a name (awk '{print $1}') are left alone.
+_PLACEHOLDER = re.compile(r"(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class JobCommand:
+    """A shell-style command line; each placeholder fills inside one argument, never a shell."""
+
+    def __init__(self, template: str) -> None:
+        try:
+            self.parts = shlex.split(template)
+        except ValueError as exc:
+            raise ValueError(f"--job-command: cannot split it into arguments ({exc})") from None
+        used = {name for part in self.parts for name in _PLACEHOLDER.findall(part)}
+        unknown = sorted(used - PLACEHOLDERS.keys())
+        if unknown:
+            raise ValueError(f"--job-command: unknown placeholder {' '.join('{' + n + '}' for n in unknown)} "
+                             f"(known: {' '.join('{' + n + '}' for n in PLACEHOLDERS)})")
+        self.used = used
+
+    @property
+    def uses_data(self) -> bool:
+        return "data" in self.used
+
+    def fill(self, values: dict[str, str]) -> list[str]:
+        return [_PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), part) for part in self.parts]
+
+
+def breach_onset(incident: dict) -> float:
+    """When the breach began, as far as the trigger knows: the earliest ``startsAt`` of its alerts (Alertmanager
+    sets it when the alert starts firing), else when the incident was opened."""
+    onset = incident["opened_at"]
+    for alert in incident.get("alerts") or ():
+        try:
+            onset = min(onset, _rfc3339_seconds(alert["startsAt"]))
+        except (KeyError, TypeError, ValueError):  # a start the trigger cannot read leaves the opening time
+            continue
+    return onset
+
+
+def _rfc3339_seconds(text: str) -> float:
+    # Alertmanager writes nanoseconds (…:00.123456789Z); datetime reads at most microseconds.
+    text = re.sub(r"(\.\d{6})\d+", r"\1", text.strip()).replace("Z", "+00:00")
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def iso_utc(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+__all__ = ["JobCommand", "PLACEHOLDERS", "breach_onset", "iso_utc"]
