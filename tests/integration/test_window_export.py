@@ -4,6 +4,7 @@ joined with outcomes that came later, malformed records skipped and reported, ba
 from __future__ import annotations
 
 import json
+import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -150,3 +151,47 @@ def test_bad_window_flags_are_one_line(tmp_path, capsys, start, end, says):
                  "--bootstrap-servers", "127.0.0.1:1"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and says in err, err
+
+
+JOB_SCRIPT = """
+import json, sys
+data, report = sys.argv[1:]
+json.dump([json.loads(line) for line in open(data)], open(report, "w"))
+"""
+
+
+def test_the_triggers_job_gets_the_incidents_window_from_kafka_as_data(broker, topics, tmp_path):
+    """`trigger serve` flags -> the window of an incident (onset minus the lookback, to acceptance) exported from
+    the broker -> a real job process reads {data}."""
+    from fairwatch.alerts.incidents import IncidentStore
+    from fairwatch.alerts.jobs import JobRunner
+    from fairwatch.alerts.trigger import Trigger
+    from fairwatch.alerts.trigger_command import _window_export
+    from fairwatch.cli import build_parser
+
+    records, labeled = stream()
+    send(broker, topics, records)
+    script = tmp_path / "job.py"
+    script.write_text(JOB_SCRIPT)
+    lookback = timedelta(hours=12)
+    args = build_parser().parse_args([
+        "trigger", "serve", "--bootstrap-servers", broker.bootstrap_servers, "--predictions-topic",
+        topics["predictions"], "--outcomes-topic", topics["outcomes"],
+        "--window-lookback-seconds", str(lookback.total_seconds())])
+    store = IncidentStore(tmp_path / "incidents.sqlite")
+    jobs = JobRunner(store, f"{sys.executable} {script} {{data}} {{report}}", tmp_path / "jobs",
+                     window_export=_window_export(args), lookback_seconds=args.window_lookback_seconds,
+                     clock=lambda: WINDOW_TO.timestamp())
+    trigger = Trigger(store, "token", policy="auto", jobs=jobs)
+    breach = {"status": "firing", "startsAt": (WINDOW_FROM + lookback).isoformat(), "fingerprint": "f",
+              "labels": {"alertname": "FairnessGapBreach", "model": MODEL, "attribute": "sex", "metric": "fped"}}
+
+    assert trigger.handle(json.dumps({"alerts": [breach]}).encode(), "Bearer token").status == 200
+    assert jobs.wait(120)
+
+    incident = store.get(1)
+    assert incident["state"] == "job_succeeded", incident["timeline"]
+    rows = incident["job"]["report"]
+    assert {row["event_id"]: (row["label"], row["text"]) for row in rows} == {
+        event_id: (label, text) for event_id, (label, text, _groups) in labeled.items() if inside_window(event_id)}
+    assert incident["job"]["export"]["written"] == len(rows)
