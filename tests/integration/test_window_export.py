@@ -99,6 +99,10 @@ def test_export_writes_the_windows_labeled_events_with_late_outcomes_and_skips_m
     for row in rows:
         label, text, groups = expected[row["event_id"]]
         assert (row["label"], row["text"], row["groups"], row["model"]) == (label, text, groups, MODEL)
+    from fairwatch.alerts.finetune import read_events  # the fine-tune's own reader takes every row
+
+    read = read_events(out)
+    assert (len(read.examples), read.rejected, read.unlabeled) == (len(expected), 0, 0)
     last_hour = f"{MODEL}-36"  # its outcome came two hours after the window's end
     assert last_hour in expected and last_hour in {row["event_id"] for row in rows}
     err = capsys.readouterr().err
