@@ -13,10 +13,11 @@ from fairwatch.monitor.config import ConfigError, read_toml
 def add_window_source_flags(parser: argparse.ArgumentParser) -> None:
     """Where a window is read from: the ``[kafka]`` table of --config and the flags ``fairwatch run`` names
     the same (``export``, and the trigger when its job command holds ``{data}``)."""
-    from fairwatch.consumers.kafka_config import add_security_flags
+    from fairwatch.consumers.kafka_config import add_client_flag, add_security_flags
 
     parser.add_argument("--config", metavar="TOML", help="a file with a [kafka] table (flags win)")
     kafka = parser.add_argument_group("kafka")
+    add_client_flag(kafka)
     kafka.add_argument("--bootstrap-servers", metavar="HOST:PORT[,...]", help="brokers (127.0.0.1:9092)")
     kafka.add_argument("--predictions-topic", help="topic of prediction events (fairwatch.predictions), or the "
                        "labeled topic of `fairwatch join` with --outcomes-topic ''")
@@ -70,16 +71,19 @@ def run(args: argparse.Namespace) -> int:
 
 def run_export(settings, model: str, window, out: Path):
     """``export_window`` with every failure the user can act on as a UsageError (one line)."""
-    from kafka.errors import KafkaError
-
+    from fairwatch.consumers.kafka_clients import ClientMissing, client_errors
     from fairwatch.consumers.topic_reader import TopicReadError
     from fairwatch.consumers.window_export import EmptyWindow, export_window
 
     try:
+        kafka_errors = client_errors(settings.client)
+    except ClientMissing as exc:
+        raise UsageError(str(exc)) from None
+    try:
         return export_window(settings, model, window, out)
     except (EmptyWindow, TopicReadError) as exc:
         raise UsageError(str(exc)) from None
-    except KafkaError as exc:
+    except kafka_errors as exc:
         raise UsageError(f"reading Kafka at {','.join(settings.bootstrap_list())}: {exc}") from None
     except OSError as exc:
         raise UsageError(f"cannot write {out}: {exc.strerror}") from None

@@ -8,6 +8,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from conftest import CLIENTS
 
 from fairwatch.cli import main
 
@@ -70,8 +71,8 @@ def send(broker, topics: dict, records) -> None:
 
 
 def export(broker, topics: dict, out, *extra: str, start: str = WINDOW_FROM.isoformat(),
-           end: str = WINDOW_TO.isoformat(), model: str = MODEL) -> int:
-    return main(["export", "--model", model, "--from", start, "--to", end, "--out", str(out),
+           end: str = WINDOW_TO.isoformat(), model: str = MODEL, client: str = "kafka-python") -> int:
+    return main(["export", "--model", model, "--from", start, "--to", end, "--out", str(out), "--client", client,
                  "--bootstrap-servers", broker.bootstrap_servers, "--predictions-topic", topics["predictions"],
                  "--outcomes-topic", topics["outcomes"], *extra])
 
@@ -80,8 +81,9 @@ def read_jsonl(path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.parametrize("client", CLIENTS)
 def test_export_writes_the_windows_labeled_events_with_late_outcomes_and_skips_malformed_records(
-        broker, topics, tmp_path, capsys):
+        broker, topics, tmp_path, capsys, client):
     records, labeled = stream()
     inside = DAY_ONE + 20 * HOUR
     malformed = [("predictions", "junk-1", b"{not json", inside),
@@ -91,7 +93,7 @@ def test_export_writes_the_windows_labeled_events_with_late_outcomes_and_skips_m
     send(broker, topics, records + malformed)
     out = tmp_path / "window.jsonl"
 
-    assert export(broker, topics, out) == 0
+    assert export(broker, topics, out, client=client) == 0
 
     rows = read_jsonl(out)
     expected = {event_id: fields for event_id, fields in labeled.items() if inside_window(event_id)}
@@ -113,14 +115,15 @@ def test_export_writes_the_windows_labeled_events_with_late_outcomes_and_skips_m
     assert f"{unlabeled_inside} without an outcome yet" in err
 
 
-def test_export_reads_the_joins_labeled_topic_alone(broker, topics, tmp_path, capsys):
+@pytest.mark.parametrize("client", CLIENTS)
+def test_export_reads_the_joins_labeled_topic_alone(broker, topics, tmp_path, capsys, client):
     """--outcomes-topic '': predictions and their later outcome events on one topic, as `fairwatch join` writes."""
     records, labeled = stream()
     send(broker, topics, [("predictions", *rest) for _topic, *rest in records])
     out = tmp_path / "window.jsonl"
 
     assert main(["export", "--model", MODEL, "--from", str(WINDOW_FROM.timestamp()),
-                 "--to", str(WINDOW_TO.timestamp()), "--out", str(out), "--bootstrap-servers",
+                 "--to", str(WINDOW_TO.timestamp()), "--out", str(out), "--client", client, "--bootstrap-servers",
                  broker.bootstrap_servers, "--predictions-topic", topics["predictions"], "--outcomes-topic", ""]) == 0
 
     assert {row["event_id"] for row in read_jsonl(out)} == {e for e in labeled if inside_window(e)}
@@ -139,8 +142,9 @@ def test_export_of_a_model_without_events_is_one_line_and_writes_nothing(broker,
     assert not out.exists()
 
 
-def test_export_of_an_idle_empty_topic_ends(broker, topics, tmp_path, capsys):
-    assert export(broker, topics, tmp_path / "window.jsonl") == 2
+@pytest.mark.parametrize("client", CLIENTS)
+def test_export_of_an_idle_empty_topic_ends(broker, topics, tmp_path, capsys, client):
+    assert export(broker, topics, tmp_path / "window.jsonl", client=client) == 2
     assert "no prediction of model" in capsys.readouterr().err
 
 
@@ -199,3 +203,13 @@ def test_the_triggers_job_gets_the_incidents_window_from_kafka_as_data(broker, t
     assert {row["event_id"]: (row["label"], row["text"]) for row in rows} == {
         event_id: (label, text) for event_id, (label, text, _groups) in labeled.items() if inside_window(event_id)}
     assert incident["job"]["export"]["written"] == len(rows)
+
+
+def test_an_unreachable_broker_is_one_line(tmp_path, capfd):
+    """confluent-kafka (its metadata wait is 10 s; kafka-python's bootstrap gives up after about 35 s)."""
+    from fairwatch.consumers.broker import free_port
+
+    assert main(["export", "--model", MODEL, "--from", "0", "--to", "1", "--out", str(tmp_path / "w.jsonl"),
+                 "--client", "confluent", "--bootstrap-servers", f"127.0.0.1:{free_port()}"]) == 2
+    err = capfd.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no broker answered" in err, err
