@@ -31,6 +31,11 @@ MAX_RECORDS_PER_POLL = 5000
 STALL_SECONDS = 60.0
 
 
+# If retention deletes the sought offset before the fetch, both clients reset the position, by default to the
+# end: the window would be skipped without a word. From the earliest offset left, the time filter still holds.
+RESET_TO_EARLIEST = "earliest"
+
+
 class TopicReadError(RuntimeError):
     """The topic cannot be read (missing, or the broker stopped answering): one line for the CLI."""
 
@@ -84,7 +89,8 @@ def _read(client, topic: str, next_offsets: dict[int, int], start_ms: int, stop_
             last_progress = time.monotonic()
             if partition not in next_offsets:
                 continue
-            if offset >= ends.get(partition, offset + 1) or (stop_after_ms is not None and timestamp_ms > stop_after_ms):
+            past_end = partition in ends and offset >= ends[partition]
+            if past_end or (stop_after_ms is not None and timestamp_ms > stop_after_ms):
                 finish(partition)
                 continue
             next_offsets[partition] = offset + 1
@@ -105,6 +111,7 @@ class _KafkaPythonPartitions:
         self.topic = topic
         self.consumer = KafkaConsumer(**settings.client_kwargs(), client_id=f"{settings.client_id}-export",
                                       group_id=None, enable_auto_commit=False, fetch_max_wait_ms=200,
+                                      auto_offset_reset=RESET_TO_EARLIEST,
                                       max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
                                       fetch_max_bytes=settings.fetch_max_bytes)
 
@@ -157,13 +164,16 @@ class _ConfluentPartitions:
         self.consumer = Consumer({**settings.librdkafka_config(), "client.id": f"{settings.client_id}-export",
                                   "group.id": self.UNJOINED_GROUP, "enable.auto.commit": False,
                                   "enable.auto.offset.store": False, "fetch.wait.max.ms": 200,
+                                  "auto.offset.reset": RESET_TO_EARLIEST,
                                   "max.partition.fetch.bytes": settings.max_partition_fetch_bytes,
                                   "log_level": 2})
 
     def _tp(self, partition: int, offset: int | None = None):
         from confluent_kafka import TopicPartition
 
-        return TopicPartition(self.topic, partition) if offset is None else TopicPartition(self.topic, partition, offset)
+        if offset is None:
+            return TopicPartition(self.topic, partition)
+        return TopicPartition(self.topic, partition, offset)
 
     def partitions(self) -> list[int]:
         from confluent_kafka import KafkaException

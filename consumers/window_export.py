@@ -75,7 +75,8 @@ class ExportSummary:
         if self.other_models:
             notes.append(f"{sum(self.other_models.values())} of other models")
         if skipped:
-            notes.append(f"{skipped} malformed skipped ({', '.join(f'{r}: {n}' for r, n in sorted(self.malformed.items()))})")
+            reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.malformed.items()))
+            notes.append(f"{skipped} malformed skipped ({reasons})")
         out.append(f"exported {self.written} labeled events of {self.model} from {self.window.describe()} "
                    f"({'; '.join(notes)})")
         return out
