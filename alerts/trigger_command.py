@@ -68,7 +68,7 @@ def _non_negative(text: str) -> float:
     return value
 
 
-def _window_export(args: argparse.Namespace):
+def window_export_from_args(args: argparse.Namespace):
     """The trigger's {data}: `fairwatch export` of the incident's model and window, with the serve flags'
     Kafka settings (read once, at start-up: a bad --config fails the start, not the first job)."""
     from fairwatch.consumers.export_command import run_export, window_source_settings
@@ -149,7 +149,7 @@ def _token(args: argparse.Namespace) -> str:
 def run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     token = _token(args)  # before the store: a refused start leaves no file behind
-    window_export = _window_export(args)
+    window_export = window_export_from_args(args)
     try:
         if args.job_command:
             JobCommand(args.job_command)  # an unknown placeholder: one line, before the store exists
