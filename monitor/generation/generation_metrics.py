@@ -28,8 +28,11 @@ from fairwatch.monitor.generation.mean_sentiment import MeanSentiment
 from fairwatch.monitor.generation.negative_share import NegativeShare
 from fairwatch.monitor.generation.refusal_rate import RefusalRate
 from fairwatch.monitor.generation.sentiment_distance import SentimentHistogram
+from fairwatch.monitor.metric_names import GENERATION_RATE_METRICS
 
 __all__ = ["AttributeStatistics", "GenerationMetrics", "GenerationWindow"]
+
+_STATISTICS = ("refusal", "negative", "sentiment", "histogram")
 
 
 @dataclass
@@ -50,14 +53,39 @@ class AttributeStatistics:
     def copy(self, n_groups: int) -> AttributeStatistics:
         """An independent copy, every table grown to ``n_groups`` rows (for snapshots)."""
         out = AttributeStatistics()
-        for name in ("refusal", "negative", "sentiment", "histogram"):
+        for name in _STATISTICS:
             getattr(out, name).table = getattr(self, name).rows(n_groups).copy()
         return out
 
     def merge(self, other: AttributeStatistics) -> AttributeStatistics:
-        for name in ("refusal", "negative", "sentiment", "histogram"):
+        """Add another worker's statistics of the same attribute (same group codes); returns self."""
+        for name in _STATISTICS:
             getattr(self, name).merge(getattr(other, name))
         return self
+
+    def regrouped(self, merge_rows) -> tuple[list[str], AttributeStatistics]:
+        """Rows summed under new names: ``merge_rows(table)`` maps a table to {name: row} (as the
+        exporter's group labels do, folding groups past the cap into ``other``)."""
+        out = AttributeStatistics()
+        names: list[str] = []
+        for name in _STATISTICS:
+            merged = merge_rows(getattr(self, name).table)
+            names = list(merged)
+            getattr(out, name).table = (np.vstack([merged[k] for k in names]) if names
+                                        else np.zeros((0, getattr(out, name).width)))
+        return names, out
+
+    def responses(self) -> np.ndarray:
+        """Responses per group."""
+        return self.refusal.counts()[1]
+
+    def rates(self) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """metric of ``GENERATION_RATE_METRICS`` -> (value, lower, upper) per group."""
+        return dict(zip(GENERATION_RATE_METRICS, (self.refusal.get(), self.negative.get(), self.sentiment.get())))
+
+    def sentiment_distance(self) -> np.ndarray:
+        """Each group's Wasserstein-1 to the rest of the attribute."""
+        return self.histogram.get()
 
 
 class GenerationWindow:
@@ -111,6 +139,12 @@ class GenerationMetrics:
     @property
     def since_start(self) -> GenerationWindow:
         return self.windows[0]
+
+    def snapshot(self, n_groups: dict[str, int]) -> dict[str, dict[str, AttributeStatistics]]:
+        """window name -> attribute -> an independent copy of its statistics, for the attributes of
+        ``n_groups`` (take under the pipeline lock)."""
+        return {window.name: {a: stats.copy(n_groups[a]) for a, stats in window.statistics.items() if a in n_groups}
+                for window in self.windows}
 
     def add(self, codes: dict[str, np.ndarray], refused: np.ndarray, sentiment: np.ndarray, ts: np.ndarray) -> None:
         """A batch of scored generations: group codes per attribute (-1: not counted), refused flags,

@@ -30,13 +30,12 @@ display; it is not an anytime-valid bound.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from fairwatch.monitor.gaps import NAN_GAP, Gap
 from fairwatch.monitor.generation.group_statistic import GroupStatistic
 
-__all__ = ["BIN_ERROR_BOUND", "BIN_WIDTH", "N_BINS", "DistanceGap", "SentimentHistogram", "max_pair_distance",
+__all__ = ["BIN_ERROR_BOUND", "BIN_WIDTH", "N_BINS", "SentimentHistogram", "max_pair_distance",
            "sentiment_bins", "wasserstein_1"]
 
 N_BINS = 200
@@ -75,25 +74,12 @@ def _bootstrap(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> np.nda
     return wasserstein_1(draws_a, draws_b)
 
 
-@dataclass(frozen=True)
-class DistanceGap:
-    """The largest W1 between two groups, its bias-corrected 95% bootstrap interval, and the pair (rows)."""
-
-    value: float
-    lower: float
-    upper: float
-    high: int | None = None
-    low: int | None = None
-
-
-def max_pair_distance(histograms: np.ndarray, groups: np.ndarray, seed: int = 0) -> DistanceGap:
-    """The pair of ``groups`` (rows of ``histograms``) whose sentiment distributions lie furthest apart.
-
-    The pair is labelled (higher mean, lower mean) so that ``high``/``low`` read like a rate gap's.
-    """
+def max_pair_distance(histograms: np.ndarray, groups: np.ndarray, seed: int = 0) -> Gap:
+    """The largest W1 between two of ``groups`` (rows of ``histograms``), its bias-corrected 95% bootstrap
+    interval, and the pair, as (higher mean, lower mean) so that it reads like a rate gap's (high, low)."""
     groups = np.asarray([g for g in np.asarray(groups, dtype=np.int64) if histograms[g].sum() > 0])
     if groups.size < 2:
-        return DistanceGap(np.nan, np.nan, np.nan)
+        return NAN_GAP
     h = histograms[groups]
     pairwise = wasserstein_1(h[:, None, :], h[None, :, :])
     i, j = np.unravel_index(int(np.nanargmax(pairwise)), pairwise.shape)
@@ -105,7 +91,7 @@ def max_pair_distance(histograms: np.ndarray, groups: np.ndarray, seed: int = 0)
     first, second = int(groups[i]), int(groups[j])
     if h[i] @ centres / h[i].sum() < h[j] @ centres / h[j].sum():
         first, second = second, first
-    return DistanceGap(value, float(max(lower, 0.0)), float(max(upper, 0.0)), first, second)
+    return Gap(value, float(max(lower, 0.0)), float(max(upper, 0.0)), first, second)
 
 
 class SentimentHistogram(GroupStatistic):
