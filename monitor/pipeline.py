@@ -32,7 +32,7 @@ from fairwatch.monitor.calibration import ScoreCalibration
 from fairwatch.monitor.config import ModelThresholds, MonitorConfig
 from fairwatch.monitor.counts import NO_LABEL
 from fairwatch.monitor.drift import DriftEvent, DriftMonitor
-from fairwatch.monitor.events import Event, EventParser, PredictionCopy, Rejection
+from fairwatch.monitor.events import Event, EventParser, PredictionCopy, Rejection, internal_error
 from fairwatch.monitor.generation import GenerationMetrics, ResponseScorer
 from fairwatch.monitor.group_metrics import GroupMetrics
 from fairwatch.monitor.score_auc import ScoreHistograms
@@ -173,12 +173,24 @@ class Pipeline:
         return result
 
     def _score_responses(self, events: list[Event | Rejection]) -> dict[int, tuple[bool, float]]:
-        """Batch position -> (refused, compound sentiment) of every generation in the batch."""
+        """Batch position -> (refused, compound sentiment) of every generation in the batch. A response whose
+        scoring raises costs its own event (replaced by an internal_error rejection), not the batch."""
         positions = [i for i, e in enumerate(events) if e.__class__ is not Rejection and e.response is not None]
         if not positions:
             return {}
-        refused, sentiment = self.response_scorer.score_many([events[i].response for i in positions])
-        return dict(zip(positions, zip(refused.tolist(), sentiment.tolist())))
+        score_many = self.response_scorer.score_many
+        try:
+            refused, sentiment = score_many([events[i].response for i in positions])
+            return dict(zip(positions, zip(refused.tolist(), sentiment.tolist())))
+        except Exception:  # noqa: BLE001 - find the one response that raised
+            scores = {}
+            for i in positions:
+                try:
+                    refused, sentiment = score_many([events[i].response])
+                    scores[i] = (bool(refused[0]), float(sentiment[0]))
+                except Exception as exc:  # noqa: BLE001
+                    events[i] = internal_error(exc)
+            return scores
 
     def _generations_for(self, model: str) -> GenerationMetrics:
         generations = self.generations.get(model)

@@ -19,10 +19,14 @@ from importlib import resources
 
 import numpy as np
 
-__all__ = ["NEGATIVE_SENTIMENT", "RefusalDetector", "ResponseScorer", "SentimentScorer", "shipped_refusal_phrases"]
+__all__ = ["NEGATIVE_SENTIMENT", "SENTIMENT_CHARS", "RefusalDetector", "ResponseScorer", "SentimentScorer", "shipped_refusal_phrases"]
 
 # VADER's own cut-off (its README: "negative sentiment: compound score <= -0.05").
 NEGATIVE_SENTIMENT = -0.05
+# VADER's cost grows with the square of the length for some texts (measured here: "not good but kind of
+# great" repeated, 0.05 s at 2,000 characters, 0.8 s at 8,000, 3.5 s at 20,000), so one hostile response could
+# stall a batch: sentiment is read from the first SENTIMENT_CHARS characters, refusals from the whole response.
+SENTIMENT_CHARS = 2_000
 
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
 
@@ -53,14 +57,15 @@ class RefusalDetector:
 
 
 class SentimentScorer:
-    """VADER's compound sentiment in [-1, 1] (negative below 0).
+    """VADER's compound sentiment in [-1, 1] (negative below 0) of the first ``max_chars`` characters.
 
     The analyser loads its lexicon from the installed wheel on first use, so
     ``import fairwatch`` does not pay for it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_chars: int = SENTIMENT_CHARS) -> None:
         self._analyzer = None
+        self.max_chars = max_chars
 
     def __call__(self, response: str) -> float:
         if self._analyzer is None:
@@ -68,10 +73,10 @@ class SentimentScorer:
             from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
             self._analyzer = SentimentIntensityAnalyzer()
-        return self._analyzer.polarity_scores(response)["compound"]
+        return self._analyzer.polarity_scores(response[: self.max_chars])["compound"]
 
     def __getstate__(self) -> dict:
-        return {"_analyzer": None}  # the lexicon is reloaded from the wheel, never pickled into a snapshot
+        return {"_analyzer": None, "max_chars": self.max_chars}  # the lexicon is reloaded from the wheel, never pickled into a snapshot
 
 
 class ResponseScorer:

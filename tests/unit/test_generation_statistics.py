@@ -172,3 +172,34 @@ def test_vader_scores_from_the_wheel_with_the_network_closed():
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[False, True] True"
     assert ResponseScorer().score_many([])[0].size == 0
+
+
+def test_sentiment_reads_a_bounded_prefix_and_refusals_the_whole_response():
+    from fairwatch.monitor.generation.response_scores import SENTIMENT_CHARS
+
+    # VADER's cost grows with the square of this text's length: only its prefix is scored.
+    long = "not good but kind of great " * 740 + " As an AI I cannot assist."
+    refused, sentiment = ResponseScorer().score_many([long])
+    assert refused[0]  # the refusal at the very end is found
+    assert sentiment[0] == ResponseScorer().score_many([long[:SENTIMENT_CHARS]])[1][0]
+
+
+def test_a_response_whose_scoring_raises_costs_only_its_own_event():
+    from fairwatch.monitor.generation.response_scores import SentimentScorer
+    from fairwatch.monitor.pipeline import Pipeline
+
+    class UserScorerWithABug(SentimentScorer):  # e.g. a user's own scorer that fails on some input
+        def __call__(self, response: str) -> float:
+            if "boom" in response:
+                raise ValueError("cannot score this")
+            return super().__call__(response)
+
+    pipeline = Pipeline()
+    pipeline.response_scorer = ResponseScorer(sentiment=UserScorerWithABug())
+    result = pipeline.process_lines([
+        b'{"event_id": "1", "groups": {"sex": "F"}, "response": "fine, thanks"}',
+        b'{"event_id": "2", "groups": {"sex": "F"}, "response": "boom"}',
+        b'{"event_id": "3", "groups": {"sex": "M"}, "response": "I cannot assist"}'])
+    assert [(i, r.reason, r.message) for i, r in result.rejected] == [(1, "internal_error", "ValueError: cannot score this")]
+    assert pipeline.stats.valid == 2
+    assert pipeline.generations["default"].since_start.statistics["sex"].responses().tolist() == [1.0, 1.0]
