@@ -6,7 +6,7 @@ Prints, over the same in-memory lines: parse + validate of generation
 events, the refusal detector alone, VADER alone, the whole pipeline on
 generation events (scoring included), and as the baseline the pipeline on
 prediction events of the same groups and windows. Responses are a fixed set
-of chat answers of 60 to 900 characters (refusals, short and long answers,
+of eight chat answers of 46 to 513 characters (refusals, short and long answers,
 positive and negative), cycled with groups drawn at random. Figures, not
 assertions: machines are noisy.
 """
