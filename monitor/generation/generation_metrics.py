@@ -172,7 +172,7 @@ class GenerationMetrics:
                 entering[window.name] = ts > cutoff
             self._leave(window, leaving)
             window.apply(codes, refused, sentiment, entering[window.name], 1.0)
-        self._hold(seq, ts, refused, sentiment, held_codes, codes, entering)
+        self._hold(seq, ts, refused, sentiment, held_codes, entering)
 
     def _held_codes(self, codes: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
         """Columns for attributes first seen now: held events were not counted for them (-1)."""
@@ -182,12 +182,14 @@ class GenerationMetrics:
         return {a: np.asarray(codes.get(a, np.full(n, -1)), dtype=np.int64) for a in self._codes}
 
     def _leave(self, window: GenerationWindow, leaving: np.ndarray) -> None:
+        """Revert the held events of ``leaving`` (a mask over the held ones) from ``window``."""
         if leaving.any():
-            held = {a: c for a, c in self._codes.items()}
-            window.apply(held, self._refused, self._sentiment, leaving, -1.0)
+            window.apply(self._codes, self._refused, self._sentiment, leaving, -1.0)
             self._inside[window.name] &= ~leaving
 
-    def _hold(self, seq, ts, refused, sentiment, new_codes, codes, entering) -> None:
+    def _hold(self, seq, ts, refused, sentiment, new_codes, entering) -> None:
+        """Append the batch to the held events and keep only those inside some sliding window, at most
+        ``capacity`` of them (an O(held) copy per batch: numpy, and small beside scoring the responses)."""
         if not self._inside:
             return
         inside = {name: np.concatenate([self._inside[name], entering[name]]) for name in self._inside}

@@ -10,6 +10,8 @@ from importlib import resources
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from scipy.stats import wasserstein_distance
 
 from fairwatch.monitor.generation import (
@@ -203,3 +205,32 @@ def test_a_response_whose_scoring_raises_costs_only_its_own_event():
     assert [(i, r.reason, r.message) for i, r in result.rejected] == [(1, "internal_error", "ValueError: cannot score this")]
     assert pipeline.stats.valid == 2
     assert pipeline.generations["default"].since_start.statistics["sex"].responses().tolist() == [1.0, 1.0]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sizes=st.lists(st.integers(1, 40), min_size=1, max_size=25),
+    lateness=st.floats(0, 30),
+    seed=st.integers(0, 2**16),
+)
+def test_streaming_in_any_batches_equals_a_recount(sizes, lateness, seed):
+    """Property: whatever the batch cuts and lateness, since-start, count and time windows hold exactly the
+    sums of their members (the count window: the last 30; the time window: arrived inside and still inside)."""
+    n = sum(sizes)
+    codes, refused, sentiment, _ = _stream(n, seed)
+    rng = np.random.default_rng(seed)
+    ts = np.arange(n, dtype=np.float64) - rng.uniform(0, lateness, n)
+    metrics = GenerationMetrics(count_windows=[30], time_windows_seconds=[20.0], capacity=10_000)
+    start, watermark = 0, -math.inf
+    entered = np.zeros(n, dtype=bool)
+    for size in sizes:
+        part = slice(start, start + size)
+        metrics.add({"a": codes[part]}, refused[part], sentiment[part], ts[part])
+        watermark = max(watermark, ts[part].max())
+        entered[part] = ts[part] > watermark - 20.0
+        start += size
+    everything, last_30, last_20s = (w.statistics["a"] for w in metrics.windows)
+    assert _same(everything, _recount(codes, refused, sentiment))
+    assert _same(last_30, _recount(codes[-30:], refused[-30:], sentiment[-30:]))
+    members = entered & (ts > watermark - 20.0)
+    assert _same(last_20s, _recount(codes[members], refused[members], sentiment[members]))
