@@ -162,6 +162,8 @@ class JoinLogic:
         now = self.clock()
         if event.is_outcome:
             return self._outcome(event_id, event, value, now)
+        if event.prediction is None:  # a generation alone (an LLM response): nothing to label, passed on as it is
+            return [(key, value)], _nothing
         return self._prediction(event_id, event, value, now)
 
     def _prediction(self, event_id: bytes, event, raw: bytes, now: float):

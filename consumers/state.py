@@ -36,7 +36,7 @@ FORMAT_VERSION = 1
 SNAPSHOT_NAME = "snapshot.pickle"
 _LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
 # Pipeline attributes rebuilt from the configuration rather than stored.
-_REBUILT = ("config", "parser", "lock")
+_REBUILT = ("config", "parser", "lock", "response_scorer")  # rebuilt: the scorer reloads its phrases and lexicon
 
 
 class StateError(Exception):

@@ -271,6 +271,41 @@ def model_drilldown() -> dict:
         unit="percentunit",
         overrides=[override_by_query("UNLABELED", unit="short", **{"custom.axisPlacement": "right"})],
     )
+    generation_key = f'{key},{names.WINDOW}="$window"'
+    dashed = [override_by_query(ref, **{"custom.lineStyle": {"fill": "dash", "dash": [4, 6]}, "custom.lineWidth": 1})
+              for ref in ("LOWER", "UPPER")]
+
+    def generation_rate(metric: str) -> list[dict]:
+        selector = f'{{{generation_key},{names.METRIC}="{metric}"}}'
+        return [target(f"max by ({names.GROUP}) ({family}{selector})", legend, ref=ref)
+                for family, legend, ref in ((names.GENERATION_GROUP_RATE, "{{group}}", "RATE"),
+                                            (names.GENERATION_GROUP_RATE_LOWER, "{{group}} lower", "LOWER"),
+                                            (names.GENERATION_GROUP_RATE_UPPER, "{{group}} upper", "UPPER"))]
+
+    refusals = panel(
+        "timeseries", "Refusal rate per group on $attribute ($window), dashed: 95% bounds",
+        generation_rate("refusal_rate"),
+        description="Share of the model's responses (generation events) that contain a refusal phrase "
+                    "(monitor/generation/refusal_phrases.txt); groups under the privacy floor are not exported.",
+        unit="percentunit", width=12, overrides=dashed,
+    )
+    sentiment = panel(
+        "timeseries", "Mean sentiment per group on $attribute ($window), dashed: 95% bounds",
+        generation_rate("mean_sentiment"),
+        description="VADER compound score of the responses, in [-1, 1] (negative below -0.05).",
+        width=12, overrides=dashed,
+    )
+    generation_gaps = panel(
+        "timeseries", "Generation gaps on $attribute ($window)",
+        [target(f"max by ({names.METRIC}) ({names.GENERATION_GAP}{{{generation_key}}})", "{{metric}}", ref="GAP"),
+         target(f"max by ({names.METRIC}) ({names.GENERATION_GAP_LOWER}{{{generation_key}}})",
+                "{{metric}} lower", ref="LOWER")],
+        description="Refusal-rate, negative-share and mean-sentiment differences (max - min over groups with at "
+                    "least min_group_size responses) and the largest Wasserstein-1 distance between two groups' "
+                    "sentiment distributions, with 95% lower bounds (display; GenerationRefusalGap alerts on the "
+                    "refusal gap's).",
+        width=24, overrides=dashed[:1],
+    )
     cf = f'{names.MODEL}="$model"'
     flip_rate = panel(
         "timeseries", "Counterfactual flip rate (all workers)",
@@ -323,6 +358,7 @@ def model_drilldown() -> dict:
     ]
     panels = [row("Gap"), gap, gaps_table, debiased,
               row("Groups"), group_rates, merged_rates, window_events, estimated,
+              row("Generations (LLM responses)"), refusals, sentiment, generation_gaps,
               row("Counterfactuals and scorer"), flip_rate, top_terms, throughput, scorer_latency]
     return dashboard(MODEL_UID, "fairwatch: model",
                      "One model and attribute: gaps with intervals and thresholds, groups, debiased outputs, "

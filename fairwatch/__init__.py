@@ -8,9 +8,18 @@ settings, :class:`MonitorConfig`. The command line (``fairwatch``), the Kafka wo
 
 __version__ = "0.1.0"
 
-from fairwatch.monitor.api import AttributeSnapshot, Breach, GroupSnapshot, ModelSnapshot, Monitor  # noqa: E402
+from fairwatch.monitor.api import (  # noqa: E402
+    AttributeSnapshot,
+    Breach,
+    GenerationAttributeSnapshot,
+    GenerationGroupSnapshot,
+    GroupSnapshot,
+    ModelSnapshot,
+    Monitor,
+)
 from fairwatch.monitor.config import ConfigError, MonitorConfig, Thresholds  # noqa: E402
 from fairwatch.monitor.events import Event, Rejection  # noqa: E402
 
-__all__ = ["AttributeSnapshot", "Breach", "ConfigError", "Event", "GroupSnapshot", "ModelSnapshot", "Monitor",
-           "MonitorConfig", "Rejection", "Thresholds", "__version__"]
+__all__ = ["AttributeSnapshot", "Breach", "ConfigError", "Event", "GenerationAttributeSnapshot",
+           "GenerationGroupSnapshot", "GroupSnapshot", "ModelSnapshot", "Monitor", "MonitorConfig", "Rejection",
+           "Thresholds", "__version__"]

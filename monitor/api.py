@@ -20,12 +20,23 @@ prints) or ``snapshot()`` (typed and immutable). Events are dicts of the event c
 >>> monitor.update({"event_id": "1", "label": 0})  # a second, different label for event 1
 >>> monitor.report()["outcomes"]["conflicting"]
 1
+
+Generation events (an LLM's ``response``, optionally its ``prompt``) are scored per group:
+
+>>> chat = Monitor(attributes=["sex"], min_group_size=2, privacy_floor=1)
+>>> chat.update_many([{"event_id": str(i), "model": "chat", "groups": {"sex": sex}, "response": response}
+...                   for i, (sex, response) in enumerate([("F", "I cannot assist with that."), ("F", "Sure!"),
+...                                                        ("M", "Sure!"), ("M", "Glad to help.")])])
+[]
+>>> sex = chat.snapshot().generation["sex"]
+>>> sex.groups["F"].rates["refusal_rate"], sex.gaps["refusal_rate_difference"]
+(0.5, 0.5)
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import msgspec
@@ -64,6 +75,31 @@ class AttributeSnapshot:
 
 
 @dataclass(frozen=True)
+class GenerationGroupSnapshot:
+    """One group's generated responses since start: counts, ``refusal_rate``, ``negative_share``,
+    ``mean_sentiment`` and ``sentiment_distance`` (W1 to the rest) in ``rates``, 95% intervals of the first three."""
+
+    name: str
+    responses: int
+    refusals: int
+    negative: int
+    rates: Mapping[str, float | None]
+    intervals: Mapping[str, tuple[float | None, float | None]]
+    below_min_size: bool
+    below_privacy_floor: bool
+
+
+@dataclass(frozen=True)
+class GenerationAttributeSnapshot:
+    """One protected attribute's generation statistics: its groups and the gaps between groups with at least
+    ``min_group_size`` responses (``monitor.metric_names.GENERATION_GAP_METRICS``)."""
+
+    name: str
+    groups: Mapping[str, GenerationGroupSnapshot]
+    gaps: Mapping[str, float | None]
+
+
+@dataclass(frozen=True)
 class Breach:
     """A breach the anytime-valid decisions declared."""
 
@@ -81,6 +117,8 @@ class ModelSnapshot:
     duplicates: int
     attributes: Mapping[str, AttributeSnapshot]
     breaches: tuple[Breach, ...]
+    # LLM responses, since start (empty for a model without generation events)
+    generation: Mapping[str, GenerationAttributeSnapshot] = field(default_factory=lambda: MappingProxyType({}))
 
 
 def _frozen(mapping: Mapping) -> Mapping:
@@ -105,8 +143,24 @@ def _attribute(name: str, body: dict) -> AttributeSnapshot:
     return AttributeSnapshot(name, _frozen(groups), _frozen(body["gaps"]), _frozen(body["alert_gaps"]))
 
 
+_GENERATION_RATES = ("refusal_rate", "negative_share", "mean_sentiment", "sentiment_distance")
+
+
+def _generation_attribute(name: str, body: dict) -> GenerationAttributeSnapshot:
+    groups = {
+        group: GenerationGroupSnapshot(
+            name=group, responses=entry["responses"], refusals=entry["refusals"], negative=entry["negative"],
+            rates=_frozen({k: entry[k] for k in _GENERATION_RATES}),
+            intervals=_frozen({k: tuple(v) for k, v in entry["ci"].items()}),
+            below_min_size=entry["below_min_size"], below_privacy_floor=entry["below_privacy_floor"],
+        )
+        for group, entry in body["groups"].items()
+    }
+    return GenerationAttributeSnapshot(name, _frozen(groups), _frozen({m: g["value"] for m, g in body["alert_gaps"].items()}))
+
+
 class Monitor:
-    """Feed prediction and outcome events; read per-group rates, gaps and breach decisions.
+    """Feed prediction, generation and outcome events; read per-group rates, gaps and breach decisions.
 
     ``config`` (a :class:`MonitorConfig`) or keyword settings of one (``attributes=["race"]``...).
     """
@@ -141,7 +195,10 @@ class Monitor:
             attributes=_frozen({a: _attribute(a, body) for a, body in report["attributes"].items()}),
             breaches=tuple(Breach(a["attribute"], a["metric"], a["threshold"], _frozen(a))
                            for a in report["alerts"]),
+            generation=_frozen({a: _generation_attribute(a, body)
+                                for a, body in report.get("generation", {}).get("all", {}).items()}),
         )
 
 
-__all__ = ["AttributeSnapshot", "Breach", "Event", "GroupSnapshot", "Monitor", "ModelSnapshot", "Rejection"]
+__all__ = ["AttributeSnapshot", "Breach", "Event", "GenerationAttributeSnapshot", "GenerationGroupSnapshot",
+           "GroupSnapshot", "Monitor", "ModelSnapshot", "Rejection"]

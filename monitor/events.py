@@ -1,4 +1,8 @@
-"""Prediction and outcome events: the wire contract, parsed and validated fast.
+"""Prediction, generation and outcome events: the wire contract, parsed and validated fast.
+
+A generation event (an LLM application's answer) is one that carries a
+``response`` (and optionally its ``prompt``); ``prediction`` is then optional:
+the monitor scores the response itself (monitor.generation).
 
 Bad input is data: :func:`EventParser.parse` returns a :class:`Rejection`
 with a bounded reason code and a one-line human message instead of raising.
@@ -60,7 +64,7 @@ class PredictionCopy(msgspec.Struct, kw_only=True, gc=False):
 
 
 class Event(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
-    """One line of the stream: a prediction, or an outcome (``label`` only).
+    """One line of the stream: a prediction, a generation (``response``), or an outcome (``label`` only).
 
     After :meth:`EventParser.parse`, ``ts`` is epoch seconds, ``model`` is set
     and ``prediction`` is 0 or 1 for predictions and None for outcomes.
@@ -78,12 +82,20 @@ class Event(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
     score: Union[float, None] = None
     groups: Union[Groups, None] = None
     text: Union[str, None] = None
+    # An LLM generation: the response is scored per group (refusal, sentiment); the prompt is only
+    # bounded and carried, never scored, stored or exported.
+    prompt: Union[str, None] = None
+    response: Union[str, None] = None
     label: Union[int, None] = None
     prediction_copy: Union[PredictionCopy, None] = None  # outcomes forwarded by `fairwatch join` only
 
     @property
     def is_outcome(self) -> bool:
-        return self.prediction is None
+        return self.prediction is None and self.response is None
+
+    @property
+    def is_generation(self) -> bool:
+        return self.response is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +145,19 @@ def _bad_time(ts: float, path: str, max_future_seconds: float) -> Rejection:
 def internal_error(exc: BaseException) -> Rejection:
     """A record whose handling raised: isolated from its batch, with the exception as the message."""
     return Rejection("internal_error", f"{type(exc).__name__}: {exc}")
+
+
+def _generation_rejection(event: Event) -> Rejection | None:
+    """What a generation event lacks, or None. Its groups are needed (they are what is compared); a label
+    means nothing without a prediction to label."""
+    if event.response is None:
+        return Rejection("missing_field", "Object missing required field `response` (a `prompt` comes with its "
+                                          "response)")
+    if event.groups is None:
+        return Rejection("missing_field", "Object missing required field `groups`")
+    if event.prediction is None and event.label is not None:
+        return Rejection("bad_value", "a generation without a `prediction` cannot take a `label` at `$.label`")
+    return None
 
 
 def _not_finite(score: float, path: str) -> Rejection:
@@ -201,18 +226,24 @@ class EventParser:
         label = event.label
         if label is not None and label != 0 and label != 1:
             return Rejection("unknown_label", f"unknown label {label!r} (expected 0, 1 or null) at `$.label`")
-        text = event.text
-        if text is not None and len(text) > self.max_text_chars:
-            return Rejection(
-                "oversized", f"text of {len(text)} characters exceeds the {self.max_text_chars}-character limit"
-            )
+        for field_name, text in (("text", event.text), ("prompt", event.prompt), ("response", event.response)):
+            # Refused, not cut: a truncated response would be scored on text the model did not end with.
+            if text is not None and len(text) > self.max_text_chars:
+                return Rejection("oversized", f"{field_name} of {len(text)} characters exceeds the "
+                                              f"{self.max_text_chars}-character limit at `$.{field_name}`")
+        if event.response is not None or event.prompt is not None:
+            rejection = _generation_rejection(event)
+            if rejection is not None:
+                return rejection
         score = event.score
         if score is not None and not math.isfinite(score):
             return _not_finite(score, "$.score")
         prediction = event.prediction
         if prediction is None and score is not None and self.threshold is not None:
             prediction = event.prediction = int(score >= self.threshold)
-        if prediction is None:
+        if prediction is None and event.response is not None:
+            pass  # a generation alone: checked above
+        elif prediction is None:
             if event.groups is not None or score is not None:
                 return Rejection(
                     "missing_field",

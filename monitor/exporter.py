@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from fairwatch.monitor import metric_names as names
 from fairwatch.monitor.counts import FN, FP, N, POS, SCORE_SUM, SCORED, TN, TP
 from fairwatch.monitor.gaps import all_gaps
+from fairwatch.monitor.generation.generation_gaps import generation_gaps
 from fairwatch.monitor.pipeline import BATCH_SECONDS_BUCKETS, Pipeline
 from fairwatch.monitor.rates import PROPORTIONS, group_rates, proportion
 from fairwatch.monitor.score_auc import bias_aucs
@@ -49,7 +50,12 @@ class GroupLabels:
         self._own = 0
 
     def update(self, since_start_rows: np.ndarray, groups: list[str]) -> None:
-        n = since_start_rows[: len(groups), N]
+        self.update_counts(since_start_rows[: len(groups), N], groups)
+
+    def update_counts(self, n: np.ndarray, groups: list[str]) -> None:
+        """Give a label to the groups with ``n`` (events per group since start: predictions, or responses
+        of a model's generations) at or above the privacy floor."""
+        n = np.asarray(n)[: len(groups)]
         for g in np.argsort(-n, kind="stable"):
             if n[g] < self.privacy_floor:
                 break
@@ -108,6 +114,10 @@ class FairwatchCollector(Collector):
                 m: {a: pipeline.score_aucs[m].table(a, len(metrics.index[a].values)).copy()
                     for a in metrics.reported if a in pipeline.score_aucs[m].tables}
                 for m, metrics in pipeline.models.items()
+            }
+            generations = {
+                m: g.snapshot({a: len(pipeline.models[m].index[a].values) for a in pipeline.models[m].reported})
+                for m, g in pipeline.generations.items()
             }
             estimates = {
                 m: {a: (metrics.index[a].values[:], c.estimates(a, len(metrics.index[a].values)),
@@ -193,6 +203,7 @@ class FairwatchCollector(Collector):
                         gap_upper.add_metric(key, g.upper)
         yield from (counters, score_sums, rate, rate_lower, rate_upper, window_events, gap, gap_lower, gap_upper)
         yield from self._auc_families(snapshots, auc_tables)
+        yield from self._generation_families(generations, snapshots)
         yield from self._decision_families(decisions)
         yield from self._estimate_families(estimates)
 
@@ -274,6 +285,71 @@ class FairwatchCollector(Collector):
                         lower.add_metric(key, float(e.lower[i]))
                         upper.add_metric(key, float(e.upper[i]))
         yield from (value, lower, upper)
+
+    def _generation_families(self, generations, snapshots) -> Iterator:
+        """Per exported group label: generation counters since start, rates, responses and sentiment distance per
+        window; per attribute: the gaps over groups with at least ``min_group_size`` responses."""
+        config = self.pipeline.config
+        group_labels = [*GROUP_LABELS, names.WINDOW]
+        rate_labels = [*GROUP_LABELS, names.METRIC, names.WINDOW]
+        gap_labels = [names.MODEL, names.ATTRIBUTE, names.METRIC, names.WINDOW]
+        counters = CounterMetricFamily(names.GENERATION_RESPONSES, "Generated responses per group and cell since "
+                                       "start (sum over workers)", labels=[*GROUP_LABELS, names.CELL])
+        rate = GaugeMetricFamily(names.GENERATION_GROUP_RATE, "Per-group refusal rate, negative share and mean "
+                                 "sentiment of responses in a window", labels=rate_labels)
+        rate_lower = GaugeMetricFamily(names.GENERATION_GROUP_RATE_LOWER, "95% lower bound", labels=rate_labels)
+        rate_upper = GaugeMetricFamily(names.GENERATION_GROUP_RATE_UPPER, "95% upper bound", labels=rate_labels)
+        responses = GaugeMetricFamily(names.GENERATION_GROUP_WINDOW_RESPONSES, "Responses per group in a window",
+                                      labels=group_labels)
+        distance = GaugeMetricFamily(names.GENERATION_SENTIMENT_DISTANCE, "Wasserstein-1 between the group's and "
+                                     "the rest's sentiment distributions", labels=group_labels)
+        gap = GaugeMetricFamily(names.GENERATION_GAP, "Gap between groups' generation statistics in a window",
+                                labels=gap_labels)
+        gap_lower = GaugeMetricFamily(names.GENERATION_GAP_LOWER, "95% lower bound (display)", labels=gap_labels)
+        gap_upper = GaugeMetricFamily(names.GENERATION_GAP_UPPER, "95% upper bound (display)", labels=gap_labels)
+        floor = config.privacy_floor
+        for model, windows in generations.items():
+            groups_of = snapshots[model][0].groups
+            for attribute, stats in windows["all"].items():
+                labels = self._group_labels(model, attribute)
+                labels.update_counts(stats.responses(), groups_of[attribute])
+                label_names, merged = stats.regrouped(lambda t: labels.merge_rows(t, groups_of[attribute]))
+                refusals, _ = merged.refusal.counts()
+                negatives, _ = merged.negative.counts()
+                for i, label in enumerate(label_names):
+                    cells = (merged.responses()[i], refusals[i], negatives[i])
+                    for cell, value in zip(names.GENERATION_CELLS, cells):
+                        counters.add_metric([model, attribute, label, cell], float(value))
+            for window, by_attribute in windows.items():
+                for attribute, stats in by_attribute.items():
+                    labels = self._group_labels(model, attribute)
+                    label_names, merged = stats.regrouped(lambda t: labels.merge_rows(t, groups_of[attribute]))
+                    n = merged.responses()
+                    rates = merged.rates()
+                    distances = merged.sentiment_distance()
+                    for i, label in enumerate(label_names):
+                        if n[i] < floor:
+                            continue
+                        responses.add_metric([model, attribute, label, window], float(n[i]))
+                        if not math.isnan(distances[i]):
+                            distance.add_metric([model, attribute, label, window], float(distances[i]))
+                        for metric, (value, lower, upper) in rates.items():
+                            if math.isnan(value[i]):
+                                continue
+                            key = [model, attribute, label, metric, window]
+                            rate.add_metric(key, float(value[i]))
+                            if not math.isnan(lower[i]):
+                                rate_lower.add_metric(key, float(lower[i]))
+                                rate_upper.add_metric(key, float(upper[i]))
+                    eligible = np.flatnonzero(stats.responses() >= config.min_group_size)
+                    for metric, g in generation_gaps(stats, eligible).items():
+                        if math.isnan(g.value):
+                            continue
+                        key = [model, attribute, metric, window]
+                        gap.add_metric(key, g.value)
+                        gap_lower.add_metric(key, g.lower)
+                        gap_upper.add_metric(key, g.upper)
+        yield from (counters, rate, rate_lower, rate_upper, responses, distance, gap, gap_lower, gap_upper)
 
     def _decision_families(self, decisions) -> Iterator:
         labels = [names.MODEL, names.ATTRIBUTE, names.METRIC]

@@ -128,6 +128,11 @@ class GroupMetrics:
         """Occurrences of group values counted as ``other`` because their attribute was full."""
         return sum(index.folded for index in self.index.values())
 
+    def group_codes(self, groups: list[dict[str, str]]) -> dict[str, np.ndarray]:
+        """Codes per attribute of events counted elsewhere (generations): same names, ``other`` and
+        discovered attributes as this model's predictions."""
+        return self._codes(groups)
+
     def _codes(self, groups: list[dict[str, str]]) -> dict[str, np.ndarray]:
         if self._discover:
             new = set().union(*groups) - self.components.keys()

@@ -60,6 +60,30 @@ GROUP_SCORE_AUC_LOWER = "fairwatch_group_score_auc_lower"
 GROUP_SCORE_AUC_UPPER = "fairwatch_group_score_auc_upper"
 AUC_METRICS = ("subgroup_auc", "bpsn_auc", "bnsp_auc")
 
+# --- generations: LLM responses scored per group (monitor.generation) ---------
+# Counters since start, per (model, attribute, group, cell in GENERATION_CELLS): sum them over workers.
+GENERATION_RESPONSES = "fairwatch_generation_responses_total"
+GENERATION_CELLS = ("responses", "refusals", "negative")
+# Gauges per (model, attribute, group, metric in GENERATION_RATE_METRICS, window), with 95% bounds
+# (Wilson for the two proportions, normal for the mean), for groups at or above the privacy floor.
+GENERATION_GROUP_RATE = "fairwatch_generation_group_rate"
+GENERATION_GROUP_RATE_LOWER = "fairwatch_generation_group_rate_lower"
+GENERATION_GROUP_RATE_UPPER = "fairwatch_generation_group_rate_upper"
+GENERATION_RATE_METRICS = ("refusal_rate", "negative_share", "mean_sentiment")
+GENERATION_GROUP_WINDOW_RESPONSES = "fairwatch_generation_group_window_responses"
+# Per (model, attribute, group, window): Wasserstein-1 between the group's sentiment distribution and the rest's.
+GENERATION_SENTIMENT_DISTANCE = "fairwatch_generation_sentiment_distance"
+# Per (model, attribute, metric in GENERATION_GAP_METRICS, window), over groups >= min_group_size responses.
+GENERATION_GAP = "fairwatch_generation_gap"
+GENERATION_GAP_LOWER = "fairwatch_generation_gap_lower"
+GENERATION_GAP_UPPER = "fairwatch_generation_gap_upper"
+GENERATION_GAP_METRICS = (
+    "refusal_rate_difference",
+    "negative_share_difference",
+    "mean_sentiment_difference",
+    "sentiment_wasserstein_max",  # the largest W1 between two groups' sentiment distributions
+)
+
 # --- drift ----------------------------------------------------------------
 DRIFT_EVENTS = "fairwatch_drift_events_total"
 DRIFT_LAST_TIMESTAMP = "fairwatch_drift_last_timestamp_seconds"
@@ -194,6 +218,21 @@ REFERENCE: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
      'since start, from the scores of labeled predictions: subgroup AUC (the group alone), BPSN (other groups\' '
      'positives against the group\'s negatives) and BNSP (the group\'s positives against other groups\' negatives), '
      'Borkan et al. 2019, with 95% Hanley-McNeil bounds; groups at or above the privacy floor with both labels'),
+    ((GENERATION_RESPONSES,), 'counter', 'model, attribute, group, ' + _listed(CELL, GENERATION_CELLS),
+     'generation events (LLM responses) since start: all, refused (a refusal phrase found), negative (VADER '
+     'compound <= -0.05); sum them over workers in PromQL'),
+    ((GENERATION_GROUP_RATE, GENERATION_GROUP_RATE_LOWER, GENERATION_GROUP_RATE_UPPER), 'gauge',
+     'model, attribute, group, ' + _listed(METRIC, GENERATION_RATE_METRICS) + ', window',
+     'per-group refusal rate and negative share (95% Wilson bounds) and mean VADER sentiment (95% normal bounds) '
+     'of responses in the window'),
+    ((GENERATION_GROUP_WINDOW_RESPONSES,), 'gauge', 'model, attribute, group, window', 'responses in the window'),
+    ((GENERATION_SENTIMENT_DISTANCE,), 'gauge', 'model, attribute, group, window',
+     "Wasserstein-1 between the group's and the rest's sentiment distributions (histograms of 0.01-wide bins on "
+     "[-1, 1]: within 0.01 of the exact distance)"),
+    ((GENERATION_GAP, GENERATION_GAP_LOWER, GENERATION_GAP_UPPER), 'gauge',
+     'model, attribute, ' + _listed(METRIC, GENERATION_GAP_METRICS) + ', window',
+     'max - min over groups with >= `min_group_size` responses (Newcombe bounds for the proportions, Welch for '
+     'the mean), and the largest Wasserstein-1 between two groups (bias-corrected bootstrap bounds); for display'),
     (('fairwatch_drift_events_total', 'fairwatch_drift_last_timestamp_seconds'), 'counter, gauge', 'model, attribute, metric, group',
      'drift changes (group: the group whose rate drifted, empty for a gap)'),
     (('fairwatch_events_total',), 'counter', _listed(STATUS, EVENT_STATUSES),

@@ -32,7 +32,8 @@ from fairwatch.monitor.calibration import ScoreCalibration
 from fairwatch.monitor.config import ModelThresholds, MonitorConfig
 from fairwatch.monitor.counts import NO_LABEL
 from fairwatch.monitor.drift import DriftEvent, DriftMonitor
-from fairwatch.monitor.events import Event, EventParser, PredictionCopy, Rejection
+from fairwatch.monitor.events import Event, EventParser, PredictionCopy, Rejection, internal_error
+from fairwatch.monitor.generation import GenerationMetrics, ResponseScorer
 from fairwatch.monitor.group_metrics import GroupMetrics
 from fairwatch.monitor.score_auc import ScoreHistograms
 
@@ -124,6 +125,11 @@ class Pipeline:
         self.breach_monitors: dict[str, BreachMonitor] = {}
         self.calibrations: dict[str, ScoreCalibration] = {}
         self.score_aucs: dict[str, ScoreHistograms] = {}  # subgroup/BPSN/BNSP AUC state per model
+        self.generations: dict[str, GenerationMetrics] = {}  # per model with generation events (LLM responses)
+        # (model, event_id) of recent generations, oldest first and bounded like the journal: the dedup store
+        # of generations without a prediction, which the prediction index does not hold.
+        self.generation_ids: dict[tuple[str, str], int] = {}
+        self.response_scorer = ResponseScorer()
         self.onsets: list[Onset] = []
         self.drift_events: list[DriftEvent] = []
         # event_id -> (model metrics, sequence number) of every held prediction:
@@ -159,10 +165,52 @@ class Pipeline:
         follow the fate of their source (dropped with it when it is a
         duplicate) and take its label, early or late."""
         started = time.perf_counter()
+        # Outside the lock: scoring responses (VADER) is the slow part, and a scrape must not wait for it.
+        responses = self._score_responses(events)
         with self.lock:
-            result = self._apply(events, derived or {})
+            result = self._apply(events, derived or {}, responses)
         self._observe_batch(time.perf_counter() - started)
         return result
+
+    def _score_responses(self, events: list[Event | Rejection]) -> dict[int, tuple[bool, float]]:
+        """Batch position -> (refused, compound sentiment) of every generation in the batch. A response whose
+        scoring raises costs its own event (replaced by an internal_error rejection), not the batch."""
+        positions = [i for i, e in enumerate(events) if e.__class__ is not Rejection and e.response is not None]
+        if not positions:
+            return {}
+        score_many = self.response_scorer.score_many
+        try:
+            refused, sentiment = score_many([events[i].response for i in positions])
+            return dict(zip(positions, zip(refused.tolist(), sentiment.tolist())))
+        except Exception:  # noqa: BLE001 - find the one response that raised
+            scores = {}
+            for i in positions:
+                try:
+                    refused, sentiment = score_many([events[i].response])
+                    scores[i] = (bool(refused[0]), float(sentiment[0]))
+                except Exception as exc:  # noqa: BLE001
+                    events[i] = internal_error(exc)
+            return scores
+
+    def _generations_for(self, model: str) -> GenerationMetrics:
+        generations = self.generations.get(model)
+        if generations is None:
+            c = self.config
+            generations = self.generations[model] = GenerationMetrics(
+                c.count_windows, c.time_windows_seconds, capacity=c.journal_capacity)
+        return generations
+
+    def _add_generations(self, model: str, events: list[Event], scores: list[tuple[bool, float]]) -> None:
+        """Count a model's new generations per group; the group codes are its prediction metrics' (same names,
+        same ``other``, same discovered attributes)."""
+        metrics = self._metrics_for(model)
+        codes = metrics.group_codes([e.groups for e in events])
+        refused = np.array([r for r, _ in scores], dtype=bool)
+        sentiment = np.array([s for _, s in scores], dtype=np.float64)
+        ts = np.array([e.ts for e in events], dtype=np.float64)
+        self._generations_for(model).add({a: codes[a] for a in metrics.reported}, refused, sentiment, ts)
+        newest = float(ts.max())
+        self.stats.last_event_ts[model] = max(self.stats.last_event_ts.get(model, newest), newest)
 
     # -- internals --------------------------------------------------------------
     def _metrics_for(self, model: str) -> GroupMetrics:
@@ -225,7 +273,8 @@ class Pipeline:
                             group_block_events=c.drift_group_block_events,
                             min_block_group_events=c.drift_min_block_group_events)
 
-    def _apply(self, events: list[Event | Rejection], derived: dict[int, list[Event]]) -> BatchResult:
+    def _apply(self, events: list[Event | Rejection], derived: dict[int, list[Event]],
+               responses: dict[int, tuple[bool, float]]) -> BatchResult:
         stats = self.stats
         index = self.index
         early = self.early_outcomes
@@ -234,12 +283,27 @@ class Pipeline:
         outcomes: list[tuple[str, int]] = []
         duplicates = 0
         accepted_derived: list[tuple[int, Event, list[Event]]] = []
+        generations: dict[str, tuple[list[Event], list[tuple[bool, float]]]] = {}
         model = None
         for i, event in enumerate(events):
             if event.__class__ is Rejection:
                 rejected.append((i, event))
                 continue
             event_id = event.event_id
+            if event.response is not None:
+                if (event.model, event_id) in self.generation_ids:
+                    duplicates += 1
+                    continue
+                if self._no_room_for(event.model):
+                    rejected.append((i, self._over_model_capacity(event.model)))
+                    continue
+                _remember(self.generation_ids, (event.model, event_id), 1, self.config.journal_capacity)
+                batch_events, batch_scores = generations.setdefault(event.model, ([], []))
+                batch_events.append(event)
+                batch_scores.append(responses[i])
+                if event.prediction is None:
+                    self._metrics_for(event.model)  # the model counts against max_models from its first event
+                    continue
             if event.prediction is None:
                 copy = event.prediction_copy
                 if copy is not None and self._no_room_for(copy.model):
@@ -299,6 +363,8 @@ class Pipeline:
                                          now=self.clock())
                 newest = float(ts.max())
                 stats.last_event_ts[model] = max(stats.last_event_ts.get(model, newest), newest)
+        for model, (batch_events, scores) in generations.items():
+            self._add_generations(model, batch_events, scores)
         if outcomes:
             self._apply_outcomes(outcomes)
 

@@ -14,8 +14,10 @@ from scipy.stats import norm
 
 from fairwatch.monitor.counts import FN, FP, N, POS, TN, TP
 from fairwatch.monitor.gaps import all_gaps
+from fairwatch.monitor.generation.generation_gaps import generation_gaps
+from fairwatch.monitor.generation.generation_metrics import AttributeStatistics
 from fairwatch.monitor.group_metrics import WindowSnapshot
-from fairwatch.monitor.metric_names import AUC_METRICS, GAP_METRICS, RATE_METRICS
+from fairwatch.monitor.metric_names import AUC_METRICS, GAP_METRICS, GENERATION_GAP_METRICS, RATE_METRICS
 from fairwatch.monitor.pipeline import Pipeline
 from fairwatch.monitor.rates import group_rates, wilson_interval
 from fairwatch.monitor.score_auc import bias_aucs
@@ -112,6 +114,38 @@ def score_auc_report(table: np.ndarray, names: list[str]) -> dict:
     return out
 
 
+def generation_attribute_report(stats: AttributeStatistics, names: list[str], min_group_size: int,
+                                privacy_floor: int) -> dict:
+    """Per group with responses: counts, refusal rate, negative share and mean sentiment with 95% intervals,
+    and the W1 distance of its sentiment distribution to the rest's; the gaps over every group with responses,
+    and over those with at least ``min_group_size`` (the ones /metrics exports)."""
+    responses = stats.responses()
+    refusals, _ = stats.refusal.counts()
+    negatives, _ = stats.negative.counts()
+    rates = stats.rates()
+    distance = stats.sentiment_distance()
+    groups = {}
+    for g, name in enumerate(names[: responses.size]):
+        n = int(responses[g])
+        if n == 0:
+            continue
+        entry: dict = {"responses": n, "refusals": int(refusals[g]), "negative": int(negatives[g])}
+        entry.update({metric: _num(value[g]) for metric, (value, _, _) in rates.items()})
+        entry["sentiment_distance"] = _num(distance[g])
+        entry["ci"] = {metric: [_num(lower[g]), _num(upper[g])] for metric, (value, lower, upper) in rates.items()
+                       if not math.isnan(value[g])}
+        entry["below_min_size"] = n < min_group_size
+        entry["below_privacy_floor"] = n < privacy_floor
+        groups[name] = entry
+    every = generation_gaps(stats, np.flatnonzero(responses > 0))
+    alert = generation_gaps(stats, np.flatnonzero(responses >= min_group_size))
+    return {
+        "groups": groups,
+        "gaps": {m: every[m].as_dict(names) for m in GENERATION_GAP_METRICS},
+        "alert_gaps": {m: alert[m].as_dict(names) for m in GENERATION_GAP_METRICS},
+    }
+
+
 def coverage_gap_of(labeled: np.ndarray, predictions: np.ndarray, threshold: float) -> dict | None:
     """Label coverage spread across groups, flagged only when it is beyond
     ``threshold`` with confidence: the lower Wilson bound of the best-covered
@@ -189,6 +223,11 @@ def build_report(pipeline: Pipeline, model: str | None = None) -> dict:
                    for a in metrics.reported if a in pipeline.score_aucs[name].tables}
             for name, metrics in pipeline.models.items()
         }
+        generations = {
+            name: (g.snapshot({a: len(pipeline.models[name].index[a].values) for a in pipeline.models[name].reported}),
+                   {a: list(pipeline.models[name].index[a].values) for a in pipeline.models[name].reported})
+            for name, g in pipeline.generations.items()
+        }
         decisions = {
             name: {
                 "alerts": [o.as_dict() for o in monitor.onsets],
@@ -214,6 +253,14 @@ def build_report(pipeline: Pipeline, model: str | None = None) -> dict:
             },
             **decisions[name],
         }
+        if name in generations:
+            by_window, groups_of = generations[name]
+            models[name]["generation"] = {
+                window: {attribute: generation_attribute_report(stats, groups_of[attribute], config.min_group_size,
+                                                                config.privacy_floor)
+                         for attribute, stats in by_attribute.items()}
+                for window, by_attribute in by_window.items()
+            }
     if models:
         chosen = model if model in models else next(iter(models))
         report["model"] = chosen
@@ -251,7 +298,10 @@ def format_table(report: dict) -> str:
         out.append(f"  invalid ({reason}): {count}")
     for sample in report["rejection_samples"][:5]:
         out.append(f"  e.g. input #{sample['position']}: {sample['message']}")
+    generation = report.get("generation", {}).get("all", {})
     for attribute, body in report["attributes"].items():
+        if generation and not body["groups"]:
+            continue  # a model with generations only: no prediction table to show
         out.append("")
         out.append(f"== {attribute} (since start; 95% Wilson intervals) ==")
         rows = []
@@ -311,6 +361,25 @@ def format_table(report: dict) -> str:
         if gap and gap["imbalanced"]:
             out.append(f"  ! {attribute}: label coverage differs by {gap['value']:.2f} across groups: "
                        "realised label-based rates are not comparable")
+    for attribute, body in generation.items():
+        out.append("")
+        out.append(f"== generations by {attribute} (since start; refusal and negative share: 95% Wilson intervals) ==")
+        rows = []
+        for group, g in sorted(body["groups"].items(), key=lambda kv: -kv[1]["responses"]):
+            flag = "*" if g["below_privacy_floor"] else ("+" if g["below_min_size"] else "")
+            rows.append([group + flag, str(g["responses"])]
+                        + [_fmt_rate(g[m], g["ci"].get(m)) for m in ("refusal_rate", "negative_share", "mean_sentiment")]
+                        + [_fmt_rate(g["sentiment_distance"], None)])
+        out += _table(["group", "responses", "refusal_rate", "negative_share", "mean_sentiment",
+                       "w1_to_rest"], rows)
+        gap_rows = []
+        for metric, gap in body["alert_gaps"].items():
+            if gap["value"] is None:
+                continue
+            pair = f" ({gap['groups'][0]} vs {gap['groups'][1]})" if "groups" in gap else ""
+            gap_rows.append([metric, f"{gap['value']:.3f} [{gap['lower']:.3f},{gap['upper']:.3f}]{pair}"])
+        if gap_rows:
+            out += _table(["gap", f"groups with >= {report['min_group_size']} responses"], gap_rows)
     out.append("")
     if report["alerts"]:
         out.append("== breaches (anytime-valid bounds beyond the threshold) ==")

@@ -1,7 +1,7 @@
 """Every dashboard query returns series from the real Prometheus scraping a running monitor.
 
 A generated stream (one attribute with two groups, labels, texts, a bias
-shift half way) is fed through a FIFO to ``python -m fairwatch replay --serve``
+shift half way, an LLM response on every fourth event) is fed through a FIFO to ``python -m fairwatch replay --serve``
 with the counterfactual scorer on a tiny real model, slowly enough that
 Prometheus (1 s scrapes, the repo's recording rules evaluated every 1 s)
 sees the counters move. Then each panel, variable and annotation query runs
@@ -50,9 +50,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+RESPONSES = ("I'm sorry, but I cannot assist with that.", "Great, here is a lovely plan for you!",
+             "That is a terrible idea and it will fail.", "Sure, the answer is 42.")
+
+
 def stream_lines(n: int, seed: int = 3) -> list[bytes]:
-    """Predictions for two groups with labels (a fifth unlabeled) and texts; women's selection drops half way."""
+    """Predictions for two groups with labels (a fifth unlabeled) and texts; women's selection drops half way.
+    Every fourth event also carries an LLM response (a generation), for the generation panels."""
     rng = random.Random(seed)
+    responses = random.Random(seed + 1)  # its own draws: the predictions stay what they were without it
     start = time.time() - n * 0.05
     lines = []
     for i in range(n):
@@ -64,6 +70,8 @@ def stream_lines(n: int, seed: int = 3) -> list[bytes]:
         event = {"event_id": f"e{i}", "ts": start + i * 0.05, "model": MODEL, "prediction": prediction,
                  "score": round(0.5 * score + 0.5 * prediction, 4), "groups": {ATTRIBUTE: group},
                  "text": rng.choice(TEXTS), "label": label}
+        if i % 4 == 0:
+            event["response"] = responses.choice(RESPONSES)
         lines.append(json.dumps(event).encode())
     return lines
 

@@ -184,6 +184,28 @@ def unit_tests() -> list[dict]:
                 {"eval_time": "25m", "alertname": "FairwatchNoEvents", "exp_alerts": []},
             ],
         },
+        {   # An LLM refuses women more often: the refusal gap's lower bound passes 0.1 in the 1h window of one
+            # worker for 20 minutes (a ticket after 15); since start and the other window stay under it.
+            "interval": "1m",
+            "input_series": [
+                {"series": 'fairwatch_generation_gap_lower{model="chat",attribute="sex",metric="refusal_rate_difference",'
+                           'window="last_3600s",instance="w1"}', "values": "0.05x4 0.183x25"},
+                {"series": 'fairwatch_generation_gap_lower{model="chat",attribute="sex",metric="refusal_rate_difference",'
+                           'window="all",instance="w1"}', "values": "0.3x30"},
+                {"series": 'fairwatch_generation_gap_lower{model="chat",attribute="age",metric="refusal_rate_difference",'
+                           'window="last_3600s",instance="w1"}', "values": "0.08x30"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "15m", "alertname": "GenerationRefusalGap", "exp_alerts": []},
+                {"eval_time": "22m", "alertname": "GenerationRefusalGap", "exp_alerts": [
+                    {"exp_labels": {"severity": "ticket", "model": "chat", "attribute": "sex",
+                                    "metric": "refusal_rate_difference"},
+                     "exp_annotations": _annotations(
+                         "GenerationRefusalGap", "chat: refusal rates on sex differ by at least 0.183 between groups "
+                         "(95% lower bound, threshold 0.1)", model="chat", attribute="sex")},
+                ]},
+            ],
+        },
         {   # Nothing arrives at all.
             "interval": "1m",
             "input_series": [{"series": 'fairwatch_events_total{status="valid"}', "values": "7x30"}],

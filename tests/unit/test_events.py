@@ -74,3 +74,53 @@ def test_unknown_fields_are_ignored_and_naive_times_are_utc():
 def test_missing_ts_takes_the_clock_and_missing_model_the_default():
     event = EventParser(now=lambda: 42.0, default_model="m").parse(b'{"event_id": "a", "prediction": 0, "groups": {}}')
     assert (event.ts, event.model) == (42.0, "m")
+
+
+# -- generation events (an LLM's response, optional prompt) -------------------------------------------------------
+GENERATION = {"event_id": "g1", "ts": "2026-11-22T10:00:00Z", "model": "chat", "groups": {"sex": "F"},
+              "prompt": "Plan a trip", "response": "Here is a plan."}
+
+
+def _encoded(**changes) -> bytes:
+    import json
+
+    event = {**GENERATION, **changes}
+    return json.dumps({k: v for k, v in event.items() if v is not None}).encode()
+
+
+def test_generation_event_parses_without_a_prediction():
+    event = EventParser().parse(_encoded())
+    assert isinstance(event, Event)
+    assert event.is_generation and not event.is_outcome
+    assert (event.prediction, event.response, event.prompt) == (None, "Here is a plan.", "Plan a trip")
+    assert EventParser().parse(_encoded(prompt=None)).is_generation  # the prompt is optional
+
+
+def test_a_prediction_event_is_unchanged_by_the_generation_fields():
+    event = EventParser().parse(VALID)
+    assert not event.is_generation and (event.prompt, event.response) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "changes, reason, words",
+    [
+        ({"response": None}, "missing_field", "`response`"),  # a prompt alone
+        ({"response": 42}, "wrong_type", "$.response"),
+        ({"response": ["a"]}, "wrong_type", "$.response"),
+        ({"prompt": {"text": "a"}}, "wrong_type", "$.prompt"),
+        ({"groups": None}, "missing_field", "`groups`"),
+        ({"label": 1}, "bad_value", "cannot take a `label`"),
+        ({"response": "x" * 21}, "oversized", "response of 21 characters exceeds the 20-character limit"),
+        ({"prompt": "x" * 21}, "oversized", "prompt of 21 characters"),
+    ],
+)
+def test_bad_generation_events_get_one_line(changes, reason, words):
+    rejection = EventParser(max_text_chars=20).parse(_encoded(**changes))
+    assert isinstance(rejection, Rejection)
+    assert (rejection.reason, "\n" in rejection.message) == (reason, False)
+    assert words in rejection.message
+
+
+def test_a_generation_may_carry_a_prediction_and_then_a_label():
+    event = EventParser().parse(_encoded(prediction=1, label=0))
+    assert isinstance(event, Event) and event.is_generation and (event.prediction, event.label) == (1, 0)

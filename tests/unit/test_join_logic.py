@@ -47,6 +47,14 @@ def test_an_early_outcome_rides_on_its_prediction_without_a_copy():
     assert (event.prediction, event.label, event.prediction_copy) == (1, 1, None)
 
 
+def test_a_generation_without_a_prediction_passes_through_and_takes_no_outcome():
+    logic = join()
+    generation = {"event_id": "g1", "ts": 10.0, "model": "chat", "groups": {"sex": "F"}, "response": "Sure."}
+    assert forward(logic, {"event_id": "g1", "label": 1}) == []  # an outcome with the same id waits
+    assert forward(logic, generation) == [json.dumps(generation).encode()]  # unchanged: no label put on it
+    assert b"g1" not in logic.predictions and b"g1" in logic.outcomes
+
+
 def test_an_entry_recovered_from_an_older_changelog_without_a_copy_forwards_the_plain_outcome():
     logic = join()
     logic.predictions[b"e1"] = {"t": 90.0, "label": None}
