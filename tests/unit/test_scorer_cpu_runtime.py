@@ -1,6 +1,7 @@
 """The scorer's ONNX Runtime paths against the torch path, on tiny real models (exported and run for real)."""
 from __future__ import annotations
 
+import json
 import sys
 
 import numpy as np
@@ -107,3 +108,36 @@ def test_a_missing_onnxruntime_is_one_line_naming_the_extra(tiny_model_dirs, mon
     with pytest.raises(CpuRuntimeError) as caught:
         CounterfactualScorer(tiny_model_dirs["random"], device="cpu", cpu_runtime="onnx")
     assert "\n" not in str(caught.value) and "pip install 'fairwatch[onnx]'" in str(caught.value)
+
+
+def write_texts_csv(tmp_path) -> str:
+    path = tmp_path / "texts.csv"
+    path.write_text("text\n" + "\n".join(TEXTS[:20]) + "\n")
+    return str(path)
+
+
+def test_fairwatch_score_runs_on_onnx_int8_with_the_torch_scores_within_tolerance(unit_gain_model, tmp_path):
+    from helpers import run_cli
+
+    result = run_cli("score", write_texts_csv(tmp_path), "--model-dir", unit_gain_model, "--device", "cpu",
+                     "--cpu-runtime", "onnx-int8")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    torch_scores = CounterfactualScorer(unit_gain_model, device="cpu").score(TEXTS[:20]).original_score
+    assert [r["row"] for r in rows] == list(range(1, 21))
+    assert np.abs(np.array([r["score"] for r in rows]) - torch_scores).max() <= INT8_SCORE_TOLERANCE
+
+
+@pytest.mark.parametrize("args, message", [
+    (["score", "{csv}", "--model-dir", "{model}", "--device", "cpu", "--cpu-runtime", "int4"],
+     "unknown CPU runtime 'int4': choose one of torch, onnx, onnx-int8"),
+    (["replay", "{csv}", "--text-col", "text", "--scorer-cpu-runtime", "onnx"], "--scorer-cpu-runtime needs --scorer-model"),
+])
+def test_a_malformed_cpu_runtime_flag_is_one_line_and_exit_2(args, message, tiny_model_dirs, tmp_path):
+    from helpers import run_cli
+
+    csv_path = write_texts_csv(tmp_path)
+    result = run_cli(*[a.format(csv=csv_path, model=tiny_model_dirs["random"]) for a in args])
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
