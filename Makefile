@@ -20,7 +20,7 @@ $(VENV)/.test-installed: pyproject.toml $(VENV)/.core-installed
 	command -v promtool >/dev/null && command -v amtool >/dev/null && command -v chromium >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus prometheus-alertmanager chromium; }
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[ml,kafka,test]'
+	$(PIP) -e '.[ml,onnx,kafka,test]'
 	touch $@
 
 demo: $(VENV)/.core-installed

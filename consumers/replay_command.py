@@ -53,6 +53,8 @@ def add_scorer_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--scorer-model", metavar="DIR", help="local Hugging Face classifier directory: score each text "
                        "and its group-swapped variants, add <model>:debiased outputs")
     group.add_argument("--scorer-device", help="cpu, cuda, cuda:N (default: cuda if available)")
+    group.add_argument("--scorer-cpu-runtime", metavar="RUNTIME", help="on CPU: torch (default), onnx (ONNX Runtime, "
+                       "same scores), onnx-int8 (int8 weights: faster, scores move slightly); the 'onnx' extra")
     group.add_argument("--scorer-threshold", type=finite_float, default=0.5, help="decision threshold on scorer scores (0.5)")
     group.add_argument("--scorer-batch", type=int, default=4096, help="texts per scoring call (4096)")
     group.add_argument("--lexicon", metavar="FILE", help="lexicon of group terms, JSON or TOML (default: shipped lexicons)")
@@ -64,7 +66,7 @@ def add_scorer_flags(parser: argparse.ArgumentParser) -> None:
 def build_scorer_step(args: argparse.Namespace):
     """The ScorerStep the flags ask for, or None; bad input becomes a UsageError (one line, exit 2)."""
     if args.scorer_model is None:
-        for flag in ("lexicon", "postprocess_attribute", "scorer_device"):
+        for flag in ("lexicon", "postprocess_attribute", "scorer_device", "scorer_cpu_runtime"):
             if getattr(args, flag) is not None:
                 raise UsageError(f"--{flag.replace('_', '-')} needs --scorer-model")
         return None
@@ -85,7 +87,7 @@ def build_scorer_step(args: argparse.Namespace):
         raise UsageError(str(exc)) from None
     try:
         scorer = CounterfactualScorer(args.scorer_model, lexicon, device=args.scorer_device,
-                                      threshold=args.scorer_threshold)
+                                      threshold=args.scorer_threshold, cpu_runtime=args.scorer_cpu_runtime or "torch")
     except ModelLoadError as exc:
         raise UsageError(str(exc)) from None
     return ScorerStep(scorer, postprocess_attribute=args.postprocess_attribute, refit_every=args.refit_every)

@@ -31,6 +31,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--lexicon", default=None, help="lexicon file (JSON or TOML); default: the shipped lexicons")
     p.add_argument("--extend-default", action="store_true", help="add --lexicon to the shipped lexicons instead of replacing them")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
+    p.add_argument("--cpu-runtime", default="torch", help="on CPU: torch (default), onnx (ONNX Runtime, same scores), "
+                   "onnx-int8 (int8 weights: faster, scores move slightly); the 'onnx' extra")
     p.add_argument("--batch-size", type=int, default=1024, help="texts per scoring call (default: 1024)")
     p.add_argument("--max-length", type=int, default=64, help="token limit per sequence (default: 64)")
     p.add_argument("--threshold", type=finite_float, default=0.5, help="decision threshold (default: 0.5)")
@@ -100,7 +102,8 @@ def run_score(args: argparse.Namespace) -> int:
     rows = list(read_texts(path, args.text_col))
     try:
         scorer = CounterfactualScorer(
-            args.model_dir, lexicon, device=args.device, threshold=args.threshold, max_length=args.max_length
+            args.model_dir, lexicon, device=args.device, threshold=args.threshold, max_length=args.max_length,
+            cpu_runtime=args.cpu_runtime,
         )
     except ModelLoadError as exc:
         raise InputError(str(exc)) from exc

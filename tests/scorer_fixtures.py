@@ -1,10 +1,14 @@
 """Tiny real Hugging Face classifiers for the scorer tests (built in a second on CPU).
 
-Three models share one WordLevel tokenizer:
+Four models share one WordLevel tokenizer:
 
 * ``random``: a 2-layer BERT with hidden size 32, random weights (seeded);
 * ``ignores``: the same with the embeddings of every lexicon term zeroed, so a
   swap changes nothing the model sees;
+* ``unit_gain``: like ``random`` with weights of std 1/sqrt(fan-in), so
+  activations keep their scale from layer to layer as in a trained model
+  rather than saturating: the model for comparing int8 weights against fp32
+  (``random``'s wider weights amplify any rounding into large score changes);
 * ``keys``: weights set by hand so the score is (almost) 1 when the text holds
   more "male-side" gender terms than "female-side" ones and (almost) 0 the
   other way round: attention is uniform (Q = K = 0, V = identity), feed-forward
@@ -82,6 +86,8 @@ def build_tiny_model(out_dir: str | Path, kind: str = "random", seed: int = 0) -
             if param.dim() < 2:
                 continue
             scale = 1.0 if "classifier" in name else 0.3
+            if kind == "unit_gain":
+                scale = 1.0 / param.shape[1] ** 0.5
             if name.endswith("word_embeddings.weight"):
                 for word, i in vocab.items():
                     gen = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(word.encode()))
@@ -93,7 +99,7 @@ def build_tiny_model(out_dir: str | Path, kind: str = "random", seed: int = 0) -
             model.bert.embeddings.word_embeddings.weight[lexicon_ids] = 0.0
         elif kind == "keys":
             _make_keys_model(model, vocab)
-        elif kind != "random":
+        elif kind not in ("random", "unit_gain"):
             raise ValueError(kind)
     model.save_pretrained(out)
     return out

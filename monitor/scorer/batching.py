@@ -63,17 +63,19 @@ class SequenceScorer:
     most ``max_batch`` rows, or ``max_tokens`` tokens so short texts batch wider.
     On CUDA, batches are assembled into pinned host buffers and copied on a
     side stream while the previous batch computes; results stay on the GPU
-    until the end, so there is one synchronisation per call.
+    until the end, so there is one synchronisation per call. ``model``
+    replaces ``loaded.model`` with anything called the same way (an ONNX
+    Runtime session wrapped by :mod:`monitor.scorer.cpu_runtime`).
     """
 
-    def __init__(self, loaded: Any, max_batch: int = 4096, max_tokens: int = 4096 * 64) -> None:
+    def __init__(self, loaded: Any, max_batch: int = 4096, max_tokens: int = 4096 * 64, model: Any = None) -> None:
         import torch
 
         from fairwatch.monitor.scorer.model import positive_scores
 
         self._torch = torch
         self._positive_scores = positive_scores
-        self.model = loaded.model
+        self.model = loaded.model if model is None else model
         self.device = loaded.device
         self.max_batch = max_batch
         self.max_tokens = max_tokens

@@ -16,6 +16,7 @@ import numpy as np
 
 from fairwatch.monitor.scorer.batching import DynamicBatcher, SequenceScorer
 from fairwatch.monitor.scorer.counterfactuals import Lexicon
+from fairwatch.monitor.scorer.cpu_runtime import check_cpu_runtime, runtime_model
 from fairwatch.monitor.scorer.debias import counterfactual_average
 from fairwatch.monitor.scorer.model import LoadedClassifier, load_classifier
 from fairwatch.monitor.scorer.results import AttributeDetail, CounterfactualBatchResult
@@ -35,6 +36,9 @@ class CounterfactualScorer:
     ``workers``: processes that build variants (None: all cores but one on
     CUDA, none on CPU; 0: in-process); results do not depend on it.
     ``chunk_texts``: texts per unit of host work and of device launches.
+    ``cpu_runtime``: "torch" (the model as loaded), "onnx" (ONNX Runtime, same
+    scores within float rounding) or "onnx-int8" (int8 weights: faster on CPU,
+    scores move slightly); see :mod:`monitor.scorer.cpu_runtime`.
     """
 
     def __init__(
@@ -50,7 +54,9 @@ class CounterfactualScorer:
         loaded: LoadedClassifier | None = None,
         workers: int | None = None,
         chunk_texts: int = 2048,
+        cpu_runtime: str = "torch",
     ) -> None:
+        check_cpu_runtime(cpu_runtime)  # a misspelt runtime fails before a model is loaded
         if loaded is None:
             if model_dir is None:
                 raise ValueError("give model_dir or loaded")
@@ -69,7 +75,9 @@ class CounterfactualScorer:
         )
         self.generator = self.preparer.local.generator
         self.tokens = self.preparer.local.tokens
-        self.sequences = SequenceScorer(loaded, max_batch=max_batch, max_tokens=max_batch * max_length)
+        self.cpu_runtime = cpu_runtime
+        self.sequences = SequenceScorer(loaded, max_batch=max_batch, max_tokens=max_batch * max_length,
+                                        model=runtime_model(loaded, cpu_runtime))
         self.spliced = 0  # variants built by token-id splicing
         self.retokenized = 0  # variants that needed a tokenizer pass
 
