@@ -91,38 +91,51 @@ CONSUMERS = {"confluent": _bare_confluent, "kafka-python": _bare_kafka_python,
              "worker-confluent": _worker("confluent"), "worker-kafka-python": _worker("kafka-python")}
 
 
-def one_run(n: int, rate: float, consumer: str, partitions: str, producers: int = 2) -> int:
-    """One run on a fresh broker; returns how many produced records the live consumer missed."""
-    from fairwatch.consumers.broker import TansuBroker, create_topics
+def live_edge_run(bootstrap: str, topic: str, n: int, rate: float, consumer: str, partitions: str,
+                  producers: int = 2) -> dict:
+    """Produce n events into ``topic`` (PARTITIONS partitions) while ``consumer`` reads it live; then re-read.
 
+    Returns what the live consumer missed (``missed``: values), its ``duplicates``, the offset ``gaps`` it saw
+    ((partition, first, last) skipped) and what a re-read from the start missed (``reread_missed``)."""
     values = _values(n)
-    with TansuBroker() as broker:
-        bootstrap, topic = broker.bootstrap_servers, "live-edge"
-        create_topics(bootstrap, {topic: PARTITIONS})
-        spawn = multiprocessing.get_context("spawn")
-        senders = [spawn.Process(target=_paced_producer, args=(
-            bootstrap, topic, values[k::producers], rate / producers, f"p{k}-",
-            own_partitions(k, producers) if partitions == "own" else None)) for k in range(producers)]
-        for sender in senders:
-            sender.start()
+    spawn = multiprocessing.get_context("spawn")
+    senders = [spawn.Process(target=_paced_producer, args=(
+        bootstrap, topic, values[k::producers], rate / producers, f"p{k}-",
+        own_partitions(k, producers) if partitions == "own" else None)) for k in range(producers)]
+    for sender in senders:
+        sender.start()
+    try:
         seen = CONSUMERS[consumer](bootstrap, topic, n)
+    finally:
         for sender in senders:
             sender.join(timeout=120)
-        reread = _bare_confluent(bootstrap, topic, n)
+    reread = _bare_confluent(bootstrap, topic, n)
     live = collections.Counter(value for _, _, value in seen)
-    missed = set(values) - set(live)
-    duplicates = sum(c - 1 for c in live.values())
     by_partition = collections.defaultdict(list)
     for p, offset, _ in seen:
         by_partition[p].append(offset)
-    gaps = sorted((p, a + 1, b - 1) for p, offsets in by_partition.items() for a, b in zip(offsets, offsets[1:])
-                  if b > a + 1)
-    reread_missed = set(values) - {value for _, _, value in reread}
+    return {"produced": n, "read": len(seen), "missed": set(values) - set(live),
+            "duplicates": sum(c - 1 for c in live.values()),
+            "gaps": sorted((p, a + 1, b - 1) for p, offsets in by_partition.items()
+                           for a, b in zip(offsets, offsets[1:]) if b > a + 1),
+            "reread": len(reread), "reread_missed": set(values) - {value for _, _, value in reread}}
+
+
+def one_run(n: int, rate: float, consumer: str, partitions: str, producers: int = 2) -> int:
+    """One run on a fresh broker, printed; returns how many produced records the live consumer missed."""
+    from fairwatch.consumers.broker import TansuBroker, create_topics
+
+    with TansuBroker() as broker:
+        bootstrap, topic = broker.bootstrap_servers, "live-edge"
+        create_topics(bootstrap, {topic: PARTITIONS})
+        r = live_edge_run(bootstrap, topic, n, rate, consumer, partitions, producers)
+    gaps = r["gaps"]
     gap_text = ", ".join(f"[{p}] {lo}-{hi}" for p, lo, hi in gaps[:6]) + (" ..." if len(gaps) > 6 else "")
-    print(f"{consumer}, {partitions} partitions: {len(values):,} produced, {len(live):,} read live "
-          f"({duplicates} duplicates), missed {len(missed)}; offset gaps seen live: {len(gaps)} {gap_text}; "
-          f"re-read from the start: {len(reread):,} records, missed {len(reread_missed)}", flush=True)
-    return len(missed)
+    print(f"{consumer}, {partitions} partitions, {producers} producers at {rate:,.0f}/s: {n:,} produced, "
+          f"{r['read']:,} read live ({r['duplicates']} duplicates), missed {len(r['missed'])}; offset gaps seen "
+          f"live: {len(gaps)} {gap_text}; re-read from the start: {r['reread']:,} records, missed "
+          f"{len(r['reread_missed'])}", flush=True)
+    return len(r["missed"])
 
 
 def main(argv: list[str] | None = None) -> None:
