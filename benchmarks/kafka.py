@@ -11,7 +11,9 @@ producer's send() to the pipeline having applied the event, on the default
 client, with paced producer processes (--producers, 2) sending at half the
 worker's rate, or at 80% of what they can send if that is less, after 1,000
 warm-up records (the partitions' first fetch is not counted). Producers are
-confluent-kafka (cheapest on CPU, so they take least from the worker).
+confluent-kafka (cheapest on CPU, so they take least from the worker), each on its own
+partitions (on Tansu, a reader at the end of a partition that two producers write at once can
+skip a batch: see benchmarks/kafka_live_edge.py).
 """
 
 from __future__ import annotations
