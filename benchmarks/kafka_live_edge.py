@@ -26,7 +26,8 @@ import multiprocessing
 import threading
 import time
 
-from benchmarks.kafka import PARTITIONS, STALL_SECONDS, Stalled, _paced_producer, own_partitions, until_applied, worker_for
+from benchmarks.kafka import (PARTITIONS, STALL_SECONDS, Stalled, _paced_producer, own_partitions, until_applied,
+                              worker_for)
 
 QUIET_SECONDS = 15.0  # the live consumer gives up after this long without a new record
 
@@ -145,7 +146,8 @@ def _two_members(client: str):
 
 CONSUMERS = {"confluent": _bare_confluent, "kafka-python": _bare_kafka_python,
              "worker-confluent": _worker("confluent"), "worker-kafka-python": _worker("kafka-python"),
-             "two-workers-confluent": _two_members("confluent"), "two-workers-kafka-python": _two_members("kafka-python")}
+             "two-workers-confluent": _two_members("confluent"),
+             "two-workers-kafka-python": _two_members("kafka-python")}
 
 
 def live_edge_run(bootstrap: str, topic: str, n: int, rate: float, consumer: str, partitions: str,

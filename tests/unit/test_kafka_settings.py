@@ -51,5 +51,6 @@ def test_kafka_python_is_the_default_without_the_confluent_wheel(monkeypatch):
     from fairwatch.consumers import kafka_config
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "confluent_kafka" else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "confluent_kafka" else real(name, *a))
     assert kafka_config._default_client() == "kafka-python"
