@@ -10,6 +10,14 @@ records. Fetch responses carry the right high watermark, so the worker
 computes lag from it (kafka-python's ``KafkaConsumer.highwater``,
 confluent-kafka's ``get_watermark_offsets(cached=True)``) and never from
 ``end_offsets`` or an uncached watermark query, which ask ListOffsets.
+
+Second quirk: when two producers write one partition at once, a fetch at the
+end of that partition can be answered with a later record batch while an
+earlier one is not visible yet, so a consumer at the live edge (either
+client) moves past a batch that a re-read from the start returns. Tests and
+benchmarks that read while several producers write give each producer its
+own partitions (``benchmarks/kafka_live_edge.py`` shows the skip;
+docs/kafka.md, "Resolved: the short latency runs").
 """
 
 from __future__ import annotations

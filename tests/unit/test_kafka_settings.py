@@ -40,6 +40,17 @@ def test_librdkafka_takes_the_mapped_settings():
 
 
 def test_the_client_is_one_of_two():
-    assert parse_kafka_settings({}).client == "kafka-python"  # the default until the confluent shortfall is explained
+    assert parse_kafka_settings({}).client == "confluent"  # its wheel is installed here
     with pytest.raises(Exception, match="client"):
         parse_kafka_settings({"client": "aiokafka"})
+
+
+def test_kafka_python_is_the_default_without_the_confluent_wheel(monkeypatch):
+    import importlib.util
+
+    from fairwatch.consumers import kafka_config
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "confluent_kafka" else real(name, *a))
+    assert kafka_config._default_client() == "kafka-python"
