@@ -513,7 +513,7 @@ class BreachMonitor:
         with np.errstate(divide="ignore", invalid="ignore"):
             var = np.where(eligible, p * (1 - p) / n, np.nan)
             spread = np.sqrt(np.log(1 / level) * (var[a_, i_, m_] + var[a_, j_, m_]))
-        top = _top_pairs(diff, both)
+        top = _top_pairs(diff - spread, both)  # the pair likeliest to have the best bound
         # While a breach is active, every pair of an accumulator whose point gaps are all
         # inside the threshold (the only ones that can clear it) is computed.
         with np.errstate(invalid="ignore"):
@@ -533,7 +533,7 @@ class BreachMonitor:
         ratio_clearable = ratio_inside & ratio_active
         # Ratio entries: lower bounds of p_i / p_j; 1 / that bounds p_j / p_i from above,
         # which breaches when the point ratio p_j / p_i is already below the threshold.
-        want_ratio = both & sel & (ratio_screen | ratio_clearable[a_, m_] | _top_pairs(-ratio, both & sel))
+        want_ratio = both & sel & (ratio_screen | ratio_clearable[a_, m_] | _top_pairs(-(np.log(ratio) + log_spread), both & sel))
         want_ratio |= np.swapaxes(want_ratio, 2, 3)
         diff_handle = batch.add("difference", x[a_, i_, m_][want_diff], n[a_, i_, m_][want_diff],
                                 x[a_, j_, m_][want_diff], n[a_, j_, m_][want_diff], level[want_diff])
@@ -618,7 +618,8 @@ class BreachMonitor:
         widest = np.zeros(x.shape, dtype=bool)
         for m in range(len(RATES)):
             if ok[0, :, m].any():
-                widest[0, int(np.argmax(np.where(ok[0, :, m], np.abs(diff[0, :, m]), -np.inf))), m] = True
+                score = np.where(ok[0, :, m], np.abs(diff[0, :, m]) - spread[0, :, m], -np.inf)
+                widest[0, int(np.argmax(np.nan_to_num(score, nan=-np.inf))), m] = True
         want = ok & ((np.abs(diff) - spread > tau) | self._active_cells(attribute, len(names)) | widest)
         cell_over = batch.add("difference", x[want], n[want], rest_x[want], rest_n[want], level[want])
         rest_over = batch.add("difference", rest_x[want], rest_n[want], x[want], n[want], level[want])

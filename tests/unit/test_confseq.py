@@ -154,8 +154,8 @@ def _restarting_block_misses(p1, p2, alpha, runs, steps, look, interval):
 @pytest.mark.slow
 @pytest.mark.parametrize("p1, p2", [(0.05, 0.1), (0.4, 0.4)])
 def test_restarting_blocks_of_every_scale_cover_at_every_look(p1, p2):
-    alpha, runs = 0.1, 200
-    miss, monitor = _restarting_block_misses(p1, p2, alpha, runs, 6_400, 40, _pair_interval)
+    alpha, runs = 0.1, 100
+    miss, monitor = _restarting_block_misses(p1, p2, alpha, runs, 6_450, 50, _pair_interval)
     assert monitor.scales >= 8 and max(acc.block for acc in monitor.accumulators) >= 100  # many scales and blocks
     assert monitor.lifetime > 1 and len(monitor.accumulators) > 1 + monitor.staggers * monitor.scales  # overlapping
     assert miss <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / runs)
