@@ -1,6 +1,6 @@
 """Decision-layer cost per event, two versions of ``monitor/breach.py`` interleaved batch by batch in one process.
 
-    git show d26b5a5:monitor/breach.py > /tmp/old/old_breach.py
+    git show 38db6c9:monitor/breach.py > /tmp/old/old_breach.py   # any earlier version
     PYTHONPATH=$PWD:/tmp/old python -m benchmarks.decision_cost 1000000
 
 Each batch goes through the old and then the new ``BreachMonitor``, so both
@@ -34,7 +34,7 @@ def main() -> None:
         names[f"{x}&{y}"] = [f"{gx}&{gy}" for gx in names[x] for gy in names[y]]
     kw = dict(thresholds=lambda attribute, metric: 0.8 if metric.endswith("ratio") else 0.1, attribute_budget=3, subgroup_attributes=["sex&race", "sex&age", "race&age"],
               family_error=0.05, block_events=8000, staggers=2, check_events=4000)
-    old = old_breach.BreachMonitor("m", scales=3, **kw)
+    old = old_breach.BreachMonitor("m", **kw)
     new = new_breach.BreachMonitor("m", **kw)
     t_old = t_new = 0.0
     pos = np.arange(n)
@@ -46,7 +46,7 @@ def main() -> None:
         t2 = time.perf_counter()
         t_old += t1 - t0; t_new += t2 - t1
     print(f"{n:,} events, 3 attributes + 3 searched pairs, batches of 4096, checks every 4000:")
-    print(f"decisions before (capped 4^s, s<=2): {t_old / n * 1e6:.2f} us/event; after (uncapped 2^s): {t_new / n * 1e6:.2f} us/event; "
+    print(f"decisions before: {t_old / n * 1e6:.2f} us/event; after: {t_new / n * 1e6:.2f} us/event; "
           f"sequences {len(old.accumulators)} vs {len(new.accumulators)}; onsets {len(old.onsets)} vs {len(new.onsets)}")
 
 

@@ -141,7 +141,10 @@ class StateStore:
                              "retain, or go back to the old settings")
         pipeline.__dict__.update(document["pipeline"])
         pipeline.apply_capacity_settings()
-        decisions = changed_settings(written_under, pipeline.config, DECISION_SETTINGS)
+        # A decision setting the snapshot does not name is newer than its writer, whose
+        # decision state may lack what the setting governs: those restart too.
+        decisions = changed_settings(written_under, pipeline.config, DECISION_SETTINGS) + [
+            k for k in DECISION_SETTINGS if k not in written_under]
         if decisions:
             pipeline.restart_decisions()
             log.warning("decision settings changed since the snapshot (%s): breach decisions and drift detectors "

@@ -71,7 +71,7 @@ def decider(config: MonitorConfig, model: str) -> MergedDecisions:
         family_error=config.family_error, min_group_size=config.min_group_size,
         max_decision_groups=config.max_decision_groups, max_subgroup_cells=config.max_subgroup_cells,
         block_events=config.decision_block_events, scales=config.decision_scales,
-        staggers=config.decision_staggers, check_events=config.decision_check_events,
+        staggers=config.decision_staggers, lifetime=config.decision_block_lifetime, check_events=config.decision_check_events,
         check_seconds=config.decision_check_seconds,
     )
 

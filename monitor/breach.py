@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from fairwatch.monitor.confseq import confidence_sequence
+from fairwatch.monitor.confseq import pair_difference_lower, pair_ratio_lower
 
 # Accumulator columns: (trials, successes) of the selection rate, TPR and FPR.
 SEL_N, SEL_X, TPR_N, TPR_X, FPR_N, FPR_X = range(6)
@@ -92,45 +92,51 @@ def observation_rows(codes: np.ndarray, prediction: np.ndarray, label: np.ndarra
 
 @dataclass
 class Accumulator:
-    """Counts of one block sequence (``length`` None: since start, never restarts)."""
+    """One sequence: since start (``length`` None), or one block of a restarting copy
+    (scale, offset), which lives ``lifetime`` block lengths. A block's counts are the
+    since-start counts now minus ``base``, the since-start counts when it started:
+    every observation lands in the since-start counts only, however many blocks live."""
 
     length: int | None
     offset: int = 0
     scale: int = 0
-    block: int = 1  # k, 1-based, blocks this sequence has filled: the k-th spends 6 / (pi^2 k^2)
-    current: int = 0  # id of the block being filled, (clock + offset) // length
-    rows: dict[str, np.ndarray] = field(default_factory=dict)
+    block: int = 1  # k, 1-based: the copy's k-th block spends 6 / (pi^2 k^2)
+    current: int = 0  # id of this block, (clock + offset) // length
+    base: dict[str, np.ndarray] = field(default_factory=dict)
 
     def block_of(self, clock: int) -> int:
         return 0 if self.length is None else (clock + self.offset) // self.length
 
-    def add(self, attribute: str, delta: np.ndarray) -> None:
-        rows = self.rows.get(attribute)
-        if rows is None or rows.shape[0] < delta.shape[0]:
-            grown = np.zeros((delta.shape[0], 6))
-            if rows is not None:
-                grown[: rows.shape[0]] = rows
-            rows = self.rows[attribute] = grown
-        rows[: delta.shape[0]] += delta
+    def rows(self, counts: dict[str, np.ndarray], attribute: str) -> np.ndarray | None:
+        """This sequence's (groups, 6) counts of ``attribute``, given the since-start ``counts``."""
+        now = counts.get(attribute)
+        base = self.base.get(attribute)
+        if now is None or base is None:
+            return now
+        out = now.copy()
+        out[: base.shape[0]] -= base
+        return out
 
-    def move_to(self, clock: int) -> None:
-        """Start a new block if ``clock`` lies past the current one."""
-        block = self.block_of(clock)
-        if block != self.current:
-            self.rows.clear()
-            self.current = block
-            self.block += 1
+    def next_block(self, block_id: int, counts: dict[str, np.ndarray]) -> Accumulator:
+        """The copy's next block, with id ``block_id``, starting now."""
+        return Accumulator(self.length, self.offset, self.scale, self.block + 1, block_id,
+                           {a: r.copy() for a, r in counts.items()})
 
     def share(self, staggers: int) -> float:
-        """This sequence's current block's share of a (rate, group)'s error."""
+        """This sequence's share of a (rate, group)'s error."""
         if self.length is None:
             return SINCE_START_SHARE
         scale_share = BLOCK_SPENDING / (self.scale + 1) ** 2
         return (1 - SINCE_START_SHARE) * scale_share / staggers * BLOCK_SPENDING / self.block**2
 
     @property
+    def start(self) -> int:
+        """The clock (prediction count) at which this block started, 0 for the first."""
+        return 0 if self.length is None else max(0, self.current * self.length - self.offset)
+
+    @property
     def name(self) -> str:
-        return "all" if self.length is None else f"block_{self.length}_{self.offset}"
+        return "all" if self.length is None else f"block_{self.length}_from_{self.start}"
 
 
 @dataclass(frozen=True)
@@ -177,52 +183,42 @@ class DecisionState:
     evidence: Evidence | None
 
 
-def _top2(values: np.ndarray, largest: bool):
-    """(best, second best) along the last axis, NaN-safe, with the best's index."""
-    fill = -np.inf if largest else np.inf
-    v = np.where(np.isnan(values), fill, values)
-    order = np.argsort(-v if largest else v, axis=-1)
-    best_i = order[..., 0]
-    best = np.take_along_axis(v, order[..., :1], -1)[..., 0]
-    second = np.take_along_axis(v, order[..., 1:2], -1)[..., 0] if v.shape[-1] > 1 else np.full(best.shape, fill)
-    return best, second, best_i
+def _top_pairs(score: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(accumulators, rates, i, j) mask of the since-start sequence's best-scoring pair
+    per rate among ``mask``: its bound is exported even when nothing can breach."""
+    top = np.zeros(mask.shape, dtype=bool)
+    filled = np.where(mask[0], np.nan_to_num(score[0], nan=-np.inf, posinf=np.inf), -np.inf)
+    for m in range(mask.shape[1]):
+        if mask[0, m].any():
+            i, j = np.unravel_index(np.argmax(filled[m]), filled[m].shape)
+            top[0, m, i, j] = True
+    return top
 
 
-def pair_extremes(lower: np.ndarray, upper: np.ndarray):
-    """Over distinct groups i != j along the last axis:
-    max(lower_i - upper_j) with its (i, j), and max(upper_i - lower_j)."""
-    l1, l2, li = _top2(lower, True)
-    u1, u2, ui = _top2(upper, False)
-    same = li == ui
-    alt_low = np.maximum(l2 - u1, l1 - u2)
-    best = np.where(same, alt_low, l1 - u1)
-    # Which pair: when the best groups coincide, re-pick.
-    low_order = np.argsort(-np.where(np.isnan(lower), -np.inf, lower), axis=-1)
-    up_order = np.argsort(np.where(np.isnan(upper), np.inf, upper), axis=-1)
-    i = np.where(same & (l2 - u1 >= l1 - u2), low_order[..., min(1, lower.shape[-1] - 1)], li)
-    j = np.where(same & (l2 - u1 < l1 - u2), up_order[..., min(1, upper.shape[-1] - 1)], ui)
-    hu1, hu2, hui = _top2(upper, True)
-    hl1, hl2, hli = _top2(lower, False)
-    clear = np.where(hui == hli, np.maximum(hu2 - hl1, hu1 - hl2), hu1 - hl1)
-    return best, i, j, clear
+class PairBatch:
+    """Pair bounds requested by every attribute of a check, computed in one call per kind
+    (a root search costs the same few dozen numpy passes whatever its size)."""
 
+    def __init__(self) -> None:
+        self._parts: dict[str, list[tuple[np.ndarray, ...]]] = {"difference": [], "ratio": []}
+        self._sizes = {"difference": 0, "ratio": 0}
+        self._results: dict[str, np.ndarray] = {}
 
-def pair_ratio_extremes(lower: np.ndarray, upper: np.ndarray):
-    """Over distinct groups: min(upper_i / lower_j) with (i, j), and min(lower_i / upper_j)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        u1, u2, ui = _top2(upper, False)
-        l1, l2, li = _top2(lower, True)
-        ratio = lambda a, b: np.where(b > 0, a / np.where(b > 0, b, 1), np.inf)  # noqa: E731
-        same = ui == li
-        best = np.where(same, np.minimum(ratio(u2, l1), ratio(u1, l2)), ratio(u1, l1))
-        up_order = np.argsort(np.where(np.isnan(upper), np.inf, upper), axis=-1)
-        low_order = np.argsort(-np.where(np.isnan(lower), -np.inf, lower), axis=-1)
-        i = np.where(same & (ratio(u2, l1) <= ratio(u1, l2)), up_order[..., min(1, upper.shape[-1] - 1)], ui)
-        j = np.where(same & (ratio(u2, l1) > ratio(u1, l2)), low_order[..., min(1, lower.shape[-1] - 1)], li)
-        cl1, cl2, cli = _top2(lower, False)
-        cu1, cu2, cui = _top2(upper, True)
-        clear = np.where(cli == cui, np.minimum(ratio(cl2, cu1), ratio(cl1, cu2)), ratio(cl1, cu1))
-    return best, i, j, clear
+    def add(self, kind: str, x1, n1, x2, n2, alpha) -> tuple[str, int, int]:
+        start = self._sizes[kind]
+        self._parts[kind].append((x1, n1, x2, n2, alpha))
+        self._sizes[kind] += len(x1)
+        return kind, start, self._sizes[kind]
+
+    def run(self) -> None:
+        bound = {"difference": pair_difference_lower, "ratio": pair_ratio_lower}
+        for kind, parts in self._parts.items():
+            if self._sizes[kind]:
+                self._results[kind] = bound[kind](*(np.concatenate(column) for column in zip(*parts)))
+
+    def result(self, handle: tuple[str, int, int]) -> np.ndarray:
+        kind, start, stop = handle
+        return self._results[kind][start:stop] if stop > start else np.zeros(0)
 
 
 class BreachMonitor:
@@ -253,6 +249,7 @@ class BreachMonitor:
         block_events: int = 8000,
         scales: int | None = None,  # None: a new scale at every doubling of the stream, without a cap
         staggers: int = 2,
+        lifetime: int = 4,
         check_events: int = 1000,
         check_seconds: float | None = None,
     ) -> None:
@@ -270,7 +267,10 @@ class BreachMonitor:
         self.block_events = block_events
         self.max_scales = scales
         self.staggers = staggers
+        self.lifetime = lifetime
         self.accumulators = [Accumulator(None)]
+        self.counts: dict[str, np.ndarray] = {}  # attribute -> (groups, 6) since start
+        self._newest: dict[tuple[int, int], Accumulator] = {}  # (scale, offset) -> the copy's latest block
         self.scales = 0  # scales started so far
         self.slots: dict[str, dict[int, int]] = {}  # attribute -> group code -> slot
         self.clock = 0  # predictions of this model so far
@@ -290,9 +290,11 @@ class BreachMonitor:
             if self.scales > 0 and clock < length:
                 break
             for o in range(self.staggers):
-                acc = Accumulator(length, offset=(length * o) // self.staggers, scale=self.scales)
+                acc = Accumulator(length, offset=(length * o) // self.staggers, scale=self.scales,
+                                  base={a: r.copy() for a, r in self.counts.items()})
                 acc.current = acc.block_of(clock)
                 self.accumulators.append(acc)
+                self._newest[(acc.scale, acc.offset)] = acc
             self.scales += 1
 
     # -- observations -------------------------------------------------------
@@ -339,11 +341,35 @@ class BreachMonitor:
         return []
 
     def _add_pieces(self, pieces) -> None:
-        for acc in self.accumulators:
-            for first, rows in pieces:
-                acc.move_to(first)
-                for attribute, delta in rows.items():
-                    acc.add(attribute, delta)
+        for first, rows in pieces:
+            self._roll(first)
+            for attribute, delta in rows.items():
+                self._count(attribute, delta)
+
+    def _count(self, attribute: str, delta: np.ndarray) -> None:
+        rows = self.counts.get(attribute)
+        if rows is None or rows.shape[0] < delta.shape[0]:
+            grown = np.zeros((delta.shape[0], 6))
+            if rows is not None:
+                grown[: rows.shape[0]] = rows
+            rows = self.counts[attribute] = grown
+        rows[: delta.shape[0]] += delta
+
+    def _roll(self, clock: int) -> None:
+        """Start each copy's new block if ``clock`` lies past its newest one, and
+        retire blocks ``lifetime`` block lengths old. A block keeps counting after
+        its successor starts (anytime-valid: no extra error), so a change just
+        after a block's start is still seen by that block, with no wait for a fresh one."""
+        started = False
+        for key, newest in self._newest.items():
+            block_id = newest.block_of(clock)
+            if block_id != newest.current:
+                self._newest[key] = newest.next_block(block_id, self.counts)
+                self.accumulators.append(self._newest[key])
+                started = True
+        if started:
+            self.accumulators = [acc for acc in self.accumulators if acc.length is None
+                                 or self._newest[(acc.scale, acc.offset)].current - acc.current < self.lifetime]
 
     def _due(self, now: float | None) -> bool:
         """A check is due every check_events predictions, or check_seconds on the caller's clock."""
@@ -366,12 +392,10 @@ class BreachMonitor:
             return
         for attribute, c in codes.items():
             delta = observation_rows(c, prediction, label, len(group_names[attribute]), with_predictions=False)
-            for acc in self.accumulators:
-                acc.add(attribute, delta)
+            self._count(attribute, delta)
 
     def _assign_slots(self, group_names: dict[str, list[str]]) -> None:
-        since_start = self.accumulators[0].rows
-        for attribute, rows in since_start.items():
+        for attribute, rows in self.counts.items():
             slots = self.slots.setdefault(attribute, {})
             cap = self.max_subgroup_cells if attribute in self.subgroup_attributes else self.max_decision_groups
             if len(slots) >= cap:
@@ -382,100 +406,62 @@ class BreachMonitor:
                     slots[code] = len(slots)
 
     # -- decisions --------------------------------------------------------------
-    def _alpha(self, attribute: str, acc: Accumulator, cells: int) -> float:
-        base = self.subgroup_alpha if attribute in self.subgroup_attributes else self.attribute_alpha
-        cap = self.max_subgroup_cells if attribute in self.subgroup_attributes else self.max_decision_groups
-        # rates x group slots (x2 for the subgroup search: each cell and its rest)
-        return base / (len(RATES) * cap * cells) * acc.share(self.staggers)
+    def _alpha(self, attribute: str, acc: Accumulator) -> float:
+        """The level of one pair's product sequence in ``acc``: Bonferroni over the
+        rates and the pairs a decision can compare (every pair of group slots; for
+        the subgroup search, each cell with its rest)."""
+        if attribute in self.subgroup_attributes:
+            base, pairs = self.subgroup_alpha, self.max_subgroup_cells
+        else:
+            base, pairs = self.attribute_alpha, self.max_decision_groups * (self.max_decision_groups - 1) // 2
+        return base / (len(RATES) * max(pairs, 1)) * acc.share(self.staggers)
 
-    def _bounds(self, attribute: str, n_groups: int, with_rest: bool, everything: bool = False):
-        """Arrays (accumulators, groups, rates) of x, n, lower, upper (and the same
-        for each group's complement when ``with_rest``), for slotted groups with at
-        least min_group_size trials, else NaN.
-
-        Confidence sequences cost a root search each, so they are computed only
-        where a decision can change: where the point estimates already breach
-        the smallest threshold (no bound can breach where the estimate does
-        not), where a breach is active (it needs bounds to clear), and always
-        for the since-start accumulator (the exported bound). ``everything``
-        computes them all (reports).
-        """
+    def _counts(self, attribute: str, n_groups: int):
+        """Arrays (accumulators, groups, rates) of successes and trials, the mask of
+        slotted groups with at least min_group_size trials, and (accumulators,) levels."""
         accs = self.accumulators
         rows = np.zeros((len(accs), n_groups, 6))
         for a, acc in enumerate(accs):
-            r = acc.rows.get(attribute)
+            r = acc.rows(self.counts, attribute)
             if r is not None:
                 rows[a, : r.shape[0]] = r[:n_groups]
         x = np.stack([rows[..., RATE_COLUMNS[m][0]] for m in RATES], axis=-1)
         n = np.stack([rows[..., RATE_COLUMNS[m][1]] for m in RATES], axis=-1)
         slotted = np.zeros(n_groups, dtype=bool)
         slotted[[c for c in self.slots.get(attribute, {}) if c < n_groups]] = True
-        alpha = np.array([self._alpha(attribute, acc, 2 if with_rest else 1) for acc in accs])[:, None, None]
-        alpha = np.broadcast_to(alpha, x.shape)
         eligible = slotted[None, :, None] & (n >= self.min_group_size)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            p = np.where(eligible, x / n, np.nan)
-        tau = np.array([self.thresholds(attribute, SUBGROUP_METRICS[m]) for m in RATES])
-        if with_rest:
-            total_x, total_n = x.sum(axis=1, keepdims=True), n.sum(axis=1, keepdims=True)
-            rest_x, rest_n = total_x - x, total_n - n
-            rest_ok = eligible & (rest_n >= self.min_group_size)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                gap = np.abs(p - rest_x / rest_n)
-            need = everything | (gap > tau) | self._active_cells(attribute, n_groups)
-            need = need & rest_ok
-            need[0] |= rest_ok[0]
-        else:
-            filled_high, filled_low = np.where(np.isnan(p), -np.inf, p), np.where(np.isnan(p), np.inf, p)
-            high, low = filled_high.max(axis=1), filled_low.min(axis=1)  # (acc, rate)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                spread = high - low
-                ratio = low / high
-            possible = (spread > tau) | ((ratio < self._ratio_threshold(attribute)) & SELECTION_ONLY)
-            active = np.array([any(self.active.get((attribute, metric), False) for metric in RATE_USERS[r])
-                               for r in RATES])
-            need = everything | possible | active[None, :]
-            need[0] = True
-            need = need[:, None, :] & eligible
-        lower, upper = np.full(x.shape, np.nan), np.full(x.shape, np.nan)
-        if need.any():
-            lower[need], upper[need] = confidence_sequence(x[need], n[need], alpha[need])
-        if not with_rest:
-            return x, n, lower, upper, None
-        rest_lower, rest_upper = np.full(x.shape, np.nan), np.full(x.shape, np.nan)
-        if need.any():
-            rest_lower[need], rest_upper[need] = confidence_sequence(rest_x[need], rest_n[need], alpha[need])
-        return x, n, lower, upper, (rest_x, rest_n, rest_lower, rest_upper)
+        alpha = np.array([self._alpha(attribute, acc) for acc in accs])
+        return x, n, eligible, alpha
 
     def _ratio_threshold(self, attribute: str) -> float:
         return self.thresholds(attribute, "demographic_parity_ratio")
 
-    def _active_cells(self, attribute: str, n_groups: int) -> np.ndarray:
-        """(1, groups, rates) mask of subgroup cells with an active breach."""
-        mask = np.zeros((1, n_groups, len(RATES)), dtype=bool)
-        for (attr, key), on in self.active.items():
-            if on and attr == attribute and ":" in key:
-                metric, cell = key.split(":", 1)
-                rate = metric[len("subgroup_"): -len("_difference")]
-                code = self._cell_codes.get((attribute, cell))
-                if code is not None and code < n_groups:
-                    mask[0, code, RATES.index(rate)] = True
-        return mask
-
     def check(self, group_names: dict[str, list[str]], position: int) -> list[Onset]:
-        onsets: list[Onset] = []
+        """Decide every attribute's gaps (and, every other check, the subgroup search).
+
+        Bounds cost a root search each, so every attribute first names the pairs whose
+        bounds can change a decision, and all of them are computed in one vectorised
+        call: pairs whose point estimates already breach a threshold (no bound can
+        breach where the estimate does not), every pair where a breach is active (to
+        clear it), and the since-start sequence's top pair (the exported bound)."""
         self._checks += 1
         # The search has many more cells than the attributes have groups: it is
         # checked at every other look, which halves its cost for half a look of delay.
         search_now = self._checks % 2 == 1
+        batch = PairBatch()
+        finishers = []
         for attribute, names in group_names.items():
-            if attribute not in self.accumulators[0].rows or len(names) < 2:
+            if attribute not in self.counts or len(names) < 2:
                 continue
             if attribute in self.subgroup_attributes:
                 if search_now:
-                    onsets += self._check_subgroups(attribute, names, position)
+                    finishers.append(self._plan_subgroups(attribute, names, batch))
             else:
-                onsets += self._check_gaps(attribute, names, position)
+                finishers.append(self._plan_gaps(attribute, names, batch))
+        batch.run()
+        onsets: list[Onset] = []
+        for finish in finishers:
+            onsets += finish(position)
         self.onsets += onsets
         return onsets
 
@@ -496,81 +482,192 @@ class BreachMonitor:
             self.active[key] = False
         return None
 
-    def _check_gaps(self, attribute: str, names: list[str], position: int) -> list[Onset]:
-        x, n, lower, upper, _ = self._bounds(attribute, len(names), with_rest=False)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rate = x / n
-        onsets = []
-        for metric, rates in GAP_RATES.items():
-            is_ratio = metric.endswith("ratio")
-            worst = math.inf if is_ratio else -math.inf
-            candidates = []  # (statistic, accumulator, rate index, i, j)
-            clear = np.full(len(self.accumulators), worst)  # per accumulator, over the metric's rates
-            for r in rates:
-                m = RATES.index(r)
-                lo, up = lower[..., m], upper[..., m]
-                usable = (~np.isnan(lo)).sum(axis=-1) >= 2
-                if not usable.any():
-                    clear[:] = -worst  # a rate without evidence: nothing is cleared
-                    continue
-                stat, i, j, rate_clear = (pair_ratio_extremes if is_ratio else pair_extremes)(lo, up)
-                rate_clear = np.where(usable, rate_clear, -worst)
-                clear = np.minimum(clear, rate_clear) if is_ratio else np.maximum(clear, rate_clear)
-                for a in np.flatnonzero(usable).tolist():
-                    candidates.append((float(stat[a]), a, m, int(i[a]), int(j[a])))
-            if not candidates:
-                onset = self._decide((attribute, metric), None, self.thresholds(attribute, metric), is_ratio,
-                                     position, None)
-                continue
-            stat, a, m, gi, gj = (min if is_ratio else max)(candidates, key=lambda c: c[0])
-            lo, up, p = lower[a, :, m], upper[a, :, m], rate[a, :, m]
-            if is_ratio:
-                value = p[gi] / p[gj] if p[gj] > 0 else math.inf
-                bounds = (lo[gi] / up[gj], stat)
-            else:
-                value = p[gi] - p[gj]
-                bounds = (stat, up[gi] - lo[gj])
-            evidence = Evidence(stat, float(value), float(bounds[0]), float(bounds[1]), (names[gi], names[gj]),
-                                self.accumulators[a].name,
-                                float(np.max(clear) if is_ratio else np.min(clear)))
-            onset = self._decide((attribute, metric), evidence, self.thresholds(attribute, metric), is_ratio,
-                                 position, [names[gi], names[gj]])
-            if onset:
-                onsets.append(onset)
-        return onsets
+    def _plan_gaps(self, attribute: str, names: list[str], batch: PairBatch):
+        """Request the pair bounds that can change this attribute's gap decisions; return
+        the function that decides once they are computed.
 
-    def _check_subgroups(self, attribute: str, names: list[str], position: int) -> list[Onset]:
-        x, n, lower, upper, rest = self._bounds(attribute, len(names), with_rest=True)
-        rest_x, rest_n, rest_lower, rest_upper = rest
+        Every entry is (accumulator a, rate m, i, j): the lower bound of p_i - p_j
+        (difference metrics) or of p_i / p_j (the ratio), i != j."""
+        x, n, eligible, alpha = self._counts(attribute, len(names))
+        # Only slotted groups take part: at most max_decision_groups, whatever the attribute holds.
+        slotted = np.array(sorted(c for c in self.slots.get(attribute, {}) if c < len(names)), dtype=np.int64)
+        x, n, eligible = x[:, slotted], n[:, slotted], eligible[:, slotted]
+        names = [names[c] for c in slotted.tolist()]
+        n_acc, n_groups = x.shape[0], x.shape[1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p = np.where(eligible, x / n, np.nan)
+        a_, m_, i_, j_ = np.meshgrid(np.arange(n_acc), np.arange(len(RATES)), np.arange(n_groups),
+                                     np.arange(n_groups), indexing="ij")
+        both = eligible[a_, i_, m_] & eligible[a_, j_, m_] & (i_ != j_)
+        pi, pj = p[a_, i_, m_], p[a_, j_, m_]
+        with np.errstate(invalid="ignore"):
+            diff = pi - pj
+        tau = np.array([self.thresholds(attribute, SUBGROUP_METRICS[m]) for m in RATES])
+        active = np.array([any(self.active.get((attribute, metric), False) for metric in RATE_USERS[r]
+                               if not metric.endswith("ratio")) for r in RATES])
+        level = alpha[a_]
+        # A bound costs a root search: screen first. The pair's bound lies below
+        # d - sqrt(2 (log(1/level) + regret) (v_i/n_i + v_j/n_j)) (normal approximation),
+        # so a pair whose d - sqrt(log(1/level) (v_i/n_i + v_j/n_j)) is not beyond the
+        # threshold cannot breach: it is skipped (a skip can only delay, never cause, a breach).
+        with np.errstate(divide="ignore", invalid="ignore"):
+            var = np.where(eligible, p * (1 - p) / n, np.nan)
+            spread = np.sqrt(np.log(1 / level) * (var[a_, i_, m_] + var[a_, j_, m_]))
+        top = _top_pairs(diff - spread, both)  # the pair likeliest to have the best bound
+        # While a breach is active, every pair of an accumulator whose point gaps are all
+        # inside the threshold (the only ones that can clear it) is computed.
+        with np.errstate(invalid="ignore"):
+            inside = np.all(~both | (diff <= tau[m_]), axis=(2, 3))  # (accumulators, rates)
+        clearable = inside & active[None, :]
+        want_diff = both & ((diff - spread > tau[m_]) | clearable[a_, m_] | top)
+        want_diff |= np.swapaxes(want_diff, 2, 3)  # each pair's other side: its upper bound
+        ratio_tau = self._ratio_threshold(attribute)
+        ratio_active = self.active.get((attribute, "demographic_parity_ratio"), False)
+        sel = m_ == RATES.index("selection_rate")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(pi > 0, pj / pi, np.inf)
+            log_spread = np.sqrt(np.log(1 / level) * np.where(
+                both, (1 - pi) / (pi * n[a_, i_, m_]) + (1 - pj) / (pj * n[a_, j_, m_]), np.inf))
+            ratio_screen = ((pj == 0) & (pi > 0)) | (np.log(ratio) + log_spread < np.log(ratio_tau))
+            ratio_inside = np.all(~(both & sel) | (ratio >= ratio_tau), axis=(2, 3))  # (accumulators, rates)
+        ratio_clearable = ratio_inside & ratio_active
+        # Ratio entries: lower bounds of p_i / p_j; 1 / that bounds p_j / p_i from above,
+        # which breaches when the point ratio p_j / p_i is already below the threshold.
+        want_ratio = both & sel & (ratio_screen | ratio_clearable[a_, m_] | _top_pairs(-(np.log(ratio) + log_spread), both & sel))
+        want_ratio |= np.swapaxes(want_ratio, 2, 3)
+        diff_handle = batch.add("difference", x[a_, i_, m_][want_diff], n[a_, i_, m_][want_diff],
+                                x[a_, j_, m_][want_diff], n[a_, j_, m_][want_diff], level[want_diff])
+        ratio_handle = batch.add("ratio", x[a_, i_, m_][want_ratio], n[a_, i_, m_][want_ratio],
+                                 x[a_, j_, m_][want_ratio], n[a_, j_, m_][want_ratio], level[want_ratio])
+
+        def finish(position: int) -> list[Onset]:
+            lower_diff = np.full(want_diff.shape, np.nan)
+            lower_diff[want_diff] = batch.result(diff_handle)
+            lower_ratio = np.full(want_ratio.shape, np.nan)
+            lower_ratio[want_ratio] = batch.result(ratio_handle)
+            onsets = []
+            for metric, rates in GAP_RATES.items():
+                is_ratio = metric.endswith("ratio")
+                threshold = self.thresholds(attribute, metric)
+                evidence, pair = (self._ratio_evidence(lower_ratio, p, ratio_clearable) if is_ratio
+                                  else self._difference_evidence(lower_diff, p, [RATES.index(r) for r in rates],
+                                                                 clearable))
+                if evidence is not None:
+                    evidence = Evidence(**{**asdict(evidence), "groups": (names[pair[0]], names[pair[1]])})
+                onset = self._decide((attribute, metric), evidence, threshold, is_ratio, position,
+                                     None if pair is None else [names[pair[0]], names[pair[1]]])
+                if onset:
+                    onsets.append(onset)
+            return onsets
+
+        return finish
+
+    def _difference_evidence(self, lower: np.ndarray, p: np.ndarray, rates: list[int], complete: np.ndarray):
+        """The best pair over the metric's rates and every accumulator: (Evidence, (i, j)).
+
+        ``lower[a, m, i, j]``: lower bound of p_i - p_j; the upper bound of p_i - p_j
+        is -lower[a, m, j, i]. ``complete[a, m]``: every pair of that accumulator was
+        computed; only those can clear a breach (every pair's upper bound inside)."""
+        part = lower[:, rates]
+        if np.all(np.isnan(part)):
+            return None, None
+        a, r, i, j = np.unravel_index(np.nanargmax(part), part.shape)
+        m = rates[r]
+        stat = float(part[a, r, i, j])
+        upper_of_pair = -lower[a, m, j, i]
+        flat = np.where(np.isnan(part), np.inf, part).reshape(part.shape[0], -1)
+        gap_upper = np.where(complete[:, rates].all(axis=1), -flat.min(axis=1), np.inf)
+        return Evidence(stat, float(p[a, i, m] - p[a, j, m]), stat, float(upper_of_pair), None,
+                        self.accumulators[a].name, float(np.min(gap_upper))), (int(i), int(j))
+
+    def _ratio_evidence(self, lower: np.ndarray, p: np.ndarray, complete: np.ndarray):
+        """The best pair for the parity ratio: the least upper bound of p_j / p_i,
+        which is 1 / lower[a, m, i, j] (the lower bound of p_i / p_j)."""
+        m = RATES.index("selection_rate")
+        part = lower[:, m]
+        if np.all(np.isnan(part)):
+            return None, None
+        a, i, j = np.unravel_index(np.nanargmax(part), part.shape)
+        best_lower = float(part[a, i, j])
+        stat = 1.0 / best_lower if best_lower > 0 else math.inf
+        reverse = lower[a, m, j, i]  # lower bound of p_j / p_i
+        with np.errstate(divide="ignore", invalid="ignore"):
+            value = float(p[a, j, m] / p[a, i, m]) if p[a, i, m] > 0 else math.inf
+        flat = np.where(np.isnan(part), np.inf, part).reshape(part.shape[0], -1)
+        least_lower = np.where(complete[:, m], flat.min(axis=1), -np.inf)
+        return Evidence(stat, value, float(reverse) if not np.isnan(reverse) else 0.0, stat, None,
+                        self.accumulators[a].name, float(np.max(least_lower))), (int(j), int(i))
+
+    def _plan_subgroups(self, attribute: str, names: list[str], batch: PairBatch):
+        """Each cell against the rest of the stream: both lower bounds of the difference,
+        for every cell of the since-start sequence and, in blocks, where the point
+        difference already breaches or a breach is active."""
+        x, n, eligible, alpha = self._counts(attribute, len(names))
+        rest_x, rest_n = x.sum(axis=1, keepdims=True) - x, n.sum(axis=1, keepdims=True) - n
+        ok = eligible & (rest_n >= self.min_group_size)
         with np.errstate(divide="ignore", invalid="ignore"):
             diff = x / n - rest_x / rest_n
-        evidence = np.fmax(lower - rest_upper, rest_lower - upper)  # (acc, group, rate)
-        onsets = []
-        for m, rate in enumerate(RATES):
-            metric = f"subgroup_{rate}_difference"
-            threshold = self.thresholds(attribute, SUBGROUP_METRICS[rate])
-            for g in np.flatnonzero(~np.all(np.isnan(evidence[:, :, m]), axis=0)).tolist():
-                a = int(np.nanargmax(evidence[:, g, m]))
-                stat = float(evidence[a, g, m])
-                ev = Evidence(stat, float(diff[a, g, m]),
-                              float(lower[a, g, m] - rest_upper[a, g, m]),
-                              float(upper[a, g, m] - rest_lower[a, g, m]),
-                              None, self.accumulators[a].name,
-                              float(np.nanmin(np.fmax(upper[:, g, m] - rest_lower[:, g, m],
-                                                      rest_upper[:, g, m] - lower[:, g, m]))))
-                groups = dict(zip(attribute.split("&"), names[g].split("&")))
-                self._cell_codes[(attribute, names[g])] = g
-                onset = self._decide((attribute, f"{metric}:{names[g]}"), ev, threshold, False, position, groups)
-                if onset:
-                    onsets.append(Onset(onset.model, attribute, metric, onset.event_index, onset.value,
-                                        onset.lower, onset.upper, onset.threshold, groups, onset.window))
-        return onsets
+        tau = np.array([self.thresholds(attribute, SUBGROUP_METRICS[m]) for m in RATES])
+        level = np.broadcast_to(alpha[:, None, None], x.shape)
+        # The same screen as the gaps' (a skipped cell cannot breach at this check); every
+        # accumulator of an active cell (to clear it); and the since-start sequence's
+        # widest cell per rate (the exported bound).
+        with np.errstate(divide="ignore", invalid="ignore"):
+            spread = np.sqrt(np.log(1 / level) * (x / n * (1 - x / n) / n + rest_x / rest_n * (1 - rest_x / rest_n)
+                                                  / rest_n))
+        widest = np.zeros(x.shape, dtype=bool)
+        for m in range(len(RATES)):
+            if ok[0, :, m].any():
+                score = np.where(ok[0, :, m], np.abs(diff[0, :, m]) - spread[0, :, m], -np.inf)
+                widest[0, int(np.argmax(np.nan_to_num(score, nan=-np.inf))), m] = True
+        want = ok & ((np.abs(diff) - spread > tau) | self._active_cells(attribute, len(names)) | widest)
+        cell_over = batch.add("difference", x[want], n[want], rest_x[want], rest_n[want], level[want])
+        rest_over = batch.add("difference", rest_x[want], rest_n[want], x[want], n[want], level[want])
+
+        def finish(position: int) -> list[Onset]:
+            # Cells not looked at this time leave no stale state behind (active ones always are).
+            for key in [k for k in self.states if k[0] == attribute and not self.active.get(k, False)]:
+                del self.states[key]
+            over, under = np.full(x.shape, np.nan), np.full(x.shape, np.nan)
+            over[want], under[want] = batch.result(cell_over), batch.result(rest_over)
+            evidence = np.fmax(over, under)  # (acc, group, rate): the gap's lower bound
+            gap_upper = np.fmax(-under, -over)
+            onsets = []
+            for m, rate in enumerate(RATES):
+                metric = f"subgroup_{rate}_difference"
+                threshold = self.thresholds(attribute, SUBGROUP_METRICS[rate])
+                for g in np.flatnonzero(~np.all(np.isnan(evidence[:, :, m]), axis=0)).tolist():
+                    a = int(np.nanargmax(evidence[:, g, m]))
+                    ev = Evidence(float(evidence[a, g, m]), float(diff[a, g, m]), float(over[a, g, m]),
+                                  float(-under[a, g, m]), None, self.accumulators[a].name,
+                                  float(np.nanmin(gap_upper[:, g, m])))
+                    groups = dict(zip(attribute.split("&"), names[g].split("&")))
+                    self._cell_codes[(attribute, names[g])] = g
+                    onset = self._decide((attribute, f"{metric}:{names[g]}"), ev, threshold, False, position, groups)
+                    if onset:
+                        onsets.append(Onset(onset.model, attribute, metric, onset.event_index, onset.value,
+                                            onset.lower, onset.upper, onset.threshold, groups, onset.window))
+            return onsets
+
+        return finish
+
+    def _active_cells(self, attribute: str, n_groups: int) -> np.ndarray:
+        """(1, groups, rates) mask of subgroup cells with an active breach."""
+        mask = np.zeros((1, n_groups, len(RATES)), dtype=bool)
+        for (attr, key), on in self.active.items():
+            if on and attr == attribute and ":" in key:
+                metric, cell = key.split(":", 1)
+                rate = metric[len("subgroup_"): -len("_difference")]
+                code = self._cell_codes.get((attribute, cell))
+                if code is not None and code < n_groups:
+                    mask[0, code, RATES.index(rate)] = True
+        return mask
 
     # -- merging ---------------------------------------------------------------------
     def totals(self, group_names: dict[str, list[str]]) -> Totals:
         """Since-start counts by group name: what a worker hands to ``MergedDecisions``."""
         rows = {}
-        for attribute, r in self.accumulators[0].rows.items():
+        for attribute, r in self.counts.items():
             names = group_names.get(attribute, [])
             rows[attribute] = {names[g]: tuple(r[g].tolist()) for g in range(min(len(names), r.shape[0]))}
         return Totals(self.clock, rows)
@@ -581,24 +678,30 @@ class BreachMonitor:
         alerted = {(o.attribute, o.metric, tuple(sorted(o.groups.items()))) for o in self.onsets
                    if isinstance(o.groups, dict)}
         findings = []
-        since_start = self.accumulators[0]
         for attribute in self.subgroup_attributes:
             names = group_names.get(attribute, [])
-            if attribute not in since_start.rows or not names:
+            if attribute not in self.counts or not names:
                 continue
-            x, n, lower, upper, (rx, rn, rl, ru) = self._bounds(attribute, len(names), with_rest=True,
-                                                                everything=True)
+            x, n, eligible, alpha = self._counts(attribute, len(names))
+            x, n, eligible = x[0], n[0], eligible[0]
+            rx, rn = x.sum(axis=0) - x, n.sum(axis=0) - n
+            ok = eligible & (rn >= self.min_group_size)
+            level = np.full(int(ok.sum()), alpha[0])
+            lower = np.full(x.shape, np.nan)
+            upper = np.full(x.shape, np.nan)
+            lower[ok] = pair_difference_lower(x[ok], n[ok], rx[ok], rn[ok], level)
+            upper[ok] = -pair_difference_lower(rx[ok], rn[ok], x[ok], n[ok], level)
             for g, name in enumerate(names):
                 for m, rate in enumerate(RATES):
-                    if np.isnan(lower[0, g, m]) or np.isnan(rl[0, g, m]):
+                    if not ok[g, m]:
                         continue
-                    value, rest = x[0, g, m] / n[0, g, m], rx[0, g, m] / rn[0, g, m]
+                    value, rest = x[g, m] / n[g, m], rx[g, m] / rn[g, m]
                     groups = dict(zip(attribute.split("&"), name.split("&")))
                     metric = f"subgroup_{rate}_difference"
                     findings.append({
-                        "groups": groups, "n": int(n[0, g, m]), "metric": rate, "value": float(value),
+                        "groups": groups, "n": int(n[g, m]), "metric": rate, "value": float(value),
                         "rest": float(rest), "difference": float(value - rest),
-                        "lower": float(lower[0, g, m] - ru[0, g, m]), "upper": float(upper[0, g, m] - rl[0, g, m]),
+                        "lower": float(lower[g, m]), "upper": float(upper[g, m]),
                         "alert": (attribute, metric, tuple(sorted(groups.items()))) in alerted,
                     })
         findings.sort(key=lambda f: (-f["alert"], -max(f["lower"], -f["upper"]), -abs(f["difference"])))
@@ -640,8 +743,8 @@ class MergedDecisions:
     >>> merged = MergedDecisions("m", **kwargs)
     >>> a = Totals(100, {"sex": {"F": (50, 10, 0, 0, 0, 0), "M": (50, 30, 0, 0, 0, 0)}})
     >>> b = Totals(300, {"sex": {"F": (150, 30, 0, 0, 0, 0), "M": (150, 90, 0, 0, 0, 0)}})
-    >>> merged.update([a, b], position=400)
-    []
+    >>> [(o.metric, o.groups) for o in merged.update([a, b], position=400)]
+    [('demographic_parity_difference', ['M', 'F']), ('demographic_parity_ratio', ['F', 'M'])]
     >>> merged.monitor.clock, merged.names
     (400, {'sex': ['F', 'M']})
     """

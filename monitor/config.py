@@ -99,6 +99,9 @@ class MonitorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     decision_block_events: Positive = 8_000
     decision_scales: Union[Annotated[int, msgspec.Meta(ge=0, le=64)], None] = None
     decision_staggers: Annotated[int, msgspec.Meta(ge=1, le=8)] = 2
+    # Each block keeps counting for this many block lengths after it starts, so a
+    # change just after a block's start is seen without waiting for a fresh block.
+    decision_block_lifetime: Annotated[int, msgspec.Meta(ge=1, le=16)] = 4
     # Decisions are re-checked after this many predictions (at a batch end)...
     decision_check_events: Positive = 4_000
     # ...or at the first batch this many seconds (wall clock) after the last
@@ -182,7 +185,7 @@ class ModelThresholds:
 STRUCTURAL_SETTINGS = ("attributes", "intersections", "count_windows", "time_windows_seconds", "journal_capacity",
                        "subgroup_search", "subgroup_max_order")
 # Settings of the breach decisions and drift detectors: when they change, those restart; the counts stay.
-DECISION_SETTINGS = ("family_error", "workers", "decision_block_events", "decision_scales", "decision_staggers",
+DECISION_SETTINGS = ("family_error", "workers", "decision_block_events", "decision_scales", "decision_staggers", "decision_block_lifetime",
                      "decision_check_events", "decision_check_seconds", "max_decision_groups", "max_attributes",
                      "max_subgroup_cells",
                      "min_group_size", "drift_detector", "drift_block_events", "drift_min_block_group_events",

@@ -249,6 +249,7 @@ class Pipeline:
             block_events=c.decision_block_events,
             scales=c.decision_scales,
             staggers=c.decision_staggers,
+            lifetime=c.decision_block_lifetime,
             check_events=c.decision_check_events,
             check_seconds=c.decision_check_seconds,
         )

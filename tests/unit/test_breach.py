@@ -29,7 +29,8 @@ def monitor_as_configured(config: MonitorConfig) -> BreachMonitor:
     return BreachMonitor("m", thresholds=lambda attribute, metric: config.threshold_for("m", attribute, metric),
                          attribute_budget=len(config.attributes), family_error=config.family_error,
                          block_events=config.decision_block_events, scales=config.decision_scales,
-                         staggers=config.decision_staggers, check_events=config.decision_check_events,
+                         staggers=config.decision_staggers, lifetime=config.decision_block_lifetime,
+                         check_events=config.decision_check_events,
                          check_seconds=config.decision_check_seconds)
 
 
@@ -156,8 +157,10 @@ def test_a_moderate_persistent_shift_is_declared_long_after_a_history_without_it
     a = codes["A"][shift_at:]
     rates = [prediction[shift_at:][a == names["A"].index(g)].mean() for g in first.groups]
     assert 0.1 < abs(rates[0] - rates[1]) < 0.2
-    # Memory grows with the log of the stream: one scale per doubling, two copies each.
-    assert len(monitor.accumulators) <= 1 + 2 * (int(np.log2(monitor.clock / 8000)) + 1)
+    # Memory grows with the log of the stream: one scale per doubling, each copy's
+    # blocks living `lifetime` block lengths.
+    per_scale = monitor.staggers * monitor.lifetime
+    assert len(monitor.accumulators) <= 1 + per_scale * (int(np.log2(monitor.clock / 8000)) + 1)
 
 
 def test_a_slow_stream_is_checked_on_the_clock():

@@ -7,7 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fairwatch.monitor.confseq import confidence_sequence
+from fairwatch.monitor.confseq import (
+    confidence_sequence,
+    log_mixture_normaliser,
+    pair_difference_lower,
+    pair_ratio_lower,
+)
 from fairwatch.monitor.rates import wilson_interval
 
 
@@ -51,44 +56,116 @@ def test_no_trials_gives_nan():
     assert np.isnan(lower[0]) and np.isnan(upper[0]) and not np.isnan(lower[1])
 
 
-def _restarting_block_misses(p, alpha, runs, steps, look, interval):
-    """Share of runs in which any block sequence of ``BreachMonitor``'s scheme
-    (every scale, copy and block, at its share of ``alpha``) misses ``p`` at a look."""
+def newcombe_interval(x1, n1, x2, n2, z):
+    """Newcombe's fixed-sample interval for p1 - p2, elementwise (monitor.gaps has the scalar one)."""
+    (l1, u1), (l2, u2) = wilson_interval(x1, n1, z), wilson_interval(x2, n2, z)
+    d = x1 / n1 - x2 / n2
+    return d - np.sqrt((x1 / n1 - l1) ** 2 + (u2 - x2 / n2) ** 2), d + np.sqrt((u1 - x1 / n1) ** 2 + (x2 / n2 - l2) ** 2)
+
+
+def _pair_interval(x1, n1, x2, n2, level):
+    """The anytime-valid (lower, upper) of p1 - p2."""
+    return pair_difference_lower(x1, n1, x2, n2, level), -pair_difference_lower(x2, n2, x1, n1, level)
+
+
+def _two_streams(rng, runs, steps, p1, p2, share1):
+    """Cumulative (x1, n1, x2, n2) of ``runs`` interleaved streams: each event is in
+    group 1 with probability ``share1``, else in group 2."""
+    first = rng.random((runs, steps)) < share1
+    success = rng.random((runs, steps)) < np.where(first, p1, p2)
+    return (np.cumsum(first & success, axis=1), np.cumsum(first, axis=1),
+            np.cumsum(~first & success, axis=1), np.cumsum(~first, axis=1))
+
+
+@pytest.mark.parametrize("p1, p2, share1", [(0.4, 0.3, 0.7), (0.05, 0.08, 0.2), (0.9, 0.5, 0.5)])
+def test_pair_bounds_cover_the_difference_and_the_ratio_at_every_step(p1, p2, share1):
+    alpha, runs, steps = 0.1, 300, 1000
+    x1, n1, x2, n2 = _two_streams(np.random.default_rng(int(p1 * 100 + p2 * 10)), runs, steps, p1, p2, share1)
+    seen = (n1 > 0) & (n2 > 0)
+    x1, n1, x2, n2 = (np.where(seen, v, 1) for v in (x1, n1, x2, n2))  # before both are seen: a vacuous pair
+    lower, upper = _pair_interval(x1, n1, x2, n2, alpha)
+    ratio_low, ratio_high = pair_ratio_lower(x1, n1, x2, n2, alpha), 1 / pair_ratio_lower(x2, n2, x1, n1, alpha)
+    missed = (seen & ((lower > p1 - p2) | (upper < p1 - p2) | (ratio_low > p1 / p2) | (ratio_high < p1 / p2)))
+    assert missed.any(axis=1).mean() <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / runs)
+
+
+def test_a_fixed_sample_interval_for_the_difference_checked_every_step_does_not_cover():
+    x1, n1, x2, n2 = _two_streams(np.random.default_rng(3), 300, 2000, 0.4, 0.3, 0.5)
+    seen = (n1 > 0) & (n2 > 0)
+    x1, n1, x2, n2 = (np.where(seen, v, 1) for v in (x1, n1, x2, n2))
+    lower, upper = newcombe_interval(x1, n1, x2, n2, 1.6448536269514722)
+    assert (seen & ((lower > 0.1) | (upper < 0.1))).any(axis=1).mean() > 0.3
+
+
+@pytest.mark.parametrize("x1, n1, x2, n2, alpha", [(30, 100, 10, 80, 0.05), (300, 1000, 200, 900, 1e-6),
+                                                  (3, 40, 35, 50, 0.01), (0, 60, 5, 60, 0.1), (60, 60, 0, 60, 1e-4)])
+def test_pair_bounds_are_the_extremes_over_the_joint_confidence_set(x1, n1, x2, n2, alpha):
+    # Brute force: every (p1, p2) on a fine grid where the product of the two mixture
+    # martingales stays under 1 / alpha.
+    grid = np.linspace(1e-6, 1 - 1e-6, 2001)
+
+    def log_m(x, n):
+        return log_mixture_normaliser(x, n) - (x * np.log(grid) + (n - x) * np.log1p(-grid))
+
+    inside = (log_m(x1, n1)[:, None] + log_m(x2, n2)[None, :]) < np.log(1 / alpha)
+    p1, p2 = np.meshgrid(grid, grid, indexing="ij")
+    least_difference, least_ratio = (p1 - p2)[inside].min(), (p1 / p2)[inside].min()
+    lower, ratio = float(pair_difference_lower(x1, n1, x2, n2, alpha)), float(pair_ratio_lower(x1, n1, x2, n2, alpha))
+    assert lower <= least_difference + 1e-9 and lower == pytest.approx(least_difference, abs=2e-3)
+    assert ratio <= least_ratio + 1e-9 and ratio == pytest.approx(least_ratio, abs=2e-3, rel=2e-3)
+
+
+def test_the_pair_bound_is_narrower_than_two_separate_sequences():
+    # The set is an ellipse-like region rather than a box: about the root of the sum of
+    # squared widths instead of the sum, even at a tenth of the level.
+    x1, n1, x2, n2 = 3000, 10000, 2000, 10000
+    lower1, _ = confidence_sequence(x1, n1, 0.025)
+    _, upper2 = confidence_sequence(x2, n2, 0.025)
+    assert pair_difference_lower(x1, n1, x2, n2, 0.005) > lower1 - upper2
+
+
+def _restarting_block_misses(p1, p2, alpha, runs, steps, look, interval):
+    """Share of runs in which any block sequence of ``BreachMonitor``'s scheme (every
+    scale, copy and live block, at its share of ``alpha``) misses p1 - p2 at a look;
+    run r's pair is groups 2r (rate p1) and 2r + 1 (rate p2), half the events each."""
     from fairwatch.monitor.breach import BreachMonitor
 
     monitor = BreachMonitor("m", thresholds=lambda attribute, metric: 1.0, attribute_budget=1,
-                            block_events=50, check_events=10**12)  # one run per "group"; no decisions
-    rng = np.random.default_rng(int(p * 1000))
+                            block_events=50, check_events=10**12)  # no decisions: the sequences only
+    rng = np.random.default_rng(int(p1 * 1000))
     missed = np.zeros(runs, dtype=bool)
     for _ in range(steps // look):
-        delta = np.zeros((runs, 6))
-        delta[:, 0] = look
-        delta[:, 1] = rng.binomial(look, p, runs)
-        monitor.observe_counts({"x": delta}, look, {"x": [str(r) for r in range(runs)]}, 0)
-        for acc in monitor.accumulators:
-            rows = acc.rows.get("x")
-            if rows is None or not rows[:, 0].any():
-                continue
-            level = alpha * acc.share(monitor.staggers)
-            lower, upper = interval(rows[:, 1], rows[:, 0], level)
-            missed |= (lower > p) | (upper < p)
+        delta = np.zeros((2 * runs, 6))
+        delta[:, 0] = look // 2
+        delta[0::2, 1] = rng.binomial(look // 2, p1, runs)
+        delta[1::2, 1] = rng.binomial(look // 2, p2, runs)
+        monitor.observe_counts({"x": delta}, look, {"x": [str(g) for g in range(2 * runs)]}, 0)
+        # Every live sequence's pairs in one call: (sequences, runs).
+        rows = np.stack([acc.rows(monitor.counts, "x") for acc in monitor.accumulators])
+        level = np.array([alpha * acc.share(monitor.staggers) for acc in monitor.accumulators])[:, None]
+        x1, n1, x2, n2 = rows[:, 0::2, 1], rows[:, 0::2, 0], rows[:, 1::2, 1], rows[:, 1::2, 0]
+        seen = (n1 > 0) & (n2 > 0)
+        x1, n1, x2, n2 = (np.where(seen, v, 1) for v in (x1, n1, x2, n2))  # an empty block: a vacuous pair
+        lower, upper = interval(x1, n1, x2, n2, np.broadcast_to(level, x1.shape))
+        missed |= (seen & ((lower > p1 - p2) | (upper < p1 - p2))).any(axis=0)
     return missed.mean(), monitor
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("p", [0.05, 0.4])
-def test_restarting_blocks_of_every_scale_cover_at_every_look(p):
-    alpha, runs = 0.1, 200
-    miss, monitor = _restarting_block_misses(p, alpha, runs, 10_000, 20, confidence_sequence)
-    assert monitor.scales >= 8 and max(acc.block for acc in monitor.accumulators) > 100  # many scales and blocks
+@pytest.mark.parametrize("p1, p2", [(0.05, 0.1), (0.4, 0.4)])
+def test_restarting_blocks_of_every_scale_cover_at_every_look(p1, p2):
+    alpha, runs = 0.1, 100
+    miss, monitor = _restarting_block_misses(p1, p2, alpha, runs, 6_450, 50, _pair_interval)
+    assert monitor.scales >= 8 and max(acc.block for acc in monitor.accumulators) >= 100  # many scales and blocks
+    assert monitor.lifetime > 1 and len(monitor.accumulators) > 1 + monitor.staggers * monitor.scales  # overlapping
     assert miss <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / runs)
 
 
 def test_the_same_blocks_with_a_fixed_sample_interval_do_not_cover():
     from scipy.stats import norm
 
-    def wilson_at(x, n, level):
-        return wilson_interval(x, n, z=norm.ppf(1 - level / 2))
+    def newcombe_at(x1, n1, x2, n2, level):
+        return newcombe_interval(x1, n1, x2, n2, norm.ppf(1 - level / 2))
 
-    miss, _ = _restarting_block_misses(0.4, 0.1, 300, 10_000, 20, wilson_at)
+    miss, _ = _restarting_block_misses(0.4, 0.3, 0.1, 200, 6_400, 40, newcombe_at)
     assert miss > 0.2

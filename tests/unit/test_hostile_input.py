@@ -129,6 +129,35 @@ def test_a_snapshot_survives_threshold_and_decision_changes_but_not_structural_o
         restore(count_windows=[200])
 
 
+def test_a_snapshot_older_than_a_decision_setting_restarts_the_decisions(tmp_path, caplog, monkeypatch):
+    # A snapshot written before decision_block_lifetime existed holds decision state
+    # without it: the decisions start afresh, the counts stay.
+    import msgspec
+
+    import fairwatch.consumers.state as state
+
+    written_by = state.config_fingerprint
+
+    def older_fingerprint(pipeline):
+        settings = msgspec.json.decode(written_by(pipeline))
+        del settings["decision_block_lifetime"]
+        return msgspec.json.encode(settings)
+
+    pipeline = Pipeline(MonitorConfig(attributes=["g"]))
+    pipeline.process_lines(lines(500, lambda i: {"g": "ab"[i % 2]}))
+    monkeypatch.setattr(state, "config_fingerprint", older_fingerprint)
+    store = StateStore(tmp_path)
+    store.save(pipeline, {"offsets": {}})
+    store.close()
+    monkeypatch.undo()
+    fresh = Pipeline(MonitorConfig(attributes=["g"]))
+    store = StateStore(tmp_path)
+    with caplog.at_level(logging.WARNING, "fairwatch.state"):
+        store.restore(fresh)
+    store.close()
+    assert "decision_block_lifetime" in caplog.text and fresh.stats.valid == 500
+
+
 @pytest.mark.parametrize("data, words", [
     ({"threshold_overrides": [{"demographic_parity_difference": float("nan")}]}, "threshold_overrides"),
     ({"threshold_overrides": [{"demographic_parity_difference": -0.5}]}, "> 0.0"),
