@@ -31,14 +31,15 @@ class PromotionVerdict:
 
 
 def _num(value: object) -> str:
-    return f"{value:.3f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "?"
+    return f"{value:.3f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "undefined"
 
 
 def held_out_summary(report: dict) -> str:
     decision = report.get("decision") or {}
     gates = decision.get("gates") or {}
     accuracy = f"accuracy {_num((report.get('before') or {}).get('accuracy'))} → {_num((report.get('after') or {}).get('accuracy'))}"
-    return (f"{gates.get('metric', 'gate gap')}[{gates.get('attribute', '?')}] {_num(decision.get('gap_before'))} → "
+    gate = f"{gates['metric']}[{gates.get('attribute', '*')}]" if gates.get("metric") else "gate gap"
+    return (f"{gate} {_num(decision.get('gap_before'))} → "
             f"{_num(decision.get('gap_after'))}, {accuracy}")
 
 
