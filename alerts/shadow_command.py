@@ -50,7 +50,7 @@ def record_shadow(store: IncidentStore, incident_id: int, *, prometheus_url: str
     except ShadowEvidenceError as exc:
         raise IncidentError(str(exc)) from None
     scored = section.get("candidate_dir")
-    if scored and Path(scored).resolve() != Path(job["candidate_dir"]).resolve():
+    if scored and not _within(Path(scored), Path(job["candidate_dir"])):
         # A shadow of another candidate says nothing about this one.
         raise IncidentError(f"incident {incident_id}: the shadow scored {scored}, not this incident's candidate "
                             f"{job['candidate_dir']}")
@@ -61,6 +61,11 @@ def record_shadow(store: IncidentStore, incident_id: int, *, prometheus_url: str
     store.note(incident_id, "shadow_compared", {"passed": verdict["passed"], "summary": live_summary(verdict),
                                                 "reasons": verdict["reasons"]})
     return verdict
+
+
+def _within(path: Path, folder: Path) -> bool:
+    """``path`` is ``folder`` or inside it (the job records its --out folder; the model sits in its model/)."""
+    return path.resolve() == folder.resolve() or folder.resolve() in path.resolve().parents
 
 
 def shadow_line(incident_id: int, verdict: dict) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -89,9 +90,12 @@ def build_shadow_step(args: argparse.Namespace, inner):
         from fairwatch.monitor.scorer.shadow import ShadowStep
     except ImportError as exc:
         raise UsageError(f"--shadow-candidate needs the 'ml' extra (torch, transformers): {exc}") from None
+    candidate_dir = Path(args.shadow_candidate)
+    if not (candidate_dir / "config.json").is_file() and (candidate_dir / "model" / "config.json").is_file():
+        candidate_dir = candidate_dir / "model"  # the fine-tune's --out folder (the incident's candidate_dir)
     try:
         # Only the text as written is scored (score_texts): no variants, no worker processes.
-        candidate = CounterfactualScorer(args.shadow_candidate, device=args.scorer_device, workers=0,
+        candidate = CounterfactualScorer(candidate_dir, device=args.scorer_device, workers=0,
                                          threshold=args.shadow_threshold)
     except ModelLoadError as exc:
         raise UsageError(f"--shadow-candidate: {exc}") from None
