@@ -55,12 +55,14 @@ def promotion_verdict(job: dict) -> PromotionVerdict:
     if job.get("state") != "succeeded" or decision is None or "promote" not in decision:
         return PromotionVerdict(False, f"No candidate to promote: the job is {job.get('state', 'none')}"
                                        f"{'' if decision is None else ' and its report holds no gate verdict'}.")
+    shadow = job.get("shadow")
     if decision["promote"] is not True:
         reasons = "; ".join(map(str, decision.get("reasons") or [])) or "no reason given"
+        live = "" if not isinstance(shadow, dict) else (
+            f" On live shadow traffic it {'passed' if shadow.get('passed') is True else 'failed'}: {live_summary(shadow)}.")
         return PromotionVerdict(False, f"Candidate cannot be promoted: the held-out gates refused it ({reasons}; "
-                                       f"{held_out_summary(report)}).")
+                                       f"{held_out_summary(report)}).{live}")
     held_out = f"held-out gates passed ({held_out_summary(report)})"
-    shadow = job.get("shadow")
     if not isinstance(shadow, dict):
         return PromotionVerdict(None, f"Candidate not tried on live traffic yet: {held_out}. Next: run the worker "
                                       "with --shadow-candidate DIR --shadow-model MODEL, then "

@@ -162,3 +162,18 @@ def test_bad_shadow_sources_are_one_line(tiny_model_dirs, tmp_path) -> None:  # 
         run_cli("incidents", "--db", db, "shadow", str(wrong_model), "--prometheus-url", "http://127.0.0.1:9"))
     assert "no incident 99" in _one_line_error(run_cli("incidents", "--db", db, "shadow", "99", "--report", report))
     assert json.loads((tmp_path / "fairer.json").read_text())["shadow"]["model"] == "toxic"
+
+
+def test_a_candidate_the_held_out_gates_refused_still_shows_its_live_numbers(tmp_path) -> None:  # noqa: ANN001
+    store = IncidentStore(tmp_path / "i.sqlite")
+    incident_id = _incident(store, tmp_path / "candidate")
+    job = store.get(incident_id)["job"]
+    job["report"]["decision"] |= {"promote": False, "reasons": ["accuracy dropped 0.0500 > 0.0200"]}
+    store.merge_job(incident_id, {"report": job["report"], "shadow": {
+        "passed": True, "reasons": [], "events": 640,
+        "metrics": [{"metric": METRIC, "baseline": 0.31, "candidate": 0.04, "candidate_no_worse": True}]}})
+    page = render_incident_html(store.get(incident_id))
+    assert '<span class="badge warn">not promotable</span>' in page
+    assert ("Candidate cannot be promoted: the held-out gates refused it (accuracy dropped 0.0500 &gt; 0.0200; "
+            "fped[*] 0.400 → 0.100, accuracy 0.900 → 0.890). On live shadow traffic it passed: "
+            f"{METRIC} 0.040 vs production 0.310 on the same 640 events.") in page
