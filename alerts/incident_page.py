@@ -25,6 +25,7 @@ from typing import Any
 
 from fairwatch.alerts.incident_summary import firing_metrics, metric_facts, raw_series_points
 from fairwatch.alerts.incident_summary import headline as headline_sentence
+from fairwatch.alerts.promotion import promotion_verdict
 from fairwatch.alerts.rules import AlertSettings
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
@@ -367,6 +368,43 @@ def gates_badge(job: dict) -> str:
     return _badge("promotion refused by the gates", "warn")
 
 
+# A refused candidate is amber, never red: the gates doing their work is not a failure.
+PROMOTION_BADGE = {True: ("promotable: held-out and live shadow gates pass", "good"),
+                   False: ("not promotable", "warn"),
+                   None: ("held-out gates pass; not tried on live traffic", "warn")}
+
+
+def promotion_badge(job: dict) -> str:
+    """Both gates in one badge: green only when the held-out split and the live shadow agree."""
+    report = job.get("report") if isinstance(job.get("report"), dict) else {}
+    if job.get("state") != "succeeded" or not isinstance(report.get("decision"), dict):
+        return _badge("promotion: no verdict yet", "neutral")
+    return _badge(*PROMOTION_BADGE[promotion_verdict(job).promotable])
+
+
+def promotion_section(job: dict) -> str:
+    """The verdict in words, then production and candidate side by side on the same live events."""
+    verdict = promotion_verdict(job)
+    out = f'<p class="verdict">{promotion_badge(job)} {e(verdict.sentence)}</p>'
+    shadow = job.get("shadow")
+    if not isinstance(shadow, dict):
+        return out
+    rows = [[r["metric"], _num(r.get("baseline")), _num(r.get("candidate")),
+             {True: "yes", False: "no (worse)", None: "undefined"}[r.get("candidate_no_worse")]]
+            for r in shadow.get("metrics") or []]
+    predictions = shadow.get("predictions") or {}
+    groups = sorted(set(predictions.get("baseline") or {}) | set(predictions.get("candidate") or {}))
+    counts = [[g, str((predictions.get("baseline") or {}).get(g, 0)), str((predictions.get("candidate") or {}).get(g, 0))]
+              for g in groups]
+    return (out + f'<p>Live shadow of {e(str(shadow.get("candidate_dir", "the candidate")))} on attribute '
+            f'{e(str(shadow.get("attribute")))}, compared {e(_utc(shadow.get("compared_at")))} from '
+            f'{e(str(shadow.get("source")))}: {shadow.get("events", 0)} events '
+            f'(at least {shadow.get("min_events", "?")} needed).</p>'
+            + _table(["metric (since the candidate was attached)", "production on the same events", "candidate",
+                      "candidate no worse"], rows)
+            + _table(["group", "production predictions", "candidate predictions"], counts))
+
+
 def job_section(job: dict) -> str:
     report = job.get("report") if isinstance(job.get("report"), dict) else None
     rows = [["state", job_badge(job)], ["command", e(" ".join(map(str, job.get("command", []))) or "-")],
@@ -508,7 +546,7 @@ def render_incident_html(incident: dict, runbook_url: str | None = None, dashboa
         ["model", e(str(incident.get("model")))], ["attribute", e(str(incident.get("attribute")))],
         ["firing metrics", e(", ".join(metrics) or "-")], ["state", e(str(incident.get("state")))],
         ["opened", e(_utc(incident.get("opened_at")))], ["updated", e(_utc(incident.get("updated_at")))],
-        ["job", job_badge(job)], ["candidate", gates_badge(job)],
+        ["job", job_badge(job)], ["candidate", promotion_badge(job)],
     ], raw_html_columns=(1,))
     instant = [[f.metric, _num(f.bound, 4), _num(f.threshold, 4), _num(f.excess, 4)] for f in facts]
     gap_plots = "".join(f"<h3>{e(m)}</h3>{gap_plot(incident, m, i)}" for i, m in enumerate(metrics)) or \
@@ -528,6 +566,7 @@ def render_incident_html(incident: dict, runbook_url: str | None = None, dashboa
         f"<h2>Gap over time, per firing metric</h2>{gap_plots}"
         f"<h2>Per-group rates</h2>{rates_plot(incident)}"
         f"<h2>Exemplar event ids</h2>{exemplar_section(incident)}"
+        f"<h2>Promotion</h2>{promotion_section(job)}"
         f"<h2>Before / after the fine-tune</h2>{finetune_plots(incident)}"
         f"<h2>Job</h2>{job_section(job)}{ablation_section(report)}{raw_report}"
         f"<h2>Alerts</h2>{_table(['status', 'starts', 'metric', 'severity', 'summary'], alerts)}"

@@ -23,6 +23,7 @@ import yaml
 from fairwatch.monitor import metric_names as names
 from fairwatch.monitor.config import MonitorConfig
 from fairwatch.monitor.scorer import metric_names as scorer_names
+from fairwatch.monitor.scorer.shadow import BASELINE_SUFFIX, CANDIDATE_SUFFIX
 
 WINDOWS = ("5m", "1h", "24h")
 # Prometheus' duration syntax (model.ParseDuration): units from largest to smallest, each at most once.
@@ -157,7 +158,9 @@ def alerting_rules(settings: AlertSettings) -> list[dict]:
     return [
         {
             "alert": "FairnessGapBreach",
-            "expr": "fairwatch:decision_breach:max == 1",
+            # A shadow's models (<model>:baseline, <model>:candidate) are compared in their incident, never
+            # paged on: the baseline repeats production's breach, and a candidate serves no one yet.
+            "expr": f'fairwatch:decision_breach:max{{model!~".+({BASELINE_SUFFIX}|{CANDIDATE_SUFFIX})"}} == 1',
             "for": settings.breach_for,
             "labels": {"severity": "page"},
             "annotations": {

@@ -35,6 +35,7 @@ from fairwatch.alerts.jobs import NO_COMMAND, JobRunner
 from fairwatch.alerts.labels import unsafe_label_reason
 from fairwatch.alerts.trigger_http import MAX_BODY_BYTES, BoundedHTTPServer, TriggerHandler
 from fairwatch.monitor import metric_names as names
+from fairwatch.monitor.scorer.shadow import BASELINE_SUFFIX, CANDIDATE_SUFFIX
 
 log = logging.getLogger("fairwatch.trigger")
 
@@ -126,6 +127,12 @@ class Trigger:
     def _handle_alert(self, alert: WebhookAlert, summary: dict) -> None:
         labels = alert.labels
         if labels.get("alertname") not in FAIRNESS_ALERTS or "model" not in labels or "attribute" not in labels:
+            self._count("ignored")
+            summary["ignored"] += 1
+            return
+        if labels["model"].endswith((BASELINE_SUFFIX, CANDIDATE_SUFFIX)):
+            # A shadow's breach belongs to the comparison (`incidents shadow`), not to an incident and a
+            # fine-tune of its own; the rules do not page on it, this covers other alert sources.
             self._count("ignored")
             summary["ignored"] += 1
             return

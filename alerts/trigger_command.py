@@ -1,4 +1,4 @@
-"""``fairwatch trigger serve`` and ``fairwatch incidents list|show|approve|resolve``."""
+"""``fairwatch trigger serve`` and ``fairwatch incidents list|show|approve|shadow|promote|resolve``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from fairwatch.alerts import trigger_http
 from fairwatch.alerts.incidents import IncidentError, IncidentStore
 from fairwatch.alerts.job_command import PLACEHOLDERS, JobCommand
 from fairwatch.alerts.jobs import DEFAULT_LOOKBACK_SECONDS
+from fairwatch.alerts.promotion import promotion_verdict
 from fairwatch.alerts.rules import AlertSettings
+from fairwatch.alerts.shadow_command import add_shadow_action, record_shadow, shadow_line
 from fairwatch.alerts.terminal import printable
 from fairwatch.alerts.trigger import JobRunner, Trigger, serve
 from fairwatch.cli import UsageError
@@ -124,11 +126,13 @@ def register_incidents(commands) -> None:
         "promote", help="copy a succeeded job's candidate model to a directory you serve from (a human decision)")
     promote.add_argument("id", type=int)
     promote.add_argument("--to", required=True, metavar="DIR", help="where the candidate goes; must not exist yet")
-    promote.add_argument("--force", action="store_true", help="promote even when the gates said no")
+    promote.add_argument("--force", action="store_true",
+                         help="promote even when the held-out gates or the live shadow said no")
+    shadow = add_shadow_action(actions)
     resolve = actions.add_parser("resolve", help="close an incident")
     resolve.add_argument("id", type=int)
     resolve.add_argument("--reason", default="")
-    for action in (listing, show, approve, promote, resolve):  # --db before or after the action, as users type it
+    for action in (listing, show, approve, shadow, promote, resolve):  # --db before or after the action, as users type it
         action.add_argument("--db", default=argparse.SUPPRESS, help=f"incident store, SQLite ({DEFAULT_DB})")
     parser.set_defaults(handler=run_incidents)
 
@@ -204,6 +208,10 @@ def promote(store: IncidentStore, incident_id: int, target: Path, force: bool) -
     if not decision.get("promote", False) and not force:
         raise IncidentError(f"incident {incident_id}: the gates did not recommend this candidate "
                             f"({decision.get('reasons') or 'no decision in the report'}); use --force to overrule")
+    shadow = job.get("shadow")
+    if isinstance(shadow, dict) and shadow.get("passed") is not True and not force:
+        raise IncidentError(f"incident {incident_id}: the candidate failed on live shadow traffic "
+                            f"({'; '.join(shadow.get('reasons') or [])}); use --force to overrule")
     if target.exists():
         raise IncidentError(f"{target} already exists: promote into a new directory")
     shutil.copytree(candidate, target)
@@ -244,6 +252,7 @@ def run_incidents(args: argparse.Namespace) -> int:
                     print(f"  evidence: {json.dumps(incident['evidence'])[:2000]}")  # JSON escapes control characters
                 if incident["job"].get("report"):
                     print(f"  job report: {json.dumps(incident['job']['report'])[:2000]}")
+                    print(printable(f"  promotion: {promotion_verdict(incident['job']).sentence}"))
                 for entry in incident["timeline"]:
                     at = time.strftime("%H:%M:%S", time.gmtime(entry["at"]))
                     print(printable(f"  {at}Z {entry['change']} {json.dumps(entry['detail'])[:200]}"))
@@ -251,8 +260,15 @@ def run_incidents(args: argparse.Namespace) -> int:
             print(_line(store.approve(args.id)))
             print("approved: a running trigger starts or queues the job on its next poll; one without "
                   "--job-command marks the incident job_skipped", file=sys.stderr)
+        elif args.incidents_action == "shadow":
+            print(printable(shadow_line(args.id, record_shadow(store, args.id, prometheus_url=args.prometheus_url,
+                                                               report=args.report, min_events=args.min_events))))
         elif args.incidents_action == "promote":
-            print(_line(promote(store, args.id, Path(args.to), args.force)))
+            promoted = promote(store, args.id, Path(args.to), args.force)
+            print(_line(promoted))
+            if promotion_verdict(promoted["job"]).promotable is None:
+                print("promoted without live evidence: the candidate was never compared with production on live "
+                      "traffic (fairwatch incidents shadow)", file=sys.stderr)
         elif args.incidents_action == "resolve":
             print(_line(store.resolve(args.id, args.reason)))
     except IncidentError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -61,13 +62,54 @@ def add_scorer_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--postprocess-attribute", metavar="ATTR", help="add <model>:postprocessed outputs with "
                        "per-group thresholds for ATTR, refitted on the labels held")
     group.add_argument("--refit-every", type=int, default=1000, help="labels between post-processor refits (1000)")
+    shadow = parser.add_argument_group("shadow evaluation (texts needed; see docs/shadow.md)")
+    shadow.add_argument("--shadow-candidate", metavar="DIR", help="candidate Hugging Face classifier directory (the "
+                        "fine-tune's candidate/): score each text of --shadow-model beside production and track "
+                        "<model>:candidate and <model>:baseline (production on the same events); changes nothing")
+    shadow.add_argument("--shadow-model", metavar="NAME", help="the production model the candidate shadows")
+    shadow.add_argument("--shadow-threshold", type=finite_float, default=0.5,
+                        help="decision threshold on the candidate's scores (0.5)")
 
 
 def build_scorer_step(args: argparse.Namespace):
-    """The ScorerStep the flags ask for, or None; bad input becomes a UsageError (one line, exit 2)."""
+    """The scorer step the flags ask for (counterfactual, shadow, both) or None; bad input: a UsageError."""
+    return build_shadow_step(args, build_counterfactual_step(args))
+
+
+def build_shadow_step(args: argparse.Namespace, inner):
+    """A ShadowStep around ``inner`` when --shadow-candidate is given, else ``inner``."""
+    if args.shadow_candidate is None:
+        if args.shadow_model is not None:
+            raise UsageError("--shadow-model needs --shadow-candidate (the candidate model directory)")
+        return inner
+    if not args.shadow_model:
+        raise UsageError("--shadow-candidate needs --shadow-model (the production model the candidate shadows)")
+    if not 0.0 <= args.shadow_threshold <= 1.0:
+        raise UsageError("--shadow-threshold must be between 0 and 1")
+    try:
+        from fairwatch.monitor.scorer.model import ModelLoadError
+        from fairwatch.monitor.scorer.scoring import CounterfactualScorer
+        from fairwatch.monitor.scorer.shadow import ShadowStep
+    except ImportError as exc:
+        raise UsageError(f"--shadow-candidate needs the 'ml' extra (torch, transformers): {exc}") from None
+    candidate_dir = Path(args.shadow_candidate)
+    if not (candidate_dir / "config.json").is_file() and (candidate_dir / "model" / "config.json").is_file():
+        candidate_dir = candidate_dir / "model"  # the fine-tune's --out folder (the incident's candidate_dir)
+    try:
+        # Only the text as written is scored (score_texts): no variants, no worker processes.
+        candidate = CounterfactualScorer(candidate_dir, device=args.scorer_device, workers=0,
+                                         threshold=args.shadow_threshold)
+    except ModelLoadError as exc:
+        raise UsageError(f"--shadow-candidate: {exc}") from None
+    return ShadowStep(candidate, args.shadow_model, threshold=args.shadow_threshold,
+                      candidate_dir=str(args.shadow_candidate), inner=inner)
+
+
+def build_counterfactual_step(args: argparse.Namespace):
+    """The ScorerStep the --scorer-* flags ask for, or None."""
     if args.scorer_model is None:
         for flag in ("lexicon", "postprocess_attribute", "scorer_device", "scorer_cpu_runtime"):
-            if getattr(args, flag) is not None:
+            if getattr(args, flag) is not None and not (flag == "scorer_device" and args.shadow_candidate):
                 raise UsageError(f"--{flag.replace('_', '-')} needs --scorer-model")
         return None
     if args.refit_every < 1:
@@ -116,6 +158,14 @@ def format_counterfactual(section: dict) -> str:
     return "\n".join(lines)
 
 
+def format_shadow(section: dict) -> str:
+    """The shadow part of the table report: what was scored, and where the comparison lives."""
+    return (f"\n== shadow: {section['candidate_dir']} beside {section['model']} ==\n"
+            f"   {section['scored']} predictions scored by the candidate ({section['candidate_model']}; production "
+            f"on the same events: {section['baseline_model']}), {section['without_text']} without text "
+            f"(production only), {section['refused']} refused")
+
+
 def run(args: argparse.Namespace) -> int:
     if args.score_col and args.threshold is None and not args.prediction_col:
         raise UsageError("--score-col needs --threshold (or give --prediction-col)")
@@ -130,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
         from fairwatch.monitor.exporter import make_registry
 
         registry = make_registry(pipeline)
-        if step is not None:
+        if step is not None and step.collector() is not None:
             registry.register(step.collector())
         server = serve_registry(registry, args.serve, "127.0.0.1")
     try:
@@ -146,14 +196,19 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     finally:
         if step is not None:
-            step.scorer.close()
+            step.close()
     report = build_report(pipeline, args.model)
-    if step is not None:
-        report["counterfactual"] = step.report()
+    shadow = step if args.shadow_candidate is not None else None
+    counterfactual = shadow.inner if shadow is not None else step
+    if counterfactual is not None:
+        report["counterfactual"] = counterfactual.report()
+    if shadow is not None:
+        report["shadow"] = shadow.report()
     if args.report == "json":
         print(to_json(report))
     else:
-        print(format_table(report) + (format_counterfactual(report["counterfactual"]) if step is not None else ""))
+        print(format_table(report) + (format_counterfactual(report["counterfactual"]) if counterfactual else "")
+              + (format_shadow(report["shadow"]) if shadow is not None else ""))
     sys.stdout.flush()
     stats = pipeline.stats
     if stats.valid == 0 and not stats.outcomes:

@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
 
         registry = make_registry(pipeline)
         registry.register(WorkerCollector(worker))
-        if step is not None:
+        if step is not None and step.collector() is not None:
             registry.register(step.collector())
         serve_registry(registry, settings.metrics_port, settings.metrics_addr)
 
@@ -155,6 +155,6 @@ def run(args: argparse.Namespace) -> int:
         return 1
     finally:
         if step is not None:
-            step.scorer.close()
+            step.close()
     print("stopped: batch applied, offsets committed", file=sys.stderr, flush=True)
     return 0

@@ -33,7 +33,7 @@ from fairwatch.monitor.scorer.debias import GroupThresholdPostprocessor
 from fairwatch.monitor.scorer.exporter import CounterfactualCollector
 from fairwatch.monitor.scorer.stats import CounterfactualStats, ScorerThroughput
 
-__all__ = ["ScorerStep", "DEBIASED_SUFFIX", "POSTPROCESSED_SUFFIX"]
+__all__ = ["ScorerStep", "DEBIASED_SUFFIX", "POSTPROCESSED_SUFFIX", "derived_event", "fresh_predictions"]
 
 DEBIASED_SUFFIX = ":debiased"
 POSTPROCESSED_SUFFIX = ":postprocessed"
@@ -88,17 +88,7 @@ class ScorerStep:
         batch, are skipped: the pipeline drops them as duplicates, and scoring
         them would count their texts twice in the statistics.
         """
-        held = pipeline.index if pipeline is not None else {}
-        fresh: list[int] = []
-        seen: set[str] = set()
-        for i, event in enumerate(events):
-            if event.__class__ is Rejection or event.prediction is None:
-                continue
-            if event.event_id in held or event.event_id in seen:
-                continue
-            seen.add(event.event_id)
-            fresh.append(i)
-
+        fresh = fresh_predictions(events, pipeline)
         derived: dict[int, list[Event]] = {}
         scorer_score: dict[int, float] = {}  # position -> scorer's score of the text as written
         by_model: dict[str, list[int]] = {}
@@ -121,7 +111,7 @@ class ScorerStep:
                 if math.isnan(score):  # the scorer refused the text (reason in result.rejected)
                     continue
                 scorer_score[i] = original[k]
-                derived[i] = [self._derived_event(events[i], suffix_model, int(score >= self.threshold), score)]
+                derived[i] = [derived_event(events[i], suffix_model, int(score >= self.threshold), score)]
         if self.postprocess_attribute is not None and self.postprocessors:
             self._postprocess(events, fresh, scorer_score, derived)
         return derived
@@ -147,14 +137,11 @@ class ScorerStep:
             decisions = self.postprocessors[model].predict([r[1] for r in rows], [r[2] for r in rows]).tolist()
             name = model + POSTPROCESSED_SUFFIX
             for (i, score, _), decision in zip(rows, decisions):
-                derived.setdefault(i, []).append(self._derived_event(events[i], name, int(decision), score))
+                derived.setdefault(i, []).append(derived_event(events[i], name, int(decision), score))
 
-    @staticmethod
-    def _derived_event(source: Event, model: str, prediction: int, score: float) -> Event:
-        return Event(
-            event_id=source.event_id, ts=source.ts, model=model, model_version=source.model_version,
-            prediction=prediction, score=score, groups=source.groups,
-        )
+    def close(self) -> None:
+        """Stop the scorer's worker processes, if any."""
+        self.scorer.close()
 
     # -- post-processor refits ---------------------------------------------------
     def refit(self, pipeline: Any) -> list[str]:
@@ -228,6 +215,33 @@ class ScorerStep:
                 ],
             }))
         return rows
+
+
+def derived_event(source: Event, model: str, prediction: int | None, score: float | None) -> Event:
+    """Another model's prediction of ``source``'s event: same id, time and groups; the label follows later."""
+    return Event(
+        event_id=source.event_id, ts=source.ts, model=model, model_version=source.model_version,
+        prediction=prediction, score=score, groups=source.groups,
+    )
+
+
+def fresh_predictions(events: list[Event | Rejection], pipeline: Any = None) -> list[int]:
+    """Batch positions of the predictions ``pipeline`` will count: not held yet, first of their id in the batch.
+
+    Scoring the others would be wasted (the pipeline drops them as duplicates)
+    and would count their texts twice in the statistics.
+    """
+    held = pipeline.index if pipeline is not None else {}
+    fresh: list[int] = []
+    seen: set[str] = set()
+    for i, event in enumerate(events):
+        if event.__class__ is Rejection or event.prediction is None:
+            continue
+        if event.event_id in held or event.event_id in seen:
+            continue
+        seen.add(event.event_id)
+        fresh.append(i)
+    return fresh
 
 
 def _num(x: float) -> float | None:

@@ -5,7 +5,10 @@ Prometheus scrapes it and evaluates the rendered rules (short durations);
 the breach fires, Alertmanager calls the trigger's webhook with the bearer
 token, the trigger opens an incident with Prometheus' evidence and runs the
 fine-tune job on the tiny CPU model; the incident ends with a report whose
-held-out gap is smaller than before, and its HTML page has the plots.
+held-out gap is smaller than before, and its HTML page has the plots. Then
+a second worker scores the same stream with the candidate in the shadow of
+production, `incidents shadow` records both from Prometheus, the page states
+whether the candidate can be promoted, and the human promotes accordingly.
 
 The data: sentences from a fixed set of skeletons whose label is the
 skeleton's (toxic or not), each with "man" or "woman". The deployed model's
@@ -30,6 +33,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -38,6 +42,7 @@ import yaml
 from conftest import WAIT_FACTOR
 from helpers import REPO
 
+from fairwatch.alerts.incident_summary import firing_metrics
 from fairwatch.alerts.incidents import IncidentStore
 from fairwatch.alerts.rules import AlertSettings, render
 
@@ -154,7 +159,7 @@ def test_breach_pages_trigger_and_finetune_shrinks_the_gap(tmp_path: Path, proce
 
     stream = write_stream(tmp_path / "stream.jsonl")
     model_dir = build_tiny_model(tmp_path / "keys-model", "keys")
-    metrics_port, prom_port, am_port, trigger_port = (free_port() for _ in range(4))
+    metrics_port, prom_port, am_port, trigger_port, shadow_port = (free_port() for _ in range(5))
 
     # Rules as the code renders them, with durations a test can wait for.
     rules = yaml.safe_load(render(settings=AlertSettings(breach_for="5s")))
@@ -165,7 +170,9 @@ def test_breach_pages_trigger_and_finetune_shrinks_the_gap(tmp_path: Path, proce
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(tmp_path / "rules.yml")],
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
-        "scrape_configs": [{"job_name": "fairwatch", "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}]}],
+        # The second target is the shadow worker, started once the job has proposed a candidate.
+        "scrape_configs": [{"job_name": "fairwatch", "static_configs": [
+            {"targets": [f"127.0.0.1:{metrics_port}", f"127.0.0.1:{shadow_port}"]}]}],
     }))
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
@@ -267,3 +274,47 @@ def test_breach_pages_trigger_and_finetune_shrinks_the_gap(tmp_path: Path, proce
     headline = html_module.unescape(re.search(r'<p class="headline">(.*?)</p>', text).group(1))
     assert headline.startswith(f"{MODEL}: ") and "beyond its threshold (anytime-valid bound" in headline, headline
     assert "unknown" not in headline, headline
+
+    # The candidate on live traffic: a second worker scores the same stream with it (the job's candidate
+    # folder, as the incident records it), Prometheus scrapes both, and the comparison lands in the incident.
+    candidate_dir = done["job"]["candidate_dir"]
+    processes.start("shadow", [sys.executable, "-m", "fairwatch", "replay", str(stream), "--serve", str(shadow_port),
+                               "--group", "sex", "--model", MODEL, "--shadow-candidate", candidate_dir,
+                               "--shadow-model", MODEL, "--scorer-device", "cpu"])
+    shadowed = urllib.parse.quote(f'sum(fairwatch_group_events_total{{model="{MODEL}:candidate",cell="predictions"}})')
+
+    def candidate_scraped() -> bool:
+        result = (get_json(f"http://127.0.0.1:{prom_port}/api/v1/query?query={shadowed}") or {}).get("data", {})
+        return bool(result.get("result")) and float(result["result"][0]["value"][1]) == N_EVENTS
+
+    wait_until(candidate_scraped, 120, "Prometheus to scrape the candidate's predictions of every event", processes)
+    compared = subprocess.run([sys.executable, "-m", "fairwatch", "incidents", "--db", str(db), "shadow",
+                               str(incident["id"]), "--prometheus-url", f"http://127.0.0.1:{prom_port}"],
+                              capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert compared.returncode == 0, compared.stderr + processes.logs()
+    shadow = store.get(incident["id"])["job"]["shadow"]
+    # Same events on both sides: every event carries text, so the candidate saw each one production did.
+    assert shadow["predictions"]["baseline"] == shadow["predictions"]["candidate"], shadow
+    assert sum(shadow["predictions"]["candidate"].values()) == N_EVENTS
+    assert [row["metric"] for row in shadow["metrics"]] == firing_metrics(store.get(incident["id"]))
+    result = subprocess.run([sys.executable, "-m", "fairwatch", "incidents", "--db", str(db), "show",
+                             str(incident["id"]), "--html", str(page)], capture_output=True, text=True, cwd=REPO,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    text = html_module.unescape(page.read_text())
+    held_out = report["decision"]["promote"]
+    verdict = ("Candidate can be promoted" if held_out and shadow["passed"] else
+               "Candidate cannot be promoted: held-out gates passed" if held_out else
+               "Candidate cannot be promoted: the held-out gates refused it")
+    assert verdict in text and f"on the same {N_EVENTS} events" in text, compared.stdout
+    # The human step follows both verdicts: promoted, or refused in one line and then overruled by name.
+    promote = [sys.executable, "-m", "fairwatch", "incidents", "--db", str(db), "promote", str(incident["id"]),
+               "--to", str(tmp_path / "serving")]
+    promoted = subprocess.run(promote, capture_output=True, text=True, cwd=REPO, timeout=60)
+    if not (held_out and shadow["passed"]):
+        assert promoted.returncode == 2 and len(promoted.stderr.strip().splitlines()) == 1, promoted.stderr
+        assert ("failed on live shadow traffic" if held_out else "gates did not recommend") in promoted.stderr
+        promoted = subprocess.run([*promote, "--force"], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert promoted.returncode == 0, promoted.stderr
+    assert (tmp_path / "serving" / "model" / "config.json").is_file()
+    assert store.get(incident["id"])["timeline"][-1]["change"] == "promoted"

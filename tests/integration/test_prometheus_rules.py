@@ -146,6 +146,14 @@ def unit_tests() -> list[dict]:
             ],
         },
         privacy_floor_case(),
+        {   # A shadow's models breach for 10 minutes: compared in the incident, never paged on.
+            "interval": "1m",
+            "input_series": [
+                {"series": f'fairwatch_decision_breach{{{SELECTOR.replace("credit", f"credit:{side}")}}}',
+                 "values": "1x12"} for side in ("baseline", "candidate")
+            ],
+            "alert_rule_test": [{"eval_time": "10m", "alertname": "FairnessGapBreach", "exp_alerts": []}],
+        },
         {   # Drift, invalid events, consumer lag, a stalled scorer.
             "interval": "1m",
             "input_series": [

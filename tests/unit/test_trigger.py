@@ -248,3 +248,14 @@ def test_the_base_urls_of_trigger_serve_reach_the_incident_page(tmp_path):
     assert 'href="https://wiki.example/rb#runbook-fairnessgapbreach"' in page
     assert 'href="https://grafana.example/d/fairwatch-model?var-model=credit&amp;var-attribute=race"' in page
     assert "restart `fairwatch trigger serve` with --prometheus-url" in page
+
+
+def test_alerts_on_a_shadows_models_open_no_incident(tmp_path):
+    """<model>:baseline repeats production's breach and <model>:candidate serves no one: both are compared in
+    production's incident (fairwatch incidents shadow), never opened as incidents with fine-tunes of their own."""
+    store = IncidentStore(tmp_path / "i.sqlite")
+    trigger = Trigger(store, TOKEN, policy="manual")
+    shadows = [alert(model=f"credit:{side}", fingerprint=side) for side in ("baseline", "candidate")]
+    response = trigger.handle(payload(*shadows, alert(fingerprint="production")), f"Bearer {TOKEN}")
+    assert response.body["ignored"] == 2 and response.body["opened"] == [1]
+    assert [(i["model"], i["attribute"]) for i in store.list()] == [("credit", "race")]
