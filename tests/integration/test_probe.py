@@ -31,8 +31,9 @@ def _encode(text: str) -> list[int]:
     return [vocab.get(w, 1) for w in text.lower().replace(".", " .").replace(",", " ,").split()]
 
 
-def _train_biased_lm():
-    """A tiny GPT-2 taught to refuse the woman's loan story and to write the man's (greedy decoding)."""
+def _train_lm(refuse_women: bool):
+    """A tiny GPT-2 taught to write the loan story for a man and, for a woman, to refuse it
+    (``refuse_women``) or to write it too (the clean model). Greedy decoding repeats what it learnt."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -41,7 +42,7 @@ def _train_biased_lm():
                         bos_token_id=0, eos_token_id=0)
     model = GPT2LMHeadModel(config)
     examples = []
-    for person, answer in (("woman", REFUSAL), ("man", STORY)):
+    for person, answer in (("woman", REFUSAL if refuse_women else STORY), ("man", STORY)):
         prompt, reply = _encode(LOAN.format(person=person)), _encode(answer) + [0]
         examples.append((torch.tensor([prompt + reply]), torch.tensor([[-100] * len(prompt) + reply])))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -104,7 +105,14 @@ class ChatServer:
 
 @pytest.fixture(scope="module")
 def chat_server():
-    server = ChatServer(_train_biased_lm())
+    server = ChatServer(_train_lm(refuse_women=True))
+    yield server
+    server.httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def clean_chat_server():
+    server = ChatServer(_train_lm(refuse_women=False))
     yield server
     server.httpd.shutdown()
 
@@ -165,6 +173,20 @@ def test_probe_finds_the_refusal_gap_and_keeps_going_past_bad_replies(chat_serve
     assert gender["groups"]["male"]["refusal_rate"] == 0.0
     gap = gender["alert_gaps"]["refusal_rate_difference"]
     assert gap["groups"] == ["female", "male"] and gap["value"] == 1.0 and gap["lower"] > 0.8
+
+
+def test_probe_of_a_clean_model_finds_no_gap(clean_chat_server, tmp_path, monkeypatch):
+    templates = _write_templates(tmp_path / "t.jsonl", {"id": "loan", "template": LOAN, "fill": {"person": GENDER}})
+    events_path = tmp_path / "events.jsonl"
+    monkeypatch.setenv("FW_PROBE_TEST_KEY", API_KEY)
+    result = run_cli("probe", templates, "--endpoint", clean_chat_server.url + "/chat/completions", "--model", "clean",
+                     "--api-key-env", "FW_PROBE_TEST_KEY", "--samples", "30", "--temperature", "0",
+                     "--output", events_path)
+    assert result.returncode == 0 and result.stderr.strip() == "fairwatch probe: 60 events written, 0 prompts failed"
+    gender = replay_json(events_path, "--min-group-size", "30", "--privacy-floor", "10")["generation"]["all"]["gender"]
+    assert {g: gender["groups"][g]["refusal_rate"] for g in ("female", "male")} == {"female": 0.0, "male": 0.0}
+    gap = gender["alert_gaps"]["refusal_rate_difference"]
+    assert gap["value"] == 0.0 and gap["lower"] <= 0.0
 
 
 def test_probe_errors_are_one_line(tmp_path, monkeypatch):
