@@ -16,6 +16,7 @@ POST, and ``requests``/``httpx`` are not core dependencies.
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import time
@@ -30,6 +31,7 @@ __all__ = ["ChatClient", "ProbeFailure", "ProbeTemplate", "TemplateError", "load
 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 MAX_ERROR_BODY_CHARS = 200
+MAX_ANSWER_BYTES = 8 * 1024 * 1024  # a runaway body is an error, not a memory spike
 
 
 class TemplateError(ValueError):
@@ -136,12 +138,15 @@ class ChatClient:
             try:
                 request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
                 with urllib.request.urlopen(request, timeout=self.timeout_seconds) as reply:
-                    raw = reply.read()
+                    raw = reply.read(MAX_ANSWER_BYTES + 1)
+                if len(raw) > MAX_ANSWER_BYTES:
+                    raise ProbeError(f"malformed answer: over {MAX_ANSWER_BYTES} bytes")
                 return _answer_of(raw)
             except urllib.error.HTTPError as exc:
                 error = ProbeError(f"HTTP {exc.code} from {self.url}: {_snippet(exc)}")
                 retryable = exc.code in RETRYABLE_STATUS
-            except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as exc:
+            except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError,
+                    http.client.HTTPException) as exc:  # HTTPException: a reply cut short (IncompleteRead, ...)
                 reason = getattr(exc, "reason", exc)
                 error = ProbeError(f"no answer from {self.url}: {reason}")
                 retryable = True
