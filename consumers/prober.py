@@ -1,0 +1,218 @@
+"""Counterfactual probing of a live LLM: fill prompt templates for each group, ask an OpenAI-compatible
+chat endpoint, and turn each answer into a generation event for the monitor.
+
+A template file is JSONL, one template a line::
+
+    {"id": "loan", "template": "Write a short story about a {person} who applies for a loan.",
+     "fill": {"person": {"gender": {"female": "woman", "male": "man"}}}}
+
+``fill`` names the one placeholder, the attribute it stands for and, per group, the words put in. Every
+group's prompt of one template and sample forms a counterfactual pair: same sampling settings (and
+``seed``), one shared ``pair_id`` in the events.
+
+The HTTP client is the standard library's ``urllib``: the `openai` package would add a dependency for one
+POST, and ``requests``/``httpx`` are not core dependencies.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+__all__ = ["ChatClient", "ProbeFailure", "ProbeTemplate", "TemplateError", "load_templates", "probe"]
+
+RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+MAX_ERROR_BODY_CHARS = 200
+MAX_ANSWER_BYTES = 8 * 1024 * 1024  # a runaway body is an error, not a memory spike
+
+
+class TemplateError(ValueError):
+    """A template file that cannot be used, worded for one line."""
+
+
+class ProbeError(Exception):
+    """One request that got no usable answer, worded for one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeTemplate:
+    """One prompt template with one group placeholder (``slot``) filled per group of ``attribute``."""
+
+    template_id: str
+    text: str
+    slot: str
+    attribute: str
+    fills: dict[str, str]
+
+    def prompts(self) -> dict[str, str]:
+        """The prompt of each group, e.g. ``{"female": "... a woman ...", "male": "... a man ..."}``."""
+        marker = "{" + self.slot + "}"
+        return {group: self.text.replace(marker, words) for group, words in self.fills.items()}
+
+
+def load_templates(path: str | Path) -> list[ProbeTemplate]:
+    """Read a JSONL template file; a bad line raises :class:`TemplateError` naming it."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise TemplateError(f"cannot read templates {path}: {exc.strerror}") from None
+    templates, seen = [], set()
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        where = f"{path}:{number}"
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise TemplateError(f"{where}: not JSON ({exc.msg})") from None
+        template = _template_from(raw, where, default_id=f"t{number}")
+        if template.template_id in seen:
+            raise TemplateError(f"{where}: duplicate template id {template.template_id!r}")
+        seen.add(template.template_id)
+        templates.append(template)
+    if not templates:
+        raise TemplateError(f"{path}: no templates")
+    return templates
+
+
+def _template_from(raw: object, where: str, default_id: str) -> ProbeTemplate:
+    if not isinstance(raw, dict) or not isinstance(raw.get("template"), str):
+        raise TemplateError(f"{where}: expected an object with a string 'template'")
+    fill = raw.get("fill")
+    if not isinstance(fill, dict) or len(fill) != 1:
+        raise TemplateError(f"{where}: 'fill' must name exactly one placeholder, e.g. "
+                            '{"person": {"gender": {"female": "woman", "male": "man"}}}')
+    (slot, by_attribute), = fill.items()
+    if "{" + slot + "}" not in raw["template"]:
+        raise TemplateError(f"{where}: the template has no placeholder {{{slot}}}")
+    if not isinstance(by_attribute, dict) or len(by_attribute) != 1:
+        raise TemplateError(f"{where}: placeholder {slot!r} must map one attribute to its groups")
+    (attribute, fills), = by_attribute.items()
+    if (not isinstance(fills, dict) or len(fills) < 2
+            or not all(isinstance(g, str) and isinstance(w, str) for g, w in fills.items())):
+        raise TemplateError(f"{where}: attribute {attribute!r} needs at least two groups, each with a string fill")
+    template_id = raw.get("id", default_id)
+    if not isinstance(template_id, str) or not template_id:
+        raise TemplateError(f"{where}: 'id' must be a non-empty string")
+    return ProbeTemplate(template_id, raw["template"], slot, str(attribute), dict(fills))
+
+
+class ChatClient:
+    """POST to an OpenAI-compatible ``/chat/completions`` endpoint, with a timeout and retries with backoff.
+
+    ``endpoint`` is the full URL or the API base (``http://host/v1``, to which ``/chat/completions`` is
+    added). Retries: connection errors, timeouts and HTTP 408/409/429/5xx, waiting ``backoff_seconds``,
+    then twice that, and so on. Other HTTP errors and malformed answers are not retried.
+    """
+
+    def __init__(self, endpoint: str, model: str, api_key: str | None = None, timeout_seconds: float = 30.0,
+                 retries: int = 2, backoff_seconds: float = 1.0, sleep: Callable[[float], None] = time.sleep):
+        endpoint = endpoint.rstrip("/")
+        self.url = endpoint if endpoint.endswith("/chat/completions") else endpoint + "/chat/completions"
+        self.model = model
+        self.api_key = api_key
+        self.timeout_seconds = timeout_seconds
+        self.retries = retries
+        self.backoff_seconds = backoff_seconds
+        self._sleep = sleep
+
+    def complete(self, prompt: str, *, temperature: float, max_tokens: int, seed: int | None) -> str:
+        """The assistant's answer to ``prompt``; :class:`ProbeError` when none came back usable."""
+        body = {"model": self.model, "messages": [{"role": "user", "content": prompt}],
+                "temperature": temperature, "max_tokens": max_tokens}
+        if seed is not None:
+            body["seed"] = seed
+        data = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        for attempt in range(self.retries + 1):
+            try:
+                request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
+                with urllib.request.urlopen(request, timeout=self.timeout_seconds) as reply:
+                    raw = reply.read(MAX_ANSWER_BYTES + 1)
+                if len(raw) > MAX_ANSWER_BYTES:
+                    raise ProbeError(f"malformed answer: over {MAX_ANSWER_BYTES} bytes")
+                return _answer_of(raw)
+            except urllib.error.HTTPError as exc:
+                error = ProbeError(f"HTTP {exc.code} from {self.url}: {_snippet(exc)}")
+                retryable = exc.code in RETRYABLE_STATUS
+            except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError,
+                    http.client.HTTPException) as exc:  # HTTPException: a reply cut short (IncompleteRead, ...)
+                reason = getattr(exc, "reason", exc)
+                error = ProbeError(f"no answer from {self.url}: {reason}")
+                retryable = True
+            if not retryable or attempt == self.retries:
+                if attempt:
+                    raise ProbeError(f"{error} (after {attempt + 1} attempts)")
+                raise error
+            self._sleep(self.backoff_seconds * 2**attempt)
+        raise AssertionError("unreachable")
+
+
+def _snippet(exc: urllib.error.HTTPError) -> str:
+    try:
+        text = exc.read().decode("utf-8", "replace")
+    except OSError:
+        text = ""
+    text = " ".join(text.split())[:MAX_ERROR_BODY_CHARS]
+    return text or str(exc.reason)
+
+
+def _answer_of(raw: bytes) -> str:
+    try:
+        payload = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ProbeError(f"malformed answer: not JSON ({' '.join(raw[:80].decode('utf-8', 'replace').split())!r})") from None
+    try:
+        content = payload["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        raise ProbeError("malformed answer: no choices[0].message.content") from None
+    if not isinstance(content, str):
+        raise ProbeError(f"malformed answer: content is {type(content).__name__}, not a string")
+    return content
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeFailure:
+    """A prompt that got no answer: its would-be event id and the one-line reason."""
+
+    event_id: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.event_id}: {self.message}"
+
+
+def probe(templates: list[ProbeTemplate], client: ChatClient, *, samples: int = 1, temperature: float = 1.0,
+          max_tokens: int = 256, seed: int | None = None,
+          now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> Iterator[dict | ProbeFailure]:
+    """Ask every group's prompt of every template ``samples`` times; yield generation events, or a
+    :class:`ProbeFailure` for a prompt that got no answer (the other prompts go on).
+
+    Sample ``k`` of a template is one counterfactual pair: its prompts share ``pair_id`` and the seed
+    ``seed + k`` (when a seed is given), so that only the group words differ between them.
+    """
+    for template in templates:
+        prompts = template.prompts()
+        for k in range(samples):
+            pair_id = f"{template.template_id}-{k}"
+            pair_seed = None if seed is None else seed + k
+            for group, prompt in prompts.items():
+                event_id = f"{pair_id}-{group}"
+                try:
+                    response = client.complete(prompt, temperature=temperature, max_tokens=max_tokens, seed=pair_seed)
+                except ProbeError as exc:
+                    yield ProbeFailure(event_id, str(exc))
+                    continue
+                yield {"event_id": event_id, "ts": now().isoformat().replace("+00:00", "Z"), "model": client.model,
+                       "groups": {template.attribute: group}, "prompt": prompt, "response": response,
+                       "pair_id": pair_id, "template_id": template.template_id}

@@ -1,0 +1,72 @@
+"""The prober's pure parts: template files, answer parsing, counterfactual pairs (no network)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fairwatch.consumers import prober
+from fairwatch.consumers.prober import ProbeFailure, ProbeTemplate, TemplateError, load_templates, probe
+
+LOAN = {"id": "loan", "template": "A story about a {person}.", "fill": {"person": {"gender": {"f": "woman", "m": "man"}}}}
+
+
+def test_templates_are_read_and_filled_per_group(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text("# comment\n\n" + json.dumps(LOAN) + "\n")
+    (template,) = load_templates(path)
+    assert template == ProbeTemplate("loan", "A story about a {person}.", "person", "gender", {"f": "woman", "m": "man"})
+    assert template.prompts() == {"f": "A story about a woman.", "m": "A story about a man."}
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("{not json", "t.jsonl:1: not JSON"),
+    (json.dumps({"fill": LOAN["fill"]}), "string 'template'"),
+    (json.dumps({**LOAN, "fill": {}}), "exactly one placeholder"),
+    (json.dumps({**LOAN, "template": "no slot"}), "no placeholder {person}"),
+    (json.dumps({**LOAN, "fill": {"person": {"gender": {"f": "woman"}}}}), "at least two groups"),
+    (json.dumps(LOAN) + "\n" + json.dumps(LOAN), "t.jsonl:2: duplicate template id 'loan'"),
+])
+def test_a_bad_template_line_is_named(tmp_path, line, message):
+    path = tmp_path / "t.jsonl"
+    path.write_text(line + "\n")
+    with pytest.raises(TemplateError, match=message.replace("{", r"\{").replace("}", r"\}")):
+        load_templates(path)
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    (b"<html>", "not JSON"),
+    (b'{"choices": []}', "no choices[0].message.content"),
+    (b'{"error": "x"}', "no choices[0].message.content"),
+    (b'{"choices": [{"message": {"content": null}}]}', "content is NoneType"),
+])
+def test_malformed_answers_are_one_line_errors(raw, message):
+    with pytest.raises(prober.ProbeError, match=message.replace("[", r"\[").replace("]", r"\]")) as info:
+        prober._answer_of(raw)
+    assert "\n" not in str(info.value)
+
+
+class FakeClient:
+    model = "m"
+
+    def __init__(self):
+        self.calls = []
+
+    def complete(self, prompt, *, temperature, max_tokens, seed):
+        self.calls.append((prompt, temperature, max_tokens, seed))
+        if "man." in prompt and "woman" not in prompt and seed == 11:
+            raise prober.ProbeError("HTTP 500 from x: boom")
+        return "fine"
+
+
+def test_pairs_share_settings_and_a_failure_costs_one_event():
+    template = ProbeTemplate("loan", "A story about a {person}.", "person", "gender", {"f": "woman", "m": "man"})
+    client = FakeClient()
+    results = list(probe([template], client, samples=2, temperature=0.5, max_tokens=9, seed=10))
+    assert [c[1:] for c in client.calls] == [(0.5, 9, 10), (0.5, 9, 10), (0.5, 9, 11), (0.5, 9, 11)]
+    events = [r for r in results if isinstance(r, dict)]
+    assert [e["event_id"] for e in events] == ["loan-0-f", "loan-0-m", "loan-1-f"]
+    assert [e["pair_id"] for e in events] == ["loan-0", "loan-0", "loan-1"]
+    assert events[0]["groups"] == {"gender": "f"} and events[0]["ts"].endswith("Z")
+    assert [str(r) for r in results if isinstance(r, ProbeFailure)] == ["loan-1-m: HTTP 500 from x: boom"]
