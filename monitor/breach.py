@@ -513,13 +513,21 @@ class BreachMonitor:
         with np.errstate(divide="ignore", invalid="ignore"):
             var = np.where(eligible, p * (1 - p) / n, np.nan)
             spread = np.sqrt(np.log(1 / level) * (var[a_, i_, m_] + var[a_, j_, m_]))
+        # The approximation fails for a few events in a group (or its complement): those
+        # pairs are screened on their point gap alone.
+        few = np.minimum(np.minimum(x, n - x)[a_, i_, m_], np.minimum(x, n - x)[a_, j_, m_]) < 10
         top = _top_pairs(diff - spread, both)  # the pair likeliest to have the best bound
         # While a breach is active, every pair of an accumulator whose point gaps are all
-        # inside the threshold (the only ones that can clear it) is computed.
+        # inside the threshold is computed: only such an accumulator can clear it, and only
+        # if it holds every group the since-start counts hold (a block without one of the
+        # breaching groups says nothing about their gap).
+        same_groups = np.all(eligible == eligible[:1], axis=1) & (eligible.sum(axis=1) >= 2)  # (accumulators, rates)
         with np.errstate(invalid="ignore"):
-            inside = np.all(~both | (diff <= tau[m_]), axis=(2, 3))  # (accumulators, rates)
+            inside = np.all(~both | (diff <= tau[m_]), axis=(2, 3)) & same_groups  # (accumulators, rates)
         clearable = inside & active[None, :]
-        want_diff = both & ((diff - spread > tau[m_]) | clearable[a_, m_] | top)
+        with np.errstate(invalid="ignore"):
+            screened = np.where(few, diff > tau[m_], diff - spread > tau[m_])
+        want_diff = both & (screened | clearable[a_, m_] | top)
         want_diff |= np.swapaxes(want_diff, 2, 3)  # each pair's other side: its upper bound
         ratio_tau = self._ratio_threshold(attribute)
         ratio_active = self.active.get((attribute, "demographic_parity_ratio"), False)
@@ -528,12 +536,14 @@ class BreachMonitor:
             ratio = np.where(pi > 0, pj / pi, np.inf)
             log_spread = np.sqrt(np.log(1 / level) * np.where(
                 both, (1 - pi) / (pi * n[a_, i_, m_]) + (1 - pj) / (pj * n[a_, j_, m_]), np.inf))
-            ratio_screen = ((pj == 0) & (pi > 0)) | (np.log(ratio) + log_spread < np.log(ratio_tau))
-            ratio_inside = np.all(~(both & sel) | (ratio >= ratio_tau), axis=(2, 3))  # (accumulators, rates)
+            ratio_screen = ((pj == 0) & (pi > 0)) | np.where(few, ratio < ratio_tau,
+                                                               np.log(ratio) + log_spread < np.log(ratio_tau))
+            ratio_inside = np.all(~(both & sel) | (ratio >= ratio_tau), axis=(2, 3)) & same_groups
+            ratio_top = _top_pairs(-(np.log(ratio) + log_spread), both & sel)
         ratio_clearable = ratio_inside & ratio_active
         # Ratio entries: lower bounds of p_i / p_j; 1 / that bounds p_j / p_i from above,
         # which breaches when the point ratio p_j / p_i is already below the threshold.
-        want_ratio = both & sel & (ratio_screen | ratio_clearable[a_, m_] | _top_pairs(-(np.log(ratio) + log_spread), both & sel))
+        want_ratio = both & sel & (ratio_screen | ratio_clearable[a_, m_] | ratio_top)
         want_ratio |= np.swapaxes(want_ratio, 2, 3)
         diff_handle = batch.add("difference", x[a_, i_, m_][want_diff], n[a_, i_, m_][want_diff],
                                 x[a_, j_, m_][want_diff], n[a_, j_, m_][want_diff], level[want_diff])

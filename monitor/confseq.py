@@ -162,4 +162,20 @@ def pair_ratio_lower(x1, n1, x2, n2, alpha) -> np.ndarray:
         low = np.where(outside, low, mid)
     p1, p2, h = ends(high)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where((h >= target) & (x1 > 0), np.maximum(p1, 0.0) / p2, 0.0)
+        bound = np.where((h >= target) & (x1 > 0), np.maximum(p1, 0.0) / p2, 0.0)
+        # x1 = n1: log M1 = norm1 - n1 log p1 has p1 * dlogM1/dp1 = -n1 everywhere, so the
+        # stationary point has mu = n1 exactly, p2 = (x2 + n1) / (n2 + n1), and p1 is where
+        # the pair's set ends: log p1 = (norm1 - target + log M2(p2)) / n1 (capped at 1),
+        # nudged down by a relative 1e-12 to stay on the wide side.
+        all_successes = (x1 == n1) & (n1 > 0)
+        p2_full = (x2 + n1) / (n2 + n1)
+        log_m2 = _log_mixture(x2, n2, p2_full, norm2)
+        p1_full = np.exp((norm1 - target + log_m2) / np.where(n1 > 0, n1, 1.0)) * (1 - 1e-12)
+        # Where that p1 would pass 1, the set reaches p1 = 1: the bound is 1 over the
+        # largest p2 with log M2(p2) < target - log M1(1) = target - norm1.
+        capped = all_successes & (p1_full >= 1.0)
+        if capped.any():
+            _, widest_p2 = confidence_sequence(x2[capped], n2[capped], np.exp(norm1[capped] - target[capped]))
+            p1_full, p2_full = np.array(p1_full, dtype=float), np.array(p2_full, dtype=float)
+            p1_full[capped], p2_full[capped] = 1.0, widest_p2
+        return np.where(all_successes, p1_full / p2_full, bound)

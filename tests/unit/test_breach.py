@@ -221,3 +221,21 @@ def test_the_pipeline_checks_decisions_on_its_clock_and_validates_the_setting():
     now[0] += 10.0
     pipeline.process_events(events_of({a: c[:1] for a, c in codes.items()}, prediction[:1], label[:1], 5000))
     assert pipeline.breach_monitors["m"].states  # checked: 35 s after the first batch
+
+
+def test_a_block_without_one_of_the_breaching_groups_does_not_clear_the_breach():
+    # A breach on F against M, then a block in which only F has events: that block bounds
+    # nobody's gap, so it must not end the breach (it once did: no pair, nothing above).
+    monitor = BreachMonitor("m", thresholds=lambda attribute, metric: 0.0 if metric.endswith("ratio") else 0.1,
+                            attribute_budget=1, check_events=1, block_events=1000, scales=1, staggers=1)
+    names = {"sex": ["F", "M"]}
+    key = ("sex", "demographic_parity_difference")
+
+    def rows(f_trials, f_selected, m_trials, m_selected):
+        return {"sex": np.array([[f_trials, f_selected, 0, 0, 0, 0], [m_trials, m_selected, 0, 0, 0, 0]], float)}
+
+    onsets = monitor.observe_counts(rows(2000, 500, 2000, 900), 100, names, 0)
+    assert [o.metric for o in onsets] == ["demographic_parity_difference"] and monitor.active[key]
+    monitor.observe_counts(rows(40, 40, 0, 0), 2000, names, 1)  # a new block: F only
+    monitor.observe_counts(rows(1, 0, 0, 0), 1, names, 2)
+    assert monitor.active[key] and monitor.states[key].breached
