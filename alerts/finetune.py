@@ -33,8 +33,9 @@ import numpy as np
 
 from fairwatch.cli import UsageError
 from fairwatch.monitor.counts import contributions
-from fairwatch.monitor.gaps import all_gaps
-from fairwatch.monitor.rates import group_rates
+from fairwatch.monitor.gaps import EQUALITY_DIFFERENCES, all_gaps, equality_difference_value
+from fairwatch.monitor.rates import group_rates, proportion, safe_ratio
+from fairwatch.monitor.score_auc import roc_auc
 
 __all__ = [
     "ALL_GROUPS",
@@ -299,22 +300,6 @@ def counterfactual_copy(example: Example, generator: Any, rng: random.Random) ->
 # --------------------------------------------------------------------------- evaluation
 
 
-def roc_auc(score: np.ndarray, label: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney, ties averaged); NaN with one class.
-
-    >>> roc_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1]))
-    0.75
-    """
-    label = np.asarray(label).astype(bool)
-    pos, neg = int(label.sum()), int((~label).sum())
-    if not pos or not neg:
-        return float("nan")
-    _, inverse, counts = np.unique(score, return_inverse=True, return_counts=True)
-    avg_rank = np.cumsum(counts) - (counts - 1) / 2  # 1-based average rank of each distinct value
-    ranks = avg_rank[inverse]
-    return float((ranks[label].sum() - pos * (pos + 1) / 2) / (pos * neg))
-
-
 def _num(x: Any) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
@@ -352,8 +337,8 @@ def evaluation_summary(
         "n": int(label.size),
         "accuracy": float((pred == label).mean()),
         "auc": _num(roc_auc(scores, label)),
-        "fpr": _num(float(pred[label == 0].mean())) if (label == 0).any() else None,
-        "fnr": _num(float(1 - pred[label == 1].mean())) if (label == 1).any() else None,
+        "fpr": _overall_rate(pred, label, "fpr"),
+        "fnr": _overall_rate(pred, label, "fnr"),
         "attributes": {},
     }
     families = group_families(examples, attributes)
@@ -382,22 +367,18 @@ def _family_summary(rows: np.ndarray, names: list[str]) -> dict[str, Any]:
     return {"groups": groups, "gaps": gaps}
 
 
+def _overall_rate(pred: np.ndarray, label: np.ndarray, metric: str) -> float | None:
+    """A rate of ``monitor.rates`` over all rows, None when undefined."""
+    everyone = _family_rows(np.zeros(label.size, dtype=np.int64), 1, pred, label, np.full(label.size, np.nan))
+    return _num(float(safe_ratio(*proportion(everyone, metric))[0]))
+
+
 def _dixon(rows: np.ndarray, pred: np.ndarray, label: np.ndarray) -> dict[str, Any]:
     """Sum over groups of |group rate - rate over all rows| (the overall includes rows without a group)."""
-    from fairwatch.monitor.counts import FN, FP, TN, TP
-
     out = {}
-    for name, (num, den), overall_mask in (
-        ("fped", ((FP,), (FP, TN)), label == 0),
-        ("fned", ((FN,), (TP, FN)), label == 1),
-    ):
-        if not overall_mask.any():
-            out[name] = None
-            continue
-        overall = float(pred[overall_mask].mean()) if name == "fped" else float(1 - pred[overall_mask].mean())
-        x, n = rows[:, list(num)].sum(axis=1), rows[:, list(den)].sum(axis=1)
-        ok = n > 0
-        out[name] = float(np.abs(x[ok] / n[ok] - overall).sum())
+    for name, metric in EQUALITY_DIFFERENCES.items():
+        overall = _overall_rate(pred, label, metric)
+        out[name] = None if overall is None else equality_difference_value(*proportion(rows, metric), overall)
     return out
 
 
