@@ -36,6 +36,7 @@ from fairwatch.monitor.counts import contributions
 from fairwatch.monitor.gaps import EQUALITY_DIFFERENCES, all_gaps, equality_difference_value
 from fairwatch.monitor.rates import group_rates, proportion, safe_ratio
 from fairwatch.monitor.score_auc import roc_auc
+from fairwatch.monitor.text_rows import RowError, TextFileError, read_text_rows
 
 __all__ = [
     "ALL_GROUPS",
@@ -59,8 +60,6 @@ __all__ = [
 ALL_GROUPS = "*"
 # Attributes of the shipped lexicon that the Jigsaw templates exercise (as in benchmarks.biased_reference).
 IDENTITY_ATTRIBUTES = ("sexuality", "gender_identity", "ethnicity", "religion", "age", "disability")
-TRUE_WORDS = {"1", "true", "yes", "toxic", "positive"}
-FALSE_WORDS = {"0", "false", "no", "nontoxic", "non-toxic", "negative"}
 
 
 class FinetuneInputError(UsageError, ValueError):
@@ -87,26 +86,6 @@ class ReadResult:
 # --------------------------------------------------------------------------- reading
 
 
-def _parse_label(value: Any) -> int | None:
-    """0/1 from an int, bool, float or word; None for a missing label; ValueError otherwise."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value in (0, 1):
-            return int(value)
-        raise ValueError(value)
-    word = str(value).strip().lower()
-    if word in TRUE_WORDS:
-        return 1
-    if word in FALSE_WORDS:
-        return 0
-    if word in ("", "null", "none", "nan"):
-        return None
-    raise ValueError(value)
-
-
 def _check_file(path: str | Path) -> Path:
     p = Path(path)
     if not p.is_file():
@@ -114,56 +93,29 @@ def _check_file(path: str | Path) -> Path:
     return p
 
 
+def _collect(rows) -> ReadResult:
+    out = ReadResult([])
+    try:
+        for row in rows:
+            if isinstance(row, RowError):
+                out.rejected += 1
+            elif row.label is None:
+                out.unlabeled += 1
+            else:
+                out.examples.append(Example(row.text, row.label, row.groups))
+    except TextFileError as exc:
+        raise FinetuneInputError(str(exc)) from None
+    return out
+
+
 def read_events(path: str | Path) -> ReadResult:
     """Events of the prediction contract from a JSONL file (``text``, ``label``, ``groups``)."""
-    p = _check_file(path)
-    out = ReadResult([])
-    with p.open(encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                text, groups = obj["text"], obj.get("groups") or {}
-                if not isinstance(text, str) or not text.strip() or not isinstance(groups, dict):
-                    raise ValueError("no text or groups")
-                label = _parse_label(obj.get("label"))
-            except (ValueError, KeyError, TypeError, AttributeError):
-                out.rejected += 1
-                continue
-            if label is None:
-                out.unlabeled += 1
-                continue
-            out.examples.append(Example(text, label, {str(k): str(v) for k, v in groups.items() if v is not None}))
-    return out
+    return _collect(read_text_rows(_check_file(path), fmt="jsonl"))
 
 
 def read_csv(path: str | Path, text_col: str, label_col: str, group_cols: Sequence[str]) -> ReadResult:
     """Labeled rows of a CSV file; each ``group_cols`` column is an attribute."""
-    p = _check_file(path)
-    out = ReadResult([])
-    with p.open(newline="", encoding="utf-8", errors="replace") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        missing = [c for c in (text_col, label_col, *group_cols) if c not in columns]
-        if missing:
-            raise FinetuneInputError(f"columns {missing} not in {p} (columns: {', '.join(columns)})")
-        for row in reader:
-            text = row.get(text_col)
-            try:
-                label = _parse_label(row.get(label_col))
-            except ValueError:
-                out.rejected += 1
-                continue
-            if not text or not text.strip():
-                out.rejected += 1
-                continue
-            if label is None:
-                out.unlabeled += 1
-                continue
-            groups = {c: row[c] for c in group_cols if row.get(c)}
-            out.examples.append(Example(text, label, groups))
-    return out
+    return _collect(read_text_rows(_check_file(path), text_col, label_col, group_cols, fmt="csv"))
 
 
 def read_templates(path: str | Path, generator: Any) -> ReadResult:
