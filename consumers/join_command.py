@@ -15,6 +15,7 @@ import sys
 from fairwatch.consumers.kafka_config import add_security_flags, parse_kafka_settings
 from fairwatch.consumers.outcome_join import JoinSettings
 from fairwatch.cli import UsageError, serve_registry, finite_float
+from fairwatch.flags import add_metrics_flags, add_topic_flags
 from fairwatch.monitor.config import ConfigError
 
 
@@ -27,8 +28,7 @@ def register(commands) -> None:
                     "(at once) and their outcomes (when they come) to the labeled topic that `fairwatch run` "
                     "consumes. Needs the kafka extra (faust-streaming).")
     parser.add_argument("--bootstrap-servers", default=defaults.bootstrap_servers, metavar="HOST:PORT[,...]")
-    parser.add_argument("--predictions-topic", default=defaults.predictions_topic)
-    parser.add_argument("--outcomes-topic", default=defaults.outcomes_topic)
+    add_topic_flags(parser, predictions=defaults.predictions_topic, outcomes=defaults.outcomes_topic)
     parser.add_argument("--labeled-topic", default=defaults.labeled_topic,
                         help=f"topic written for the worker ({defaults.labeled_topic})")
     parser.add_argument("--app-id", default=defaults.app_id,
@@ -45,8 +45,7 @@ def register(commands) -> None:
                         help="largest record batch produced (Faust's default 16384); 1 = one record per batch, "
                              "needed on Tansu, whose end offsets are wrong after multi-record batches, so that a "
                              "restarted join recovers its whole changelog")
-    parser.add_argument("--metrics-port", type=int, help="serve the join's counters on /metrics (none: log only)")
-    parser.add_argument("--metrics-addr", default="0.0.0.0")
+    add_metrics_flags(parser, addr="0.0.0.0", port_help="serve the join's counters on /metrics (none: log only)")
     add_security_flags(parser)
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     parser.set_defaults(handler=run)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Iterator, TextIO
 
 from fairwatch.cli import UsageError, finite_float
+from fairwatch.flags import add_flag
 from fairwatch.monitor.text_rows import RowError, TextFileError, detect_format, read_text_rows
 
 __all__ = ["register", "run_score", "read_texts", "variants_by_attribute"]
@@ -34,7 +35,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1024, help="texts per scoring call (default: 1024)")
     p.add_argument("--max-length", type=int, default=64, help="token limit per sequence (default: 64)")
     p.add_argument("--threshold", type=finite_float, default=0.5, help="decision threshold (default: 0.5)")
-    p.add_argument("--model-name", default="default", help="model label in the summary")
+    add_flag(p, "--model", default="default", aliases=("--model-name",), help="model name in the summary (default)")
     p.add_argument("--format", choices=["jsonl", "summary"], default="jsonl", help="per-row JSONL or summary table")
     p.add_argument("--output", "-o", default="-", help="output file (default: stdout)")
     p.set_defaults(handler=run_score)
@@ -104,7 +105,7 @@ def run_score(args: argparse.Namespace) -> int:
         for start in range(0, len(rows), args.batch_size):
             chunk = rows[start : start + args.batch_size]
             result = scorer.score([t for _, t in chunk])
-            stats.update(result, model=args.model_name)
+            stats.update(result, model=args.model)
             bad_rows += len(result.rejected)
             if args.format == "jsonl":
                 by_attribute = variants_by_attribute(result)
