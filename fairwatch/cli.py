@@ -110,13 +110,14 @@ def serve_registry(registry, port: int, addr: str):
     """What every command with a metrics port does: serve ``registry`` on /metrics from a
     background thread, say where on stderr, and return the server. A port that cannot be
     bound is a one-line usage error (exit 2)."""
-    from prometheus_client import start_http_server
+    from fairwatch.monitor import exporter
 
     try:
-        server, _thread = start_http_server(port, addr=addr, registry=registry)
+        server, bound = exporter.serve_registry(registry, port, addr)
     except OSError as exc:
-        raise UsageError(f"cannot serve /metrics on port {port}: {exc.strerror}") from None
-    print(f"serving metrics on http://{addr}:{server.server_address[1]}/metrics", file=sys.stderr, flush=True)
+        raise UsageError(f"cannot serve /metrics on port {port}: {exc.strerror} (--metrics-port 0: any free port)"
+                         ) from None
+    print(f"serving metrics on http://{addr}:{bound}/metrics", file=sys.stderr, flush=True)
     return server
 
 

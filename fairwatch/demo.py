@@ -51,13 +51,10 @@ def run(args: argparse.Namespace) -> int:
     pipeline = Pipeline(MonitorConfig(attributes=list(stream.groups)))
     server = None
     if not args.no_serve:
-        from fairwatch.monitor.exporter import serve_metrics
+        from fairwatch.cli import serve_registry
+        from fairwatch.monitor.exporter import make_registry
 
-        try:
-            server, port = serve_metrics(pipeline, args.metrics_port, args.metrics_addr)
-        except OSError as exc:
-            raise UsageError(f"cannot serve /metrics on port {args.metrics_port}: {exc.strerror} (try --metrics-port 0)") from None
-        print(f"serving metrics on http://{args.metrics_addr}:{port}/metrics", file=sys.stderr)
+        server = serve_registry(make_registry(pipeline), args.metrics_port, args.metrics_addr)
 
     # Input positions of the predictions, to translate detections into
     # "predictions after the shift" (the stream interleaves outcome lines).
