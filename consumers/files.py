@@ -22,6 +22,8 @@ from fairwatch.monitor.text_rows import (
     TextFileError,
     binary_lines,
     check_columns,
+    csv_header,
+    csv_records,
     detect_format,
     open_binary,
     open_text,
@@ -60,9 +62,9 @@ class CsvMapping:
 
 
 def _label_cell(cell: str | None) -> int | None:
-    """0/1 of a prediction or label cell in the shared label words; None when empty or not a label."""
+    """0/1 of a prediction or label cell (numbers and booleans only); None when empty or not a label."""
     try:
-        return parse_label(cell or "")
+        return parse_label(cell or "", words=False)
     except ValueError:
         return None
 
@@ -109,7 +111,7 @@ def csv_row_to_event(row: dict[str, str], line: int, m: CsvMapping, now: float) 
         if cell:
             label = _label_cell(cell)
             if label is None:
-                return bad("unknown_label", f"unknown label {cell!r} in column {m.label_col!r} (expected 0/1, true/false, a label word or empty)")
+                return bad("unknown_label", f"unknown label {cell!r} in column {m.label_col!r} (expected 0, 1 or empty)")
     groups = {}
     for col in m.group_cols:
         value = row[col]
@@ -135,23 +137,14 @@ def read_csv(path: str | Path, mapping: CsvMapping, parser: EventParser, batch_s
     csv.field_size_limit(max(parser.max_event_bytes, 1 << 17))
     with open_text(path) as handle:
         reader = csv.DictReader(handle)
-        try:
-            header = reader.fieldnames or []
-        except csv.Error as exc:
-            raise SourceError(f"{path}: unreadable CSV header: {exc}") from None
-        mapping.check(header, path)
+        mapping.check(csv_header(reader, path), path)
         now = parser._now()
         batch: list[Event | Rejection] = []
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as exc:
-                batch.append(Rejection("oversized" if "field larger" in str(exc) else "bad_value",
-                                       f"line {reader.line_num}: {exc}"))
+        for line, row in csv_records(reader):
+            if row.__class__ is not dict:  # a record csv cannot read
+                batch.append(Rejection("oversized" if "field larger" in str(row) else "bad_value", f"line {line}: {row}"))
                 continue
-            event = csv_row_to_event(row, reader.line_num, mapping, now)
+            event = csv_row_to_event(row, line, mapping, now)
             batch.append(event if event.__class__ is Rejection else parser.check(event))
             if len(batch) >= batch_size:
                 yield batch

@@ -26,13 +26,16 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["FORMATS", "TRUE_WORDS", "FALSE_WORDS", "RowError", "TextFileError", "TextRow", "binary_lines",
-           "check_columns", "detect_format", "open_binary", "open_text", "parse_label", "read_text_rows"]
+           "check_columns", "csv_header", "csv_records", "detect_format", "open_binary", "open_text", "parse_label",
+           "read_text_rows"]
 
 FORMATS = ("csv", "jsonl")
 _BOM = b"\xef\xbb\xbf"
-# Label (and CSV prediction) cells in words: the numbers, booleans and the words data sets use.
-TRUE_WORDS = frozenset({"1", "1.0", "true", "yes", "toxic", "positive"})
-FALSE_WORDS = frozenset({"0", "0.0", "false", "no", "nontoxic", "non-toxic", "negative"})
+# Label cells in words: numbers and booleans (what an event's CSV cells may hold), and the words
+# labeled data sets use (what the fine-tune job's windows may hold as well).
+NUMBER_TRUE, NUMBER_FALSE = frozenset({"1", "1.0", "true"}), frozenset({"0", "0.0", "false"})
+TRUE_WORDS = NUMBER_TRUE | {"yes", "toxic", "positive"}
+FALSE_WORDS = NUMBER_FALSE | {"no", "nontoxic", "non-toxic", "negative"}
 MISSING_WORDS = frozenset({"", "null", "none", "nan"})
 
 
@@ -59,8 +62,10 @@ class RowError:
     message: str
 
 
-def parse_label(value: Any) -> int | None:
+def parse_label(value: Any, *, words: bool = True) -> int | None:
     """0/1 from an int, bool, float or word; None for a missing label; ValueError otherwise.
+
+    ``words=False``: numbers and booleans only (``yes`` or ``toxic`` is then an unknown label).
 
     >>> parse_label("Toxic"), parse_label(0), parse_label(""), parse_label("1.0")
     (1, 0, None, 1)
@@ -74,9 +79,9 @@ def parse_label(value: Any) -> int | None:
             return int(value)
         raise ValueError(value)
     word = str(value).strip().lower()
-    if word in TRUE_WORDS:
+    if word in (TRUE_WORDS if words else NUMBER_TRUE):
         return 1
-    if word in FALSE_WORDS:
+    if word in (FALSE_WORDS if words else NUMBER_FALSE):
         return 0
     if word in MISSING_WORDS:
         return None
@@ -139,6 +144,27 @@ def check_columns(header: Sequence[str], wanted: Sequence[str | None], path: str
         raise TextFileError(f"{path}: no column {', '.join(map(repr, missing))} in the header ({shown})")
 
 
+def csv_header(reader: csv.DictReader, path: str | Path) -> list[str]:
+    """The header of a CSV file; TextFileError when it cannot be read."""
+    try:
+        return list(reader.fieldnames or [])
+    except csv.Error as exc:
+        raise TextFileError(f"{path}: unreadable CSV header: {exc}") from None
+
+
+def csv_records(reader: csv.DictReader) -> Iterator[tuple[int, dict[str, str] | csv.Error]]:
+    """(line, row) per CSV record, (line, the csv.Error) for one that csv cannot read; reading goes on."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield reader.line_num, exc
+            continue
+        yield reader.line_num, row
+
+
 def read_text_rows(path: str | Path, text_col: str = "text", label_col: str | None = "label",
                    group_cols: Sequence[str] | None = None, fmt: str | None = None) -> Iterator[TextRow | RowError]:
     """Every non-blank row of a CSV or JSONL file as a TextRow or a RowError.
@@ -170,21 +196,13 @@ def _row(line: int, text: Any, label: Any, label_col: str | None, groups: dict[s
 def _csv_rows(path: Path, text_col: str, label_col: str | None, group_cols: tuple[str, ...]):
     with open_text(path) as handle:
         reader = csv.DictReader(handle)
-        try:
-            header = reader.fieldnames or []
-        except csv.Error as exc:
-            raise TextFileError(f"{path}: unreadable CSV header: {exc}") from None
-        check_columns(header, [text_col, label_col, *group_cols], path)
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                yield RowError(reader.line_num, "bad_csv", f"line {reader.line_num}: {exc}")
+        check_columns(csv_header(reader, path), [text_col, label_col, *group_cols], path)
+        for line, row in csv_records(reader):
+            if isinstance(row, csv.Error):
+                yield RowError(line, "bad_csv", f"line {line}: {row}")
                 continue
             groups = {c: row[c] for c in group_cols if row.get(c)}
-            yield _row(reader.line_num, row.get(text_col), row.get(label_col) if label_col else None, label_col, groups)
+            yield _row(line, row.get(text_col), row.get(label_col) if label_col else None, label_col, groups)
 
 
 def _jsonl_rows(path: Path, text_col: str, label_col: str | None, group_cols: Sequence[str] | None):

@@ -1,6 +1,7 @@
 """The shared reader of text rows (monitor.text_rows): every bad row is one line naming it, the reading goes on."""
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,18 @@ def test_malformed_csv_rows_and_missing_columns(tmp_path: Path) -> None:
         rows(path, text_col="comment", label_col="y", group_cols=["race"])
 
 
+def test_a_csv_record_csv_cannot_read_is_a_row_error(tmp_path: Path) -> None:
+    path = tmp_path / "w.csv"
+    path.write_text("text,label\nshort,1\n" + "x" * 200 + ",0\nafter,0\n")
+    limit = csv.field_size_limit(100)
+    try:
+        got = rows(path)
+    finally:
+        csv.field_size_limit(limit)
+    assert [r.reason if isinstance(r, RowError) else r.text for r in got] == ["short", "bad_csv", "after"]
+    assert got[1].message.startswith("line ") and "field larger than field limit" in got[1].message
+
+
 def test_unreadable_files_raise_one_line(tmp_path: Path) -> None:
     with pytest.raises(TextFileError, match="no such file"):
         rows(tmp_path / "absent.jsonl")
@@ -66,3 +79,10 @@ def test_label_words(value, expected) -> None:  # noqa: ANN001
 def test_unknown_labels_raise(value) -> None:  # noqa: ANN001
     with pytest.raises(ValueError):
         parse_label(value)
+
+
+def test_event_cells_take_numbers_and_booleans_only() -> None:
+    assert parse_label(" TRUE ", words=False) == 1 and parse_label("0.0", words=False) == 0
+    for word in ("yes", "toxic", "negative"):
+        with pytest.raises(ValueError):
+            parse_label(word, words=False)
