@@ -5,6 +5,8 @@ import argparse
 import sys
 from typing import Any
 
+from fairwatch.flags import add_progress_flag
+
 __all__ = ["add_arguments", "register", "run", "main"]
 
 
@@ -43,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gate-attribute", default="*", help="attribute of the gate gap; '*' pools every group (default)")
     p.add_argument("--max-rows", type=int, help="use a seeded sample of this many rows (smoke runs)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_flag(p, default=True)
     p.add_argument("--ablation", action="store_true",
                    help="also run plain fine-tuning (no reweighing, penalty, adversary or counterfactual copies) "
                         "under OUT/ablation-plain and report both side by side (twice the time)")
@@ -95,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         reweigh=not args.no_reweigh, holdout=args.holdout, val_share=args.val_share, eval_every=args.eval_every,
         patience=args.patience, max_length=args.max_length, max_accuracy_drop=args.max_accuracy_drop,
         min_gap_reduction=args.min_gap_reduction, gate_metric=args.gate_metric, gate_attribute=args.gate_attribute,
-        seed=args.seed, max_rows=args.max_rows, progress=not args.no_progress,
+        seed=args.seed, max_rows=args.max_rows, progress=args.progress,
     )
     if args.ablation:
         from fairwatch.alerts.finetune_ablation import run_ablation

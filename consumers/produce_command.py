@@ -15,7 +15,7 @@ from fairwatch.consumers.files import SourceError, read_events
 from fairwatch.consumers.kafka_config import DEFAULT_CLIENT, add_client_flag, add_security_flags, parse_kafka_settings
 from fairwatch.consumers.replay_command import add_mapping_flags, mapping_from_args
 from fairwatch.cli import UsageError, finite_float
-from fairwatch.flags import add_topic_flags
+from fairwatch.flags import add_progress_flag, add_topic_flags
 from fairwatch.monitor.config import ConfigError
 from fairwatch.monitor.events import EventParser, Rejection
 
@@ -44,7 +44,7 @@ def register(commands) -> None:
     parser.add_argument("--bootstrap-servers", default="127.0.0.1:9092", metavar="HOST:PORT[,...]")
     parser.add_argument("--compression", choices=("gzip", "snappy", "lz4", "zstd"))
     add_client_flag(parser)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_flag(parser, default=True)
     add_security_flags(parser, protocol_default="PLAINTEXT")
     parser.set_defaults(handler=run)
 
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     pacer = Pacer(args.rate)
     sent = predictions = outcomes = shown = 0
     try:
-        with tqdm(unit="ev", desc="produce", file=sys.stderr, disable=args.no_progress) as progress:
+        with tqdm(unit="ev", desc="produce", file=sys.stderr, disable=not args.progress) as progress:
             for batch in batches:
                 for event in batch:
                     if args.limit is not None and predictions >= args.limit:

@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from fairwatch.consumers.files import FORMATS, CsvMapping, SourceError, read_events
 from fairwatch.cli import UsageError, add_config_flags, config_from_args, finite_float, keep_serving, serve_registry
-from fairwatch.flags import add_metrics_flags
+from fairwatch.flags import add_metrics_flags, add_progress_flag
 from fairwatch.monitor.pipeline import Pipeline
 from fairwatch.monitor.report import build_report, format_table, to_json
 
@@ -44,7 +44,7 @@ def register(commands) -> None:
     parser.add_argument("--report", choices=("table", "json"), default="table")
     add_metrics_flags(parser, port_help="serve /metrics on this port and keep it up after the replay (none: no server)",
                       aliases=("--serve",))
-    parser.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
+    add_progress_flag(parser, default=False)
     add_scorer_flags(parser)
     parser.set_defaults(handler=run)
 

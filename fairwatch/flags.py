@@ -13,7 +13,8 @@ import argparse
 import sys
 from typing import Any
 
-__all__ = ["add_config_flags", "add_flag", "add_metrics_flags", "add_topic_flags", "DeprecatedAlias"]
+__all__ = ["add_config_flags", "add_flag", "add_metrics_flags", "add_progress_flag", "add_topic_flags",
+           "DeprecatedAlias"]
 
 PREDICTIONS_TOPIC = "fairwatch.predictions"
 OUTCOMES_TOPIC = "fairwatch.outcomes"
@@ -64,6 +65,12 @@ def add_topic_flags(parser, *, predictions: str | None = PREDICTIONS_TOPIC, outc
              help=f"{predictions_help} ({predictions or PREDICTIONS_TOPIC})")
     parser.add_argument("--outcomes-topic", default=outcomes, metavar="TOPIC",
                         help=f"{outcomes_help} ({outcomes or OUTCOMES_TOPIC})")
+
+
+def add_progress_flag(parser, *, default: bool) -> None:
+    """``--progress``/``--no-progress``: a progress bar on stderr (each command keeps its own default)."""
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=default,
+                        help=f"a progress bar on stderr ({'on' if default else 'off'})")
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:

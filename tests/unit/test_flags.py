@@ -53,3 +53,13 @@ def test_defaults_stay_what_they_were() -> None:
     assert (produce.predictions_topic, produce.outcomes_topic) == ("fairwatch.predictions", "fairwatch.outcomes")
     run = parser.parse_args(["run"])
     assert (run.metrics_port, run.metrics_addr, run.predictions_topic) == (None, None, None)  # the [kafka] table wins
+
+
+@pytest.mark.parametrize("argv, progress", [
+    (["replay", "f.jsonl"], False), (["replay", "f.jsonl", "--progress"], True),
+    (["produce", "f.jsonl"], True), (["produce", "f.jsonl", "--no-progress"], False),
+    (["finetune", "w.jsonl", "--model-dir", "m", "--out", "o"], True),
+    (["finetune", "w.jsonl", "--model-dir", "m", "--out", "o", "--no-progress"], False),
+])
+def test_one_progress_flag_both_ways_on_every_command(argv, progress) -> None:  # noqa: ANN001
+    assert build_parser().parse_args(argv).progress is progress
