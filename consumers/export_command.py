@@ -14,12 +14,12 @@ def add_window_source_flags(parser: argparse.ArgumentParser) -> None:
     """Where a window is read from: the ``[kafka]`` table of --config and the flags ``fairwatch run`` names
     the same (``export``, and the trigger when its job command holds ``{data}``)."""
     from fairwatch.consumers.kafka_config import add_client_flag, add_security_flags
-    from fairwatch.flags import add_topic_flags
+    from fairwatch.flags import add_bootstrap_flag, add_topic_flags
 
     parser.add_argument("--config", metavar="TOML", help="a file with a [kafka] table (flags win)")
     kafka = parser.add_argument_group("kafka")
     add_client_flag(kafka)
-    kafka.add_argument("--bootstrap-servers", metavar="HOST:PORT[,...]", help="brokers (127.0.0.1:9092)")
+    add_bootstrap_flag(kafka, default=None)
     add_topic_flags(kafka, predictions=None, outcomes=None, outcomes_help="topic of outcome events ('' = none)",
                     predictions_help="topic of prediction events, or the labeled topic of `fairwatch join` with "
                                      "--outcomes-topic ''")

@@ -15,7 +15,7 @@ from fairwatch.consumers.files import SourceError, read_events
 from fairwatch.consumers.kafka_config import DEFAULT_CLIENT, add_client_flag, add_security_flags, parse_kafka_settings
 from fairwatch.consumers.replay_command import add_mapping_flags, mapping_from_args
 from fairwatch.cli import UsageError, finite_float
-from fairwatch.flags import add_progress_flag, add_topic_flags
+from fairwatch.flags import add_bootstrap_flag, add_progress_flag, add_topic_flags
 from fairwatch.monitor.config import ConfigError
 from fairwatch.monitor.events import EventParser, Rejection
 
@@ -41,8 +41,8 @@ def register(commands) -> None:
                              "--outcomes-topic N events later")
     parser.add_argument("--rate", type=finite_float, metavar="N", help="events per second (default: as fast as possible)")
     parser.add_argument("--limit", type=int, metavar="N", help="stop after N events")
-    parser.add_argument("--bootstrap-servers", default="127.0.0.1:9092", metavar="HOST:PORT[,...]")
-    parser.add_argument("--compression", choices=("gzip", "snappy", "lz4", "zstd"))
+    add_bootstrap_flag(parser)
+    parser.add_argument("--compression", choices=("gzip", "snappy", "lz4", "zstd"), help="record batch compression (none)")
     add_client_flag(parser)
     add_progress_flag(parser, default=True)
     add_security_flags(parser, protocol_default="PLAINTEXT")

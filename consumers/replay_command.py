@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from fairwatch.consumers.files import FORMATS, CsvMapping, SourceError, read_events
 from fairwatch.cli import UsageError, add_config_flags, config_from_args, finite_float, keep_serving, serve_registry
-from fairwatch.flags import add_metrics_flags, add_progress_flag
+from fairwatch.flags import add_metrics_flags, add_progress_flag, add_report_flag
 from fairwatch.monitor.pipeline import Pipeline
 from fairwatch.monitor.report import build_report, format_table, to_json
 
@@ -41,7 +41,7 @@ def register(commands) -> None:
     parser.add_argument("file", help="CSV or JSONL file")
     add_mapping_flags(parser)
     add_config_flags(parser)
-    parser.add_argument("--report", choices=("table", "json"), default="table")
+    add_report_flag(parser)
     add_metrics_flags(parser, port_help="serve /metrics on this port and keep it up after the replay (none: no server)",
                       aliases=("--serve",))
     add_progress_flag(parser, default=False)

@@ -13,9 +13,10 @@ import argparse
 import sys
 from typing import Any
 
-__all__ = ["add_config_flags", "add_flag", "add_metrics_flags", "add_progress_flag", "add_topic_flags",
-           "DeprecatedAlias"]
+__all__ = ["add_bootstrap_flag", "add_config_flags", "add_flag", "add_log_level_flag", "add_metrics_flags",
+           "add_progress_flag", "add_report_flag", "add_topic_flags", "DeprecatedAlias"]
 
+BOOTSTRAP_SERVERS = "127.0.0.1:9092"
 PREDICTIONS_TOPIC = "fairwatch.predictions"
 OUTCOMES_TOPIC = "fairwatch.outcomes"
 
@@ -65,6 +66,22 @@ def add_topic_flags(parser, *, predictions: str | None = PREDICTIONS_TOPIC, outc
              help=f"{predictions_help} ({predictions or PREDICTIONS_TOPIC})")
     parser.add_argument("--outcomes-topic", default=outcomes, metavar="TOPIC",
                         help=f"{outcomes_help} ({outcomes or OUTCOMES_TOPIC})")
+
+
+def add_bootstrap_flag(parser, *, default: str | None = BOOTSTRAP_SERVERS) -> None:
+    """``--bootstrap-servers`` (default None: a config file's [kafka] table wins)."""
+    parser.add_argument("--bootstrap-servers", default=default, metavar="HOST:PORT[,...]",
+                        help=f"Kafka brokers ({default or BOOTSTRAP_SERVERS})")
+
+
+def add_log_level_flag(parser) -> None:
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
+                        help="least severe log records written to stderr (info)")
+
+
+def add_report_flag(parser) -> None:
+    parser.add_argument("--report", choices=("table", "json"), default="table",
+                        help="the report printed at the end: a table, or one JSON object (table)")
 
 
 def add_progress_flag(parser, *, default: bool) -> None:
