@@ -63,3 +63,20 @@ def test_defaults_stay_what_they_were() -> None:
 ])
 def test_one_progress_flag_both_ways_on_every_command(argv, progress) -> None:  # noqa: ANN001
     assert build_parser().parse_args(argv).progress is progress
+
+
+def test_every_visible_flag_has_a_help_line() -> None:
+    import argparse
+
+    missing = []
+
+    def walk(parser: argparse.ArgumentParser, name: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub, subparser in action.choices.items():
+                    walk(subparser, f"{name} {sub}".strip())
+            elif action.option_strings and action.help is None:
+                missing.append(f"{name} {action.option_strings[0]}")
+
+    walk(build_parser(), "")
+    assert not missing, missing
