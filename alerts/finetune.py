@@ -33,8 +33,10 @@ import numpy as np
 
 from fairwatch.cli import UsageError
 from fairwatch.monitor.counts import contributions
-from fairwatch.monitor.gaps import all_gaps
-from fairwatch.monitor.rates import group_rates
+from fairwatch.monitor.gaps import EQUALITY_DIFFERENCES, all_gaps, equality_difference_value
+from fairwatch.monitor.rates import group_rates, proportion, safe_ratio
+from fairwatch.monitor.score_auc import roc_auc
+from fairwatch.monitor.text_rows import RowError, TextFileError, read_text_rows
 
 __all__ = [
     "ALL_GROUPS",
@@ -58,8 +60,6 @@ __all__ = [
 ALL_GROUPS = "*"
 # Attributes of the shipped lexicon that the Jigsaw templates exercise (as in benchmarks.biased_reference).
 IDENTITY_ATTRIBUTES = ("sexuality", "gender_identity", "ethnicity", "religion", "age", "disability")
-TRUE_WORDS = {"1", "true", "yes", "toxic", "positive"}
-FALSE_WORDS = {"0", "false", "no", "nontoxic", "non-toxic", "negative"}
 
 
 class FinetuneInputError(UsageError, ValueError):
@@ -86,26 +86,6 @@ class ReadResult:
 # --------------------------------------------------------------------------- reading
 
 
-def _parse_label(value: Any) -> int | None:
-    """0/1 from an int, bool, float or word; None for a missing label; ValueError otherwise."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value in (0, 1):
-            return int(value)
-        raise ValueError(value)
-    word = str(value).strip().lower()
-    if word in TRUE_WORDS:
-        return 1
-    if word in FALSE_WORDS:
-        return 0
-    if word in ("", "null", "none", "nan"):
-        return None
-    raise ValueError(value)
-
-
 def _check_file(path: str | Path) -> Path:
     p = Path(path)
     if not p.is_file():
@@ -113,56 +93,29 @@ def _check_file(path: str | Path) -> Path:
     return p
 
 
+def _collect(rows) -> ReadResult:
+    out = ReadResult([])
+    try:
+        for row in rows:
+            if isinstance(row, RowError):
+                out.rejected += 1
+            elif row.label is None:
+                out.unlabeled += 1
+            else:
+                out.examples.append(Example(row.text, row.label, row.groups))
+    except TextFileError as exc:
+        raise FinetuneInputError(str(exc)) from None
+    return out
+
+
 def read_events(path: str | Path) -> ReadResult:
     """Events of the prediction contract from a JSONL file (``text``, ``label``, ``groups``)."""
-    p = _check_file(path)
-    out = ReadResult([])
-    with p.open(encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                text, groups = obj["text"], obj.get("groups") or {}
-                if not isinstance(text, str) or not text.strip() or not isinstance(groups, dict):
-                    raise ValueError("no text or groups")
-                label = _parse_label(obj.get("label"))
-            except (ValueError, KeyError, TypeError, AttributeError):
-                out.rejected += 1
-                continue
-            if label is None:
-                out.unlabeled += 1
-                continue
-            out.examples.append(Example(text, label, {str(k): str(v) for k, v in groups.items() if v is not None}))
-    return out
+    return _collect(read_text_rows(_check_file(path), fmt="jsonl"))
 
 
 def read_csv(path: str | Path, text_col: str, label_col: str, group_cols: Sequence[str]) -> ReadResult:
     """Labeled rows of a CSV file; each ``group_cols`` column is an attribute."""
-    p = _check_file(path)
-    out = ReadResult([])
-    with p.open(newline="", encoding="utf-8", errors="replace") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        missing = [c for c in (text_col, label_col, *group_cols) if c not in columns]
-        if missing:
-            raise FinetuneInputError(f"columns {missing} not in {p} (columns: {', '.join(columns)})")
-        for row in reader:
-            text = row.get(text_col)
-            try:
-                label = _parse_label(row.get(label_col))
-            except ValueError:
-                out.rejected += 1
-                continue
-            if not text or not text.strip():
-                out.rejected += 1
-                continue
-            if label is None:
-                out.unlabeled += 1
-                continue
-            groups = {c: row[c] for c in group_cols if row.get(c)}
-            out.examples.append(Example(text, label, groups))
-    return out
+    return _collect(read_text_rows(_check_file(path), text_col, label_col, group_cols, fmt="csv"))
 
 
 def read_templates(path: str | Path, generator: Any) -> ReadResult:
@@ -299,22 +252,6 @@ def counterfactual_copy(example: Example, generator: Any, rng: random.Random) ->
 # --------------------------------------------------------------------------- evaluation
 
 
-def roc_auc(score: np.ndarray, label: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney, ties averaged); NaN with one class.
-
-    >>> roc_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1]))
-    0.75
-    """
-    label = np.asarray(label).astype(bool)
-    pos, neg = int(label.sum()), int((~label).sum())
-    if not pos or not neg:
-        return float("nan")
-    _, inverse, counts = np.unique(score, return_inverse=True, return_counts=True)
-    avg_rank = np.cumsum(counts) - (counts - 1) / 2  # 1-based average rank of each distinct value
-    ranks = avg_rank[inverse]
-    return float((ranks[label].sum() - pos * (pos + 1) / 2) / (pos * neg))
-
-
 def _num(x: Any) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
@@ -352,8 +289,8 @@ def evaluation_summary(
         "n": int(label.size),
         "accuracy": float((pred == label).mean()),
         "auc": _num(roc_auc(scores, label)),
-        "fpr": _num(float(pred[label == 0].mean())) if (label == 0).any() else None,
-        "fnr": _num(float(1 - pred[label == 1].mean())) if (label == 1).any() else None,
+        "fpr": _overall_rate(pred, label, "fpr"),
+        "fnr": _overall_rate(pred, label, "fnr"),
         "attributes": {},
     }
     families = group_families(examples, attributes)
@@ -382,22 +319,18 @@ def _family_summary(rows: np.ndarray, names: list[str]) -> dict[str, Any]:
     return {"groups": groups, "gaps": gaps}
 
 
+def _overall_rate(pred: np.ndarray, label: np.ndarray, metric: str) -> float | None:
+    """A rate of ``monitor.rates`` over all rows, None when undefined."""
+    everyone = _family_rows(np.zeros(label.size, dtype=np.int64), 1, pred, label, np.full(label.size, np.nan))
+    return _num(float(safe_ratio(*proportion(everyone, metric))[0]))
+
+
 def _dixon(rows: np.ndarray, pred: np.ndarray, label: np.ndarray) -> dict[str, Any]:
     """Sum over groups of |group rate - rate over all rows| (the overall includes rows without a group)."""
-    from fairwatch.monitor.counts import FN, FP, TN, TP
-
     out = {}
-    for name, (num, den), overall_mask in (
-        ("fped", ((FP,), (FP, TN)), label == 0),
-        ("fned", ((FN,), (TP, FN)), label == 1),
-    ):
-        if not overall_mask.any():
-            out[name] = None
-            continue
-        overall = float(pred[overall_mask].mean()) if name == "fped" else float(1 - pred[overall_mask].mean())
-        x, n = rows[:, list(num)].sum(axis=1), rows[:, list(den)].sum(axis=1)
-        ok = n > 0
-        out[name] = float(np.abs(x[ok] / n[ok] - overall).sum())
+    for name, metric in EQUALITY_DIFFERENCES.items():
+        overall = _overall_rate(pred, label, metric)
+        out[name] = None if overall is None else equality_difference_value(*proportion(rows, metric), overall)
     return out
 
 

@@ -5,6 +5,8 @@ import argparse
 import sys
 from typing import Any
 
+from fairwatch.flags import add_progress_flag
+
 __all__ = ["add_arguments", "register", "run", "main"]
 
 
@@ -23,11 +25,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attributes", help="lexicon attributes for counterfactual copies, comma separated "
                                         "(default: all shipped; with --templates the six identity attributes)")
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when present)")
-    p.add_argument("--epochs", type=float, default=2.0)
-    p.add_argument("--max-steps", type=int)
+    p.add_argument("--epochs", type=float, default=2.0, help="passes over the training split (2.0)")
+    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (none: --epochs decides)")
     p.add_argument("--max-seconds", type=float, help="training time budget; the job still evaluates and reports")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-5)
+    p.add_argument("--batch-size", type=int, default=64, help="training examples per step (64)")
+    p.add_argument("--lr", type=float, default=2e-5, help="learning rate of the classifier (2e-5)")
     p.add_argument("--gamma", type=float, default=2.0, help="weight of the soft gap penalty (2.0)")
     p.add_argument("--delta", type=float, default=0.1, help="weight of the adversary loss (0.1)")
     p.add_argument("--no-counterfactual", action="store_true", help="no counterfactual data augmentation")
@@ -35,15 +37,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--holdout", type=float, default=0.25, help="share of sentence skeletons held out for the test (0.25)")
     p.add_argument("--val-share", type=float, default=0.1, help="share of the rest used for early stopping (0.1)")
     p.add_argument("--eval-every", type=int, help="steps between validation checks (a quarter epoch)")
-    p.add_argument("--patience", type=int, default=4)
-    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--patience", type=int, default=4, help="validation checks without improvement before stopping (4)")
+    p.add_argument("--max-length", type=int, default=64, help="token limit per text (64)")
     p.add_argument("--max-accuracy-drop", type=float, default=0.02, help="gate: accuracy may drop at most this (0.02)")
     p.add_argument("--min-gap-reduction", type=float, default=0.5, help="gate: gap reduced by at least this share (0.5)")
     p.add_argument("--gate-metric", default="fped", help="gap the gate reads, any of monitor.gaps.all_gaps (fped)")
     p.add_argument("--gate-attribute", default="*", help="attribute of the gate gap; '*' pools every group (default)")
     p.add_argument("--max-rows", type=int, help="use a seeded sample of this many rows (smoke runs)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--seed", type=int, default=0, help="seed of the splits, sampling and training (0)")
+    add_progress_flag(p, default=True)
     p.add_argument("--ablation", action="store_true",
                    help="also run plain fine-tuning (no reweighing, penalty, adversary or counterfactual copies) "
                         "under OUT/ablation-plain and report both side by side (twice the time)")
@@ -95,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         reweigh=not args.no_reweigh, holdout=args.holdout, val_share=args.val_share, eval_every=args.eval_every,
         patience=args.patience, max_length=args.max_length, max_accuracy_drop=args.max_accuracy_drop,
         min_gap_reduction=args.min_gap_reduction, gate_metric=args.gate_metric, gate_attribute=args.gate_attribute,
-        seed=args.seed, max_rows=args.max_rows, progress=not args.no_progress,
+        seed=args.seed, max_rows=args.max_rows, progress=args.progress,
     )
     if args.ablation:
         from fairwatch.alerts.finetune_ablation import run_ablation

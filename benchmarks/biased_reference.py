@@ -38,26 +38,6 @@ def find_data(data: str | None) -> Path:
     raise SystemExit(f"error: en_sentence_templates.csv not found in {[str(c) for c in candidates]}")
 
 
-def roc_auc(score: np.ndarray, label: np.ndarray) -> float:
-    label = label.astype(bool)
-    pos, neg = label.sum(), (~label).sum()
-    if not pos or not neg:
-        return float("nan")
-    order = np.argsort(score, kind="mergesort")
-    s = score[order]
-    ranks = np.empty(len(s))
-    i = 0
-    while i < len(s):  # average ranks over ties
-        j = i
-        while j + 1 < len(s) and s[j + 1] == s[i]:
-            j += 1
-        ranks[i : j + 1] = (i + j) / 2 + 1
-        i = j + 1
-    r = np.empty(len(s))
-    r[order] = ranks
-    return float((r[label].sum() - pos * (pos + 1) / 2) / (pos * neg))
-
-
 def term_of(gen: Any, text: str) -> str | None:
     for found in gen.matches(text).values():
         return found[0][2]
@@ -88,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from fairwatch.monitor.counts import N, contributions
+    from fairwatch.monitor.gaps import equality_difference_value
+    from fairwatch.monitor.rates import proportion, safe_ratio
+    from fairwatch.monitor.score_auc import roc_auc
     from fairwatch.monitor.scorer.counterfactuals import CounterfactualGenerator, Lexicon
     from fairwatch.monitor.scorer.model import LoadedClassifier, choose_device
     from fairwatch.monitor.scorer.scoring import CounterfactualScorer
@@ -180,19 +164,22 @@ def main(argv: list[str] | None = None) -> int:
     pred = score >= 0.5
     terms = np.array([term_of(gen, x) or "" for x in texts], dtype=object)
 
-    def rates(m: np.ndarray) -> tuple[float, float, int]:
-        neg, pos = m & (y == 0), m & (y == 1)
-        fpr = float(pred[neg].mean()) if neg.any() else float("nan")
-        fnr = float((~pred[pos]).mean()) if pos.any() else float("nan")
-        return fpr, fnr, int(m.sum())
+    # Per-term and overall rates and FPED/FNED through the monitor's own definitions (Dixon et al.'s
+    # overall rate: over every held-out row, with an identity term or not).
+    names = sorted({t for t in terms if t})
+    index = {t: i for i, t in enumerate(names)}
+    codes = np.array([index.get(t, -1) for t in terms], dtype=np.int64)
 
-    fpr_all, fnr_all, _ = rates(np.ones(len(y), dtype=bool))
-    per_term = {}
-    for t in sorted({t for t in terms if t}):
-        fpr, fnr, n = rates(terms == t)
-        per_term[t] = {"n": n, "fpr": fpr, "fnr": fnr, "biased_in_training": t in biased}
-    fped = float(np.nansum([abs(v["fpr"] - fpr_all) for v in per_term.values()]))
-    fned = float(np.nansum([abs(v["fnr"] - fnr_all) for v in per_term.values()]))
+    def count_rows(codes: np.ndarray, n_groups: int) -> np.ndarray:
+        return contributions(codes, pred.astype(np.int64), y.astype(np.int64), np.full(len(y), np.nan), n_groups)
+
+    term_rows, all_rows = count_rows(codes, len(names)), count_rows(np.zeros(len(y), dtype=np.int64), 1)
+    fpr_all, fnr_all = (float(safe_ratio(*proportion(all_rows, m))[0]) for m in ("fpr", "fnr"))
+    term_fpr, term_fnr = (safe_ratio(*proportion(term_rows, m)) for m in ("fpr", "fnr"))
+    per_term = {t: {"n": int(term_rows[i, N]), "fpr": float(term_fpr[i]), "fnr": float(term_fnr[i]),
+                    "biased_in_training": t in biased} for i, t in enumerate(names)}
+    fped = equality_difference_value(*proportion(term_rows, "fpr"), fpr_all)
+    fned = equality_difference_value(*proportion(term_rows, "fnr"), fnr_all)
     stats = CounterfactualStats()
     stats.update(res, model="biased-reference")
     report = {

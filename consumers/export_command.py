@@ -14,14 +14,15 @@ def add_window_source_flags(parser: argparse.ArgumentParser) -> None:
     """Where a window is read from: the ``[kafka]`` table of --config and the flags ``fairwatch run`` names
     the same (``export``, and the trigger when its job command holds ``{data}``)."""
     from fairwatch.consumers.kafka_config import add_client_flag, add_security_flags
+    from fairwatch.flags import add_bootstrap_flag, add_topic_flags
 
     parser.add_argument("--config", metavar="TOML", help="a file with a [kafka] table (flags win)")
     kafka = parser.add_argument_group("kafka")
     add_client_flag(kafka)
-    kafka.add_argument("--bootstrap-servers", metavar="HOST:PORT[,...]", help="brokers (127.0.0.1:9092)")
-    kafka.add_argument("--predictions-topic", help="topic of prediction events (fairwatch.predictions), or the "
-                       "labeled topic of `fairwatch join` with --outcomes-topic ''")
-    kafka.add_argument("--outcomes-topic", help="topic of outcome events (fairwatch.outcomes; '' = none)")
+    add_bootstrap_flag(kafka, default=None)
+    add_topic_flags(kafka, predictions=None, outcomes=None, outcomes_help="topic of outcome events ('' = none)",
+                    predictions_help="topic of prediction events, or the labeled topic of `fairwatch join` with "
+                                     "--outcomes-topic ''")
     add_security_flags(parser)
     parser.set_defaults(models=None)  # run_command.settings_from_args reads it; the export filters by --model
 

@@ -17,25 +17,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from fairwatch.monitor.events import Event, EventParser, Rejection
+from fairwatch.monitor.text_rows import (
+    FORMATS,
+    TextFileError,
+    binary_lines,
+    check_columns,
+    csv_header,
+    csv_records,
+    detect_format,
+    open_binary,
+    open_text,
+    parse_label,
+)
 
 BATCH_SIZE = 4096
-_BOM = b"\xef\xbb\xbf"
-FORMATS = ("csv", "jsonl")
-
-
-class SourceError(Exception):
-    """The source cannot be read at all (missing file, bad header): one line for the CLI."""
-
-
-def detect_format(path: str | Path, declared: str | None) -> str:
-    if declared:
-        return declared
-    suffix = Path(path).suffix.lower()
-    if suffix == ".csv":
-        return "csv"
-    if suffix in (".jsonl", ".ndjson", ".json"):
-        return "jsonl"
-    raise SourceError(f"cannot tell the format of {path} from its ending; pass --format csv or --format jsonl")
+# An unreadable file (missing, unknown format, bad header) is the shared reader's error: one line for the CLI.
+SourceError = TextFileError
 
 
 @dataclass
@@ -61,13 +58,15 @@ class CsvMapping:
         if not self.group_cols:
             raise SourceError("CSV needs at least one --group COLUMN")
         wanted = [self.id_col, self.prediction_col, self.score_col, self.label_col, self.ts_col, self.text_col]
-        missing = [c for c in [*wanted, *self.group_cols] if c is not None and c not in header]
-        if missing:
-            shown = ", ".join(header[:20]) + (", ..." if len(header) > 20 else "")
-            raise SourceError(f"{path}: no column {', '.join(map(repr, missing))} in the header ({shown})")
+        check_columns(header, [*wanted, *self.group_cols], path)
 
 
-_LABELS = {"0": 0, "1": 1, "false": 0, "true": 1, "0.0": 0, "1.0": 1}
+def _label_cell(cell: str | None) -> int | None:
+    """0/1 of a prediction or label cell (numbers and booleans only); None when empty or not a label."""
+    try:
+        return parse_label(cell or "", words=False)
+    except ValueError:
+        return None
 
 
 def _parse_ts(cell: str) -> float:
@@ -101,7 +100,7 @@ def csv_row_to_event(row: dict[str, str], line: int, m: CsvMapping, now: float) 
             if not math.isfinite(score):
                 return bad("bad_value", f"score {cell!r} in column {m.score_col!r} is not finite")
     if m.prediction_col is not None:
-        prediction = _LABELS.get((row[m.prediction_col] or "").strip().lower())
+        prediction = _label_cell(row[m.prediction_col])
         if prediction is None:
             return bad("bad_value", f"prediction {row[m.prediction_col]!r} in column {m.prediction_col!r} is not 0 or 1")
     else:
@@ -110,7 +109,7 @@ def csv_row_to_event(row: dict[str, str], line: int, m: CsvMapping, now: float) 
     if m.label_col is not None:
         cell = (row[m.label_col] or "").strip()
         if cell:
-            label = _LABELS.get(cell.lower())
+            label = _label_cell(cell)
             if label is None:
                 return bad("unknown_label", f"unknown label {cell!r} in column {m.label_col!r} (expected 0, 1 or empty)")
     groups = {}
@@ -132,39 +131,20 @@ def csv_row_to_event(row: dict[str, str], line: int, m: CsvMapping, now: float) 
     )
 
 
-def _open_text(path: Path):
-    try:
-        # utf-8-sig: a byte-order mark would otherwise glue itself, invisibly, to the first column's name.
-        return open(path, newline="", encoding="utf-8-sig", errors="replace")
-    except FileNotFoundError:
-        raise SourceError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise SourceError(f"{path}: cannot be read: {exc.strerror or exc}") from None
-
-
 def read_csv(path: str | Path, mapping: CsvMapping, parser: EventParser, batch_size: int = BATCH_SIZE):
     """Batches of Events/Rejections from a CSV file."""
     path = Path(path)
     csv.field_size_limit(max(parser.max_event_bytes, 1 << 17))
-    with _open_text(path) as handle:
+    with open_text(path) as handle:
         reader = csv.DictReader(handle)
-        try:
-            header = reader.fieldnames or []
-        except csv.Error as exc:
-            raise SourceError(f"{path}: unreadable CSV header: {exc}") from None
-        mapping.check(header, path)
+        mapping.check(csv_header(reader, path), path)
         now = parser._now()
         batch: list[Event | Rejection] = []
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as exc:
-                batch.append(Rejection("oversized" if "field larger" in str(exc) else "bad_value",
-                                       f"line {reader.line_num}: {exc}"))
+        for line, row in csv_records(reader):
+            if row.__class__ is not dict:  # a record csv cannot read
+                batch.append(Rejection("oversized" if "field larger" in str(row) else "bad_value", f"line {line}: {row}"))
                 continue
-            event = csv_row_to_event(row, reader.line_num, mapping, now)
+            event = csv_row_to_event(row, line, mapping, now)
             batch.append(event if event.__class__ is Rejection else parser.check(event))
             if len(batch) >= batch_size:
                 yield batch
@@ -176,16 +156,11 @@ def read_csv(path: str | Path, mapping: CsvMapping, parser: EventParser, batch_s
 def read_jsonl(path: str | Path, parser: EventParser, batch_size: int = BATCH_SIZE):
     """Batches of Events/Rejections from a JSON-lines file (blank lines skipped)."""
     path = Path(path)
-    try:
-        handle = open(path, "rb")
-    except FileNotFoundError:
-        raise SourceError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise SourceError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    handle = open_binary(path)
     parse = parser.parse
     with handle:
         batch: list[Event | Rejection] = []
-        for number, line in enumerate(_lines(handle), 1):
+        for number, line in enumerate(binary_lines(handle), 1):
             if not line.strip():
                 continue
             event = parse(line)
@@ -197,21 +172,6 @@ def read_jsonl(path: str | Path, parser: EventParser, batch_size: int = BATCH_SI
                 batch = []
         if batch:
             yield batch
-
-
-def _lines(handle) -> Iterator[bytes]:
-    """The lines of a binary file whatever their ending (LF, CRLF or CR alone), without a
-    leading UTF-8 byte-order mark (it would make the first event invalid JSON)."""
-    first = True
-    for chunk in handle:
-        if first:
-            first = False
-            if chunk.startswith(_BOM):
-                chunk = chunk[len(_BOM):]
-        if b"\r" in chunk and not chunk.endswith(b"\r\n"):  # old Mac endings: the "line" holds many
-            yield from chunk.splitlines()
-        else:
-            yield chunk
 
 
 def read_events(path, fmt: str | None, mapping: CsvMapping, parser: EventParser, batch_size: int = BATCH_SIZE

@@ -15,6 +15,7 @@ import sys
 from fairwatch.consumers.kafka_config import add_security_flags, parse_kafka_settings
 from fairwatch.consumers.outcome_join import JoinSettings
 from fairwatch.cli import UsageError, serve_registry, finite_float
+from fairwatch.flags import add_bootstrap_flag, add_log_level_flag, add_metrics_flags, add_topic_flags
 from fairwatch.monitor.config import ConfigError
 
 
@@ -26,9 +27,8 @@ def register(commands) -> None:
                     "pending predictions and early outcomes in changelog-backed tables, and write predictions "
                     "(at once) and their outcomes (when they come) to the labeled topic that `fairwatch run` "
                     "consumes. Needs the kafka extra (faust-streaming).")
-    parser.add_argument("--bootstrap-servers", default=defaults.bootstrap_servers, metavar="HOST:PORT[,...]")
-    parser.add_argument("--predictions-topic", default=defaults.predictions_topic)
-    parser.add_argument("--outcomes-topic", default=defaults.outcomes_topic)
+    add_bootstrap_flag(parser, default=defaults.bootstrap_servers)
+    add_topic_flags(parser, predictions=defaults.predictions_topic, outcomes=defaults.outcomes_topic)
     parser.add_argument("--labeled-topic", default=defaults.labeled_topic,
                         help=f"topic written for the worker ({defaults.labeled_topic})")
     parser.add_argument("--app-id", default=defaults.app_id,
@@ -37,18 +37,21 @@ def register(commands) -> None:
                         help="wall-clock seconds an entry waits for its other half, from its first arrival at the "
                              "join; then an early outcome is counted orphaned, a prediction expired (7 days)")
     parser.add_argument("--sweep-seconds", type=finite_float, help="seconds between TTL sweeps (ttl/10, 0.5 to 60)")
-    parser.add_argument("--commit-interval-seconds", type=finite_float, default=defaults.commit_interval_seconds)
-    parser.add_argument("--session-timeout-seconds", type=finite_float, default=defaults.session_timeout_seconds)
-    parser.add_argument("--rebalance-timeout-seconds", type=finite_float, default=defaults.rebalance_timeout_seconds)
-    parser.add_argument("--auto-offset-reset", choices=("earliest", "latest"), default=defaults.auto_offset_reset)
+    parser.add_argument("--commit-interval-seconds", type=finite_float, default=defaults.commit_interval_seconds,
+                        help=f"seconds between offset commits ({defaults.commit_interval_seconds:g})")
+    parser.add_argument("--session-timeout-seconds", type=finite_float, default=defaults.session_timeout_seconds,
+                        help=f"group session timeout, seconds as Faust takes it ({defaults.session_timeout_seconds:g})")
+    parser.add_argument("--rebalance-timeout-seconds", type=finite_float, default=defaults.rebalance_timeout_seconds,
+                        help=f"rebalance timeout ({defaults.rebalance_timeout_seconds:g})")
+    parser.add_argument("--auto-offset-reset", choices=("earliest", "latest"), default=defaults.auto_offset_reset,
+                        help=f"where a new group starts ({defaults.auto_offset_reset})")
     parser.add_argument("--producer-max-batch-size", type=int, metavar="BYTES",
                         help="largest record batch produced (Faust's default 16384); 1 = one record per batch, "
                              "needed on Tansu, whose end offsets are wrong after multi-record batches, so that a "
                              "restarted join recovers its whole changelog")
-    parser.add_argument("--metrics-port", type=int, help="serve the join's counters on /metrics (none: log only)")
-    parser.add_argument("--metrics-addr", default="0.0.0.0")
+    add_metrics_flags(parser, addr="0.0.0.0", port_help="serve the join's counters on /metrics (none: log only)")
     add_security_flags(parser)
-    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    add_log_level_flag(parser)
     parser.set_defaults(handler=run)
 
 

@@ -149,14 +149,15 @@ def add_security_flags(parser, protocol_default: str | None = None) -> None:
     """Kafka security flags, passed to every client (``run`` and ``produce``)."""
     security = parser.add_argument_group("kafka security (passed to every client)")
     security.add_argument("--security-protocol", default=protocol_default,
-                          choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"))
+                          choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+                          help=f"how clients talk to the brokers ({protocol_default or 'PLAINTEXT'})")
     security.add_argument("--sasl-mechanism", choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER",
-                                                       "GSSAPI"))
-    security.add_argument("--sasl-username")
+                                                       "GSSAPI"), help="SASL mechanism, with a SASL_* protocol")
+    security.add_argument("--sasl-username", help="SASL user name")
     security.add_argument("--sasl-password", help=f"prefer the {PASSWORD_ENV} environment variable")
-    security.add_argument("--ssl-cafile", metavar="PEM")
-    security.add_argument("--ssl-certfile", metavar="PEM")
-    security.add_argument("--ssl-keyfile", metavar="PEM")
+    security.add_argument("--ssl-cafile", metavar="PEM", help="CA certificates that sign the brokers' certificates")
+    security.add_argument("--ssl-certfile", metavar="PEM", help="client certificate (mutual TLS)")
+    security.add_argument("--ssl-keyfile", metavar="PEM", help="client private key (mutual TLS)")
 
 
 __all__ = ["KafkaSettings", "parse_kafka_settings", "read_toml", "add_security_flags", "add_client_flag",

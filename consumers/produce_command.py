@@ -1,4 +1,4 @@
-"""``fairwatch produce FILE --topic T``: replay a CSV/JSONL file into Kafka as contract events."""
+"""``fairwatch produce FILE --predictions-topic T``: replay a CSV/JSONL file into Kafka as contract events."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from fairwatch.consumers.files import SourceError, read_events
 from fairwatch.consumers.kafka_config import DEFAULT_CLIENT, add_client_flag, add_security_flags, parse_kafka_settings
 from fairwatch.consumers.replay_command import add_mapping_flags, mapping_from_args
 from fairwatch.cli import UsageError, finite_float
+from fairwatch.flags import add_bootstrap_flag, add_progress_flag, add_topic_flags
 from fairwatch.monitor.config import ConfigError
 from fairwatch.monitor.events import EventParser, Rejection
 
@@ -34,17 +35,16 @@ def register(commands) -> None:
     parser = commands.add_parser("produce", help="replay a CSV or JSONL file into Kafka (key = event_id)")
     parser.add_argument("file", help="CSV or JSONL file")
     add_mapping_flags(parser)
-    parser.add_argument("--topic", default="fairwatch.predictions", help="predictions topic (fairwatch.predictions)")
-    parser.add_argument("--outcomes-topic", default="fairwatch.outcomes", help="outcomes topic (fairwatch.outcomes)")
+    add_topic_flags(parser, predictions_aliases=("--topic",))
     parser.add_argument("--outcome-delay", type=int, metavar="N",
                         help="send each labeled row as a prediction without label, and its outcome on "
                              "--outcomes-topic N events later")
     parser.add_argument("--rate", type=finite_float, metavar="N", help="events per second (default: as fast as possible)")
     parser.add_argument("--limit", type=int, metavar="N", help="stop after N events")
-    parser.add_argument("--bootstrap-servers", default="127.0.0.1:9092", metavar="HOST:PORT[,...]")
-    parser.add_argument("--compression", choices=("gzip", "snappy", "lz4", "zstd"))
+    add_bootstrap_flag(parser)
+    parser.add_argument("--compression", choices=("gzip", "snappy", "lz4", "zstd"), help="record batch compression (none)")
     add_client_flag(parser)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_flag(parser, default=True)
     add_security_flags(parser, protocol_default="PLAINTEXT")
     parser.set_defaults(handler=run)
 
@@ -70,12 +70,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--rate must be positive")
     if args.outcome_delay is not None and args.outcome_delay < 0:
         raise UsageError("--outcome-delay must be 0 or more")
-    if args.outcome_delay is not None and args.outcomes_topic == args.topic:
-        raise UsageError("--outcomes-topic must differ from --topic")
+    if args.outcome_delay is not None and args.outcomes_topic == args.predictions_topic:
+        raise UsageError("--outcomes-topic must differ from --predictions-topic")
     try:
         settings = parse_kafka_settings({
             "client": args.client or DEFAULT_CLIENT, "bootstrap_servers": args.bootstrap_servers,
-            "predictions_topic": args.topic,
+            "predictions_topic": args.predictions_topic,
             "outcomes_topic": args.outcomes_topic, "security_protocol": args.security_protocol,
             "sasl_mechanism": args.sasl_mechanism, "sasl_username": args.sasl_username,
             "sasl_password": args.sasl_password, "ssl_cafile": args.ssl_cafile, "ssl_certfile": args.ssl_certfile,
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     pacer = Pacer(args.rate)
     sent = predictions = outcomes = shown = 0
     try:
-        with tqdm(unit="ev", desc="produce", file=sys.stderr, disable=args.no_progress) as progress:
+        with tqdm(unit="ev", desc="produce", file=sys.stderr, disable=not args.progress) as progress:
             for batch in batches:
                 for event in batch:
                     if args.limit is not None and predictions >= args.limit:
@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
                         send(args.outcomes_topic, event.event_id, encode(event))
                         outcomes += 1
                     else:
-                        send(args.topic, event.event_id, encode(event))
+                        send(args.predictions_topic, event.event_id, encode(event))
                         predictions += 1
                     sent += 1
                     if sent - shown >= 512:
@@ -169,6 +169,6 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     if failures:
         raise UsageError(f"{len(failures)} events not delivered, first: {failures[0]}")
-    print(f"produced {predictions} predictions to {args.topic}"
+    print(f"produced {predictions} predictions to {args.predictions_topic}"
           + (f" and {outcomes} outcomes to {args.outcomes_topic}" if outcomes else ""), file=sys.stderr)
     return 0

@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from fairwatch.consumers.files import FORMATS, CsvMapping, SourceError, read_events
 from fairwatch.cli import UsageError, add_config_flags, config_from_args, finite_float, keep_serving, serve_registry
+from fairwatch.flags import add_metrics_flags, add_progress_flag, add_report_flag
 from fairwatch.monitor.pipeline import Pipeline
 from fairwatch.monitor.report import build_report, format_table, to_json
 
@@ -41,9 +42,10 @@ def register(commands) -> None:
     parser.add_argument("file", help="CSV or JSONL file")
     add_mapping_flags(parser)
     add_config_flags(parser)
-    parser.add_argument("--report", choices=("table", "json"), default="table")
-    parser.add_argument("--serve", type=int, metavar="PORT", help="serve /metrics on PORT and keep it up after the replay")
-    parser.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
+    add_report_flag(parser)
+    add_metrics_flags(parser, port_help="serve /metrics on this port and keep it up after the replay (none: no server)",
+                      aliases=("--serve",))
+    add_progress_flag(parser, default=False)
     add_scorer_flags(parser)
     parser.set_defaults(handler=run)
 
@@ -176,13 +178,13 @@ def run(args: argparse.Namespace) -> int:
     step = build_scorer_step(args)  # before anything starts: a bad model or lexicon fails fast
     pipeline = Pipeline(config)
     server = None
-    if args.serve is not None:
+    if args.metrics_port is not None:
         from fairwatch.monitor.exporter import make_registry
 
         registry = make_registry(pipeline)
         if step is not None and step.collector() is not None:
             registry.register(step.collector())
-        server = serve_registry(registry, args.serve, "127.0.0.1")
+        server = serve_registry(registry, args.metrics_port, args.metrics_addr)
     try:
         batches = read_events(args.file, args.format, mapping_from_args(args), pipeline.parser)
         with tqdm(unit="ev", desc="replay", file=sys.stderr, disable=not args.progress) as progress:

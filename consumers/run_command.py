@@ -11,6 +11,7 @@ from fairwatch.consumers.kafka_config import add_client_flag, add_security_flags
 from fairwatch.monitor.config import read_toml
 from fairwatch.consumers.replay_command import add_scorer_flags, build_scorer_step
 from fairwatch.cli import UsageError, add_config_flags, serve_registry, finite_float
+from fairwatch.flags import add_bootstrap_flag, add_log_level_flag, add_metrics_flags, add_topic_flags
 from fairwatch.monitor.config import ConfigError, load_config
 
 # Flags that map one to one onto KafkaSettings fields (None = not given, the TOML or default wins).
@@ -35,9 +36,8 @@ def register(commands) -> None:
                         help="protected attribute to track (repeatable; default: every attribute events carry)")
     kafka = parser.add_argument_group("kafka")
     add_client_flag(kafka)
-    kafka.add_argument("--bootstrap-servers", metavar="HOST:PORT[,...]", help="brokers (127.0.0.1:9092)")
-    kafka.add_argument("--predictions-topic", help="topic of prediction events (fairwatch.predictions)")
-    kafka.add_argument("--outcomes-topic", help="topic of outcome events (fairwatch.outcomes; '' = none)")
+    add_bootstrap_flag(kafka, default=None)
+    add_topic_flags(kafka, predictions=None, outcomes=None, outcomes_help="topic of outcome events ('' = none)")
     kafka.add_argument("--dlq-topic", help="dead-letter topic for refused records (fairwatch.dlq)")
     kafka.add_argument("--group-id", help="consumer group (fairwatch)")
     kafka.add_argument("--client-id", help="client id prefix (fairwatch)")
@@ -61,10 +61,9 @@ def register(commands) -> None:
     kafka.add_argument("--dlq-max-bytes", type=int, help="largest dead letter sent whole; larger ones are truncated "
                        "with a header (16 MiB)")
     kafka.add_argument("--auto-offset-reset", choices=("earliest", "latest"), help="where a new group starts")
-    kafka.add_argument("--metrics-port", type=int, help="serve /metrics on this port (none: no server)")
-    kafka.add_argument("--metrics-addr", help="address /metrics listens on (0.0.0.0)")
+    add_metrics_flags(kafka, addr=None, addr_help="address /metrics listens on (0.0.0.0)")
     add_security_flags(parser)
-    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    add_log_level_flag(parser)
     parser.set_defaults(handler=run)
 
 

@@ -18,6 +18,7 @@ import time
 from importlib.metadata import entry_points
 
 from fairwatch import __version__
+from fairwatch.flags import add_config_flags  # noqa: F401  (commands import it from here)
 from fairwatch.monitor.config import ConfigError
 
 EXIT_USAGE = 2
@@ -43,18 +44,6 @@ def finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
     return value
-
-
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """Flags shared by every command that runs the pipeline."""
-    parser.add_argument("--config", metavar="TOML", help="configuration file ([monitor] table)")
-    parser.add_argument("--min-group-size", type=int, help="groups below this take no part in alert gaps (30)")
-    parser.add_argument("--privacy-floor", type=int, help="groups below this are never exported as rates (10)")
-    parser.add_argument("--no-exemplars", dest="exemplars", action="store_const", const=False,
-                        help="export no event ids as exemplars on the positives counters")
-    parser.add_argument(
-        "--intersection", action="append", metavar="A&B", help="track an intersection of attributes, e.g. race&sex"
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,18 +110,19 @@ def serve_registry(registry, port: int, addr: str):
     """What every command with a metrics port does: serve ``registry`` on /metrics from a
     background thread, say where on stderr, and return the server. A port that cannot be
     bound is a one-line usage error (exit 2)."""
-    from prometheus_client import start_http_server
+    from fairwatch.monitor import exporter
 
     try:
-        server, _thread = start_http_server(port, addr=addr, registry=registry)
+        server, bound = exporter.serve_registry(registry, port, addr)
     except OSError as exc:
-        raise UsageError(f"cannot serve /metrics on port {port}: {exc.strerror}") from None
-    print(f"serving metrics on http://{addr}:{server.server_address[1]}/metrics", file=sys.stderr, flush=True)
+        raise UsageError(f"cannot serve /metrics on port {port}: {exc.strerror} (--metrics-port 0: any free port)"
+                         ) from None
+    print(f"serving metrics on http://{addr}:{bound}/metrics", file=sys.stderr, flush=True)
     return server
 
 
 def keep_serving(message: str) -> None:
-    """Block, /metrics still served by its thread, until Ctrl-C (``replay --serve``, ``demo --keep-serving``)."""
+    """Block, /metrics still served by its thread, until Ctrl-C (``replay --metrics-port``, ``demo --keep-serving``)."""
     print(message, file=sys.stderr, flush=True)
     try:
         while True:

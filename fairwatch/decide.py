@@ -26,6 +26,7 @@ import sys
 import time
 import urllib.request
 
+from fairwatch.flags import add_metrics_flags
 from fairwatch.monitor import metric_names as names
 from fairwatch.monitor.breach import FPR_N, FPR_X, SEL_N, SEL_X, TPR_N, TPR_X, MergedDecisions, Totals
 from fairwatch.monitor.config import ModelThresholds, MonitorConfig, load_config
@@ -140,8 +141,8 @@ def register(commands) -> None:
     parser.add_argument("workers", nargs="+", metavar="URL", help="each worker's /metrics URL")
     parser.add_argument("--config", metavar="TOML", help="the workers' configuration file ([monitor] table)")
     parser.add_argument("--interval", type=float, default=15.0, help="seconds between scrapes (15)")
-    parser.add_argument("--port", type=int, default=9109, help="serve the merged decisions' /metrics here")
-    parser.add_argument("--addr", default="127.0.0.1")
+    add_metrics_flags(parser, port=9109, port_help="serve the merged decisions' /metrics here",
+                      aliases=("--port",), addr_aliases=("--addr",))
     parser.add_argument("--rounds", type=int, default=0, help="stop after this many scrapes (0: never)")
     parser.set_defaults(handler=run)
 
@@ -155,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     decisions: dict[str, MergedDecisions] = {}
     registry = CollectorRegistry()
     registry.register(MergedDecisionCollector(decisions))
-    serve_registry(registry, args.port, args.addr)
+    serve_registry(registry, args.metrics_port, args.metrics_addr)
     done = 0
     while not args.rounds or done < args.rounds:
         started = time.monotonic()

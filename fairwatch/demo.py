@@ -15,6 +15,7 @@ import time
 from tqdm import tqdm
 
 from fairwatch.cli import finite_float, keep_serving
+from fairwatch.flags import add_metrics_flags, add_report_flag
 from fairwatch.monitor.config import MonitorConfig
 from fairwatch.monitor.pipeline import Pipeline
 from fairwatch.monitor.report import build_report, format_table, to_json
@@ -24,14 +25,15 @@ from fairwatch.monitor.synthetic import SyntheticStream
 def register(commands) -> None:
     parser = commands.add_parser("demo", help="run the monitor on a synthetic stream with an injected bias shift")
     parser.add_argument("--events", type=int, default=300_000, help="predictions in the stream (300000)")
-    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--seed", type=int, default=7, help="random seed of the synthetic stream (7)")
     parser.add_argument("--shift-at", type=int, default=None, help="prediction index of the shift (half way)")
     parser.add_argument("--shift-group", default="Hispanic", help="race group whose scores shift up (Hispanic)")
-    parser.add_argument("--port", type=int, default=9108, help="serve /metrics here while running (0: any free port)")
+    add_metrics_flags(parser, port=9108, port_help="serve /metrics here while running (0: any free port)",
+                      aliases=("--port",))
     parser.add_argument("--no-serve", action="store_true", help="do not serve /metrics")
     parser.add_argument("--keep-serving", action="store_true", help="keep /metrics up after the stream ends")
     parser.add_argument("--rate", type=finite_float, default=None, help="slow the stream to N events/s (to watch it live)")
-    parser.add_argument("--report", choices=("table", "json"), default="table")
+    add_report_flag(parser)
     parser.set_defaults(handler=run)
 
 
@@ -49,13 +51,10 @@ def run(args: argparse.Namespace) -> int:
     pipeline = Pipeline(MonitorConfig(attributes=list(stream.groups)))
     server = None
     if not args.no_serve:
-        from fairwatch.monitor.exporter import serve_metrics
+        from fairwatch.cli import serve_registry
+        from fairwatch.monitor.exporter import make_registry
 
-        try:
-            server, port = serve_metrics(pipeline, args.port)
-        except OSError as exc:
-            raise UsageError(f"cannot serve /metrics on port {args.port}: {exc.strerror} (try --port 0)") from None
-        print(f"serving metrics on http://127.0.0.1:{port}/metrics", file=sys.stderr)
+        server = serve_registry(make_registry(pipeline), args.metrics_port, args.metrics_addr)
 
     # Input positions of the predictions, to translate detections into
     # "predictions after the shift" (the stream interleaves outcome lines).

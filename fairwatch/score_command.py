@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
 from typing import Any, Iterator, TextIO
 
 from fairwatch.cli import UsageError, finite_float
+from fairwatch.flags import add_flag
+from fairwatch.monitor.text_rows import RowError, TextFileError, detect_format, read_text_rows
 
 __all__ = ["register", "run_score", "read_texts", "variants_by_attribute"]
 
@@ -36,7 +37,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1024, help="texts per scoring call (default: 1024)")
     p.add_argument("--max-length", type=int, default=64, help="token limit per sequence (default: 64)")
     p.add_argument("--threshold", type=finite_float, default=0.5, help="decision threshold (default: 0.5)")
-    p.add_argument("--model-name", default="default", help="model label in the summary")
+    add_flag(p, "--model", default="default", aliases=("--model-name",), help="model name in the summary (default)")
     p.add_argument("--format", choices=["jsonl", "summary"], default="jsonl", help="per-row JSONL or summary table")
     p.add_argument("--output", "-o", default="-", help="output file (default: stdout)")
     p.set_defaults(handler=run_score)
@@ -44,35 +45,27 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def read_texts(path: Path, text_col: str) -> Iterator[tuple[int, Any]]:
-    """(row number, text or None) per row; None marks a bad row (counted and skipped)."""
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        with path.open(newline="", encoding="utf-8", errors="replace") as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames is None or text_col not in reader.fieldnames:
-                raise InputError(f"column {text_col!r} not in {path} (columns: {', '.join(reader.fieldnames or [])})")
-            for i, row in enumerate(reader, start=1):
-                yield i, row.get(text_col)
-    elif suffix in (".jsonl", ".ndjson", ".json"):
-        with path.open(encoding="utf-8", errors="replace") as f:
-            seen_col = False
-            for i, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except ValueError:
-                    yield i, None
-                    continue
-                if isinstance(obj, dict) and text_col in obj:
-                    seen_col = True
-                    yield i, obj[text_col]
-                else:
-                    yield i, None
-            if not seen_col:
-                raise InputError(f"key {text_col!r} not found in any row of {path}")
-    else:
-        raise InputError(f"{path}: unknown input format {suffix!r} (expected .csv or .jsonl)")
+    """(row number, text or None) per row; None marks a bad row (counted and skipped).
+
+    The row number is the data row's for CSV, the line's for JSONL.
+    """
+    try:
+        fmt = detect_format(path)
+    except TextFileError:
+        raise InputError(f"{path}: unknown input format {path.suffix.lower()!r} (expected .csv or .jsonl)") from None
+    seen_col = False
+    try:
+        for number, row in enumerate(read_text_rows(path, text_col, label_col=None, group_cols=(), fmt=fmt), 1):
+            if isinstance(row, RowError):
+                seen_col = seen_col or row.reason not in ("bad_json", "missing_field")
+                yield (number if fmt == "csv" else row.line), None
+            else:
+                seen_col = True
+                yield (number if fmt == "csv" else row.line), row.text
+    except TextFileError as exc:
+        raise InputError(str(exc)) from None
+    if fmt == "jsonl" and not seen_col:
+        raise InputError(f"key {text_col!r} not found in any row of {path}")
 
 
 def run_score(args: argparse.Namespace) -> int:
@@ -115,7 +108,7 @@ def run_score(args: argparse.Namespace) -> int:
         for start in range(0, len(rows), args.batch_size):
             chunk = rows[start : start + args.batch_size]
             result = scorer.score([t for _, t in chunk])
-            stats.update(result, model=args.model_name)
+            stats.update(result, model=args.model)
             bad_rows += len(result.rejected)
             if args.format == "jsonl":
                 by_attribute = variants_by_attribute(result)

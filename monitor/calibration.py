@@ -29,6 +29,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from fairwatch.monitor.counts import FN, FP, N_CELLS, TN, TP
+from fairwatch.monitor.rates import proportion, safe_ratio
+
 ALL, LABELED, POSITIVE, SCORE_SUM = range(4)  # cells per (group, bin, prediction)
 N_BINS = 10
 SHRINKAGE = 2.0  # pseudo-labels pulling a sparse bin towards the group's base rate
@@ -262,15 +265,11 @@ class ScoreCalibration:
 
 
 def _rates_from_counts(tp, fp, fn, tn) -> dict[str, np.ndarray]:
-    tp, fp, fn, tn = (np.asarray(v, dtype=float) for v in (tp, fp, fn, tn))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return {
-            "tpr": tp / (tp + fn),
-            "fpr": fp / (fp + tn),
-            "fnr": fn / (tp + fn),
-            "ppv": tp / (tp + fp),
-            "accuracy": (tp + tn) / (tp + fp + fn + tn),
-        }
+    """The ``ESTIMATED`` rates of (expected) confusion counts, as ``monitor.rates`` defines them."""
+    tp, fp, fn, tn = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (tp, fp, fn, tn)))
+    cells = np.zeros(tp.shape + (N_CELLS,))
+    cells[..., TP], cells[..., FP], cells[..., FN], cells[..., TN] = tp, fp, fn, tn
+    return {metric: safe_ratio(*proportion(cells, metric)) for metric in ESTIMATED}
 
 
 def _rates(unlabeled: np.ndarray, q: np.ndarray) -> dict[str, np.ndarray]:

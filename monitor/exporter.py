@@ -463,10 +463,19 @@ def make_registry(pipeline: Pipeline) -> CollectorRegistry:
     return registry
 
 
-def serve_metrics(pipeline: Pipeline, port: int, addr: str = "127.0.0.1"):
-    """Serve /metrics on a background thread; return (server, actual port)."""
-    server, _thread = start_http_server(port, addr=addr, registry=make_registry(pipeline))
+def serve_registry(registry: CollectorRegistry, port: int, addr: str = "127.0.0.1"):
+    """Serve ``registry`` on /metrics from a background thread; return (server, actual port).
+
+    The one place that starts a /metrics server (``fairwatch.cli.serve_registry`` adds the
+    command line's error and message); OSError when the port cannot be bound.
+    """
+    server, _thread = start_http_server(port, addr=addr, registry=registry)
     return server, server.server_address[1]
 
 
-__all__ = ["FairwatchCollector", "make_registry", "serve_metrics"]
+def serve_metrics(pipeline: Pipeline, port: int, addr: str = "127.0.0.1"):
+    """Serve the pipeline's /metrics on a background thread; return (server, actual port)."""
+    return serve_registry(make_registry(pipeline), port, addr)
+
+
+__all__ = ["FairwatchCollector", "make_registry", "serve_metrics", "serve_registry"]

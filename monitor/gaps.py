@@ -111,6 +111,23 @@ def rate_is_zero(found) -> bool:
     return rate[high] == 0
 
 
+def equality_difference_value(successes: np.ndarray, trials: np.ndarray, overall: float | None = None) -> float:
+    """Dixon et al.'s sum over groups of |group rate - overall rate| (groups with no trials left out).
+
+    ``overall`` defaults to the rate pooled over the same groups; Dixon et al.
+    take it over every row, with a group or not, and pass it in.
+
+    >>> round(equality_difference_value(np.array([1, 3]), np.array([10, 10])), 6)
+    0.2
+    """
+    successes, trials = np.asarray(successes, dtype=float), np.asarray(trials, dtype=float)
+    counted = trials > 0
+    x, n = successes[counted], trials[counted]
+    if overall is None:
+        overall = x.sum() / n.sum()
+    return float(np.abs(x / n - overall).sum())
+
+
 def equality_difference(rows: np.ndarray, metric: str, groups: np.ndarray, seed: int = 0) -> Gap:
     """Dixon et al.'s FPED/FNED over ``groups``."""
     successes, trials = proportion(rows, metric)
@@ -118,8 +135,7 @@ def equality_difference(rows: np.ndarray, metric: str, groups: np.ndarray, seed:
     if groups.size < 2:
         return NAN_GAP
     x, n = successes[groups], trials[groups]
-    overall = x.sum() / n.sum()
-    value = float(np.abs(x / n - overall).sum())
+    value = equality_difference_value(x, n)
     draws = np.random.default_rng(seed).beta(x + 0.5, n - x + 0.5, size=(BOOTSTRAP_DRAWS, groups.size))
     pooled = (draws * n).sum(axis=1, keepdims=True) / n.sum()
     statistic = np.abs(draws - pooled).sum(axis=1)

@@ -41,7 +41,7 @@ import numpy as np
 
 from fairwatch.monitor.metric_names import AUC_METRICS
 
-__all__ = ["AucEstimate", "ScoreHistograms", "auc_from_histograms", "bias_aucs", "score_bins",
+__all__ = ["AucEstimate", "ScoreHistograms", "auc_from_histograms", "bias_aucs", "roc_auc", "score_bins",
            "N_SCORE_BINS"]
 
 Z95 = 1.959963984540054
@@ -158,6 +158,24 @@ def auc_from_histograms(positives: np.ndarray, negatives: np.ndarray) -> AucEsti
         bound = np.where(pairs > 0, ties / (2 * pairs), np.nan)
         lower, upper = hanley_mcneil_interval(auc, n_pos, n_neg)
     return AucEstimate(auc, lower, upper, n_pos, n_neg, bound)
+
+
+def roc_auc(score: np.ndarray, label: np.ndarray) -> float:
+    """Exact area under the ROC curve of raw scores (Mann-Whitney, ties averaged); NaN with one class.
+
+    The batch counterpart of :func:`auc_from_histograms`, for a finished window of scores.
+
+    >>> roc_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1]))
+    0.75
+    """
+    label = np.asarray(label).astype(bool)
+    pos, neg = int(label.sum()), int((~label).sum())
+    if not pos or not neg:
+        return float("nan")
+    _, inverse, counts = np.unique(score, return_inverse=True, return_counts=True)
+    avg_rank = np.cumsum(counts) - (counts - 1) / 2  # 1-based average rank of each distinct value
+    ranks = avg_rank[inverse]
+    return float((ranks[label].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
 def hanley_mcneil_interval(auc: np.ndarray, n_pos: np.ndarray, n_neg: np.ndarray, z: float = Z95):

@@ -12,6 +12,9 @@ from typing import Any, Hashable, Sequence
 
 import numpy as np
 
+from fairwatch.monitor.counts import contributions
+from fairwatch.monitor.rates import proportion, safe_ratio
+
 __all__ = ["counterfactual_average", "GroupThresholdPostprocessor", "group_rates"]
 
 
@@ -35,12 +38,10 @@ def counterfactual_average(original: np.ndarray, variant_score: np.ndarray, text
 
 def group_rates(decision: np.ndarray, label: np.ndarray) -> tuple[float, float]:
     """(TPR, FPR) of boolean decisions against 0/1 labels (NaN where undefined)."""
-    decision = np.asarray(decision, dtype=bool)
-    label = np.asarray(label).astype(bool)
-    pos, neg = label.sum(), (~label).sum()
-    tpr = (decision & label).sum() / pos if pos else float("nan")
-    fpr = (decision & ~label).sum() / neg if neg else float("nan")
-    return float(tpr), float(fpr)
+    decision = np.asarray(decision, dtype=bool).astype(np.int64)
+    label = np.asarray(label).astype(bool).astype(np.int64)
+    rows = contributions(np.zeros(label.size, dtype=np.int64), decision, label, np.full(label.size, np.nan), 1)
+    return float(safe_ratio(*proportion(rows, "tpr"))[0]), float(safe_ratio(*proportion(rows, "fpr"))[0])
 
 
 def _roc_points(score: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

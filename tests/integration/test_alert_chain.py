@@ -196,7 +196,7 @@ def test_breach_pages_trigger_and_finetune_shrinks_the_gap(tmp_path: Path, proce
                                 "--db", str(db), "--token-file", str(token_file), "--policy", "auto",
                                 "--workdir", str(tmp_path / "jobs"), "--job-command", job,
                                 "--prometheus-url", f"http://127.0.0.1:{prom_port}"])
-    processes.start("replay", [sys.executable, "-m", "fairwatch", "replay", str(stream), "--serve", str(metrics_port),
+    processes.start("replay", [sys.executable, "-m", "fairwatch", "replay", str(stream), "--metrics-port", str(metrics_port),
                                "--group", "sex", "--model", MODEL])
     processes.start("alertmanager", [ALERTMANAGER, f"--config.file={tmp_path / 'alertmanager.yml'}",
                                      f"--storage.path={tmp_path / 'am-data'}",

@@ -126,7 +126,7 @@ def prometheus_on_monitor(tmp_path_factory, scorer_model):
             stdout=subprocess.DEVNULL, stderr=open(tmp / "prometheus.log", "wb")))
         monitor_log = tmp / "monitor.log"
         started.append(subprocess.Popen(
-            [sys.executable, "-m", "fairwatch", "replay", str(fifo), "--serve", str(monitor_port), "--report", "json",
+            [sys.executable, "-m", "fairwatch", "replay", str(fifo), "--metrics-port", str(monitor_port), "--report", "json",
              "--scorer-model", str(scorer_model), "--scorer-device", "cpu", "--scorer-batch", "512"],
             cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(monitor_log, "wb")))
         wait_for(lambda: answers(prometheus_port, "up"), 30, "Prometheus did not start")

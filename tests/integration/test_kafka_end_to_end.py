@@ -18,11 +18,11 @@ GROUPS = ("--group", "race", "--group", "sex")
 def replay_metrics(compas_csv, port: int) -> dict:
     """Scrape `fairwatch replay --serve` of the file, then stop it."""
     process = subprocess.Popen([sys.executable, "-m", "fairwatch", "replay", str(compas_csv), *COMPAS_FLAGS, *GROUPS,
-                                "--serve", str(port)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                "--metrics-port", str(port)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         # The replay serves /metrics once its report is printed, i.e. after the whole file.
         return wait_for(lambda: select(scrape(port), names.GROUP_EVENTS) and scrape(port), 120,
-                        "fairwatch replay --serve never exposed counters")
+                        "fairwatch replay --metrics-port never exposed counters")
     finally:
         process.kill()
         process.wait(10)
@@ -34,7 +34,7 @@ def test_compas_through_kafka_equals_replay(broker, topics, workers, compas_csv,
 
     produced = subprocess.run(
         [sys.executable, "-m", "fairwatch", "produce", str(compas_csv), *COMPAS_FLAGS, *GROUPS,
-         "--bootstrap-servers", broker.bootstrap_servers, "--topic", topics["predictions"],
+         "--bootstrap-servers", broker.bootstrap_servers, "--predictions-topic", topics["predictions"],
          "--outcomes-topic", topics["outcomes"], "--outcome-delay", "500", "--no-progress", "--client", client],
         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert produced.returncode == 0, produced.stderr

@@ -50,7 +50,7 @@ def test_hostile_cardinality_keeps_memory_and_scrapes_bounded(tmp_path):
             out.write(json.dumps(event) + "\n")
     port = free_port()
     log = tmp_path / "replay.log"
-    process = subprocess.Popen([sys.executable, "-m", "fairwatch", "replay", str(path), "--serve", str(port),
+    process = subprocess.Popen([sys.executable, "-m", "fairwatch", "replay", str(path), "--metrics-port", str(port),
                                 "--report", "json"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
     try:
         wait_for(lambda: b"replay done" in log.read_bytes() or process.poll() is not None, STARTUP_SECONDS * 3,

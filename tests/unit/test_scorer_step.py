@@ -231,7 +231,7 @@ def test_replay_serve_has_counterfactual_series(tiny_model_dirs, tmp_path) -> No
     path = _write_jsonl(tmp_path, _gendered_events(2))  # 16 per group: above the privacy floor
     proc = subprocess.Popen(
         [sys.executable, "-m", "fairwatch", "replay", str(path), "--scorer-model", str(tiny_model_dirs["keys"]),
-         "--scorer-device", "cpu", "--scorer-threshold", "0.6", "--serve", "0", "--report", "json"],
+         "--scorer-device", "cpu", "--scorer-threshold", "0.6", "--metrics-port", "0", "--report", "json"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:

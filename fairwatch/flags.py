@@ -1,0 +1,102 @@
+"""The flags that several ``fairwatch`` commands share, defined once with one spelling each.
+
+A concept has one name on every command (``--metrics-port``/``--metrics-addr``
+for where /metrics is served, ``--predictions-topic``/``--outcomes-topic``
+for the topics, ``--scorer-*`` for the counterfactual scorer). Older
+spellings stay as hidden aliases that still work and say, on stderr, what
+replaces them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+__all__ = ["add_bootstrap_flag", "add_config_flags", "add_flag", "add_log_level_flag", "add_metrics_flags",
+           "add_progress_flag", "add_report_flag", "add_topic_flags", "DeprecatedAlias"]
+
+BOOTSTRAP_SERVERS = "127.0.0.1:9092"
+PREDICTIONS_TOPIC = "fairwatch.predictions"
+OUTCOMES_TOPIC = "fairwatch.outcomes"
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old spelling of a flag: hidden from --help, sets the new flag's value, warns once per use."""
+
+    def __init__(self, option_strings, dest, canonical: str, **kwargs: Any) -> None:
+        self.canonical = canonical
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(f"{parser.prog}: warning: {option_string} is deprecated, use {self.canonical}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_flag(parser, canonical: str, *, aliases: tuple[str, ...] = (), **kwargs: Any) -> argparse.Action:
+    """``parser.add_argument(canonical, **kwargs)`` plus a hidden :class:`DeprecatedAlias` per old spelling."""
+    action = parser.add_argument(canonical, **kwargs)
+    for old in aliases:
+        parser.add_argument(old, dest=action.dest, type=kwargs.get("type"), metavar=action.metavar,
+                            default=argparse.SUPPRESS, help=argparse.SUPPRESS, action=DeprecatedAlias,
+                            canonical=canonical)
+    return action
+
+
+def add_metrics_flags(parser, *, port: int | None = None, addr: str | None = "127.0.0.1",
+                      port_help: str = "serve /metrics on this port (none: no server)",
+                      addr_help: str | None = None, aliases: tuple[str, ...] = (),
+                      addr_aliases: tuple[str, ...] = ()) -> None:
+    """``--metrics-port`` and ``--metrics-addr``: where a command serves /metrics.
+
+    ``port``/``addr`` are the defaults (None: not given, a config file or a later default wins).
+    """
+    add_flag(parser, "--metrics-port", type=int, default=port, metavar="PORT", aliases=aliases,
+             help=port_help if port is None else f"{port_help} ({port})")
+    add_flag(parser, "--metrics-addr", default=addr, metavar="ADDR", aliases=addr_aliases,
+             help=addr_help or f"address /metrics listens on ({addr})")
+
+
+def add_topic_flags(parser, *, predictions: str | None = PREDICTIONS_TOPIC, outcomes: str | None = OUTCOMES_TOPIC,
+                    predictions_help: str = "topic of prediction events",
+                    outcomes_help: str = "topic of outcome events",
+                    predictions_aliases: tuple[str, ...] = ()) -> None:
+    """``--predictions-topic`` and ``--outcomes-topic`` (defaults None: a config file's [kafka] table wins)."""
+    add_flag(parser, "--predictions-topic", default=predictions, metavar="TOPIC", aliases=predictions_aliases,
+             help=f"{predictions_help} ({predictions or PREDICTIONS_TOPIC})")
+    parser.add_argument("--outcomes-topic", default=outcomes, metavar="TOPIC",
+                        help=f"{outcomes_help} ({outcomes or OUTCOMES_TOPIC})")
+
+
+def add_bootstrap_flag(parser, *, default: str | None = BOOTSTRAP_SERVERS) -> None:
+    """``--bootstrap-servers`` (default None: a config file's [kafka] table wins)."""
+    parser.add_argument("--bootstrap-servers", default=default, metavar="HOST:PORT[,...]",
+                        help=f"Kafka brokers ({default or BOOTSTRAP_SERVERS})")
+
+
+def add_log_level_flag(parser) -> None:
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
+                        help="least severe log records written to stderr (info)")
+
+
+def add_report_flag(parser) -> None:
+    parser.add_argument("--report", choices=("table", "json"), default="table",
+                        help="the report printed at the end: a table, or one JSON object (table)")
+
+
+def add_progress_flag(parser, *, default: bool) -> None:
+    """``--progress``/``--no-progress``: a progress bar on stderr (each command keeps its own default)."""
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=default,
+                        help=f"a progress bar on stderr ({'on' if default else 'off'})")
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by every command that runs the pipeline."""
+    parser.add_argument("--config", metavar="TOML", help="configuration file ([monitor] table)")
+    parser.add_argument("--min-group-size", type=int, help="groups below this take no part in alert gaps (30)")
+    parser.add_argument("--privacy-floor", type=int, help="groups below this are never exported as rates (10)")
+    parser.add_argument("--no-exemplars", dest="exemplars", action="store_const", const=False,
+                        help="export no event ids as exemplars on the positives counters")
+    parser.add_argument(
+        "--intersection", action="append", metavar="A&B", help="track an intersection of attributes, e.g. race&sex"
+    )
