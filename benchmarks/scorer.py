@@ -10,6 +10,7 @@ en_sentence_templates.csv) or are generated.
 """
 from __future__ import annotations
 
+from benchmarks import write_json_report
 import argparse
 import csv
 import json
@@ -222,9 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  (d) model-only forward (ceiling)         : {rate('model_only'):>12,.0f}")
     print(f"  (e) model-only forward at 16 tokens      : {rate('model_only_16'):>12,.0f}")
     print(f"  speed-up (a)/(b): {rate('ours') / rate('pipeline'):.1f}x   (a)/(d): {rate('ours') / rate('model_only'):.2f}")
-    if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(json.dumps(report, indent=1))
+    write_json_report(args.json_out, report)
     return 0
 
 

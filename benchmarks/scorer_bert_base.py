@@ -19,13 +19,13 @@ plus the pooler and classifier on one token; padding and everything else
 """
 from __future__ import annotations
 
+from benchmarks import write_json_report
 import argparse
 import json
 import os
 import random
 import sys
 import time
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -208,9 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                 share = v.get("useful_share_of_gemm", v.get("useful_share_of_gemm_at_most"))
                 bound = "<=" if "useful_share_of_gemm_at_most" in v else "  "
                 print(f"  {entry['tokens']:>6} {part:<16} {v['sequences_per_s']:>12,.1f} {bound}{share:>18.1%}")
-    if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(json.dumps(report, indent=1))
+    write_json_report(args.json_out, report)
     return 0
 
 

@@ -15,6 +15,7 @@ there are fragile: read the agreement figures with that in mind).
 """
 from __future__ import annotations
 
+from benchmarks import write_json_report
 import argparse
 import copy
 import dataclasses
@@ -24,7 +25,6 @@ import statistics
 import sys
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 from benchmarks.scorer import load_texts
@@ -136,9 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     for r, v in report["runtimes"].items():
         print(f"  {r:<11} {v['sequences_per_s_median']:>12,.0f} {v['paired_ratio_to_torch_median']:>8.2f}"
               f" {v['max_abs_score_change']:>12.4f} {v['decisions_kept']:>10.4f} {v['flips_kept']:>7.4f}")
-    if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(json.dumps(report, indent=1))
+    write_json_report(args.json_out, report)
     return 0
 
 

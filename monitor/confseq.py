@@ -92,6 +92,23 @@ def _toward_zero(x: np.ndarray, n: np.ndarray, slope: np.ndarray) -> np.ndarray:
     return 2 * x / (b + np.sqrt(np.maximum(b * b - 4 * slope * x, 0.0)))
 
 
+def _pair_inputs(x1, n1, x2, n2, alpha):
+    """The counts as float arrays of one shape, log(1/alpha), and both groups' normalisers."""
+    x1, n1, x2, n2, alpha = (np.asarray(v, dtype=float) for v in np.broadcast_arrays(x1, n1, x2, n2, alpha))
+    return x1, n1, x2, n2, np.log(1.0 / alpha), log_mixture_normaliser(x1, n1), log_mixture_normaliser(x2, n2)
+
+
+def _bisect_to_outside(ends, low: np.ndarray, high: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Shrink [low, high] around the multiplier where ``ends``' log M1 + log M2 reaches
+    ``target`` (it increases with the multiplier); return the outer end, on the wide side."""
+    for _ in range(_PAIR_ITERATIONS):
+        mid = (low + high) / 2
+        outside = ends(mid)[2] >= target
+        high = np.where(outside, mid, high)
+        low = np.where(outside, low, mid)
+    return high
+
+
 def pair_difference_lower(x1, n1, x2, n2, alpha) -> np.ndarray:
     """Anytime-valid lower bound of p1 - p2, from two disjoint groups' counts.
 
@@ -106,10 +123,7 @@ def pair_difference_lower(x1, n1, x2, n2, alpha) -> np.ndarray:
     >>> round(float(pair_difference_lower(300, 1000, 100, 1000, 0.05)), 3)
     0.121
     """
-    x1, n1, x2, n2, alpha = (np.asarray(v, dtype=float) for v in np.broadcast_arrays(x1, n1, x2, n2, alpha))
-    target = np.log(1.0 / alpha)
-
-    norm1, norm2 = log_mixture_normaliser(x1, n1), log_mixture_normaliser(x2, n2)
+    x1, n1, x2, n2, target, norm1, norm2 = _pair_inputs(x1, n1, x2, n2, alpha)
 
     def ends(slope):
         p1 = _toward_zero(x1, n1, slope)
@@ -124,12 +138,7 @@ def pair_difference_lower(x1, n1, x2, n2, alpha) -> np.ndarray:
         if not short.any():
             break
         high = np.where(short, high * 2, high)
-    for _ in range(_PAIR_ITERATIONS):
-        mid = (low + high) / 2
-        _, _, h = ends(mid)
-        outside = h >= target
-        high = np.where(outside, mid, high)
-        low = np.where(outside, low, mid)
+    high = _bisect_to_outside(ends, low, high, target)
     p1, p2, h = ends(high)
     return np.where(h >= target, p1 - p2, -1.0)
 
@@ -141,10 +150,7 @@ def pair_ratio_lower(x1, n1, x2, n2, alpha) -> np.ndarray:
     >>> round(float(pair_ratio_lower(300, 1000, 400, 1000, 0.05)), 3)
     0.563
     """
-    x1, n1, x2, n2, alpha = (np.asarray(v, dtype=float) for v in np.broadcast_arrays(x1, n1, x2, n2, alpha))
-    target = np.log(1.0 / alpha)
-
-    norm1, norm2 = log_mixture_normaliser(x1, n1), log_mixture_normaliser(x2, n2)
+    x1, n1, x2, n2, target, norm1, norm2 = _pair_inputs(x1, n1, x2, n2, alpha)
 
     def ends(mu):
         # Stationary points of log p1 - log p2: p * dlogM/dp = -mu for p1, +mu for p2.
@@ -154,12 +160,7 @@ def pair_ratio_lower(x1, n1, x2, n2, alpha) -> np.ndarray:
         return p1, p2, _log_mixture(x1, n1, np.maximum(p1, 0.0), norm1) + _log_mixture(x2, n2, p2, norm2)
 
     low, high = np.zeros(x1.shape), x1.copy()  # p1 reaches 0 at mu = x1
-    for _ in range(_PAIR_ITERATIONS):
-        mid = (low + high) / 2
-        _, _, h = ends(mid)
-        outside = h >= target
-        high = np.where(outside, mid, high)
-        low = np.where(outside, low, mid)
+    high = _bisect_to_outside(ends, low, high, target)
     p1, p2, h = ends(high)
     with np.errstate(divide="ignore", invalid="ignore"):
         bound = np.where((h >= target) & (x1 > 0), np.maximum(p1, 0.0) / p2, 0.0)
