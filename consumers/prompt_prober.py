@@ -19,7 +19,7 @@ from fairwatch.monitor.scorer.counterfactuals import CounterfactualGenerator
 
 from .prober import ChatClient, ProbeError, ProbeFailure
 
-__all__ = ["PromptPair", "ask_pairs", "pairs_from_lines", "sampled"]
+__all__ = ["PromptPair", "ask_pairs", "pairs_from_lines", "pairs_from_records", "sampled"]
 
 
 def sampled(event_id: str, every: int) -> bool:
@@ -46,19 +46,27 @@ def pairs_from_lines(lines: Iterable[str], generator: CounterfactualGenerator, *
                      attributes: set[str] | None = None) -> Iterator[PromptPair | ProbeFailure]:
     """The counterfactual pairs of the sampled prompts of JSONL generation events (a line needs a string
     ``prompt``; ``event_id`` is used for sampling and naming). A malformed line yields a ProbeFailure naming it."""
-    for number, line in enumerate(lines, 1):
+    numbered = ((f"line {number}", line) for number, line in enumerate(lines, 1))
+    return pairs_from_records(numbered, generator, every=every, attributes=attributes)
+
+
+def pairs_from_records(records: Iterable[tuple[str, str | bytes]], generator: CounterfactualGenerator, *,
+                       every: int = 1, attributes: set[str] | None = None) -> Iterator[PromptPair | ProbeFailure]:
+    """Like :func:`pairs_from_lines` for ``(where, JSON text)`` records, e.g. Kafka records named
+    ``topic/partition@offset``."""
+    for where, line in records:
         if not line.strip():
             continue
         try:
             event = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            yield ProbeFailure(f"line {number}", f"not JSON ({getattr(exc, 'msg', exc)})")
+            yield ProbeFailure(where, f"not JSON ({getattr(exc, 'msg', exc)})")
             continue
         if not isinstance(event, dict) or not isinstance(event.get("prompt"), str) or not event["prompt"].strip():
-            yield ProbeFailure(f"line {number}", "no string `prompt` to probe")
+            yield ProbeFailure(where, "no string `prompt` to probe")
             continue
         event_id = event.get("event_id")
-        event_id = event_id if isinstance(event_id, str) and event_id else f"line-{number}"
+        event_id = event_id if isinstance(event_id, str) and event_id else where.replace(" ", "-")
         if not sampled(event_id, every):
             continue
         for attribute, variants in generator.variants(event["prompt"]).items():

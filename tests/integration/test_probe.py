@@ -318,3 +318,45 @@ def test_probe_of_production_prompts_rejects_bad_flags_in_one_line(tmp_path):
         result = run_cli(*argv)
         assert result.returncode == 2, (message, result.stderr)
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_probe_reads_production_prompts_from_kafka(chat_server, broker, topics, tmp_path, monkeypatch):
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all")
+    values = [json.dumps({"event_id": f"k{i}", "model": "tiny-gpt2", "groups": {"gender": "female"},
+                          "prompt": LOAN.format(person="woman"), "response": "then"}).encode() for i in range(12)]
+    values.insert(4, b"{not json")
+    futures = [producer.send(topics["predictions"], value=value) for value in values]
+    producer.flush()
+    for future in futures:
+        future.get(timeout=30)  # every record acknowledged before the probe reads
+    producer.close()
+
+    summary_path = tmp_path / "summary.json"
+    monkeypatch.setenv("FW_PROBE_TEST_KEY", API_KEY)
+    result = run_cli("probe", "--prompts-from-kafka", "--from", "2020-01-01T00:00:00Z",
+                     "--bootstrap-servers", broker.bootstrap_servers, "--predictions-topic", topics["predictions"],
+                     "--endpoint", chat_server.url, "--model", "tiny-gpt2", "--api-key-env", "FW_PROBE_TEST_KEY",
+                     "--temperature", "0", "--similarity-model", "none", "--output", tmp_path / "events.jsonl",
+                     "--summary", summary_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    bad = [line for line in lines if "not JSON" in line]
+    assert len(bad) == 1 and bad[0].startswith(f"fairwatch probe: {topics['predictions']}/"), result.stderr
+    assert lines[-1] == "fairwatch probe: 24 events written (12 pairs), 1 prompts or lines failed"
+    gender = json.loads(summary_path.read_text())["attributes"]["gender"]
+    assert gender["pairs"] == 12 and gender["refusal_flip_rate"] == 1.0 and gender["mean_similarity"] is None
+
+
+def test_probe_from_kafka_flags_are_checked_in_one_line(tmp_path):
+    base = ("probe", "--endpoint", "http://127.0.0.1:9/v1", "--model", "m", "--similarity-model", "none")
+    cases = {
+        "give that too": (*base, "--prompts", tmp_path / "p.jsonl", "--from", "2026-01-01"),
+        "is neither ISO-8601": (*base, "--prompts-from-kafka", "--from", "yesterday"),
+        "one source of prompts": (*base, "--prompts", tmp_path / "p.jsonl", "--prompts-from-kafka"),
+    }
+    for message, argv in cases.items():
+        result = run_cli(*argv)
+        assert result.returncode == 2, (message, result.stderr)
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
