@@ -317,7 +317,7 @@ class KafkaWorker:
         capacity = self.pipeline.config.early_outcome_capacity
         predictions = self.settings.predictions_topic
         behind = any(lag > 0 for tp, lag in self.lag.items() if tp.topic == predictions)
-        self._hold_outcomes(behind and len(self.pipeline.early_outcomes) > capacity // 2)
+        self._hold_outcomes(behind and self.pipeline.pending_outcomes() > capacity // 2)
 
     # -- offsets -------------------------------------------------------------------
     def prepare_commit(self) -> dict[Partition, int]:

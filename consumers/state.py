@@ -11,7 +11,17 @@ restored counts or is read again, never both.
 Why pickle: the state is numpy arrays, River detectors and dicts of the
 core's own classes; pickle is the one format that round-trips all of them
 without the core exposing a serialisation API (msgspec/JSON would need one
-per class). The file is read only from the worker's own ``--state-dir``.
+per class). Each object says what its state is through ``__getstate__`` /
+``__setstate__`` (the pipeline leaves out its parser, response scorer, lock
+and clock, and rebuilds them); this module only stores that state, with the
+configuration and thresholds replaced by the restoring worker's. The file is
+read only from the worker's own ``--state-dir``.
+
+Format 2 (this one): the pipeline's ``__getstate__`` (per-model monitors, a
+label index). Format 1 (fairwatch before the per-model monitors) pickled the
+pipeline's attributes: a worker refuses it in one line that says to run once
+with ``--rebuild-state`` (set aside, not deleted) or to go back to the version
+that wrote it.
 """
 
 from __future__ import annotations
@@ -32,11 +42,9 @@ from fairwatch.monitor.pipeline import Pipeline
 
 log = logging.getLogger("fairwatch.state")
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SNAPSHOT_NAME = "snapshot.pickle"
 _LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
-# Pipeline attributes rebuilt from the configuration rather than stored.
-_REBUILT = ("config", "parser", "lock", "response_scorer")  # rebuilt: the scorer reloads its phrases and lexicon
 
 
 class StateError(Exception):
@@ -57,8 +65,6 @@ class _Pickler(pickle.Pickler):
             return ("lock",)
         if obj is self.pipeline.config:
             return ("config",)
-        if obj is self.pipeline.parser:
-            return ("parser",)
         if isinstance(obj, ModelThresholds):  # holds the config: rebuilt from the restoring worker's
             return ("thresholds", obj.model)
         return None
@@ -75,8 +81,6 @@ class _Unpickler(pickle.Unpickler):
             return threading.Lock()
         if kind == "config":
             return self.pipeline.config
-        if kind == "parser":
-            return self.pipeline.parser
         if kind == "thresholds":
             return ModelThresholds(self.pipeline.config, pid[1])
         raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
@@ -102,11 +106,10 @@ class StateStore:
 
     def save(self, pipeline: Pipeline, extra: dict) -> int:
         """Write the pipeline state and ``extra`` (offsets, worker counters) atomically; return bytes written."""
-        state = {k: v for k, v in pipeline.__dict__.items() if k not in _REBUILT}
         buffer = io.BytesIO()
         with pipeline.lock:  # the exporter reads under the lock; nothing else writes while the worker saves
-            _Pickler(buffer, pipeline).dump(
-                {"version": FORMAT_VERSION, "config": config_fingerprint(pipeline), "pipeline": state, "extra": extra})
+            _Pickler(buffer, pipeline).dump({"version": FORMAT_VERSION, "config": config_fingerprint(pipeline),
+                                             "pipeline": pipeline.__getstate__(), "extra": extra})
         data = buffer.getbuffer()
         temporary = self.path.with_name(f".{SNAPSHOT_NAME}.{os.getpid()}.tmp")
         with open(temporary, "wb") as handle:
@@ -130,8 +133,12 @@ class StateStore:
                 document = _Unpickler(handle, pipeline).load()
         except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
             raise StateError(f"snapshot {self.path} cannot be read ({exc}); move it away to start afresh") from None
-        if document.get("version") != FORMAT_VERSION:
-            raise StateError(f"snapshot {self.path} has format {document.get('version')}, expected {FORMAT_VERSION}")
+        version = document.get("version") if isinstance(document, dict) else None
+        if version != FORMAT_VERSION:
+            raise StateError(f"snapshot {self.path} has format {version}, this fairwatch reads format "
+                             f"{FORMAT_VERSION}; run once with --rebuild-state to set it aside (kept, not deleted) "
+                             "and count again from the oldest offsets the topics retain, or go back to the "
+                             "fairwatch version that wrote it")
         written_under = msgspec.json.decode(document["config"])
         structural = changed_settings(written_under, pipeline.config, STRUCTURAL_SETTINGS)
         if structural:
@@ -139,7 +146,7 @@ class StateStore:
             raise StateError(f"snapshot {self.path} counts under other settings ({shown}); run once with "
                              "--rebuild-state to set it aside and count again from the oldest offsets the topics "
                              "retain, or go back to the old settings")
-        pipeline.__dict__.update(document["pipeline"])
+        pipeline.__setstate__(document["pipeline"])
         pipeline.apply_capacity_settings()
         # A decision setting the snapshot does not name is newer than its writer, whose
         # decision state may lack what the setting governs: those restart too.

@@ -97,9 +97,10 @@ class FairwatchCollector(Collector):
         pipeline = self.pipeline
         config = pipeline.config
         with pipeline.lock:
-            snapshots = {model: metrics.snapshot() for model, metrics in pipeline.models.items()}
-            exemplars = {model: recent_positive_ids(metrics) if config.exemplars else {}
-                         for model, metrics in pipeline.models.items()}
+            monitors = pipeline.monitors
+            snapshots = {model: m.metrics.snapshot() for model, m in monitors.items()}
+            exemplars = {model: recent_positive_ids(m.metrics) if config.exemplars else {}
+                         for model, m in monitors.items()}
             stats = pipeline.stats
             events = {"valid": stats.valid, "invalid": stats.invalid, "duplicate": stats.duplicates}
             reasons = dict(stats.invalid_reasons)
@@ -109,25 +110,10 @@ class FairwatchCollector(Collector):
             batch_sum = stats.batch_seconds_sum
             over_capacity = pipeline.over_capacity()
             drift = list(pipeline.drift_events)
-            decisions = {m: (dict(b.states), len(b.onsets), list(b.onsets)) for m, b in pipeline.breach_monitors.items()}
-            auc_tables = {
-                m: {a: pipeline.score_aucs[m].table(a, len(metrics.index[a].values)).copy()
-                    for a in metrics.reported if a in pipeline.score_aucs[m].tables}
-                for m, metrics in pipeline.models.items()
-            }
-            generations = {
-                m: g.snapshot({a: len(pipeline.models[m].index[a].values) for a in pipeline.models[m].reported})
-                for m, g in pipeline.generations.items()
-            }
-            estimates = {
-                m: {a: (metrics.index[a].values[:], c.estimates(a, len(metrics.index[a].values)),
-                        c.label_delay(a, len(metrics.index[a].values)),
-                        c.calibration_error(a, len(metrics.index[a].values)),
-                        c.reliability(a, len(metrics.index[a].values)))
-                    for a in metrics.reported}
-                for m, metrics in pipeline.models.items()
-                for c in [pipeline.calibrations[m]]
-            }
+            decisions = {model: m.decision_state() for model, m in monitors.items()}
+            auc_tables = {model: m.auc_tables() for model, m in monitors.items()}
+            generations = {model: snapshot for model, (snapshot, _) in pipeline.generation_snapshots().items()}
+            estimates = {model: m.label_free() for model, m in monitors.items()}
 
         counters = CounterMetricFamily(
             names.GROUP_EVENTS, "Events per group and cell since start (sum over workers)",

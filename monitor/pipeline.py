@@ -27,15 +27,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fairwatch.monitor.breach import BreachMonitor, Onset
-from fairwatch.monitor.calibration import ScoreCalibration
-from fairwatch.monitor.config import ModelThresholds, MonitorConfig
+from fairwatch.monitor.breach import Onset
+from fairwatch.monitor.config import MonitorConfig
 from fairwatch.monitor.counts import NO_LABEL
-from fairwatch.monitor.drift import DriftEvent, DriftMonitor
-from fairwatch.monitor.events import Event, EventParser, PredictionCopy, Rejection, internal_error
+from fairwatch.monitor.drift import DriftEvent
+from fairwatch.monitor.events import Event, EventParser, Rejection, internal_error
 from fairwatch.monitor.generation import GenerationMetrics, ResponseScorer
 from fairwatch.monitor.group_metrics import GroupMetrics
-from fairwatch.monitor.score_auc import ScoreHistograms
+from fairwatch.monitor.label_index import LabelIndex, remember
+from fairwatch.monitor.model_monitor import ModelMonitor
 
 # Upper bounds (seconds) of the batch-duration histogram.
 BATCH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, math.inf)
@@ -72,45 +72,62 @@ class BatchResult:
 class _ModelBatch:
     """One model's new predictions in a batch, and their input positions."""
 
-    __slots__ = ("metrics", "events", "positions")
+    __slots__ = ("monitor", "events", "positions")
 
-    def __init__(self, metrics: GroupMetrics) -> None:
-        self.metrics = metrics
+    def __init__(self, monitor: ModelMonitor) -> None:
+        self.monitor = monitor
         self.events: list[Event] = []
         self.positions: list[int] = []
 
     def columns(self, start: int, stop: int):
         """(event_ids, predictions, labels, scores, timestamps, groups, positions) of a slice."""
         events = self.events[start:stop]
-        labels = np.array([e.label for e in events], dtype=np.float64)  # None -> NaN
+        n = len(events)
+        ts = [e.ts for e in events]
+        try:
+            ts = np.fromiter(ts, np.float64, n)  # a list of floats: faster than np.array
+        except TypeError:  # an event built without a time (not through the parser): NaN, as np.array gives
+            ts = np.array(ts, dtype=np.float64)
         return (
             [e.event_id for e in events],
-            np.array([e.prediction for e in events], dtype=np.int64),
-            np.where(np.isnan(labels), NO_LABEL, labels).astype(np.int64),
+            np.fromiter([e.prediction for e in events], np.int64, n),  # every one a prediction
+            np.array([NO_LABEL if e.label is None else e.label for e in events], dtype=np.int64),
             np.array([e.score for e in events], dtype=np.float64),  # None -> NaN
-            np.array([e.ts for e in events], dtype=np.float64),
+            ts,
             [e.groups for e in events],
             np.array(self.positions[start:stop], dtype=np.int64),
         )
 
 
-def _repeat(first: int, label: int) -> str:
-    """Outcome status of a second label for one event: the same label again, or another."""
-    return "duplicate" if first == label else "conflicting"
-
-
-def _remember(store: dict, key: str, value: int, capacity: int) -> bool:
-    """Insert into an oldest-first dict bounded to ``capacity``; True if the oldest entry had to go."""
-    store[key] = value
-    if len(store) > capacity:
-        del store[next(iter(store))]
-        return True
-    return False
-
-
 class Pipeline:
+    """Parses and deduplicates events, joins outcomes (:class:`LabelIndex`) and fans each model's predictions
+    and labels out to its :class:`ModelMonitor`; counts its own health (``stats``).
+
+    Readers use the public reading methods (``monitor_names``, ``monitor``, ``pending_outcomes``, ...) under
+    ``lock``. Its state pickles through ``__getstate__``: the parser, the response scorer, the lock and the
+    clock are left out and rebuilt (restoring into a live pipeline keeps that pipeline's clock)."""
+
+    _REBUILT = ("parser", "lock", "response_scorer", "clock")
+
     def __init__(self, config: MonitorConfig | None = None, *, clock=time.time) -> None:
         self.config = config = config or MonitorConfig()
+        self.monitors: dict[str, ModelMonitor] = {}
+        self.labels = LabelIndex(config.early_outcome_capacity)
+        self.generations: dict[str, GenerationMetrics] = {}  # per model with generation events (LLM responses)
+        # (model, event_id) of recent generations, oldest first and bounded like the journal: the dedup store
+        # of generations without a prediction, which the prediction index does not hold.
+        self.generation_ids: dict[tuple[str, str], int] = {}
+        self.onsets: list[Onset] = []
+        self.drift_events: list[DriftEvent] = []
+        self.stats = PipelineStats()
+        self.position = 0  # events seen so far, valid or not
+        self._capacity_warned: set[str] = set()
+        self._build_runtime(clock)
+
+    def _build_runtime(self, clock) -> None:
+        """What the state leaves out: the parser, the response scorer, the lock, the clock."""
+        config = self.config
+        self.clock = clock  # seconds: the decisions' time-based checks read it
         self.parser = EventParser(
             default_model=config.default_model,
             threshold=config.threshold,
@@ -119,37 +136,24 @@ class Pipeline:
             max_future_seconds=config.max_future_seconds,
             now=clock,
         )
-        self.clock = clock  # seconds: the decisions' time-based checks read it
-        self.models: dict[str, GroupMetrics] = {}
-        self.drift_monitors: dict[str, DriftMonitor] = {}
-        self.breach_monitors: dict[str, BreachMonitor] = {}
-        self.calibrations: dict[str, ScoreCalibration] = {}
-        self.score_aucs: dict[str, ScoreHistograms] = {}  # subgroup/BPSN/BNSP AUC state per model
-        self.generations: dict[str, GenerationMetrics] = {}  # per model with generation events (LLM responses)
-        # (model, event_id) of recent generations, oldest first and bounded like the journal: the dedup store
-        # of generations without a prediction, which the prediction index does not hold.
-        self.generation_ids: dict[tuple[str, str], int] = {}
-        self.response_scorer = ResponseScorer()
-        self.onsets: list[Onset] = []
-        self.drift_events: list[DriftEvent] = []
-        # event_id -> (model metrics, sequence number) of every held prediction:
-        # the dedup store and the join index for late labels at once.
-        self.index: dict[str, tuple[GroupMetrics, int]] = {}
-        # event_id -> entries of derived outputs (e.g. the debiased scores of
-        # the same prediction), which share its outcome but not its stats.
-        self.derived_index: dict[str, list[tuple[GroupMetrics, int]]] = {}
-        self.derived_models: set[str] = set()
-        # event_id -> entries of predictions of the same event by further models (the index holds the
-        # first model's): each is counted for its own model, and the event's outcome labels them all.
-        self.shared_index: dict[str, list[tuple[GroupMetrics, int]]] = {}
-        self.early_outcomes: dict[str, int] = {}  # event_id -> label, oldest first
-        # event_id -> label of outcomes counted from their prediction copy (dedup; oldest first, bounded
-        # like early_outcomes: a copy redelivered after that many newer ones would count again).
-        self.labeled_from_copy: dict[str, int] = {}
-        self.stats = PipelineStats()
-        self.position = 0  # events seen so far, valid or not
-        self._capacity_warned: set[str] = set()
+        self.response_scorer = ResponseScorer()  # reloads its phrases and lexicon
         self.lock = threading.Lock()
+
+    # -- state ------------------------------------------------------------------
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in self._REBUILT}
+
+    def __setstate__(self, state: dict) -> None:
+        """Take ``state``. Restoring into a live pipeline (``pipeline.__setstate__(state)``, what the worker's
+        snapshot store does) replaces its counts and keeps its parser, response scorer, lock and clock;
+        unpickling a new one rebuilds them from the config ``state`` names."""
+        runtime = {k: self.__dict__[k] for k in self._REBUILT if k in self.__dict__}
+        live = state.get("config") is self.__dict__.get("config") and len(runtime) == len(self._REBUILT)
+        self.__dict__.update(state)
+        if live:
+            self.__dict__.update(runtime)
+        else:
+            self._build_runtime(runtime.get("clock", time.time))
 
     # -- entry points ---------------------------------------------------------
     def process_lines(self, lines: list[bytes | str]) -> BatchResult:
@@ -171,6 +175,36 @@ class Pipeline:
             result = self._apply(events, derived or {}, responses)
         self._observe_batch(time.perf_counter() - started)
         return result
+
+    # -- reading (under ``lock`` while the pipeline runs) ------------------------
+    @property
+    def models(self) -> dict[str, GroupMetrics]:
+        """Model name -> its group metrics (a new dict; the metrics are live)."""
+        return {name: monitor.metrics for name, monitor in self.monitors.items()}
+
+    def monitor(self, model: str) -> ModelMonitor:
+        """The monitor of ``model`` (KeyError if it has none)."""
+        return self.monitors[model]
+
+    def primary_models(self) -> list[str]:
+        """Models with predictions of their own (derived outputs left out)."""
+        return [name for name, monitor in self.monitors.items() if not monitor.derived]
+
+    def held_ids(self):
+        """Event ids of held predictions (a live view for ``in``)."""
+        return self.labels.held_ids()
+
+    def pending_outcomes(self) -> int:
+        """Outcomes waiting for their prediction."""
+        return self.labels.pending_outcomes()
+
+    def generation_snapshots(self) -> dict[str, tuple[dict, dict[str, list[str]]]]:
+        """Per model with generations: (its generation statistics per window, group names per attribute)."""
+        out = {}
+        for name, generations in self.generations.items():
+            monitor = self.monitors[name]
+            out[name] = (generations.snapshot(monitor.group_counts()), monitor.group_names())
+        return out
 
     def _score_responses(self, events: list[Event | Rejection]) -> dict[int, tuple[bool, float]]:
         """Batch position -> (refused, compound sentiment) of every generation in the batch. A response whose
@@ -203,7 +237,7 @@ class Pipeline:
     def _add_generations(self, model: str, events: list[Event], scores: list[tuple[bool, float]]) -> None:
         """Count a model's new generations per group; the group codes are its prediction metrics' (same names,
         same ``other``, same discovered attributes)."""
-        metrics = self._metrics_for(model)
+        metrics = self._monitor_for(model).metrics
         codes = metrics.group_codes([e.groups for e in events])
         refused = np.array([r for r, _ in scores], dtype=bool)
         sentiment = np.array([s for _, s in scores], dtype=np.float64)
@@ -213,72 +247,30 @@ class Pipeline:
         self.stats.last_event_ts[model] = max(self.stats.last_event_ts.get(model, newest), newest)
 
     # -- internals --------------------------------------------------------------
-    def _metrics_for(self, model: str) -> GroupMetrics:
-        metrics = self.models.get(model)
-        if metrics is None:
-            c = self.config
-            metrics = self.models[model] = GroupMetrics(
-                model,
-                attributes=c.attributes,
-                intersections=[tuple(p) for p in c.intersections],
-                count_windows=c.count_windows,
-                time_windows_seconds=c.time_windows_seconds,
-                journal_capacity=c.journal_capacity,
-                search_intersections=c.search_intersections(),
-                max_group_values=c.max_group_values,
-                max_attributes=c.max_attributes,
-            )
-            self.breach_monitors[model] = self._new_breach_monitor(metrics)
-            self.calibrations[model] = ScoreCalibration(min_labeled=c.min_group_size)
-            self.score_aucs[model] = ScoreHistograms()
-            self.drift_monitors[model] = self._new_drift_monitor(model)
-        return metrics
-
-    def _new_breach_monitor(self, metrics: GroupMetrics) -> BreachMonitor:
-        c = self.config
-        regular = len(c.attributes) + len(c.intersections) if c.attributes else c.max_attributes
-        return BreachMonitor(
-            metrics.model,
-            thresholds=ModelThresholds(c, metrics.model),
-            attribute_budget=regular,
-            subgroup_attributes=sorted(metrics.search_only),
-            family_error=c.family_error / c.workers,
-            min_group_size=c.min_group_size,
-            max_decision_groups=c.max_decision_groups,
-            max_subgroup_cells=c.max_subgroup_cells,
-            block_events=c.decision_block_events,
-            scales=c.decision_scales,
-            staggers=c.decision_staggers,
-            lifetime=c.decision_block_lifetime,
-            check_events=c.decision_check_events,
-            check_seconds=c.decision_check_seconds,
-        )
+    def _monitor_for(self, model: str) -> ModelMonitor:
+        monitor = self.monitors.get(model)
+        if monitor is None:
+            monitor = self.monitors[model] = ModelMonitor(model, self.config)
+        return monitor
 
     def apply_capacity_settings(self) -> None:
         """Bring restored models to this config's caps (a snapshot holds the caps it was written with)."""
-        c = self.config
-        for metrics in self.models.values():
-            metrics.max_attributes = c.max_attributes
-            for index in metrics.index.values():
-                index.capacity = max(c.max_group_values, 2)
+        for monitor in self.monitors.values():
+            monitor.apply_capacity_settings(self.config)
+        self.labels.early_capacity = self.config.early_outcome_capacity
 
     def restart_decisions(self) -> None:
         """Start every model's breach decisions and drift detectors afresh (after their settings changed); counts stay.
         The decisions are anytime-valid from any start, so a fresh start keeps their error guarantee."""
-        self.breach_monitors = {model: self._new_breach_monitor(m) for model, m in self.models.items()}
-        self.drift_monitors = {model: self._new_drift_monitor(model) for model in self.models}
-
-    def _new_drift_monitor(self, model: str) -> DriftMonitor:
-        c = self.config
-        return DriftMonitor(model, c.drift_detector, block_events=c.drift_block_events,
-                            group_block_events=c.drift_group_block_events,
-                            min_block_group_events=c.drift_min_block_group_events)
+        for monitor in self.monitors.values():
+            monitor.restart_decisions(self.config)
 
     def _apply(self, events: list[Event | Rejection], derived: dict[int, list[Event]],
                responses: dict[int, tuple[bool, float]]) -> BatchResult:
         stats = self.stats
-        index = self.index
-        early = self.early_outcomes
+        labels = self.labels
+        index = labels.index
+        early = labels.early
         batches: dict[str, _ModelBatch] = {}
         rejected: list[tuple[int, Rejection]] = []
         outcomes: list[tuple[str, int]] = []
@@ -298,12 +290,12 @@ class Pipeline:
                 if self._no_room_for(event.model):
                     rejected.append((i, self._over_model_capacity(event.model)))
                     continue
-                _remember(self.generation_ids, (event.model, event_id), 1, self.config.journal_capacity)
+                remember(self.generation_ids, (event.model, event_id), 1, self.config.journal_capacity)
                 batch_events, batch_scores = generations.setdefault(event.model, ([], []))
                 batch_events.append(event)
                 batch_scores.append(responses[i])
                 if event.prediction is None:
-                    self._metrics_for(event.model)  # the model counts against max_models from its first event
+                    self._monitor_for(event.model)  # the model counts against max_models from its first event
                     continue
             if event.prediction is None:
                 copy = event.prediction_copy
@@ -313,7 +305,7 @@ class Pipeline:
                 outcomes.append((event_id, event.label, event.ts, event.prediction_copy))
                 continue
             held = index.get(event_id)
-            if held is not None and (held[0].model == event.model or self._holds(event_id, event.model)):
+            if held is not None and (held[0].model == event.model or labels.holds_further(event_id, event.model)):
                 duplicates += 1
                 continue
             if event.model != model:
@@ -324,15 +316,15 @@ class Pipeline:
                         rejected.append((i, self._over_model_capacity(model)))
                         model = None  # the next event looks its model up again
                         continue
-                    batch = batches[model] = _ModelBatch(self._metrics_for(model))
+                    batch = batches[model] = _ModelBatch(self._monitor_for(model))
                 # Bound per model: this loop is the per-event cost of the core.
-                metrics, model_events = batch.metrics, batch.events
-                first_seq = metrics.journal.next_seq
+                monitor, model_events = batch.monitor, batch.events
+                first_seq = monitor.metrics.journal.next_seq
                 add_event, add_position = model_events.append, batch.positions.append
             if held is None:
-                index[event_id] = (metrics, first_seq + len(model_events))
+                index[event_id] = (monitor, first_seq + len(model_events))
             else:  # the same event scored by another model too (e.g. a shadow model): not a duplicate
-                self.shared_index.setdefault(event_id, []).append((metrics, first_seq + len(model_events)))
+                labels.add_further(event_id, (monitor, first_seq + len(model_events)))
             if early and event.label is None and event_id in early:
                 event.label = early.pop(event_id)
                 stats.outcomes["joined"] += 1
@@ -346,28 +338,21 @@ class Pipeline:
         drift: list[DriftEvent] = []
         onsets: list[Onset] = []
         for model, batch in batches.items():
-            metrics = batch.metrics
-            detector = self.drift_monitors[model]
-            breach = self.breach_monitors[model]
-            size = metrics.journal.capacity
+            monitor = batch.monitor
+            size = monitor.metrics.journal.capacity
             for start in range(0, len(batch.events), size):
                 ids, prediction, label, score, ts, groups, positions = batch.columns(start, start + size)
-                codes, dropped = metrics.add(ids, prediction, label, score, ts, groups)
-                self._forget(dropped, metrics)
-                names = {attribute: values.values for attribute, values in metrics.index.items()}
-                reported = {a: codes[a] for a in metrics.reported}
-                drift += detector.update(reported, names, prediction, self.position + positions, ts)
-                n_groups = {a: len(names[a]) for a in reported}
-                self.calibrations[model].observe(reported, n_groups, prediction, score, label)
-                self.score_aucs[model].observe(reported, n_groups, score, label)
-                onsets += breach.observe(codes, prediction, label, names, self.position + positions, ts,
-                                         now=self.clock())
+                new_drift, new_onsets, dropped = monitor.observe_predictions(
+                    ids, prediction, label, score, ts, groups, self.position + positions, now=self.clock())
+                labels.forget(dropped, monitor)
+                drift += new_drift
+                onsets += new_onsets
                 newest = float(ts.max())
                 stats.last_event_ts[model] = max(stats.last_event_ts.get(model, newest), newest)
         for model, (batch_events, scores) in generations.items():
             self._add_generations(model, batch_events, scores)
         if outcomes:
-            self._apply_outcomes(outcomes)
+            labels.apply_outcomes(outcomes, stats.outcomes, self._monitor_for)
 
         stats.valid += len(events) - len(rejected) - duplicates - len(outcomes)
         stats.duplicates += duplicates
@@ -388,8 +373,8 @@ class Pipeline:
         names not tracked past max_attributes, group values counted as ``other`` past max_group_values."""
         return {
             "model": self.stats.invalid_reasons.get("over_capacity", 0),
-            "attribute": sum(m.untracked_attributes for m in self.models.values()),
-            "group_value": sum(m.folded_group_values for m in self.models.values()),
+            "attribute": sum(m.metrics.untracked_attributes for m in self.monitors.values()),
+            "group_value": sum(m.metrics.folded_group_values for m in self.monitors.values()),
         }
 
     def _warn_over_capacity(self) -> None:
@@ -405,154 +390,26 @@ class Pipeline:
 
     def _no_room_for(self, model: str) -> bool:
         """A model not tracked yet, with max_models already tracked."""
-        return model not in self.models and len(self.models) >= self.config.max_models
+        return model not in self.monitors and len(self.monitors) >= self.config.max_models
 
     def _over_model_capacity(self, model: str) -> Rejection:
-        return Rejection("over_capacity", f"model {model[:80]!r} would be model number {len(self.models) + 1}, past "
-                                          f"max_models = {self.config.max_models}")
+        return Rejection("over_capacity", f"model {model[:80]!r} would be model number {len(self.monitors) + 1}, "
+                                          f"past max_models = {self.config.max_models}")
 
     def _add_derived(self, accepted: list[tuple[int, Event, list[Event]]], batches: dict[str, _ModelBatch]) -> None:
-        derived_index = self.derived_index
+        labels = self.labels
         for position, source, extras in accepted:
             for event in extras:
                 batch = batches.get(event.model)
                 if batch is None:
-                    self.derived_models.add(event.model)
-                    batch = batches[event.model] = _ModelBatch(self._metrics_for(event.model))
+                    monitor = self._monitor_for(event.model)
+                    monitor.derived = True
+                    batch = batches[event.model] = _ModelBatch(monitor)
                 event.label = source.label
-                entry = (batch.metrics, batch.metrics.journal.next_seq + len(batch.events))
-                derived_index.setdefault(source.event_id, []).append(entry)
+                labels.add_derived(source.event_id, (batch.monitor, batch.monitor.metrics.journal.next_seq
+                                                     + len(batch.events)))
                 batch.events.append(event)
                 batch.positions.append(position)
-
-    def _holds(self, event_id: str, model: str) -> bool:
-        """Whether a prediction of ``event_id`` by ``model`` is held besides the index's first one."""
-        return any(m.model == model for m, _ in self.shared_index.get(event_id, ()))
-
-    def _forget(self, event_ids: list[str], metrics: GroupMetrics) -> None:
-        """Drop index entries of events the journal of ``metrics`` no longer holds."""
-        if metrics.model not in self.derived_models:
-            index, shared = self.index, self.shared_index
-            for event_id in event_ids:
-                entry = index.get(event_id)
-                others = shared.get(event_id) if shared else None
-                if others is None:
-                    if entry is not None and entry[0] is metrics:
-                        del index[event_id]
-                    continue
-                if entry is not None and entry[0] is metrics:  # the next model's entry takes its place
-                    index[event_id] = others.pop(0)
-                else:
-                    others[:] = [e for e in others if e[0] is not metrics]
-                if not others:
-                    del shared[event_id]
-            return
-        for event_id in event_ids:
-            entries = self.derived_index.get(event_id)
-            if entries:
-                entries[:] = [e for e in entries if e[0] is not metrics]
-                if not entries:
-                    del self.derived_index[event_id]
-
-    def _apply_outcomes(self, outcomes: list[tuple[str, int, float, PredictionCopy | None]]) -> None:
-        counts = self.stats.outcomes
-        early = self.early_outcomes
-        index = self.index
-        # Outcomes of held predictions, per model: seq -> label, first one wins.
-        found: dict[int, tuple[GroupMetrics, dict[int, int]]] = {}
-        arrived: dict[tuple[int, int], float] = {}  # (id(metrics), seq) -> outcome time
-        unheld: dict[str, list[tuple[PredictionCopy, int, float]]] = {}  # model -> (copy, label, outcome time)
-        shared_entries: set[tuple[int, int]] = set()  # labels of further models' predictions: not counted again
-        for event_id, label, outcome_ts, copy in outcomes:
-            entry = index.get(event_id)
-            if entry is None and copy is not None:
-                # From `fairwatch join`, which forwarded the prediction earlier on the same partition:
-                # this worker has read past it, so it is not coming here. Count the label from the copy.
-                if event_id in self.labeled_from_copy:
-                    counts[_repeat(self.labeled_from_copy[event_id], label)] += 1
-                    continue
-                _remember(self.labeled_from_copy, event_id, label, self.config.early_outcome_capacity)
-                unheld.setdefault(copy.model, []).append((copy, label, outcome_ts))
-                continue
-            if entry is None:
-                if event_id in early:
-                    counts[_repeat(early[event_id], label)] += 1
-                    continue
-                counts["early"] += 1
-                if _remember(early, event_id, label, self.config.early_outcome_capacity):
-                    counts["orphaned"] += 1
-                continue
-            metrics, seq = entry
-            group = found.get(id(metrics))
-            if group is None:
-                group = found[id(metrics)] = (metrics, {})
-            pending = group[1]
-            if seq in pending:
-                counts[_repeat(pending[seq], label)] += 1
-                continue
-            pending[seq] = label
-            arrived[(id(metrics), seq)] = outcome_ts
-            for other_metrics, other_seq in self.shared_index.get(event_id, ()):
-                group = found.get(id(other_metrics))
-                if group is None:
-                    group = found[id(other_metrics)] = (other_metrics, {})
-                if other_seq not in group[1]:
-                    group[1][other_seq] = label
-                    arrived[(id(other_metrics), other_seq)] = outcome_ts
-                    shared_entries.add((id(other_metrics), other_seq))
-            for derived_metrics, derived_seq in self.derived_index.get(event_id, ()):
-                group = found.get(id(derived_metrics))
-                if group is None:
-                    group = found[id(derived_metrics)] = (derived_metrics, {})
-                group[1].setdefault(derived_seq, label)
-        for model, copies in unheld.items():
-            self._apply_unheld(model, copies)
-        for metrics, pending in found.values():
-            seqs = np.fromiter(pending, dtype=np.int64, count=len(pending))
-            labels = np.fromiter(pending.values(), dtype=np.int64, count=len(pending))
-            known = metrics.journal.label[metrics.journal.positions(seqs)]
-            new = known == NO_LABEL
-            if metrics.model not in self.derived_models:  # derived outputs echo their source's counts
-                counted = np.ones(seqs.size, dtype=bool)
-                if shared_entries:  # an outcome is counted once, for the first model that held its event
-                    counted = np.array([(id(metrics), s) not in shared_entries for s in seqs.tolist()])
-                same = int((counted & ~new & (known == labels)).sum())
-                counts["joined"] += int((counted & new).sum())
-                counts["duplicate"] += same
-                counts["conflicting"] += int((counted & ~new).sum()) - same
-            if not new.any():
-                continue
-            codes, prediction, score, ts = metrics.label(seqs[new], labels[new])
-            delay = None  # derived outputs have no outcome times of their own, nor calibration
-            if metrics.model not in self.derived_models:
-                key = id(metrics)
-                delay = np.array([arrived[(key, s)] for s in seqs[new].tolist()]) - ts
-            self._observe_labels(metrics, codes, prediction, score, labels[new], delay)
-
-    def _apply_unheld(self, model: str, outcomes: list[tuple[PredictionCopy, int, float]]) -> None:
-        """Label cells (since start), label statistics of the decisions and calibration, from copies."""
-        metrics = self._metrics_for(model)
-        prediction = np.array([c.prediction for c, _, _ in outcomes], dtype=np.int64)
-        labels = np.array([label for _, label, _ in outcomes], dtype=np.int64)
-        codes = metrics.label_unheld(prediction, labels, [c.groups for c, _, _ in outcomes])
-        score = np.array([c.score for c, _, _ in outcomes], dtype=np.float64)  # None -> NaN
-        delay = np.array([t - c.ts for c, _, t in outcomes])
-        self._observe_labels(metrics, codes, prediction, score, labels, delay)
-        self.stats.outcomes["joined_from_copy"] += len(outcomes)
-
-    def _observe_labels(self, metrics: GroupMetrics, codes: dict[str, np.ndarray], prediction: np.ndarray,
-                        score: np.ndarray, labels: np.ndarray, delay: np.ndarray | None) -> None:
-        """New labels into the breach decisions and the score AUCs, and (not for derived outputs) the per-group
-        calibration."""
-        names = {attribute: values.values for attribute, values in metrics.index.items()}
-        self.breach_monitors[metrics.model].observe_labels(codes, prediction, labels, names)
-        reported = {a: codes[a] for a in metrics.reported if a in codes}
-        self.score_aucs[metrics.model].observe(reported, {a: len(names[a]) for a in reported}, score, labels)
-        if metrics.model not in self.derived_models:
-            reported = {a: codes[a] for a in metrics.reported}
-            self.calibrations[metrics.model].observe_labels(
-                reported, {a: len(names[a]) for a in reported}, prediction, score, labels, delay
-            )
 
     def _observe_batch(self, seconds: float) -> None:
         stats = self.stats

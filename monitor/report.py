@@ -68,17 +68,11 @@ def label_free_estimates(pipeline: Pipeline, model: str, coverage_gap: float) ->
     """Per attribute: per-group label delay, calibration error and estimated rates
     of the unlabeled predictions; and whether label coverage differs enough
     across groups to bias the realised rates."""
-    metrics = pipeline.models[model]
-    calibration = pipeline.calibrations[model]
-    since_start = metrics.since_start
+    monitor = pipeline.monitor(model)
+    since_start = monitor.metrics.since_start
     out = {}
-    for attribute in metrics.reported:
-        names = metrics.index[attribute].values
+    for attribute, (names, estimates, delays, errors, reliability) in monitor.label_free().items():
         rows = since_start.rows(attribute, len(names))
-        estimates = calibration.estimates(attribute, len(names))
-        errors = calibration.calibration_error(attribute, len(names))
-        delays = calibration.label_delay(attribute, len(names))
-        reliability = calibration.reliability(attribute, len(names))
         groups = {}
         for g, name in enumerate(names):
             groups[name] = {
@@ -204,7 +198,7 @@ def build_report(pipeline: Pipeline, model: str | None = None) -> dict:
             for position, r in stats.rejection_samples
         ],
         "outcomes": dict(stats.outcomes),
-        "pending_outcomes": len(pipeline.early_outcomes),
+        "pending_outcomes": pipeline.pending_outcomes(),
         "min_group_size": config.min_group_size,
         "privacy_floor": config.privacy_floor,
         "model": None,
@@ -216,26 +210,20 @@ def build_report(pipeline: Pipeline, model: str | None = None) -> dict:
     }
     models = {}
     with pipeline.lock:
-        snapshots = {name: metrics.snapshot() for name, metrics in pipeline.models.items()}
-        extras = {name: label_free_estimates(pipeline, name, config.coverage_gap) for name in pipeline.models}
-        auc_tables = {
-            name: {a: (pipeline.score_aucs[name].table(a, len(metrics.index[a].values)).copy(), list(metrics.index[a].values))
-                   for a in metrics.reported if a in pipeline.score_aucs[name].tables}
-            for name, metrics in pipeline.models.items()
-        }
-        generations = {
-            name: (g.snapshot({a: len(pipeline.models[name].index[a].values) for a in pipeline.models[name].reported}),
-                   {a: list(pipeline.models[name].index[a].values) for a in pipeline.models[name].reported})
-            for name, g in pipeline.generations.items()
-        }
+        monitors = pipeline.monitors
+        snapshots = {name: m.metrics.snapshot() for name, m in monitors.items()}
+        extras = {name: label_free_estimates(pipeline, name, config.coverage_gap) for name in monitors}
+        auc_tables = {}
+        for name, m in monitors.items():
+            groups = m.group_names()
+            auc_tables[name] = {a: (table, groups[a]) for a, table in m.auc_tables().items()}
+        generations = pipeline.generation_snapshots()
         decisions = {
             name: {
-                "alerts": [o.as_dict() for o in monitor.onsets],
-                "subgroups": monitor.subgroup_findings(
-                    {a: list(i.values) for a, i in pipeline.models[name].index.items()}
-                ),
+                "alerts": [o.as_dict() for o in m.decisions.onsets],
+                "subgroups": m.decisions.subgroup_findings(m.group_names(reported_only=False)),
             }
-            for name, monitor in pipeline.breach_monitors.items()
+            for name, m in monitors.items()
         }
     for name, windows in snapshots.items():
         attributes = window_report(windows[0], config.min_group_size, config.privacy_floor)

@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 
-from fairwatch.monitor.counts import FN, FP, NO_LABEL, TN, TP
 from fairwatch.monitor.events import Event, Rejection
 from fairwatch.monitor.group_metrics import UNKNOWN_GROUP
 from fairwatch.monitor.scorer.debias import GroupThresholdPostprocessor
@@ -151,20 +150,12 @@ class ScorerStep:
             return []
         due: list[tuple[str, int, np.ndarray, np.ndarray, np.ndarray]] = []
         with pipeline.lock:
-            for model, metrics in pipeline.models.items():
-                if model in pipeline.derived_models or attribute not in metrics.index:
+            for model in pipeline.primary_models():
+                monitor = pipeline.monitor(model)
+                labeled = monitor.labels_counted(attribute)
+                if labeled is None or labeled - self._labeled_at_fit.get(model, 0) < self.refit_every:
                     continue
-                rows = metrics.since_start.counts.get(attribute)
-                labeled = int(rows[:, [TP, FP, TN, FN]].sum()) if rows is not None else 0
-                if labeled - self._labeled_at_fit.get(model, 0) < self.refit_every:
-                    continue
-                journal = metrics.journal
-                pos = journal.positions(np.arange(journal.oldest_seq, journal.next_seq))
-                label = journal.label[pos]
-                codes = journal.codes[attribute][pos]
-                keep = (label != NO_LABEL) & (codes >= 0)
-                names = np.asarray(metrics.index[attribute].values, dtype=object)
-                due.append((model, labeled, journal.score[pos][keep], label[keep], names[codes[keep]]))
+                due.append((model, labeled, *monitor.labeled_predictions(attribute)))
         refitted = []
         for model, labeled, score, label, group in due:  # fit outside the pipeline lock
             post = GroupThresholdPostprocessor(self.threshold, self.min_group_size).fit(score, label, group)
@@ -231,7 +222,7 @@ def fresh_predictions(events: list[Event | Rejection], pipeline: Any = None) -> 
     Scoring the others would be wasted (the pipeline drops them as duplicates)
     and would count their texts twice in the statistics.
     """
-    held = pipeline.index if pipeline is not None else {}
+    held = pipeline.held_ids() if pipeline is not None else ()
     fresh: list[int] = []
     seen: set[str] = set()
     for i, event in enumerate(events):

@@ -217,10 +217,10 @@ def test_the_pipeline_checks_decisions_on_its_clock_and_validates_the_setting():
         part = slice(i * 400, i * 400 + 400)
         pipeline.process_events(events_of({a: c[part] for a, c in codes.items()}, prediction[part], label[part],
                                           i * 400))
-    assert pipeline.breach_monitors["m"].states == {}
+    assert pipeline.monitor("m").decisions.states == {}
     now[0] += 10.0
     pipeline.process_events(events_of({a: c[:1] for a, c in codes.items()}, prediction[:1], label[:1], 5000))
-    assert pipeline.breach_monitors["m"].states  # checked: 35 s after the first batch
+    assert pipeline.monitor("m").decisions.states  # checked: 35 s after the first batch
 
 
 def test_a_block_without_one_of_the_breaching_groups_does_not_clear_the_breach():

@@ -239,7 +239,7 @@ def test_one_event_scored_by_two_models_counts_for_each_and_takes_one_outcome():
     # Both journals drop e0..e2 (capacity 4); the shared entries go with them, and a late outcome is early.
     pipeline.process_lines([json.dumps({"event_id": f"n{i}", "ts": NOW, "model": model, "prediction": 0,
                                         "groups": {"g": "a"}}).encode() for i in range(4) for model in ("prod", "shadow")])
-    assert set(pipeline.shared_index) == {"n0", "n1", "n2", "n3"} and "e1" not in pipeline.index
+    assert set(pipeline.labels.shared) == {"n0", "n1", "n2", "n3"} and "e1" not in pipeline.held_ids()
     pipeline.process_lines([json.dumps({"event_id": "n3", "ts": NOW, "label": 0}).encode()])
     assert pipeline.stats.outcomes["joined"] == 2
     assert all(pipeline.models[m].since_start.rows("g", 1)[0, 7] == 1 for m in ("prod", "shadow"))  # tn

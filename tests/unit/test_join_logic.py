@@ -103,5 +103,5 @@ def test_counts_split_at_a_partition_move_sum_to_one_worker_s(moved_at):
     for key, row in whole.items():
         split = since_start(before).get(key, 0) + since_start(after).get(key, 0)
         np.testing.assert_allclose(split, row, rtol=1e-12, err_msg=str(key))  # score sums: float order
-    assert after.stats.outcomes["joined_from_copy"] > 0 and not after.early_outcomes
+    assert after.stats.outcomes["joined_from_copy"] > 0 and not after.pending_outcomes()
     assert single.stats.outcomes["joined_from_copy"] == 0

@@ -49,10 +49,10 @@ def test_late_label_updates_label_cells_and_unlabeled_predictions_still_count():
 def test_outcome_before_prediction_joins_when_the_prediction_arrives():
     p = Pipeline(MonitorConfig(count_windows=[], time_windows_seconds=[]))
     p.process_lines([line(9, label=0)])
-    assert p.stats.outcomes["early"] == 1 and len(p.early_outcomes) == 1
+    assert p.stats.outcomes["early"] == 1 and p.pending_outcomes() == 1
     p.process_lines([line(9, 1)])
     assert rows(p)["F"][FP] == 1
-    assert p.stats.outcomes["joined"] == 1 and not p.early_outcomes
+    assert p.stats.outcomes["joined"] == 1 and not p.pending_outcomes()
 
 
 def test_duplicate_and_conflicting_outcomes_keep_the_first_label():
@@ -66,7 +66,7 @@ def test_duplicate_and_conflicting_outcomes_keep_the_first_label():
 def test_outcomes_that_never_find_a_prediction_are_orphaned_past_the_capacity():
     p = Pipeline(MonitorConfig(early_outcome_capacity=2, count_windows=[], time_windows_seconds=[]))
     p.process_lines([line(f"x{i}", label=1) for i in range(5)])
-    assert p.stats.outcomes["orphaned"] == 3 and len(p.early_outcomes) == 2
+    assert p.stats.outcomes["orphaned"] == 3 and p.pending_outcomes() == 2
 
 
 def test_label_for_a_prediction_older_than_the_journal_is_not_applied():
@@ -169,7 +169,7 @@ def test_a_copied_outcome_counts_its_label_where_the_prediction_is_not_held():
     assert +single.stats.outcomes == {"joined": 3}  # the prediction is held: the copy is not used
     assert rows(new_owner)["F"][N] == 0 and rows(new_owner)["F"][TP] == 1
     assert rows(new_owner, window=1)["F"].sum() == 0  # windows hold only what this worker counted
-    assert not new_owner.early_outcomes
+    assert not new_owner.pending_outcomes()
 
 
 def test_a_copied_outcome_of_a_prediction_older_than_the_journal_counts_since_start():
