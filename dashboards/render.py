@@ -302,9 +302,21 @@ def model_drilldown() -> dict:
                 "{{metric}} lower", ref="LOWER")],
         description="Refusal-rate, negative-share and mean-sentiment differences (max - min over groups with at "
                     "least min_group_size responses) and the largest Wasserstein-1 distance between two groups' "
-                    "sentiment distributions, with 95% lower bounds (display; GenerationRefusalGap alerts on the "
-                    "refusal gap's).",
+                    "sentiment distributions, with 95% lower bounds (display only: the decisions panel pages).",
         width=24, overrides=dashed[:1],
+    )
+    generation_selector = f'{key},{names.METRIC}=~"{"|".join(names.GENERATION_DECISION_METRICS)}"'
+    generation_decisions = panel(
+        "timeseries", "Generation decisions on $attribute: anytime-valid lower bounds vs thresholds",
+        [target(f"max by ({names.METRIC}) ({names.DECISION_BOUND}{{{generation_selector}}})", "{{metric}} bound",
+                ref="BOUND"),
+         target(f"max by ({names.METRIC}) ({names.DECISION_THRESHOLD}{{{generation_selector}}})",
+                "{{metric}} threshold", ref="THRESHOLD")],
+        description="The breach decisions on the refused, negative and (with a response classifier) toxic "
+                    "fractions: the lower bound of the largest group difference, family-wise and valid at every "
+                    "moment; FairnessGapBreach pages when one stays above its threshold (dashed) for 5 minutes.",
+        width=24,
+        overrides=[override_by_query("THRESHOLD", **{"custom.lineStyle": {"fill": "dash", "dash": [10, 10]}})],
     )
     cf = f'{names.MODEL}="$model"'
     flip_rate = panel(
@@ -358,7 +370,7 @@ def model_drilldown() -> dict:
     ]
     panels = [row("Gap"), gap, gaps_table, debiased,
               row("Groups"), group_rates, merged_rates, window_events, estimated,
-              row("Generations (LLM responses)"), refusals, sentiment, generation_gaps,
+              row("Generations (LLM responses)"), refusals, sentiment, generation_gaps, generation_decisions,
               row("Counterfactuals and scorer"), flip_rate, top_terms, throughput, scorer_latency]
     return dashboard(MODEL_UID, "fairwatch: model",
                      "One model and attribute: gaps with intervals and thresholds, groups, debiased outputs, "

@@ -110,6 +110,9 @@ class FairwatchCollector(Collector):
             over_capacity = pipeline.over_capacity()
             drift = list(pipeline.drift_events)
             decisions = {m: (dict(b.states), len(b.onsets), list(b.onsets)) for m, b in pipeline.breach_monitors.items()}
+            for m, g in pipeline.generation_decisions.items():  # the generation fractions' decisions, same metrics
+                states, _, onset_list = decisions.get(m, ({}, 0, []))
+                decisions[m] = ({**states, **g.states}, len(onset_list) + len(g.onsets), onset_list + g.onsets)
             auc_tables = {
                 m: {a: pipeline.score_aucs[m].table(a, len(metrics.index[a].values)).copy()
                     for a in metrics.reported if a in pipeline.score_aucs[m].tables}

@@ -83,6 +83,9 @@ GENERATION_GAP_METRICS = (
     "mean_sentiment_difference",
     "sentiment_wasserstein_max",  # the largest W1 between two groups' sentiment distributions
 )
+# Generation fractions with an anytime-valid breach decision (monitor.generation.decisions), exported as the
+# `metric` of DECISION_BOUND / DECISION_THRESHOLD / DECISION_BREACH / BREACH_ONSETS like the prediction gaps.
+GENERATION_DECISION_METRICS = ("refusal_rate_difference", "negative_share_difference", "toxic_share_difference")
 
 # --- drift ----------------------------------------------------------------
 DRIFT_EVENTS = "fairwatch_drift_events_total"
@@ -251,7 +254,7 @@ REFERENCE: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
     (('fairwatch_last_event_timestamp_seconds',), 'gauge', 'model',
      'newest event time'),
     (('fairwatch_decision_bound', 'fairwatch_decision_threshold', 'fairwatch_decision_breach'), 'gauge', 'model, attribute, metric',
-     "the anytime-valid bound a breach decision used, its threshold, and the decision (1 = breached); subgroup-search metrics carry the attribute's worst cell"),
+     "the anytime-valid bound a breach decision used, its threshold, and the decision (1 = breached); subgroup-search metrics carry the attribute's worst cell; the LLM generation fractions (" + ", ".join(GENERATION_DECISION_METRICS) + ") are decided and exported the same way"),
     (('fairwatch_breach_onsets_total',), 'counter', 'model, attribute, metric',
      'breaches declared'),
     (('fairwatch_group_estimated_rate', 'fairwatch_group_estimated_rate_lower', 'fairwatch_group_estimated_rate_upper'), 'gauge', 'model, attribute, group, metric',

@@ -33,7 +33,8 @@ from fairwatch.monitor.config import ModelThresholds, MonitorConfig
 from fairwatch.monitor.counts import NO_LABEL
 from fairwatch.monitor.drift import DriftEvent, DriftMonitor
 from fairwatch.monitor.events import Event, EventParser, PredictionCopy, Rejection, internal_error
-from fairwatch.monitor.generation import GenerationMetrics, ResponseScorer
+from fairwatch.monitor.generation import NEGATIVE_SENTIMENT, GenerationMetrics, ResponseScorer
+from fairwatch.monitor.generation.decisions import GenerationDecisions
 from fairwatch.monitor.group_metrics import GroupMetrics
 from fairwatch.monitor.score_auc import ScoreHistograms
 
@@ -129,6 +130,8 @@ class Pipeline:
         # (model, event_id) of recent generations, oldest first and bounded like the journal: the dedup store
         # of generations without a prediction, which the prediction index does not hold.
         self.generation_ids: dict[tuple[str, str], int] = {}
+        # Anytime-valid decisions on the generation fractions, per model (created with its first generation).
+        self.generation_decisions: dict[str, GenerationDecisions] = {}
         self.response_scorer = ResponseScorer()
         self.onsets: list[Onset] = []
         self.drift_events: list[DriftEvent] = []
@@ -200,17 +203,30 @@ class Pipeline:
                 c.count_windows, c.time_windows_seconds, capacity=c.journal_capacity)
         return generations
 
-    def _add_generations(self, model: str, events: list[Event], scores: list[tuple[bool, float]]) -> None:
+    def _add_generations(self, model: str, events: list[Event], scores: list[tuple[bool, float]],
+                         position: int) -> list[Onset]:
         """Count a model's new generations per group; the group codes are its prediction metrics' (same names,
-        same ``other``, same discovered attributes)."""
+        same ``other``, same discovered attributes). ``position``: the stream position of the last one.
+        Returns the generation breaches declared now."""
         metrics = self._metrics_for(model)
         codes = metrics.group_codes([e.groups for e in events])
         refused = np.array([r for r, _ in scores], dtype=bool)
         sentiment = np.array([s for _, s in scores], dtype=np.float64)
         ts = np.array([e.ts for e in events], dtype=np.float64)
-        self._generations_for(model).add({a: codes[a] for a in metrics.reported}, refused, sentiment, ts)
+        reported = {a: codes[a] for a in metrics.reported}
+        self._generations_for(model).add(reported, refused, sentiment, ts)
         newest = float(ts.max())
         self.stats.last_event_ts[model] = max(self.stats.last_event_ts.get(model, newest), newest)
+        flags = {"refusal_rate_difference": refused, "negative_share_difference": sentiment <= NEGATIVE_SENTIMENT}
+        names = {a: metrics.index[a].values for a in reported}
+        return self._generation_decisions_for(model).observe(reported, flags, names, position, now=self.clock())
+
+    def _generation_decisions_for(self, model: str) -> GenerationDecisions:
+        decisions = self.generation_decisions.get(model)
+        if decisions is None:
+            decisions = self.generation_decisions[model] = GenerationDecisions(
+                model, **self._decision_settings(self.models[model]))
+        return decisions
 
     # -- internals --------------------------------------------------------------
     def _metrics_for(self, model: str) -> GroupMetrics:
@@ -235,13 +251,16 @@ class Pipeline:
         return metrics
 
     def _new_breach_monitor(self, metrics: GroupMetrics) -> BreachMonitor:
+        return BreachMonitor(metrics.model, subgroup_attributes=sorted(metrics.search_only),
+                             **self._decision_settings(metrics))
+
+    def _decision_settings(self, metrics: GroupMetrics) -> dict:
+        """The breach decisions' settings shared by a model's prediction and generation decisions."""
         c = self.config
         regular = len(c.attributes) + len(c.intersections) if c.attributes else c.max_attributes
-        return BreachMonitor(
-            metrics.model,
+        return dict(
             thresholds=ModelThresholds(c, metrics.model),
             attribute_budget=regular,
-            subgroup_attributes=sorted(metrics.search_only),
             family_error=c.family_error / c.workers,
             min_group_size=c.min_group_size,
             max_decision_groups=c.max_decision_groups,
@@ -266,6 +285,7 @@ class Pipeline:
         """Start every model's breach decisions and drift detectors afresh (after their settings changed); counts stay.
         The decisions are anytime-valid from any start, so a fresh start keeps their error guarantee."""
         self.breach_monitors = {model: self._new_breach_monitor(m) for model, m in self.models.items()}
+        self.generation_decisions = {}  # created afresh with each model's next generation
         self.drift_monitors = {model: self._new_drift_monitor(model) for model in self.models}
 
     def _new_drift_monitor(self, model: str) -> DriftMonitor:
@@ -284,7 +304,7 @@ class Pipeline:
         outcomes: list[tuple[str, int]] = []
         duplicates = 0
         accepted_derived: list[tuple[int, Event, list[Event]]] = []
-        generations: dict[str, tuple[list[Event], list[tuple[bool, float]]]] = {}
+        generations: dict[str, tuple[list[Event], list[tuple[bool, float]], list[int]]] = {}
         model = None
         for i, event in enumerate(events):
             if event.__class__ is Rejection:
@@ -299,9 +319,10 @@ class Pipeline:
                     rejected.append((i, self._over_model_capacity(event.model)))
                     continue
                 _remember(self.generation_ids, (event.model, event_id), 1, self.config.journal_capacity)
-                batch_events, batch_scores = generations.setdefault(event.model, ([], []))
+                batch_events, batch_scores, batch_positions = generations.setdefault(event.model, ([], [], []))
                 batch_events.append(event)
                 batch_scores.append(responses[i])
+                batch_positions.append(i)
                 if event.prediction is None:
                     self._metrics_for(event.model)  # the model counts against max_models from its first event
                     continue
@@ -364,8 +385,8 @@ class Pipeline:
                                          now=self.clock())
                 newest = float(ts.max())
                 stats.last_event_ts[model] = max(stats.last_event_ts.get(model, newest), newest)
-        for model, (batch_events, scores) in generations.items():
-            self._add_generations(model, batch_events, scores)
+        for model, (batch_events, scores, gen_positions) in generations.items():
+            onsets += self._add_generations(model, batch_events, scores, self.position + gen_positions[-1])
         if outcomes:
             self._apply_outcomes(outcomes)
 

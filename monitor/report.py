@@ -230,7 +230,8 @@ def build_report(pipeline: Pipeline, model: str | None = None) -> dict:
         }
         decisions = {
             name: {
-                "alerts": [o.as_dict() for o in monitor.onsets],
+                "alerts": [o.as_dict() for o in monitor.onsets] + [
+                    o.as_dict() for o in getattr(pipeline.generation_decisions.get(name), "onsets", ())],
                 "subgroups": monitor.subgroup_findings(
                     {a: list(i.values) for a, i in pipeline.models[name].index.items()}
                 ),
