@@ -35,6 +35,7 @@ from fairwatch.monitor.drift import DriftEvent, DriftMonitor
 from fairwatch.monitor.events import Event, EventParser, PredictionCopy, Rejection, internal_error
 from fairwatch.monitor.generation import NEGATIVE_SENTIMENT, GenerationMetrics, ResponseScorer
 from fairwatch.monitor.generation.decisions import GenerationDecisions
+from fairwatch.monitor.metric_names import GENERATION_DECISION_METRICS
 from fairwatch.monitor.group_metrics import GroupMetrics
 from fairwatch.monitor.score_auc import ScoreHistograms
 
@@ -175,22 +176,27 @@ class Pipeline:
         self._observe_batch(time.perf_counter() - started)
         return result
 
-    def _score_responses(self, events: list[Event | Rejection]) -> dict[int, tuple[bool, float]]:
-        """Batch position -> (refused, compound sentiment) of every generation in the batch. A response whose
-        scoring raises costs its own event (replaced by an internal_error rejection), not the batch."""
+    def _score_responses(self, events: list[Event | Rejection]) -> dict[int, tuple[bool, float, float]]:
+        """Batch position -> (refused, compound sentiment, toxic: 1.0 / 0.0, NaN without a response classifier)
+        of every generation in the batch. A response whose scoring raises costs its own event (replaced by an
+        internal_error rejection), not the batch."""
         positions = [i for i, e in enumerate(events) if e.__class__ is not Rejection and e.response is not None]
         if not positions:
             return {}
-        score_many = self.response_scorer.score_many
+        score_batch = self.response_scorer.score_batch
+
+        def rows(responses: list[str]) -> list[tuple[bool, float, float]]:
+            refused, sentiment, toxic = score_batch(responses)
+            toxic = np.full(len(responses), np.nan) if toxic is None else toxic
+            return list(zip(refused.tolist(), sentiment.tolist(), toxic.tolist()))
+
         try:
-            refused, sentiment = score_many([events[i].response for i in positions])
-            return dict(zip(positions, zip(refused.tolist(), sentiment.tolist())))
+            return dict(zip(positions, rows([events[i].response for i in positions])))
         except Exception:  # noqa: BLE001 - find the one response that raised
             scores = {}
             for i in positions:
                 try:
-                    refused, sentiment = score_many([events[i].response])
-                    scores[i] = (bool(refused[0]), float(sentiment[0]))
+                    scores[i] = rows([events[i].response])[0]
                 except Exception as exc:  # noqa: BLE001
                     events[i] = internal_error(exc)
             return scores
@@ -203,29 +209,35 @@ class Pipeline:
                 c.count_windows, c.time_windows_seconds, capacity=c.journal_capacity)
         return generations
 
-    def _add_generations(self, model: str, events: list[Event], scores: list[tuple[bool, float]],
+    def _add_generations(self, model: str, events: list[Event], scores: list[tuple[bool, float, float]],
                          position: int) -> list[Onset]:
         """Count a model's new generations per group; the group codes are its prediction metrics' (same names,
         same ``other``, same discovered attributes). ``position``: the stream position of the last one.
         Returns the generation breaches declared now."""
         metrics = self._metrics_for(model)
         codes = metrics.group_codes([e.groups for e in events])
-        refused = np.array([r for r, _ in scores], dtype=bool)
-        sentiment = np.array([s for _, s in scores], dtype=np.float64)
+        refused = np.array([r for r, _, _ in scores], dtype=bool)
+        sentiment = np.array([s for _, s, _ in scores], dtype=np.float64)
+        toxic = np.array([t for _, _, t in scores], dtype=np.float64)
         ts = np.array([e.ts for e in events], dtype=np.float64)
         reported = {a: codes[a] for a in metrics.reported}
-        self._generations_for(model).add(reported, refused, sentiment, ts)
+        self._generations_for(model).add(reported, refused, sentiment, ts, toxic)
         newest = float(ts.max())
         self.stats.last_event_ts[model] = max(self.stats.last_event_ts.get(model, newest), newest)
         flags = {"refusal_rate_difference": refused, "negative_share_difference": sentiment <= NEGATIVE_SENTIMENT}
+        if self.response_scorer.classifier is not None:
+            flags["toxic_share_difference"] = toxic == 1.0
         names = {a: metrics.index[a].values for a in reported}
         return self._generation_decisions_for(model).observe(reported, flags, names, position, now=self.clock())
 
     def _generation_decisions_for(self, model: str) -> GenerationDecisions:
         decisions = self.generation_decisions.get(model)
         if decisions is None:
+            # The toxic share takes part (and a share of the family error) only with a response classifier.
+            metrics = GENERATION_DECISION_METRICS if self.response_scorer.classifier is not None else (
+                GENERATION_DECISION_METRICS[:2])
             decisions = self.generation_decisions[model] = GenerationDecisions(
-                model, **self._decision_settings(self.models[model]))
+                model, metrics=metrics, **self._decision_settings(self.models[model]))
         return decisions
 
     # -- internals --------------------------------------------------------------
@@ -295,7 +307,7 @@ class Pipeline:
                             min_block_group_events=c.drift_min_block_group_events)
 
     def _apply(self, events: list[Event | Rejection], derived: dict[int, list[Event]],
-               responses: dict[int, tuple[bool, float]]) -> BatchResult:
+               responses: dict[int, tuple[bool, float, float]]) -> BatchResult:
         stats = self.stats
         index = self.index
         early = self.early_outcomes
@@ -304,7 +316,7 @@ class Pipeline:
         outcomes: list[tuple[str, int]] = []
         duplicates = 0
         accepted_derived: list[tuple[int, Event, list[Event]]] = []
-        generations: dict[str, tuple[list[Event], list[tuple[bool, float]], list[int]]] = {}
+        generations: dict[str, tuple[list[Event], list[tuple[bool, float, float]], list[int]]] = {}
         model = None
         for i, event in enumerate(events):
             if event.__class__ is Rejection:
