@@ -35,6 +35,7 @@ from fairwatch.monitor.drift import DriftEvent, DriftMonitor
 from fairwatch.monitor.events import Event, EventParser, PredictionCopy, Rejection, internal_error
 from fairwatch.monitor.generation import NEGATIVE_SENTIMENT, GenerationMetrics, ResponseScorer
 from fairwatch.monitor.generation.decisions import GenerationDecisions
+from fairwatch.monitor.generation.inferred_groups import PromptGroups
 from fairwatch.monitor.metric_names import GENERATION_DECISION_METRICS
 from fairwatch.monitor.group_metrics import GroupMetrics
 from fairwatch.monitor.score_auc import ScoreHistograms
@@ -134,6 +135,7 @@ class Pipeline:
         # Anytime-valid decisions on the generation fractions, per model (created with its first generation).
         self.generation_decisions: dict[str, GenerationDecisions] = {}
         self.response_scorer = ResponseScorer()
+        self.prompt_groups = PromptGroups()  # groups of untagged generations, from their prompt
         self.onsets: list[Onset] = []
         self.drift_events: list[DriftEvent] = []
         # event_id -> (model metrics, sequence number) of every held prediction:
@@ -183,6 +185,7 @@ class Pipeline:
         positions = [i for i, e in enumerate(events) if e.__class__ is not Rejection and e.response is not None]
         if not positions:
             return {}
+        positions = self._infer_prompt_groups(events, positions)
         score_batch = self.response_scorer.score_batch
 
         def rows(responses: list[str]) -> list[tuple[bool, float, float]]:
@@ -200,6 +203,25 @@ class Pipeline:
                 except Exception as exc:  # noqa: BLE001
                     events[i] = internal_error(exc)
             return scores
+
+    def _infer_prompt_groups(self, events: list[Event | Rejection], positions: list[int]) -> list[int]:
+        """Generations without ``groups`` take those their prompt names (attributes ``inferred_<attribute>``,
+        monitor.generation.inferred_groups); one whose prompt names none is refused. Returns the positions
+        of the generations left."""
+        if all(events[i].groups is not None for i in positions):
+            return positions
+        kept = []
+        for i in positions:
+            event = events[i]
+            if event.groups is None:
+                groups = self.prompt_groups(event.prompt)
+                if not groups:
+                    events[i] = Rejection("missing_field", "Object missing required field `groups`, and the "
+                                                           "`prompt` names no group the lexicons know")
+                    continue
+                event.groups = groups
+            kept.append(i)
+        return kept
 
     def _generations_for(self, model: str) -> GenerationMetrics:
         generations = self.generations.get(model)
