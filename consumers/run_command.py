@@ -9,7 +9,7 @@ import sys
 
 from fairwatch.consumers.kafka_config import add_client_flag, add_security_flags, parse_kafka_settings
 from fairwatch.monitor.config import read_toml
-from fairwatch.consumers.replay_command import add_scorer_flags, build_scorer_step
+from fairwatch.consumers.replay_command import add_scorer_flags, build_response_scorer, build_scorer_step
 from fairwatch.cli import UsageError, add_config_flags, serve_registry, finite_float
 from fairwatch.flags import add_bootstrap_flag, add_log_level_flag, add_metrics_flags, add_topic_flags
 from fairwatch.monitor.config import ConfigError, load_config
@@ -113,7 +113,10 @@ def run(args: argparse.Namespace) -> int:
     from fairwatch.monitor.pipeline import Pipeline
 
     step = build_scorer_step(args)  # before connecting: a bad model or lexicon fails fast
+    responses = build_response_scorer(args)
     pipeline = Pipeline(config)
+    if responses is not None:
+        pipeline.response_scorer = responses
     if args.rebuild_state and not settings.state_dir:
         raise UsageError("--rebuild-state needs --state-dir (the snapshot to set aside)")
     try:

@@ -34,6 +34,11 @@ class Thresholds(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     demographic_parity_difference: Fraction = 0.1
     equalized_odds_difference: Fraction = 0.1
     demographic_parity_ratio: Fraction = 0.8
+    # LLM generations (monitor.generation.decisions): differences of the per-group fractions of
+    # refused, negative (VADER) and toxic (the response classifier) responses.
+    refusal_rate_difference: Fraction = 0.1
+    negative_share_difference: Fraction = 0.1
+    toxic_share_difference: Fraction = 0.1
 
     def __post_init__(self) -> None:
         _finite(self)
@@ -47,6 +52,9 @@ class ThresholdOverride(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     demographic_parity_difference: Union[Fraction, None] = None
     equalized_odds_difference: Union[Fraction, None] = None
     demographic_parity_ratio: Union[Fraction, None] = None
+    refusal_rate_difference: Union[Fraction, None] = None
+    negative_share_difference: Union[Fraction, None] = None
+    toxic_share_difference: Union[Fraction, None] = None
 
     def __post_init__(self) -> None:
         _finite(self)

@@ -30,6 +30,26 @@ from fairwatch.monitor.group_metrics import GroupMetrics
 from fairwatch.monitor.score_auc import ScoreHistograms
 
 
+def decision_settings(config: MonitorConfig, model: str) -> dict:
+    """The breach decisions' settings of ``model``, shared by its prediction and generation decisions."""
+    c = config
+    regular = len(c.attributes) + len(c.intersections) if c.attributes else c.max_attributes
+    return dict(
+        thresholds=ModelThresholds(c, model),
+        attribute_budget=regular,
+        family_error=c.family_error / c.workers,
+        min_group_size=c.min_group_size,
+        max_decision_groups=c.max_decision_groups,
+        max_subgroup_cells=c.max_subgroup_cells,
+        block_events=c.decision_block_events,
+        scales=c.decision_scales,
+        staggers=c.decision_staggers,
+        lifetime=c.decision_block_lifetime,
+        check_events=c.decision_check_events,
+        check_seconds=c.decision_check_seconds,
+    )
+
+
 class ModelMonitor:
     """One model's group metrics, drift detectors, breach decisions, per-group calibration and score AUCs.
 
@@ -61,23 +81,8 @@ class ModelMonitor:
         """Start the breach decisions and drift detectors afresh under ``config`` (counts stay).
         The decisions are anytime-valid from any start, so a fresh start keeps their error guarantee."""
         c = config
-        regular = len(c.attributes) + len(c.intersections) if c.attributes else c.max_attributes
-        self.decisions = BreachMonitor(
-            self.model,
-            thresholds=ModelThresholds(c, self.model),
-            attribute_budget=regular,
-            subgroup_attributes=sorted(self.metrics.search_only),
-            family_error=c.family_error / c.workers,
-            min_group_size=c.min_group_size,
-            max_decision_groups=c.max_decision_groups,
-            max_subgroup_cells=c.max_subgroup_cells,
-            block_events=c.decision_block_events,
-            scales=c.decision_scales,
-            staggers=c.decision_staggers,
-            lifetime=c.decision_block_lifetime,
-            check_events=c.decision_check_events,
-            check_seconds=c.decision_check_seconds,
-        )
+        self.decisions = BreachMonitor(self.model, subgroup_attributes=sorted(self.metrics.search_only),
+                                       **decision_settings(c, self.model))
         self.drift = DriftMonitor(self.model, c.drift_detector, block_events=c.drift_block_events,
                                   group_block_events=c.drift_group_block_events,
                                   min_block_group_events=c.drift_min_block_group_events)

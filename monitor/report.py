@@ -116,6 +116,7 @@ def generation_attribute_report(stats: AttributeStatistics, names: list[str], mi
     responses = stats.responses()
     refusals, _ = stats.refusal.counts()
     negatives, _ = stats.negative.counts()
+    toxic, classified = stats.toxic.rows(responses.size).T[[1, 0]]
     rates = stats.rates()
     distance = stats.sentiment_distance()
     groups = {}
@@ -124,6 +125,8 @@ def generation_attribute_report(stats: AttributeStatistics, names: list[str], mi
         if n == 0:
             continue
         entry: dict = {"responses": n, "refusals": int(refusals[g]), "negative": int(negatives[g])}
+        if classified[g] > 0:  # a response classifier scored them (--response-model)
+            entry.update(classified=int(classified[g]), toxic=int(toxic[g]))
         entry.update({metric: _num(value[g]) for metric, (value, _, _) in rates.items()})
         entry["sentiment_distance"] = _num(distance[g])
         entry["ci"] = {metric: [_num(lower[g]), _num(upper[g])] for metric, (value, lower, upper) in rates.items()
@@ -220,7 +223,8 @@ def build_report(pipeline: Pipeline, model: str | None = None) -> dict:
         generations = pipeline.generation_snapshots()
         decisions = {
             name: {
-                "alerts": [o.as_dict() for o in m.decisions.onsets],
+                "alerts": [o.as_dict() for o in m.decisions.onsets] + [
+                    o.as_dict() for o in getattr(pipeline.generation_decisions.get(name), "onsets", ())],
                 "subgroups": m.decisions.subgroup_findings(m.group_names(reported_only=False)),
             }
             for name, m in monitors.items()
@@ -353,13 +357,14 @@ def format_table(report: dict) -> str:
         out.append("")
         out.append(f"== generations by {attribute} (since start; refusal and negative share: 95% Wilson intervals) ==")
         rows = []
+        shown = ["refusal_rate", "negative_share", "mean_sentiment"]
+        if any(g.get("classified") for g in body["groups"].values()):
+            shown.append("toxic_share")
         for group, g in sorted(body["groups"].items(), key=lambda kv: -kv[1]["responses"]):
             flag = "*" if g["below_privacy_floor"] else ("+" if g["below_min_size"] else "")
-            rows.append([group + flag, str(g["responses"])]
-                        + [_fmt_rate(g[m], g["ci"].get(m)) for m in ("refusal_rate", "negative_share", "mean_sentiment")]
+            rows.append([group + flag, str(g["responses"])] + [_fmt_rate(g[m], g["ci"].get(m)) for m in shown]
                         + [_fmt_rate(g["sentiment_distance"], None)])
-        out += _table(["group", "responses", "refusal_rate", "negative_share", "mean_sentiment",
-                       "w1_to_rest"], rows)
+        out += _table(["group", "responses", *shown, "w1_to_rest"], rows)
         gap_rows = []
         for metric, gap in body["alert_gaps"].items():
             if gap["value"] is None:
