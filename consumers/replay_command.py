@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from fairwatch.consumers.files import FORMATS, CsvMapping, SourceError, read_events
 from fairwatch.cli import UsageError, add_config_flags, config_from_args, finite_float, keep_serving, serve_registry
-from fairwatch.flags import add_metrics_flags, add_progress_flag, add_report_flag
+from fairwatch.flags import add_flag, add_metrics_flags, add_progress_flag, add_report_flag
 from fairwatch.monitor.pipeline import Pipeline
 from fairwatch.monitor.report import build_report, format_table, to_json
 
@@ -23,7 +23,8 @@ def add_mapping_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--score-col", help="CSV column with the model score")
     parser.add_argument("--threshold", type=finite_float, help="prediction = score >= THRESHOLD (CSV and JSONL)")
     parser.add_argument("--label-col", help="CSV column with the 0/1 outcome; empty = not known yet")
-    parser.add_argument("--group", action="append", default=[], metavar="COL", help="protected attribute column (repeatable)")
+    add_flag(parser, "--group-col", action="append", default=[], metavar="COL", aliases=("--group",),
+             help="CSV column of a protected attribute (repeatable; JSONL events carry their groups) (none)")
     parser.add_argument("--ts-col", help="CSV column with the event time (epoch seconds or ISO 8601)")
     parser.add_argument("--text-col", help="CSV column with the model's input text")
     parser.add_argument("--model", help="model name for CSV rows and JSONL events without one")
@@ -32,7 +33,7 @@ def add_mapping_flags(parser: argparse.ArgumentParser) -> None:
 def mapping_from_args(args: argparse.Namespace) -> CsvMapping:
     return CsvMapping(
         id_col=args.id_col, prediction_col=args.prediction_col, score_col=args.score_col,
-        threshold=args.threshold, label_col=args.label_col, group_cols=list(args.group),
+        threshold=args.threshold, label_col=args.label_col, group_cols=list(args.group_col),
         ts_col=args.ts_col, text_col=args.text_col, model=args.model or "default",
     )
 
@@ -172,8 +173,8 @@ def run(args: argparse.Namespace) -> int:
     if args.score_col and args.threshold is None and not args.prediction_col:
         raise UsageError("--score-col needs --threshold (or give --prediction-col)")
     overrides = {"default_model": args.model, "threshold": args.threshold}
-    if args.group:
-        overrides["attributes"] = list(args.group)
+    if args.group_col:
+        overrides["attributes"] = list(args.group_col)
     config = config_from_args(args, **overrides)
     step = build_scorer_step(args)  # before anything starts: a bad model or lexicon fails fast
     pipeline = Pipeline(config)

@@ -49,8 +49,13 @@ def test_defaults_stay_what_they_were() -> None:
     assert (decide.metrics_port, decide.metrics_addr) == (9109, "127.0.0.1")
     replay = parser.parse_args(["replay", "f.jsonl"])
     assert (replay.metrics_port, replay.metrics_addr) == (None, "127.0.0.1")
+    from fairwatch.settings import from_args
+    from fairwatch.consumers.kafka_config import CONNECTION_KEYS
+
     produce = parser.parse_args(["produce", "f.jsonl"])
-    assert (produce.predictions_topic, produce.outcomes_topic) == ("fairwatch.predictions", "fairwatch.outcomes")
+    assert (produce.predictions_topic, produce.outcomes_topic) == (None, None)  # the [kafka] table wins
+    kafka = from_args(produce, kafka_keys=CONNECTION_KEYS).kafka  # ... and without one, its struct's defaults
+    assert (kafka.predictions_topic, kafka.outcomes_topic) == ("fairwatch.predictions", "fairwatch.outcomes")
     run = parser.parse_args(["run"])
     assert (run.metrics_port, run.metrics_addr, run.predictions_topic) == (None, None, None)  # the [kafka] table wins
 
