@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when present)")
     p.add_argument("--epochs", type=float, default=2.0, help="passes over the training split (2.0)")
     p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (none: --epochs decides)")
-    p.add_argument("--max-seconds", type=float, help="training time budget; the job still evaluates and reports")
+    p.add_argument("--max-seconds", type=float, help="training time budget; the job still evaluates and reports (none: no limit)")
     p.add_argument("--batch-size", type=int, default=64, help="training examples per step (64)")
     p.add_argument("--lr", type=float, default=2e-5, help="learning rate of the classifier (2e-5)")
     p.add_argument("--gamma", type=float, default=2.0, help="weight of the soft gap penalty (2.0)")

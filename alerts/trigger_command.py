@@ -41,10 +41,10 @@ def register_trigger(commands) -> None:
                               help="start the fine-tune job at once (auto) or after `incidents approve` (manual)")
     serve_parser.add_argument("--cooldown-seconds", type=float, default=3600.0,
                               help="a breach within this of a human resolving the previous incident of its "
-                                   "(model, attribute) opens one that waits for approval, even under auto")
-    serve_parser.add_argument("--job-command", help="command run per incident; placeholders: "
+                                   "(model, attribute) opens one that waits for approval, even under auto (3600)")
+    serve_parser.add_argument("--job-command", help="command run per incident (none: incidents start no job); placeholders: "
                               + "; ".join(f"{{{name}}} {meaning}" for name, meaning in PLACEHOLDERS.items()))
-    serve_parser.add_argument("--workdir", default="fairwatch-jobs", help="where jobs write candidates and reports")
+    serve_parser.add_argument("--workdir", default="fairwatch-jobs", help="where jobs write candidates and reports (fairwatch-jobs)")
     serve_parser.add_argument("--max-concurrent-jobs", type=_at_least(1), default=2,
                               help="fine-tune jobs running at once; later ones wait as job_queued (2)")
     serve_parser.add_argument("--max-queued-jobs", type=_at_least(0), default=1000,
@@ -52,7 +52,7 @@ def register_trigger(commands) -> None:
     serve_parser.add_argument("--max-connections", type=_at_least(1), default=trigger_http.MAX_CONNECTIONS,
                               help="HTTP connections served at once; more get 503 and retry "
                                    f"({trigger_http.MAX_CONNECTIONS})")
-    serve_parser.add_argument("--prometheus-url", help="query the evidence for new incidents here")
+    serve_parser.add_argument("--prometheus-url", help="query the evidence for new incidents here (none: incidents open without evidence)")
     _link_arguments(serve_parser, "stored with each new incident for its page")
     window = serve_parser.add_argument_group("the job's window ({from}, {to}, and {data}: read from Kafka as "
                                              "`fairwatch export` reads it, with the same flags)")
@@ -115,7 +115,7 @@ def register_incidents(commands) -> None:
     parser.add_argument("--db", default=DEFAULT_DB, help=f"incident store, SQLite ({DEFAULT_DB})")
     actions = parser.add_subparsers(dest="incidents_action", metavar="ACTION", required=True)
     listing = actions.add_parser("list", help="one line per incident")
-    listing.add_argument("--state", help="only incidents in this state")
+    listing.add_argument("--state", help="only incidents in this state (none: every state)")
     listing.add_argument("--json", action="store_true", help="one JSON document instead of a table")
     show = actions.add_parser("show", help="one incident, whole")
     show.add_argument("id", type=int)

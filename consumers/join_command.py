@@ -37,7 +37,7 @@ def register(commands) -> None:
                         help=f"Faust app id: consumer group and prefix of the changelog topics ({defaults.app_id})")
     parser.add_argument("--ttl-seconds", type=finite_float, default=defaults.ttl_seconds,
                         help="wall-clock seconds an entry waits for its other half, from its first arrival at the "
-                             "join; then an early outcome is counted orphaned, a prediction expired (7 days)")
+                             "join; then an early outcome is counted orphaned, a prediction expired (604800, 7 days)")
     parser.add_argument("--sweep-seconds", type=finite_float, help="seconds between TTL sweeps (ttl/10, 0.5 to 60)")
     parser.add_argument("--commit-interval-seconds", type=finite_float, default=defaults.commit_interval_seconds,
                         help=f"seconds between offset commits ({defaults.commit_interval_seconds:g})")

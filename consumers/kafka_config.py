@@ -194,10 +194,10 @@ def add_security_flags(parser, protocol_default: str | None = None) -> None:
                           choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
                           help=f"how clients talk to the brokers ({protocol_default or 'PLAINTEXT'})")
     security.add_argument("--sasl-mechanism", choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER",
-                                                       "GSSAPI"), help="SASL mechanism, with a SASL_* protocol")
-    security.add_argument("--sasl-username", help="SASL user name")
-    security.add_argument("--sasl-password", help=f"prefer the {PASSWORD_ENV} environment variable")
-    security.add_argument("--ssl-cafile", metavar="PEM", help="CA certificates that sign the brokers' certificates")
+                                                       "GSSAPI"), help="SASL mechanism, with a SASL_* protocol (none)")
+    security.add_argument("--sasl-username", help="SASL user name (none)")
+    security.add_argument("--sasl-password", help=f"SASL password; prefer the {PASSWORD_ENV} environment variable (none)")
+    security.add_argument("--ssl-cafile", metavar="PEM", help="CA certificates that sign the brokers' certificates (none: the system's)")
     security.add_argument("--ssl-certfile", metavar="PEM", help="client certificate (mutual TLS)")
     security.add_argument("--ssl-keyfile", metavar="PEM", help="client private key (mutual TLS)")
 

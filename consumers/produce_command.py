@@ -16,6 +16,7 @@ from fairwatch.consumers.kafka_config import CONNECTION_KEYS, add_client_flag, a
 from fairwatch.consumers.replay_command import add_mapping_flags, mapping_from_args
 from fairwatch.cli import UsageError, finite_float
 from fairwatch.flags import add_bootstrap_flag, add_config_file_flag, add_progress_flag, add_topic_flags
+from fairwatch.monitor.config import MonitorConfig
 from fairwatch.monitor.events import EventParser, Rejection
 
 
@@ -38,9 +39,9 @@ def register(commands) -> None:
     add_topic_flags(parser, predictions=None, outcomes=None, predictions_aliases=("--topic",))
     parser.add_argument("--outcome-delay", type=int, metavar="N",
                         help="send each labeled row as a prediction without label, and its outcome on "
-                             "--outcomes-topic N events later")
+                             "--outcomes-topic N events later (none: labels go with the predictions)")
     parser.add_argument("--rate", type=finite_float, metavar="N", help="events per second (default: as fast as possible)")
-    parser.add_argument("--limit", type=int, metavar="N", help="stop after N events")
+    parser.add_argument("--limit", type=int, metavar="N", help="stop after N events (none: the whole file)")
     add_bootstrap_flag(parser, default=None)
     parser.add_argument("--compression", choices=("gzip", "snappy", "lz4", "zstd"), help="record batch compression (none)")
     add_client_flag(parser)
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if not Path(args.file).is_file():  # before connecting: the file is read lazily
         raise UsageError(f"{args.file}: no such file")
-    parser = EventParser(default_model=args.model or "default", threshold=args.threshold)
+    parser = EventParser(default_model=args.model or MonitorConfig().default_model, threshold=args.threshold)
     try:
         batches = read_events(args.file, args.format, mapping_from_args(args), parser)
         producer = open_producer(settings, "fairwatch-produce", linger_ms=10, batch_bytes=256 << 10,

@@ -31,7 +31,7 @@ def register(commands) -> None:
                              help="Grafana base URL (env GRAFANA_URL), e.g. http://localhost:3000")
     push_parser.add_argument("--token", default=os.environ.get("GRAFANA_TOKEN"),
                              help="service-account token (env GRAFANA_TOKEN)")
-    push_parser.add_argument("--folder", default="fairwatch", help="folder title (created if missing)")
+    push_parser.add_argument("--folder", default="fairwatch", help="folder title, created if missing (fairwatch)")
     push_parser.add_argument("--folder-uid", default="fairwatch", help="folder uid (fairwatch)")
     push_parser.add_argument("--timeout", type=finite_float, default=10.0, help="seconds per request (10)")
     push_parser.set_defaults(handler=run_push)
@@ -40,13 +40,14 @@ def register(commands) -> None:
 def run_render(args: argparse.Namespace) -> int:
     from fairwatch.settings import load_settings
 
+    settings = load_settings(args.config)  # before writing anything: a bad file leaves no half-render
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for path in render.write(out):
         print(f"wrote {path}", file=sys.stderr)
     target = Path(args.alerting) if args.alerting else out / ALERTING_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(alerting.render(load_settings(args.config).alerts))
+    target.write_text(alerting.render(settings.alerts))
     print(f"wrote {target}", file=sys.stderr)
     return 0
 

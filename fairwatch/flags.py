@@ -159,5 +159,5 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-exemplars", dest="exemplars", action="store_const", const=False,
                         help="export no event ids as exemplars on the positives counters")
     parser.add_argument(
-        "--intersection", action="append", metavar="A&B", help="track an intersection of attributes, e.g. race&sex"
+        "--intersection", action="append", metavar="A&B", help="track an intersection of attributes, e.g. race&sex (repeatable; none)"
     )
