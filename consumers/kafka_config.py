@@ -172,11 +172,12 @@ CONNECTION_KEYS = ("client", "bootstrap_servers", "predictions_topic", "outcomes
 
 
 def parse_kafka_settings(data: dict) -> KafkaSettings:
+    """The ``[kafka]`` table, validated and checked as a whole (brokers, topics, files); errors start ``[kafka]: ``."""
     try:
         settings = msgspec.convert(data, KafkaSettings)
-    except msgspec.ValidationError as exc:
+        settings.check()
+    except (msgspec.ValidationError, ConfigError) as exc:
         raise ConfigError(f"[kafka]: {exc}") from None
-    settings.check()
     return settings
 
 

@@ -40,7 +40,7 @@ import msgspec
 import msgspec.inspect as mi
 
 from fairwatch.alerts.rules import AlertSettings
-from fairwatch.consumers.kafka_config import CONNECTION_KEYS, KafkaSettings
+from fairwatch.consumers.kafka_config import CONNECTION_KEYS, KafkaSettings, parse_kafka_settings
 from fairwatch.monitor.config import (ConfigError, MonitorConfig, ThresholdOverride, Thresholds, located,
                                       monitor_table, parse_config, read_toml)
 
@@ -75,10 +75,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         """These ``[kafka]`` keys replaced (None: not given), then checked as a whole (brokers, topics, files)."""
         data = {**msgspec.to_builtins(self.kafka), **{k: v for k, v in overrides.items() if v is not None}}
         try:
-            kafka = msgspec.convert(data, KafkaSettings)
-            kafka.check()
-        except (msgspec.ValidationError, ConfigError) as exc:
-            raise ConfigError(f"{located(self.source, 'kafka')}{exc}") from None
+            kafka = parse_kafka_settings(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{located(self.source)}{exc}") from None
         return msgspec.structs.replace(self, kafka=kafka)
 
 
