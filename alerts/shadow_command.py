@@ -23,7 +23,7 @@ def add_shadow_action(actions) -> argparse.ArgumentParser:
     source = shadow.add_mutually_exclusive_group(required=True)
     source.add_argument("--prometheus-url", help="read <model>:candidate and <model>:baseline from this Prometheus "
                         "(every worker summed)")
-    source.add_argument("--report", metavar="FILE", help="read them from a `fairwatch replay --report json` file")
+    source.add_argument("--report", metavar="FILE", help="read them from a `fairwatch replay --report json` file (none: from --prometheus-url)")
     shadow.add_argument("--min-events", type=int, default=DEFAULT_MIN_EVENTS,
                         help=f"shadowed events needed for a verdict ({DEFAULT_MIN_EVENTS})")
     return shadow

@@ -192,12 +192,12 @@ def test_breach_pages_trigger_and_finetune_shrinks_the_gap(tmp_path: Path, proce
         "--val-share", "0.2", "--patience", "20", "--no-progress",
     ])
     db = tmp_path / "incidents.sqlite"
-    processes.start("trigger", [sys.executable, "-m", "fairwatch", "trigger", "serve", "--port", str(trigger_port),
+    processes.start("trigger", [sys.executable, "-m", "fairwatch", "trigger", "serve", "--listen-port", str(trigger_port),
                                 "--db", str(db), "--token-file", str(token_file), "--policy", "auto",
                                 "--workdir", str(tmp_path / "jobs"), "--job-command", job,
                                 "--prometheus-url", f"http://127.0.0.1:{prom_port}"])
     processes.start("replay", [sys.executable, "-m", "fairwatch", "replay", str(stream), "--metrics-port", str(metrics_port),
-                               "--group", "sex", "--model", MODEL])
+                               "--group-col", "sex", "--model", MODEL])
     processes.start("alertmanager", [ALERTMANAGER, f"--config.file={tmp_path / 'alertmanager.yml'}",
                                      f"--storage.path={tmp_path / 'am-data'}",
                                      f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address="])
@@ -279,7 +279,7 @@ def test_breach_pages_trigger_and_finetune_shrinks_the_gap(tmp_path: Path, proce
     # folder, as the incident records it), Prometheus scrapes both, and the comparison lands in the incident.
     candidate_dir = done["job"]["candidate_dir"]
     processes.start("shadow", [sys.executable, "-m", "fairwatch", "replay", str(stream), "--serve", str(shadow_port),
-                               "--group", "sex", "--model", MODEL, "--shadow-candidate", candidate_dir,
+                               "--group-col", "sex", "--model", MODEL, "--shadow-candidate", candidate_dir,
                                "--shadow-model", MODEL, "--scorer-device", "cpu"])
     shadowed = urllib.parse.quote(f'sum(fairwatch_group_events_total{{model="{MODEL}:candidate",cell="predictions"}})')
 

@@ -27,7 +27,7 @@ class JoinApp(Service):
                 "--predictions-topic", topics["predictions"], "--outcomes-topic", topics["outcomes"],
                 "--labeled-topic", topics["labeled"], "--app-id", app_id, "--metrics-port", str(port),
                 "--metrics-addr", "127.0.0.1", "--commit-interval-seconds", "0.5",
-                "--session-timeout-seconds", str(SESSION_TIMEOUT_MS / 1000), "--rebalance-timeout-seconds", "10",
+                "--session-timeout-ms", str(SESSION_TIMEOUT_MS), "--rebalance-timeout-ms", "10000",
                 # Tansu: end offsets are wrong after multi-record batches; Faust's changelog
                 # recovery stops at them (see consumers/outcome_join.py).
                 "--producer-max-batch-size", "1", *extra]
