@@ -12,7 +12,7 @@ from pathlib import Path
 
 from fairwatch.alerts import trigger_http
 from fairwatch.alerts.incidents import IncidentError, IncidentStore
-from fairwatch.alerts.job_command import PLACEHOLDERS, JobCommand
+from fairwatch.alerts.job_command import PLACEHOLDERS, JobCommand, parse_job_policies
 from fairwatch.alerts.jobs import DEFAULT_LOOKBACK_SECONDS
 from fairwatch.alerts.promotion import promotion_verdict
 from fairwatch.alerts.rules import AlertSettings
@@ -40,6 +40,10 @@ def register_trigger(commands) -> None:
                                    "(model, attribute) opens one that waits for approval, even under auto")
     serve_parser.add_argument("--job-command", help="command run per incident; placeholders: "
                               + "; ".join(f"{{{name}}} {meaning}" for name, meaning in PLACEHOLDERS.items()))
+    serve_parser.add_argument("--job-policy", action="append", metavar="MODEL=POLICY",
+                              help="what an incident of MODEL runs (repeatable): 'none' (no job: a tabular model "
+                                   "without texts to fine-tune on), 'finetune' (--job-command, the default for "
+                                   "models not named) or its own command with the same placeholders")
     serve_parser.add_argument("--workdir", default="fairwatch-jobs", help="where jobs write candidates and reports")
     serve_parser.add_argument("--max-concurrent-jobs", type=_at_least(1), default=2,
                               help="fine-tune jobs running at once; later ones wait as job_queued (2)")
@@ -157,12 +161,13 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         if args.job_command:
             JobCommand(args.job_command)  # an unknown placeholder: one line, before the store exists
+        policies = parse_job_policies(args.job_policy, args.job_command)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     store = IncidentStore(args.db)
     jobs = JobRunner(store, args.job_command, args.workdir, max_concurrent_jobs=args.max_concurrent_jobs,
                      max_queued_jobs=args.max_queued_jobs, window_export=window_export,
-                     lookback_seconds=args.window_lookback_seconds)
+                     lookback_seconds=args.window_lookback_seconds, policies=policies)
     trigger = Trigger(store, token, policy=args.policy, cooldown_seconds=args.cooldown_seconds, jobs=jobs,
                       prometheus_url=args.prometheus_url,
                       links={k: v for k, v in (("runbook_url", args.runbook_url),
