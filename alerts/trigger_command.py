@@ -16,7 +16,8 @@ from fairwatch.alerts.job_command import PLACEHOLDERS, JobCommand, parse_job_pol
 from fairwatch.alerts.jobs import DEFAULT_LOOKBACK_SECONDS
 from fairwatch.alerts.promotion import promotion_verdict
 from fairwatch.alerts.rules import AlertSettings
-from fairwatch.alerts.shadow_command import add_shadow_action, record_shadow, shadow_line
+from fairwatch.alerts.shadow_command import (add_attach_action, add_shadow_action, attach_candidate, record_shadow,
+                                             shadow_line)
 from fairwatch.alerts.terminal import printable
 from fairwatch.alerts.trigger import JobRunner, Trigger, serve
 from fairwatch.cli import UsageError
@@ -133,10 +134,11 @@ def register_incidents(commands) -> None:
     promote.add_argument("--force", action="store_true",
                          help="promote even when the held-out gates or the live shadow said no")
     shadow = add_shadow_action(actions)
+    attach = add_attach_action(actions)
     resolve = actions.add_parser("resolve", help="close an incident")
     resolve.add_argument("id", type=int)
     resolve.add_argument("--reason", default="", help="why it is resolved, kept with the incident")
-    for action in (listing, show, approve, shadow, promote, resolve):  # --db before or after the action, as users type it
+    for action in (listing, show, approve, shadow, attach, promote, resolve):  # --db before or after the action, as users type it
         action.add_argument("--db", default=argparse.SUPPRESS, help=f"incident store, SQLite ({DEFAULT_DB})")
     parser.set_defaults(handler=run_incidents)
 
@@ -268,6 +270,8 @@ def run_incidents(args: argparse.Namespace) -> int:
         elif args.incidents_action == "shadow":
             print(printable(shadow_line(args.id, record_shadow(store, args.id, prometheus_url=args.prometheus_url,
                                                                report=args.report, min_events=args.min_events))))
+        elif args.incidents_action == "attach":
+            print(printable(attach_candidate(store, args.id, args.control, args.threshold, args.detach)))
         elif args.incidents_action == "promote":
             promoted = promote(store, args.id, Path(args.to), args.force)
             print(_line(promoted))

@@ -9,14 +9,13 @@ import os
 import random
 import shutil
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import WAIT_FACTOR
+from conftest import wait_for
 from helpers import REPO
 
 from fairwatch.alerts.rules import AlertSettings, render
@@ -84,16 +83,6 @@ class Processes:
         self.running[name] = (proc, log)
         return proc
 
-    def stop_one(self, name: str, timeout: float = 60) -> int:
-        """SIGTERM one process (as an operator restarts it), wait for its exit, forget it."""
-        proc, _ = self.running.pop(name)
-        proc.terminate()
-        try:
-            return proc.wait(timeout=timeout * WAIT_FACTOR)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            return proc.wait(timeout=10)
-
     def logs(self) -> str:
         parts = []
         for name, (proc, log) in self.running.items():
@@ -122,21 +111,19 @@ def processes(tmp_path: Path):
     running.stop()
 
 
-def wait_until(condition, timeout: float, what: str, processes: Processes, interval: float = 0.5,
-               may_exit: tuple[str, ...] = ()):
-    """Poll ``condition`` until truthy; at the deadline (``timeout`` times WAIT_FACTOR), or when a process
-    not in ``may_exit`` has exited, fail with ``what`` and every process's log."""
-    timeout *= WAIT_FACTOR
-    deadline = time.monotonic() + timeout
-    while True:
+def wait_until(condition, timeout: float, what: str, processes: Processes, interval: float = 0.5):
+    """conftest.wait_for that also fails, with every process's log, as soon as a started process has exited."""
+
+    def ready():
         value = condition()
         if value:
-            return value
-        dead = [n for n, (p, _) in processes.running.items() if p.poll() is not None and n not in may_exit]
-        if dead or time.monotonic() > deadline:
-            why = f"{', '.join(dead)} exited" if dead else f"after {timeout:.0f} s"
-            pytest.fail(f"{why}: waiting for {what}\n{processes.logs()}")
-        time.sleep(interval)
+            return (value,)
+        dead = [name for name, (proc, _) in processes.running.items() if proc.poll() is not None]
+        if dead:
+            pytest.fail(f"{', '.join(dead)} exited: waiting for {what}\n{processes.logs()}")
+        return None
+
+    return wait_for(ready, timeout, lambda: f"waiting for {what}\n{processes.logs()}", interval)[0]
 
 
 def require_binaries() -> None:

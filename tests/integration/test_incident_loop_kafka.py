@@ -4,9 +4,10 @@ Tansu <- `fairwatch produce` (text predictions, their outcomes later) -> `fairwa
 -> `fairwatch run` (the counterfactual scorer on a tiny model) -> Prometheus with the repo's rules ->
 Alertmanager -> `fairwatch trigger serve`, whose job command names {data}: the trigger exports the incident's
 window from the labeled topic itself and runs `fairwatch finetune` on CPU -> a candidate. The operator then
-restarts the worker with `--shadow-candidate` (same consumer group: it goes on where production stopped), new
-live traffic arrives, `incidents shadow` records the candidate beside production from Prometheus, the
-incident page shows both, and the human promotes (the gates' verdict asserted, --force when they refuse).
+attaches it to the running worker (`incidents attach`, read by the worker's `--shadow-control` before its next
+batch: no restart), new live traffic arrives, `incidents shadow` records the candidate beside production from
+Prometheus, the incident page shows both, and the human promotes (the gates' verdict asserted, --force when
+they refuse).
 
 The stream is test_alert_chain.py's (chain.biased_events): after event SHIFT_AT every "man" is predicted
 toxic; the decisions restart every 1,000 events here so that 3,000 breach.
@@ -26,7 +27,7 @@ from pathlib import Path
 import pytest
 from chain import (Processes, biased_events, breach_exported, firing_breaches, free_port, processes, query_value,
                    require_binaries, start_prometheus_and_alertmanager, wait_until, write_jsonl)
-from conftest import JoinApp, Worker, total
+from conftest import JoinApp, Worker, select, total
 from helpers import REPO
 
 from fairwatch.alerts.incidents import IncidentStore
@@ -70,16 +71,13 @@ def test_breach_from_kafka_exports_its_window_finetunes_shadows_live_and_is_prom
     # restarted (no changelog recovery), and the trigger's export reads to the fetch's high watermark.
     join = JoinApp(broker, t, tmp_path, f"{t['group']}.join", "--session-timeout-seconds", "30",
                    "--rebalance-timeout-seconds", "120", "--producer-max-batch-size", "16384")
-    # The worker reads the join's labeled topic; the shadow worker is the same one restarted (same group).
-    labeled = dict(t, predictions=t["labeled"], outcomes="")
-    worker_flags = ("--attribute", "sex", "--config", str(config), "--scorer-model", str(model_dir),
-                    "--scorer-device", "cpu", "--scorer-threshold", "0.6")
-    worker = Worker(broker, labeled, tmp_path, *worker_flags, name="worker")
-    shadow = Worker(broker, labeled, tmp_path, *worker_flags, "--shadow-candidate", "CANDIDATE",
-                    "--shadow-model", MODEL, name="worker-shadow")
+    # The worker reads the join's labeled topic, and a control file where a candidate can be attached later.
+    control = tmp_path / "shadow-control.json"
+    worker = Worker(broker, dict(t, predictions=t["labeled"], outcomes=""), tmp_path, "--attribute", "sex",
+                    "--config", str(config), "--scorer-model", str(model_dir), "--scorer-device", "cpu",
+                    "--scorer-threshold", "0.6", "--shadow-control", str(control), name="worker")
     trigger_port = free_port()
-    prom_port, token_file = start_prometheus_and_alertmanager(tmp_path, processes, [worker.port, shadow.port],
-                                                              trigger_port)
+    prom_port, token_file = start_prometheus_and_alertmanager(tmp_path, processes, [worker.port], trigger_port)
     job = " ".join([shlex.quote(sys.executable), "-m", "fairwatch", "finetune", "{data}",
                     "--model-dir", shlex.quote(str(model_dir)), "--out", "{out}", "--report", "{report}",
                     "--device", "cpu", "--max-rows", "960", "--max-steps", "60", "--batch-size", "32", "--lr", "3e-3",
@@ -130,13 +128,13 @@ def test_breach_from_kafka_exports_its_window_finetunes_shadows_live_and_is_prom
         candidate_dir = done["job"]["candidate_dir"]
         assert Path(candidate_dir, "model", "config.json").is_file()
 
-        # Production saw every first-phase record (predictions and their outcomes) before it is restarted.
+        # Production saw every first-phase record (predictions and their outcomes) before the attach.
         join.wait_count(names.JOIN_OUTCOMES, N_FIRST, timeout=120, status="joined")
         wait_until(lambda: total(worker.metrics(), names.GROUP_EVENTS, model=MODEL, cell="labeled") == N_FIRST,
                    120, f"the worker to apply the {N_FIRST} labels", processes)
-        assert worker.terminate(60) == 0, worker.log()
-        shadow.args[shadow.args.index("CANDIDATE")] = candidate_dir
-        shadow.start()
+        assert not select(worker.metrics(), names.GROUP_EVENTS, model=f"{MODEL}:candidate")
+        attached = fairwatch("incidents", "--db", db, "attach", incident_id, "--control", control)
+        assert attached.returncode == 0, attached.stderr
         produced = fairwatch("produce", live, "--predictions-topic", t["predictions"], "--outcomes-topic",
                              t["outcomes"], "--outcome-delay", OUTCOME_DELAY, "--bootstrap-servers", bootstrap,
                              "--no-progress")
@@ -152,6 +150,7 @@ def test_breach_from_kafka_exports_its_window_finetunes_shadows_live_and_is_prom
         compared = fairwatch("incidents", "--db", db, "shadow", incident_id, "--prometheus-url",
                              f"http://127.0.0.1:{prom_port}")
         assert compared.returncode == 0, compared.stderr + processes.logs()
+        assert "shadow attached" in worker.log_path.read_text() and worker.alive()  # never restarted
         evidence = store.get(incident_id)["job"]["shadow"]
         # Only the live events since the attach, the same on both sides.
         assert evidence["predictions"]["baseline"] == evidence["predictions"]["candidate"], evidence
@@ -181,6 +180,6 @@ def test_breach_from_kafka_exports_its_window_finetunes_shadows_live_and_is_prom
         assert (tmp_path / "serving" / "model" / "config.json").is_file()
         assert store.get(incident_id)["timeline"][-1]["change"] == "promoted"
     finally:
-        for service in (join, worker, shadow):
+        for service in (join, worker):
             if service.process is not None:
                 service.stop()
