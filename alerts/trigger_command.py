@@ -12,11 +12,12 @@ from pathlib import Path
 
 from fairwatch.alerts import trigger_http
 from fairwatch.alerts.incidents import IncidentError, IncidentStore
-from fairwatch.alerts.job_command import PLACEHOLDERS, JobCommand
+from fairwatch.alerts.job_command import PLACEHOLDERS, JobCommand, parse_job_policies
 from fairwatch.alerts.jobs import DEFAULT_LOOKBACK_SECONDS
 from fairwatch.alerts.promotion import promotion_verdict
 from fairwatch.alerts.rules import AlertSettings
-from fairwatch.alerts.shadow_command import add_shadow_action, record_shadow, shadow_line
+from fairwatch.alerts.shadow_command import (add_attach_action, add_shadow_action, attach_candidate, record_shadow,
+                                             shadow_line)
 from fairwatch.alerts.terminal import printable
 from fairwatch.alerts.trigger import JobRunner, Trigger, serve
 from fairwatch.cli import UsageError
@@ -44,6 +45,10 @@ def register_trigger(commands) -> None:
                                    "(model, attribute) opens one that waits for approval, even under auto (3600)")
     serve_parser.add_argument("--job-command", help="command run per incident (none: incidents start no job); placeholders: "
                               + "; ".join(f"{{{name}}} {meaning}" for name, meaning in PLACEHOLDERS.items()))
+    serve_parser.add_argument("--job-policy", action="append", metavar="MODEL=POLICY",
+                              help="what an incident of MODEL runs (repeatable): 'none' (no job: a tabular model "
+                                   "without texts to fine-tune on), 'finetune' (--job-command, the default for "
+                                   "models not named) or its own command with the same placeholders")
     serve_parser.add_argument("--workdir", default="fairwatch-jobs", help="where jobs write candidates and reports (fairwatch-jobs)")
     serve_parser.add_argument("--max-concurrent-jobs", type=_at_least(1), default=2,
                               help="fine-tune jobs running at once; later ones wait as job_queued (2)")
@@ -131,10 +136,11 @@ def register_incidents(commands) -> None:
     promote.add_argument("--force", action="store_true",
                          help="promote even when the held-out gates or the live shadow said no")
     shadow = add_shadow_action(actions)
+    attach = add_attach_action(actions)
     resolve = actions.add_parser("resolve", help="close an incident")
     resolve.add_argument("id", type=int)
     resolve.add_argument("--reason", default="", help="why it is resolved, kept with the incident")
-    for action in (listing, show, approve, shadow, promote, resolve):  # --db before or after the action, as users type it
+    for action in (listing, show, approve, shadow, attach, promote, resolve):  # --db before or after the action, as users type it
         action.add_argument("--db", default=argparse.SUPPRESS, help=f"incident store, SQLite ({DEFAULT_DB})")
     parser.set_defaults(handler=run_incidents)
 
@@ -166,12 +172,13 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         if args.job_command:
             JobCommand(args.job_command)  # an unknown placeholder: one line, before the store exists
+        policies = parse_job_policies(args.job_policy, args.job_command)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     store = IncidentStore(args.db)
     jobs = JobRunner(store, args.job_command, args.workdir, max_concurrent_jobs=args.max_concurrent_jobs,
                      max_queued_jobs=args.max_queued_jobs, window_export=window_export,
-                     lookback_seconds=args.window_lookback_seconds)
+                     lookback_seconds=args.window_lookback_seconds, policies=policies)
     trigger = Trigger(store, token, policy=args.policy, cooldown_seconds=args.cooldown_seconds, jobs=jobs,
                       prometheus_url=args.prometheus_url,
                       links={k: v for k, v in links.items() if v})
@@ -272,6 +279,8 @@ def run_incidents(args: argparse.Namespace) -> int:
         elif args.incidents_action == "shadow":
             print(printable(shadow_line(args.id, record_shadow(store, args.id, prometheus_url=args.prometheus_url,
                                                                report=args.report, min_events=args.min_events))))
+        elif args.incidents_action == "attach":
+            print(printable(attach_candidate(store, args.id, args.control, args.threshold, args.detach)))
         elif args.incidents_action == "promote":
             promoted = promote(store, args.id, Path(args.to), args.force)
             print(_line(promoted))

@@ -81,7 +81,25 @@ def build_scorer_step(args: argparse.Namespace):
 
 
 def build_shadow_step(args: argparse.Namespace, inner):
-    """A ShadowStep around ``inner`` when --shadow-candidate is given, else ``inner``."""
+    """A ShadowStep around ``inner`` when --shadow-candidate is given; a HotShadowStep when --shadow-control is
+    (`fairwatch run`: attached later, without a restart); else ``inner``."""
+    control = getattr(args, "shadow_control", None)
+    if control is not None:
+        if args.shadow_candidate is not None or args.shadow_model is not None:
+            raise UsageError("--shadow-control names the candidate and its model: leave out --shadow-candidate and "
+                             "--shadow-model")
+        from fairwatch.monitor.scorer.shadow_control import HotShadowStep
+
+        def load(attachment, inner_step):
+            try:
+                return load_shadow_step(attachment.candidate, attachment.model, attachment.threshold,
+                                        args.scorer_device, inner_step)
+            except UsageError as exc:
+                raise ValueError(str(exc)) from None
+
+        step = HotShadowStep(control, load, inner)
+        step.poll()  # a candidate already named there is attached before the first batch
+        return step
     if args.shadow_candidate is None:
         if args.shadow_model is not None:
             raise UsageError("--shadow-model needs --shadow-candidate (the candidate model directory)")
@@ -90,30 +108,35 @@ def build_shadow_step(args: argparse.Namespace, inner):
         raise UsageError("--shadow-candidate needs --shadow-model (the production model the candidate shadows)")
     if not 0.0 <= args.shadow_threshold <= 1.0:
         raise UsageError("--shadow-threshold must be between 0 and 1")
+    return load_shadow_step(args.shadow_candidate, args.shadow_model, args.shadow_threshold, args.scorer_device,
+                            inner)
+
+
+def load_shadow_step(candidate: str, model: str, threshold: float, device: str | None, inner):
+    """The candidate directory loaded into a ShadowStep of ``model`` around ``inner``; a UsageError says why not."""
     try:
         from fairwatch.monitor.scorer.model import ModelLoadError
         from fairwatch.monitor.scorer.scoring import CounterfactualScorer
         from fairwatch.monitor.scorer.shadow import ShadowStep
     except ImportError as exc:
         raise UsageError(f"--shadow-candidate needs the 'ml' extra (torch, transformers): {exc}") from None
-    candidate_dir = Path(args.shadow_candidate)
+    candidate_dir = Path(candidate)
     if not (candidate_dir / "config.json").is_file() and (candidate_dir / "model" / "config.json").is_file():
         candidate_dir = candidate_dir / "model"  # the fine-tune's --out folder (the incident's candidate_dir)
     try:
         # Only the text as written is scored (score_texts): no variants, no worker processes.
-        candidate = CounterfactualScorer(candidate_dir, device=args.scorer_device, workers=0,
-                                         threshold=args.shadow_threshold)
+        scorer = CounterfactualScorer(candidate_dir, device=device, workers=0, threshold=threshold)
     except ModelLoadError as exc:
         raise UsageError(f"--shadow-candidate: {exc}") from None
-    return ShadowStep(candidate, args.shadow_model, threshold=args.shadow_threshold,
-                      candidate_dir=str(args.shadow_candidate), inner=inner)
+    return ShadowStep(scorer, model, threshold=threshold, candidate_dir=str(candidate), inner=inner)
 
 
 def build_counterfactual_step(args: argparse.Namespace):
     """The ScorerStep the --scorer-* flags ask for, or None."""
     if args.scorer_model is None:
         for flag in ("lexicon", "postprocess_attribute", "scorer_device", "scorer_cpu_runtime"):
-            if getattr(args, flag) is not None and not (flag == "scorer_device" and args.shadow_candidate):
+            if getattr(args, flag) is not None and not (flag == "scorer_device" and (
+                    args.shadow_candidate or getattr(args, "shadow_control", None))):
                 raise UsageError(f"--{flag.replace('_', '-')} needs --scorer-model")
         return None
     if args.refit_every < 1:

@@ -30,6 +30,9 @@ def register(commands) -> None:
                     "(docs/configuration.md).")
     add_config_flags(parser)
     add_scorer_flags(parser)
+    parser.add_argument("--shadow-control", metavar="FILE",
+                        help="attach a shadow candidate without a restart: the file `fairwatch incidents attach` "
+                             "writes, read between batches when it changes (docs/shadow.md)")
     parser.add_argument("--attribute", action="append", metavar="ATTR",
                         help="protected attribute to track (repeatable; default: every attribute events carry)")
     kafka = parser.add_argument_group("kafka")
