@@ -30,6 +30,16 @@ WINDOWS = ("5m", "1h", "24h")
 PROMETHEUS_DURATION = re.compile(r"(?=\d)(\d+y)?(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?")
 DURATION_KEYS = ("breach_for", "drift_window", "no_events_for")
 RANGE_KEYS = ("drift_window", "no_events_for")  # used as range selectors too: must not be zero
+# Keys of [alerts] that moved elsewhere, and where to.
+MOVED_KEYS = {"refusal_gap": "LLM refusal gaps are breach decisions now (FairnessGapBreach); set their threshold as "
+                             "[thresholds] refusal_rate_difference"}
+
+
+def moved_key(table: dict) -> str | None:
+    """Where a key of ``table`` that moved out of [alerts] went, or None."""
+    return next((f"{key} is gone: {where}" for key, where in MOVED_KEYS.items() if key in table), None)
+
+
 BY_GROUP = "model, attribute, group"
 BY_ATTRIBUTE = "model, attribute"
 
@@ -44,7 +54,6 @@ class AlertSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     no_events_for: str = "10m"
     invalid_ratio: float = 0.01
     consumer_lag_events: int = 100_000
-    refusal_gap: float = 0.1
 
     FIELD_HELP: ClassVar[dict[str, str]] = {
         "runbook_url": "runbook page linked from every alert and incident",
@@ -54,8 +63,6 @@ class AlertSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         "no_events_for": "no valid event applied (by any worker) for this long raises FairwatchNoEvents",
         "invalid_ratio": "share of refused events above which FairwatchInvalidEvents fires",
         "consumer_lag_events": "consumer lag, in records, above which FairwatchConsumerLag fires",
-        "refusal_gap": "GenerationRefusalGap: a ticket when the 95% lower bound of an LLM's refusal-rate gap "
-                       "passes this",
     }
 
     def __post_init__(self) -> None:
@@ -68,8 +75,6 @@ class AlertSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
                 raise ValueError(f"{key} must be longer than zero, got {value!r}")
         if not 0 < self.invalid_ratio < 1:  # also refuses NaN; -1 or 7 would make the alert fire always or never
             raise ValueError(f"invalid_ratio must lie between 0 and 1 (exclusive), got {self.invalid_ratio}")
-        if not 0 < self.refusal_gap < 1:
-            raise ValueError(f"refusal_gap must lie between 0 and 1 (exclusive), got {self.refusal_gap}")
         if self.consumer_lag_events < 1:
             raise ValueError(f"consumer_lag_events must be at least 1, got {self.consumer_lag_events}")
 
@@ -86,6 +91,9 @@ def parse_alert_settings(data: dict) -> AlertSettings:
     """
     from fairwatch.monitor.config import ConfigError
 
+    moved = moved_key(data)
+    if moved:
+        raise ConfigError(f"[alerts]: {moved}")
     try:
         return msgspec.convert(data, AlertSettings)
     except msgspec.ValidationError as exc:
@@ -229,26 +237,6 @@ def alerting_rules(settings: AlertSettings) -> list[dict]:
                                "(up to the partition count) or check the scorer.",
                 "runbook_url": runbook("FairwatchConsumerLag"),
                 "dashboard_url": settings.dashboard_url,
-            },
-        },
-        {
-            "alert": "GenerationRefusalGap",
-            # The core's own gap and interval (monitor.generation), in any sliding window so that the alert
-            # clears once the model changes; generation gaps have no anytime-valid decision yet, hence a ticket.
-            "expr": f"max by ({BY_ATTRIBUTE}) ({names.GENERATION_GAP_LOWER}"
-                    f'{{{names.METRIC}="refusal_rate_difference",{names.WINDOW}!="{names.SINCE_START_WINDOW}"}}) '
-                    f"> {settings.refusal_gap}",
-            "for": "15m",
-            "labels": {"severity": "ticket", "metric": "refusal_rate_difference"},
-            "annotations": {
-                "summary": "{{ $labels.model }}: refusal rates on {{ $labels.attribute }} differ by at least "
-                           "{{ $value | printf \"%.3f\" }} between groups (95% lower bound, threshold "
-                           f"{settings.refusal_gap})",
-                "description": "The model's responses are refused for one group more often than for another, "
-                               "beyond noise at 95% in a sliding window, for 15m. A display interval, not an "
-                               "anytime-valid decision: confirm on the dashboard before acting.",
-                "runbook_url": runbook("GenerationRefusalGap"),
-                "dashboard_url": dashboard,
             },
         },
         {

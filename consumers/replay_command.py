@@ -66,6 +66,15 @@ def add_scorer_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--postprocess-attribute", metavar="ATTR", help="add <model>:postprocessed outputs with "
                        "per-group thresholds for ATTR, refitted on the labels held (none)")
     group.add_argument("--refit-every", type=int, default=1000, help="labels between post-processor refits (1000)")
+    responses = parser.add_argument_group("response classifier (generation events; see docs/generation.md)")
+    responses.add_argument("--response-model", metavar="DIR", help="local Hugging Face sequence classifier "
+                           "(toxicity, sentiment, regard): score each response, batched, and track the per-group "
+                           "toxic share and its breach decision beside VADER")
+    responses.add_argument("--response-label", metavar="LABEL", help="the label whose probability counts (a name of "
+                           "the model's id2label, or an index; default: the last label)")
+    responses.add_argument("--response-threshold", type=finite_float, default=0.5,
+                           help="a response is toxic when the label's probability is at least this (0.5)")
+    responses.add_argument("--response-device", help="cpu, cuda, cuda:N (default: cuda if available)")
     shadow = parser.add_argument_group("shadow evaluation (texts needed; see docs/shadow.md)")
     shadow.add_argument("--shadow-candidate", metavar="DIR", help="candidate Hugging Face classifier directory (the "
                         "fine-tune's candidate/): score each text of --shadow-model beside production and track "
@@ -73,6 +82,30 @@ def add_scorer_flags(parser: argparse.ArgumentParser) -> None:
     shadow.add_argument("--shadow-model", metavar="NAME", help="the production model the candidate shadows (none: no shadow)")
     shadow.add_argument("--shadow-threshold", type=finite_float, default=0.5,
                         help="decision threshold on the candidate's scores (0.5)")
+
+
+def build_response_scorer(args: argparse.Namespace):
+    """The ResponseScorer with the classifier --response-model asks for, or None (VADER and refusals only)."""
+    if args.response_model is None:
+        for flag in ("response_label", "response_device"):
+            if getattr(args, flag) is not None:
+                raise UsageError(f"--{flag.replace('_', '-')} needs --response-model")
+        return None
+    if not 0.0 <= args.response_threshold <= 1.0:
+        raise UsageError("--response-threshold must be between 0 and 1")
+    try:
+        from fairwatch.monitor.generation.response_classifier import ResponseClassifier
+        from fairwatch.monitor.scorer.model import ModelLoadError
+    except ImportError as exc:
+        raise UsageError(f"--response-model needs the 'ml' extra (torch, transformers): {exc}") from None
+    from fairwatch.monitor.generation import ResponseScorer
+
+    try:
+        classifier = ResponseClassifier(args.response_model, label=args.response_label,
+                                        threshold=args.response_threshold, device=args.response_device)
+    except (ModelLoadError, ValueError) as exc:
+        raise UsageError(f"--response-model: {exc}") from None
+    return ResponseScorer(classifier=classifier)
 
 
 def build_scorer_step(args: argparse.Namespace):
@@ -201,7 +234,10 @@ def run(args: argparse.Namespace) -> int:
         overrides["attributes"] = list(args.group_col)
     config = config_from_args(args, **overrides)
     step = build_scorer_step(args)  # before anything starts: a bad model or lexicon fails fast
+    responses = build_response_scorer(args)
     pipeline = Pipeline(config)
+    if responses is not None:
+        pipeline.response_scorer = responses
     server = None
     if args.metrics_port is not None:
         from fairwatch.monitor.exporter import make_registry

@@ -8,7 +8,7 @@ import signal
 import sys
 
 from fairwatch.consumers.kafka_config import KafkaSettings, add_client_flag, add_security_flags
-from fairwatch.consumers.replay_command import add_scorer_flags, build_scorer_step
+from fairwatch.consumers.replay_command import add_scorer_flags, build_response_scorer, build_scorer_step
 from fairwatch.cli import UsageError, add_config_flags, serve_registry, finite_float
 from fairwatch.flags import (add_bootstrap_flag, add_log_level_flag, add_metrics_flags, add_topic_flags,
                              struct_default)
@@ -88,7 +88,10 @@ def run(args: argparse.Namespace) -> int:
     from fairwatch.monitor.pipeline import Pipeline
 
     step = build_scorer_step(args)  # before connecting: a bad model or lexicon fails fast
+    responses = build_response_scorer(args)
     pipeline = Pipeline(config)
+    if responses is not None:
+        pipeline.response_scorer = responses
     if args.rebuild_state and not settings.state_dir:
         raise UsageError("--rebuild-state needs --state-dir (the snapshot to set aside)")
     try:

@@ -295,16 +295,36 @@ def model_drilldown() -> dict:
         description="VADER compound score of the responses, in [-1, 1] (negative below -0.05).",
         width=12, overrides=dashed,
     )
+    toxic = panel(
+        "timeseries", "Toxic share per group on $attribute ($window), dashed: 95% bounds",
+        generation_rate("toxic_share"),
+        description="Share of the responses whose chosen label's probability, by the response classifier the "
+                    "worker runs (--response-model: toxicity, sentiment or regard), is at least "
+                    "--response-threshold; empty without a classifier.",
+        unit="percentunit", width=12, overrides=dashed,
+    )
     generation_gaps = panel(
         "timeseries", "Generation gaps on $attribute ($window)",
         [target(f"max by ({names.METRIC}) ({names.GENERATION_GAP}{{{generation_key}}})", "{{metric}}", ref="GAP"),
          target(f"max by ({names.METRIC}) ({names.GENERATION_GAP_LOWER}{{{generation_key}}})",
                 "{{metric}} lower", ref="LOWER")],
-        description="Refusal-rate, negative-share and mean-sentiment differences (max - min over groups with at "
+        description="Refusal-rate, negative-share, toxic-share and mean-sentiment differences (max - min over groups with at "
                     "least min_group_size responses) and the largest Wasserstein-1 distance between two groups' "
-                    "sentiment distributions, with 95% lower bounds (display; GenerationRefusalGap alerts on the "
-                    "refusal gap's).",
+                    "sentiment distributions, with 95% lower bounds (display only: the decisions panel pages).",
         width=24, overrides=dashed[:1],
+    )
+    generation_selector = f'{key},{names.METRIC}=~"{"|".join(names.GENERATION_DECISION_METRICS)}"'
+    generation_decisions = panel(
+        "timeseries", "Generation decisions on $attribute: anytime-valid lower bounds vs thresholds",
+        [target(f"max by ({names.METRIC}) ({names.DECISION_BOUND}{{{generation_selector}}})", "{{metric}} bound",
+                ref="BOUND"),
+         target(f"max by ({names.METRIC}) ({names.DECISION_THRESHOLD}{{{generation_selector}}})",
+                "{{metric}} threshold", ref="THRESHOLD")],
+        description="The breach decisions on the refused, negative and (with a response classifier) toxic "
+                    "fractions: the lower bound of the largest group difference, family-wise and valid at every "
+                    "moment; FairnessGapBreach pages when one stays above its threshold (dashed) for 5 minutes.",
+        width=12,
+        overrides=[override_by_query("THRESHOLD", **{"custom.lineStyle": {"fill": "dash", "dash": [10, 10]}})],
     )
     cf = f'{names.MODEL}="$model"'
     flip_rate = panel(
@@ -358,7 +378,7 @@ def model_drilldown() -> dict:
     ]
     panels = [row("Gap"), gap, gaps_table, debiased,
               row("Groups"), group_rates, merged_rates, window_events, estimated,
-              row("Generations (LLM responses)"), refusals, sentiment, generation_gaps,
+              row("Generations (LLM responses)"), refusals, sentiment, toxic, generation_decisions, generation_gaps,
               row("Counterfactuals and scorer"), flip_rate, top_terms, throughput, scorer_latency]
     return dashboard(MODEL_UID, "fairwatch: model",
                      "One model and attribute: gaps with intervals and thresholds, groups, debiased outputs, "

@@ -39,7 +39,7 @@ from typing import Any, Union
 import msgspec
 import msgspec.inspect as mi
 
-from fairwatch.alerts.rules import AlertSettings
+from fairwatch.alerts.rules import AlertSettings, moved_key
 from fairwatch.consumers.kafka_config import CONNECTION_KEYS, KafkaSettings, parse_kafka_settings
 from fairwatch.monitor.config import (ConfigError, MonitorConfig, ThresholdOverride, Thresholds, located,
                                       monitor_table, parse_config, read_toml)
@@ -94,6 +94,9 @@ def parse_settings(document: dict, source: str | Path | None = None) -> Settings
         if not isinstance(table, dict):
             raise ConfigError(f"{located(source, name)}must be a table, got {type(table).__name__} "
                               f"({name} = ... at the top level)")
+        moved = moved_key(table) if name == "alerts" else None
+        if moved:
+            raise ConfigError(f"{located(source, name)}{moved}")
         try:
             tables[name] = msgspec.convert(table, struct)
         except msgspec.ValidationError as exc:

@@ -148,13 +148,15 @@ def internal_error(exc: BaseException) -> Rejection:
 
 
 def _generation_rejection(event: Event) -> Rejection | None:
-    """What a generation event lacks, or None. Its groups are needed (they are what is compared); a label
-    means nothing without a prediction to label."""
+    """What a generation event lacks, or None. Its groups are needed (they are what is compared), unless a
+    generation alone has a prompt to infer them from (the pipeline does, monitor.generation.inferred_groups);
+    a label means nothing without a prediction to label."""
     if event.response is None:
         return Rejection("missing_field", "Object missing required field `response` (a `prompt` comes with its "
                                           "response)")
-    if event.groups is None:
-        return Rejection("missing_field", "Object missing required field `groups`")
+    if event.groups is None and (event.prompt is None or event.prediction is not None):
+        return Rejection("missing_field", "Object missing required field `groups` (or, for a generation without "
+                                          "a prediction, a `prompt` to infer them from)")
     if event.prediction is None and event.label is not None:
         return Rejection("bad_value", "a generation without a `prediction` cannot take a `label` at `$.label`")
     return None

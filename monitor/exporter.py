@@ -110,6 +110,9 @@ class FairwatchCollector(Collector):
             over_capacity = pipeline.over_capacity()
             drift = list(pipeline.drift_events)
             decisions = {m: (dict(b.states), len(b.onsets), list(b.onsets)) for m, b in pipeline.breach_monitors.items()}
+            for m, g in pipeline.generation_decisions.items():  # the generation fractions' decisions, same metrics
+                states, _, onset_list = decisions.get(m, ({}, 0, []))
+                decisions[m] = ({**states, **g.states}, len(onset_list) + len(g.onsets), onset_list + g.onsets)
             auc_tables = {
                 m: {a: pipeline.score_aucs[m].table(a, len(metrics.index[a].values)).copy()
                     for a in metrics.reported if a in pipeline.score_aucs[m].tables}
@@ -295,8 +298,8 @@ class FairwatchCollector(Collector):
         gap_labels = [names.MODEL, names.ATTRIBUTE, names.METRIC, names.WINDOW]
         counters = CounterMetricFamily(names.GENERATION_RESPONSES, "Generated responses per group and cell since "
                                        "start (sum over workers)", labels=[*GROUP_LABELS, names.CELL])
-        rate = GaugeMetricFamily(names.GENERATION_GROUP_RATE, "Per-group refusal rate, negative share and mean "
-                                 "sentiment of responses in a window", labels=rate_labels)
+        rate = GaugeMetricFamily(names.GENERATION_GROUP_RATE, "Per-group refusal rate, negative share, mean "
+                                 "sentiment and toxic share of responses in a window", labels=rate_labels)
         rate_lower = GaugeMetricFamily(names.GENERATION_GROUP_RATE_LOWER, "95% lower bound", labels=rate_labels)
         rate_upper = GaugeMetricFamily(names.GENERATION_GROUP_RATE_UPPER, "95% upper bound", labels=rate_labels)
         responses = GaugeMetricFamily(names.GENERATION_GROUP_WINDOW_RESPONSES, "Responses per group in a window",
@@ -316,9 +319,12 @@ class FairwatchCollector(Collector):
                 label_names, merged = stats.regrouped(lambda t: labels.merge_rows(t, groups_of[attribute]))
                 refusals, _ = merged.refusal.counts()
                 negatives, _ = merged.negative.counts()
+                toxic, classified = merged.toxic.counts()
+                # The classifier's cells only once a response classifier has scored something for the attribute.
+                exported = names.GENERATION_CELLS if classified.sum() > 0 else names.GENERATION_CELLS[:3]
                 for i, label in enumerate(label_names):
-                    cells = (merged.responses()[i], refusals[i], negatives[i])
-                    for cell, value in zip(names.GENERATION_CELLS, cells):
+                    cells = (merged.responses()[i], refusals[i], negatives[i], classified[i], toxic[i])
+                    for cell, value in zip(exported, cells):
                         counters.add_metric([model, attribute, label, cell], float(value))
             for window, by_attribute in windows.items():
                 for attribute, stats in by_attribute.items():

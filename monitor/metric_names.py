@@ -63,13 +63,13 @@ AUC_METRICS = ("subgroup_auc", "bpsn_auc", "bnsp_auc")
 # --- generations: LLM responses scored per group (monitor.generation) ---------
 # Counters since start, per (model, attribute, group, cell in GENERATION_CELLS): sum them over workers.
 GENERATION_RESPONSES = "fairwatch_generation_responses_total"
-GENERATION_CELLS = ("responses", "refusals", "negative")
+GENERATION_CELLS = ("responses", "refusals", "negative", "classified", "toxic")  # the last two: --response-model
 # Gauges per (model, attribute, group, metric in GENERATION_RATE_METRICS, window), with 95% bounds
 # (Wilson for the two proportions, normal for the mean), for groups at or above the privacy floor.
 GENERATION_GROUP_RATE = "fairwatch_generation_group_rate"
 GENERATION_GROUP_RATE_LOWER = "fairwatch_generation_group_rate_lower"
 GENERATION_GROUP_RATE_UPPER = "fairwatch_generation_group_rate_upper"
-GENERATION_RATE_METRICS = ("refusal_rate", "negative_share", "mean_sentiment")
+GENERATION_RATE_METRICS = ("refusal_rate", "negative_share", "mean_sentiment", "toxic_share")
 GENERATION_GROUP_WINDOW_RESPONSES = "fairwatch_generation_group_window_responses"
 # Per (model, attribute, group, window): Wasserstein-1 between the group's sentiment distribution and the rest's.
 GENERATION_SENTIMENT_DISTANCE = "fairwatch_generation_sentiment_distance"
@@ -82,7 +82,11 @@ GENERATION_GAP_METRICS = (
     "negative_share_difference",
     "mean_sentiment_difference",
     "sentiment_wasserstein_max",  # the largest W1 between two groups' sentiment distributions
+    "toxic_share_difference",  # with a response classifier (--response-model)
 )
+# Generation fractions with an anytime-valid breach decision (monitor.generation.decisions), exported as the
+# `metric` of DECISION_BOUND / DECISION_THRESHOLD / DECISION_BREACH / BREACH_ONSETS like the prediction gaps.
+GENERATION_DECISION_METRICS = ("refusal_rate_difference", "negative_share_difference", "toxic_share_difference")
 
 # --- drift ----------------------------------------------------------------
 DRIFT_EVENTS = "fairwatch_drift_events_total"
@@ -251,7 +255,7 @@ REFERENCE: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
     (('fairwatch_last_event_timestamp_seconds',), 'gauge', 'model',
      'newest event time'),
     (('fairwatch_decision_bound', 'fairwatch_decision_threshold', 'fairwatch_decision_breach'), 'gauge', 'model, attribute, metric',
-     "the anytime-valid bound a breach decision used, its threshold, and the decision (1 = breached); subgroup-search metrics carry the attribute's worst cell"),
+     "the anytime-valid bound a breach decision used, its threshold, and the decision (1 = breached); subgroup-search metrics carry the attribute's worst cell; the LLM generation fractions (" + ", ".join(GENERATION_DECISION_METRICS) + ") are decided and exported the same way"),
     (('fairwatch_breach_onsets_total',), 'counter', 'model, attribute, metric',
      'breaches declared'),
     (('fairwatch_group_estimated_rate', 'fairwatch_group_estimated_rate_lower', 'fairwatch_group_estimated_rate_upper'), 'gauge', 'model, attribute, group, metric',

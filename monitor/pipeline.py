@@ -33,7 +33,10 @@ from fairwatch.monitor.config import ModelThresholds, MonitorConfig
 from fairwatch.monitor.counts import NO_LABEL
 from fairwatch.monitor.drift import DriftEvent, DriftMonitor
 from fairwatch.monitor.events import Event, EventParser, PredictionCopy, Rejection, internal_error
-from fairwatch.monitor.generation import GenerationMetrics, ResponseScorer
+from fairwatch.monitor.generation import NEGATIVE_SENTIMENT, GenerationMetrics, ResponseScorer
+from fairwatch.monitor.generation.decisions import GenerationDecisions
+from fairwatch.monitor.generation.inferred_groups import PromptGroups
+from fairwatch.monitor.metric_names import GENERATION_DECISION_METRICS
 from fairwatch.monitor.group_metrics import GroupMetrics
 from fairwatch.monitor.score_auc import ScoreHistograms
 
@@ -129,7 +132,10 @@ class Pipeline:
         # (model, event_id) of recent generations, oldest first and bounded like the journal: the dedup store
         # of generations without a prediction, which the prediction index does not hold.
         self.generation_ids: dict[tuple[str, str], int] = {}
+        # Anytime-valid decisions on the generation fractions, per model (created with its first generation).
+        self.generation_decisions: dict[str, GenerationDecisions] = {}
         self.response_scorer = ResponseScorer()
+        self.prompt_groups = PromptGroups()  # groups of untagged generations, from their prompt
         self.onsets: list[Onset] = []
         self.drift_events: list[DriftEvent] = []
         # event_id -> (model metrics, sequence number) of every held prediction:
@@ -172,25 +178,50 @@ class Pipeline:
         self._observe_batch(time.perf_counter() - started)
         return result
 
-    def _score_responses(self, events: list[Event | Rejection]) -> dict[int, tuple[bool, float]]:
-        """Batch position -> (refused, compound sentiment) of every generation in the batch. A response whose
-        scoring raises costs its own event (replaced by an internal_error rejection), not the batch."""
+    def _score_responses(self, events: list[Event | Rejection]) -> dict[int, tuple[bool, float, float]]:
+        """Batch position -> (refused, compound sentiment, toxic: 1.0 / 0.0, NaN without a response classifier)
+        of every generation in the batch. A response whose scoring raises costs its own event (replaced by an
+        internal_error rejection), not the batch."""
         positions = [i for i, e in enumerate(events) if e.__class__ is not Rejection and e.response is not None]
         if not positions:
             return {}
-        score_many = self.response_scorer.score_many
+        positions = self._infer_prompt_groups(events, positions)
+        score_batch = self.response_scorer.score_batch
+
+        def rows(responses: list[str]) -> list[tuple[bool, float, float]]:
+            refused, sentiment, toxic = score_batch(responses)
+            toxic = np.full(len(responses), np.nan) if toxic is None else toxic
+            return list(zip(refused.tolist(), sentiment.tolist(), toxic.tolist()))
+
         try:
-            refused, sentiment = score_many([events[i].response for i in positions])
-            return dict(zip(positions, zip(refused.tolist(), sentiment.tolist())))
+            return dict(zip(positions, rows([events[i].response for i in positions])))
         except Exception:  # noqa: BLE001 - find the one response that raised
             scores = {}
             for i in positions:
                 try:
-                    refused, sentiment = score_many([events[i].response])
-                    scores[i] = (bool(refused[0]), float(sentiment[0]))
+                    scores[i] = rows([events[i].response])[0]
                 except Exception as exc:  # noqa: BLE001
                     events[i] = internal_error(exc)
             return scores
+
+    def _infer_prompt_groups(self, events: list[Event | Rejection], positions: list[int]) -> list[int]:
+        """Generations without ``groups`` take those their prompt names (attributes ``inferred_<attribute>``,
+        monitor.generation.inferred_groups); one whose prompt names none is refused. Returns the positions
+        of the generations left."""
+        if all(events[i].groups is not None for i in positions):
+            return positions
+        kept = []
+        for i in positions:
+            event = events[i]
+            if event.groups is None:
+                groups = self.prompt_groups(event.prompt)
+                if not groups:
+                    events[i] = Rejection("missing_field", "Object missing required field `groups`, and the "
+                                                           "`prompt` names no group the lexicons know")
+                    continue
+                event.groups = groups
+            kept.append(i)
+        return kept
 
     def _generations_for(self, model: str) -> GenerationMetrics:
         generations = self.generations.get(model)
@@ -200,17 +231,36 @@ class Pipeline:
                 c.count_windows, c.time_windows_seconds, capacity=c.journal_capacity)
         return generations
 
-    def _add_generations(self, model: str, events: list[Event], scores: list[tuple[bool, float]]) -> None:
+    def _add_generations(self, model: str, events: list[Event], scores: list[tuple[bool, float, float]],
+                         position: int) -> list[Onset]:
         """Count a model's new generations per group; the group codes are its prediction metrics' (same names,
-        same ``other``, same discovered attributes)."""
+        same ``other``, same discovered attributes). ``position``: the stream position of the last one.
+        Returns the generation breaches declared now."""
         metrics = self._metrics_for(model)
         codes = metrics.group_codes([e.groups for e in events])
-        refused = np.array([r for r, _ in scores], dtype=bool)
-        sentiment = np.array([s for _, s in scores], dtype=np.float64)
+        refused = np.array([r for r, _, _ in scores], dtype=bool)
+        sentiment = np.array([s for _, s, _ in scores], dtype=np.float64)
+        toxic = np.array([t for _, _, t in scores], dtype=np.float64)
         ts = np.array([e.ts for e in events], dtype=np.float64)
-        self._generations_for(model).add({a: codes[a] for a in metrics.reported}, refused, sentiment, ts)
+        reported = {a: codes[a] for a in metrics.reported}
+        self._generations_for(model).add(reported, refused, sentiment, ts, toxic)
         newest = float(ts.max())
         self.stats.last_event_ts[model] = max(self.stats.last_event_ts.get(model, newest), newest)
+        flags = {"refusal_rate_difference": refused, "negative_share_difference": sentiment <= NEGATIVE_SENTIMENT}
+        if self.response_scorer.classifier is not None:
+            flags["toxic_share_difference"] = toxic == 1.0
+        names = {a: metrics.index[a].values for a in reported}
+        return self._generation_decisions_for(model).observe(reported, flags, names, position, now=self.clock())
+
+    def _generation_decisions_for(self, model: str) -> GenerationDecisions:
+        decisions = self.generation_decisions.get(model)
+        if decisions is None:
+            # The toxic share takes part (and a share of the family error) only with a response classifier.
+            metrics = GENERATION_DECISION_METRICS if self.response_scorer.classifier is not None else (
+                GENERATION_DECISION_METRICS[:2])
+            decisions = self.generation_decisions[model] = GenerationDecisions(
+                model, metrics=metrics, **self._decision_settings(self.models[model]))
+        return decisions
 
     # -- internals --------------------------------------------------------------
     def _metrics_for(self, model: str) -> GroupMetrics:
@@ -235,13 +285,16 @@ class Pipeline:
         return metrics
 
     def _new_breach_monitor(self, metrics: GroupMetrics) -> BreachMonitor:
+        return BreachMonitor(metrics.model, subgroup_attributes=sorted(metrics.search_only),
+                             **self._decision_settings(metrics))
+
+    def _decision_settings(self, metrics: GroupMetrics) -> dict:
+        """The breach decisions' settings shared by a model's prediction and generation decisions."""
         c = self.config
         regular = len(c.attributes) + len(c.intersections) if c.attributes else c.max_attributes
-        return BreachMonitor(
-            metrics.model,
+        return dict(
             thresholds=ModelThresholds(c, metrics.model),
             attribute_budget=regular,
-            subgroup_attributes=sorted(metrics.search_only),
             family_error=c.family_error / c.workers,
             min_group_size=c.min_group_size,
             max_decision_groups=c.max_decision_groups,
@@ -266,6 +319,7 @@ class Pipeline:
         """Start every model's breach decisions and drift detectors afresh (after their settings changed); counts stay.
         The decisions are anytime-valid from any start, so a fresh start keeps their error guarantee."""
         self.breach_monitors = {model: self._new_breach_monitor(m) for model, m in self.models.items()}
+        self.generation_decisions = {}  # created afresh with each model's next generation
         self.drift_monitors = {model: self._new_drift_monitor(model) for model in self.models}
 
     def _new_drift_monitor(self, model: str) -> DriftMonitor:
@@ -275,7 +329,7 @@ class Pipeline:
                             min_block_group_events=c.drift_min_block_group_events)
 
     def _apply(self, events: list[Event | Rejection], derived: dict[int, list[Event]],
-               responses: dict[int, tuple[bool, float]]) -> BatchResult:
+               responses: dict[int, tuple[bool, float, float]]) -> BatchResult:
         stats = self.stats
         index = self.index
         early = self.early_outcomes
@@ -284,7 +338,7 @@ class Pipeline:
         outcomes: list[tuple[str, int]] = []
         duplicates = 0
         accepted_derived: list[tuple[int, Event, list[Event]]] = []
-        generations: dict[str, tuple[list[Event], list[tuple[bool, float]]]] = {}
+        generations: dict[str, tuple[list[Event], list[tuple[bool, float, float]], list[int]]] = {}
         model = None
         for i, event in enumerate(events):
             if event.__class__ is Rejection:
@@ -299,9 +353,10 @@ class Pipeline:
                     rejected.append((i, self._over_model_capacity(event.model)))
                     continue
                 _remember(self.generation_ids, (event.model, event_id), 1, self.config.journal_capacity)
-                batch_events, batch_scores = generations.setdefault(event.model, ([], []))
+                batch_events, batch_scores, batch_positions = generations.setdefault(event.model, ([], [], []))
                 batch_events.append(event)
                 batch_scores.append(responses[i])
+                batch_positions.append(i)
                 if event.prediction is None:
                     self._metrics_for(event.model)  # the model counts against max_models from its first event
                     continue
@@ -364,8 +419,8 @@ class Pipeline:
                                          now=self.clock())
                 newest = float(ts.max())
                 stats.last_event_ts[model] = max(stats.last_event_ts.get(model, newest), newest)
-        for model, (batch_events, scores) in generations.items():
-            self._add_generations(model, batch_events, scores)
+        for model, (batch_events, scores, gen_positions) in generations.items():
+            onsets += self._add_generations(model, batch_events, scores, self.position + gen_positions[-1])
         if outcomes:
             self._apply_outcomes(outcomes)
 

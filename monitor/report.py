@@ -122,6 +122,7 @@ def generation_attribute_report(stats: AttributeStatistics, names: list[str], mi
     responses = stats.responses()
     refusals, _ = stats.refusal.counts()
     negatives, _ = stats.negative.counts()
+    toxic, classified = stats.toxic.rows(responses.size).T[[1, 0]]
     rates = stats.rates()
     distance = stats.sentiment_distance()
     groups = {}
@@ -130,6 +131,8 @@ def generation_attribute_report(stats: AttributeStatistics, names: list[str], mi
         if n == 0:
             continue
         entry: dict = {"responses": n, "refusals": int(refusals[g]), "negative": int(negatives[g])}
+        if classified[g] > 0:  # a response classifier scored them (--response-model)
+            entry.update(classified=int(classified[g]), toxic=int(toxic[g]))
         entry.update({metric: _num(value[g]) for metric, (value, _, _) in rates.items()})
         entry["sentiment_distance"] = _num(distance[g])
         entry["ci"] = {metric: [_num(lower[g]), _num(upper[g])] for metric, (value, lower, upper) in rates.items()
@@ -230,7 +233,8 @@ def build_report(pipeline: Pipeline, model: str | None = None) -> dict:
         }
         decisions = {
             name: {
-                "alerts": [o.as_dict() for o in monitor.onsets],
+                "alerts": [o.as_dict() for o in monitor.onsets] + [
+                    o.as_dict() for o in getattr(pipeline.generation_decisions.get(name), "onsets", ())],
                 "subgroups": monitor.subgroup_findings(
                     {a: list(i.values) for a, i in pipeline.models[name].index.items()}
                 ),
@@ -365,13 +369,14 @@ def format_table(report: dict) -> str:
         out.append("")
         out.append(f"== generations by {attribute} (since start; refusal and negative share: 95% Wilson intervals) ==")
         rows = []
+        shown = ["refusal_rate", "negative_share", "mean_sentiment"]
+        if any(g.get("classified") for g in body["groups"].values()):
+            shown.append("toxic_share")
         for group, g in sorted(body["groups"].items(), key=lambda kv: -kv[1]["responses"]):
             flag = "*" if g["below_privacy_floor"] else ("+" if g["below_min_size"] else "")
-            rows.append([group + flag, str(g["responses"])]
-                        + [_fmt_rate(g[m], g["ci"].get(m)) for m in ("refusal_rate", "negative_share", "mean_sentiment")]
+            rows.append([group + flag, str(g["responses"])] + [_fmt_rate(g[m], g["ci"].get(m)) for m in shown]
                         + [_fmt_rate(g["sentiment_distance"], None)])
-        out += _table(["group", "responses", "refusal_rate", "negative_share", "mean_sentiment",
-                       "w1_to_rest"], rows)
+        out += _table(["group", "responses", *shown, "w1_to_rest"], rows)
         gap_rows = []
         for metric, gap in body["alert_gaps"].items():
             if gap["value"] is None:

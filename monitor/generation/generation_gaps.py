@@ -58,10 +58,12 @@ def generation_gaps(stats, groups: np.ndarray) -> dict[str, Gap]:
     refusals, responses = stats.refusal.counts()
     negatives, scored = stats.negative.counts()
     n, mean, variance = stats.sentiment.moments()
+    toxic, classified = stats.toxic.counts()
     values = (
         proportion_difference(refusals, responses, groups),
         proportion_difference(negatives, scored, groups),
         mean_difference(n, mean, variance, groups),
         max_pair_distance(stats.histogram.table, groups),
+        proportion_difference(toxic, classified, groups),
     )
     return dict(zip(GENERATION_GAP_METRICS, values))

@@ -28,27 +28,33 @@ from fairwatch.monitor.generation.mean_sentiment import MeanSentiment
 from fairwatch.monitor.generation.negative_share import NegativeShare
 from fairwatch.monitor.generation.refusal_rate import RefusalRate
 from fairwatch.monitor.generation.sentiment_distance import SentimentHistogram
+from fairwatch.monitor.generation.toxic_share import ToxicShare
 from fairwatch.monitor.metric_names import GENERATION_RATE_METRICS
 
 __all__ = ["AttributeStatistics", "GenerationMetrics", "GenerationWindow"]
 
-_STATISTICS = ("refusal", "negative", "sentiment", "histogram")
+_STATISTICS = ("refusal", "negative", "sentiment", "histogram", "toxic")
 
 
 @dataclass
 class AttributeStatistics:
-    """The four statistics of one attribute in one window."""
+    """The statistics of one attribute in one window (``toxic``: with a response classifier)."""
 
     refusal: RefusalRate = field(default_factory=RefusalRate)
     negative: NegativeShare = field(default_factory=NegativeShare)
     sentiment: MeanSentiment = field(default_factory=MeanSentiment)
     histogram: SentimentHistogram = field(default_factory=SentimentHistogram)
+    toxic: ToxicShare = field(default_factory=ToxicShare)
 
-    def update(self, codes: np.ndarray, refused: np.ndarray, sentiment: np.ndarray, sign: float = 1.0) -> None:
+    def update(self, codes: np.ndarray, refused: np.ndarray, sentiment: np.ndarray, sign: float = 1.0,
+               toxic: np.ndarray | None = None) -> None:
+        """``toxic``: 1.0 / 0.0 per response, NaN (or None for all) where no classifier scored it."""
         step = "update" if sign > 0 else "revert"
         getattr(self.refusal, step)(codes, refused)
         for statistic in (self.negative, self.sentiment, self.histogram):
             getattr(statistic, step)(codes, sentiment)
+        # Updated even without a classifier (all NaN: nothing scored), so that its table grows with the others.
+        getattr(self.toxic, step)(codes, np.full(len(codes), np.nan) if toxic is None else toxic)
 
     def copy(self, n_groups: int) -> AttributeStatistics:
         """An independent copy, every table grown to ``n_groups`` rows (for snapshots)."""
@@ -81,7 +87,8 @@ class AttributeStatistics:
 
     def rates(self) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """metric of ``GENERATION_RATE_METRICS`` -> (value, lower, upper) per group."""
-        return dict(zip(GENERATION_RATE_METRICS, (self.refusal.get(), self.negative.get(), self.sentiment.get())))
+        return dict(zip(GENERATION_RATE_METRICS, (self.refusal.get(), self.negative.get(), self.sentiment.get(),
+                                                  self.toxic.get())))
 
     def sentiment_distance(self) -> np.ndarray:
         """Each group's Wasserstein-1 to the rest of the attribute."""
@@ -108,17 +115,20 @@ class GenerationWindow:
             stats = self.statistics[attribute] = AttributeStatistics()
         return stats
 
-    def apply(self, codes: dict[str, np.ndarray], refused, sentiment, mask: np.ndarray | None, sign: float) -> None:
+    def apply(self, codes: dict[str, np.ndarray], refused, sentiment, mask: np.ndarray | None, sign: float,
+              toxic: np.ndarray | None = None) -> None:
         if mask is not None:
             if not mask.any():
                 return
             refused, sentiment = refused[mask], sentiment[mask]
+            toxic = None if toxic is None else toxic[mask]
         for attribute, column in codes.items():
-            self.of(attribute).update(column if mask is None else column[mask], refused, sentiment, sign)
+            self.of(attribute).update(column if mask is None else column[mask], refused, sentiment, sign, toxic)
 
 
 class GenerationMetrics:
-    """Per-group refusal rate, negative share, mean sentiment and sentiment histograms of one model."""
+    """Per-group refusal rate, negative share, mean sentiment, sentiment histograms and (with a response
+    classifier) toxic share of one model."""
 
     def __init__(self, count_windows: list[int] = (), time_windows_seconds: list[float] = (),
                  capacity: int = 1_000_000) -> None:
@@ -133,8 +143,19 @@ class GenerationMetrics:
         self._ts = np.zeros(0)
         self._refused = np.zeros(0, dtype=bool)
         self._sentiment = np.zeros(0)
+        self._toxic = np.zeros(0)
         self._codes: dict[str, np.ndarray] = {}
         self._inside: dict[str, np.ndarray] = {w.name: np.zeros(0, dtype=bool) for w in self.windows if w.slides}
+
+    def __setstate__(self, state: dict) -> None:
+        """A snapshot written before the toxic share existed: its held events and statistics were not classified."""
+        self.__dict__.update(state)
+        if "_toxic" not in state:
+            self._toxic = np.full(self._seq.size, np.nan)
+        for window in self.windows:
+            for stats in window.statistics.values():
+                if "toxic" not in stats.__dict__:
+                    stats.toxic = ToxicShare()
 
     @property
     def since_start(self) -> GenerationWindow:
@@ -146,18 +167,20 @@ class GenerationMetrics:
         return {window.name: {a: stats.copy(n_groups[a]) for a, stats in window.statistics.items() if a in n_groups}
                 for window in self.windows}
 
-    def add(self, codes: dict[str, np.ndarray], refused: np.ndarray, sentiment: np.ndarray, ts: np.ndarray) -> None:
+    def add(self, codes: dict[str, np.ndarray], refused: np.ndarray, sentiment: np.ndarray, ts: np.ndarray,
+            toxic: np.ndarray | None = None) -> None:
         """A batch of scored generations: group codes per attribute (-1: not counted), refused flags,
-        compound sentiment, event times."""
+        compound sentiment, event times, and toxic flags (1.0 / 0.0; NaN or None: not classified)."""
         n = len(ts)
         if n == 0:
             return
         refused = np.asarray(refused, dtype=bool)
         sentiment = np.asarray(sentiment, dtype=np.float64)
+        toxic = np.full(n, np.nan) if toxic is None else np.asarray(toxic, dtype=np.float64)
         ts = np.asarray(ts, dtype=np.float64)
         seq = np.arange(self.next_seq, self.next_seq + n)
         self.next_seq += n
-        self.since_start.apply(codes, refused, sentiment, None, 1.0)
+        self.since_start.apply(codes, refused, sentiment, None, 1.0, toxic)
         held_codes = self._held_codes(codes, n)
         entering: dict[str, np.ndarray] = {}
         for window in self.windows[1:]:
@@ -171,8 +194,8 @@ class GenerationMetrics:
                 leaving = self._inside[window.name] & (self._ts <= cutoff)
                 entering[window.name] = ts > cutoff
             self._leave(window, leaving)
-            window.apply(codes, refused, sentiment, entering[window.name], 1.0)
-        self._hold(seq, ts, refused, sentiment, held_codes, entering)
+            window.apply(codes, refused, sentiment, entering[window.name], 1.0, toxic)
+        self._hold(seq, ts, refused, sentiment, toxic, held_codes, entering)
 
     def _held_codes(self, codes: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
         """Columns for attributes first seen now: held events were not counted for them (-1)."""
@@ -184,10 +207,10 @@ class GenerationMetrics:
     def _leave(self, window: GenerationWindow, leaving: np.ndarray) -> None:
         """Revert the held events of ``leaving`` (a mask over the held ones) from ``window``."""
         if leaving.any():
-            window.apply(self._codes, self._refused, self._sentiment, leaving, -1.0)
+            window.apply(self._codes, self._refused, self._sentiment, leaving, -1.0, self._toxic)
             self._inside[window.name] &= ~leaving
 
-    def _hold(self, seq, ts, refused, sentiment, new_codes, entering) -> None:
+    def _hold(self, seq, ts, refused, sentiment, toxic, new_codes, entering) -> None:
         """Append the batch to the held events and keep only those inside some sliding window, at most
         ``capacity`` of them (an O(held) copy per batch: numpy, and small beside scoring the responses)."""
         if not self._inside:
@@ -198,6 +221,7 @@ class GenerationMetrics:
             "_seq": np.concatenate([self._seq, seq]), "_ts": np.concatenate([self._ts, ts]),
             "_refused": np.concatenate([self._refused, refused]),
             "_sentiment": np.concatenate([self._sentiment, sentiment]),
+            "_toxic": np.concatenate([self._toxic, toxic]),
         }
         held_codes = {a: np.concatenate([c, new_codes[a]]) for a, c in self._codes.items()}
         for name, column in columns.items():

@@ -80,11 +80,21 @@ class SentimentScorer:
 
 
 class ResponseScorer:
-    """Both scores of a batch of responses: (refused as bool array, compound sentiment as float array)."""
+    """The scores of a batch of responses: refused (bool array), compound sentiment (float array) and, with a
+    ``classifier`` (``response_classifier.ResponseClassifier``: anything with ``flags(responses)``), toxic
+    (1.0 / 0.0)."""
 
-    def __init__(self, refusal: RefusalDetector | None = None, sentiment: SentimentScorer | None = None) -> None:
+    def __init__(self, refusal: RefusalDetector | None = None, sentiment: SentimentScorer | None = None,
+                 classifier=None) -> None:
         self.refusal = refusal or RefusalDetector()
         self.sentiment = sentiment or SentimentScorer()
+        self.classifier = classifier
+
+    def score_batch(self, responses: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(refused, sentiment, toxic or None without a classifier): the classifier scores the whole batch at once."""
+        refused, compound = self.score_many(responses)
+        toxic = None if self.classifier is None else np.asarray(self.classifier.flags(responses), dtype=np.float64)
+        return refused, compound, toxic
 
     def score_many(self, responses: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         refusal, sentiment = self.refusal, self.sentiment

@@ -65,16 +65,18 @@ class SequenceScorer:
     side stream while the previous batch computes; results stay on the GPU
     until the end, so there is one synchronisation per call. ``model``
     replaces ``loaded.model`` with anything called the same way (an ONNX
-    Runtime session wrapped by :mod:`monitor.scorer.cpu_runtime`).
+    Runtime session wrapped by :mod:`monitor.scorer.cpu_runtime`). ``score_fn`` turns a batch's logits
+    into its scores (default: the positive class's probability, ``model.positive_scores``).
     """
 
-    def __init__(self, loaded: Any, max_batch: int = 4096, max_tokens: int = 4096 * 64, model: Any = None) -> None:
+    def __init__(self, loaded: Any, max_batch: int = 4096, max_tokens: int = 4096 * 64, model: Any = None,
+                 score_fn: Callable[[Any], Any] | None = None) -> None:
         import torch
 
         from fairwatch.monitor.scorer.model import positive_scores
 
         self._torch = torch
-        self._positive_scores = positive_scores
+        self._positive_scores = positive_scores if score_fn is None else score_fn
         self.model = loaded.model if model is None else model
         self.device = loaded.device
         self.max_batch = max_batch

@@ -45,6 +45,7 @@ def _annotations(alert: str, summary: str, **labels) -> dict:
 
 BREACH = {"model": "credit", "attribute": "race", "metric": "demographic_parity_difference"}
 SELECTOR = 'model="credit",attribute="race",metric="demographic_parity_difference"'
+GENERATION_SELECTOR = 'model="chat",attribute="sex",metric="refusal_rate_difference"'
 
 
 def _events(group: str, cell: str, per_minute: int) -> dict:
@@ -192,25 +193,25 @@ def unit_tests() -> list[dict]:
                 {"eval_time": "25m", "alertname": "FairwatchNoEvents", "exp_alerts": []},
             ],
         },
-        {   # An LLM refuses women more often: the refusal gap's lower bound passes 0.1 in the 1h window of one
-            # worker for 20 minutes (a ticket after 15); since start and the other window stay under it.
+        {   # An LLM refuses women more often: the core's generation decision says breach (anytime-valid), and
+            # the same FairnessGapBreach pages on it; a display interval beyond the threshold alone pages nobody.
             "interval": "1m",
             "input_series": [
-                {"series": 'fairwatch_generation_gap_lower{model="chat",attribute="sex",metric="refusal_rate_difference",'
-                           'window="last_3600s",instance="w1"}', "values": "0.05x4 0.183x25"},
-                {"series": 'fairwatch_generation_gap_lower{model="chat",attribute="sex",metric="refusal_rate_difference",'
-                           'window="all",instance="w1"}', "values": "0.3x30"},
+                {"series": f'fairwatch_decision_breach{{{GENERATION_SELECTOR},instance="w1"}}', "values": "0 0 1x12"},
+                {"series": f'fairwatch_decision_bound{{{GENERATION_SELECTOR},instance="w1"}}',
+                 "values": "0.05 0.05 0.183x12"},
+                {"series": f'fairwatch_decision_threshold{{{GENERATION_SELECTOR},instance="w1"}}', "values": "0.1x14"},
                 {"series": 'fairwatch_generation_gap_lower{model="chat",attribute="age",metric="refusal_rate_difference",'
-                           'window="last_3600s",instance="w1"}', "values": "0.08x30"},
+                           'window="last_3600s",instance="w1"}', "values": "0.3x14"},
             ],
             "alert_rule_test": [
-                {"eval_time": "15m", "alertname": "GenerationRefusalGap", "exp_alerts": []},
-                {"eval_time": "22m", "alertname": "GenerationRefusalGap", "exp_alerts": [
-                    {"exp_labels": {"severity": "ticket", "model": "chat", "attribute": "sex",
+                {"eval_time": "5m", "alertname": "FairnessGapBreach", "exp_alerts": []},
+                {"eval_time": "8m", "alertname": "FairnessGapBreach", "exp_alerts": [
+                    {"exp_labels": {"severity": "page", "model": "chat", "attribute": "sex",
                                     "metric": "refusal_rate_difference"},
                      "exp_annotations": _annotations(
-                         "GenerationRefusalGap", "chat: refusal rates on sex differ by at least 0.183 between groups "
-                         "(95% lower bound, threshold 0.1)", model="chat", attribute="sex")},
+                         "FairnessGapBreach", "chat: refusal_rate_difference on sex is beyond its threshold "
+                         "(anytime-valid bound 0.183 vs threshold 0.100)", model="chat", attribute="sex")},
                 ]},
             ],
         },

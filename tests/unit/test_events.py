@@ -108,7 +108,8 @@ def test_a_prediction_event_is_unchanged_by_the_generation_fields():
         ({"response": 42}, "wrong_type", "$.response"),
         ({"response": ["a"]}, "wrong_type", "$.response"),
         ({"prompt": {"text": "a"}}, "wrong_type", "$.prompt"),
-        ({"groups": None}, "missing_field", "`groups`"),
+        ({"groups": None, "prompt": None}, "missing_field", "`groups`"),  # no tags and nothing to infer them from
+        ({"groups": None, "prediction": 1}, "missing_field", "`groups`"),  # a prediction needs its tags
         ({"label": 1}, "bad_value", "cannot take a `label`"),
         ({"response": "x" * 21}, "oversized", "response of 21 characters exceeds the 20-character limit"),
         ({"prompt": "x" * 21}, "oversized", "prompt of 21 characters"),

@@ -107,7 +107,8 @@ def test_metrics_show_per_group_generation_statistics_and_gaps():
     assert cells[("F", "refusals")] == counts["F"]["refusals"] and cells[("M", "responses")] == 60
     gaps = {(s["metric"], s["window"]): v for s, v in samples[names.GENERATION_GAP]}
     assert gaps[("refusal_rate_difference", "all")] == rates[("F", "refusal_rate", "all")] - rates[("M", "refusal_rate", "all")]
-    assert set(names.GENERATION_GAP_METRICS) <= {m for m, _ in gaps}
+    # Every gap but the toxic share's, which needs a response classifier (--response-model).
+    assert set(names.GENERATION_GAP_METRICS) - {"toxic_share_difference"} == {m for m, _ in gaps}
     distances = {s["group"] for s, _ in samples[names.GENERATION_SENTIMENT_DISTANCE]}
     assert distances == {"F", "M"}
     for text in (REFUSAL, NEGATIVE, POSITIVE, "Lisbon"):  # no text ever becomes a label

@@ -55,7 +55,9 @@ def test_the_page_shows_an_invalid_incident_time_instead_of_crashing(tmp_path):
     ("breach_for", '"1m5h"', "'1m5h'"),
     # Knobs that would make an alert fire always or never.
     ("invalid_ratio", "-1", "-1"), ("invalid_ratio", "7.0", "7.0"), ("invalid_ratio", "nan", "nan"),
-    ("consumer_lag_events", "0", "0"), ("refusal_gap", "0", "0"), ("refusal_gap", "1.5", "1.5"),
+    ("consumer_lag_events", "0", "0"),
+    # Moved: the refusal gap is a breach decision now, its threshold under [thresholds].
+    ("refusal_gap", "0.1", "[thresholds] refusal_rate_difference"),
 ])
 def test_alert_settings_that_cannot_work_fail_at_config_load_in_one_line(tmp_path, key, toml_value, shown):
     config = tmp_path / "fairwatch.toml"
