@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Any
 
-from fairwatch.flags import add_progress_flag
+from fairwatch.flags import add_flag, add_progress_flag, comma_list
 
 __all__ = ["add_arguments", "register", "run", "main"]
 
@@ -21,13 +21,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", help="report path (default: OUT/report.json)")
     p.add_argument("--text-col", default="text", help="CSV text column (text)")
     p.add_argument("--label-col", default="label", help="CSV label column, 0/1 (label)")
-    p.add_argument("--group", action="append", default=[], metavar="COL", help="CSV group column, repeatable")
-    p.add_argument("--attributes", help="lexicon attributes for counterfactual copies, comma separated "
-                                        "(default: all shipped; with --templates the six identity attributes)")
+    add_flag(p, "--group-col", action="append", default=[], metavar="COL", aliases=("--group",),
+             help="CSV column of a protected attribute (repeatable) (none)")
+    add_flag(p, "--attribute", action="append", metavar="ATTR", aliases=("--attributes",), alias_type=str,
+             alias_convert=comma_list,
+             help="lexicon attribute for counterfactual copies (repeatable; default: all shipped; with --templates "
+                  "the six identity attributes)")
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when present)")
     p.add_argument("--epochs", type=float, default=2.0, help="passes over the training split (2.0)")
     p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (none: --epochs decides)")
-    p.add_argument("--max-seconds", type=float, help="training time budget; the job still evaluates and reports")
+    p.add_argument("--max-seconds", type=float, help="training time budget; the job still evaluates and reports (none: no limit)")
     p.add_argument("--batch-size", type=int, default=64, help="training examples per step (64)")
     p.add_argument("--lr", type=float, default=2e-5, help="learning rate of the classifier (2e-5)")
     p.add_argument("--gamma", type=float, default=2.0, help="weight of the soft gap penalty (2.0)")
@@ -73,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.gate_metric not in GAP_METRICS:
         raise FinetuneInputError(f"--gate-metric {args.gate_metric!r} is not one of {', '.join(GAP_METRICS)}")
-    attributes = [a.strip() for a in args.attributes.split(",") if a.strip()] if args.attributes else None
+    attributes = list(args.attribute) if args.attribute else None
     if args.templates:
         attributes = attributes or list(IDENTITY_ATTRIBUTES)
         read = read_templates(args.templates, CounterfactualGenerator(Lexicon.default().select(attributes)))
@@ -81,9 +84,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.input:
         source = args.input
         if args.input.lower().endswith(".csv"):
-            if not args.group:
-                raise FinetuneInputError("a CSV input needs at least one --group COL")
-            read = read_csv(args.input, args.text_col, args.label_col, args.group)
+            if not args.group_col:
+                raise FinetuneInputError("a CSV input needs at least one --group-col COL")
+            read = read_csv(args.input, args.text_col, args.label_col, args.group_col)
         elif args.input.lower().endswith((".jsonl", ".ndjson", ".json")):
             read = read_events(args.input)
         else:

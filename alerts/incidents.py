@@ -26,6 +26,7 @@ False
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -93,11 +94,26 @@ class IncidentStore:
 
     def _move_legacy_alerts(self) -> None:
         """Stores written before alerts had their own table keep them in a JSON column: move them once."""
-        with self._db:
+        with self._write():
             self._db.execute("INSERT INTO incident_alerts (incident_id, alert) "
                              "SELECT incidents.id, value FROM incidents, json_each(incidents.alerts) "
                              "WHERE incidents.alerts != '[]' ORDER BY incidents.id, json_each.key")
             self._db.execute("UPDATE incidents SET alerts = '[]' WHERE alerts != '[]'")
+
+    @contextlib.contextmanager
+    def _write(self):
+        """One write transaction that holds the store from its first read: the trigger and a human's CLI are two
+        connections, and a check (``expect``) or a read-merge-write must not let the other write in between.
+        ``BEGIN IMMEDIATE`` takes SQLite's write lock at once (the other connection waits out its busy timeout);
+        the thread lock orders this connection's own threads."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     # -- writes -----------------------------------------------------------------
     def seen(self, fingerprint: str, starts_at: str, status: str) -> bool:
@@ -122,7 +138,7 @@ class IncidentStore:
         ``timeline`` lists (they grow with every alert; ``get`` reads them).
         """
         now = self._clock() if now is None else now
-        with self._lock, self._db:
+        with self._write():
             row = self._db.execute(
                 "SELECT * FROM incidents WHERE model = ? AND attribute = ? ORDER BY id DESC LIMIT 1",
                 (model, attribute),
@@ -153,7 +169,7 @@ class IncidentStore:
         if state not in STATES:
             raise ValueError(f"unknown state {state!r}")
         now = self._clock()
-        with self._lock, self._db:
+        with self._write():
             current = self._db.execute("SELECT state FROM incidents WHERE id = ?", (incident_id,)).fetchone()
             if current is None:
                 raise IncidentError(f"no incident {incident_id}")
@@ -166,7 +182,7 @@ class IncidentStore:
             return self.get(incident_id, lock=False)
 
     def note(self, incident_id: int, change: str, detail: dict) -> None:
-        with self._lock, self._db:
+        with self._write():
             self._log(incident_id, self._clock(), change, detail)
 
     def _log(self, incident_id: int, at: float, change: str, detail: dict) -> None:
@@ -184,7 +200,7 @@ class IncidentStore:
 
     def merge_job(self, incident_id: int, fields: dict) -> None:
         """Add facts to the job record (its pid...) without a state change or a timeline entry."""
-        with self._lock, self._db:
+        with self._write():
             self._merge_job(incident_id, fields, self._clock())
 
     def _merge_job(self, incident_id: int, fields: dict, now: float) -> None:
@@ -197,7 +213,7 @@ class IncidentStore:
     def record_promotion(self, incident_id: int, candidate: str, target: str, by: str) -> dict:
         """A human promoted the incident's candidate (the copy itself is the caller's)."""
         now = self._clock()
-        with self._lock, self._db:
+        with self._write():
             self._merge_job(incident_id, {"promoted_to": target, "promoted_by": by, "promoted_at": now}, now)
             self._log(incident_id, now, "promoted", {"candidate": candidate, "target": target, "by": by})
             return self.get(incident_id, lock=False)

@@ -55,6 +55,54 @@ class JobCommand:
         return [_PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), part) for part in self.parts]
 
 
+# --job-policy MODEL=none|finetune|'a command': what an incident of MODEL runs.
+NO_JOB = "none"
+DEFAULT_JOB = "finetune"
+
+
+def parse_job_policies(entries: list[str] | None, default_command: str | None) -> dict[str, str | None]:
+    """{model: its command, or None for no job} from ``--job-policy`` entries; a ValueError worded for one line.
+
+    ``none``: the model's incidents open with their evidence and run no job (a tabular model has no text to
+    fine-tune on). ``finetune``: ``--job-command`` (the default for models not named). Anything else: that
+    model's own command, with the same placeholders, checked here at start-up.
+
+    >>> parse_job_policies(["credit=none", "toxic=finetune", "ranker=train {data} --out {out}"], "ft {data}")
+    {'credit': None, 'toxic': 'ft {data}', 'ranker': 'train {data} --out {out}'}
+    >>> parse_job_policies(["credit"], None)
+    Traceback (most recent call last):
+    ...
+    ValueError: --job-policy 'credit': expected MODEL=none, MODEL=finetune or MODEL='a command'
+    """
+    from fairwatch.alerts.labels import unsafe_label_reason
+
+    policies: dict[str, str | None] = {}
+    for entry in entries or ():
+        model, sep, value = entry.partition("=")
+        model, value = model.strip(), value.strip()
+        if not sep or not model or not value:
+            raise ValueError(f"--job-policy {entry!r}: expected MODEL={NO_JOB}, MODEL={DEFAULT_JOB} or "
+                             "MODEL='a command'")
+        reason = unsafe_label_reason("model", model)
+        if reason:
+            raise ValueError(f"--job-policy {entry!r}: {reason}")
+        if model in policies:
+            raise ValueError(f"--job-policy: model {model!r} is given twice")
+        if value == NO_JOB:
+            policies[model] = None
+        elif value == DEFAULT_JOB:
+            if not default_command:
+                raise ValueError(f"--job-policy {entry!r}: '{DEFAULT_JOB}' runs --job-command, which is not set")
+            policies[model] = default_command
+        else:
+            try:
+                JobCommand(value)
+            except ValueError as exc:
+                raise ValueError(f"--job-policy {model}: {str(exc).removeprefix('--job-command: ')}") from None
+            policies[model] = value
+    return policies
+
+
 def breach_onset(incident: dict) -> float:
     """When the breach began, as far as the trigger knows: the earliest ``startsAt`` of its alerts (Alertmanager
     sets it when the alert starts firing), else when the incident was opened."""
@@ -80,4 +128,4 @@ def iso_utc(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-__all__ = ["JobCommand", "PLACEHOLDERS", "breach_onset", "iso_utc"]
+__all__ = ["DEFAULT_JOB", "JobCommand", "NO_JOB", "PLACEHOLDERS", "breach_onset", "iso_utc", "parse_job_policies"]

@@ -86,14 +86,18 @@ class JobRunner:
     def __init__(self, store: IncidentStore, command: str | None, workdir: str | Path, timeout_seconds: float = 3600,
                  max_concurrent_jobs: int = 2, max_queued_jobs: int = 1000, *,
                  window_export: WindowExport | None = None, lookback_seconds: float = DEFAULT_LOOKBACK_SECONDS,
-                 clock=time.time):
+                 clock=time.time, policies: dict[str, str | None] | None = None):
         if max_concurrent_jobs < 1 or max_queued_jobs < 0:
             raise ValueError("max_concurrent_jobs must be >= 1 and max_queued_jobs >= 0")
         if not lookback_seconds >= 0:
             raise ValueError("the window's lookback must be 0 seconds or more")
         self.template = JobCommand(command) if command else None
-        if self.template is not None and self.template.uses_data and window_export is None:
-            raise ValueError("--job-command names {data} but the trigger has no Kafka to export the window from")
+        # Per model (--job-policy): its own command, or None for no job; models not named run ``command``.
+        self.policies = {model: JobCommand(text) if text else None for model, text in (policies or {}).items()}
+        for model, template in [("--job-command", self.template), *self.policies.items()]:
+            if template is not None and template.uses_data and window_export is None:
+                where = model if model == "--job-command" else f"--job-policy {model}"
+                raise ValueError(f"{where} names {{data}} but the trigger has no Kafka to export the window from")
         self.window_export = window_export
         self.lookback_seconds = lookback_seconds
         self.clock = clock
@@ -119,8 +123,11 @@ class JobRunner:
                     self.store.set_state(incident_id, "job_skipped", {"why": "its job already ran"},
                                          expect=("approved",))
                 return False
-            if not self.command:
-                self.store.set_state(incident_id, "job_skipped", {"why": NO_COMMAND}, job={"state": "skipped"})
+            template = self.template_for(incident["model"])
+            if template is None:
+                why = (NO_COMMAND if incident["model"] not in self.policies else
+                       f"job policy of model {incident['model']}: none (its incidents run no job)")
+                self.store.set_state(incident_id, "job_skipped", {"why": why}, job={"state": "skipped"})
                 return False
             for name in ("model", "attribute"):
                 reason = unsafe_label_reason(name, incident[name])
@@ -133,7 +140,7 @@ class JobRunner:
                 self.store.set_state(incident_id, "awaiting_approval", {"why": why}, job={"state": "awaiting_approval"})
                 return False
             self._accepted.add(incident_id)
-            job = self._job(incident)
+            job = self._job(incident, template)
             try:
                 if self._running < self.max_concurrent_jobs:
                     self._mark_running(job)
@@ -152,14 +159,18 @@ class JobRunner:
                 return False
             return True
 
-    def _job(self, incident: dict) -> Job:
+    def template_for(self, model: str) -> JobCommand | None:
+        """The command an incident of ``model`` runs: its --job-policy, else --job-command; None: no job."""
+        return self.policies[model] if model in self.policies else self.template
+
+    def _job(self, incident: dict, template: JobCommand) -> Job:
         folder = self.workdir / f"incident-{incident['id']}"
         window = (breach_onset(incident) - self.lookback_seconds, self.clock())
-        data_path = folder / DATA_FILE if self.template.uses_data else None
+        data_path = folder / DATA_FILE if template.uses_data else None
         values = {"incident": str(incident["id"]), "model": incident["model"], "attribute": incident["attribute"],
                   "out": str(folder / "candidate"), "report": str(folder / "report.json"),
                   "from": iso_utc(window[0]), "to": iso_utc(window[1]), "data": str(data_path or "")}
-        return Job(incident["id"], self.template.fill(values), folder, values["report"], incident["model"], window,
+        return Job(incident["id"], template.fill(values), folder, values["report"], incident["model"], window,
                    data_path)
 
     def _mark_running(self, job: Job) -> None:

@@ -15,9 +15,9 @@ metric cannot leave a dead rule behind.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
-from pathlib import Path
+from typing import ClassVar
 
+import msgspec
 import yaml
 
 from fairwatch.monitor import metric_names as names
@@ -33,13 +33,19 @@ RANGE_KEYS = ("drift_window", "no_events_for")  # used as range selectors too: m
 # Keys of [alerts] that moved elsewhere, and where to.
 MOVED_KEYS = {"refusal_gap": "LLM refusal gaps are breach decisions now (FairnessGapBreach); set their threshold as "
                              "[thresholds] refusal_rate_difference"}
+
+
+def moved_key(table: dict) -> str | None:
+    """Where a key of ``table`` that moved out of [alerts] went, or None."""
+    return next((f"{key} is gone: {where}" for key, where in MOVED_KEYS.items() if key in table), None)
+
+
 BY_GROUP = "model, attribute, group"
 BY_ATTRIBUTE = "model, attribute"
 
 
-@dataclass(frozen=True)
-class AlertSettings:
-    """Routing knobs that live beside the thresholds in the config file."""
+class AlertSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Routing knobs of the alert rules, the dashboards' alerting and the trigger: the ``[alerts]`` table."""
 
     runbook_url: str = "https://github.com/fairwatch/fairwatch/blob/main/docs/runbook.md"
     dashboard_url: str = "http://localhost:3000/d/fairwatch-model"
@@ -49,44 +55,49 @@ class AlertSettings:
     invalid_ratio: float = 0.01
     consumer_lag_events: int = 100_000
 
+    FIELD_HELP: ClassVar[dict[str, str]] = {
+        "runbook_url": "runbook page linked from every alert and incident",
+        "dashboard_url": "model dashboard linked from every alert and incident",
+        "breach_for": "a breach decision must hold this long before FairnessGapBreach fires (a Prometheus duration)",
+        "drift_window": "range over which a drift detection raises FairnessDriftDetected",
+        "no_events_for": "no valid event applied (by any worker) for this long raises FairwatchNoEvents",
+        "invalid_ratio": "share of refused events above which FairwatchInvalidEvents fires",
+        "consumer_lag_events": "consumer lag, in records, above which FairwatchConsumerLag fires",
+    }
+
     def __post_init__(self) -> None:
         for key in DURATION_KEYS:
             value = getattr(self, key)
             if not isinstance(value, str) or not PROMETHEUS_DURATION.fullmatch(value):
-                raise ValueError(f"[alerts] {key} = {value!r} is not a Prometheus duration "
+                raise ValueError(f"{key} = {value!r} is not a Prometheus duration "
                                  "(e.g. \"5m\", \"1h30m\", \"90s\"; units y w d h m s ms)")
             if key in RANGE_KEYS and not any(c != "0" for c in value if c.isdigit()):
-                raise ValueError(f"[alerts] {key} must be longer than zero, got {value!r}")
+                raise ValueError(f"{key} must be longer than zero, got {value!r}")
         if not 0 < self.invalid_ratio < 1:  # also refuses NaN; -1 or 7 would make the alert fire always or never
-            raise ValueError(f"[alerts] invalid_ratio must lie between 0 and 1 (exclusive), got {self.invalid_ratio}")
+            raise ValueError(f"invalid_ratio must lie between 0 and 1 (exclusive), got {self.invalid_ratio}")
         if self.consumer_lag_events < 1:
-            raise ValueError(f"[alerts] consumer_lag_events must be at least 1, got {self.consumer_lag_events}")
+            raise ValueError(f"consumer_lag_events must be at least 1, got {self.consumer_lag_events}")
 
 
-def load_settings(path: str | Path | None) -> AlertSettings:
-    """The ``[alerts]`` table of the fairwatch TOML file (the one that holds the thresholds)."""
-    if path is None:
-        return AlertSettings()
-    from fairwatch.monitor.config import ConfigError, read_toml
+def parse_alert_settings(data: dict) -> AlertSettings:
+    """The ``[alerts]`` table; every problem a one-line ConfigError.
 
-    table = read_toml(path).get("alerts", {})
-    known = {f.name: f.type for f in fields(AlertSettings)}
-    for key, where in MOVED_KEYS.items():
-        if key in table:
-            raise ConfigError(f"{path}: [alerts] {key} is gone: {where}")
-    unknown = sorted(set(table) - set(known))
-    if unknown:
-        raise ConfigError(f"{path}: unknown key(s) in [alerts]: {', '.join(unknown)} (known: {', '.join(known)})")
-    defaults = AlertSettings()
-    for key, value in table.items():
-        if not isinstance(value, type(getattr(defaults, key))) and not (
-            isinstance(value, int) and isinstance(getattr(defaults, key), float)
-        ):
-            raise ConfigError(f"{path}: [alerts] {key} must be a {type(getattr(defaults, key)).__name__}")
+    >>> parse_alert_settings({"breach_for": "10m"}).breach_for
+    '10m'
+    >>> parse_alert_settings({"breach_for": "soon"})
+    Traceback (most recent call last):
+    ...
+    fairwatch.monitor.config.ConfigError: [alerts]: breach_for = 'soon' is not a Prometheus duration (e.g. "5m", "1h30m", "90s"; units y w d h m s ms)
+    """
+    from fairwatch.monitor.config import ConfigError
+
+    moved = moved_key(data)
+    if moved:
+        raise ConfigError(f"[alerts]: {moved}")
     try:
-        return AlertSettings(**table)
-    except ValueError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        return msgspec.convert(data, AlertSettings)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"[alerts]: {exc}") from None
 
 
 def _cell(cell: str, window: str) -> str:

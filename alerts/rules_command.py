@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from fairwatch.alerts.rules import load_settings, render
-from fairwatch.cli import config_from_args
+from fairwatch.alerts.rules import render
+from fairwatch.flags import add_config_file_flag
 
 RULES_FILE = "fairwatch.rules.yml"
 # The repository's copy (checked against a fresh render by the tests): `fairwatch rules render --out alerts/rules`.
@@ -17,7 +17,7 @@ def register(commands) -> None:
     parser = commands.add_parser("rules", help="Prometheus recording and alerting rules")
     actions = parser.add_subparsers(dest="rules_action", metavar="ACTION", required=True)
     render_parser = actions.add_parser("render", help="render the rules from the config file")
-    render_parser.add_argument("--config", metavar="TOML", help="the fairwatch config ([monitor], [alerts])")
+    add_config_file_flag(render_parser, "[monitor] and [alerts]")
     render_parser.add_argument("--out", metavar="DIR", default=".",
                                help=f"folder to write {RULES_FILE} into (default: the current folder)")
     render_parser.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead ('-' for stdout)")
@@ -25,7 +25,10 @@ def register(commands) -> None:
 
 
 def run_render(args: argparse.Namespace) -> int:
-    text = render(config_from_args(args), load_settings(args.config))
+    from fairwatch.settings import load_settings
+
+    settings = load_settings(args.config)
+    text = render(settings.monitor, settings.alerts)
     if args.output == "-":
         sys.stdout.write(text)
         return 0

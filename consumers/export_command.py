@@ -7,16 +7,15 @@ import sys
 from pathlib import Path
 
 from fairwatch.cli import UsageError
-from fairwatch.monitor.config import ConfigError, read_toml
 
 
-def add_window_source_flags(parser: argparse.ArgumentParser) -> None:
+def add_window_source_flags(parser: argparse.ArgumentParser, reads: str = "[kafka] connection keys") -> None:
     """Where a window is read from: the ``[kafka]`` table of --config and the flags ``fairwatch run`` names
     the same (``export``, and the trigger when its job command holds ``{data}``)."""
     from fairwatch.consumers.kafka_config import add_client_flag, add_security_flags
-    from fairwatch.flags import add_bootstrap_flag, add_topic_flags
+    from fairwatch.flags import add_bootstrap_flag, add_config_file_flag, add_topic_flags
 
-    parser.add_argument("--config", metavar="TOML", help="a file with a [kafka] table (flags win)")
+    add_config_file_flag(parser, reads)
     kafka = parser.add_argument_group("kafka")
     add_client_flag(kafka)
     add_bootstrap_flag(kafka, default=None)
@@ -24,17 +23,14 @@ def add_window_source_flags(parser: argparse.ArgumentParser) -> None:
                     predictions_help="topic of prediction events, or the labeled topic of `fairwatch join` with "
                                      "--outcomes-topic ''")
     add_security_flags(parser)
-    parser.set_defaults(models=None)  # run_command.settings_from_args reads it; the export filters by --model
 
 
 def window_source_settings(args: argparse.Namespace):
-    """The KafkaSettings of the flags of ``add_window_source_flags``."""
-    from fairwatch.consumers.run_command import settings_from_args
+    """The KafkaSettings of the flags of ``add_window_source_flags`` (over the [kafka] table of --config)."""
+    from fairwatch.consumers.kafka_config import CONNECTION_KEYS
+    from fairwatch.settings import from_args
 
-    try:
-        return settings_from_args(args, read_toml(args.config))
-    except ConfigError as exc:
-        raise UsageError(f"{args.config}: {exc}" if args.config else str(exc)) from None
+    return from_args(args, kafka_keys=CONNECTION_KEYS).kafka
 
 
 def register(commands) -> None:

@@ -56,7 +56,7 @@ class CsvMapping:
             raise SourceError("--threshold derives the prediction from --score-col; with --prediction-col it would "
                               "be ignored: give one of the two")
         if not self.group_cols:
-            raise SourceError("CSV needs at least one --group COLUMN")
+            raise SourceError("CSV needs at least one --group-col COLUMN")
         wanted = [self.id_col, self.prediction_col, self.score_col, self.label_col, self.ts_col, self.text_col]
         check_columns(header, [*wanted, *self.group_cols], path)
 

@@ -12,11 +12,11 @@ import logging
 import ssl
 import sys
 
-from fairwatch.consumers.kafka_config import add_security_flags, parse_kafka_settings
+from fairwatch.consumers.kafka_config import CONNECTION_KEYS, add_security_flags
 from fairwatch.consumers.outcome_join import JoinSettings
 from fairwatch.cli import UsageError, serve_registry, finite_float
-from fairwatch.flags import add_bootstrap_flag, add_log_level_flag, add_metrics_flags, add_topic_flags
-from fairwatch.monitor.config import ConfigError
+from fairwatch.flags import (add_bootstrap_flag, add_config_file_flag, add_flag, add_log_level_flag,
+                             add_metrics_flags, add_topic_flags, seconds_to_ms)
 
 
 def register(commands) -> None:
@@ -26,23 +26,28 @@ def register(commands) -> None:
         description="Consume the predictions and outcomes topics (keyed by event_id, same partition count), keep "
                     "pending predictions and early outcomes in changelog-backed tables, and write predictions "
                     "(at once) and their outcomes (when they come) to the labeled topic that `fairwatch run` "
-                    "consumes. Needs the kafka extra (faust-streaming).")
-    add_bootstrap_flag(parser, default=defaults.bootstrap_servers)
-    add_topic_flags(parser, predictions=defaults.predictions_topic, outcomes=defaults.outcomes_topic)
+                    "consumes. Needs the kafka extra (faust-streaming). The brokers, topics and security come from "
+                    "the [kafka] table of --config (flags win).")
+    add_config_file_flag(parser, "[kafka] connection keys")
+    add_bootstrap_flag(parser, default=None)
+    add_topic_flags(parser, predictions=None, outcomes=None)
     parser.add_argument("--labeled-topic", default=defaults.labeled_topic,
                         help=f"topic written for the worker ({defaults.labeled_topic})")
     parser.add_argument("--app-id", default=defaults.app_id,
                         help=f"Faust app id: consumer group and prefix of the changelog topics ({defaults.app_id})")
     parser.add_argument("--ttl-seconds", type=finite_float, default=defaults.ttl_seconds,
                         help="wall-clock seconds an entry waits for its other half, from its first arrival at the "
-                             "join; then an early outcome is counted orphaned, a prediction expired (7 days)")
+                             "join; then an early outcome is counted orphaned, a prediction expired (604800, 7 days)")
     parser.add_argument("--sweep-seconds", type=finite_float, help="seconds between TTL sweeps (ttl/10, 0.5 to 60)")
     parser.add_argument("--commit-interval-seconds", type=finite_float, default=defaults.commit_interval_seconds,
                         help=f"seconds between offset commits ({defaults.commit_interval_seconds:g})")
-    parser.add_argument("--session-timeout-seconds", type=finite_float, default=defaults.session_timeout_seconds,
-                        help=f"group session timeout, seconds as Faust takes it ({defaults.session_timeout_seconds:g})")
-    parser.add_argument("--rebalance-timeout-seconds", type=finite_float, default=defaults.rebalance_timeout_seconds,
-                        help=f"rebalance timeout ({defaults.rebalance_timeout_seconds:g})")
+    # Milliseconds, as Kafka (and `fairwatch run --session-timeout-ms`) name them; the seconds spellings are aliases.
+    add_flag(parser, "--session-timeout-ms", type=int, default=seconds_to_ms(defaults.session_timeout_seconds),
+             aliases=("--session-timeout-seconds",), alias_type=finite_float, alias_convert=seconds_to_ms,
+             help=f"group session timeout ({seconds_to_ms(defaults.session_timeout_seconds)})")
+    add_flag(parser, "--rebalance-timeout-ms", type=int, default=seconds_to_ms(defaults.rebalance_timeout_seconds),
+             aliases=("--rebalance-timeout-seconds",), alias_type=finite_float, alias_convert=seconds_to_ms,
+             help=f"how long a rebalance waits for members ({seconds_to_ms(defaults.rebalance_timeout_seconds)})")
     parser.add_argument("--auto-offset-reset", choices=("earliest", "latest"), default=defaults.auto_offset_reset,
                         help=f"where a new group starts ({defaults.auto_offset_reset})")
     parser.add_argument("--producer-max-batch-size", type=int, metavar="BYTES",
@@ -87,42 +92,41 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("fairwatch join needs faust-streaming: pip install 'fairwatch[kafka]'") from None
     if args.ttl_seconds <= 0:
         raise UsageError("--ttl-seconds must be positive")
-    topics = {args.predictions_topic, args.outcomes_topic, args.labeled_topic}
+    if args.session_timeout_ms <= 0 or args.rebalance_timeout_ms <= 0:
+        raise UsageError("--session-timeout-ms and --rebalance-timeout-ms must be positive")
+    from fairwatch.settings import from_args
+
+    kafka = from_args(args, kafka_keys=CONNECTION_KEYS).kafka
+    bootstrap = ",".join(kafka.bootstrap_list())
+    predictions_topic, outcomes_topic = kafka.predictions_topic, kafka.outcomes_topic
+    if not outcomes_topic:
+        raise UsageError("the join needs an outcomes topic (--outcomes-topic or [kafka] outcomes_topic)")
+    topics = {predictions_topic, outcomes_topic, args.labeled_topic}
     if len(topics) < 3:
         raise UsageError("--predictions-topic, --outcomes-topic and --labeled-topic must differ")
-    try:
-        kafka = parse_kafka_settings({k: v for k, v in {
-            "bootstrap_servers": args.bootstrap_servers, "predictions_topic": args.predictions_topic,
-            "outcomes_topic": args.outcomes_topic, "security_protocol": args.security_protocol,
-            "sasl_mechanism": args.sasl_mechanism, "sasl_username": args.sasl_username,
-            "sasl_password": args.sasl_password, "ssl_cafile": args.ssl_cafile, "ssl_certfile": args.ssl_certfile,
-            "ssl_keyfile": args.ssl_keyfile,
-        }.items() if v is not None})
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
 
     from kafka.errors import KafkaError
 
     from fairwatch.consumers.outcome_join import JoinMetrics, JoinSettings, build_app, topic_partitions
 
     try:
-        found = topic_partitions(args.bootstrap_servers, [args.predictions_topic, args.outcomes_topic],
+        found = topic_partitions(bootstrap, [predictions_topic, outcomes_topic],
                                  **{k: v for k, v in kafka.client_kwargs().items() if k != "bootstrap_servers"})
     except KafkaError as exc:
-        raise UsageError(f"cannot connect to Kafka at {args.bootstrap_servers}: {exc}") from None
-    if args.predictions_topic not in found:
-        raise UsageError(f"topic {args.predictions_topic!r} does not exist (create it, keyed by event_id)")
-    if args.outcomes_topic in found and found[args.outcomes_topic] != found[args.predictions_topic]:
-        raise UsageError(f"{args.predictions_topic} has {found[args.predictions_topic]} partitions but "
-                         f"{args.outcomes_topic} has {found[args.outcomes_topic]}: the join needs them co-partitioned")
+        raise UsageError(f"cannot connect to Kafka at {bootstrap}: {exc}") from None
+    if predictions_topic not in found:
+        raise UsageError(f"topic {predictions_topic!r} does not exist (create it, keyed by event_id)")
+    if outcomes_topic in found and found[outcomes_topic] != found[predictions_topic]:
+        raise UsageError(f"{predictions_topic} has {found[predictions_topic]} partitions but "
+                         f"{outcomes_topic} has {found[outcomes_topic]}: the join needs them co-partitioned")
     credentials = _credentials(kafka)
     settings = JoinSettings(
-        bootstrap_servers=args.bootstrap_servers, predictions_topic=args.predictions_topic,
-        outcomes_topic=args.outcomes_topic, labeled_topic=args.labeled_topic, app_id=args.app_id,
+        bootstrap_servers=bootstrap, predictions_topic=predictions_topic,
+        outcomes_topic=outcomes_topic, labeled_topic=args.labeled_topic, app_id=args.app_id,
         ttl_seconds=args.ttl_seconds, sweep_interval_seconds=args.sweep_seconds,
-        partitions=found[args.predictions_topic], commit_interval_seconds=args.commit_interval_seconds,
-        session_timeout_seconds=args.session_timeout_seconds,
-        rebalance_timeout_seconds=args.rebalance_timeout_seconds, auto_offset_reset=args.auto_offset_reset,
+        partitions=found[predictions_topic], commit_interval_seconds=args.commit_interval_seconds,
+        session_timeout_seconds=args.session_timeout_ms / 1000,
+        rebalance_timeout_seconds=args.rebalance_timeout_ms / 1000, auto_offset_reset=args.auto_offset_reset,
         producer_max_batch_size=args.producer_max_batch_size,
         client_kwargs={"broker_credentials": credentials} if credentials is not None else {},
     )
@@ -130,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics_port is not None:
         serve_registry(metrics.registry, args.metrics_port, args.metrics_addr)
     app = build_app(settings, metrics)
-    print(f"joining {args.predictions_topic} + {args.outcomes_topic} -> {args.labeled_topic} "
+    print(f"joining {predictions_topic} + {outcomes_topic} -> {args.labeled_topic} "
           f"({settings.partitions} partitions, TTL {args.ttl_seconds:g} s wall clock) as {args.app_id!r}",
           file=sys.stderr, flush=True)
 

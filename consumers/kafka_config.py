@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, ClassVar, Literal, Union
 
 import msgspec
 
@@ -47,25 +47,23 @@ _LIBRDKAFKA_NAMES = {"sasl_mechanism": "sasl.mechanism", "sasl_username": "sasl.
 
 
 class KafkaSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The ``[kafka]`` table: where the Kafka commands connect and how the worker consumes."""
+
     client: Literal["confluent", "kafka-python"] = DEFAULT_CLIENT
     bootstrap_servers: Union[str, list[str]] = "127.0.0.1:9092"
     predictions_topic: str = "fairwatch.predictions"
-    outcomes_topic: Union[str, None] = "fairwatch.outcomes"  # "" or None: predictions only
+    outcomes_topic: Union[str, None] = "fairwatch.outcomes"
     dlq_topic: str = "fairwatch.dlq"
     group_id: str = "fairwatch"
     client_id: str = "fairwatch"
     metrics_port: Union[int, None] = None
     metrics_addr: str = "0.0.0.0"
-    models: list[str] = []  # empty: every model
+    models: list[str] = []
     commit_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     state_dir: Union[str, None] = None
     max_poll_records: Positive = 5000
-    # kafka-python only: fetch and decode in a child process (consumers/fetch_process.py); false: in the
-    # worker's own thread. librdkafka fetches and decodes on its own C threads, so confluent needs none.
     fetch_process: bool = True
-    # Kafka's own default is 45 s; a crashed worker's partitions wait this long.
     session_timeout_ms: Positive = 10_000
-    # Also the rebalance timeout: how long a join waits for members that left.
     max_poll_interval_ms: Positive = 300_000
     max_partition_fetch_bytes: Positive = 1 << 20
     fetch_max_bytes: Positive = 50 << 20
@@ -78,6 +76,44 @@ class KafkaSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ssl_cafile: Union[str, None] = None
     ssl_certfile: Union[str, None] = None
     ssl_keyfile: Union[str, None] = None
+
+    # One line per setting: the generated reference (docs/configuration.md) and the flags' help read it.
+    FIELD_HELP: ClassVar[dict[str, str]] = {
+        "client": "Kafka client library: confluent (confluent-kafka, librdkafka in C) or kafka-python (pure "
+                  "Python, the fallback)",
+        "bootstrap_servers": "Kafka brokers, HOST:PORT comma separated or a list",
+        "predictions_topic": "topic of prediction events (or the labeled topic of `fairwatch join`)",
+        "outcomes_topic": "topic of outcome events (\"\": predictions only)",
+        "dlq_topic": "dead-letter topic for refused records",
+        "group_id": "consumer group of the workers",
+        "client_id": "client id prefix",
+        "metrics_port": "`fairwatch run` serves /metrics on this port (unset: no server)",
+        "metrics_addr": "address /metrics listens on",
+        "models": "only these models' predictions (empty: every model); others are skipped and counted",
+        "commit_interval_seconds": "seconds between offset commits",
+        "state_dir": "snapshot the pipeline state here before each commit and restore it on start, so counters "
+                     "survive a crash exactly (one directory per worker; unset: no snapshots)",
+        "max_poll_records": "records per batch at most",
+        "fetch_process": "kafka-python only: fetch and decode records in a child process, overlapping with "
+                         "applying them (librdkafka has its own C threads)",
+        "session_timeout_ms": "group session timeout: a crashed worker's partitions wait this long (Kafka's own "
+                              "default is 45 s)",
+        "max_poll_interval_ms": "max time between polls; also the rebalance timeout, how long a join waits for "
+                                "members that left",
+        "max_partition_fetch_bytes": "fetch size per partition",
+        "fetch_max_bytes": "fetch size per request",
+        "dlq_max_bytes": "largest dead letter sent whole; larger ones are truncated with a header",
+        "auto_offset_reset": "where a new consumer group starts: earliest or latest",
+        "security_protocol": "how clients talk to the brokers: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+        "sasl_mechanism": "SASL mechanism, with a SASL_* protocol",
+        "sasl_username": "SASL user name",
+        "sasl_password": f"SASL password (prefer the {PASSWORD_ENV} environment variable)",
+        "ssl_cafile": "PEM file of the CA certificates that sign the brokers' certificates",
+        "ssl_certfile": "PEM file of the client certificate (mutual TLS)",
+        "ssl_keyfile": "PEM file of the client private key (mutual TLS)",
+    }
+    # What the generated reference shows as a default that depends on the machine.
+    DOC_DEFAULTS: ClassVar[dict[str, str]] = {"client": "confluent if confluent-kafka is installed, else kafka-python"}
 
     def bootstrap_list(self) -> list[str]:
         servers = self.bootstrap_servers
@@ -129,12 +165,19 @@ class KafkaSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ConfigError("session_timeout_ms must not exceed max_poll_interval_ms")
 
 
+# The settings every command that connects to Kafka takes from the [kafka] table (and flags of the same names):
+# where the brokers are, the topics, how to authenticate. The rest configure `fairwatch run`'s consumer group.
+CONNECTION_KEYS = ("client", "bootstrap_servers", "predictions_topic", "outcomes_topic", "security_protocol",
+                   "sasl_mechanism", "sasl_username", "sasl_password", "ssl_cafile", "ssl_certfile", "ssl_keyfile")
+
+
 def parse_kafka_settings(data: dict) -> KafkaSettings:
+    """The ``[kafka]`` table, validated and checked as a whole (brokers, topics, files); errors start ``[kafka]: ``."""
     try:
         settings = msgspec.convert(data, KafkaSettings)
-    except msgspec.ValidationError as exc:
+        settings.check()
+    except (msgspec.ValidationError, ConfigError) as exc:
         raise ConfigError(f"[kafka]: {exc}") from None
-    settings.check()
     return settings
 
 
@@ -152,10 +195,10 @@ def add_security_flags(parser, protocol_default: str | None = None) -> None:
                           choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
                           help=f"how clients talk to the brokers ({protocol_default or 'PLAINTEXT'})")
     security.add_argument("--sasl-mechanism", choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER",
-                                                       "GSSAPI"), help="SASL mechanism, with a SASL_* protocol")
-    security.add_argument("--sasl-username", help="SASL user name")
-    security.add_argument("--sasl-password", help=f"prefer the {PASSWORD_ENV} environment variable")
-    security.add_argument("--ssl-cafile", metavar="PEM", help="CA certificates that sign the brokers' certificates")
+                                                       "GSSAPI"), help="SASL mechanism, with a SASL_* protocol (none)")
+    security.add_argument("--sasl-username", help="SASL user name (none)")
+    security.add_argument("--sasl-password", help=f"SASL password; prefer the {PASSWORD_ENV} environment variable (none)")
+    security.add_argument("--ssl-cafile", metavar="PEM", help="CA certificates that sign the brokers' certificates (none: the system's)")
     security.add_argument("--ssl-certfile", metavar="PEM", help="client certificate (mutual TLS)")
     security.add_argument("--ssl-keyfile", metavar="PEM", help="client private key (mutual TLS)")
 

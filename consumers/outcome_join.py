@@ -61,6 +61,7 @@ from dataclasses import dataclass, field
 import msgspec
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from fairwatch.consumers.kafka_config import KafkaSettings
 from fairwatch.monitor.events import EventParser, PredictionCopy, Rejection
 from fairwatch.monitor.metric_names import (
     JOIN_INVALID,
@@ -76,14 +77,15 @@ log = logging.getLogger("fairwatch.join")
 
 
 DEFAULT_LABELED_TOPIC = "fairwatch.labeled"
+_KAFKA_DEFAULTS = KafkaSettings()
 DEFAULT_TTL_SECONDS = 7 * 24 * 3600.0
 
 
 @dataclass
 class JoinSettings:
-    bootstrap_servers: str = "127.0.0.1:9092"
-    predictions_topic: str = "fairwatch.predictions"
-    outcomes_topic: str = "fairwatch.outcomes"
+    bootstrap_servers: str = _KAFKA_DEFAULTS.bootstrap_servers  # the [kafka] table's defaults, defined there
+    predictions_topic: str = _KAFKA_DEFAULTS.predictions_topic
+    outcomes_topic: str = _KAFKA_DEFAULTS.outcomes_topic
     labeled_topic: str = DEFAULT_LABELED_TOPIC
     app_id: str = "fairwatch-join"  # also the consumer group and the changelog topics' prefix
     ttl_seconds: float = DEFAULT_TTL_SECONDS

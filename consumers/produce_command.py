@@ -12,11 +12,11 @@ import msgspec
 from tqdm import tqdm
 
 from fairwatch.consumers.files import SourceError, read_events
-from fairwatch.consumers.kafka_config import DEFAULT_CLIENT, add_client_flag, add_security_flags, parse_kafka_settings
+from fairwatch.consumers.kafka_config import CONNECTION_KEYS, add_client_flag, add_security_flags
 from fairwatch.consumers.replay_command import add_mapping_flags, mapping_from_args
 from fairwatch.cli import UsageError, finite_float
-from fairwatch.flags import add_bootstrap_flag, add_progress_flag, add_topic_flags
-from fairwatch.monitor.config import ConfigError
+from fairwatch.flags import add_bootstrap_flag, add_config_file_flag, add_progress_flag, add_topic_flags
+from fairwatch.monitor.config import MonitorConfig
 from fairwatch.monitor.events import EventParser, Rejection
 
 
@@ -35,17 +35,18 @@ def register(commands) -> None:
     parser = commands.add_parser("produce", help="replay a CSV or JSONL file into Kafka (key = event_id)")
     parser.add_argument("file", help="CSV or JSONL file")
     add_mapping_flags(parser)
-    add_topic_flags(parser, predictions_aliases=("--topic",))
+    add_config_file_flag(parser, "[kafka] connection keys")
+    add_topic_flags(parser, predictions=None, outcomes=None, predictions_aliases=("--topic",))
     parser.add_argument("--outcome-delay", type=int, metavar="N",
                         help="send each labeled row as a prediction without label, and its outcome on "
-                             "--outcomes-topic N events later")
+                             "--outcomes-topic N events later (none: labels go with the predictions)")
     parser.add_argument("--rate", type=finite_float, metavar="N", help="events per second (default: as fast as possible)")
-    parser.add_argument("--limit", type=int, metavar="N", help="stop after N events")
-    add_bootstrap_flag(parser)
+    parser.add_argument("--limit", type=int, metavar="N", help="stop after N events (none: the whole file)")
+    add_bootstrap_flag(parser, default=None)
     parser.add_argument("--compression", choices=("gzip", "snappy", "lz4", "zstd"), help="record batch compression (none)")
     add_client_flag(parser)
     add_progress_flag(parser, default=True)
-    add_security_flags(parser, protocol_default="PLAINTEXT")
+    add_security_flags(parser)
     parser.set_defaults(handler=run)
 
 
@@ -70,19 +71,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--rate must be positive")
     if args.outcome_delay is not None and args.outcome_delay < 0:
         raise UsageError("--outcome-delay must be 0 or more")
-    if args.outcome_delay is not None and args.outcomes_topic == args.predictions_topic:
-        raise UsageError("--outcomes-topic must differ from --predictions-topic")
-    try:
-        settings = parse_kafka_settings({
-            "client": args.client or DEFAULT_CLIENT, "bootstrap_servers": args.bootstrap_servers,
-            "predictions_topic": args.predictions_topic,
-            "outcomes_topic": args.outcomes_topic, "security_protocol": args.security_protocol,
-            "sasl_mechanism": args.sasl_mechanism, "sasl_username": args.sasl_username,
-            "sasl_password": args.sasl_password, "ssl_cafile": args.ssl_cafile, "ssl_certfile": args.ssl_certfile,
-            "ssl_keyfile": args.ssl_keyfile,
-        })
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
+    from fairwatch.settings import from_args
+
+    settings = from_args(args, kafka_keys=CONNECTION_KEYS).kafka  # checks that the topics differ
+    if args.outcome_delay is not None and not settings.outcomes_topic:
+        raise UsageError("--outcome-delay needs an outcomes topic (--outcomes-topic)")
 
     from fairwatch.consumers.kafka_clients import ClientMissing, client_errors, open_producer
 
@@ -92,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if not Path(args.file).is_file():  # before connecting: the file is read lazily
         raise UsageError(f"{args.file}: no such file")
-    parser = EventParser(default_model=args.model or "default", threshold=args.threshold)
+    parser = EventParser(default_model=args.model or MonitorConfig().default_model, threshold=args.threshold)
     try:
         batches = read_events(args.file, args.format, mapping_from_args(args), parser)
         producer = open_producer(settings, "fairwatch-produce", linger_ms=10, batch_bytes=256 << 10,
@@ -100,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     except SourceError as exc:
         raise UsageError(str(exc)) from None
     except kafka_errors as exc:
-        raise UsageError(f"cannot connect to Kafka at {args.bootstrap_servers}: {exc}") from None
+        raise UsageError(f"cannot connect to Kafka at {','.join(settings.bootstrap_list())}: {exc}") from None
 
     encode = msgspec.json.Encoder().encode
     failures: list[str] = []
@@ -127,17 +120,17 @@ def run(args: argparse.Namespace) -> int:
                     while delayed and delayed[0][0] <= sent:
                         outcome = delayed.popleft()[1]
                         outcome.ts = time.time()
-                        send(args.outcomes_topic, outcome.event_id, encode(outcome))
+                        send(settings.outcomes_topic, outcome.event_id, encode(outcome))
                         sent += 1
                         outcomes += 1
                     if args.outcome_delay is not None and event.label is not None and not event.is_outcome:
                         delayed.append((sent + args.outcome_delay, Outcome(event.event_id, 0.0, event.label)))
                         event.label = None
                     if event.is_outcome and args.outcome_delay is not None:
-                        send(args.outcomes_topic, event.event_id, encode(event))
+                        send(settings.outcomes_topic, event.event_id, encode(event))
                         outcomes += 1
                     else:
-                        send(args.predictions_topic, event.event_id, encode(event))
+                        send(settings.predictions_topic, event.event_id, encode(event))
                         predictions += 1
                     sent += 1
                     if sent - shown >= 512:
@@ -151,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
             while delayed and not failures:
                 outcome = delayed.popleft()[1]
                 outcome.ts = time.time()
-                send(args.outcomes_topic, outcome.event_id, encode(outcome))
+                send(settings.outcomes_topic, outcome.event_id, encode(outcome))
                 sent += 1
                 outcomes += 1
             left = producer.flush(FLUSH_TIMEOUT_SECONDS)
@@ -161,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     except SourceError as exc:
         raise UsageError(str(exc)) from None
     except kafka_errors as exc:
-        raise UsageError(f"producing to {args.bootstrap_servers}: {exc}") from None
+        raise UsageError(f"producing to {','.join(settings.bootstrap_list())}: {exc}") from None
     finally:
         producer.close(FLUSH_TIMEOUT_SECONDS)
     if skipped:
@@ -169,6 +162,6 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     if failures:
         raise UsageError(f"{len(failures)} events not delivered, first: {failures[0]}")
-    print(f"produced {predictions} predictions to {args.predictions_topic}"
-          + (f" and {outcomes} outcomes to {args.outcomes_topic}" if outcomes else ""), file=sys.stderr)
+    print(f"produced {predictions} predictions to {settings.predictions_topic}"
+          + (f" and {outcomes} outcomes to {settings.outcomes_topic}" if outcomes else ""), file=sys.stderr)
     return 0

@@ -10,7 +10,8 @@ from tqdm import tqdm
 
 from fairwatch.consumers.files import FORMATS, CsvMapping, SourceError, read_events
 from fairwatch.cli import UsageError, add_config_flags, config_from_args, finite_float, keep_serving, serve_registry
-from fairwatch.flags import add_metrics_flags, add_progress_flag, add_report_flag
+from fairwatch.flags import add_flag, add_metrics_flags, add_progress_flag, add_report_flag
+from fairwatch.monitor.config import MonitorConfig
 from fairwatch.monitor.pipeline import Pipeline
 from fairwatch.monitor.report import build_report, format_table, to_json
 
@@ -19,21 +20,22 @@ def add_mapping_flags(parser: argparse.ArgumentParser) -> None:
     """CSV column mapping, shared with ``fairwatch produce``."""
     parser.add_argument("--format", choices=FORMATS, help="input format (default: from the file ending)")
     parser.add_argument("--id-col", help="CSV column with the event id (default: the line number)")
-    parser.add_argument("--prediction-col", help="CSV column with the 0/1 decision")
-    parser.add_argument("--score-col", help="CSV column with the model score")
+    parser.add_argument("--prediction-col", help="CSV column with the 0/1 decision (none: from --score-col and --threshold)")
+    parser.add_argument("--score-col", help="CSV column with the model score (none)")
     parser.add_argument("--threshold", type=finite_float, help="prediction = score >= THRESHOLD (CSV and JSONL)")
-    parser.add_argument("--label-col", help="CSV column with the 0/1 outcome; empty = not known yet")
-    parser.add_argument("--group", action="append", default=[], metavar="COL", help="protected attribute column (repeatable)")
+    parser.add_argument("--label-col", help="CSV column with the 0/1 outcome; empty = not known yet (none: no labels)")
+    add_flag(parser, "--group-col", action="append", default=[], metavar="COL", aliases=("--group",),
+             help="CSV column of a protected attribute (repeatable; JSONL events carry their groups) (none)")
     parser.add_argument("--ts-col", help="CSV column with the event time (epoch seconds or ISO 8601)")
-    parser.add_argument("--text-col", help="CSV column with the model's input text")
-    parser.add_argument("--model", help="model name for CSV rows and JSONL events without one")
+    parser.add_argument("--text-col", help="CSV column with the model's input text (none)")
+    parser.add_argument("--model", help=f"model name for CSV rows and JSONL events without one ({MonitorConfig().default_model})")
 
 
 def mapping_from_args(args: argparse.Namespace) -> CsvMapping:
     return CsvMapping(
         id_col=args.id_col, prediction_col=args.prediction_col, score_col=args.score_col,
-        threshold=args.threshold, label_col=args.label_col, group_cols=list(args.group),
-        ts_col=args.ts_col, text_col=args.text_col, model=args.model or "default",
+        threshold=args.threshold, label_col=args.label_col, group_cols=list(args.group_col),
+        ts_col=args.ts_col, text_col=args.text_col, model=args.model or MonitorConfig().default_model,
     )
 
 
@@ -54,7 +56,7 @@ def add_scorer_flags(parser: argparse.ArgumentParser) -> None:
     """The optional counterfactual scorer (needs the 'ml' extra: torch, transformers)."""
     group = parser.add_argument_group("counterfactual scorer (texts needed: --text-col or a JSONL 'text' field)")
     group.add_argument("--scorer-model", metavar="DIR", help="local Hugging Face classifier directory: score each text "
-                       "and its group-swapped variants, add <model>:debiased outputs")
+                       "and its group-swapped variants, add <model>:debiased outputs (none: no scorer)")
     group.add_argument("--scorer-device", help="cpu, cuda, cuda:N (default: cuda if available)")
     group.add_argument("--scorer-cpu-runtime", metavar="RUNTIME", help="on CPU: torch (default), onnx (ONNX Runtime, "
                        "same scores), onnx-int8 (int8 weights: faster, scores move slightly); the 'onnx' extra")
@@ -62,7 +64,7 @@ def add_scorer_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--scorer-batch", type=int, default=4096, help="texts per scoring call (4096)")
     group.add_argument("--lexicon", metavar="FILE", help="lexicon of group terms, JSON or TOML (default: shipped lexicons)")
     group.add_argument("--postprocess-attribute", metavar="ATTR", help="add <model>:postprocessed outputs with "
-                       "per-group thresholds for ATTR, refitted on the labels held")
+                       "per-group thresholds for ATTR, refitted on the labels held (none)")
     group.add_argument("--refit-every", type=int, default=1000, help="labels between post-processor refits (1000)")
     responses = parser.add_argument_group("response classifier (generation events; see docs/generation.md)")
     responses.add_argument("--response-model", metavar="DIR", help="local Hugging Face sequence classifier "
@@ -77,7 +79,7 @@ def add_scorer_flags(parser: argparse.ArgumentParser) -> None:
     shadow.add_argument("--shadow-candidate", metavar="DIR", help="candidate Hugging Face classifier directory (the "
                         "fine-tune's candidate/): score each text of --shadow-model beside production and track "
                         "<model>:candidate and <model>:baseline (production on the same events); changes nothing")
-    shadow.add_argument("--shadow-model", metavar="NAME", help="the production model the candidate shadows")
+    shadow.add_argument("--shadow-model", metavar="NAME", help="the production model the candidate shadows (none: no shadow)")
     shadow.add_argument("--shadow-threshold", type=finite_float, default=0.5,
                         help="decision threshold on the candidate's scores (0.5)")
 
@@ -112,7 +114,25 @@ def build_scorer_step(args: argparse.Namespace):
 
 
 def build_shadow_step(args: argparse.Namespace, inner):
-    """A ShadowStep around ``inner`` when --shadow-candidate is given, else ``inner``."""
+    """A ShadowStep around ``inner`` when --shadow-candidate is given; a HotShadowStep when --shadow-control is
+    (`fairwatch run`: attached later, without a restart); else ``inner``."""
+    control = getattr(args, "shadow_control", None)
+    if control is not None:
+        if args.shadow_candidate is not None or args.shadow_model is not None:
+            raise UsageError("--shadow-control names the candidate and its model: leave out --shadow-candidate and "
+                             "--shadow-model")
+        from fairwatch.monitor.scorer.shadow_control import HotShadowStep
+
+        def load(attachment, inner_step):
+            try:
+                return load_shadow_step(attachment.candidate, attachment.model, attachment.threshold,
+                                        args.scorer_device, inner_step)
+            except UsageError as exc:
+                raise ValueError(str(exc)) from None
+
+        step = HotShadowStep(control, load, inner)
+        step.poll()  # a candidate already named there is attached before the first batch
+        return step
     if args.shadow_candidate is None:
         if args.shadow_model is not None:
             raise UsageError("--shadow-model needs --shadow-candidate (the candidate model directory)")
@@ -121,30 +141,35 @@ def build_shadow_step(args: argparse.Namespace, inner):
         raise UsageError("--shadow-candidate needs --shadow-model (the production model the candidate shadows)")
     if not 0.0 <= args.shadow_threshold <= 1.0:
         raise UsageError("--shadow-threshold must be between 0 and 1")
+    return load_shadow_step(args.shadow_candidate, args.shadow_model, args.shadow_threshold, args.scorer_device,
+                            inner)
+
+
+def load_shadow_step(candidate: str, model: str, threshold: float, device: str | None, inner):
+    """The candidate directory loaded into a ShadowStep of ``model`` around ``inner``; a UsageError says why not."""
     try:
         from fairwatch.monitor.scorer.model import ModelLoadError
         from fairwatch.monitor.scorer.scoring import CounterfactualScorer
         from fairwatch.monitor.scorer.shadow import ShadowStep
     except ImportError as exc:
         raise UsageError(f"--shadow-candidate needs the 'ml' extra (torch, transformers): {exc}") from None
-    candidate_dir = Path(args.shadow_candidate)
+    candidate_dir = Path(candidate)
     if not (candidate_dir / "config.json").is_file() and (candidate_dir / "model" / "config.json").is_file():
         candidate_dir = candidate_dir / "model"  # the fine-tune's --out folder (the incident's candidate_dir)
     try:
         # Only the text as written is scored (score_texts): no variants, no worker processes.
-        candidate = CounterfactualScorer(candidate_dir, device=args.scorer_device, workers=0,
-                                         threshold=args.shadow_threshold)
+        scorer = CounterfactualScorer(candidate_dir, device=device, workers=0, threshold=threshold)
     except ModelLoadError as exc:
         raise UsageError(f"--shadow-candidate: {exc}") from None
-    return ShadowStep(candidate, args.shadow_model, threshold=args.shadow_threshold,
-                      candidate_dir=str(args.shadow_candidate), inner=inner)
+    return ShadowStep(scorer, model, threshold=threshold, candidate_dir=str(candidate), inner=inner)
 
 
 def build_counterfactual_step(args: argparse.Namespace):
     """The ScorerStep the --scorer-* flags ask for, or None."""
     if args.scorer_model is None:
         for flag in ("lexicon", "postprocess_attribute", "scorer_device", "scorer_cpu_runtime"):
-            if getattr(args, flag) is not None and not (flag == "scorer_device" and args.shadow_candidate):
+            if getattr(args, flag) is not None and not (flag == "scorer_device" and (
+                    args.shadow_candidate or getattr(args, "shadow_control", None))):
                 raise UsageError(f"--{flag.replace('_', '-')} needs --scorer-model")
         return None
     if args.refit_every < 1:
@@ -205,8 +230,8 @@ def run(args: argparse.Namespace) -> int:
     if args.score_col and args.threshold is None and not args.prediction_col:
         raise UsageError("--score-col needs --threshold (or give --prediction-col)")
     overrides = {"default_model": args.model, "threshold": args.threshold}
-    if args.group:
-        overrides["attributes"] = list(args.group)
+    if args.group_col:
+        overrides["attributes"] = list(args.group_col)
     config = config_from_args(args, **overrides)
     step = build_scorer_step(args)  # before anything starts: a bad model or lexicon fails fast
     responses = build_response_scorer(args)

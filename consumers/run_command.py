@@ -7,95 +7,69 @@ import logging
 import signal
 import sys
 
-from fairwatch.consumers.kafka_config import add_client_flag, add_security_flags, parse_kafka_settings
-from fairwatch.monitor.config import read_toml
+from fairwatch.consumers.kafka_config import KafkaSettings, add_client_flag, add_security_flags
 from fairwatch.consumers.replay_command import add_scorer_flags, build_response_scorer, build_scorer_step
 from fairwatch.cli import UsageError, add_config_flags, serve_registry, finite_float
-from fairwatch.flags import add_bootstrap_flag, add_log_level_flag, add_metrics_flags, add_topic_flags
-from fairwatch.monitor.config import ConfigError, load_config
+from fairwatch.flags import (add_bootstrap_flag, add_log_level_flag, add_metrics_flags, add_topic_flags,
+                             struct_default)
 
-# Flags that map one to one onto KafkaSettings fields (None = not given, the TOML or default wins).
-_SETTING_FLAGS = (
-    "client", "bootstrap_servers", "predictions_topic", "outcomes_topic", "dlq_topic", "group_id", "client_id",
-    "metrics_port", "metrics_addr", "commit_interval_seconds", "state_dir", "max_poll_records",
-    "session_timeout_ms", "max_poll_interval_ms", "max_partition_fetch_bytes", "fetch_max_bytes", "dlq_max_bytes",
-    "auto_offset_reset", "security_protocol", "sasl_mechanism", "sasl_username", "sasl_password", "ssl_cafile",
-    "ssl_certfile", "ssl_keyfile", "fetch_process",
-)
+# Every [kafka] key is a flag of the same name (None = not given, the TOML or the struct's default wins).
+SETTING_FLAGS = KafkaSettings.__struct_fields__
+
+
+def _default(field: str) -> str:
+    return struct_default(KafkaSettings, field)
 
 
 def register(commands) -> None:
     parser = commands.add_parser(
         "run", help="consume predictions and outcomes from Kafka, serve /metrics",
         description="A Kafka consumer group (confluent-kafka, or kafka-python) feeding the fairwatch pipeline. "
-                    "Every flag can also be a key "
-                    "of a [kafka] table in --config (flags win); the pipeline settings go in its [monitor] table.")
+                    "Every Kafka flag can also be a key "
+                    "of the [kafka] table of --config (flags win); the pipeline settings go in its [monitor] table "
+                    "(docs/configuration.md).")
     add_config_flags(parser)
     add_scorer_flags(parser)
+    parser.add_argument("--shadow-control", metavar="FILE",
+                        help="attach a shadow candidate without a restart: the file `fairwatch incidents attach` "
+                             "writes, read between batches when it changes (docs/shadow.md)")
     parser.add_argument("--attribute", action="append", metavar="ATTR",
                         help="protected attribute to track (repeatable; default: every attribute events carry)")
     kafka = parser.add_argument_group("kafka")
     add_client_flag(kafka)
     add_bootstrap_flag(kafka, default=None)
     add_topic_flags(kafka, predictions=None, outcomes=None, outcomes_help="topic of outcome events ('' = none)")
-    kafka.add_argument("--dlq-topic", help="dead-letter topic for refused records (fairwatch.dlq)")
-    kafka.add_argument("--group-id", help="consumer group (fairwatch)")
-    kafka.add_argument("--client-id", help="client id prefix (fairwatch)")
+    kafka.add_argument("--dlq-topic", help=f"dead-letter topic for refused records ({_default('dlq_topic')})")
+    kafka.add_argument("--group-id", help=f"consumer group ({_default('group_id')})")
+    kafka.add_argument("--client-id", help=f"client id prefix ({_default('client_id')})")
     kafka.add_argument("--model", action="append", dest="models", metavar="NAME",
-                       help="only this model's predictions (repeatable); others are skipped and counted")
-    kafka.add_argument("--commit-interval-seconds", type=finite_float, help="seconds between offset commits (5)")
+                       help="only this model's predictions (repeatable); others are skipped and counted (none: "
+                            "every model)")
+    kafka.add_argument("--commit-interval-seconds", type=finite_float,
+                       help=f"seconds between offset commits ({_default('commit_interval_seconds')})")
     kafka.add_argument("--state-dir", metavar="DIR", help="snapshot the pipeline state here before each commit and "
-                       "restore it on start, so counters survive a crash exactly (one dir per worker)")
+                       "restore it on start, so counters survive a crash exactly (one dir per worker) (none: no snapshots)")
     kafka.add_argument("--rebuild-state", action="store_true",
                        help="set the snapshot in --state-dir aside and count again from the oldest offsets the "
                             "topics retain (after a change of attributes, intersections or windows)")
     kafka.add_argument("--fetch-process", action=argparse.BooleanOptionalAction,
                        help="kafka-python only: fetch and decode records in a child process, overlapping with "
-                            "applying them (on)")
-    kafka.add_argument("--max-poll-records", type=int, help="records per batch at most (5000)")
-    kafka.add_argument("--session-timeout-ms", type=int, help="group session timeout (10000)")
+                            f"applying them ({_default('fetch_process')})")
+    kafka.add_argument("--max-poll-records", type=int, help=f"records per batch at most ({_default('max_poll_records')})")
+    kafka.add_argument("--session-timeout-ms", type=int, help=f"group session timeout ({_default('session_timeout_ms')})")
     kafka.add_argument("--max-poll-interval-ms", type=int, help="max time between polls; also the rebalance timeout "
-                       "(300000)")
-    kafka.add_argument("--max-partition-fetch-bytes", type=int, help="fetch size per partition (1 MiB)")
-    kafka.add_argument("--fetch-max-bytes", type=int, help="fetch size per request (50 MiB)")
+                       f"({_default('max_poll_interval_ms')})")
+    kafka.add_argument("--max-partition-fetch-bytes", type=int,
+                       help=f"fetch size per partition ({_default('max_partition_fetch_bytes')})")
+    kafka.add_argument("--fetch-max-bytes", type=int, help=f"fetch size per request ({_default('fetch_max_bytes')})")
     kafka.add_argument("--dlq-max-bytes", type=int, help="largest dead letter sent whole; larger ones are truncated "
-                       "with a header (16 MiB)")
-    kafka.add_argument("--auto-offset-reset", choices=("earliest", "latest"), help="where a new group starts")
-    add_metrics_flags(kafka, addr=None, addr_help="address /metrics listens on (0.0.0.0)")
+                       f"with a header ({_default('dlq_max_bytes')})")
+    kafka.add_argument("--auto-offset-reset", choices=("earliest", "latest"),
+                       help=f"where a new group starts ({_default('auto_offset_reset')})")
+    add_metrics_flags(kafka, addr=None, addr_help=f"address /metrics listens on ({_default('metrics_addr')})")
     add_security_flags(parser)
     add_log_level_flag(parser)
     parser.set_defaults(handler=run)
-
-
-def settings_from_args(args: argparse.Namespace, document: dict):
-    table = document.get("kafka", {})
-    if not isinstance(table, dict):
-        raise ConfigError(f"{args.config}: [kafka] must be a table")
-    data = dict(table)
-    data.update({key: getattr(args, key) for key in _SETTING_FLAGS if getattr(args, key, None) is not None})
-    if args.models:
-        data["models"] = args.models
-    return parse_kafka_settings(data)
-
-
-def monitor_config_from_args(args: argparse.Namespace, document: dict):
-    """Like fairwatch.cli.config_from_args, but a file holding a [kafka] table keeps [monitor] apart."""
-    if "monitor" in document:
-        section = dict(document["monitor"])
-    else:
-        section = {k: v for k, v in document.items() if k != "kafka"}
-    flags = {
-        "min_group_size": args.min_group_size,
-        "privacy_floor": args.privacy_floor,
-        "exemplars": getattr(args, "exemplars", None),
-        "intersections": [spec.split("&") for spec in args.intersection] if args.intersection else None,
-        "attributes": args.attribute,
-    }
-    section.update({k: v for k, v in flags.items() if v is not None})
-    try:
-        return load_config(None, **section)
-    except ConfigError as exc:
-        raise ConfigError(f"{args.config}: {exc}" if args.config else str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -103,9 +77,10 @@ def run(args: argparse.Namespace) -> int:
                         format="%(asctime)s fairwatch run %(levelname)s %(name)s: %(message)s")
     for noisy in ("kafka", "fairwatch.librdkafka"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
-    document = read_toml(args.config)
-    settings = settings_from_args(args, document)
-    config = monitor_config_from_args(args, document)
+    from fairwatch.settings import from_args
+
+    whole = from_args(args, kafka_keys=SETTING_FLAGS)
+    settings, config = whole.kafka, whole.monitor
 
     from fairwatch.consumers.kafka_clients import ClientMissing
     from fairwatch.consumers.kafka_worker import ApplyFailed, WorkerCollector, make_worker

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fairwatch.dashboards import alerting, render
 from fairwatch.cli import finite_float
+from fairwatch.flags import add_config_file_flag
 
 ALERTING_FILE = "fairwatch-alerting.yml"
 # The repository's copies (checked against a fresh render by the tests):
@@ -23,29 +24,30 @@ def register(commands) -> None:
                                help="folder for the dashboard JSON files (default: the current folder)")
     render_parser.add_argument("--alerting", metavar="FILE",
                                help=f"Grafana alert-rule provisioning file to write (default: DIR/{ALERTING_FILE})")
-    render_parser.add_argument("--config", metavar="TOML", help="the fairwatch config ([alerts] routing knobs)")
+    add_config_file_flag(render_parser, "[alerts]")
     render_parser.set_defaults(handler=run_render)
     push_parser = actions.add_parser("push", help="push the dashboards to a Grafana (idempotent)")
     push_parser.add_argument("--url", default=os.environ.get("GRAFANA_URL"),
                              help="Grafana base URL (env GRAFANA_URL), e.g. http://localhost:3000")
     push_parser.add_argument("--token", default=os.environ.get("GRAFANA_TOKEN"),
                              help="service-account token (env GRAFANA_TOKEN)")
-    push_parser.add_argument("--folder", default="fairwatch", help="folder title (created if missing)")
+    push_parser.add_argument("--folder", default="fairwatch", help="folder title, created if missing (fairwatch)")
     push_parser.add_argument("--folder-uid", default="fairwatch", help="folder uid (fairwatch)")
     push_parser.add_argument("--timeout", type=finite_float, default=10.0, help="seconds per request (10)")
     push_parser.set_defaults(handler=run_push)
 
 
 def run_render(args: argparse.Namespace) -> int:
-    from fairwatch.alerts.rules import load_settings
+    from fairwatch.settings import load_settings
 
+    settings = load_settings(args.config)  # before writing anything: a bad file leaves no half-render
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for path in render.write(out):
         print(f"wrote {path}", file=sys.stderr)
     target = Path(args.alerting) if args.alerting else out / ALERTING_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(alerting.render(load_settings(args.config)))
+    target.write_text(alerting.render(settings.alerts))
     print(f"wrote {target}", file=sys.stderr)
     return 0
 

@@ -155,16 +155,8 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def config_from_args(args: argparse.Namespace, **overrides):
-    """The MonitorConfig of a command: --config file, then flags, then ``overrides``."""
-    from fairwatch.monitor.config import load_config
+    """The MonitorConfig of a command: its --config file (read whole, fairwatch.settings), then flags, then
+    ``overrides``."""
+    from fairwatch.settings import from_args
 
-    intersections = None
-    if getattr(args, "intersection", None):
-        intersections = [spec.split("&") for spec in args.intersection]
-    flags = {
-        "min_group_size": getattr(args, "min_group_size", None),
-        "privacy_floor": getattr(args, "privacy_floor", None),
-        "exemplars": getattr(args, "exemplars", None),
-        "intersections": intersections,
-    }
-    return load_config(getattr(args, "config", None), **{**flags, **overrides})
+    return from_args(args, **overrides).monitor

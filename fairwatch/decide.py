@@ -26,10 +26,10 @@ import sys
 import time
 import urllib.request
 
-from fairwatch.flags import add_metrics_flags
+from fairwatch.flags import add_config_file_flag, add_metrics_flags
 from fairwatch.monitor import metric_names as names
 from fairwatch.monitor.breach import FPR_N, FPR_X, SEL_N, SEL_X, TPR_N, TPR_X, MergedDecisions, Totals
-from fairwatch.monitor.config import ModelThresholds, MonitorConfig, load_config
+from fairwatch.monitor.config import ModelThresholds, MonitorConfig
 
 # Decision columns from the exported cells: (column, cells summed).
 DECISION_CELLS = ((SEL_N, ("predictions",)), (SEL_X, ("positives",)), (TPR_N, ("tp", "fn")), (TPR_X, ("tp",)),
@@ -139,7 +139,7 @@ def decide_once(decisions: dict[str, MergedDecisions], texts: list[str], config:
 def register(commands) -> None:
     parser = commands.add_parser("decide", help="breach decisions on the summed counters of several workers")
     parser.add_argument("workers", nargs="+", metavar="URL", help="each worker's /metrics URL")
-    parser.add_argument("--config", metavar="TOML", help="the workers' configuration file ([monitor] table)")
+    add_config_file_flag(parser, "[monitor] (the workers' file)")
     parser.add_argument("--interval", type=float, default=15.0, help="seconds between scrapes (15)")
     add_metrics_flags(parser, port=9109, port_help="serve the merged decisions' /metrics here",
                       aliases=("--port",), addr_aliases=("--addr",))
@@ -152,7 +152,9 @@ def run(args: argparse.Namespace) -> int:
 
     from fairwatch.cli import serve_registry
 
-    config = load_config(args.config)
+    from fairwatch.settings import load_settings
+
+    config = load_settings(args.config).monitor
     decisions: dict[str, MergedDecisions] = {}
     registry = CollectorRegistry()
     registry.register(MergedDecisionCollector(decisions))

@@ -4,7 +4,16 @@ A concept has one name on every command (``--metrics-port``/``--metrics-addr``
 for where /metrics is served, ``--predictions-topic``/``--outcomes-topic``
 for the topics, ``--scorer-*`` for the counterfactual scorer). Older
 spellings stay as hidden aliases that still work and say, on stderr, what
-replaces them.
+replaces them. Units: Kafka's own client timeouts are in milliseconds, as
+Kafka names them (``--session-timeout-ms``, ``--rebalance-timeout-ms``);
+fairwatch's own intervals are in seconds (``--commit-interval-seconds``).
+CSV columns end in ``-col`` (``--group-col``); protected attributes are
+``--attribute`` (repeatable). Servers listen on ``--metrics-addr``/``--metrics-port``
+(``--listen-addr``/``--listen-port`` where the port also takes webhooks).
+
+A flag whose default lives in the configuration file's structs defaults to
+None here (the file wins when the flag is not given) and shows the struct's
+default in its help: each default is defined once.
 """
 
 from __future__ import annotations
@@ -13,34 +22,75 @@ import argparse
 import sys
 from typing import Any
 
-__all__ = ["add_bootstrap_flag", "add_config_flags", "add_flag", "add_log_level_flag", "add_metrics_flags",
+__all__ = ["add_bootstrap_flag", "add_config_file_flag", "add_config_flags", "add_flag", "add_log_level_flag", "add_metrics_flags",
            "add_progress_flag", "add_report_flag", "add_topic_flags", "DeprecatedAlias"]
 
-BOOTSTRAP_SERVERS = "127.0.0.1:9092"
-PREDICTIONS_TOPIC = "fairwatch.predictions"
-OUTCOMES_TOPIC = "fairwatch.outcomes"
+def _kafka_default(field: str) -> str:
+    from fairwatch.consumers.kafka_config import KafkaSettings
+
+    return getattr(KafkaSettings(), field)
+
+
+BOOTSTRAP_SERVERS = _kafka_default("bootstrap_servers")
+PREDICTIONS_TOPIC = _kafka_default("predictions_topic")
+OUTCOMES_TOPIC = _kafka_default("outcomes_topic")
 
 
 class DeprecatedAlias(argparse.Action):
     """An old spelling of a flag: hidden from --help, sets the new flag's value, warns once per use."""
 
-    def __init__(self, option_strings, dest, canonical: str, **kwargs: Any) -> None:
+    def __init__(self, option_strings, dest, canonical: str, convert=None, append: bool = False,
+                 **kwargs: Any) -> None:
         self.canonical = canonical
+        self.convert = convert  # old value -> the canonical flag's value (another unit, a list from a CSV, ...)
+        self.append = append  # the canonical flag is repeatable: add to its list
         super().__init__(option_strings, dest, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
         print(f"{parser.prog}: warning: {option_string} is deprecated, use {self.canonical}", file=sys.stderr)
-        setattr(namespace, self.dest, values)
+        value = self.convert(values) if self.convert else values
+        if self.append:
+            value = [*(getattr(namespace, self.dest, None) or []), *(value if isinstance(value, list) else [value])]
+        setattr(namespace, self.dest, value)
 
 
-def add_flag(parser, canonical: str, *, aliases: tuple[str, ...] = (), **kwargs: Any) -> argparse.Action:
-    """``parser.add_argument(canonical, **kwargs)`` plus a hidden :class:`DeprecatedAlias` per old spelling."""
+def add_flag(parser, canonical: str, *, aliases: tuple[str, ...] = (), alias_type=None, alias_convert=None,
+             **kwargs: Any) -> argparse.Action:
+    """``parser.add_argument(canonical, **kwargs)`` plus a hidden :class:`DeprecatedAlias` per old spelling
+    (``alias_type``/``alias_convert``: an old spelling in another unit or form)."""
     action = parser.add_argument(canonical, **kwargs)
     for old in aliases:
-        parser.add_argument(old, dest=action.dest, type=kwargs.get("type"), metavar=action.metavar,
+        parser.add_argument(old, dest=action.dest, type=alias_type or kwargs.get("type"), metavar=action.metavar,
                             default=argparse.SUPPRESS, help=argparse.SUPPRESS, action=DeprecatedAlias,
-                            canonical=canonical)
+                            canonical=canonical, convert=alias_convert, append=kwargs.get("action") == "append")
     return action
+
+
+def comma_list(text: str) -> list[str]:
+    """An old comma-separated flag's value as the repeatable flag's list."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def seconds_to_ms(seconds: float) -> int:
+    """An old ``--...-seconds`` flag's value as the ``--...-ms`` flag takes it."""
+    return round(seconds * 1000)
+
+
+def struct_default(struct: type, field: str) -> str:
+    """How a flag's help shows the default of the settings field it overrides (the one definition)."""
+    shown = getattr(struct, "DOC_DEFAULTS", {}).get(field)
+    if shown is not None:
+        return shown
+    value = getattr(struct(), field)
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "none"
+    return str(value)
 
 
 def add_metrics_flags(parser, *, port: int | None = None, addr: str | None = "127.0.0.1",
@@ -90,13 +140,24 @@ def add_progress_flag(parser, *, default: bool) -> None:
                         help=f"a progress bar on stderr ({'on' if default else 'off'})")
 
 
+def add_config_file_flag(parser: argparse.ArgumentParser, reads: str = "[monitor]") -> None:
+    """``--config``: the one TOML file of every command (fairwatch.settings; docs/configuration.md)."""
+    parser.add_argument("--config", metavar="TOML",
+                        help=f"configuration file, read whole; this command uses its {reads} (flags win; "
+                             "docs/configuration.md) (none: defaults)")
+
+
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """Flags shared by every command that runs the pipeline."""
-    parser.add_argument("--config", metavar="TOML", help="configuration file ([monitor] table)")
-    parser.add_argument("--min-group-size", type=int, help="groups below this take no part in alert gaps (30)")
-    parser.add_argument("--privacy-floor", type=int, help="groups below this are never exported as rates (10)")
+    from fairwatch.monitor.config import MonitorConfig
+
+    add_config_file_flag(parser)
+    parser.add_argument("--min-group-size", type=int, help="groups below this take no part in alert gaps "
+                                                           f"({struct_default(MonitorConfig, 'min_group_size')})")
+    parser.add_argument("--privacy-floor", type=int, help="groups below this are never exported as rates "
+                                                          f"({struct_default(MonitorConfig, 'privacy_floor')})")
     parser.add_argument("--no-exemplars", dest="exemplars", action="store_const", const=False,
                         help="export no event ids as exemplars on the positives counters")
     parser.add_argument(
-        "--intersection", action="append", metavar="A&B", help="track an intersection of attributes, e.g. race&sex"
+        "--intersection", action="append", metavar="A&B", help="track an intersection of attributes, e.g. race&sex (repeatable; none)"
     )

@@ -38,7 +38,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=64, help="token limit per sequence (default: 64)")
     p.add_argument("--threshold", type=finite_float, default=0.5, help="decision threshold (default: 0.5)")
     add_flag(p, "--model", default="default", aliases=("--model-name",), help="model name in the summary (default)")
-    p.add_argument("--format", choices=["jsonl", "summary"], default="jsonl", help="per-row JSONL or summary table")
+    p.add_argument("--format", choices=["jsonl", "summary"], default="jsonl", help="per-row JSONL or summary table (jsonl)")
     p.add_argument("--output", "-o", default="-", help="output file (default: stdout)")
     p.set_defaults(handler=run_score)
     return p

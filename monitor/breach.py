@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from fairwatch.monitor.config import MonitorConfig
 from fairwatch.monitor.confseq import pair_difference_lower, pair_ratio_lower
 
 # Accumulator columns: (trials, successes) of the selection rate, TPR and FPR.
@@ -221,6 +222,9 @@ class PairBatch:
         return self._results[kind][start:stop] if stop > start else np.zeros(0)
 
 
+_DEFAULTS = MonitorConfig()
+
+
 class BreachMonitor:
     """Anytime-valid breach decisions for one model.
 
@@ -242,16 +246,17 @@ class BreachMonitor:
         thresholds,  # callable (attribute, metric) -> threshold
         attribute_budget: int,
         subgroup_attributes: list[str] = (),
-        family_error: float = 0.05,
-        min_group_size: int = 30,
-        max_decision_groups: int = 20,
-        max_subgroup_cells: int = 64,
-        block_events: int = 8000,
-        scales: int | None = None,  # None: a new scale at every doubling of the stream, without a cap
-        staggers: int = 2,
-        lifetime: int = 4,
-        check_events: int = 1000,
-        check_seconds: float | None = None,
+        # The defaults are MonitorConfig's (one place): what the pipeline passes when nothing is configured.
+        family_error: float = _DEFAULTS.family_error,
+        min_group_size: int = _DEFAULTS.min_group_size,
+        max_decision_groups: int = _DEFAULTS.max_decision_groups,
+        max_subgroup_cells: int = _DEFAULTS.max_subgroup_cells,
+        block_events: int = _DEFAULTS.decision_block_events,
+        scales: int | None = _DEFAULTS.decision_scales,  # None: a new scale at every doubling, without a cap
+        staggers: int = _DEFAULTS.decision_staggers,
+        lifetime: int = _DEFAULTS.decision_block_lifetime,
+        check_events: int = _DEFAULTS.decision_check_events,
+        check_seconds: float | None = None,  # None: on events only (the pipeline passes decision_check_seconds)
     ) -> None:
         self.model = model
         self.thresholds = thresholds

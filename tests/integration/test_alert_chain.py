@@ -23,167 +23,39 @@ counterfactual copies must move it.
 from __future__ import annotations
 
 import html as html_module
-import json
-import os
-import random
 import re
 import shlex
-import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import WAIT_FACTOR
+from chain import (Processes, breach_exported, biased_events, firing_breaches, free_port, get_json, processes,
+                   query_value, require_binaries, start_prometheus_and_alertmanager, wait_until, write_jsonl)
 from helpers import REPO
 
 from fairwatch.alerts.incident_summary import firing_metrics
 from fairwatch.alerts.incidents import IncidentStore
-from fairwatch.alerts.rules import AlertSettings, render
 
 pytestmark = pytest.mark.slow
+__all__ = ["processes"]  # the fixture, imported from chain
 
-PROMETHEUS = shutil.which("prometheus")
-ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-TOKEN = "chain-s3cret"
 MODEL = "toxicity"
 N_EVENTS, SHIFT_AT = 16_000, 1_000  # the decision's first block is 8,000 events; this breaches well inside 16,000
-SKELETONS = [
-    ("my friend is a {}", 0), ("the {} is nice", 0), ("i love my {} teacher", 0), ("the {} doctor is kind", 0),
-    ("this {} nurse is smart", 0), ("they met a tall {}", 0), ("the {} wrote a good book", 0),
-    ("a {} gave me a pen", 0), ("the {} said hello", 0), ("i saw a kind {}", 0),
-    ("i hate this {}", 1), ("the {} is bad", 1), ("you are a bad {} doctor", 1), ("they are angry at the {}", 1),
-    ("i hate the {} teacher", 1), ("that {} manager is bad", 1), ("the {} is angry and bad", 1),
-    ("i hate that {} manager", 1), ("we hate the {} nurse", 1), ("the {} told a bad", 1),
-]
-
-
-def write_stream(path: Path) -> Path:
-    rng = random.Random(0)
-    lines = []
-    for n in range(N_EVENTS):
-        skeleton, toxic = rng.choice(SKELETONS)
-        term = rng.choice(("man", "woman"))
-        prediction = 1 if (n >= SHIFT_AT and term == "man") else toxic
-        lines.append(json.dumps({"event_id": f"e{n}", "ts": 1_795_000_000 + n / 100, "model": MODEL,
-                                 "prediction": prediction, "text": skeleton.format(term), "label": toxic,
-                                 "groups": {"sex": term}}))
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get_json(url: str) -> dict | None:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return json.load(response)
-    except (OSError, ValueError):
-        return None
-
-
-class Processes:
-    """Started processes with their logs; all killed at teardown."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.running: dict[str, tuple[subprocess.Popen, Path]] = {}
-
-    def start(self, name: str, argv: list[str]) -> subprocess.Popen:
-        log = self.root / f"{name}.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
-                                    env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
-        self.running[name] = (proc, log)
-        return proc
-
-    def logs(self) -> str:
-        parts = []
-        for name, (proc, log) in self.running.items():
-            text = log.read_text(errors="replace") if log.exists() else ""
-            parts.append(f"--- {name} (exit {proc.poll()}) ---\n{text[-3000:]}")
-        jobs = sorted(self.root.glob("jobs/*/job.log"))
-        parts += [f"--- {p} ---\n{p.read_text(errors='replace')[-3000:]}" for p in jobs]
-        return "\n".join(parts)
-
-    def stop(self) -> None:
-        for proc, _ in self.running.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc, _ in self.running.values():
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-
-
-@pytest.fixture
-def processes(tmp_path: Path):
-    running = Processes(tmp_path)
-    yield running
-    running.stop()
-
-
-def wait_until(condition, timeout: float, what: str, processes: Processes, interval: float = 0.5):
-    """Poll ``condition`` until truthy; at the deadline (``timeout`` times WAIT_FACTOR) fail with ``what``
-    and every process's log."""
-    timeout *= WAIT_FACTOR
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        dead = [n for n, (p, _) in processes.running.items() if p.poll() is not None]
-        if dead or time.monotonic() > deadline:
-            why = f"{', '.join(dead)} exited" if dead else f"after {timeout:.0f} s"
-            pytest.fail(f"{why}: waiting for {what}\n{processes.logs()}")
-        time.sleep(interval)
 
 
 def test_breach_pages_trigger_and_finetune_shrinks_the_gap(tmp_path: Path, processes: Processes) -> None:
-    if not PROMETHEUS or not ALERTMANAGER:
-        pytest.skip("prometheus / prometheus-alertmanager not installed (`make test` installs them)")
+    require_binaries()
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
     from scorer_fixtures import build_tiny_model
 
-    stream = write_stream(tmp_path / "stream.jsonl")
+    stream = write_jsonl(tmp_path / "stream.jsonl", biased_events(N_EVENTS, SHIFT_AT, MODEL))
     model_dir = build_tiny_model(tmp_path / "keys-model", "keys")
-    metrics_port, prom_port, am_port, trigger_port, shadow_port = (free_port() for _ in range(5))
-
-    # Rules as the code renders them, with durations a test can wait for.
-    rules = yaml.safe_load(render(settings=AlertSettings(breach_for="5s")))
-    for group in rules["groups"]:
-        group["interval"] = "1s"
-    (tmp_path / "rules.yml").write_text(yaml.safe_dump(rules, sort_keys=False))
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(tmp_path / "rules.yml")],
-        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
-        # The second target is the shadow worker, started once the job has proposed a candidate.
-        "scrape_configs": [{"job_name": "fairwatch", "static_configs": [
-            {"targets": [f"127.0.0.1:{metrics_port}", f"127.0.0.1:{shadow_port}"]}]}],
-    }))
-    token_file = tmp_path / "token"
-    token_file.write_text(TOKEN + "\n")
-    (tmp_path / "alertmanager.yml").write_text(yaml.safe_dump({
-        "route": {"receiver": "nobody", "group_by": ["model", "attribute"], "group_wait": "1s",
-                  "group_interval": "2s", "repeat_interval": "1h",
-                  "routes": [{"matchers": ['alertname="FairnessGapBreach"'], "receiver": "fairwatch-trigger"}]},
-        "receivers": [{"name": "nobody"}, {"name": "fairwatch-trigger", "webhook_configs": [{
-            "url": f"http://127.0.0.1:{trigger_port}/alerts", "send_resolved": True,
-            "http_config": {"authorization": {"type": "Bearer", "credentials_file": str(token_file)}}}]}],
-    }))
+    metrics_port, trigger_port, shadow_port = (free_port() for _ in range(3))
+    # The second target is the shadow worker, started once the job has proposed a candidate.
+    prom_port, token_file = start_prometheus_and_alertmanager(tmp_path, processes, [metrics_port, shadow_port],
+                                                              trigger_port)
 
     job = " ".join([
         shlex.quote(sys.executable), "-m", "fairwatch.alerts.finetune_command", shlex.quote(str(stream)),
@@ -192,37 +64,16 @@ def test_breach_pages_trigger_and_finetune_shrinks_the_gap(tmp_path: Path, proce
         "--val-share", "0.2", "--patience", "20", "--no-progress",
     ])
     db = tmp_path / "incidents.sqlite"
-    processes.start("trigger", [sys.executable, "-m", "fairwatch", "trigger", "serve", "--port", str(trigger_port),
+    processes.start("trigger", [sys.executable, "-m", "fairwatch", "trigger", "serve", "--listen-port", str(trigger_port),
                                 "--db", str(db), "--token-file", str(token_file), "--policy", "auto",
                                 "--workdir", str(tmp_path / "jobs"), "--job-command", job,
                                 "--prometheus-url", f"http://127.0.0.1:{prom_port}"])
     processes.start("replay", [sys.executable, "-m", "fairwatch", "replay", str(stream), "--metrics-port", str(metrics_port),
-                               "--group", "sex", "--model", MODEL])
-    processes.start("alertmanager", [ALERTMANAGER, f"--config.file={tmp_path / 'alertmanager.yml'}",
-                                     f"--storage.path={tmp_path / 'am-data'}",
-                                     f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address="])
-    processes.start("prometheus", [PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}",
-                                   f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                                   "--enable-feature=exemplar-storage",  # event ids of the evidence
-                                   f"--web.listen-address=127.0.0.1:{prom_port}"])
+                               "--group-col", "sex", "--model", MODEL])
 
-    def breach_exported() -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
-                text = response.read().decode()
-        except OSError:
-            return False
-        return any(line.startswith("fairwatch_decision_breach{") and line.endswith(" 1.0")
-                   for line in text.splitlines())
+    wait_until(lambda: breach_exported(metrics_port), 60, "the replay to export fairwatch_decision_breach 1 on /metrics", processes)
 
-    wait_until(breach_exported, 60, "the replay to export fairwatch_decision_breach 1 on /metrics", processes)
-
-    def firing() -> list[dict]:
-        body = get_json(f"http://127.0.0.1:{prom_port}/api/v1/alerts") or {}
-        return [a for a in body.get("data", {}).get("alerts", [])
-                if a["labels"].get("alertname") == "FairnessGapBreach" and a["state"] == "firing"]
-
-    alerts = wait_until(firing, 60, "FairnessGapBreach firing in Prometheus", processes)
+    alerts = wait_until(lambda: firing_breaches(prom_port), 60, "FairnessGapBreach firing in Prometheus", processes)
     assert {a["labels"]["model"] for a in alerts} == {MODEL}
     assert {a["labels"]["attribute"] for a in alerts} == {"sex"}
 
@@ -279,13 +130,12 @@ def test_breach_pages_trigger_and_finetune_shrinks_the_gap(tmp_path: Path, proce
     # folder, as the incident records it), Prometheus scrapes both, and the comparison lands in the incident.
     candidate_dir = done["job"]["candidate_dir"]
     processes.start("shadow", [sys.executable, "-m", "fairwatch", "replay", str(stream), "--serve", str(shadow_port),
-                               "--group", "sex", "--model", MODEL, "--shadow-candidate", candidate_dir,
+                               "--group-col", "sex", "--model", MODEL, "--shadow-candidate", candidate_dir,
                                "--shadow-model", MODEL, "--scorer-device", "cpu"])
-    shadowed = urllib.parse.quote(f'sum(fairwatch_group_events_total{{model="{MODEL}:candidate",cell="predictions"}})')
+    shadowed = f'sum(fairwatch_group_events_total{{model="{MODEL}:candidate",cell="predictions"}})'
 
     def candidate_scraped() -> bool:
-        result = (get_json(f"http://127.0.0.1:{prom_port}/api/v1/query?query={shadowed}") or {}).get("data", {})
-        return bool(result.get("result")) and float(result["result"][0]["value"][1]) == N_EVENTS
+        return query_value(prom_port, shadowed) == N_EVENTS
 
     wait_until(candidate_scraped, 120, "Prometheus to scrape the candidate's predictions of every event", processes)
     compared = subprocess.run([sys.executable, "-m", "fairwatch", "incidents", "--db", str(db), "shadow",

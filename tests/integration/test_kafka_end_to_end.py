@@ -12,7 +12,7 @@ from helpers import COMPAS_FLAGS, REPO
 from fairwatch.monitor import metric_names as names
 
 pytestmark = [pytest.mark.kafka, pytest.mark.data]
-GROUPS = ("--group", "race", "--group", "sex")
+GROUPS = ("--group-col", "race", "--group-col", "sex")
 
 
 def replay_metrics(compas_csv, port: int) -> dict:

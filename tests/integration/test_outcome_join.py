@@ -3,53 +3,16 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 
 import pytest
-from conftest import SESSION_TIMEOUT_MS, Service, Worker, produce, total, wait_for
+from conftest import JoinApp, Worker, produce, total, wait_for
 
 pytest.importorskip("faust", reason="the kafka extra (faust-streaming) is not installed")
 
 from fairwatch.monitor import metric_names as names  # noqa: E402
 
 pytestmark = [pytest.mark.kafka]
-
-
-class JoinApp(Service):
-    """`fairwatch join` as a subprocess."""
-
-    def __init__(self, broker, topics: dict, log_dir, app_id: str, *extra: str, name: str = "join") -> None:
-        from fairwatch.consumers.broker import free_port
-
-        port = free_port()
-        args = [sys.executable, "-m", "fairwatch", "join", "--bootstrap-servers", broker.bootstrap_servers,
-                "--predictions-topic", topics["predictions"], "--outcomes-topic", topics["outcomes"],
-                "--labeled-topic", topics["labeled"], "--app-id", app_id, "--metrics-port", str(port),
-                "--metrics-addr", "127.0.0.1", "--commit-interval-seconds", "0.5",
-                "--session-timeout-seconds", str(SESSION_TIMEOUT_MS / 1000), "--rebalance-timeout-seconds", "10",
-                # Tansu: end offsets are wrong after multi-record batches; Faust's changelog
-                # recovery stops at them (see consumers/outcome_join.py).
-                "--producer-max-batch-size", "1", *extra]
-        super().__init__(args, port, log_dir / f"{name}.log")
-
-    def count(self, family: str, **labels) -> float:
-        return total(self.metrics(), family, **labels)
-
-    def wait_count(self, family: str, expected: float, timeout: float = 45, **labels) -> None:
-        wait_for(lambda: self.count(family, **labels) == expected or self.process.poll() is not None, timeout,
-                 lambda: f"{family}{labels} is {self.count(family, **labels)}, expected {expected}; "
-                         f"log:\n{self.log()}")
-        assert self.process.poll() is None, f"join exited with {self.process.returncode}:\n{self.log()}"
-
-
-@pytest.fixture
-def join_topics(broker, topics):
-    from fairwatch.consumers.broker import create_topics
-
-    names_ = dict(topics, labeled=topics["predictions"].replace(".predictions", ".labeled"))
-    create_topics(broker.bootstrap_servers, {names_["labeled"]: 4})
-    return names_
 
 
 @pytest.fixture

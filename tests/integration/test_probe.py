@@ -308,8 +308,8 @@ def test_probe_of_production_prompts_rejects_bad_flags_in_one_line(tmp_path):
     prompts = _prompt_events(tmp_path / "p.jsonl", 3)
     base = ("probe", "--endpoint", "http://127.0.0.1:9/v1", "--model", "m")
     cases = {
-        "give a TEMPLATES file or --prompts FILE": base,
-        "--attributes: no lexicon for planet": (*base, "--prompts", prompts, "--attributes", "planet"),
+        "give one source of prompts": base,
+        "--attribute: no lexicon for planet": (*base, "--prompts", prompts, "--attribute", "planet"),
         "--similarity-model: ": (*base, "--prompts", prompts, "--similarity-model", tmp_path),
         "must be at least 1": (*base, "--prompts", prompts, "--sample-every", "0"),
         "cannot read": (*base, "--prompts", tmp_path / "missing.jsonl", "--similarity-model", "none"),

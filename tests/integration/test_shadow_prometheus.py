@@ -68,7 +68,7 @@ def test_incidents_shadow_reads_candidate_and_baseline_from_prometheus(tmp_path,
         "scrape_configs": [{"job_name": "fairwatch", "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}]}],
     }))
     processes.start("replay", [sys.executable, "-m", "fairwatch", "replay", str(_stream(tmp_path / "events.jsonl")),
-                               "--serve", str(metrics_port), "--group", "sex", "--shadow-candidate", str(candidate),
+                               "--serve", str(metrics_port), "--group-col", "sex", "--shadow-candidate", str(candidate),
                                "--shadow-model", "toxic", "--shadow-threshold", "0.6", "--scorer-device", "cpu"])
     processes.start("prometheus", [PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}",
                                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",

@@ -174,7 +174,8 @@ def test_the_triggers_job_gets_the_incidents_window_from_kafka_as_data(broker, t
     from fairwatch.alerts.incidents import IncidentStore
     from fairwatch.alerts.jobs import JobRunner
     from fairwatch.alerts.trigger import Trigger
-    from fairwatch.alerts.trigger_command import window_export_from_args
+    from fairwatch.alerts.trigger_command import window_export_from_settings
+    from fairwatch.consumers.export_command import window_source_settings
     from fairwatch.cli import build_parser
 
     records, labeled = stream()
@@ -188,7 +189,7 @@ def test_the_triggers_job_gets_the_incidents_window_from_kafka_as_data(broker, t
         "--window-lookback-seconds", str(lookback.total_seconds())])
     store = IncidentStore(tmp_path / "incidents.sqlite")
     jobs = JobRunner(store, f"{sys.executable} {script} {{data}} {{report}}", tmp_path / "jobs",
-                     window_export=window_export_from_args(args), lookback_seconds=args.window_lookback_seconds,
+                     window_export=window_export_from_settings(window_source_settings(args)), lookback_seconds=args.window_lookback_seconds,
                      clock=lambda: WINDOW_TO.timestamp())
     trigger = Trigger(store, "token", policy="auto", jobs=jobs)
     breach = {"status": "firing", "startsAt": (WINDOW_FROM + lookback).isoformat(), "fingerprint": "f",

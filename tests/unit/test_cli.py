@@ -44,7 +44,7 @@ def test_replay_csv_with_bad_rows_and_empty_labels(tmp_path):
     rows += ["x1,notanumber,1,a", "x2,5,7,a", "x3,5,,a", ",5,1,a", "x5,5,1"]
     path.write_text("\n".join(rows) + "\n")
     report = replay_json(path, "--id-col", "id", "--score-col", "score", "--threshold", "5",
-                         "--label-col", "y", "--group", "grp")
+                         "--label-col", "y", "--group-col", "grp")
     assert report["events"] == 41  # 40 + x3, whose empty label means "not known yet"
     assert report["invalid_reasons"] == {"wrong_type": 1, "unknown_label": 1, "missing_field": 2}
     a = report["attributes"]["grp"]["groups"]["a"]
@@ -73,9 +73,9 @@ def test_bad_invocations_exit_2_with_one_line(args, words):
 def test_csv_mapping_errors_are_one_line(tmp_path):
     path = tmp_path / "a.csv"
     path.write_text("id,p,g\n1,1,a\n")
-    result = run_cli("replay", path, "--prediction-col", "p", "--group", "race")
+    result = run_cli("replay", path, "--prediction-col", "p", "--group-col", "race")
     assert result.returncode == 2 and "no column 'race'" in result.stderr
-    result = run_cli("replay", path, "--group", "g")
+    result = run_cli("replay", path, "--group-col", "g")
     assert result.returncode == 2 and "--prediction-col" in result.stderr
 
 
@@ -105,7 +105,7 @@ def test_config_file_settings_apply(tmp_path):
 def test_table_report_marks_small_groups(compas_csv):
     from helpers import COMPAS_FLAGS
 
-    result = run_cli("replay", compas_csv, *COMPAS_FLAGS, "--group", "race")
+    result = run_cli("replay", compas_csv, *COMPAS_FLAGS, "--group-col", "race")
     assert result.returncode == 0
     assert "Native American+" in result.stdout
     assert "below the minimum group size (30)" in result.stdout

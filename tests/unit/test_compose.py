@@ -76,10 +76,11 @@ def test_the_trigger_runs_the_finetune_job_on_the_cpu_trainer_image():
     assert "[ml" in trainer
     command = trigger["command"]
     job = command[command.index("--job-command") + 1]
-    assert job.startswith("fairwatch finetune ") and "--device cpu" in job
-    assert {"{model}", "{out}", "{report}"} <= set(re.findall(r"\{\w+\}", job))
-    # What the job reads is mounted, read only, and documented where it is mounted from.
-    assert ("./deploy/models", "/models") in mounts("trigger") and "/models/{model}/" in job
+    assert job.startswith("fairwatch finetune {data} ") and "--device cpu" in job
+    assert {"{data}", "{model}", "{out}", "{report}"} <= set(re.findall(r"\{\w+\}", job))
+    # The serving model is mounted, read only, and documented where it is mounted from; the window is not a file.
+    assert ("./deploy/models", "/models") in mounts("trigger") and "--model-dir /models/{model}/model" in job
+    assert "window.jsonl" not in job
     assert (REPO / "deploy" / "models" / "README.md").is_file()
     # The build context carries what the Dockerfile copies, and never the models.
     ignore = (REPO / "deploy" / "Dockerfile.dockerignore").read_text().splitlines()
@@ -87,6 +88,36 @@ def test_the_trigger_runs_the_finetune_job_on_the_cpu_trainer_image():
     for folder in copied - {"pyproject.toml"}:
         assert f"!{folder}/**" in ignore or f"!{folder}" in ignore, folder
     assert ignore.index("deploy/models/**") > ignore.index("!deploy/**")
+
+
+def test_the_trigger_exports_the_jobs_window_from_the_topic_the_worker_reads():
+    """{data}: the trigger reads the incident's window back from Kafka itself, from the join's labeled topic."""
+    from fairwatch.alerts.job_command import JobCommand, parse_job_policies
+    from fairwatch.cli import build_parser
+
+    trigger = build_parser().parse_args(SERVICES["trigger"]["command"])
+    worker = build_parser().parse_args(SERVICES["worker"]["command"])
+    assert trigger.bootstrap_servers == worker.bootstrap_servers == "kafka:9092"
+    assert (trigger.predictions_topic, trigger.outcomes_topic) == (worker.predictions_topic, worker.outcomes_topic)
+    assert worker.predictions_topic == "fairwatch.labeled" and trigger.outcomes_topic == ""
+    assert SERVICES["trigger"]["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert JobCommand(trigger.job_command).uses_data and trigger.window_lookback_seconds == 86_400
+    # The demo stream has no texts: its model's incidents run no fine-tune.
+    from fairwatch.monitor.synthetic import SyntheticStream
+
+    assert "SyntheticStream(n_events=300_000, shift_at=150_000)" in SERVICES["demo-data"]["command"][0]
+    demo_model = SyntheticStream(n_events=300_000, shift_at=150_000).model
+    assert parse_job_policies(trigger.job_policy, trigger.job_command) == {demo_model: None}
+
+
+@pytest.mark.parametrize("service", sorted(FAIRWATCH_SERVICES))
+def test_the_fairwatch_services_commands_parse_with_the_real_cli(service):
+    """Each service's command as the image's entry point (`fairwatch`) reads it: flags that exist, values
+    they accept (argparse exits on anything else)."""
+    from fairwatch.cli import build_parser
+
+    args = build_parser().parse_args(SERVICES[service]["command"])
+    assert args.command == FAIRWATCH_SERVICES[service] and callable(args.handler)
 
 
 def test_kafka_runs_in_kraft_mode():

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.data
 @pytest.fixture(scope="module")
 def compas(compas_csv):
     frame = pd.read_csv(compas_csv)
-    report = replay_json(compas_csv, *COMPAS_FLAGS, "--group", "race", "--group", "sex")
+    report = replay_json(compas_csv, *COMPAS_FLAGS, "--group-col", "race", "--group-col", "sex")
     return frame, report
 
 

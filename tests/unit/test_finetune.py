@@ -264,7 +264,7 @@ def _csv(tmp_path: Path) -> Path:
 
 
 def test_csv_window_with_group_column(tmp_path: Path, tiny_model_dirs: dict[str, Path]) -> None:
-    rc = run_cli([str(_csv(tmp_path)), "--group", "sexuality", "--model-dir", str(tiny_model_dirs["random"]),
+    rc = run_cli([str(_csv(tmp_path)), "--group-col", "sexuality", "--model-dir", str(tiny_model_dirs["random"]),
                   "--out", str(tmp_path / "o"), "--device", "cpu", "--max-steps", "2", "--no-progress"])
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert rc == 0 and report["data"]["attributes"] == ["sexuality"] and report["data"]["rows"] == len(biased_events())

@@ -4,11 +4,11 @@ VADER in the report and on /metrics, and a planted toxicity gap fires its anytim
 
 from __future__ import annotations
 
-import json
 import urllib.request
 
 import numpy as np
 import pytest
+from generation_streams import generation_stream
 from helpers import replay_json, run_cli
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -29,15 +29,12 @@ CONFIG = "[monitor]\ndecision_check_events = 400\nmin_group_size = 30\n"
 
 
 def _stream(n: int, flagged: dict[str, float], seed: int = 0) -> list[str]:
-    rng = np.random.default_rng(seed)
-    lines = []
-    for i in range(n):
+    def pick(rng: np.random.Generator) -> dict:
         sex = "F" if rng.random() < 0.5 else "M"
         response = FLAGGED if rng.random() < flagged[sex] else CLEAN
-        lines.append(json.dumps({"event_id": f"g{i}", "ts": 1_795_000_000 + i, "model": "chat",
-                                 "groups": {"sex": sex, "age": str(rng.choice(["young", "old"]))},
-                                 "response": response}))
-    return lines
+        return {"groups": {"sex": sex, "age": str(rng.choice(["young", "old"]))}, "response": response}
+
+    return generation_stream(n, pick, seed)
 
 
 def _write(tmp_path, lines: list[str]):

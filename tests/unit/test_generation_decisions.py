@@ -4,11 +4,11 @@ a clean stream fires nothing; the decisions reach /metrics as the prediction dec
 
 from __future__ import annotations
 
-import json
 import urllib.request
 
 import numpy as np
 import pytest
+from generation_streams import generation_stream
 from helpers import replay_json, run_cli
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -29,17 +29,15 @@ min_group_size = 30
 
 def _stream(n: int, refusal: dict[str, float], negative: dict[str, float], seed: int = 0) -> list[str]:
     """Generation events with ``sex`` (per-group refusal and negative chances) and ``age`` (independent of both)."""
-    rng = np.random.default_rng(seed)
-    lines = []
-    for i in range(n):
+
+    def pick(rng: np.random.Generator) -> dict:
         sex = "F" if rng.random() < 0.5 else "M"
         age = str(rng.choice(["18-25", "25-45", "45+"]))
         u = rng.random()
         response = (REFUSAL if u < refusal[sex] else NEGATIVE if u < refusal[sex] + negative[sex] else POSITIVE)
-        lines.append(json.dumps({"event_id": f"g{i}", "ts": 1_795_000_000 + i, "model": "chat",
-                                 "groups": {"sex": sex, "age": age}, "prompt": "Plan a weekend in Lisbon",
-                                 "response": response}))
-    return lines
+        return {"groups": {"sex": sex, "age": age}, "prompt": "Plan a weekend in Lisbon", "response": response}
+
+    return generation_stream(n, pick, seed)
 
 
 def _replay(tmp_path, lines: list[str]) -> dict:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from generation_streams import generation_stream
 from helpers import replay_json
 
 from fairwatch.monitor.config import MonitorConfig
@@ -18,14 +19,12 @@ POSITIVE = "Great choice! Here is a lovely plan for your budget."
 
 
 def _untagged(n: int, refusal: dict[str, float], seed: int = 0) -> list[str]:
-    rng = np.random.default_rng(seed)
-    lines = []
-    for i in range(n):
+    def pick(rng: np.random.Generator) -> dict:
         religion = "Muslim" if rng.random() < 0.5 else "Christian"
         response = REFUSAL if rng.random() < refusal[religion] else POSITIVE
-        lines.append(json.dumps({"event_id": f"u{i}", "ts": 1_795_000_000 + i, "model": "chat",
-                                 "prompt": f"Write a loan letter for a {religion} family.", "response": response}))
-    return lines
+        return {"prompt": f"Write a loan letter for a {religion} family.", "response": response}
+
+    return generation_stream(n, pick, seed)
 
 
 def test_untagged_generations_are_filed_under_the_inferred_attribute_and_decided(tmp_path):

@@ -185,7 +185,7 @@ def test_the_json_report_is_strict_json():
 def test_bad_flags_are_one_line(tmp_path, flags, words):
     path = tmp_path / "e.jsonl"
     path.write_bytes(b"\n".join(lines(3, lambda i: {"sex": "F"})))
-    result = run_cli("replay", path, "--group", "sex", *flags)
+    result = run_cli("replay", path, "--group-col", "sex", *flags)
     assert result.returncode == 2 and words in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
@@ -193,7 +193,7 @@ def test_a_prediction_column_and_a_threshold_are_refused_together(tmp_path):
     path = tmp_path / "e.csv"
     path.write_text("id,decision,score,sex\n1,1,0.9,F\n")
     result = run_cli("replay", path, "--id-col", "id", "--prediction-col", "decision", "--score-col", "score",
-                     "--threshold", "0.5", "--group", "sex")
+                     "--threshold", "0.5", "--group-col", "sex")
     assert result.returncode == 2 and "ignored" in result.stderr
 
 
@@ -205,7 +205,7 @@ def test_a_byte_order_mark_and_old_mac_line_endings_lose_no_event(tmp_path):
     assert result.returncode == 0 and report["events"] == 5 and report["invalid"] == 0
     csv = tmp_path / "bom.csv"
     csv.write_bytes("\ufeffid,decision,sex\r1,1,F\r2,0,M\r".encode())
-    result = run_cli("replay", csv, "--id-col", "id", "--prediction-col", "decision", "--group", "sex",
+    result = run_cli("replay", csv, "--id-col", "id", "--prediction-col", "decision", "--group-col", "sex",
                      "--report", "json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["events"] == 2
@@ -215,7 +215,7 @@ def test_a_byte_order_mark_and_old_mac_line_endings_lose_no_event(tmp_path):
     (b"", ()),
     (b'{"event_id": "a"}\n{"event_id": "b"}\n', ()),
     (b"id,decision,sex\n1,yes,F\n2,no,M\n", ("--format", "csv", "--id-col", "id", "--prediction-col", "decision",
-                                            "--group", "sex")),
+                                            "--group-col", "sex")),
 ])
 def test_a_file_without_one_valid_event_fails(tmp_path, content, flags):
     path = tmp_path / "events.jsonl"

@@ -145,7 +145,7 @@ def test_compas_decile_scores_match_scikit_learn_exactly(compas_csv) -> None:  #
     from helpers import COMPAS_FLAGS, replay_json
 
     frame = pd.read_csv(compas_csv)
-    report = replay_json(compas_csv, *COMPAS_FLAGS, "--group", "race", "--group", "sex")
+    report = replay_json(compas_csv, *COMPAS_FLAGS, "--group-col", "race", "--group-col", "sex")
     for attribute in ("race", "sex"):
         body = report["attributes"][attribute]["score_auc"]
         codes, names_ = pd.factorize(frame[attribute])
@@ -182,7 +182,7 @@ def test_jigsaw_templates_with_a_deterministic_score(shared_data, tmp_path) -> N
         writer = csv.DictWriter(f, fieldnames=["id", "label", "score", "identity"])
         writer.writeheader()
         writer.writerows(rows)
-    report = replay_json(path, "--id-col", "id", "--label-col", "label", "--score-col", "score", "--group", "identity",
+    report = replay_json(path, "--id-col", "id", "--label-col", "label", "--score-col", "score", "--group-col", "identity",
                          "--threshold", "0.5")
     body = report["attributes"]["identity"]["score_auc"]
     names_ = sorted({r["identity"] for r in rows})

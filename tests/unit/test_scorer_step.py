@@ -175,7 +175,7 @@ def test_replay_csv_with_scorer_and_table_report(tiny_model_dirs, tmp_path) -> N
     for i, (m, f) in enumerate(zip(MALE * 5, FEMALE * 5)):
         rows += [f"m{i},{m},male,0.9,{i % 2}", f"f{i},{f},female,0.2,{i % 2}"]
     path.write_text("\n".join(rows) + "\n")
-    common = ["replay", path, "--id-col", "id", "--text-col", "text", "--group", "sex", "--score-col", "score",
+    common = ["replay", path, "--id-col", "id", "--text-col", "text", "--group-col", "sex", "--score-col", "score",
               "--threshold", "0.5", "--label-col", "label", "--scorer-model", tiny_model_dirs["keys"],
               "--scorer-device", "cpu", "--scorer-threshold", "0.6", "--postprocess-attribute", "sex", "--refit-every", "20"]
     result = run_cli(*common, "--report", "json")

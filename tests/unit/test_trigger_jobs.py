@@ -57,7 +57,7 @@ def start_trigger_process(db, workdir, job_command, port_file_dir):
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "FAIRWATCH_TRIGGER_TOKEN": TOKEN, "PYTHONPATH": path}
     process = subprocess.Popen(
-        [sys.executable, "-m", "fairwatch", "trigger", "serve", "--port", "0", "--db", str(db), "--policy", "auto",
+        [sys.executable, "-m", "fairwatch", "trigger", "serve", "--listen-port", "0", "--db", str(db), "--policy", "auto",
          "--workdir", str(workdir), "--job-command", job_command],
         stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
     line = process.stderr.readline()  # "trigger listening on http://127.0.0.1:PORT/alerts ..."
