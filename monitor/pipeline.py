@@ -86,20 +86,23 @@ class _ModelBatch:
         """(event_ids, predictions, labels, scores, timestamps, groups, positions) of a slice."""
         events = self.events[start:stop]
         n = len(events)
-        ts = [e.ts for e in events]
-        try:
-            ts = np.fromiter(ts, np.float64, n)  # a list of floats: faster than np.array
-        except TypeError:  # an event built without a time (not through the parser): NaN, as np.array gives
-            ts = np.array(ts, dtype=np.float64)
         return (
             [e.event_id for e in events],
             np.fromiter([e.prediction for e in events], np.int64, n),  # every one a prediction
             np.array([NO_LABEL if e.label is None else e.label for e in events], dtype=np.int64),
-            np.array([e.score for e in events], dtype=np.float64),  # None -> NaN
-            ts,
+            _floats([e.score for e in events], n),  # None -> NaN
+            _floats([e.ts for e in events], n),
             [e.groups for e in events],
-            np.array(self.positions[start:stop], dtype=np.int64),
+            np.fromiter(self.positions[start:stop], np.int64, n),
         )
+
+
+def _floats(values: list, n: int) -> np.ndarray:
+    """A float64 array of ``values``, None as NaN. ``np.fromiter`` is the fast path (floats only)."""
+    try:
+        return np.fromiter(values, np.float64, n)
+    except TypeError:  # a None among them
+        return np.array(values, dtype=np.float64)
 
 
 class Pipeline:
