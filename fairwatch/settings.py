@@ -9,7 +9,7 @@ table and the key). The rule:
 - ``[kafka]`` (:class:`~fairwatch.consumers.kafka_config.KafkaSettings`) is read
   by every command that connects to Kafka: all of it by ``fairwatch run``, the
   connection keys (brokers, topics, security) by ``join``, ``produce``,
-  ``export`` and ``trigger serve``;
+  ``export``, ``trigger serve`` and ``probe --prompts-from-kafka``;
 - ``[alerts]`` (:class:`~fairwatch.alerts.rules.AlertSettings`) is read by
   ``rules render``, ``dashboards render`` and ``trigger serve``;
 - any other table is an error, and so is an unknown key in a table.
@@ -196,7 +196,7 @@ def reference() -> str:
         "",
         "- The monitor's settings are a `[monitor]` table or, in a file without one, the file's top-level keys.",
         "- `[kafka]` is read by every command that connects to Kafka: all of it by `fairwatch run`, the",
-        "  connection keys by `join`, `produce`, `export` and `trigger serve`:",
+        "  connection keys by `join`, `produce`, `export`, `trigger serve` and `probe --prompts-from-kafka`:",
         f"  {', '.join(f'`{k}`' for k in CONNECTION_KEYS)}.",
         "- `[alerts]` is read by `rules render`, `dashboards render` and `trigger serve`.",
         "- Any other table, and any unknown key, is an error.",
