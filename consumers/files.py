@@ -138,7 +138,7 @@ def read_csv(path: str | Path, mapping: CsvMapping, parser: EventParser, batch_s
     with open_text(path) as handle:
         reader = csv.DictReader(handle)
         mapping.check(csv_header(reader, path), path)
-        now = parser._now()
+        now = parser.now()
         batch: list[Event | Rejection] = []
         for line, row in csv_records(reader):
             if row.__class__ is not dict:  # a record csv cannot read

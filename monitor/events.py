@@ -193,6 +193,10 @@ class EventParser:
         self._now = now
         self._latest_ts = -math.inf  # times up to this are known not to lie in the future
 
+    def now(self) -> float:
+        """The parser's clock: the time given to events without ``ts``."""
+        return self._now()
+
     def _too_late(self, ts: float) -> bool:
         """True when ``ts`` lies more than max_future_seconds past the read time (the clock
         is read only when an event is newer than any accepted so far)."""
