@@ -290,11 +290,18 @@ class Pipeline:
         return self._generation_decisions_for(model).observe(reported, flags, names, position, now=self.clock())
 
     def _generation_decisions_for(self, model: str) -> GenerationDecisions:
+        # The toxic share takes part (and a share of the family error) only with a response classifier.
+        metrics = tuple(GENERATION_DECISION_METRICS if self.response_scorer.classifier is not None else (
+            GENERATION_DECISION_METRICS[:2]))
         decisions = self.generation_decisions.get(model)
+        if decisions is not None and tuple(decisions.metrics) != metrics:
+            # Restored from a snapshot written with (or without) --response-model: a toxic decision that nothing
+            # feeds any more must not keep paging, and a new classifier's share must be decided. Anytime-valid
+            # decisions may restart at any time.
+            log.warning("model %s: generation decisions restart: the response classifier %s since the snapshot",
+                        model, "was added" if "toxic_share_difference" in metrics else "was removed")
+            decisions = None
         if decisions is None:
-            # The toxic share takes part (and a share of the family error) only with a response classifier.
-            metrics = GENERATION_DECISION_METRICS if self.response_scorer.classifier is not None else (
-                GENERATION_DECISION_METRICS[:2])
             decisions = self.generation_decisions[model] = GenerationDecisions(
                 model, metrics=metrics, **decision_settings(self.config, model))
         return decisions
