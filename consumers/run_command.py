@@ -33,7 +33,9 @@ def register(commands) -> None:
     parser.add_argument("--shadow-control", metavar="FILE",
                         help="attach a shadow candidate without a restart: the file `fairwatch incidents attach` "
                              "writes, read between batches when it changes (docs/shadow.md)")
-    parser.add_argument("--attribute", action="append", metavar="ATTR",
+    # dest tracked_attributes: [monitor] attributes. Other commands' --attribute (finetune, probe) names a
+    # lexicon attribute and must not touch the monitor's settings.
+    parser.add_argument("--attribute", action="append", metavar="ATTR", dest="tracked_attributes",
                         help="protected attribute to track (repeatable; default: every attribute events carry)")
     kafka = parser.add_argument_group("kafka")
     add_client_flag(kafka)

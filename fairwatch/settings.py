@@ -121,8 +121,8 @@ def from_args(args: argparse.Namespace, *, kafka_keys: tuple[str, ...] | None = 
     flags = {key: getattr(args, key, None) for key in MONITOR_FLAGS}
     if getattr(args, "intersection", None):
         flags["intersections"] = [spec.split("&") for spec in args.intersection]
-    if getattr(args, "attribute", None):
-        flags["attributes"] = list(args.attribute)
+    if getattr(args, "tracked_attributes", None):  # `fairwatch run --attribute`
+        flags["attributes"] = list(args.tracked_attributes)
     settings = settings.with_monitor(**flags, **monitor_overrides)
     if kafka_keys is not None:
         given = {key: getattr(args, key, None) for key in kafka_keys}

@@ -231,3 +231,16 @@ def test_a_kafka_table_a_replay_does_not_use_is_validated_but_not_checked_agains
     capsys.readouterr()
     assert main(["run", "--config", str(path)]) == 2
     assert "[kafka]: --ssl-cafile /no/such/ca.pem: no such file" in capsys.readouterr().err
+
+
+def test_a_lexicon_attribute_flag_leaves_the_monitor_attributes_alone(tmp_path):
+    """probe's and finetune's --attribute name lexicon attributes: a shared file's [monitor] stays as written."""
+    import argparse
+
+    from fairwatch.settings import from_args
+
+    path = tmp_path / "shared.toml"
+    path.write_text('[monitor]\nattributes = ["race", "sex"]\nintersections = [["race", "sex"]]\n')
+    settings = from_args(argparse.Namespace(config=str(path), attribute=["gender"]))
+    assert settings.monitor.attributes == ["race", "sex"]
+    assert settings.monitor.intersections == [["race", "sex"]]
