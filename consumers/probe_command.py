@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from datetime import datetime, timezone
 
 from fairwatch.cli import UsageError, finite_float
@@ -55,7 +56,9 @@ def register(commands) -> None:
     parser.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the API key (sent as a Bearer token)")
     parser.add_argument("--output", "-o", default="-", help="JSONL file for the events (default: stdout)")
     parser.add_argument("--samples", type=int, default=1, help="counterfactual pairs per template (1)")
-    parser.add_argument("--temperature", type=finite_float, default=1.0, help="sampling temperature, the same for every prompt (1.0)")
+    parser.add_argument("--temperature", type=finite_float, default=None,
+                        help="sampling temperature, the same for every prompt (1.0 for templates; 0 for --prompts, "
+                             "so that a flip is the group words' doing, not sampling noise)")
     parser.add_argument("--max-tokens", type=int, default=256, help="answer length limit (256)")
     parser.add_argument("--seed", type=int, help="seed sent with sample k as SEED+k, shared within a pair (none: no seed sent)")
     parser.add_argument("--timeout", type=finite_float, default=30.0, help="seconds per request (30)")
@@ -97,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     with _output(args.output) as out:
         written, failed = _write_events(out, probe(templates, client, samples=args.samples,
-                                                   temperature=args.temperature, max_tokens=args.max_tokens,
+                                                   temperature=_temperature(args, 1.0), max_tokens=args.max_tokens,
                                                    seed=args.seed))
     print(f"fairwatch probe: {written} events written, {failed} prompts failed", file=sys.stderr)
     return 1 if written == 0 else 0
@@ -171,15 +174,16 @@ def _probe_prompts(args: argparse.Namespace, client) -> int:
             source = sys.stdin if args.prompts == "-" else open(args.prompts, encoding="utf-8", errors="replace")
         except OSError as exc:
             raise UsageError(f"cannot read {args.prompts}: {exc.strerror}") from None
-    scorer, statistics = ResponseScorer(), CounterfactualPairs()
+    scorer, statistics, counts = ResponseScorer(), CounterfactualPairs(), Counter()
 
     def events():
         generator = CounterfactualGenerator(lexicon)
         if records is None:
-            pairs = pairs_from_lines(source, generator, every=args.sample_every, attributes=attributes)
+            pairs = pairs_from_lines(source, generator, every=args.sample_every, attributes=attributes, counts=counts)
         else:
-            pairs = pairs_from_records(records, generator, every=args.sample_every, attributes=attributes)
-        for answered in ask_pairs(pairs, client, concurrency=args.concurrency, temperature=args.temperature,
+            pairs = pairs_from_records(records, generator, every=args.sample_every, attributes=attributes,
+                                       counts=counts)
+        for answered in ask_pairs(pairs, client, concurrency=args.concurrency, temperature=_temperature(args, 0.0),
                                   max_tokens=args.max_tokens, seed=args.seed):
             if not isinstance(answered, tuple):
                 yield answered
@@ -187,7 +191,7 @@ def _probe_prompts(args: argparse.Namespace, client) -> int:
             pair, original, counterfactual = answered
             refused, sentiment = scorer.score_many([original, counterfactual])
             similarity = embedder.similarities([(original, counterfactual)])[0] if embedder else None
-            statistics.update(pair.attribute, refused=(bool(refused[0]), bool(refused[1])),
+            statistics.update(pair.attribute, origin=pair.origin, refused=(bool(refused[0]), bool(refused[1])),
                               sentiment=(float(sentiment[0]), float(sentiment[1])), similarity=similarity)
             now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
             for role, prompt, response in (("original", pair.original, original),
@@ -211,7 +215,9 @@ def _probe_prompts(args: argparse.Namespace, client) -> int:
             raise UsageError(f"cannot write {args.summary}: {exc.strerror}") from None
     else:
         print(summary, file=sys.stderr)
-    print(f"fairwatch probe: {written} events written ({written // 2} pairs), {failed} prompts or lines failed",
+    print(f"fairwatch probe: {counts['sampled']} prompts sampled of {counts['sampled'] + counts['not_sampled']} "
+          f"({counts['without_prompt']} records without a prompt skipped); {written} events written "
+          f"({written // 2} pairs), {failed} pairs or records failed",
           file=sys.stderr)
     return 1 if written == 0 else 0
 
@@ -245,3 +251,7 @@ def _kafka_records(args: argparse.Namespace):
                              f"{exc}") from None
 
     return records()
+
+
+def _temperature(args: argparse.Namespace, default: float) -> float:
+    return default if args.temperature is None else args.temperature

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,41 +41,63 @@ class PromptPair:
     original: str
     counterfactual: str
     swaps: tuple[str, ...]  # "source->target" of each swapped term
+    # The group the prompt was about: the event's tag for the attribute, else the first term swapped out.
+    # Sentiment gaps are kept per origin: averaged over both directions, a bias would cancel itself out.
+    origin: str
+
+
+MAX_ID_CHARS = 120
+
+
+def _printable(text: str) -> str:
+    """An id from the stream, safe for one line of output: control characters escaped, length capped."""
+    text = text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= MAX_ID_CHARS else text[:MAX_ID_CHARS] + "..."
 
 
 def pairs_from_lines(lines: Iterable[str], generator: CounterfactualGenerator, *, every: int = 1,
-                     attributes: set[str] | None = None) -> Iterator[PromptPair | ProbeFailure]:
-    """The counterfactual pairs of the sampled prompts of JSONL generation events (a line needs a string
-    ``prompt``; ``event_id`` is used for sampling and naming). A malformed line yields a ProbeFailure naming it."""
+                     attributes: set[str] | None = None,
+                     counts: Counter | None = None) -> Iterator[PromptPair | ProbeFailure]:
+    """The counterfactual pairs of the sampled prompts of JSONL events: a record that is not JSON yields a
+    ProbeFailure naming it; one without a string ``prompt`` (a prediction, an outcome) is skipped and
+    counted in ``counts["without_prompt"]``. ``event_id`` is used for sampling and naming."""
     numbered = ((f"line {number}", line) for number, line in enumerate(lines, 1))
-    return pairs_from_records(numbered, generator, every=every, attributes=attributes)
+    return pairs_from_records(numbered, generator, every=every, attributes=attributes, counts=counts)
 
 
 def pairs_from_records(records: Iterable[tuple[str, str | bytes]], generator: CounterfactualGenerator, *,
-                       every: int = 1, attributes: set[str] | None = None) -> Iterator[PromptPair | ProbeFailure]:
+                       every: int = 1, attributes: set[str] | None = None,
+                       counts: Counter | None = None) -> Iterator[PromptPair | ProbeFailure]:
     """Like :func:`pairs_from_lines` for ``(where, JSON text)`` records, e.g. Kafka records named
     ``topic/partition@offset``."""
+    counts = Counter() if counts is None else counts
     for where, line in records:
         if not line.strip():
             continue
         try:
             event = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            yield ProbeFailure(where, f"not JSON ({getattr(exc, 'msg', exc)})")
+        except (ValueError, RecursionError) as exc:  # ValueError: bad JSON or UTF-8; RecursionError: deep nesting
+            yield ProbeFailure(where, f"not JSON ({getattr(exc, 'msg', type(exc).__name__)})")
             continue
         if not isinstance(event, dict) or not isinstance(event.get("prompt"), str) or not event["prompt"].strip():
-            yield ProbeFailure(where, "no string `prompt` to probe")
+            counts["without_prompt"] += 1
             continue
         event_id = event.get("event_id")
-        event_id = event_id if isinstance(event_id, str) and event_id else where.replace(" ", "-")
+        event_id = _printable(event_id) if isinstance(event_id, str) and event_id else where.replace(" ", "-")
         if not sampled(event_id, every):
+            counts["not_sampled"] += 1
             continue
+        counts["sampled"] += 1
+        tags = event.get("groups") if isinstance(event.get("groups"), dict) else {}
         for attribute, variants in generator.variants(event["prompt"]).items():
             if attributes is not None and attribute not in attributes:
                 continue
             for k, variant in enumerate(variants):
+                tag = tags.get(attribute)
+                origin = _printable(tag) if isinstance(tag, str) and tag else (
+                    variant.swaps[0].source if variant.swaps else "?")
                 yield PromptPair(f"{event_id}-{attribute}-{k}", attribute, event["prompt"], variant.text,
-                                 tuple(f"{s.source}->{s.target}" for s in variant.swaps))
+                                 tuple(f"{s.source}->{s.target}" for s in variant.swaps), origin)
 
 
 def ask_pairs(pairs: Iterable[PromptPair | ProbeFailure], client: ChatClient, *, concurrency: int = 4,
@@ -91,6 +114,8 @@ def ask_pairs(pairs: Iterable[PromptPair | ProbeFailure], client: ChatClient, *,
             return pair, ask(pair.original), ask(pair.counterfactual)
         except ProbeError as exc:
             return ProbeFailure(pair.event_id, str(exc))
+        except OSError as exc:  # e.g. an ssl.SSLError while reading a reply: this pair's failure, not the run's
+            return ProbeFailure(pair.event_id, f"no answer: {type(exc).__name__}: {' '.join(str(exc).split())}")
 
     def result(item):
         return item if isinstance(item, ProbeFailure) else item.result()

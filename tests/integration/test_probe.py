@@ -266,14 +266,15 @@ def test_probe_of_production_prompts_finds_refusal_flips(chat_server, tmp_path, 
                      "--output", events_path, "--summary", summary_path)
     assert result.returncode == 0, result.stderr
     errors = result.stderr.splitlines()
-    # The two malformed lines cost one line each; every valid sampled prompt was probed.
+    # The line that is not JSON costs one line; the record without a prompt (a prediction, an outcome) is
+    # skipped and counted; every valid sampled prompt was probed.
     assert errors[0] == "fairwatch probe: line 4: not JSON (Expecting value)"
-    assert errors[1] == "fairwatch probe: line 6: no string `prompt` to probe"
     from fairwatch.consumers.prompt_prober import sampled
 
     chosen = [i for i in range(200) if sampled(f"p{i}", 10)]
     assert 5 <= len(chosen) <= 40  # about 1 in 10, the same ids on every run
-    assert errors[-1] == f"fairwatch probe: {2 * len(chosen)} events written ({len(chosen)} pairs), 2 prompts or lines failed"
+    assert errors[-1] == (f"fairwatch probe: {len(chosen)} prompts sampled of 200 (1 records without a prompt "
+                          f"skipped); {2 * len(chosen)} events written ({len(chosen)} pairs), 1 pairs or records failed")
     assert len(chat_server.requests) - before == 2 * len(chosen)
 
     events = [json.loads(line) for line in events_path.read_text().splitlines()]
@@ -301,7 +302,8 @@ def test_probe_of_production_prompts_on_a_clean_model_finds_no_flips(clean_chat_
     assert result.returncode == 0, result.stderr
     gender = json.loads(summary_path.read_text())["attributes"]["gender"]
     assert gender["pairs"] == 60 and gender["refusal_flips"] == 0 and gender["negative_flips"] == 0
-    assert gender["sentiment_gap"] == 0.0 and gender["mean_similarity"] > 0.999  # the same story both times
+    assert gender["sentiment_gap_by_origin"]["female"]["sentiment_gap"] == 0.0
+    assert gender["mean_similarity"] > 0.999  # the same story both times
 
 
 def test_probe_of_production_prompts_rejects_bad_flags_in_one_line(tmp_path):
@@ -344,7 +346,8 @@ def test_probe_reads_production_prompts_from_kafka(chat_server, broker, topics, 
     lines = result.stderr.splitlines()
     bad = [line for line in lines if "not JSON" in line]
     assert len(bad) == 1 and bad[0].startswith(f"fairwatch probe: {topics['predictions']}/"), result.stderr
-    assert lines[-1] == "fairwatch probe: 24 events written (12 pairs), 1 prompts or lines failed"
+    assert lines[-1] == ("fairwatch probe: 12 prompts sampled of 12 (0 records without a prompt skipped); "
+                         "24 events written (12 pairs), 1 pairs or records failed")
     gender = json.loads(summary_path.read_text())["attributes"]["gender"]
     assert gender["pairs"] == 12 and gender["refusal_flip_rate"] == 1.0 and gender["mean_similarity"] is None
 

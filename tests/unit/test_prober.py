@@ -93,17 +93,25 @@ def test_the_rate_limiter_spaces_request_starts_across_threads():
 
 
 def test_production_prompts_are_sampled_by_id_and_swapped_per_attribute():
+    from collections import Counter
+
     from fairwatch.consumers.prompt_prober import pairs_from_lines, sampled
     from fairwatch.monitor.scorer.counterfactuals import CounterfactualGenerator, Lexicon
 
     generator = CounterfactualGenerator(Lexicon.default())
     lines = [json.dumps({"event_id": f"e{i}", "prompt": "Why do Muslims and women pray?"}) for i in range(50)]
     lines += ["", "[1, 2]", json.dumps({"event_id": "x", "prompt": ""})]
-    results = list(pairs_from_lines(lines, generator, every=5))
+    lines += ["[" * 100_000, json.dumps({"event_id": "a\nb" * 100, "prompt": "women"})]
+    counts = Counter()
+    results = list(pairs_from_lines(lines, generator, every=5, counts=counts))
     failures = [r for r in results if isinstance(r, ProbeFailure)]
-    assert [str(f) for f in failures] == ["line 52: no string `prompt` to probe", "line 53: no string `prompt` to probe"]
+    # Deep nesting costs its own line; records without a prompt are predictions or outcomes: skipped, counted.
+    assert [str(f) for f in failures] == ["line 54: not JSON (RecursionError)"]
+    assert counts["without_prompt"] == 2
+    (long_id,) = pairs_from_lines(lines[-1:], generator)  # an id with newlines, 300 characters long
+    assert "\n" not in long_id.event_id and len(long_id.event_id) < 200 and long_id.origin == "women"
     pairs = [r for r in results if not isinstance(r, ProbeFailure)]
-    ids = {p.event_id.split("-")[0] for p in pairs}
+    ids = {p.event_id.split("-")[0] for p in pairs if p.event_id.startswith("e")}
     assert ids == {f"e{i}" for i in range(50) if sampled(f"e{i}", 5)} and 0 < len(ids) < 50
     attributes = {p.attribute for p in pairs}
     assert {"gender", "religion"} <= attributes
