@@ -29,7 +29,7 @@ import urllib.request
 from fairwatch.flags import add_config_file_flag, add_metrics_flags
 from fairwatch.monitor import metric_names as names
 from fairwatch.monitor.breach import FPR_N, FPR_X, SEL_N, SEL_X, TPR_N, TPR_X, MergedDecisions, Totals
-from fairwatch.monitor.config import ModelThresholds, MonitorConfig
+from fairwatch.monitor.config import MonitorConfig
 
 # Decision columns from the exported cells: (column, cells summed).
 DECISION_CELLS = ((SEL_N, ("predictions",)), (SEL_X, ("positives",)), (TPR_N, ("tp", "fn")), (TPR_X, ("tp",)),
@@ -65,16 +65,12 @@ def totals_from_exposition(text: str) -> dict[str, Totals]:
 
 def decider(config: MonitorConfig, model: str) -> MergedDecisions:
     """Merged decisions for ``model`` with the family the workers' pipeline uses, at the full error."""
-    regular = len(config.attributes) + len(config.intersections) if config.attributes else config.max_attributes
-    return MergedDecisions(
-        model, thresholds=ModelThresholds(config, model), attribute_budget=regular,
-        subgroup_attributes=sorted("&".join(c) for c in config.search_intersections()),
-        family_error=config.family_error, min_group_size=config.min_group_size,
-        max_decision_groups=config.max_decision_groups, max_subgroup_cells=config.max_subgroup_cells,
-        block_events=config.decision_block_events, scales=config.decision_scales,
-        staggers=config.decision_staggers, lifetime=config.decision_block_lifetime, check_events=config.decision_check_events,
-        check_seconds=config.decision_check_seconds,
-    )
+    from fairwatch.monitor.model_monitor import decision_settings
+
+    # The workers' own settings (one place), but at the full family error: the merged counts are one stream.
+    settings = {**decision_settings(config, model), "family_error": config.family_error}
+    return MergedDecisions(model, subgroup_attributes=sorted("&".join(c) for c in config.search_intersections()),
+                           **settings)
 
 
 class MergedDecisionCollector:

@@ -5,7 +5,7 @@ column batches: :meth:`ModelMonitor.observe_predictions` for new predictions
 and :meth:`ModelMonitor.observe_labels` for labels that arrive later. Readers
 (the exporter, the report, the scorer step) call its public reading methods
 under the pipeline's lock. It holds no configuration, clock or lock: those
-are passed in, so it pickles as plain state (see ``__getstate__``).
+are passed in, so it pickles as plain state (the pipeline's ``__getstate__`` saves it whole).
 
 >>> from fairwatch.monitor.config import MonitorConfig
 >>> monitor = ModelMonitor("m", MonitorConfig(count_windows=[], time_windows_seconds=[]))
