@@ -256,6 +256,14 @@ class Pipeline:
                     events[i] = Rejection("missing_field", "Object missing required field `groups`, and the "
                                                            "`prompt` names no group the lexicons know")
                     continue
+                tracked = self.config.attributes
+                if tracked is not None and not any(a in tracked for a in groups):
+                    # Filed under the tracked attributes' "unknown" instead, it would mix with tagged traffic.
+                    events[i] = Rejection("missing_field", "Object missing required field `groups`; its `prompt` "
+                                          f"names {', '.join(f'{a}={v}' for a, v in sorted(groups.items()))}, "
+                                          "and none of those attributes is in `attributes` (add it to track "
+                                          "inferred groups)")
+                    continue
                 event.groups = groups
             kept.append(i)
         return kept

@@ -81,3 +81,24 @@ def test_the_pipeline_keeps_inference_out_of_the_prediction_path():
     pipeline = Pipeline(MonitorConfig())
     result = pipeline.process_lines(['{"event_id": "a", "groups": {"sex": "F"}, "prediction": 1}'])
     assert not result.rejected and pipeline.prompt_groups._generator is None  # the lexicons were never loaded
+
+
+def test_an_inferred_group_outside_the_configured_attributes_is_refused_in_one_line():
+    """With `attributes` configured, an untagged generation whose prompt names only untracked attributes is
+    refused, not filed under the tracked attributes' `unknown` beside tagged traffic."""
+    from fairwatch.monitor.config import MonitorConfig
+    from fairwatch.monitor.pipeline import Pipeline
+
+    pipeline = Pipeline(MonitorConfig(attributes=["sex"], count_windows=[], time_windows_seconds=[]))
+    result = pipeline.process_lines([
+        b'{"event_id":"1","model":"chat","groups":{"sex":"F"},"prompt":"Hi","response":"ok"}',
+        b'{"event_id":"2","model":"chat","prompt":"Write a story for a woman","response":"ok"}',
+    ])
+    ((position, rejection),) = result.rejected
+    assert position == 1 and "inferred_gender=" in rejection.message
+    assert "none of those attributes is in `attributes`" in rejection.message
+    assert "\n" not in rejection.message
+    assert pipeline.monitor("chat").group_names() == {"sex": ["F"]}  # the tagged event alone, no "unknown"
+    tracking = Pipeline(MonitorConfig(attributes=["sex", "inferred_gender"], count_windows=[], time_windows_seconds=[]))
+    assert not tracking.process_lines([b'{"event_id":"2","model":"chat","prompt":"Write a story for a woman",'
+                                       b'"response":"ok"}']).rejected
