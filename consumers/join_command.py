@@ -55,6 +55,10 @@ def register(commands) -> None:
     parser.add_argument("--stall-warning-seconds", type=finite_float, default=defaults.stall_warning_seconds,
                         help="log one warning when the join stays not ready (rebalancing, or dropped from its "
                              f"group) this long ({defaults.stall_warning_seconds:g})")
+    parser.add_argument("--exit-on-stall", action="store_true",
+                        help="exit with status 75 when dropped from the group and not rejoining for the stall "
+                             "warning's time plus the rebalance timeout, for a supervisor to restart the join "
+                             "(off: it only warns)")
     parser.add_argument("--auto-offset-reset", choices=("earliest", "latest"), default=defaults.auto_offset_reset,
                         help=f"where a new group starts ({defaults.auto_offset_reset})")
     parser.add_argument("--producer-max-batch-size", type=int, metavar="BYTES",
@@ -137,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
         session_timeout_seconds=args.session_timeout_ms / 1000,
         rebalance_timeout_seconds=args.rebalance_timeout_ms / 1000,
         max_poll_interval_seconds=args.max_poll_interval_ms / 1000,
-        stall_warning_seconds=args.stall_warning_seconds, auto_offset_reset=args.auto_offset_reset,
+        stall_warning_seconds=args.stall_warning_seconds, exit_on_stall=args.exit_on_stall,
+        auto_offset_reset=args.auto_offset_reset,
         producer_max_batch_size=args.producer_max_batch_size,
         client_kwargs={"broker_credentials": credentials} if credentials is not None else {},
     )

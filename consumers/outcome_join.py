@@ -55,6 +55,7 @@ imports without it.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -102,6 +103,9 @@ class JoinSettings:
     max_poll_interval_seconds: float = 300.0
     # Not ready (rebalancing, recovering, or dropped from the group) for this long: one warning line.
     stall_warning_seconds: float = 60.0
+    # Dropped from the group (no member id) for the stall warning's time plus a rebalance timeout: exit with
+    # EXIT_STALLED so that a supervisor restarts it (the restart forwards what was left, at least once).
+    exit_on_stall: bool = False
     auto_offset_reset: str = "earliest"
     # 1 = one record per produced batch. Tansu's ListOffsets answers the base offset of the last batch + 1,
     # and Faust's changelog recovery reads up to that offset: with several records per batch it stops short.
@@ -281,14 +285,23 @@ class ReadyWatch:
                         now - self.since, self.describe())
 
 
-def _describe(app, settings: JoinSettings) -> str:
-    """The join's group state, in one line (for the stall warning). aiokafka internals: best effort."""
+EXIT_STALLED = 75  # EX_TEMPFAIL: dropped from the group and not rejoining (--exit-on-stall); restart it
+
+
+def _member(app) -> tuple[str | None, object]:
+    """(member id, "" once dropped from the group; generation) from aiokafka's coordinator; (None, "?") when
+    they cannot be read (aiokafka internals: best effort)."""
     try:
         coordinator = app.consumer._thread._ensure_consumer()._coordinator
-        member = coordinator.member_id or "none (dropped from the group)"
-        generation = coordinator.generation
+        return coordinator.member_id, coordinator.generation
     except Exception:  # noqa: BLE001 (a diagnostic must not fail the timer)
-        member = generation = "?"
+        return None, "?"
+
+
+def _describe(app, settings: JoinSettings) -> str:
+    """The join's group state, in one line (for the stall warning)."""
+    member, generation = _member(app)
+    member = "?" if member is None else member or "none (dropped from the group)"
     return (f"member {member}, generation {generation}, rebalancing {bool(app.rebalancing)}, "
             f"recovering {bool(app.in_recovery)}, assigned {len(app.consumer.assignment())} partitions; "
             f"a loop blocked longer than the max poll interval ({settings.max_poll_interval_seconds:g} s) "
@@ -385,10 +398,18 @@ def build_app(settings: JoinSettings, metrics: JoinMetrics):
 
     @app.timer(min(max(settings.stall_warning_seconds / 4, 0.25), 5.0))
     async def watch_ready():
-        watch.check(ready())
+        is_ready = ready()
+        watch.check(is_ready)
+        if settings.exit_on_stall and not is_ready and watch.logged and _member(app)[0] == "":
+            dropped = time.monotonic() - watch.since
+            if dropped >= settings.stall_warning_seconds + settings.rebalance_timeout_seconds:
+                log.error("dropped from the group and not rejoining for %.0f s: exiting with status %d "
+                          "(--exit-on-stall) for a restart", dropped, EXIT_STALLED)
+                logging.shutdown()
+                os._exit(EXIT_STALLED)  # the consumer thread is stuck: a clean stop would wait on it
 
     app.fairwatch_logic = logic
     return app
 
 
-__all__ = ["JoinSettings", "JoinMetrics", "JoinLogic", "ReadyWatch", "build_app", "heartbeat_interval", "topic_partitions", "DEFAULT_LABELED_TOPIC"]
+__all__ = ["JoinSettings", "JoinMetrics", "JoinLogic", "ReadyWatch", "EXIT_STALLED", "build_app", "heartbeat_interval", "topic_partitions", "DEFAULT_LABELED_TOPIC"]

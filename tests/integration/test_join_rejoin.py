@@ -15,6 +15,7 @@ from test_outcome_join import outcome, prediction, read_topic
 
 pytest.importorskip("faust", reason="the kafka extra (faust-streaming) is not installed")
 
+from fairwatch.consumers.outcome_join import EXIT_STALLED  # noqa: E402
 from fairwatch.monitor import metric_names as names  # noqa: E402
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -106,12 +107,12 @@ def test_a_join_stopped_past_its_session_forwards_every_later_outcome(broker, jo
     assert _forwarded_outcomes(broker, t, 40) == sorted(ids)
 
 
-def test_a_loop_blocked_past_a_short_poll_interval_is_reported_and_a_restart_loses_nothing(
+def test_a_loop_blocked_past_a_short_poll_interval_is_reported_exits_and_a_restart_loses_nothing(
         broker, join_topics, start_join):
     t = join_topics
     # The old failure, on purpose: a 4 s poll interval and a 10 s blocked loop. aiokafka leaves the group and
     # rejoins only at the next fetch, which Faust, its partitions revoked, does not make.
-    app = start_join("--max-poll-interval-ms", "4000", "--stall-warning-seconds", "3", block=10)
+    app = start_join("--max-poll-interval-ms", "4000", "--stall-warning-seconds", "3", "--exit-on-stall", block=10)
     ids = [f"b{i}" for i in range(20)]
     _forward_predictions(broker, t, app, ids)
     _block(broker, t, app, ids[:10])
@@ -124,7 +125,10 @@ def test_a_loop_blocked_past_a_short_poll_interval_is_reported_and_a_restart_los
     stalled_at = app.count(names.JOIN_OUTCOMES, status="joined")
     assert stalled_at < 20, "not stalled: this test no longer shows the failure it guards against"
 
-    app.stop()  # kill -9, as a supervisor restarting a stalled join would (SIGTERM waits on the stuck consumer)
+    # --exit-on-stall: dropped 3 s (the warning) + 10 s (the rebalance timeout), it exits for a restart.
+    wait_for(lambda: app.process.poll() is not None, 60, lambda: f"the stalled join did not exit; log:\n{app.log()}")
+    assert app.process.returncode == EXIT_STALLED, app.log()
+    assert "exiting with status 75 (--exit-on-stall)" in app.log()
     restarted = start_join(name="restarted")
     restarted.wait_count(names.JOIN_READY, 1, timeout=60)
     # Its offsets were not committed past what it forwarded: the restart re-reads the rest.
