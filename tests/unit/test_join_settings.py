@@ -76,3 +76,14 @@ def test_not_ready_past_the_limit_is_one_warning_then_one_line_when_ready_again(
             now[0] = t
             watch.check(False)
         assert not caplog.records
+
+
+def test_the_flags_default_to_the_settings_and_the_exit_is_opt_in():
+    from fairwatch.cli import build_parser
+
+    args = build_parser().parse_args(["join"])
+    defaults = JoinSettings()
+    assert args.max_poll_interval_ms == 300000 and args.session_timeout_ms == 45000
+    assert args.rebalance_timeout_ms == 60000
+    assert args.stall_warning_seconds == defaults.stall_warning_seconds and args.exit_on_stall is False
+    assert build_parser().parse_args(["join", "--exit-on-stall"]).exit_on_stall is True
