@@ -48,6 +48,17 @@ def register(commands) -> None:
     add_flag(parser, "--rebalance-timeout-ms", type=int, default=seconds_to_ms(defaults.rebalance_timeout_seconds),
              aliases=("--rebalance-timeout-seconds",), alias_type=finite_float, alias_convert=seconds_to_ms,
              help=f"how long a rebalance waits for members ({seconds_to_ms(defaults.rebalance_timeout_seconds)})")
+    parser.add_argument("--max-poll-interval-ms", type=int, default=seconds_to_ms(defaults.max_poll_interval_seconds),
+                        help="longest time between two fetches before the member leaves its group; keep it "
+                             "well above the slowest batch on a loaded machine "
+                             f"({seconds_to_ms(defaults.max_poll_interval_seconds)})")
+    parser.add_argument("--stall-warning-seconds", type=finite_float, default=defaults.stall_warning_seconds,
+                        help="log one warning when the join stays not ready (rebalancing, or dropped from its "
+                             f"group) this long ({defaults.stall_warning_seconds:g})")
+    parser.add_argument("--exit-on-stall", action="store_true",
+                        help="exit with status 75 when dropped from the group and not rejoining for the stall "
+                             "warning's time plus the rebalance timeout, for a supervisor to restart the join "
+                             "(off: it only warns)")
     parser.add_argument("--auto-offset-reset", choices=("earliest", "latest"), default=defaults.auto_offset_reset,
                         help=f"where a new group starts ({defaults.auto_offset_reset})")
     parser.add_argument("--producer-max-batch-size", type=int, metavar="BYTES",
@@ -92,8 +103,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("fairwatch join needs faust-streaming: pip install 'fairwatch[kafka]'") from None
     if args.ttl_seconds <= 0:
         raise UsageError("--ttl-seconds must be positive")
-    if args.session_timeout_ms <= 0 or args.rebalance_timeout_ms <= 0:
-        raise UsageError("--session-timeout-ms and --rebalance-timeout-ms must be positive")
+    if args.session_timeout_ms <= 0 or args.rebalance_timeout_ms <= 0 or args.max_poll_interval_ms <= 0:
+        raise UsageError("--session-timeout-ms, --rebalance-timeout-ms and --max-poll-interval-ms must be positive")
+    if args.stall_warning_seconds <= 0:
+        raise UsageError("--stall-warning-seconds must be positive")
     from fairwatch.settings import from_args
 
     kafka = from_args(args, kafka_keys=CONNECTION_KEYS).kafka
@@ -126,7 +139,10 @@ def run(args: argparse.Namespace) -> int:
         ttl_seconds=args.ttl_seconds, sweep_interval_seconds=args.sweep_seconds,
         partitions=found[predictions_topic], commit_interval_seconds=args.commit_interval_seconds,
         session_timeout_seconds=args.session_timeout_ms / 1000,
-        rebalance_timeout_seconds=args.rebalance_timeout_ms / 1000, auto_offset_reset=args.auto_offset_reset,
+        rebalance_timeout_seconds=args.rebalance_timeout_ms / 1000,
+        max_poll_interval_seconds=args.max_poll_interval_ms / 1000,
+        stall_warning_seconds=args.stall_warning_seconds, exit_on_stall=args.exit_on_stall,
+        auto_offset_reset=args.auto_offset_reset,
         producer_max_batch_size=args.producer_max_batch_size,
         client_kwargs={"broker_credentials": credentials} if credentials is not None else {},
     )

@@ -55,6 +55,7 @@ imports without it.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -92,8 +93,19 @@ class JoinSettings:
     sweep_interval_seconds: float | None = None  # default: ttl / 10, between 0.5 s and 60 s
     partitions: int | None = None  # default: read from the predictions topic
     commit_interval_seconds: float = 2.0
-    session_timeout_seconds: float = 10.0
-    rebalance_timeout_seconds: float = 10.0
+    # Kafka's consumer defaults (45 s session, 300 s poll interval) and Faust's rebalance timeout. The poll
+    # interval bounds the time between two fetches of the app: a batch (or a CPU-starved loop) slower than it
+    # makes aiokafka leave the group, and it rejoins only at the next fetch, which Faust, its partitions
+    # revoked, never makes: the join stalls until restarted (see docs/kafka.md). It must stay well above the
+    # worst batch time, and it no longer follows the rebalance timeout (10 s before, which a loaded machine met).
+    session_timeout_seconds: float = 45.0
+    rebalance_timeout_seconds: float = 60.0
+    max_poll_interval_seconds: float = 300.0
+    # Not ready (rebalancing, recovering, or dropped from the group) for this long: one warning line.
+    stall_warning_seconds: float = 60.0
+    # Dropped from the group (no member id) for the stall warning's time plus a rebalance timeout: exit with
+    # EXIT_STALLED so that a supervisor restarts it (the restart forwards what was left, at least once).
+    exit_on_stall: bool = False
     auto_offset_reset: str = "earliest"
     # 1 = one record per produced batch. Tansu's ListOffsets answers the base offset of the last batch + 1,
     # and Faust's changelog recovery reads up to that offset: with several records per batch it stops short.
@@ -241,6 +253,61 @@ class JoinLogic:
         return len(orphaned), expired
 
 
+def heartbeat_interval(session_timeout_seconds: float) -> float:
+    """A fifth of the session, at most Kafka's default 3 s, at least 0.5 s."""
+    return min(max(session_timeout_seconds / 5, 0.5), 3.0)
+
+
+class ReadyWatch:
+    """One warning line when the join stays not ready for ``stall_seconds``; one info line when it recovers.
+
+    Not ready = rebalancing, recovering its tables, or dropped from its group and not rejoined: the
+    ``fairwatch_join_ready`` gauge shows the same state (0) on /metrics, for an alert with a ``for:``.
+    """
+
+    def __init__(self, stall_seconds: float, describe, clock=time.monotonic) -> None:
+        self.stall_seconds, self.describe, self.clock = stall_seconds, describe, clock
+        self.since: float | None = None  # when it stopped being ready (None: ready)
+        self.logged = False
+
+    def check(self, ready: bool) -> None:
+        now = self.clock()
+        if ready:
+            if self.logged:
+                log.info("ready again after %.0f s", now - self.since)
+            self.since, self.logged = None, False
+            return
+        if self.since is None:
+            self.since = now
+        elif not self.logged and now - self.since >= self.stall_seconds:
+            self.logged = True
+            log.warning("not ready for %.0f s (fairwatch_join_ready 0), nothing is forwarded: %s",
+                        now - self.since, self.describe())
+
+
+EXIT_STALLED = 75  # EX_TEMPFAIL: dropped from the group and not rejoining (--exit-on-stall); restart it
+
+
+def _member(app) -> tuple[str | None, object]:
+    """(member id, "" once dropped from the group; generation) from aiokafka's coordinator; (None, "?") when
+    they cannot be read (aiokafka internals: best effort)."""
+    try:
+        coordinator = app.consumer._thread._ensure_consumer()._coordinator
+        return coordinator.member_id, coordinator.generation
+    except Exception:  # noqa: BLE001 (a diagnostic must not fail the timer)
+        return None, "?"
+
+
+def _describe(app, settings: JoinSettings) -> str:
+    """The join's group state, in one line (for the stall warning)."""
+    member, generation = _member(app)
+    member = "?" if member is None else member or "none (dropped from the group)"
+    return (f"member {member}, generation {generation}, rebalancing {bool(app.rebalancing)}, "
+            f"recovering {bool(app.in_recovery)}, assigned {len(app.consumer.assignment())} partitions; "
+            f"a loop blocked longer than the max poll interval ({settings.max_poll_interval_seconds:g} s) "
+            f"leaves the group and may not rejoin: restart the join (it resumes from its committed offsets)")
+
+
 def _nothing() -> None:
     return None
 
@@ -278,9 +345,9 @@ def build_app(settings: JoinSettings, metrics: JoinMetrics):
         broker_commit_interval=settings.commit_interval_seconds,
         broker_commit_every=1000,
         broker_session_timeout=settings.session_timeout_seconds,
-        broker_heartbeat_interval=max(settings.session_timeout_seconds / 5, 0.5),
+        broker_heartbeat_interval=heartbeat_interval(settings.session_timeout_seconds),
         broker_rebalance_timeout=settings.rebalance_timeout_seconds,
-        broker_max_poll_interval=max(settings.rebalance_timeout_seconds, 10.0),
+        broker_max_poll_interval=settings.max_poll_interval_seconds,
         consumer_auto_offset_reset=settings.auto_offset_reset,
         producer_acks=-1,
         web_enabled=False,  # /metrics is served by prometheus-client
@@ -306,7 +373,11 @@ def build_app(settings: JoinSettings, metrics: JoinMetrics):
         nonlocal recovered
         recovered = True
 
-    metrics.ready.set_function(lambda: float(recovered and not app.rebalancing and not app.in_recovery))
+    def ready() -> bool:
+        return recovered and not app.rebalancing and not app.in_recovery
+
+    metrics.ready.set_function(lambda: float(ready()))
+    watch = ReadyWatch(settings.stall_warning_seconds, lambda: _describe(app, settings))
 
     @app.agent(source)
     async def join(stream):
@@ -325,8 +396,20 @@ def build_app(settings: JoinSettings, metrics: JoinMetrics):
         if orphaned or expired:
             log.info("TTL sweep: %d orphaned outcomes, %d predictions expired without outcome", orphaned, expired)
 
+    @app.timer(min(max(settings.stall_warning_seconds / 4, 0.25), 5.0))
+    async def watch_ready():
+        is_ready = ready()
+        watch.check(is_ready)
+        if settings.exit_on_stall and not is_ready and watch.logged and _member(app)[0] == "":
+            dropped = time.monotonic() - watch.since
+            if dropped >= settings.stall_warning_seconds + settings.rebalance_timeout_seconds:
+                log.error("dropped from the group and not rejoining for %.0f s: exiting with status %d "
+                          "(--exit-on-stall) for a restart", dropped, EXIT_STALLED)
+                logging.shutdown()
+                os._exit(EXIT_STALLED)  # the consumer thread is stuck: a clean stop would wait on it
+
     app.fairwatch_logic = logic
     return app
 
 
-__all__ = ["JoinSettings", "JoinMetrics", "JoinLogic", "build_app", "topic_partitions", "DEFAULT_LABELED_TOPIC"]
+__all__ = ["JoinSettings", "JoinMetrics", "JoinLogic", "ReadyWatch", "EXIT_STALLED", "build_app", "heartbeat_interval", "topic_partitions", "DEFAULT_LABELED_TOPIC"]
