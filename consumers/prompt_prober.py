@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from fairwatch.monitor.scorer.counterfactuals import CounterfactualGenerator
 
+from .dead_letters import one_line
 from .prober import ChatClient, ProbeError, ProbeFailure
 
 __all__ = ["PromptPair", "ask_pairs", "pairs_from_lines", "pairs_from_records", "sampled"]
@@ -46,13 +47,7 @@ class PromptPair:
     origin: str
 
 
-MAX_ID_CHARS = 120
-
-
-def _printable(text: str) -> str:
-    """An id from the stream, safe for one line of output: control characters escaped, length capped."""
-    text = text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
-    return text if len(text) <= MAX_ID_CHARS else text[:MAX_ID_CHARS] + "..."
+MAX_ID_CHARS = 120  # stream ids in output lines: one line, capped (dead_letters.one_line)
 
 
 def pairs_from_lines(lines: Iterable[str], generator: CounterfactualGenerator, *, every: int = 1,
@@ -83,7 +78,8 @@ def pairs_from_records(records: Iterable[tuple[str, str | bytes]], generator: Co
             counts["without_prompt"] += 1
             continue
         event_id = event.get("event_id")
-        event_id = _printable(event_id) if isinstance(event_id, str) and event_id else where.replace(" ", "-")
+        event_id = (one_line(event_id, MAX_ID_CHARS) if isinstance(event_id, str) and event_id
+                    else where.replace(" ", "-"))
         if not sampled(event_id, every):
             counts["not_sampled"] += 1
             continue
@@ -94,7 +90,7 @@ def pairs_from_records(records: Iterable[tuple[str, str | bytes]], generator: Co
                 continue
             for k, variant in enumerate(variants):
                 tag = tags.get(attribute)
-                origin = _printable(tag) if isinstance(tag, str) and tag else (
+                origin = one_line(tag, MAX_ID_CHARS) if isinstance(tag, str) and tag else (
                     variant.swaps[0].source if variant.swaps else "?")
                 yield PromptPair(f"{event_id}-{attribute}-{k}", attribute, event["prompt"], variant.text,
                                  tuple(f"{s.source}->{s.target}" for s in variant.swaps), origin)
@@ -115,7 +111,7 @@ def ask_pairs(pairs: Iterable[PromptPair | ProbeFailure], client: ChatClient, *,
         except ProbeError as exc:
             return ProbeFailure(pair.event_id, str(exc))
         except OSError as exc:  # e.g. an ssl.SSLError while reading a reply: this pair's failure, not the run's
-            return ProbeFailure(pair.event_id, f"no answer: {type(exc).__name__}: {' '.join(str(exc).split())}")
+            return ProbeFailure(pair.event_id, f"no answer: {type(exc).__name__}: {one_line(str(exc))}")
 
     def result(item):
         return item if isinstance(item, ProbeFailure) else item.result()

@@ -29,31 +29,20 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from river import stats
+
 from ..rates import Z95, wilson_interval
 from .response_scores import NEGATIVE_SENTIMENT
 
 __all__ = ["CounterfactualPairs"]
 
 
-@dataclass
-class _Gap:
-    """Welford's running mean and sum of squares of the sentiment differences."""
-
-    pairs: int = 0
-    mean: float = 0.0
-    m2: float = 0.0
-
-    def add(self, difference: float) -> None:
-        self.pairs += 1
-        delta = difference - self.mean
-        self.mean += delta / self.pairs
-        self.m2 += delta * (difference - self.mean)
-
-    def get(self) -> dict:
-        n = self.pairs
-        spread = Z95 * math.sqrt(self.m2 / (n - 1) / n) if n > 1 else None  # JSON has no NaN
-        interval = [self.mean - spread, self.mean + spread] if spread is not None else [None, None]
-        return {"pairs": n, "sentiment_gap": self.mean, "sentiment_gap_interval": interval}
+def _gap(differences: stats.Var) -> dict:
+    """Mean sentiment difference with a normal 95% interval, from River's running variance (Welford)."""
+    n, mean = int(differences.mean.n), differences.mean.get()
+    spread = Z95 * math.sqrt(differences.get() / n) if n > 1 else None  # JSON has no NaN
+    interval = [mean - spread, mean + spread] if spread is not None else [None, None]
+    return {"pairs": n, "sentiment_gap": mean, "sentiment_gap_interval": interval}
 
 
 @dataclass
@@ -61,7 +50,7 @@ class _Attribute:
     pairs: int = 0
     refusal_flips: int = 0
     negative_flips: int = 0
-    gaps: dict = field(default_factory=dict)  # origin -> _Gap
+    gaps: dict = field(default_factory=dict)  # origin -> river stats.Var of the sentiment differences
     abs_change_sum: float = 0.0
     similarity_sum: float = 0.0
     similarity_count: int = 0
@@ -87,7 +76,7 @@ class CounterfactualPairs:
         row.refusal_flips += refused[0] != refused[1]
         row.negative_flips += (sentiment[0] <= NEGATIVE_SENTIMENT) != (sentiment[1] <= NEGATIVE_SENTIMENT)
         difference = sentiment[1] - sentiment[0]
-        row.gaps.setdefault(origin, _Gap()).add(difference)
+        row.gaps.setdefault(origin, stats.Var()).update(difference)
         row.abs_change_sum += abs(difference)
         if similarity is not None:
             row.similarity_sum += similarity
@@ -107,7 +96,7 @@ class CounterfactualPairs:
                 "negative_flips": row.negative_flips,
                 "negative_flip_rate": row.negative_flips / n,
                 "negative_flip_rate_interval": _wilson(row.negative_flips, n),
-                "sentiment_gap_by_origin": {origin: gap.get() for origin, gap in sorted(row.gaps.items())},
+                "sentiment_gap_by_origin": {origin: _gap(gap) for origin, gap in sorted(row.gaps.items())},
                 "mean_abs_sentiment_change": row.abs_change_sum / n,
                 "mean_similarity": (row.similarity_sum / row.similarity_count
                                     if row.similarity_count else None),
