@@ -62,6 +62,7 @@ from dataclasses import dataclass, field
 import msgspec
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from fairwatch.consumers.join_config import JoinOptions
 from fairwatch.consumers.kafka_config import KafkaSettings
 from fairwatch.monitor.events import EventParser, PredictionCopy, Rejection
 from fairwatch.monitor.metric_names import (
@@ -77,9 +78,10 @@ from fairwatch.monitor.metric_names import (
 log = logging.getLogger("fairwatch.join")
 
 
-DEFAULT_LABELED_TOPIC = "fairwatch.labeled"
 _KAFKA_DEFAULTS = KafkaSettings()
-DEFAULT_TTL_SECONDS = 7 * 24 * 3600.0
+_JOIN_DEFAULTS = JoinOptions()  # the [join] table's defaults, defined there
+DEFAULT_LABELED_TOPIC = _JOIN_DEFAULTS.labeled_topic
+DEFAULT_TTL_SECONDS = _JOIN_DEFAULTS.ttl_seconds
 
 
 @dataclass
@@ -88,25 +90,23 @@ class JoinSettings:
     predictions_topic: str = _KAFKA_DEFAULTS.predictions_topic
     outcomes_topic: str = _KAFKA_DEFAULTS.outcomes_topic
     labeled_topic: str = DEFAULT_LABELED_TOPIC
-    app_id: str = "fairwatch-join"  # also the consumer group and the changelog topics' prefix
+    app_id: str = _JOIN_DEFAULTS.app_id  # also the consumer group and the changelog topics' prefix
     ttl_seconds: float = DEFAULT_TTL_SECONDS
     sweep_interval_seconds: float | None = None  # default: ttl / 10, between 0.5 s and 60 s
     partitions: int | None = None  # default: read from the predictions topic
-    commit_interval_seconds: float = 2.0
-    # Kafka's consumer defaults (45 s session, 300 s poll interval) and Faust's rebalance timeout. The poll
-    # interval bounds the time between two fetches of the app: a batch (or a CPU-starved loop) slower than it
-    # makes aiokafka leave the group, and it rejoins only at the next fetch, which Faust, its partitions
-    # revoked, never makes: the join stalls until restarted (see docs/kafka.md). It must stay well above the
-    # worst batch time, and it no longer follows the rebalance timeout (10 s before, which a loaded machine met).
-    session_timeout_seconds: float = 45.0
-    rebalance_timeout_seconds: float = 60.0
-    max_poll_interval_seconds: float = 300.0
+    commit_interval_seconds: float = _JOIN_DEFAULTS.commit_interval_seconds
+    # A batch (or a CPU-starved loop) slower than the poll interval makes aiokafka leave the group, and it
+    # rejoins only at the next fetch, which Faust, its partitions revoked, never makes: the join stalls until
+    # restarted (see docs/kafka.md). The defaults are Kafka's and Faust's ([join] table, consumers/join_config.py).
+    session_timeout_seconds: float = _JOIN_DEFAULTS.session_timeout_ms / 1000
+    rebalance_timeout_seconds: float = _JOIN_DEFAULTS.rebalance_timeout_ms / 1000
+    max_poll_interval_seconds: float = _JOIN_DEFAULTS.max_poll_interval_ms / 1000
     # Not ready (rebalancing, recovering, or dropped from the group) for this long: one warning line.
-    stall_warning_seconds: float = 60.0
+    stall_warning_seconds: float = _JOIN_DEFAULTS.stall_warning_seconds
     # Dropped from the group (no member id) for the stall warning's time plus a rebalance timeout: exit with
     # EXIT_STALLED so that a supervisor restarts it (the restart forwards what was left, at least once).
-    exit_on_stall: bool = False
-    auto_offset_reset: str = "earliest"
+    exit_on_stall: bool = _JOIN_DEFAULTS.exit_on_stall
+    auto_offset_reset: str = _JOIN_DEFAULTS.auto_offset_reset
     # 1 = one record per produced batch. Tansu's ListOffsets answers the base offset of the last batch + 1,
     # and Faust's changelog recovery reads up to that offset: with several records per batch it stops short.
     producer_max_batch_size: int | None = None

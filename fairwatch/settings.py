@@ -12,6 +12,8 @@ table and the key). The rule:
   ``export``, ``trigger serve`` and ``probe --prompts-from-kafka``;
 - ``[alerts]`` (:class:`~fairwatch.alerts.rules.AlertSettings`) is read by
   ``rules render``, ``dashboards render`` and ``trigger serve``;
+- ``[join]`` (:class:`~fairwatch.consumers.join_config.JoinOptions`) is read by
+  ``fairwatch join``;
 - any other table is an error, and so is an unknown key in a table.
 
 A flag given on the command line wins over the file; each default is defined
@@ -40,6 +42,7 @@ import msgspec
 import msgspec.inspect as mi
 
 from fairwatch.alerts.rules import AlertSettings, moved_key
+from fairwatch.consumers.join_config import JoinOptions
 from fairwatch.consumers.kafka_config import CONNECTION_KEYS, KafkaSettings, parse_kafka_settings
 from fairwatch.monitor.config import (ConfigError, MonitorConfig, ThresholdOverride, Thresholds, located,
                                       monitor_table, parse_config, read_toml)
@@ -47,7 +50,8 @@ from fairwatch.monitor.config import (ConfigError, MonitorConfig, ThresholdOverr
 __all__ = ["Settings", "parse_settings", "load_settings", "from_args", "reference", "TABLES", "CONNECTION_KEYS"]
 
 # The tables of the file and the struct that owns each (beside its owner: the core never imports the others).
-TABLES: dict[str, type] = {"monitor": MonitorConfig, "kafka": KafkaSettings, "alerts": AlertSettings}
+TABLES: dict[str, type] = {"monitor": MonitorConfig, "kafka": KafkaSettings, "alerts": AlertSettings,
+                           "join": JoinOptions}
 # Flags of the pipeline commands that set [monitor] keys (fairwatch.flags.add_config_flags, run's --attribute).
 MONITOR_FLAGS = ("min_group_size", "privacy_floor", "exemplars")
 
@@ -58,6 +62,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     monitor: MonitorConfig = msgspec.field(default_factory=MonitorConfig)
     kafka: KafkaSettings = msgspec.field(default_factory=KafkaSettings)
     alerts: AlertSettings = msgspec.field(default_factory=AlertSettings)
+    join: JoinOptions = msgspec.field(default_factory=JoinOptions)
     source: Union[str, None] = None  # the file, for error lines
 
     def with_monitor(self, **overrides: Any) -> "Settings":
@@ -79,6 +84,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         except ConfigError as exc:
             raise ConfigError(f"{located(self.source)}{exc}") from None
         return msgspec.structs.replace(self, kafka=kafka)
+
+    def with_join(self, **overrides: Any) -> "Settings":
+        """These ``[join]`` keys replaced (None: not given), validated as the file's are."""
+        data = {**msgspec.to_builtins(self.join), **{k: v for k, v in overrides.items() if v is not None}}
+        try:
+            join = msgspec.convert(data, JoinOptions)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"{located(self.source, 'join')}{exc}") from None
+        return msgspec.structs.replace(self, join=join)
 
 
 def parse_settings(document: dict, source: str | Path | None = None) -> Settings:
@@ -199,6 +213,7 @@ def reference() -> str:
         "  connection keys by `join`, `produce`, `export`, `trigger serve` and `probe --prompts-from-kafka`:",
         f"  {', '.join(f'`{k}`' for k in CONNECTION_KEYS)}.",
         "- `[alerts]` is read by `rules render`, `dashboards render` and `trigger serve`.",
+        "- `[join]` is read by `fairwatch join` (its brokers, source topics and security come from `[kafka]`).",
         "- Any other table, and any unknown key, is an error.",
         "",
         "```toml",
@@ -219,6 +234,9 @@ def reference() -> str:
         "",
         "[alerts]",
         'breach_for = "10m"',
+        "",
+        "[join]",
+        "ttl_seconds = 1209600  # outcomes up to 14 days late",
         "```",
         "",
     ]
@@ -227,6 +245,7 @@ def reference() -> str:
     lines += _table("`[[monitor.threshold_overrides]]`", ThresholdOverride)
     lines += _table("`[kafka]`", KafkaSettings)
     lines += _table("`[alerts]`", AlertSettings)
+    lines += _table("`[join]`", JoinOptions)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

@@ -252,10 +252,11 @@ def changed_settings(old: dict, new: MonitorConfig, keys: tuple[str, ...]) -> li
 
 
 # The one rule for a fairwatch TOML file, which every command reads whole: the core's settings are either a
-# [monitor] table or, without one, the file's top-level keys; [kafka] (the Kafka commands) and [alerts] (the
-# rules, dashboards and trigger) are tables beside them. Any other table is an error.
-TABLES = ("monitor", "kafka", "alerts")
-OTHER_TABLES = ("kafka", "alerts")
+# [monitor] table or, without one, the file's top-level keys; [kafka] (the Kafka commands), [alerts] (the
+# rules, dashboards and trigger) and [join] are tables beside them. Any other table is an error.
+TABLES = ("monitor", "kafka", "alerts", "join")
+OTHER_TABLES = ("kafka", "alerts", "join")
+_KNOWN_TABLES = ", ".join(f"[{name}]" for name in TABLES)
 
 
 def monitor_table(document: dict) -> dict:
@@ -273,7 +274,7 @@ def monitor_table(document: dict) -> dict:
         if stray:
             what = "table" if all(isinstance(document[k], dict) for k in stray) else "key"
             raise ConfigError(f"{', '.join(stray)}: a top-level {what} beside a [monitor] table "
-                              f"({'known tables: [monitor], [kafka], [alerts]' if what == 'table' else 'put it in [monitor]'})")
+                              f"({'known tables: ' + _KNOWN_TABLES if what == 'table' else 'put it in [monitor]'})")
         table = document["monitor"]
         if not isinstance(table, dict):
             raise ConfigError("[monitor] must be a table")
@@ -281,7 +282,7 @@ def monitor_table(document: dict) -> dict:
     unknown = [key for key, value in document.items()
                if isinstance(value, dict) and key not in OTHER_TABLES and key not in MonitorConfig.__struct_fields__]
     if unknown:
-        raise ConfigError(f"unknown table [{unknown[0]}] (known: [monitor], [kafka], [alerts], or the [monitor] "
+        raise ConfigError(f"unknown table [{unknown[0]}] (known: {_KNOWN_TABLES}, or the [monitor] "
                           "keys at the top level)")
     return {key: value for key, value in document.items() if key not in OTHER_TABLES}
 

@@ -78,12 +78,45 @@ def test_not_ready_past_the_limit_is_one_warning_then_one_line_when_ready_again(
         assert not caplog.records
 
 
-def test_the_flags_default_to_the_settings_and_the_exit_is_opt_in():
+def test_the_flags_default_to_the_join_table_and_the_exit_is_opt_in():
     from fairwatch.cli import build_parser
+    from fairwatch.settings import from_args
 
-    args = build_parser().parse_args(["join"])
+    options = from_args(build_parser().parse_args(["join"])).join
     defaults = JoinSettings()
-    assert args.max_poll_interval_ms == 300000 and args.session_timeout_ms == 45000
-    assert args.rebalance_timeout_ms == 60000
-    assert args.stall_warning_seconds == defaults.stall_warning_seconds and args.exit_on_stall is False
+    assert options.max_poll_interval_ms == 300000 and options.session_timeout_ms == 45000
+    assert options.rebalance_timeout_ms == 60000
+    assert options.stall_warning_seconds == defaults.stall_warning_seconds and options.exit_on_stall is False
+    assert defaults.max_poll_interval_seconds == options.max_poll_interval_ms / 1000
     assert build_parser().parse_args(["join", "--exit-on-stall"]).exit_on_stall is True
+
+
+def test_the_join_table_of_the_file_is_read_and_a_flag_wins(tmp_path):
+    from fairwatch.cli import build_parser
+    from fairwatch.consumers.join_config import JOIN_FLAG_KEYS
+    from fairwatch.settings import from_args
+
+    path = tmp_path / "fairwatch.toml"
+    path.write_text('[kafka]\noutcomes_topic = "o"\n[join]\nttl_seconds = 3600\nmax_poll_interval_ms = 600000\n'
+                    'exit_on_stall = true\nlabeled_topic = "l"\n')
+    args = build_parser().parse_args(["join", "--config", str(path), "--max-poll-interval-ms", "900000"])
+    settings = from_args(args).with_join(**{key: getattr(args, key) for key in JOIN_FLAG_KEYS})
+    join = settings.join
+    assert (join.ttl_seconds, join.max_poll_interval_ms, join.exit_on_stall, join.labeled_topic) == (
+        3600.0, 900000, True, "l")
+    assert settings.kafka.outcomes_topic == "o"
+
+
+@pytest.mark.parametrize("table, expected", [
+    ("[join]\nttl_seconds = 0\n", "[join]: Expected `float` > 0.0 - at `$.ttl_seconds`"),
+    ("[join]\nmax_poll_interval_ms = 1.5\n", "[join]: Expected `int`, got `float` - at `$.max_poll_interval_ms`"),
+    ("[join]\nttl = 5\n", "[join]: Object contains unknown field `ttl`"),
+    ("[join]\nauto_offset_reset = \"first\"\n", "[join]: Invalid enum value 'first'"),
+    ("join = 3\n", "[join]: must be a table"),
+])
+def test_a_malformed_join_table_is_one_line_naming_the_file_and_the_key(tmp_path, capsys, table, expected):
+    path = tmp_path / "bad.toml"
+    path.write_text(table)
+    assert main(["join", "--config", str(path), "--outcomes-topic", "o"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(path) in err and expected in err, err
