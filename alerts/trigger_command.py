@@ -164,17 +164,21 @@ def run_serve(args: argparse.Namespace) -> int:
     from fairwatch.consumers.kafka_config import CONNECTION_KEYS
     from fairwatch.settings import from_args
 
-    settings = from_args(args, kafka_keys=CONNECTION_KEYS)  # the whole file, once: a mistake fails the start
-    window_export = window_export_from_settings(settings.kafka)
-    links = {"runbook_url": args.runbook_url, "dashboard_url": args.dashboard_url}
-    if args.config:  # the file's [alerts] links, as `rules render` wrote them into the alerts' annotations
-        links = {key: value or getattr(settings.alerts, key) for key, value in links.items()}
     try:
         if args.job_command:
             JobCommand(args.job_command)  # an unknown placeholder: one line, before the store exists
         policies = parse_job_policies(args.job_policy, args.job_command)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    commands = [args.job_command, *policies.values()]
+    reads_kafka = any(command and JobCommand(command).uses_data for command in commands)
+    # The whole file, once: a mistake fails the start. Its [kafka] connection is checked against this machine
+    # (certificate files...) only when a job reads its window from Kafka ({data}).
+    settings = from_args(args, kafka_keys=CONNECTION_KEYS if reads_kafka else None)
+    window_export = window_export_from_settings(settings.kafka) if reads_kafka else None
+    links = {"runbook_url": args.runbook_url, "dashboard_url": args.dashboard_url}
+    if args.config:  # the file's [alerts] links, as `rules render` wrote them into the alerts' annotations
+        links = {key: value or getattr(settings.alerts, key) for key, value in links.items()}
     store = IncidentStore(args.db)
     jobs = JobRunner(store, args.job_command, args.workdir, max_concurrent_jobs=args.max_concurrent_jobs,
                      max_queued_jobs=args.max_queued_jobs, window_export=window_export,

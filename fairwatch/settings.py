@@ -78,7 +78,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     def with_kafka(self, **overrides: Any) -> "Settings":
         """These ``[kafka]`` keys replaced (None: not given), then checked as a whole (brokers, topics, files)."""
-        data = {**msgspec.to_builtins(self.kafka), **{k: v for k, v in overrides.items() if v is not None}}
+        given = {k: v for k, v in overrides.items() if v is not None}
+        data = {**msgspec.to_builtins(self.kafka), **given}
+        protocol = given.get("security_protocol")
+        if protocol is not None:  # a protocol flag replaces the file's: its other family's keys no longer apply
+            unused = [k for k in data if (k.startswith("sasl_") and not protocol.startswith("SASL"))
+                      or (k.startswith("ssl_") and not protocol.endswith("SSL"))]
+            for key in unused:
+                if key not in given:
+                    data[key] = None
         try:
             kafka = parse_kafka_settings(data)
         except ConfigError as exc:

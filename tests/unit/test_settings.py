@@ -244,3 +244,17 @@ def test_a_lexicon_attribute_flag_leaves_the_monitor_attributes_alone(tmp_path):
     settings = from_args(argparse.Namespace(config=str(path), attribute=["gender"]))
     assert settings.monitor.attributes == ["race", "sex"]
     assert settings.monitor.intersections == [["race", "sex"]]
+
+
+def test_a_protocol_flag_replaces_the_files_protocol_and_drops_its_other_familys_keys(tmp_path):
+    path = tmp_path / "fairwatch.toml"
+    path.write_text('[kafka]\nsecurity_protocol = "SASL_SSL"\nsasl_mechanism = "SCRAM-SHA-512"\n'
+                    'sasl_username = "u"\n')
+    settings = load_settings(path)
+    assert settings.kafka.sasl_mechanism == "SCRAM-SHA-512"
+    plain = settings.with_kafka(security_protocol="PLAINTEXT").kafka
+    assert (plain.security_protocol, plain.sasl_mechanism, plain.sasl_username) == ("PLAINTEXT", None, None)
+    # A file that mixes them is still refused as written: only a flag's protocol replaces the family.
+    path.write_text('[kafka]\nsecurity_protocol = "PLAINTEXT"\nsasl_mechanism = "PLAIN"\n')
+    with pytest.raises(ConfigError, match="sasl"):
+        load_settings(path).with_kafka(group_id="g")

@@ -208,3 +208,26 @@ def test_a_job_that_ends_after_a_human_resolved_leaves_the_incident_resolved(tmp
 def test_bounds_on_the_command_line_are_checked_in_one_line(flag, value):
     result = run_cli("trigger", "serve", flag, value)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and flag in result.stderr
+
+
+def test_a_kafka_table_is_checked_against_the_machine_only_when_a_job_reads_kafka(tmp_path, capsys):
+    """A missing certificate in [kafka] stops a trigger whose jobs export {data}, not one whose jobs do not."""
+    config = tmp_path / "c.toml"
+    config.write_text("[kafka]\nsecurity_protocol = 'SSL'\nssl_cafile = '/no/such/ca.pem'\n")
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "FAIRWATCH_TRIGGER_TOKEN": TOKEN, "PYTHONPATH": path}
+    serve = [sys.executable, "-m", "fairwatch", "trigger", "serve", "--listen-port", "0", "--config", str(config),
+             "--db", str(tmp_path / "i.sqlite"), "--workdir", str(tmp_path / "jobs")]
+    process = subprocess.Popen([*serve, "--job-command", "true {model}"], stderr=subprocess.PIPE, text=True,
+                               env=env, cwd=REPO)
+    try:
+        line = process.stderr.readline()
+        assert "listening on" in line, line + process.stderr.read()
+    finally:
+        process.kill()
+        process.wait(30)
+        process.stderr.close()
+    refused = subprocess.run([*serve, "--job-command", "true {data}"], stderr=subprocess.PIPE, text=True, env=env,
+                             cwd=REPO, timeout=120)
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1 and "[kafka]: --ssl-cafile /no/such/ca.pem: no such file" in refused.stderr
