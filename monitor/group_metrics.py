@@ -8,6 +8,7 @@ Rates and gaps are read from the rows by ``monitor.rates``/``monitor.gaps``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import itemgetter
 
 import numpy as np
 
@@ -43,6 +44,56 @@ class GroupIndex(dict):
             return code
         self.folded += 1
         return self[OTHER_GROUP] if OTHER_GROUP in self else self.__missing__(OTHER_GROUP)
+
+
+class _CombinationCodes(dict):
+    """Group values of the single attributes, as one event carries them -> a row of ``table``: their codes.
+
+    Events repeat a few combinations of group values, so one dict lookup per event (in C, through ``map``)
+    replaces a lookup per attribute. Rows are distinct code tuples. A combination with a value folded into
+    ``other`` is not kept as a key: the index counts each folded occurrence. Bounded: ``reset_if_full``
+    empties it between batches past ``capacity`` rows.
+
+    >>> sex, race = GroupIndex(), GroupIndex()
+    >>> codes = _CombinationCodes(("sex", "race"), [sex, race])
+    >>> rows = list(map(codes.__getitem__, [("F", "A"), ("M", "A"), ("F", "A")]))
+    >>> rows, codes.columns()[:, rows].tolist()
+    ([0, 1, 0], [[0, 1, 0], [0, 0, 0]])
+    """
+
+    def __init__(self, parts: tuple[str, ...], indexes: list[GroupIndex], capacity: int = 1 << 16) -> None:
+        super().__init__()
+        self.parts, self.indexes, self.capacity = parts, indexes, capacity
+        self.key = itemgetter(*parts)  # one attribute: the value itself, not a 1-tuple
+        self.rows: dict[tuple[int, ...], int] = {}
+        self._columns: np.ndarray | None = None
+
+    def __missing__(self, key) -> int:
+        values = key if len(self.parts) > 1 else (key,)
+        folded = self.folded()
+        codes = tuple(index[value] for index, value in zip(self.indexes, values))
+        row = self.rows.get(codes)
+        if row is None:
+            row = self.rows[codes] = len(self.rows)
+            self._columns = None
+        if self.folded() == folded:
+            self[key] = row
+        return row
+
+    def folded(self) -> int:
+        return sum(index.folded for index in self.indexes)
+
+    def columns(self) -> np.ndarray:
+        """(attributes, rows) codes."""
+        if self._columns is None:
+            self._columns = np.array(list(self.rows), dtype=np.int64).reshape(len(self.rows), len(self.parts)).T.copy()
+        return self._columns
+
+    def reset_if_full(self) -> None:
+        if len(self.rows) > self.capacity or len(self) > self.capacity:
+            self.clear()
+            self.rows.clear()
+            self._columns = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +158,13 @@ class GroupMetrics:
         # Per intersection: packed component codes -> dense code.
         self._packed: dict[str, dict[int, int]] = {}
 
+    _combinations: _CombinationCodes | None = None  # built on first use; not state (rebuilt from the index)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_combinations", None)
+        return state
+
     @property
     def reported(self) -> list[str]:
         """Attributes that reports and /metrics show (search-only ones left out)."""
@@ -141,15 +199,33 @@ class GroupMetrics:
                 for name in sorted(new)[:room]:
                     self._add_attribute(name, (name,))
                 self.untracked_attributes += max(len(new) - room, 0)
-        codes = {}
-        for name, parts in self.components.items():
-            if len(parts) == 1:
-                index = self.index[name]
-                (part,) = parts
-                codes[name] = np.array([index[g.get(part, UNKNOWN_GROUP)] for g in groups], dtype=np.int64)
+        codes = self._single_codes(groups)
         for name, parts in self.components.items():
             if len(parts) > 1:
                 codes[name] = self._intersection_codes(name, parts, codes)
+        return codes
+
+    def _single_codes(self, groups: list[dict[str, str]]) -> dict[str, np.ndarray]:
+        names = tuple(name for name, parts in self.components.items() if len(parts) == 1)
+        if not names:
+            return {}
+        combinations = self._combinations
+        if combinations is None or combinations.parts != names:
+            combinations = self._combinations = _CombinationCodes(names, [self.index[name] for name in names])
+        combinations.reset_if_full()
+        folded = [index.folded for index in combinations.indexes]
+        try:
+            rows = np.fromiter(map(combinations.__getitem__, map(combinations.key, groups)), np.int64, len(groups))
+        except KeyError:  # an event without one of the attributes: its code is ``unknown``, value by value
+            for index, count in zip(combinations.indexes, folded):  # those before it are counted again below
+                index.folded = count
+        else:
+            table = combinations.columns()[:, rows]
+            return {name: table[i] for i, name in enumerate(names)}
+        codes = {}
+        for name in names:
+            index = self.index[name]
+            codes[name] = np.array([index[g.get(name, UNKNOWN_GROUP)] for g in groups], dtype=np.int64)
         return codes
 
     def _intersection_codes(self, name: str, parts: tuple[str, ...], codes: dict[str, np.ndarray]) -> np.ndarray:
