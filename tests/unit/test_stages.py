@@ -193,3 +193,11 @@ def test_replay_runs_the_scorer_and_the_shadow_as_stages(tiny_model_dirs, tmp_pa
     sex = {m: report["models"][m]["attributes"]["sex"]["gaps"]["demographic_parity_difference"]
            for m in ("toxic:baseline", "toxic:candidate", "toxic:debiased")}
     assert sex["toxic:candidate"] < 0.05 and sex["toxic:debiased"] < 0.05 < 0.9 < sex["toxic:baseline"]
+
+
+def test_the_library_monitor_takes_stages() -> None:
+    from fairwatch import Monitor
+
+    monitor = Monitor(count_windows=[], time_windows_seconds=[], stages=[Contrarian()])
+    assert monitor.update_many([_event(i, None, "male", i % 2, 0.5, None) for i in range(4)] + ["{"])[0][0] == 4
+    assert monitor.report("toxic:contrarian")["events"] == monitor.report("toxic")["events"] == 4
