@@ -100,15 +100,13 @@ class KafkaWorker:
     """Consume, apply, dead-letter, commit. One thread drives it; ``stop()`` may come from a signal."""
 
     def __init__(self, settings: KafkaSettings, pipeline: Pipeline, *, state: StateStore | None = None,
-                 on_batch: Callable[[list[int], float], None] | None = None, scorer_step=None,
+                 on_batch: Callable[[list[int], float], None] | None = None,
                  rebuild: bool = False) -> None:
         """``rebuild``: read every partition of the first assignment from its oldest retained offset
         (the counts start afresh; see ``fairwatch run --rebuild-state``)."""
         self.settings = settings
         self.client_errors = client_errors(settings.client)
         self.pipeline = pipeline
-        # Optional monitor.scorer.step.ScorerStep: re-scores texts, adds debiased outputs.
-        self.scorer_step = scorer_step
         self.state = state
         self.on_batch = on_batch  # (record timestamps in ms, time applied): for the latency benchmark
         self.models = frozenset(settings.models)  # empty: every model
@@ -278,10 +276,7 @@ class KafkaWorker:
         if self.failure is not None:
             raise self.failure
         try:
-            if self.scorer_step is None:
-                result = self.pipeline.process_events(events)
-            else:
-                result = self.scorer_step.process(self.pipeline, events)
+            result = self.pipeline.process_events(events)  # runs the pipeline's stages (the scorer) too
         except Exception as exc:
             # Nothing below can tell how much of the batch the pipeline took: stop without a commit
             # or a snapshot past it, so a restart reads the batch again onto the last snapshot.

@@ -108,14 +108,52 @@ def build_response_scorer(args: argparse.Namespace):
     return ResponseScorer(classifier=classifier)
 
 
+class ScorerStages:
+    """The pipeline stages the scorer flags ask for: the counterfactual scorer, then the shadow candidate (fixed,
+    or hot-attached through --shadow-control); either may be None."""
+
+    def __init__(self, counterfactual=None, shadow=None) -> None:
+        self.counterfactual = counterfactual
+        self.shadow = shadow
+
+    def stages(self) -> list:
+        """In the order the pipeline runs them (``Pipeline(config, stages=...)``)."""
+        return [stage for stage in (self.counterfactual, self.shadow) if stage is not None]
+
+    def collector(self):
+        """The counterfactual statistics' /metrics collector, or None (the shadow's numbers are its models')."""
+        return self.counterfactual.collector() if self.counterfactual is not None else None
+
+    def close(self) -> None:
+        for stage in self.stages():
+            stage.close()
+
+
+def build_stages(args: argparse.Namespace) -> ScorerStages:
+    """The stages the flags ask for (loaded: a bad model or lexicon fails here, before anything starts); bad
+    input: a UsageError."""
+    counterfactual = build_counterfactual_step(args)
+    try:
+        return ScorerStages(counterfactual, build_shadow_step(args))
+    except UsageError:
+        if counterfactual is not None:
+            counterfactual.close()
+        raise
+
+
 def build_scorer_step(args: argparse.Namespace):
-    """The scorer step the flags ask for (counterfactual, shadow, both) or None; bad input: a UsageError."""
-    return build_shadow_step(args, build_counterfactual_step(args))
+    """The one stage the flags ask for, or None; a UsageError when they ask for a counterfactual scorer and a
+    shadow both (adapters use :func:`build_stages`)."""
+    stages = build_stages(args).stages()
+    if len(stages) > 1:
+        ScorerStages(*stages).close()
+        raise UsageError("two scorer stages asked for: build them with build_stages")
+    return stages[0] if stages else None
 
 
-def build_shadow_step(args: argparse.Namespace, inner):
-    """A ShadowStep around ``inner`` when --shadow-candidate is given; a HotShadowStep when --shadow-control is
-    (`fairwatch run`: attached later, without a restart); else ``inner``."""
+def build_shadow_step(args: argparse.Namespace):
+    """A ShadowStep when --shadow-candidate is given; a HotShadowStep when --shadow-control is (`fairwatch
+    run`: attached later, without a restart); else None."""
     control = getattr(args, "shadow_control", None)
     if control is not None:
         if args.shadow_candidate is not None or args.shadow_model is not None:
@@ -123,30 +161,29 @@ def build_shadow_step(args: argparse.Namespace, inner):
                              "--shadow-model")
         from fairwatch.monitor.scorer.shadow_control import HotShadowStep
 
-        def load(attachment, inner_step):
+        def load(attachment):
             try:
                 return load_shadow_step(attachment.candidate, attachment.model, attachment.threshold,
-                                        args.scorer_device, inner_step)
+                                        args.scorer_device)
             except UsageError as exc:
                 raise ValueError(str(exc)) from None
 
-        step = HotShadowStep(control, load, inner)
+        step = HotShadowStep(control, load)
         step.poll()  # a candidate already named there is attached before the first batch
         return step
     if args.shadow_candidate is None:
         if args.shadow_model is not None:
             raise UsageError("--shadow-model needs --shadow-candidate (the candidate model directory)")
-        return inner
+        return None
     if not args.shadow_model:
         raise UsageError("--shadow-candidate needs --shadow-model (the production model the candidate shadows)")
     if not 0.0 <= args.shadow_threshold <= 1.0:
         raise UsageError("--shadow-threshold must be between 0 and 1")
-    return load_shadow_step(args.shadow_candidate, args.shadow_model, args.shadow_threshold, args.scorer_device,
-                            inner)
+    return load_shadow_step(args.shadow_candidate, args.shadow_model, args.shadow_threshold, args.scorer_device)
 
 
-def load_shadow_step(candidate: str, model: str, threshold: float, device: str | None, inner):
-    """The candidate directory loaded into a ShadowStep of ``model`` around ``inner``; a UsageError says why not."""
+def load_shadow_step(candidate: str, model: str, threshold: float, device: str | None):
+    """The candidate directory loaded into a ShadowStep of ``model``; a UsageError says why not."""
     try:
         from fairwatch.monitor.scorer.model import ModelLoadError
         from fairwatch.monitor.scorer.scoring import CounterfactualScorer
@@ -161,7 +198,7 @@ def load_shadow_step(candidate: str, model: str, threshold: float, device: str |
         scorer = CounterfactualScorer(candidate_dir, device=device, workers=0, threshold=threshold)
     except ModelLoadError as exc:
         raise UsageError(f"--shadow-candidate: {exc}") from None
-    return ShadowStep(scorer, model, threshold=threshold, candidate_dir=str(candidate), inner=inner)
+    return ShadowStep(scorer, model, threshold=threshold, candidate_dir=str(candidate))
 
 
 def build_counterfactual_step(args: argparse.Namespace):
@@ -233,9 +270,9 @@ def run(args: argparse.Namespace) -> int:
     if args.group_col:
         overrides["attributes"] = list(args.group_col)
     config = config_from_args(args, **overrides)
-    step = build_scorer_step(args)  # before anything starts: a bad model or lexicon fails fast
+    scorer = build_stages(args)  # before anything starts: a bad model or lexicon fails fast
     responses = build_response_scorer(args)
-    pipeline = Pipeline(config)
+    pipeline = Pipeline(config, stages=scorer.stages())
     if responses is not None:
         pipeline.response_scorer = responses
     server = None
@@ -243,26 +280,22 @@ def run(args: argparse.Namespace) -> int:
         from fairwatch.monitor.exporter import make_registry
 
         registry = make_registry(pipeline)
-        if step is not None and step.collector() is not None:
-            registry.register(step.collector())
+        collector = scorer.collector()
+        if collector is not None:
+            registry.register(collector)
         server = serve_registry(registry, args.metrics_port, args.metrics_addr)
     try:
         batches = read_events(args.file, args.format, mapping_from_args(args), pipeline.parser)
         with tqdm(unit="ev", desc="replay", file=sys.stderr, disable=not args.progress) as progress:
             for batch in batches:
-                if step is None:
-                    pipeline.process_events(batch)
-                else:
-                    step.process(pipeline, batch)
+                pipeline.process_events(batch)
                 progress.update(len(batch))
     except SourceError as exc:
         raise UsageError(str(exc)) from None
     finally:
-        if step is not None:
-            step.close()
+        scorer.close()
     report = build_report(pipeline, args.model)
-    shadow = step if args.shadow_candidate is not None else None
-    counterfactual = shadow.inner if shadow is not None else step
+    counterfactual, shadow = scorer.counterfactual, scorer.shadow
     if counterfactual is not None:
         report["counterfactual"] = counterfactual.report()
     if shadow is not None:

@@ -8,7 +8,7 @@ import signal
 import sys
 
 from fairwatch.consumers.kafka_config import KafkaSettings, add_client_flag, add_security_flags
-from fairwatch.consumers.replay_command import add_scorer_flags, build_response_scorer, build_scorer_step
+from fairwatch.consumers.replay_command import add_scorer_flags, build_response_scorer, build_stages
 from fairwatch.cli import UsageError, add_config_flags, serve_registry, finite_float
 from fairwatch.flags import (add_bootstrap_flag, add_log_level_flag, add_metrics_flags, add_topic_flags,
                              struct_default)
@@ -89,9 +89,9 @@ def run(args: argparse.Namespace) -> int:
     from fairwatch.consumers.state import StateError, StateStore
     from fairwatch.monitor.pipeline import Pipeline
 
-    step = build_scorer_step(args)  # before connecting: a bad model or lexicon fails fast
+    scorer = build_stages(args)  # before connecting: a bad model or lexicon fails fast
     responses = build_response_scorer(args)
-    pipeline = Pipeline(config)
+    pipeline = Pipeline(config, stages=scorer.stages())
     if responses is not None:
         pipeline.response_scorer = responses
     if args.rebuild_state and not settings.state_dir:
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
             aside = state.set_aside()
             print(f"rebuilding: snapshot {'set aside as ' + str(aside) if aside else 'none to set aside'}; "
                   "counting again from the oldest retained offsets", file=sys.stderr, flush=True)
-        worker = make_worker(settings, pipeline, state=state, scorer_step=step, rebuild=args.rebuild_state)
+        worker = make_worker(settings, pipeline, state=state, rebuild=args.rebuild_state)
     except (StateError, ClientMissing) as exc:
         raise UsageError(str(exc)) from None
     if settings.metrics_port is not None:
@@ -110,8 +110,9 @@ def run(args: argparse.Namespace) -> int:
 
         registry = make_registry(pipeline)
         registry.register(WorkerCollector(worker))
-        if step is not None and step.collector() is not None:
-            registry.register(step.collector())
+        collector = scorer.collector()
+        if collector is not None:
+            registry.register(collector)
         serve_registry(registry, settings.metrics_port, settings.metrics_addr)
 
     def request_stop(signum, _frame) -> None:
@@ -133,7 +134,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"fairwatch run: error: {exc}; a restart reads it again", file=sys.stderr, flush=True)
         return 1
     finally:
-        if step is not None:
-            step.close()
+        scorer.close()
     print("stopped: batch applied, offsets committed", file=sys.stderr, flush=True)
     return 0

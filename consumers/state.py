@@ -12,7 +12,7 @@ Why pickle: the state is numpy arrays, River detectors and dicts of the
 core's own classes; pickle is the one format that round-trips all of them
 without the core exposing a serialisation API (msgspec/JSON would need one
 per class). Each object says what its state is through ``__getstate__`` /
-``__setstate__`` (the pipeline leaves out its parser, response scorer, lock
+``__setstate__`` (the pipeline leaves out its parser, response scorer, stages, lock
 and clock, and rebuilds them); this module only stores that state, with the
 configuration and thresholds replaced by the restoring worker's. The file is
 read only from the worker's own ``--state-dir``.

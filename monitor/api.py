@@ -45,6 +45,7 @@ from fairwatch.monitor.config import MonitorConfig, parse_config
 from fairwatch.monitor.events import Event, Rejection
 from fairwatch.monitor.pipeline import Pipeline
 from fairwatch.monitor.report import build_report
+from fairwatch.monitor.stages import Stage
 
 EventInput = Mapping | bytes | str
 
@@ -163,13 +164,15 @@ class Monitor:
     """Feed prediction, generation and outcome events; read per-group rates, gaps and breach decisions.
 
     ``config`` (a :class:`MonitorConfig`) or keyword settings of one (``attributes=["race"]``...).
+    ``stages``: steps run over every batch that add derived models (:mod:`monitor.stages`: the
+    counterfactual scorer, a shadow candidate).
     """
 
-    def __init__(self, config: MonitorConfig | None = None, **settings) -> None:
+    def __init__(self, config: MonitorConfig | None = None, *, stages: Iterable[Stage] = (), **settings) -> None:
         if config is not None and settings:
             raise TypeError("give a MonitorConfig or settings, not both")
         self.config = config if config is not None else parse_config(settings)
-        self.pipeline = Pipeline(self.config)
+        self.pipeline = Pipeline(self.config, stages=stages)
         self._encode = msgspec.json.encode
 
     def update(self, event: EventInput) -> Rejection | None:

@@ -23,6 +23,7 @@ import math
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +40,7 @@ from fairwatch.monitor.metric_names import GENERATION_DECISION_METRICS
 from fairwatch.monitor.group_metrics import GroupMetrics
 from fairwatch.monitor.label_index import LabelIndex, remember
 from fairwatch.monitor.model_monitor import ModelMonitor, decision_settings
+from fairwatch.monitor.stages import Stage, check_stage, derive_all
 
 # Upper bounds (seconds) of the batch-duration histogram.
 BATCH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, math.inf)
@@ -110,12 +112,15 @@ class Pipeline:
     and labels out to its :class:`ModelMonitor`; counts its own health (``stats``).
 
     Readers use the public reading methods (``monitor_names``, ``monitor``, ``pending_outcomes``, ...) under
-    ``lock``. Its state pickles through ``__getstate__``: the parser, the response scorer, the lock and the
-    clock are left out and rebuilt (restoring into a live pipeline keeps that pipeline's clock)."""
+    ``lock``. ``stages`` (:mod:`monitor.stages`: the counterfactual scorer, a shadow model) run over every
+    batch, in order. Its state pickles through ``__getstate__``: the parser, the response scorer, the stages,
+    the lock and the clock are left out and rebuilt (restoring into a live pipeline keeps its clock and
+    stages)."""
 
-    _REBUILT = ("parser", "lock", "response_scorer", "prompt_groups", "clock")
+    _REBUILT = ("parser", "lock", "response_scorer", "prompt_groups", "clock", "stages")
 
-    def __init__(self, config: MonitorConfig | None = None, *, clock=time.time) -> None:
+    def __init__(self, config: MonitorConfig | None = None, *, clock=time.time,
+                 stages: Iterable[Stage] = ()) -> None:
         self.config = config = config or MonitorConfig()
         self.monitors: dict[str, ModelMonitor] = {}
         self.labels = LabelIndex(config.early_outcome_capacity)
@@ -131,10 +136,13 @@ class Pipeline:
         self.position = 0  # events seen so far, valid or not
         self._capacity_warned: set[str] = set()
         self._build_runtime(clock)
+        self.stages = tuple(check_stage(stage) for stage in stages)
 
     def _build_runtime(self, clock) -> None:
-        """What the state leaves out: the parser, the response scorer, the lock, the clock."""
+        """What the state leaves out: the parser, the response scorer, the lock, the clock (and no stages)."""
         config = self.config
+        # Replaced whole, never changed in place: a batch runs the stages it read at its start.
+        self.stages: tuple[Stage, ...] = ()
         self.clock = clock  # seconds: the decisions' time-based checks read it
         self.parser = EventParser(
             default_model=config.default_model,
@@ -154,8 +162,8 @@ class Pipeline:
 
     def __setstate__(self, state: dict) -> None:
         """Take ``state``. Restoring into a live pipeline (``pipeline.__setstate__(state)``, what the worker's
-        snapshot store does) replaces its counts and keeps its parser, response scorer, lock and clock;
-        unpickling a new one rebuilds them from the config ``state`` names."""
+        snapshot store does) replaces its counts and keeps its parser, response scorer, stages, lock and clock;
+        unpickling a new one rebuilds them from the config ``state`` names (and has no stages)."""
         runtime = {k: self.__dict__[k] for k in self._REBUILT if k in self.__dict__}
         live = state.get("config") is self.__dict__.get("config") and len(runtime) == len(self._REBUILT)
         self.__dict__.update(state)
@@ -172,18 +180,39 @@ class Pipeline:
     def process_events(
         self, events: list[Event | Rejection], derived: dict[int, list[Event]] | None = None
     ) -> BatchResult:
-        """Apply a batch. ``derived`` maps the batch position of a prediction to
-        more predictions of the same event under other model names (outputs
-        such as ``credit-risk:debiased``): they are tracked like any model,
-        follow the fate of their source (dropped with it when it is a
-        duplicate) and take its label, early or late."""
+        """Apply a batch, running the stages over it. ``derived`` maps the batch
+        position of a prediction to more predictions of the same event under
+        other model names (outputs such as ``credit-risk:debiased``; the
+        stages' come after these): they are tracked like any model, follow the
+        fate of their source (dropped with it when it is a duplicate) and take
+        its label, early or late."""
+        stages = self.stages
+        if stages:  # outside the lock, like the response scoring below
+            derived = derive_all(stages, events, self, derived)
         started = time.perf_counter()
         # Outside the lock: scoring responses (VADER) is the slow part, and a scrape must not wait for it.
         responses = self._score_responses(events)
         with self.lock:
             result = self._apply(events, derived or {}, responses)
         self._observe_batch(time.perf_counter() - started)
+        for stage in stages:
+            stage.after_batch(self)
         return result
+
+    # -- stages (runtime; a change takes effect at the next batch, from any one thread) ------
+    def add_stage(self, stage: Stage) -> None:
+        """Run ``stage`` after the others from the next batch on."""
+        self.stages = (*self.stages, check_stage(stage))
+
+    def replace_stage(self, old: Stage, new: Stage | None) -> None:
+        """Run ``new`` in ``old``'s place from the next batch on (None: remove it); ValueError if ``old`` is not
+        a stage of this pipeline. Closing ``old`` is the caller's choice."""
+        if not any(stage is old for stage in self.stages):
+            raise ValueError("not a stage of this pipeline")
+        if new is not None:
+            check_stage(new)
+        self.stages = tuple(new if stage is old else stage for stage in self.stages
+                            if stage is not old or new is not None)
 
     # -- reading (under ``lock`` while the pipeline runs) ------------------------
     @property

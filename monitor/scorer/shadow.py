@@ -1,6 +1,6 @@
 """Shadow evaluation: a candidate model scores the live texts beside production, changing nothing.
 
-:class:`ShadowStep` re-scores the text of each new prediction of one
+:class:`ShadowStep` (a :class:`~monitor.stages.Stage`) re-scores the text of each new prediction of one
 production model with a candidate classifier (a Hugging Face model
 directory, such as the fine-tune job's ``candidate/``) and adds two derived
 models to the batch, so that every group rate, gap and anytime-valid
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fairwatch.monitor.events import Event, Rejection
-from fairwatch.monitor.scorer.step import derived_event, fresh_predictions
+from fairwatch.monitor.stages import Stage, derived_event, fresh_predictions
 
 __all__ = ["ShadowStep", "ShadowCounts", "CANDIDATE_SUFFIX", "BASELINE_SUFFIX", "shadow_models"]
 
@@ -53,31 +53,29 @@ class ShadowCounts:
     refused: int = 0  # the candidate's scorer refused the text (over-long...)
 
 
-class ShadowStep:
+class ShadowStep(Stage):
     """Score the shadowed model's texts with a candidate; derive ``:candidate`` and ``:baseline`` predictions.
 
     ``candidate``: anything with ``score_texts(texts) -> scores`` (a
     :class:`~monitor.scorer.scoring.CounterfactualScorer` on the candidate's
     directory). ``model``: the production model it shadows; other models pass
-    through untouched. ``inner``: the counterfactual :class:`ScorerStep`, when
-    the worker runs one too (its derived outputs are kept).
+    through untouched. With the counterfactual :class:`ScorerStep` too, the
+    pipeline runs both stages (its outputs first).
     """
 
-    def __init__(self, candidate: Any, model: str, *, threshold: float = 0.5, candidate_dir: str = "",
-                 inner: Any = None) -> None:
+    def __init__(self, candidate: Any, model: str, *, threshold: float = 0.5, candidate_dir: str = "") -> None:
         if not 0.0 <= threshold <= 1.0:
             raise ValueError("threshold must be between 0 and 1")
         self.candidate = candidate
         self.model = model
         self.threshold = float(threshold)
         self.candidate_dir = candidate_dir
-        self.inner = inner
         self.baseline_model, self.candidate_model = shadow_models(model)
         self.counts = ShadowCounts()
         self.lock = threading.Lock()  # the /metrics thread may read the counts while a batch updates them
 
     def derive(self, events: list[Event | Rejection], pipeline: Any = None) -> dict[int, list[Event]]:
-        """The shadow's part of ``process_events``' ``derived`` argument for this batch."""
+        """The ``:baseline`` and ``:candidate`` predictions of this batch's new predictions of the model, by position."""
         positions, texts = [], []
         without_text = 0
         for i in fresh_predictions(events, pipeline):
@@ -107,20 +105,6 @@ class ShadowStep:
             self.counts.refused += refused
         return derived
 
-    def process(self, pipeline: Any, events: list[Event | Rejection]) -> Any:
-        """Derive (the inner step's outputs too), apply the batch, let the inner step refit."""
-        derived = self.inner.derive(events, pipeline) if self.inner is not None else {}
-        for position, extra in self.derive(events, pipeline).items():
-            derived.setdefault(position, []).extend(extra)
-        result = pipeline.process_events(events, derived=derived)
-        if self.inner is not None and self.inner.postprocess_attribute is not None:
-            self.inner.refit(pipeline)
-        return result
-
-    def collector(self) -> Any:
-        """The inner step's /metrics collector, or None: the shadow's own numbers are the derived models'."""
-        return self.inner.collector() if self.inner is not None else None
-
     def report(self) -> dict[str, Any]:
         """The ``shadow`` section of the replay report."""
         with self.lock:
@@ -131,5 +115,3 @@ class ShadowStep:
 
     def close(self) -> None:
         self.candidate.close()
-        if self.inner is not None:
-            self.inner.close()

@@ -4,9 +4,9 @@
 candidate and model into a small JSON file; a worker started with
 ``--shadow-control FILE`` looks at the file's stat before each batch (one
 system call), and when it changed, reads it and attaches
-the candidate (a :class:`~monitor.scorer.shadow.ShadowStep` around the
-worker's own scorer step) from that batch on, or detaches it when the file
-says ``{"candidate": null}`` or is removed. ``<model>:baseline`` starts
+the candidate (a :class:`~monitor.scorer.shadow.ShadowStep`, run by the
+pipeline after the worker's counterfactual scorer, if any) from that batch
+on, or detaches it when the file says ``{"candidate": null}`` or is removed. ``<model>:baseline`` starts
 with the candidate, so the two count the same events from the attach.
 
 A control file the worker cannot use (not JSON, a missing model, a
@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from fairwatch.monitor.stages import Stage
 
 __all__ = ["Attachment", "ControlError", "HotShadowStep", "read_control", "write_control"]
 
@@ -86,19 +88,17 @@ def write_control(path: str | Path, attachment: Attachment | None) -> None:
     os.replace(temporary, path)
 
 
-class HotShadowStep:
-    """The worker's scorer step, with a shadow candidate attached and detached by a control file.
+class HotShadowStep(Stage):
+    """A pipeline stage that runs the shadow candidate a control file names, if any, looking before each batch.
 
-    ``load(attachment, inner)`` builds the :class:`ShadowStep` (it loads the
-    candidate; a ValueError says why it cannot). ``inner``: the counterfactual
-    step, or None.
+    ``load(attachment)`` builds the :class:`ShadowStep` (it loads the
+    candidate; a ValueError says why it cannot).
     """
 
-    def __init__(self, control: str | Path, load: Callable[[Attachment, Any], Any], inner: Any = None, *,
+    def __init__(self, control: str | Path, load: Callable[[Attachment], Any], *,
                  poll_seconds: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.control = Path(control)
         self.load = load
-        self.inner = inner
         self.poll_seconds = poll_seconds
         self.clock = clock
         self.shadow: Any = None  # the ShadowStep while a candidate is attached
@@ -130,7 +130,7 @@ class HotShadowStep:
             return
         if wanted is None:
             log.info("shadow detached: %s no longer scores %s", self.attachment.candidate, self.attachment.model)
-            self.shadow.candidate.close()
+            self.shadow.close()
             self.shadow, self.attachment = None, None
             return
         if self.first is not None and wanted != self.first:
@@ -139,26 +139,21 @@ class HotShadowStep:
                         self.control, self.first.candidate, self.first.model, wanted.candidate)
             return
         try:
-            shadow = self.load(wanted, self.inner)
+            shadow = self.load(wanted)
         except ValueError as exc:
             log.warning("shadow control %s: %s; nothing changed", self.control, exc)
             return
         if self.shadow is not None:
-            self.shadow.candidate.close()
+            self.shadow.close()
         self.shadow, self.attachment, self.first = shadow, wanted, wanted
         log.info("shadow attached: %s scores the texts of %s beside production from this batch on%s",
                  wanted.candidate, wanted.model, f" (incident {wanted.incident})" if wanted.incident else "")
 
-    def process(self, pipeline: Any, events: list) -> Any:
+    def derive(self, events: list, pipeline: Any = None) -> dict:
+        """Look at the control file, then the attached candidate's predictions of the batch (none without one)."""
         self.poll()
-        step = self.shadow if self.shadow is not None else self.inner
-        return pipeline.process_events(events) if step is None else step.process(pipeline, events)
-
-    def collector(self) -> Any:
-        return self.inner.collector() if self.inner is not None else None
+        return self.shadow.derive(events, pipeline) if self.shadow is not None else {}
 
     def close(self) -> None:
         if self.shadow is not None:
-            self.shadow.candidate.close()
-        if self.inner is not None:
-            self.inner.close()
+            self.shadow.close()

@@ -1,10 +1,10 @@
-"""The counterfactual scorer as a pipeline step: debiased and post-processed outputs as derived models.
+"""The counterfactual scorer as a pipeline stage: debiased and post-processed outputs as derived models.
 
-For a batch of parsed events, :class:`ScorerStep` scores the text of each
-new prediction with a :class:`~monitor.scorer.scoring.CounterfactualScorer`
-and hands :meth:`monitor.pipeline.Pipeline.process_events` two derived
-outputs per prediction, tracked as models of their own and labeled with
-their source's outcome:
+For a batch of parsed events, :class:`ScorerStep` (a :class:`~monitor.stages.Stage`,
+handed to ``Pipeline(config, stages=[...])``) scores the text of each new
+prediction with a :class:`~monitor.scorer.scoring.CounterfactualScorer` and
+derives two outputs per prediction, tracked as models of their own and
+labeled with their source's outcome:
 
 * ``<model>:debiased``: the counterfactual-averaged score (mean over the text
   and its group-swapped variants) and its decision at the scorer threshold;
@@ -31,14 +31,15 @@ from fairwatch.monitor.group_metrics import UNKNOWN_GROUP
 from fairwatch.monitor.scorer.debias import GroupThresholdPostprocessor
 from fairwatch.monitor.scorer.exporter import CounterfactualCollector
 from fairwatch.monitor.scorer.stats import CounterfactualStats, ScorerThroughput
+from fairwatch.monitor.stages import Stage, derived_event, fresh_predictions
 
-__all__ = ["ScorerStep", "DEBIASED_SUFFIX", "POSTPROCESSED_SUFFIX", "derived_event", "fresh_predictions"]
+__all__ = ["ScorerStep", "DEBIASED_SUFFIX", "POSTPROCESSED_SUFFIX"]
 
 DEBIASED_SUFFIX = ":debiased"
 POSTPROCESSED_SUFFIX = ":postprocessed"
 
 
-class ScorerStep:
+class ScorerStep(Stage):
     """Score texts, derive debiased / post-processed predictions, keep counterfactual stats.
 
     ``scorer``: a CounterfactualScorer (anything with ``score(texts)`` and
@@ -71,17 +72,9 @@ class ScorerStep:
         self.postprocessors: dict[str, GroupThresholdPostprocessor] = {}
         self._labeled_at_fit: dict[str, int] = {}
 
-    # -- the step ----------------------------------------------------------------
-    def process(self, pipeline: Any, events: list[Event | Rejection]) -> Any:
-        """Derive, apply the batch to ``pipeline``, refit the post-processors when due."""
-        derived = self.derive(events, pipeline)
-        result = pipeline.process_events(events, derived=derived)
-        if self.postprocess_attribute is not None:
-            self.refit(pipeline)
-        return result
-
+    # -- the stage ---------------------------------------------------------------
     def derive(self, events: list[Event | Rejection], pipeline: Any = None) -> dict[int, list[Event]]:
-        """The ``derived`` argument of ``process_events`` for this batch.
+        """The debiased and post-processed predictions of this batch's new predictions, by batch position.
 
         Predictions the pipeline already holds, or that repeat within the
         batch, are skipped: the pipeline drops them as duplicates, and scoring
@@ -137,6 +130,11 @@ class ScorerStep:
             name = model + POSTPROCESSED_SUFFIX
             for (i, score, _), decision in zip(rows, decisions):
                 derived.setdefault(i, []).append(derived_event(events[i], name, int(decision), score))
+
+    def after_batch(self, pipeline: Any) -> None:
+        """Refit the post-processors when due."""
+        if self.postprocess_attribute is not None:
+            self.refit(pipeline)
 
     def close(self) -> None:
         """Stop the scorer's worker processes, if any."""
@@ -206,33 +204,6 @@ class ScorerStep:
                 ],
             }))
         return rows
-
-
-def derived_event(source: Event, model: str, prediction: int | None, score: float | None) -> Event:
-    """Another model's prediction of ``source``'s event: same id, time and groups; the label follows later."""
-    return Event(
-        event_id=source.event_id, ts=source.ts, model=model, model_version=source.model_version,
-        prediction=prediction, score=score, groups=source.groups,
-    )
-
-
-def fresh_predictions(events: list[Event | Rejection], pipeline: Any = None) -> list[int]:
-    """Batch positions of the predictions ``pipeline`` will count: not held yet, first of their id in the batch.
-
-    Scoring the others would be wasted (the pipeline drops them as duplicates)
-    and would count their texts twice in the statistics.
-    """
-    held = pipeline.held_ids() if pipeline is not None else ()
-    fresh: list[int] = []
-    seen: set[str] = set()
-    for i, event in enumerate(events):
-        if event.__class__ is Rejection or event.prediction is None:
-            continue
-        if event.event_id in held or event.event_id in seen:
-            continue
-        seen.add(event.event_id)
-        fresh.append(i)
-    return fresh
 
 
 def _num(x: float) -> float | None:
