@@ -141,16 +141,6 @@ def build_stages(args: argparse.Namespace) -> ScorerStages:
         raise
 
 
-def build_scorer_step(args: argparse.Namespace):
-    """The one stage the flags ask for, or None; a UsageError when they ask for a counterfactual scorer and a
-    shadow both (adapters use :func:`build_stages`)."""
-    stages = build_stages(args).stages()
-    if len(stages) > 1:
-        ScorerStages(*stages).close()
-        raise UsageError("two scorer stages asked for: build them with build_stages")
-    return stages[0] if stages else None
-
-
 def build_shadow_step(args: argparse.Namespace):
     """A ShadowStep when --shadow-candidate is given; a HotShadowStep when --shadow-control is (`fairwatch
     run`: attached later, without a restart); else None."""

@@ -15,7 +15,7 @@ pytest.importorskip("transformers")
 
 from fairwatch.alerts.incidents import IncidentStore  # noqa: E402
 from fairwatch.cli import build_parser  # noqa: E402
-from fairwatch.consumers.replay_command import build_scorer_step  # noqa: E402
+from fairwatch.consumers.replay_command import build_stages  # noqa: E402
 from fairwatch.monitor.config import MonitorConfig  # noqa: E402
 from fairwatch.monitor.pipeline import Pipeline  # noqa: E402
 from fairwatch.monitor.scorer.shadow_control import (Attachment, ControlError, HotShadowStep,  # noqa: E402
@@ -42,8 +42,8 @@ def incident_with_candidate(db, candidate_dir) -> int:
 
 
 def worker_step(control) -> HotShadowStep:
-    step = build_scorer_step(build_parser().parse_args(["run", "--shadow-control", str(control),
-                                                        "--scorer-device", "cpu"]))
+    (step,) = build_stages(build_parser().parse_args(["run", "--shadow-control", str(control),
+                                                      "--scorer-device", "cpu"])).stages()
     assert isinstance(step, HotShadowStep) and step.poll_seconds == 0  # a look at the file before every batch
     return step
 
