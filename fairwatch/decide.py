@@ -28,7 +28,8 @@ import urllib.request
 
 from fairwatch.flags import add_config_file_flag, add_metrics_flags
 from fairwatch.monitor import metric_names as names
-from fairwatch.monitor.breach import FPR_N, FPR_X, SEL_N, SEL_X, TPR_N, TPR_X, MergedDecisions, Totals
+from fairwatch.monitor.breach import (FPR_N, FPR_X, SEL_N, SEL_X, TPR_N, TPR_X, MergedDecisions, Totals,
+                                      worst_per_metric)
 from fairwatch.monitor.config import MonitorConfig
 
 # Decision columns from the exported cells: (column, cells summed).
@@ -91,8 +92,7 @@ class MergedDecisionCollector:
             counts: dict[tuple[str, str], int] = {}
             for onset in merged.monitor.onsets:
                 counts[(onset.attribute, onset.metric)] = counts.get((onset.attribute, onset.metric), 0) + 1
-            for (attribute, metric), state in list(merged.states.items()):
-                metric = metric.split(":", 1)[0]  # a subgroup cell: its attribute's worst, as the workers export
+            for (attribute, metric), state in worst_per_metric(dict(merged.states)).items():  # as the workers export
                 key = [model, attribute, metric]
                 if state.bound == state.bound:  # not NaN
                     bound.add_metric(key, state.bound)

@@ -40,12 +40,13 @@ everything would (counts are additive).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
 from fairwatch.monitor.config import MonitorConfig
 from fairwatch.monitor.confseq import pair_difference_lower, pair_ratio_lower
+from fairwatch.monitor.decision_key import DecisionKey
 
 # Accumulator columns: (trials, successes) of the selection rate, TPR and FPR.
 SEL_N, SEL_X, TPR_N, TPR_X, FPR_N, FPR_X = range(6)
@@ -61,6 +62,9 @@ SUBGROUP_METRICS = {
     "tpr": "equalized_odds_difference",
     "fpr": "equalized_odds_difference",
 }
+# The decision metric of a searched cell against the rest of the stream, per rate, and back.
+CELL_METRICS = {rate: f"subgroup_{rate}_difference" for rate in RATE_COLUMNS}
+CELL_RATES = {metric: rate for rate, metric in CELL_METRICS.items()}
 BLOCK_SPENDING = 6 / math.pi**2  # sum over k >= 1 of BLOCK_SPENDING / k^2 is 1
 # Share of each (rate, group) error for the sequence over everything since
 # start: it decides on breaches present from the beginning; the rest goes to
@@ -184,6 +188,29 @@ class DecisionState:
     evidence: Evidence | None
 
 
+def worst_per_metric(states: dict[DecisionKey, DecisionState]) -> dict[tuple[str, str], DecisionState]:
+    """One state per (attribute, metric), as /metrics exports them: a search's cells fold into the worst
+    one (a breach before none, then the bound furthest past the threshold's side); a gap is its own.
+
+    >>> cell = lambda name, breached, bound: (DecisionKey("a&b", "subgroup_tpr_difference", name),
+    ...                                       DecisionState(breached, bound, 0.1, None))
+    >>> worst_per_metric(dict([cell("x&y", False, 0.3), cell("x&z", True, 0.2), cell("w&z", True, 0.15)]))
+    {('a&b', 'subgroup_tpr_difference'): DecisionState(breached=True, bound=0.2, threshold=0.1, evidence=None)}
+    """
+    worst: dict[tuple[str, str], DecisionState] = {}
+    for key, state in states.items():
+        is_ratio = key.metric.endswith("ratio")
+        value = state.bound
+        previous = worst.get((key.attribute, key.metric))
+        if previous is None or (state.breached and not previous.breached) or (
+            state.breached == previous.breached
+            and not math.isnan(value)
+            and (math.isnan(previous.bound) or (value < previous.bound if is_ratio else value > previous.bound))
+        ):
+            worst[(key.attribute, key.metric)] = state
+    return worst
+
+
 def _top_pairs(score: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """(accumulators, rates, i, j) mask of the since-start sequence's best-scoring pair
     per rate among ``mask``: its bound is exported even when nothing can breach."""
@@ -282,8 +309,8 @@ class BreachMonitor:
         self._last_check = 0
         self._last_check_time: float | None = None
         self._checks = 0
-        self.states: dict[tuple[str, str], DecisionState] = {}
-        self.active: dict[tuple[str, str], bool] = {}
+        self.states: dict[DecisionKey, DecisionState] = {}
+        self.active: dict[DecisionKey, bool] = {}
         self.onsets: list[Onset] = []
         self._cell_codes: dict[tuple[str, str], int] = {}  # (subgroup attribute, cell name) -> code
         self._grow(0)
@@ -470,7 +497,7 @@ class BreachMonitor:
         self.onsets += onsets
         return onsets
 
-    def _decide(self, key, evidence: Evidence | None, threshold: float, is_ratio: bool, position: int,
+    def _decide(self, key: DecisionKey, evidence: Evidence | None, threshold: float, is_ratio: bool, position: int,
                 groups) -> Onset | None:
         if evidence is None:
             self.states[key] = DecisionState(False, math.nan, threshold, None)
@@ -481,8 +508,8 @@ class BreachMonitor:
         self.states[key] = DecisionState(breached or (was and not cleared), evidence.statistic, threshold, evidence)
         if breached and not was:
             self.active[key] = True
-            return Onset(self.model, key[0], key[1], position, evidence.value, evidence.lower, evidence.upper,
-                         threshold, groups, evidence.window)
+            return Onset(self.model, key.attribute, key.metric, position, evidence.value, evidence.lower,
+                         evidence.upper, threshold, groups, evidence.window)
         if was and cleared and not breached:
             self.active[key] = False
         return None
@@ -508,7 +535,7 @@ class BreachMonitor:
         with np.errstate(invalid="ignore"):
             diff = pi - pj
         tau = np.array([self.thresholds(attribute, SUBGROUP_METRICS[m]) for m in RATES])
-        active = np.array([any(self.active.get((attribute, metric), False) for metric in RATE_USERS[r]
+        active = np.array([any(self.active.get(DecisionKey(attribute, metric), False) for metric in RATE_USERS[r]
                                if not metric.endswith("ratio")) for r in RATES])
         level = alpha[a_]
         # A bound costs a root search: screen first. The pair's bound lies below
@@ -535,7 +562,7 @@ class BreachMonitor:
         want_diff = both & (screened | clearable[a_, m_] | top)
         want_diff |= np.swapaxes(want_diff, 2, 3)  # each pair's other side: its upper bound
         ratio_tau = self._ratio_threshold(attribute)
-        ratio_active = self.active.get((attribute, "demographic_parity_ratio"), False)
+        ratio_active = self.active.get(DecisionKey(attribute, "demographic_parity_ratio"), False)
         sel = m_ == RATES.index("selection_rate")
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(pi > 0, pj / pi, np.inf)
@@ -569,7 +596,7 @@ class BreachMonitor:
                                                                  clearable))
                 if evidence is not None:
                     evidence = Evidence(**{**asdict(evidence), "groups": (names[pair[0]], names[pair[1]])})
-                onset = self._decide((attribute, metric), evidence, threshold, is_ratio, position,
+                onset = self._decide(DecisionKey(attribute, metric), evidence, threshold, is_ratio, position,
                                      None if pair is None else [names[pair[0]], names[pair[1]]])
                 if onset:
                     onsets.append(onset)
@@ -641,7 +668,7 @@ class BreachMonitor:
 
         def finish(position: int) -> list[Onset]:
             # Cells not looked at this time leave no stale state behind (active ones always are).
-            for key in [k for k in self.states if k[0] == attribute and not self.active.get(k, False)]:
+            for key in [k for k in self.states if k.attribute == attribute and not self.active.get(k, False)]:
                 del self.states[key]
             over, under = np.full(x.shape, np.nan), np.full(x.shape, np.nan)
             over[want], under[want] = batch.result(cell_over), batch.result(rest_over)
@@ -649,7 +676,7 @@ class BreachMonitor:
             gap_upper = np.fmax(-under, -over)
             onsets = []
             for m, rate in enumerate(RATES):
-                metric = f"subgroup_{rate}_difference"
+                metric = CELL_METRICS[rate]
                 threshold = self.thresholds(attribute, SUBGROUP_METRICS[rate])
                 for g in np.flatnonzero(~np.all(np.isnan(evidence[:, :, m]), axis=0)).tolist():
                     a = int(np.nanargmax(evidence[:, g, m]))
@@ -658,10 +685,10 @@ class BreachMonitor:
                                   float(np.nanmin(gap_upper[:, g, m])))
                     groups = dict(zip(attribute.split("&"), names[g].split("&")))
                     self._cell_codes[(attribute, names[g])] = g
-                    onset = self._decide((attribute, f"{metric}:{names[g]}"), ev, threshold, False, position, groups)
+                    onset = self._decide(DecisionKey(attribute, metric, cell=names[g]), ev, threshold, False,
+                                         position, groups)
                     if onset:
-                        onsets.append(Onset(onset.model, attribute, metric, onset.event_index, onset.value,
-                                            onset.lower, onset.upper, onset.threshold, groups, onset.window))
+                        onsets.append(onset)
             return onsets
 
         return finish
@@ -669,14 +696,34 @@ class BreachMonitor:
     def _active_cells(self, attribute: str, n_groups: int) -> np.ndarray:
         """(1, groups, rates) mask of subgroup cells with an active breach."""
         mask = np.zeros((1, n_groups, len(RATES)), dtype=bool)
-        for (attr, key), on in self.active.items():
-            if on and attr == attribute and ":" in key:
-                metric, cell = key.split(":", 1)
-                rate = metric[len("subgroup_"): -len("_difference")]
-                code = self._cell_codes.get((attribute, cell))
+        for key, on in self.active.items():
+            if on and key.attribute == attribute and key.cell is not None:
+                code = self._cell_codes.get((attribute, key.cell))
                 if code is not None and code < n_groups:
-                    mask[0, code, RATES.index(rate)] = True
+                    mask[0, code, RATES.index(CELL_RATES[key.metric])] = True
         return mask
+
+    # -- state -----------------------------------------------------------------------
+    def __setstate__(self, state: dict) -> None:
+        """Unpickle. A state written before decisions had typed keys (snapshot format 2 as well) keyed them
+        by ``(attribute, metric)`` and ``(attribute, "<metric>:<cell>")`` tuples: they become ``DecisionKey``s,
+        so that such a snapshot restores with the same decisions."""
+        self.__dict__.update(state)
+        self.states = {_typed_key(k): v for k, v in self.states.items()}
+        self.active = {_typed_key(k): v for k, v in self.active.items()}
+
+    def rename_attributes(self, rename) -> None:
+        """Rename every attribute of the state with ``rename(attribute) -> attribute`` (which must keep names
+        distinct): for an owner that upgrades the names it gave its attributes."""
+        self.counts = {rename(a): r for a, r in self.counts.items()}
+        self.slots = {rename(a): s for a, s in self.slots.items()}
+        for acc in self.accumulators:
+            acc.base = {rename(a): r for a, r in acc.base.items()}
+        self.states = {DecisionKey(rename(k.attribute), k.metric, k.cell): v for k, v in self.states.items()}
+        self.active = {DecisionKey(rename(k.attribute), k.metric, k.cell): v for k, v in self.active.items()}
+        self.onsets = [replace(o, attribute=rename(o.attribute)) for o in self.onsets]
+        self._cell_codes = {(rename(a), cell): code for (a, cell), code in self._cell_codes.items()}
+        self.subgroup_attributes = {rename(a) for a in self.subgroup_attributes}
 
     # -- merging ---------------------------------------------------------------------
     def totals(self, group_names: dict[str, list[str]]) -> Totals:
@@ -712,7 +759,7 @@ class BreachMonitor:
                         continue
                     value, rest = x[g, m] / n[g, m], rx[g, m] / rn[g, m]
                     groups = dict(zip(attribute.split("&"), name.split("&")))
-                    metric = f"subgroup_{rate}_difference"
+                    metric = CELL_METRICS[rate]
                     findings.append({
                         "groups": groups, "n": int(n[g, m]), "metric": rate, "value": float(value),
                         "rest": float(rest), "difference": float(value - rest),
@@ -721,6 +768,15 @@ class BreachMonitor:
                     })
         findings.sort(key=lambda f: (-f["alert"], -max(f["lower"], -f["upper"]), -abs(f["difference"])))
         return findings[:limit]
+
+
+def _typed_key(key: tuple) -> DecisionKey:
+    """A decision key as pickled before typed keys, as a ``DecisionKey`` (one already typed as itself)."""
+    if isinstance(key, DecisionKey):
+        return key
+    attribute, metric = key
+    name, separator, cell = metric.partition(":")
+    return DecisionKey(attribute, name, cell) if separator and name in CELL_RATES else DecisionKey(attribute, metric)
 
 
 @dataclass(frozen=True)
@@ -798,5 +854,5 @@ class MergedDecisions:
                                            total.predictions - 1 if position is None else position, now)
 
     @property
-    def states(self) -> dict[tuple[str, str], DecisionState]:
+    def states(self) -> dict[DecisionKey, DecisionState]:
         return self.monitor.states

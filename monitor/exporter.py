@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, Exemplar, GaugeMetricFam
 from prometheus_client.registry import Collector
 
 from fairwatch.monitor import metric_names as names
+from fairwatch.monitor.breach import worst_per_metric
 from fairwatch.monitor.counts import FN, FP, N, POS, SCORE_SUM, SCORED, TN, TP
 from fairwatch.monitor.gaps import all_gaps
 from fairwatch.monitor.generation.generation_gaps import generation_gaps
@@ -350,28 +351,15 @@ class FairwatchCollector(Collector):
         breach = GaugeMetricFamily(names.DECISION_BREACH, "1 while a breach is declared", labels=labels)
         onsets = CounterMetricFamily(names.BREACH_ONSETS, "Breaches declared", labels=labels)
         for model, (states, _, onset_list) in decisions.items():
-            merged: dict[tuple[str, str], tuple] = {}
-            for (attribute, key), state in states.items():
-                metric = key.split(":", 1)[0]  # subgroup cells: keep the worst per attribute
-                is_ratio = metric.endswith("ratio")
-                value = state.bound
-                previous = merged.get((attribute, metric))
-                worse = previous is None or (state.breached and not previous[0]) or (
-                    state.breached == previous[0]
-                    and not math.isnan(value)
-                    and (math.isnan(previous[1]) or (value < previous[1] if is_ratio else value > previous[1]))
-                )
-                if worse:
-                    merged[(attribute, metric)] = (state.breached, value, state.threshold)
             counts: dict[tuple[str, str], int] = {}
             for o in onset_list:
                 counts[(o.attribute, o.metric)] = counts.get((o.attribute, o.metric), 0) + 1
-            for (attribute, metric), (breached, value, limit) in merged.items():
+            for (attribute, metric), state in worst_per_metric(states).items():  # a search: its worst cell
                 key = [model, attribute, metric]
-                if not math.isnan(value):
-                    bound.add_metric(key, value)
-                threshold.add_metric(key, limit)
-                breach.add_metric(key, 1.0 if breached else 0.0)
+                if not math.isnan(state.bound):
+                    bound.add_metric(key, state.bound)
+                threshold.add_metric(key, state.threshold)
+                breach.add_metric(key, 1.0 if state.breached else 0.0)
                 onsets.add_metric(key, counts.get((attribute, metric), 0))
         yield from (bound, threshold, breach, onsets)
 

@@ -6,11 +6,12 @@ rate, so its decision is the prediction decision's: the same
 ``BreachMonitor`` (confidence sequences over since-start and restarting
 blocks, Bonferroni over pairs of group slots), run on the generation counts.
 One ``BreachMonitor`` per model serves every fraction: each (fraction,
-attribute) is one of its attributes, named ``"<metric>@<attribute>"``, and
-counts the fraction as the selection-rate column, so the family-wise error
-is split over the fractions and the attributes. Its decision on
-``demographic_parity_difference`` of ``"refusal_rate_difference@sex"`` is
-the decision on ``refusal_rate_difference`` of ``sex``; its other gaps
+attribute) is one of its attributes, named by the generation decision's own
+key (``DecisionKey("sex", "refusal_rate_difference")``), and counts the
+fraction as the selection-rate column, so the family-wise error is split
+over the fractions and the attributes. Its decision on
+``demographic_parity_difference`` of that carrier attribute is the decision
+on ``refusal_rate_difference`` of ``sex``; its other gaps
 (ratio, equalized odds) take no part (the ratio's threshold is 0, which no
 bound can fall below, and no generation has a label).
 
@@ -40,6 +41,7 @@ from dataclasses import replace
 import numpy as np
 
 from fairwatch.monitor.breach import BreachMonitor, DecisionState, Onset, observation_rows
+from fairwatch.monitor.decision_key import DecisionKey
 from fairwatch.monitor.metric_names import GENERATION_DECISION_METRICS
 
 __all__ = ["GENERATION_DECISION_METRICS", "GenerationDecisions"]
@@ -48,24 +50,31 @@ __all__ = ["GENERATION_DECISION_METRICS", "GenerationDecisions"]
 # response classifier, if any).
 # The BreachMonitor gap that carries a generation fraction's difference (its selection-rate column).
 _CARRIER = "demographic_parity_difference"
-_SEPARATOR = "@"
 
 
 class _CarriedThresholds:
-    """``(carrier attribute, carrier metric) -> threshold``: the generation metric's threshold for the
+    """``(carrier attribute, carrier metric) -> threshold``, where the carrier attribute is the generation
+    decision's ``DecisionKey``: the generation metric's threshold for the
     difference, and thresholds no bound can breach for the carrier's other gaps. A class, not a closure,
     so that a pipeline's state pickles."""
 
     def __init__(self, thresholds) -> None:
         self.thresholds = thresholds
 
-    def __call__(self, attribute: str, metric: str) -> float:
-        generation_metric, _, real = attribute.partition(_SEPARATOR)
+    def __call__(self, carrier: DecisionKey, metric: str) -> float:
         if metric.endswith("ratio"):
             return 0.0  # a ratio breaches below its threshold, and no ratio bound is below 0
         if metric == _CARRIER:
-            return self.thresholds(real, generation_metric)
+            return self.thresholds(carrier.attribute, carrier.metric)
         return math.inf  # equalized odds: generations carry no labels
+
+
+def _typed_carrier(attribute: DecisionKey | str) -> DecisionKey:
+    """A carrier attribute as pickled before typed keys, ``"<metric>@<attribute>"``, as its ``DecisionKey``."""
+    if isinstance(attribute, DecisionKey):
+        return attribute
+    metric, _, real = attribute.partition("@")
+    return DecisionKey(real, metric)
 
 
 class GenerationDecisions:
@@ -97,7 +106,7 @@ class GenerationDecisions:
                 continue
             flag = np.asarray(flag, dtype=np.int64)
             for attribute, column in codes.items():
-                carrier = f"{metric}{_SEPARATOR}{attribute}"
+                carrier = DecisionKey(attribute, metric)
                 names[carrier] = group_names[attribute]
                 delta[carrier] = observation_rows(np.asarray(column, dtype=np.int64), flag, no_label,
                                                   len(group_names[attribute]))
@@ -106,8 +115,13 @@ class GenerationDecisions:
 
     @staticmethod
     def _translated(onset: Onset) -> Onset:
-        metric, _, attribute = onset.attribute.partition(_SEPARATOR)
-        return replace(onset, attribute=attribute, metric=metric)
+        return replace(onset, attribute=onset.attribute.attribute, metric=onset.attribute.metric)
+
+    def __setstate__(self, state: dict) -> None:
+        """Unpickle; a state written before typed keys (snapshot format 2 as well) named the carrier
+        attributes ``"<metric>@<attribute>"``: they become the generation decisions' ``DecisionKey``s."""
+        self.__dict__.update(state)
+        self.monitor.rename_attributes(_typed_carrier)
 
     @property
     def onsets(self) -> list[Onset]:
@@ -115,11 +129,6 @@ class GenerationDecisions:
         return [self._translated(o) for o in self.monitor.onsets if o.metric == _CARRIER]
 
     @property
-    def states(self) -> dict[tuple[str, str], DecisionState]:
+    def states(self) -> dict[DecisionKey, DecisionState]:
         """(attribute, generation metric) -> the latest check's decision, as the exporter reads them."""
-        out = {}
-        for (carrier, metric), state in self.monitor.states.items():
-            if metric == _CARRIER:
-                generation_metric, _, attribute = carrier.partition(_SEPARATOR)
-                out[(attribute, generation_metric)] = state
-        return out
+        return {key.attribute: state for key, state in self.monitor.states.items() if key.metric == _CARRIER}
