@@ -29,12 +29,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from fairwatch.monitor.errors import FairwatchError
+
 __all__ = ["Attachment", "ControlError", "HotShadowStep", "read_control", "write_control"]
 
 log = logging.getLogger("fairwatch.shadow")
 
 
-class ControlError(ValueError):
+class ControlError(FairwatchError, ValueError):
     """A control file that cannot be used, worded for one line."""
 
 
