@@ -31,12 +31,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fairwatch.cli import UsageError
 from fairwatch.monitor.counts import contributions
 from fairwatch.monitor.gaps import EQUALITY_DIFFERENCES, all_gaps, equality_difference_value
 from fairwatch.monitor.rates import group_rates, proportion, safe_ratio
 from fairwatch.monitor.score_auc import roc_auc
 from fairwatch.monitor.text_rows import RowError, TextFileError, read_text_rows
+from fairwatch.monitor.errors import UsageError
 
 __all__ = [
     "ALL_GROUPS",

@@ -63,7 +63,7 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the job; bad input (FinetuneInputError) is one line on stderr and exit 2 (fairwatch.cli)."""
+    """Run the job; bad input (FinetuneInputError) is one line on stderr and exit 2 (command_support.run_command)."""
     from fairwatch.alerts.finetune import IDENTITY_ATTRIBUTES, FinetuneConfig, FinetuneInputError, read_csv, read_events, \
         read_templates, run_finetune
 
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fairwatch finetune", description=__doc__.splitlines()[0])
     add_arguments(parser)
     parser.set_defaults(command="finetune", handler=run)
-    from fairwatch.cli import run_command  # the same one-line errors as `fairwatch finetune`
+    from fairwatch.command_support import run_command  # the same one-line errors as `fairwatch finetune`
 
     return run_command(parser.parse_args(argv))
 

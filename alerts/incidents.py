@@ -33,6 +33,8 @@ import threading
 import time
 from pathlib import Path
 
+from fairwatch.monitor.errors import FairwatchError
+
 # Every state but ``resolved`` ends without a human: ``approved`` and
 # ``job_queued`` become ``job_running`` (or ``job_skipped`` when the trigger has
 # no job command), ``job_running`` becomes ``job_succeeded`` or ``job_failed``
@@ -76,7 +78,7 @@ CREATE INDEX IF NOT EXISTS incidents_by_key ON incidents(model, attribute, updat
 """
 
 
-class IncidentError(ValueError):
+class IncidentError(FairwatchError, ValueError):
     """A request the store cannot honour (unknown id, wrong state), worded for one line."""
 
 

@@ -20,6 +20,7 @@ from typing import ClassVar
 import msgspec
 import yaml
 
+from fairwatch.consumers import metric_names as consumer_names
 from fairwatch.monitor import metric_names as names
 from fairwatch.monitor.config import MonitorConfig
 from fairwatch.monitor.scorer import metric_names as scorer_names
@@ -154,10 +155,16 @@ def recording_rules(min_group_size: int, privacy_floor: int) -> list[dict]:
     return rules
 
 
-def _query_value(expression: str) -> str:
+def query_value(expression: str) -> str:
     """A template that runs ``expression`` (with the alert's labels) and prints its value."""
     return ('{{ with printf `' + expression + '` $labels.model $labels.attribute $labels.metric | query }}'
             '{{ if . }}{{ . | first | value | printf "%.3f" }}{{ else }}?{{ end }}{{ end }}')
+
+
+# What query_value writes, found again in a rendered annotation by whoever rewrites it for a templating
+# without Prometheus' ``query`` (dashboards.alerting: Grafana): ``expr`` is the metric, selector left out.
+QUERY_VALUE_TEMPLATE = re.compile(
+    r"\{\{ with printf `(?P<expr>[^`{]+)(?:\{[^`]*\})?`[^}]*\| query \}\}.*?\{\{ end \}\}\{\{ end \}\}")
 
 
 def alerting_rules(settings: AlertSettings) -> list[dict]:
@@ -165,8 +172,8 @@ def alerting_rules(settings: AlertSettings) -> list[dict]:
         return f"{settings.runbook_url}#runbook-{alert.lower()}"
 
     selector = '{model="%s",attribute="%s",metric="%s"}'
-    bound = _query_value("fairwatch:decision_bound:worst" + selector)
-    threshold = _query_value("fairwatch:decision_threshold" + selector)
+    bound = query_value("fairwatch:decision_bound:worst" + selector)
+    threshold = query_value("fairwatch:decision_threshold" + selector)
     dashboard = settings.dashboard_url + "?var-model={{ $labels.model }}&var-attribute={{ $labels.attribute }}"
     return [
         {
@@ -228,7 +235,7 @@ def alerting_rules(settings: AlertSettings) -> list[dict]:
         },
         {
             "alert": "FairwatchConsumerLag",
-            "expr": f"sum by (topic) ({names.CONSUMER_LAG}) > {settings.consumer_lag_events}",
+            "expr": f"sum by (topic) ({consumer_names.CONSUMER_LAG}) > {settings.consumer_lag_events}",
             "for": "10m",
             "labels": {"severity": "ticket", "model": "all", "attribute": "all", "metric": "consumer_lag"},
             "annotations": {

@@ -32,6 +32,7 @@ from fairwatch.alerts.incident_summary import is_ratio
 from fairwatch.alerts.labels import promql_matchers
 from fairwatch.monitor import metric_names as names
 from fairwatch.monitor.scorer.shadow import shadow_models
+from fairwatch.monitor.errors import FairwatchError
 
 __all__ = ["ShadowSide", "ShadowEvidenceError", "compare_shadow", "shadow_from_prometheus", "shadow_from_report",
            "DEFAULT_MIN_EVENTS"]
@@ -41,7 +42,7 @@ __all__ = ["ShadowSide", "ShadowEvidenceError", "compare_shadow", "shadow_from_p
 DEFAULT_MIN_EVENTS = 200
 
 
-class ShadowEvidenceError(ValueError):
+class ShadowEvidenceError(FairwatchError, ValueError):
     """The shadow's numbers cannot be read (no such model, unreadable source), worded for one line."""
 
 

@@ -32,9 +32,9 @@ import msgspec
 from fairwatch.alerts.evidence import prometheus_evidence
 from fairwatch.alerts.incidents import IncidentError, IncidentStore
 from fairwatch.alerts.jobs import NO_COMMAND, JobRunner
+from fairwatch.alerts import metric_names as names
 from fairwatch.alerts.labels import unsafe_label_reason
 from fairwatch.alerts.trigger_http import MAX_BODY_BYTES, BoundedHTTPServer, TriggerHandler
-from fairwatch.monitor import metric_names as names
 from fairwatch.monitor.scorer.shadow import BASELINE_SUFFIX, CANDIDATE_SUFFIX
 
 log = logging.getLogger("fairwatch.trigger")

@@ -20,7 +20,7 @@ from fairwatch.alerts.shadow_command import (add_attach_action, add_shadow_actio
                                              shadow_line)
 from fairwatch.alerts.terminal import printable
 from fairwatch.alerts.trigger import JobRunner, Trigger, serve
-from fairwatch.cli import UsageError
+from fairwatch.command_support import UsageError
 from fairwatch.flags import add_flag
 
 DEFAULT_DB = "fairwatch-incidents.sqlite"
@@ -71,7 +71,7 @@ def register_trigger(commands) -> None:
 
 
 def _non_negative(text: str) -> float:
-    from fairwatch.cli import finite_float
+    from fairwatch.command_support import finite_float
 
     value = finite_float(text)
     if value < 0:
@@ -242,57 +242,55 @@ def run_incidents(args: argparse.Namespace) -> int:
     if str(args.db) != ":memory:" and not Path(args.db).exists():
         raise UsageError(f"no incident store at {args.db} (pass --db)")
     store = IncidentStore(args.db)
-    try:
-        if args.incidents_action == "list":
-            incidents = store.list(args.state)
-            if args.json:
-                print(json.dumps(incidents, indent=2))
-            else:
-                for incident in incidents:
-                    print(_line(incident))
-        elif args.incidents_action == "show":
-            incident = store.get(args.id)
-            if args.html:
-                from fairwatch.alerts.incident_page import render_incident_html
-
-                try:
-                    page = render_incident_html(incident, args.runbook_url, args.dashboard_url)
-                    Path(args.html).write_text(page, encoding="utf-8")
-                except OSError as exc:
-                    raise UsageError(f"cannot write --html {args.html}: {exc.strerror}") from None
-                print(f"wrote {args.html}", file=sys.stderr)
-            elif args.json:
-                print(json.dumps(incident, indent=2))
-            else:
+    # An IncidentError (unknown id, wrong state) is one line, exit 2 (fairwatch.cli).
+    if args.incidents_action == "list":
+        incidents = store.list(args.state)
+        if args.json:
+            print(json.dumps(incidents, indent=2))
+        else:
+            for incident in incidents:
                 print(_line(incident))
-                for alert in incident["alerts"]:
-                    summary = alert["annotations"].get("summary", alert["labels"])
-                    print(printable(f"  alert {alert['status']}: {summary}"))
-                if incident["evidence"]:
-                    print(f"  evidence: {json.dumps(incident['evidence'])[:2000]}")  # JSON escapes control characters
-                if incident["job"].get("report"):
-                    print(f"  job report: {json.dumps(incident['job']['report'])[:2000]}")
-                    print(printable(f"  promotion: {promotion_verdict(incident['job']).sentence}"))
-                for entry in incident["timeline"]:
-                    at = time.strftime("%H:%M:%S", time.gmtime(entry["at"]))
-                    print(printable(f"  {at}Z {entry['change']} {json.dumps(entry['detail'])[:200]}"))
-        elif args.incidents_action == "approve":
-            print(_line(store.approve(args.id)))
-            print("approved: a running trigger starts or queues the job on its next poll; one without "
-                  "--job-command marks the incident job_skipped", file=sys.stderr)
-        elif args.incidents_action == "shadow":
-            print(printable(shadow_line(args.id, record_shadow(store, args.id, prometheus_url=args.prometheus_url,
-                                                               report=args.report, min_events=args.min_events))))
-        elif args.incidents_action == "attach":
-            print(printable(attach_candidate(store, args.id, args.control, args.threshold, args.detach)))
-        elif args.incidents_action == "promote":
-            promoted = promote(store, args.id, Path(args.to), args.force)
-            print(_line(promoted))
-            if promotion_verdict(promoted["job"]).promotable is None:
-                print("promoted without live evidence: the candidate was never compared with production on live "
-                      "traffic (fairwatch incidents shadow)", file=sys.stderr)
-        elif args.incidents_action == "resolve":
-            print(_line(store.resolve(args.id, args.reason)))
-    except IncidentError as exc:
-        raise UsageError(str(exc)) from None
+    elif args.incidents_action == "show":
+        incident = store.get(args.id)
+        if args.html:
+            from fairwatch.alerts.incident_page import render_incident_html
+
+            try:
+                page = render_incident_html(incident, args.runbook_url, args.dashboard_url)
+                Path(args.html).write_text(page, encoding="utf-8")
+            except OSError as exc:
+                raise UsageError(f"cannot write --html {args.html}: {exc.strerror}") from None
+            print(f"wrote {args.html}", file=sys.stderr)
+        elif args.json:
+            print(json.dumps(incident, indent=2))
+        else:
+            print(_line(incident))
+            for alert in incident["alerts"]:
+                summary = alert["annotations"].get("summary", alert["labels"])
+                print(printable(f"  alert {alert['status']}: {summary}"))
+            if incident["evidence"]:
+                print(f"  evidence: {json.dumps(incident['evidence'])[:2000]}")  # JSON escapes control characters
+            if incident["job"].get("report"):
+                print(f"  job report: {json.dumps(incident['job']['report'])[:2000]}")
+                print(printable(f"  promotion: {promotion_verdict(incident['job']).sentence}"))
+            for entry in incident["timeline"]:
+                at = time.strftime("%H:%M:%S", time.gmtime(entry["at"]))
+                print(printable(f"  {at}Z {entry['change']} {json.dumps(entry['detail'])[:200]}"))
+    elif args.incidents_action == "approve":
+        print(_line(store.approve(args.id)))
+        print("approved: a running trigger starts or queues the job on its next poll; one without "
+              "--job-command marks the incident job_skipped", file=sys.stderr)
+    elif args.incidents_action == "shadow":
+        print(printable(shadow_line(args.id, record_shadow(store, args.id, prometheus_url=args.prometheus_url,
+                                                           report=args.report, min_events=args.min_events))))
+    elif args.incidents_action == "attach":
+        print(printable(attach_candidate(store, args.id, args.control, args.threshold, args.detach)))
+    elif args.incidents_action == "promote":
+        promoted = promote(store, args.id, Path(args.to), args.force)
+        print(_line(promoted))
+        if promotion_verdict(promoted["job"]).promotable is None:
+            print("promoted without live evidence: the candidate was never compared with production on live "
+                  "traffic (fairwatch incidents shadow)", file=sys.stderr)
+    elif args.incidents_action == "resolve":
+        print(_line(store.resolve(args.id, args.reason)))
     return 0

@@ -8,7 +8,7 @@ the breach decisions and the worst-subgroup search over their pairs run
 too; a count window and a time window besides since-start), the end-to-end
 ``replay`` rate from a JSONL file, and what recomputing the same metrics
 with Fairlearn's MetricFrame costs per window. The process uses the garbage
-collector settings of the ``fairwatch`` command (``fairwatch.cli.tune_gc``).
+collector settings of the ``fairwatch`` command (``fairwatch.command_support.tune_gc``).
 Figures, not assertions: machines are noisy.
 """
 
@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from fairwatch.cli import tune_gc
+from fairwatch.command_support import tune_gc
 from fairwatch.monitor.config import MonitorConfig
 from fairwatch.monitor.pipeline import Pipeline
 from fairwatch.monitor.report import build_report
@@ -88,7 +88,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args(argv)
 
-    tune_gc()  # what every fairwatch command does at start (fairwatch.cli.tune_gc); both loops run under it
+    tune_gc()  # what every fairwatch command does at start (fairwatch.command_support.tune_gc); both loops run under it
     config = MonitorConfig(attributes=["sex", "race", "age"], count_windows=[args.window], time_windows_seconds=[3600.0])
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"generating {args.events:,} lines (3 attributes, 4 predictions : 1 late outcome)...", flush=True)

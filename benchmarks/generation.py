@@ -27,7 +27,7 @@ import platform
 import random
 import time
 
-from fairwatch.cli import tune_gc
+from fairwatch.command_support import tune_gc
 from fairwatch.monitor.config import MonitorConfig
 from fairwatch.monitor.generation import ResponseScorer
 from fairwatch.monitor.pipeline import Pipeline

@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
 def run(args: argparse.Namespace) -> None:
 
     from fairwatch.consumers.broker import TansuBroker, create_topics
-    from fairwatch.cli import dump_stacks_on_sigusr1, tune_gc
+    from fairwatch.command_support import dump_stacks_on_sigusr1, tune_gc
 
     tune_gc()  # as `fairwatch run` does at start
     dump_stacks_on_sigusr1()

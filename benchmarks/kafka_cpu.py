@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from fairwatch.consumers.broker import TansuBroker, create_topics
-    from fairwatch.cli import tune_gc
+    from fairwatch.command_support import tune_gc
 
     tune_gc()
     n = args.events

@@ -30,8 +30,10 @@ import subprocess
 import time
 from pathlib import Path
 
+from fairwatch.monitor.errors import FairwatchError
 
-class BrokerError(RuntimeError):
+
+class BrokerError(FairwatchError, RuntimeError):
     """The broker binary is missing or did not start: one line for the CLI."""
 
 

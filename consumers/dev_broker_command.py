@@ -6,8 +6,8 @@ import argparse
 import signal
 import sys
 
-from fairwatch.consumers.broker import BrokerError, TansuBroker, create_topics
-from fairwatch.cli import UsageError
+from fairwatch.consumers.broker import TansuBroker, create_topics
+from fairwatch.command_support import UsageError
 
 DEFAULT_TOPICS = ("fairwatch.predictions", "fairwatch.outcomes", "fairwatch.dlq")
 
@@ -27,10 +27,7 @@ def run(args: argparse.Namespace) -> int:
     if args.partitions < 0:
         raise UsageError("--partitions must be 0 or more")
     broker = TansuBroker(port=args.port or None)
-    try:
-        broker.start(foreground_output=not args.quiet)
-    except BrokerError as exc:
-        raise UsageError(str(exc)) from None
+    broker.start(foreground_output=not args.quiet)  # a BrokerError is one line (fairwatch.cli)
     stopping = False
 
     def stop(signum, _frame):

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fairwatch.cli import UsageError
+from fairwatch.command_support import UsageError
 
 
 def add_window_source_flags(parser: argparse.ArgumentParser, reads: str = "[kafka] connection keys") -> None:
@@ -49,12 +49,9 @@ def register(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fairwatch.consumers.time_window import TimeWindow, TimeWindowError
+    from fairwatch.consumers.time_window import TimeWindow
 
-    try:
-        window = TimeWindow.parse(args.start, args.end)
-    except TimeWindowError as exc:
-        raise UsageError(str(exc)) from None
+    window = TimeWindow.parse(args.start, args.end)
     out = Path(args.out)
     if not out.parent.is_dir():
         raise UsageError(f"--out {args.out}: folder {out.parent} does not exist")
@@ -67,19 +64,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_export(settings, model: str, window, out: Path):
-    """``export_window`` with every failure the user can act on as a UsageError (one line)."""
-    from fairwatch.consumers.kafka_clients import ClientMissing, client_errors
-    from fairwatch.consumers.topic_reader import TopicReadError
-    from fairwatch.consumers.window_export import EmptyWindow, export_window
+    """``export_window`` with every failure the user can act on as a FairwatchError (one line): its own
+    (ClientMissing, EmptyWindow, TopicReadError) as they are, the client's and the file system's as UsageErrors."""
+    from fairwatch.consumers.kafka_clients import client_errors
+    from fairwatch.consumers.window_export import export_window
 
-    try:
-        kafka_errors = client_errors(settings.client)
-    except ClientMissing as exc:
-        raise UsageError(str(exc)) from None
+    kafka_errors = client_errors(settings.client)
     try:
         return export_window(settings, model, window, out)
-    except (EmptyWindow, TopicReadError) as exc:
-        raise UsageError(str(exc)) from None
     except kafka_errors as exc:
         raise UsageError(f"reading Kafka at {','.join(settings.bootstrap_list())}: {exc}") from None
     except OSError as exc:

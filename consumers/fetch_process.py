@@ -144,7 +144,7 @@ def _fetch_loop(client_kwargs: dict, consumer_options: dict, max_records: int, d
     """Child side: assign/seek as told, poll, send column batches with the epoch they belong to."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from fairwatch.cli import dump_stacks_on_sigusr1
+    from fairwatch.command_support import dump_stacks_on_sigusr1
 
     dump_stacks_on_sigusr1()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s fairwatch fetch %(levelname)s %(message)s")

@@ -14,7 +14,7 @@ import sys
 
 from fairwatch.consumers.join_config import JOIN_FLAG_KEYS, JoinOptions
 from fairwatch.consumers.kafka_config import CONNECTION_KEYS, add_security_flags
-from fairwatch.cli import UsageError, serve_registry, finite_float
+from fairwatch.command_support import UsageError, serve_registry, finite_float
 from fairwatch.flags import (add_bootstrap_flag, add_config_file_flag, add_flag, add_log_level_flag,
                              add_metrics_flags, add_topic_flags, seconds_to_ms, struct_default)
 

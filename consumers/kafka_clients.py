@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from fairwatch.consumers.kafka_config import KafkaSettings
+from fairwatch.monitor.errors import FairwatchError
 
 log = logging.getLogger("fairwatch.kafka")
 CONNECT_TIMEOUT_SECONDS = 10.0
@@ -33,7 +34,7 @@ class Producer(Protocol):
     def close(self, timeout_seconds: float) -> None: ...
 
 
-class ClientMissing(ImportError):
+class ClientMissing(FairwatchError, ImportError):
     """The client library that ``client`` names is not installed: one line for the CLI."""
 
 

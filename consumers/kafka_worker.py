@@ -36,7 +36,7 @@ from typing import NamedTuple
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from fairwatch.monitor import metric_names as names
+from fairwatch.consumers import metric_names as names
 from fairwatch.consumers.dead_letters import DeadLetters
 from fairwatch.consumers.kafka_clients import Producer, client_errors, open_producer
 from fairwatch.consumers.kafka_config import KafkaSettings

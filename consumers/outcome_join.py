@@ -65,7 +65,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from fairwatch.consumers.join_config import JoinOptions
 from fairwatch.consumers.kafka_config import KafkaSettings
 from fairwatch.monitor.events import EventParser, PredictionCopy, Rejection
-from fairwatch.monitor.metric_names import (
+from fairwatch.consumers.metric_names import (
     JOIN_INVALID,
     JOIN_OUTCOME_STATUSES,
     JOIN_OUTCOMES,

@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from datetime import datetime, timezone
 
-from fairwatch.cli import UsageError, finite_float
+from fairwatch.command_support import UsageError, finite_float
 from fairwatch.consumers.export_command import add_window_source_flags
 from fairwatch.flags import add_flag, comma_list
 
@@ -68,7 +68,7 @@ def register(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fairwatch.consumers.prober import ChatClient, RateLimiter, TemplateError, load_templates, probe
+    from fairwatch.consumers.prober import ChatClient, RateLimiter, load_templates, probe
 
     if not args.endpoint:
         raise UsageError("--endpoint is required (the chat/completions URL of the model to probe)")
@@ -94,10 +94,7 @@ def run(args: argparse.Namespace) -> int:
                         backoff_seconds=args.backoff, limiter=RateLimiter(args.rate))
     if args.prompts is not None or args.prompts_from_kafka:
         return _probe_prompts(args, client)
-    try:
-        templates = load_templates(args.templates)
-    except TemplateError as exc:
-        raise UsageError(str(exc)) from None
+    templates = load_templates(args.templates)
     with _output(args.output) as out:
         written, failed = _write_events(out, probe(templates, client, samples=args.samples,
                                                    temperature=_temperature(args, 1.0), max_tokens=args.max_tokens,
@@ -226,20 +223,14 @@ def _kafka_records(args: argparse.Namespace):
     """``(topic/partition@offset, value)`` of the records of the predictions topic in the --from/--to window.
     Checked before the first request: a bad window or setting is one line, not a failed run."""
     from fairwatch.consumers.export_command import window_source_settings
-    from fairwatch.consumers.kafka_clients import ClientMissing, client_errors
-    from fairwatch.consumers.time_window import TimeWindow, TimeWindowError, iso
+    from fairwatch.consumers.kafka_clients import client_errors
+    from fairwatch.consumers.time_window import TimeWindow, iso
     from fairwatch.consumers.topic_reader import TopicReadError, read_topic_since
 
     now = time.time()
-    try:
-        window = TimeWindow.parse(args.start or iso(now - 3600), args.end or iso(now))
-    except TimeWindowError as exc:
-        raise UsageError(str(exc)) from None
+    window = TimeWindow.parse(args.start or iso(now - 3600), args.end or iso(now))
     settings = window_source_settings(args)
-    try:
-        kafka_errors = client_errors(settings.client)
-    except ClientMissing as exc:
-        raise UsageError(str(exc)) from None
+    kafka_errors = client_errors(settings.client)
 
     def records():
         try:

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from fairwatch.monitor.errors import FairwatchError
+
 __all__ = ["ChatClient", "ProbeFailure", "ProbeTemplate", "RateLimiter", "TemplateError", "load_templates", "probe"]
 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
@@ -35,11 +37,11 @@ MAX_ERROR_BODY_CHARS = 200
 MAX_ANSWER_BYTES = 8 * 1024 * 1024  # a runaway body is an error, not a memory spike
 
 
-class TemplateError(ValueError):
+class TemplateError(FairwatchError, ValueError):
     """A template file that cannot be used, worded for one line."""
 
 
-class ProbeError(Exception):
+class ProbeError(FairwatchError):
     """One request that got no usable answer, worded for one line."""
 
 

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from fairwatch.consumers.files import SourceError, read_events
 from fairwatch.consumers.kafka_config import CONNECTION_KEYS, add_client_flag, add_security_flags
 from fairwatch.consumers.replay_command import add_mapping_flags, mapping_from_args
-from fairwatch.cli import UsageError, finite_float
+from fairwatch.command_support import UsageError, finite_float
 from fairwatch.flags import add_bootstrap_flag, add_config_file_flag, add_progress_flag, add_topic_flags
 from fairwatch.monitor.config import MonitorConfig
 from fairwatch.monitor.events import EventParser, Rejection
@@ -77,12 +77,9 @@ def run(args: argparse.Namespace) -> int:
     if args.outcome_delay is not None and not settings.outcomes_topic:
         raise UsageError("--outcome-delay needs an outcomes topic (--outcomes-topic)")
 
-    from fairwatch.consumers.kafka_clients import ClientMissing, client_errors, open_producer
+    from fairwatch.consumers.kafka_clients import client_errors, open_producer
 
-    try:
-        kafka_errors = client_errors(settings.client)
-    except ClientMissing as exc:
-        raise UsageError(str(exc)) from None
+    kafka_errors = client_errors(settings.client)
     if not Path(args.file).is_file():  # before connecting: the file is read lazily
         raise UsageError(f"{args.file}: no such file")
     parser = EventParser(default_model=args.model or MonitorConfig().default_model, threshold=args.threshold)

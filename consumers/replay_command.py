@@ -9,7 +9,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from fairwatch.consumers.files import FORMATS, CsvMapping, SourceError, read_events
-from fairwatch.cli import UsageError, add_config_flags, config_from_args, finite_float, keep_serving, serve_registry
+from fairwatch.command_support import UsageError, config_from_args, finite_float, keep_serving, serve_registry
+from fairwatch.flags import add_config_flags
 from fairwatch.flags import add_flag, add_metrics_flags, add_progress_flag, add_report_flag
 from fairwatch.monitor.config import MonitorConfig
 from fairwatch.monitor.pipeline import Pipeline
@@ -204,21 +205,15 @@ def build_counterfactual_step(args: argparse.Namespace):
     if not 0.0 <= args.scorer_threshold <= 1.0:
         raise UsageError("--scorer-threshold must be between 0 and 1")
     try:
-        from fairwatch.monitor.scorer.counterfactuals import Lexicon, LexiconError
-        from fairwatch.monitor.scorer.model import ModelLoadError
+        from fairwatch.monitor.scorer.counterfactuals import Lexicon
         from fairwatch.monitor.scorer.scoring import CounterfactualScorer
         from fairwatch.monitor.scorer.step import ScorerStep
     except ImportError as exc:
         raise UsageError(f"--scorer-model needs the 'ml' extra (torch, transformers): {exc}") from None
-    try:
-        lexicon = Lexicon.from_file(args.lexicon) if args.lexicon else Lexicon.default()
-    except LexiconError as exc:
-        raise UsageError(str(exc)) from None
-    try:
-        scorer = CounterfactualScorer(args.scorer_model, lexicon, device=args.scorer_device,
-                                      threshold=args.scorer_threshold, cpu_runtime=args.scorer_cpu_runtime or "torch")
-    except ModelLoadError as exc:
-        raise UsageError(str(exc)) from None
+    # A LexiconError or ModelLoadError is one line, exit 2 (fairwatch.cli).
+    lexicon = Lexicon.from_file(args.lexicon) if args.lexicon else Lexicon.default()
+    scorer = CounterfactualScorer(args.scorer_model, lexicon, device=args.scorer_device,
+                                  threshold=args.scorer_threshold, cpu_runtime=args.scorer_cpu_runtime or "torch")
     return ScorerStep(scorer, postprocess_attribute=args.postprocess_attribute, refit_every=args.refit_every)
 
 

@@ -9,7 +9,8 @@ import sys
 
 from fairwatch.consumers.kafka_config import KafkaSettings, add_client_flag, add_security_flags
 from fairwatch.consumers.replay_command import add_scorer_flags, build_response_scorer, build_stages
-from fairwatch.cli import UsageError, add_config_flags, serve_registry, finite_float
+from fairwatch.command_support import UsageError, serve_registry, finite_float
+from fairwatch.flags import add_config_flags
 from fairwatch.flags import (add_bootstrap_flag, add_log_level_flag, add_metrics_flags, add_topic_flags,
                              struct_default)
 
@@ -84,9 +85,8 @@ def run(args: argparse.Namespace) -> int:
     whole = from_args(args, kafka_keys=SETTING_FLAGS)
     settings, config = whole.kafka, whole.monitor
 
-    from fairwatch.consumers.kafka_clients import ClientMissing
     from fairwatch.consumers.kafka_worker import ApplyFailed, WorkerCollector, make_worker
-    from fairwatch.consumers.state import StateError, StateStore
+    from fairwatch.consumers.state import StateStore
     from fairwatch.monitor.pipeline import Pipeline
 
     scorer = build_stages(args)  # before connecting: a bad model or lexicon fails fast
@@ -96,15 +96,13 @@ def run(args: argparse.Namespace) -> int:
         pipeline.response_scorer = responses
     if args.rebuild_state and not settings.state_dir:
         raise UsageError("--rebuild-state needs --state-dir (the snapshot to set aside)")
-    try:
-        state = StateStore(settings.state_dir) if settings.state_dir else None
-        if args.rebuild_state:
-            aside = state.set_aside()
-            print(f"rebuilding: snapshot {'set aside as ' + str(aside) if aside else 'none to set aside'}; "
-                  "counting again from the oldest retained offsets", file=sys.stderr, flush=True)
-        worker = make_worker(settings, pipeline, state=state, rebuild=args.rebuild_state)
-    except (StateError, ClientMissing) as exc:
-        raise UsageError(str(exc)) from None
+    # A StateError or ClientMissing is one line, exit 2 (fairwatch.cli).
+    state = StateStore(settings.state_dir) if settings.state_dir else None
+    if args.rebuild_state:
+        aside = state.set_aside()
+        print(f"rebuilding: snapshot {'set aside as ' + str(aside) if aside else 'none to set aside'}; "
+              "counting again from the oldest retained offsets", file=sys.stderr, flush=True)
+    worker = make_worker(settings, pipeline, state=state, rebuild=args.rebuild_state)
     if settings.metrics_port is not None:
         from fairwatch.monitor.exporter import make_registry
 

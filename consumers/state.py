@@ -39,6 +39,7 @@ import msgspec
 
 from fairwatch.monitor.config import DECISION_SETTINGS, STRUCTURAL_SETTINGS, ModelThresholds, changed_settings
 from fairwatch.monitor.pipeline import Pipeline
+from fairwatch.monitor.errors import FairwatchError
 
 log = logging.getLogger("fairwatch.state")
 
@@ -47,7 +48,7 @@ SNAPSHOT_NAME = "snapshot.pickle"
 _LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
 
 
-class StateError(Exception):
+class StateError(FairwatchError):
     """A snapshot cannot be used (counts under other structural settings, unreadable, locked dir): one line."""
 
 

@@ -15,8 +15,10 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from fairwatch.monitor.errors import FairwatchError
 
-class TimeWindowError(ValueError):
+
+class TimeWindowError(FairwatchError, ValueError):
     """A time or window the user gave that cannot be read: one line for the CLI."""
 
 

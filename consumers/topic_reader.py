@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from fairwatch.consumers.kafka_config import KafkaSettings
+from fairwatch.monitor.errors import FairwatchError
 
 POLL_SECONDS = 0.5
 MAX_RECORDS_PER_POLL = 5000
@@ -36,7 +37,7 @@ STALL_SECONDS = 60.0
 RESET_TO_EARLIEST = "earliest"
 
 
-class TopicReadError(RuntimeError):
+class TopicReadError(FairwatchError, RuntimeError):
     """The topic cannot be read (missing, or the broker stopped answering): one line for the CLI."""
 
 

@@ -34,6 +34,7 @@ from fairwatch.consumers.kafka_config import KafkaSettings
 from fairwatch.consumers.time_window import TimeWindow
 from fairwatch.consumers.topic_reader import TopicRecord, read_topic_since
 from fairwatch.monitor.events import Event, EventParser, Rejection
+from fairwatch.monitor.errors import FairwatchError
 
 # Malformed records named one per line at most this many times; the rest are counted.
 MALFORMED_SHOWN = 10
@@ -89,7 +90,7 @@ class ExportSummary:
                 "other_models": sum(self.other_models.values()), "malformed": dict(self.malformed)}
 
 
-class EmptyWindow(ValueError):
+class EmptyWindow(FairwatchError, ValueError):
     """No prediction of the model in the window: nothing to train on, said in one line."""
 
 

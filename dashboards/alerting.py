@@ -19,7 +19,7 @@ import re
 
 import yaml
 
-from fairwatch.alerts.rules import AlertSettings, alerting_rules
+from fairwatch.alerts.rules import QUERY_VALUE_TEMPLATE, AlertSettings, alerting_rules
 
 DATASOURCE_UID = "fairwatch-prometheus"  # the provisioned datasource (deploy/grafana/provisioning/datasources)
 FOLDER = "fairwatch"
@@ -27,9 +27,6 @@ GROUP = "fairwatch-alerts"
 INTERVAL = "30s"
 # The window the instant queries look back over, as Prometheus' default lookback.
 RELATIVE_TIME = {"from": 600, "to": 0}
-
-# {{ with printf `EXPR{...}` $labels.a $labels.b | query }}...{{ end }}{{ end }} from alerts.rules._query_value
-_QUERY_TEMPLATE = re.compile(r"\{\{ with printf `(?P<expr>[^`{]+)(?:\{[^`]*\})?`[^}]*\| query \}\}.*?\{\{ end \}\}\{\{ end \}\}")
 
 
 def _query(ref: str, expr: str) -> dict:
@@ -52,7 +49,7 @@ def _grafana_template(text: str, extra: dict[str, str]) -> str:
         extra[ref] = match.group("expr")
         return f'{{{{ with $values.{ref} }}}}{{{{ printf "%.3f" .Value }}}}{{{{ else }}}}?{{{{ end }}}}'
 
-    text = _QUERY_TEMPLATE.sub(replace, text)
+    text = QUERY_VALUE_TEMPLATE.sub(replace, text)
     return text.replace("$value ", "$values.A.Value ").replace("$value}", "$values.A.Value}")
 
 

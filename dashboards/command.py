@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from fairwatch.dashboards import alerting, render
-from fairwatch.cli import finite_float
+from fairwatch.command_support import finite_float
 from fairwatch.flags import add_config_file_flag
 
 ALERTING_FILE = "fairwatch-alerting.yml"
@@ -53,18 +53,16 @@ def run_render(args: argparse.Namespace) -> int:
 
 
 def run_push(args: argparse.Namespace) -> int:
-    from fairwatch.cli import UsageError
+    from fairwatch.command_support import UsageError
 
     if not args.url:
         raise UsageError("no Grafana URL: pass --url or set GRAFANA_URL")
     try:
-        from fairwatch.dashboards.push import PushError, push
+        from fairwatch.dashboards.push import push
     except ImportError:
         raise UsageError("needs grafana-client, which is not installed (pip install 'fairwatch[grafana]')") from None
-    try:
-        result = push(args.url, args.token, render.dashboards(), args.folder, args.folder_uid, args.timeout)
-    except PushError as exc:
-        raise UsageError(str(exc)) from None
+    # A PushError is one line, exit 2 (fairwatch.cli).
+    result = push(args.url, args.token, render.dashboards(), args.folder, args.folder_uid, args.timeout)
     if result.folder_created:
         print(f"created folder {args.folder!r}", file=sys.stderr)
     print(f"pushed to {args.url}: {len(result.written)} written ({', '.join(result.written) or '-'}), "

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fairwatch.monitor.errors import FairwatchError
 
-class PushError(Exception):
+
+class PushError(FairwatchError):
     """Grafana unreachable or refusing us, worded for one line."""
 
 

@@ -34,6 +34,8 @@ from fairwatch.dashboards.panels import (
     row,
     target,
 )
+from fairwatch.alerts import metric_names as alert_names
+from fairwatch.consumers import metric_names as consumer_names
 from fairwatch.monitor import metric_names as names
 from fairwatch.monitor.scorer import metric_names as scorer_names
 
@@ -146,7 +148,8 @@ def overview() -> dict:
     )
     open_incidents = panel(
         "stat", "Open incidents",
-        [target(f'sum({names.INCIDENTS}{{{names.STATE}!="resolved"}}) or vector(0)', "open", instant=True)],
+        [target(f'sum({alert_names.INCIDENTS}{{{alert_names.STATE}!="resolved"}}) or vector(0)', "open",
+                instant=True)],
         description="Incidents the trigger has not seen resolved (`fairwatch incidents list`).",
         width=8, height=6, options={"colorMode": "background", "reduceOptions": {"calcs": ["lastNotNull"]}},
         field_defaults={"thresholds": {"mode": "absolute", "steps": [{"color": "green", "value": None},
@@ -167,7 +170,7 @@ def overview() -> dict:
     )
     lag = panel(
         "timeseries", "Consumer lag (Kafka worker)",
-        [target(f"sum by ({names.TOPIC}) ({names.CONSUMER_LAG})", "{{topic}}")],
+        [target(f"sum by ({consumer_names.TOPIC}) ({consumer_names.CONSUMER_LAG})", "{{topic}}")],
         description="Events behind the high watermark; FairwatchConsumerLag tickets above 100,000.",
         width=8,
     )

@@ -2,48 +2,27 @@
 
 Subcommands of the core live here; adapters (``consumers``, ``alerts``,
 ``dashboards``) contribute theirs through the ``fairwatch.commands`` entry
-point group, so the core never imports them. Every error ends as one line
-on stderr and exit status 2.
+point group, so the core never imports them. Every user-facing error (a
+``fairwatch.monitor.errors.FairwatchError``) ends in one place,
+``fairwatch.command_support.run_command``, as one line on stderr and exit status 2. Nothing but ``fairwatch.__main__`` and the
+console script imports this module: the commands take their helpers from
+``fairwatch.command_support``.
 """
 
 from __future__ import annotations
 
 import argparse
-import faulthandler
-import gc
-import math
-import signal
-import sys
-import time
 from importlib.metadata import entry_points
 
 from fairwatch import __version__
-from fairwatch.flags import add_config_flags  # noqa: F401  (commands import it from here)
-from fairwatch.monitor.config import ConfigError
-
-EXIT_USAGE = 2
-
-
-class UsageError(Exception):
-    """A problem with what the user asked for, worded for one line."""
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one line, not a usage dump."""
-
-    def error(self, message: str):
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def finite_float(text: str) -> float:
-    """argparse type: a finite number (``float`` alone takes nan and inf, which disable what they bound)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-    return value
+from fairwatch.command_support import (  # noqa: F401  (UsageError, EXIT_USAGE: still importable from here)
+    EXIT_USAGE,
+    OneLineParser,
+    UsageError,
+    dump_stacks_on_sigusr1,
+    run_command,
+    tune_gc,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,80 +62,8 @@ def _register_missing(commands, name: str, exc: ImportError) -> None:
     parser.set_defaults(handler=explain)
 
 
-def tune_gc() -> None:
-    """Collector settings for a long-running stream process.
-
-    The journal, the dedup index and the batches hold millions of objects,
-    and CPython's default thresholds (700 allocations) rescan them over and
-    over: about 1 us of every event's cost. Objects alive after start-up
-    are frozen out of the scans, and collections run every 50,000
-    allocations instead. Cycles are still collected.
-    """
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
-
-
-def dump_stacks_on_sigusr1() -> None:
-    """``kill -USR1 PID`` prints every thread's stack to stderr and the process goes on:
-    what an on-call engineer needs from a worker that looks stuck."""
-    try:
-        # The process's own stderr: sys.stderr may be replaced (pytest's capture has no fileno).
-        faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
-    except (AttributeError, ValueError, OSError):  # no usable stderr (e.g. closed): go on without
-        pass
-
-
-def serve_registry(registry, port: int, addr: str):
-    """What every command with a metrics port does: serve ``registry`` on /metrics from a
-    background thread, say where on stderr, and return the server. A port that cannot be
-    bound is a one-line usage error (exit 2)."""
-    from fairwatch.monitor import exporter
-
-    try:
-        server, bound = exporter.serve_registry(registry, port, addr)
-    except OSError as exc:
-        raise UsageError(f"cannot serve /metrics on port {port}: {exc.strerror} (--metrics-port 0: any free port)"
-                         ) from None
-    print(f"serving metrics on http://{addr}:{bound}/metrics", file=sys.stderr, flush=True)
-    return server
-
-
-def keep_serving(message: str) -> None:
-    """Block, /metrics still served by its thread, until Ctrl-C (``replay --metrics-port``, ``demo --keep-serving``)."""
-    print(message, file=sys.stderr, flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     tune_gc()
     dump_stacks_on_sigusr1()
     return run_command(parser.parse_args(argv))
-
-
-def run_command(args: argparse.Namespace) -> int:
-    """Run a parsed command; every user-facing error becomes one line and exit status 2."""
-    try:
-        return int(args.handler(args) or 0)
-    except (UsageError, ConfigError) as exc:
-        print(f"fairwatch {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except ModuleNotFoundError as exc:  # an optional extra the command needs is not installed
-        print(f"fairwatch {args.command}: error: needs the Python package {exc.name!r}, which is not installed "
-              "(pip install 'fairwatch[kafka,ml]')", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"fairwatch {args.command}: interrupted", file=sys.stderr)
-        return 130
-
-
-def config_from_args(args: argparse.Namespace, **overrides):
-    """The MonitorConfig of a command: its --config file (read whole, fairwatch.settings), then flags, then
-    ``overrides``."""
-    from fairwatch.settings import from_args
-
-    return from_args(args, **overrides).monitor

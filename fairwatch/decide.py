@@ -146,7 +146,7 @@ def register(commands) -> None:
 def run(args: argparse.Namespace) -> int:
     from prometheus_client import CollectorRegistry
 
-    from fairwatch.cli import serve_registry
+    from fairwatch.command_support import serve_registry
 
     from fairwatch.settings import load_settings
 

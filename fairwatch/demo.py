@@ -14,7 +14,7 @@ import time
 
 from tqdm import tqdm
 
-from fairwatch.cli import finite_float, keep_serving
+from fairwatch.command_support import finite_float, keep_serving
 from fairwatch.flags import add_metrics_flags, add_report_flag
 from fairwatch.monitor.config import MonitorConfig
 from fairwatch.monitor.pipeline import Pipeline
@@ -38,7 +38,7 @@ def register(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fairwatch.cli import UsageError
+    from fairwatch.command_support import UsageError
 
     if args.events < 1000:
         raise UsageError("--events must be at least 1000")
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     pipeline = Pipeline(MonitorConfig(attributes=list(stream.groups)))
     server = None
     if not args.no_serve:
-        from fairwatch.cli import serve_registry
+        from fairwatch.command_support import serve_registry
         from fairwatch.monitor.exporter import make_registry
 
         server = serve_registry(make_registry(pipeline), args.metrics_port, args.metrics_addr)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, TextIO
 
-from fairwatch.cli import UsageError, finite_float
+from fairwatch.command_support import UsageError, finite_float
 from fairwatch.flags import add_flag
 from fairwatch.monitor.text_rows import RowError, TextFileError, detect_format, read_text_rows
 
@@ -54,22 +54,19 @@ def read_texts(path: Path, text_col: str) -> Iterator[tuple[int, Any]]:
     except TextFileError:
         raise InputError(f"{path}: unknown input format {path.suffix.lower()!r} (expected .csv or .jsonl)") from None
     seen_col = False
-    try:
-        for number, row in enumerate(read_text_rows(path, text_col, label_col=None, group_cols=(), fmt=fmt), 1):
-            if isinstance(row, RowError):
-                seen_col = seen_col or row.reason not in ("bad_json", "missing_field")
-                yield (number if fmt == "csv" else row.line), None
-            else:
-                seen_col = True
-                yield (number if fmt == "csv" else row.line), row.text
-    except TextFileError as exc:
-        raise InputError(str(exc)) from None
+    for number, row in enumerate(read_text_rows(path, text_col, label_col=None, group_cols=(), fmt=fmt), 1):
+        if isinstance(row, RowError):
+            seen_col = seen_col or row.reason not in ("bad_json", "missing_field")
+            yield (number if fmt == "csv" else row.line), None
+        else:
+            seen_col = True
+            yield (number if fmt == "csv" else row.line), row.text
     if fmt == "jsonl" and not seen_col:
         raise InputError(f"key {text_col!r} not found in any row of {path}")
 
 
 def run_score(args: argparse.Namespace) -> int:
-    from fairwatch.monitor.scorer.counterfactuals import Lexicon, LexiconError
+    from fairwatch.monitor.scorer.counterfactuals import Lexicon
     from fairwatch.monitor.scorer.stats import CounterfactualStats
 
     path = Path(args.input)
@@ -77,29 +74,23 @@ def run_score(args: argparse.Namespace) -> int:
         raise InputError(f"input file {str(path)!r} not found")
     if args.batch_size < 1:
         raise InputError("--batch-size must be at least 1")
+    # A LexiconError, TextFileError or ModelLoadError is one line, exit 2 (fairwatch.cli).
+    if args.lexicon is None:
+        lexicon = Lexicon.default()
+    elif args.extend_default:
+        lexicon = Lexicon.default().extend(Lexicon.from_file(args.lexicon))
+    else:
+        lexicon = Lexicon.from_file(args.lexicon)
     try:
-        if args.lexicon is None:
-            lexicon = Lexicon.default()
-        elif args.extend_default:
-            lexicon = Lexicon.default().extend(Lexicon.from_file(args.lexicon))
-        else:
-            lexicon = Lexicon.from_file(args.lexicon)
-    except LexiconError as exc:
-        raise InputError(str(exc)) from exc
-    try:
-        from fairwatch.monitor.scorer.model import ModelLoadError
         from fairwatch.monitor.scorer.scoring import CounterfactualScorer
     except ImportError as exc:
         raise InputError(f"the scorer needs the 'ml' extra (torch, transformers): {exc}") from exc
     # Read (and validate) the input before loading a model: bad input fails fast.
     rows = list(read_texts(path, args.text_col))
-    try:
-        scorer = CounterfactualScorer(
-            args.model_dir, lexicon, device=args.device, threshold=args.threshold, max_length=args.max_length,
-            cpu_runtime=args.cpu_runtime,
-        )
-    except ModelLoadError as exc:
-        raise InputError(str(exc)) from exc
+    scorer = CounterfactualScorer(
+        args.model_dir, lexicon, device=args.device, threshold=args.threshold, max_length=args.max_length,
+        cpu_runtime=args.cpu_runtime,
+    )
 
     stats = CounterfactualStats()
     bad_rows = 0

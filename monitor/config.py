@@ -18,13 +18,15 @@ from typing import Annotated, ClassVar, Literal, Union
 
 import msgspec
 
+from fairwatch.monitor.errors import FairwatchError
+
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 # Finite: msgspec's bounds let NaN through, and an infinite window or threshold disables what it bounds.
 WindowSeconds = Annotated[float, msgspec.Meta(gt=0, le=366 * 86_400)]
 Fraction = Annotated[float, msgspec.Meta(gt=0, le=1)]
 
 
-class ConfigError(ValueError):
+class ConfigError(FairwatchError, ValueError):
     """A configuration problem, worded for one line on stderr."""
 
 

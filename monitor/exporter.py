@@ -446,7 +446,7 @@ def make_registry(pipeline: Pipeline) -> CollectorRegistry:
 def serve_registry(registry: CollectorRegistry, port: int, addr: str = "127.0.0.1"):
     """Serve ``registry`` on /metrics from a background thread; return (server, actual port).
 
-    The one place that starts a /metrics server (``fairwatch.cli.serve_registry`` adds the
+    The one place that starts a /metrics server (``fairwatch.command_support.serve_registry`` adds the
     command line's error and message); OSError when the port cannot be bound.
     """
     server, _thread = start_http_server(port, addr=addr, registry=registry)

@@ -1,6 +1,9 @@
-"""Every Prometheus metric and label name fairwatch exports, defined once.
+"""Every Prometheus metric and label name the core exports, defined once.
 
 Rules, dashboards and tests import these names; nothing else spells them.
+The adapters' own series are named beside them, from the labels here:
+``consumers.metric_names`` (the Kafka worker, the outcome join),
+``alerts.metric_names`` (the trigger), ``monitor.scorer.metric_names``.
 """
 
 from __future__ import annotations
@@ -101,41 +104,6 @@ LAST_EVENT_TIMESTAMP = "fairwatch_last_event_timestamp_seconds"
 OVER_CAPACITY = "fairwatch_over_capacity_total"  # kind: one of CAPACITY_KINDS
 CAPACITY_KINDS = ("model", "attribute", "group_value")
 
-# --- the Kafka worker (consumers/) ------------------------------------------
-TOPIC = "topic"
-PARTITION = "partition"
-# gauge {topic, partition}: high watermark minus the next offset to apply
-CONSUMER_LAG = "fairwatch_consumer_lag"
-# gauge {topic, partition}: next offset to apply (everything before it is applied)
-CONSUMER_OFFSET = "fairwatch_consumer_offset"
-# counter {topic}: records applied to the pipeline (valid, invalid or filtered)
-CONSUMER_RECORDS = "fairwatch_consumer_records_total"
-# counter: offset commits that succeeded
-CONSUMER_COMMITS = "fairwatch_consumer_commits_total"
-FETCH_RESTARTS = "fairwatch_consumer_fetch_restarts_total"
-# counter {reason}: records sent to the dead-letter topic (reason: REJECTION_REASONS)
-DLQ_MESSAGES = "fairwatch_dlq_messages_total"
-# counter: dead-letter deliveries the broker refused (logged, not retried)
-DLQ_ERRORS = "fairwatch_dlq_errors_total"
-# counter: predictions of models outside the --model filter, skipped
-FILTERED_EVENTS = "fairwatch_filtered_events_total"
-
-# --- the outcome join (consumers/outcome_join.py, `fairwatch join`) -------------
-JOIN_OUTCOMES = "fairwatch_join_outcomes_total"  # status: JOIN_OUTCOME_STATUSES
-JOIN_PREDICTIONS = "fairwatch_join_predictions_total"  # status: JOIN_PREDICTION_STATUSES
-JOIN_INVALID = "fairwatch_join_invalid_records_total"
-JOIN_PENDING = "fairwatch_join_pending"  # table: entries held in predictions | outcomes (early outcomes)
-JOIN_READY = "fairwatch_join_ready"  # 1 once the tables are recovered and partitions assigned, 0 while rebalancing
-JOIN_OUTCOME_STATUSES = ("joined", "early", "duplicate", "conflicting", "orphaned")
-JOIN_PREDICTION_STATUSES = ("forwarded", "labeled_on_arrival", "duplicate", "expired")
-
-# --- the trigger (alerts/): incidents and webhook deliveries ---------------------
-STATE = "state"
-RESULT = "result"
-INCIDENTS = "fairwatch_incidents"  # gauge {state}: incidents in each state
-TRIGGER_DELIVERIES = "fairwatch_trigger_deliveries_total"  # counter {result}: webhook calls
-TRIGGER_JOBS = "fairwatch_trigger_jobs_started_total"  # counter: fine-tune jobs started
-
 EVENT_STATUSES = ("valid", "invalid", "duplicate")
 # joined_from_copy: the prediction was not held here (another worker counted it before its partition
 # moved, or it left the journal); the label was counted from the copy `fairwatch join` attached.
@@ -192,21 +160,14 @@ SINCE_START_WINDOW = "all"
 
 # --- the reference: what each metric is, for people -------------------------------
 # (names, type, labels, meaning). The metric reference (docs/metrics.md) is generated from
-# this and the scorer's (`python -m fairwatch.monitor.metric_reference --write docs/metrics.md`);
+# this, the scorer's and the adapters' (`python -m fairwatch.metric_reference --write docs/metrics.md`);
 # a test checks that every name above is here and that the reference is current.
-def _listed(label: str, values: tuple[str, ...]) -> str:
+def listed(label: str, values: tuple[str, ...]) -> str:
     """A label and its bounded values, as the reference prints them: status (`a`, `b`)."""
     return f"{label} ({', '.join(f'`{v}`' for v in values)})"
 
 
 REFERENCE: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
-    ((JOIN_OUTCOMES,), "counter", _listed(STATUS, JOIN_OUTCOME_STATUSES),
-     "`fairwatch join`: outcomes by fate (orphaned: no prediction within the TTL)"),
-    ((JOIN_PREDICTIONS,), "counter", _listed(STATUS, JOIN_PREDICTION_STATUSES), "`fairwatch join`: predictions by fate"),
-    ((JOIN_INVALID,), "counter", "", "`fairwatch join`: records passed through unparsed"),
-    ((JOIN_PENDING,), "gauge", "table (`predictions`, `outcomes`)", "`fairwatch join`: entries held"),
-    ((JOIN_READY,), "gauge", "", "`fairwatch join`: 1 once its tables are recovered and its partitions "
-     "assigned, 0 before and while it rebalances (its health check)"),
     (('fairwatch_group_events_total',), 'counter', 'model, attribute, group, cell',
      'cells `predictions`, `positives`, `scored`, `labeled`, `tp`, `fp`, `tn`, `fn`, since start: sum them over workers in PromQL'),
     (('fairwatch_group_score_sum_total',), 'counter', 'model, attribute, group',
@@ -218,15 +179,15 @@ REFERENCE: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
     (('fairwatch_gap', 'fairwatch_gap_lower', 'fairwatch_gap_upper'), 'gauge', 'model, attribute, metric, window',
      'gap over groups ≥ `min_group_size`, with its bounds'),
     ((GROUP_SCORE_AUC, GROUP_SCORE_AUC_LOWER, GROUP_SCORE_AUC_UPPER), 'gauge',
-     'model, attribute, group, ' + _listed(METRIC, AUC_METRICS),
+     'model, attribute, group, ' + listed(METRIC, AUC_METRICS),
      'since start, from the scores of labeled predictions: subgroup AUC (the group alone), BPSN (other groups\' '
      'positives against the group\'s negatives) and BNSP (the group\'s positives against other groups\' negatives), '
      'Borkan et al. 2019, with 95% Hanley-McNeil bounds; groups at or above the privacy floor with both labels'),
-    ((GENERATION_RESPONSES,), 'counter', 'model, attribute, group, ' + _listed(CELL, GENERATION_CELLS),
+    ((GENERATION_RESPONSES,), 'counter', 'model, attribute, group, ' + listed(CELL, GENERATION_CELLS),
      'generation events (LLM responses) since start: all, refused (a refusal phrase found), negative (VADER '
      'compound <= -0.05); sum them over workers in PromQL'),
     ((GENERATION_GROUP_RATE, GENERATION_GROUP_RATE_LOWER, GENERATION_GROUP_RATE_UPPER), 'gauge',
-     'model, attribute, group, ' + _listed(METRIC, GENERATION_RATE_METRICS) + ', window',
+     'model, attribute, group, ' + listed(METRIC, GENERATION_RATE_METRICS) + ', window',
      'per-group refusal rate and negative share (95% Wilson bounds) and mean VADER sentiment (95% normal bounds) '
      'of responses in the window'),
     ((GENERATION_GROUP_WINDOW_RESPONSES,), 'gauge', 'model, attribute, group, window', 'responses in the window'),
@@ -234,20 +195,20 @@ REFERENCE: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
      "Wasserstein-1 between the group's and the rest's sentiment distributions (histograms of 0.01-wide bins on "
      "[-1, 1]: within 0.01 of the exact distance)"),
     ((GENERATION_GAP, GENERATION_GAP_LOWER, GENERATION_GAP_UPPER), 'gauge',
-     'model, attribute, ' + _listed(METRIC, GENERATION_GAP_METRICS) + ', window',
+     'model, attribute, ' + listed(METRIC, GENERATION_GAP_METRICS) + ', window',
      'max - min over groups with >= `min_group_size` responses (Newcombe bounds for the proportions, Welch for '
      'the mean), and the largest Wasserstein-1 between two groups (bias-corrected bootstrap bounds); for display'),
     (('fairwatch_drift_events_total', 'fairwatch_drift_last_timestamp_seconds'), 'counter, gauge', 'model, attribute, metric, group',
      'drift changes (group: the group whose rate drifted, empty for a gap)'),
-    (('fairwatch_events_total',), 'counter', _listed(STATUS, EVENT_STATUSES),
+    (('fairwatch_events_total',), 'counter', listed(STATUS, EVENT_STATUSES),
      'input events'),
     (('fairwatch_invalid_events_total',), 'counter', 'reason',
      'invalid events by reason'),
-    (('fairwatch_outcomes_total',), 'counter', _listed(STATUS, OUTCOME_STATUSES),
+    (('fairwatch_outcomes_total',), 'counter', listed(STATUS, OUTCOME_STATUSES),
      'outcome events (`joined_from_copy`: counted from the prediction copy `fairwatch join` attaches, '
      'the prediction being counted elsewhere). Statuses overlap: an `early` outcome counts again as `joined` '
      'or `orphaned`; labels applied = `joined` + `joined_from_copy`'),
-    ((OVER_CAPACITY,), 'counter', _listed(KIND, CAPACITY_KINDS),
+    ((OVER_CAPACITY,), 'counter', listed(KIND, CAPACITY_KINDS),
      'what the memory caps turned away: predictions of models past `max_models` (refused, dead-lettered), attribute '
      'names past `max_attributes` (not tracked), group values past `max_group_values` (counted as `other`)'),
     (('fairwatch_batch_processing_seconds',), 'histogram', '',
@@ -269,22 +230,4 @@ REFERENCE: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
     (('fairwatch_estimate_reliability',), 'gauge', 'model, attribute, group',
      "1 while the group's recent labels agree with the calibration its estimates use, 0 on calibration drift "
      '(its estimated rates are then withheld); absent with too few labels to say'),
-    (('fairwatch_consumer_lag', 'fairwatch_consumer_offset'), 'gauge', 'topic, partition',
-     'Kafka worker: lag, and the next offset to apply'),
-    (('fairwatch_consumer_records_total',), 'counter', 'topic',
-     'records applied'),
-    (('fairwatch_consumer_commits_total',), 'counter', '',
-     'offset commits'),
-    ((FETCH_RESTARTS,), 'counter', '',
-     'fetch processes that died and were replaced (the worker resumes where it stood)'),
-    (('fairwatch_dlq_messages_total', 'fairwatch_dlq_errors_total'), 'counter', 'reason',
-     'dead-lettered records, refused dead-letter deliveries'),
-    (('fairwatch_filtered_events_total',), 'counter', '',
-     'predictions of models outside `--model` (and outcomes whose prediction copy names one)'),
-    (('fairwatch_incidents',), 'gauge', 'state',
-     "the trigger's incidents by state (its own `/metrics`)"),
-    (('fairwatch_trigger_deliveries_total',), 'counter', 'result (`opened`, `duplicate`, `ignored`, `rejected`, `refused_labels`)',
-     'webhook alerts received'),
-    (('fairwatch_trigger_jobs_started_total',), 'counter', '',
-     'fine-tune jobs started'),
 )

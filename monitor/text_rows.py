@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fairwatch.monitor.errors import FairwatchError
+
 __all__ = ["FORMATS", "TRUE_WORDS", "FALSE_WORDS", "RowError", "TextFileError", "TextRow", "binary_lines",
            "check_columns", "csv_header", "csv_records", "detect_format", "open_binary", "open_text", "parse_label",
            "read_text_rows"]
@@ -39,7 +41,7 @@ FALSE_WORDS = NUMBER_FALSE | {"no", "nontoxic", "non-toxic", "negative"}
 MISSING_WORDS = frozenset({"", "null", "none", "nan"})
 
 
-class TextFileError(Exception):
+class TextFileError(FairwatchError):
     """The file cannot be read at all (missing, unknown format, bad header): one line for the CLI."""
 
 

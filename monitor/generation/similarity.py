@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from fairwatch.monitor.errors import FairwatchError
+
 __all__ = ["ResponseEmbedder", "SimilarityModelMissing", "default_similarity_model"]
 
 
-class SimilarityModelMissing(RuntimeError):
+class SimilarityModelMissing(FairwatchError, RuntimeError):
     """No encoder directory to embed answers with, worded for one line."""
 
 

@@ -65,6 +65,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from fairwatch.monitor.errors import FairwatchError
+
 __all__ = [
     "AttributeLexicon",
     "Lexicon",
@@ -92,7 +94,7 @@ FUNCTION_WORDS = frozenset(
 _NEXT_WORD = re.compile(r"\s*([A-Za-z]+)")
 
 
-class LexiconError(ValueError):
+class LexiconError(FairwatchError, ValueError):
     """A lexicon file or mapping is malformed."""
 
 

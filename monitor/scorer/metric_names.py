@@ -40,7 +40,7 @@ SCORER_SEQUENCES = "fairwatch_scorer_sequences_total"  # texts + variants run th
 SCORER_BATCH_SECONDS = "fairwatch_scorer_batch_seconds"
 
 
-# (names, type, labels, meaning), for the metric reference, docs/metrics.md (monitor.metric_reference).
+# (names, type, labels, meaning), for the metric reference, docs/metrics.md (fairwatch.metric_reference).
 REFERENCE: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
     (('fairwatch_counterfactual_texts_total', 'fairwatch_counterfactual_flipped_total', 'fairwatch_counterfactual_variants_total'), 'counter', 'model, attribute',
      'scorer: texts with a variant, of which flipped, variants scored (sum over workers)'),

@@ -5,13 +5,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fairwatch.monitor.errors import FairwatchError
+
 if TYPE_CHECKING:  # torch stays optional for `import monitor`
     import torch
 
 __all__ = ["LoadedClassifier", "ModelLoadError", "choose_device", "load_classifier", "positive_scores"]
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(FairwatchError, RuntimeError):
     """The model directory is missing or unreadable."""
 
 

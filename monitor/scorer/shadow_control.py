@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from fairwatch.monitor.errors import FairwatchError
 from fairwatch.monitor.stages import Stage
 
 __all__ = ["Attachment", "ControlError", "HotShadowStep", "read_control", "write_control"]
@@ -36,7 +37,7 @@ __all__ = ["Attachment", "ControlError", "HotShadowStep", "read_control", "write
 log = logging.getLogger("fairwatch.shadow")
 
 
-class ControlError(ValueError):
+class ControlError(FairwatchError, ValueError):
     """A control file that cannot be used, worded for one line."""
 
 

@@ -32,6 +32,7 @@ from helpers import REPO
 
 from fairwatch.alerts.incidents import IncidentStore
 from fairwatch.monitor import metric_names as names
+from fairwatch.consumers import metric_names as consumer_names
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka]
 __all__ = ["processes"]  # the fixture, imported from chain
@@ -129,7 +130,7 @@ def test_breach_from_kafka_exports_its_window_finetunes_shadows_live_and_is_prom
         assert Path(candidate_dir, "model", "config.json").is_file()
 
         # Production saw every first-phase record (predictions and their outcomes) before the attach.
-        join.wait_count(names.JOIN_OUTCOMES, N_FIRST, timeout=120, status="joined")
+        join.wait_count(consumer_names.JOIN_OUTCOMES, N_FIRST, timeout=120, status="joined")
         wait_until(lambda: total(worker.metrics(), names.GROUP_EVENTS, model=MODEL, cell="labeled") == N_FIRST,
                    120, f"the worker to apply the {N_FIRST} labels", processes)
         assert not select(worker.metrics(), names.GROUP_EVENTS, model=f"{MODEL}:candidate")

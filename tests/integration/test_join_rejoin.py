@@ -16,7 +16,7 @@ from test_outcome_join import outcome, prediction, read_topic
 pytest.importorskip("faust", reason="the kafka extra (faust-streaming) is not installed")
 
 from fairwatch.consumers.outcome_join import EXIT_STALLED  # noqa: E402
-from fairwatch.monitor import metric_names as names  # noqa: E402
+from fairwatch.consumers import metric_names as consumer_names  # noqa: E402
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -57,9 +57,9 @@ def start_join(broker, join_topics, tmp_path):
 
 
 def _forward_predictions(broker, t, app, ids) -> None:
-    app.wait_count(names.JOIN_READY, 1)
+    app.wait_count(consumer_names.JOIN_READY, 1)
     produce(broker.bootstrap_servers, [(t["predictions"], i.encode(), prediction(i)) for i in ids])
-    app.wait_count(names.JOIN_PREDICTIONS, len(ids), status="forwarded")
+    app.wait_count(consumer_names.JOIN_PREDICTIONS, len(ids), status="forwarded")
 
 
 def _block(broker, t, app, during: list[str]) -> None:
@@ -84,9 +84,9 @@ def test_a_batch_slower_than_the_session_and_the_old_poll_interval_keeps_the_joi
     _forward_predictions(broker, t, app, ids)
     _block(broker, t, app, ids[:10])
     produce(broker.bootstrap_servers, [(t["outcomes"], i.encode(), outcome(i)) for i in ids[10:]])
-    app.wait_count(names.JOIN_OUTCOMES, 20, status="joined", timeout=60)
+    app.wait_count(consumer_names.JOIN_OUTCOMES, 20, status="joined", timeout=60)
     assert _forwarded_outcomes(broker, t, 40) == sorted(ids), "each outcome forwarded exactly once"
-    assert app.count(names.JOIN_READY) == 1
+    assert app.count(consumer_names.JOIN_READY) == 1
     assert "not ready for" not in app.log()
 
 
@@ -103,7 +103,7 @@ def test_a_join_stopped_past_its_session_forwards_every_later_outcome(broker, jo
     finally:
         os.kill(app.process.pid, signal.SIGCONT)
     produce(broker.bootstrap_servers, [(t["outcomes"], i.encode(), outcome(i)) for i in ids[10:]])
-    app.wait_count(names.JOIN_OUTCOMES, 20, status="joined", timeout=90)
+    app.wait_count(consumer_names.JOIN_OUTCOMES, 20, status="joined", timeout=90)
     assert _forwarded_outcomes(broker, t, 40) == sorted(ids)
 
 
@@ -126,8 +126,8 @@ def test_a_loop_blocked_past_a_short_poll_interval_is_reported_exits_and_a_resta
     warnings = [line for line in app.log().splitlines() if "not ready for" in line]
     assert len(warnings) == 1, warnings
     assert "max poll interval (4 s)" in warnings[0] and "restart the join" in warnings[0], warnings[0]
-    assert app.count(names.JOIN_READY) == 0, "the stall must show on /metrics"
-    stalled_at = app.count(names.JOIN_OUTCOMES, status="joined")
+    assert app.count(consumer_names.JOIN_READY) == 0, "the stall must show on /metrics"
+    stalled_at = app.count(consumer_names.JOIN_OUTCOMES, status="joined")
     assert stalled_at < 20, "not stalled: this test no longer shows the failure it guards against"
 
     # --exit-on-stall: dropped 3 s (the warning) + 10 s (the rebalance timeout), it exits for a restart.
@@ -135,13 +135,13 @@ def test_a_loop_blocked_past_a_short_poll_interval_is_reported_exits_and_a_resta
     assert app.process.returncode == EXIT_STALLED, app.log()
     assert "exiting with status 75 (--exit-on-stall)" in app.log()
     restarted = start_join(name="restarted")
-    restarted.wait_count(names.JOIN_READY, 1, timeout=60)
+    restarted.wait_count(consumer_names.JOIN_READY, 1, timeout=60)
     # Its offsets were not committed past what it forwarded: the restart re-reads the rest.
     wait_for(lambda: set(_forwarded_outcomes(broker, t, 0)) >= set(ids), 60,
              lambda: f"forwarded {sorted(set(ids) - set(_forwarded_outcomes(broker, t, 0)))} missing after "
                      f"the restart (first app joined {stalled_at}, restarted "
-                     f"{restarted.count(names.JOIN_OUTCOMES, status='joined')} joined, "
-                     f"{restarted.count(names.JOIN_OUTCOMES, status='duplicate')} duplicate); "
+                     f"{restarted.count(consumer_names.JOIN_OUTCOMES, status='joined')} joined, "
+                     f"{restarted.count(consumer_names.JOIN_OUTCOMES, status='duplicate')} duplicate); "
                      f"log:\n{restarted.log()}")
     forwarded = _forwarded_outcomes(broker, t, 20)
     twice = sorted({i for i in forwarded if forwarded.count(i) > 1})

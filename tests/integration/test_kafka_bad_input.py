@@ -9,6 +9,7 @@ from conftest import CLIENT_FLAGS, produce, total, wait_for
 
 from fairwatch.consumers import dead_letters as dlq
 from fairwatch.monitor import metric_names as names
+from fairwatch.consumers import metric_names as consumer_names
 
 pytestmark = pytest.mark.kafka
 
@@ -53,8 +54,8 @@ def test_bad_records_reach_the_dlq_and_the_worker_keeps_going(broker, topics, wo
     messages.append((topics["predictions"], b"last", event("last")))
     produce(broker.bootstrap_servers, messages, max_request_size=8 << 20)
 
-    wait_for(lambda: total(worker.metrics(), names.CONSUMER_RECORDS) == len(messages), 60,
-             lambda: f"applied {total(worker.metrics(), names.CONSUMER_RECORDS)} of {len(messages)}; "
+    wait_for(lambda: total(worker.metrics(), consumer_names.CONSUMER_RECORDS) == len(messages), 60,
+             lambda: f"applied {total(worker.metrics(), consumer_names.CONSUMER_RECORDS)} of {len(messages)}; "
                      f"log:\n{worker.log()}")
     assert worker.alive(), worker.log()
     m = worker.metrics()
@@ -63,7 +64,7 @@ def test_bad_records_reach_the_dlq_and_the_worker_keeps_going(broker, topics, wo
     assert total(m, names.EVENTS, status="invalid") == len(bad)
     for reason in ("not_json", "wrong_type", "oversized", "missing_field"):
         expected = sum(1 for _, r in bad.values() if r == reason)
-        assert total(m, names.DLQ_MESSAGES, reason=reason) == expected, reason
+        assert total(m, consumer_names.DLQ_MESSAGES, reason=reason) == expected, reason
 
     letters = {r.key: r for r in read_topic(broker.bootstrap_servers, topics["dlq"], len(bad))}
     assert set(letters) == set(bad)
@@ -76,4 +77,4 @@ def test_bad_records_reach_the_dlq_and_the_worker_keeps_going(broker, topics, wo
         assert headers[dlq.TOPIC_HEADER] == topics["predictions"]
         assert int(headers[dlq.PARTITION_HEADER]) in range(4) and int(headers[dlq.OFFSET_HEADER]) >= 0
         assert dlq.TRUNCATED_HEADER not in headers
-    assert total(worker.metrics(), names.DLQ_ERRORS) == 0
+    assert total(worker.metrics(), consumer_names.DLQ_ERRORS) == 0

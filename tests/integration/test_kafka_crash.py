@@ -12,6 +12,7 @@ from conftest import CLIENTS, produce, total, wait_for
 from streams import group_counters, synthetic_stream
 
 from fairwatch.monitor import metric_names as names
+from fairwatch.consumers import metric_names as consumer_names
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 EVENTS = 200_000
@@ -29,14 +30,14 @@ def test_kill_9_loses_nothing_and_counts_nothing_twice(broker, topics, workers, 
     applied_at_kills = []
     for threshold in kill_at:
         worker = workers("--client", client, name=f"worker-{len(applied_at_kills)}", state_dir=state_dir)
-        wait_for(lambda: total(worker.metrics(), names.CONSUMER_RECORDS) >= threshold or not worker.alive(),
+        wait_for(lambda: total(worker.metrics(), consumer_names.CONSUMER_RECORDS) >= threshold or not worker.alive(),
                  90, lambda: f"worker never reached {threshold:.0f} records; log:\n{worker.log()}", interval=0.02)
         assert worker.alive(), worker.log()
-        applied_at_kills.append(total(worker.metrics(), names.CONSUMER_RECORDS))
+        applied_at_kills.append(total(worker.metrics(), consumer_names.CONSUMER_RECORDS))
         worker.kill()
     worker = workers("--client", client, name="worker-final", state_dir=state_dir)
-    wait_for(lambda: total(worker.metrics(), names.CONSUMER_RECORDS) == len(messages), 120,
-             lambda: f"applied {total(worker.metrics(), names.CONSUMER_RECORDS)} of {len(messages)}; "
+    wait_for(lambda: total(worker.metrics(), consumer_names.CONSUMER_RECORDS) == len(messages), 120,
+             lambda: f"applied {total(worker.metrics(), consumer_names.CONSUMER_RECORDS)} of {len(messages)}; "
                      f"kills at {applied_at_kills}; log:\n{worker.log()}")
     m = worker.metrics()
     assert "restored state" in worker.log(), worker.log()
@@ -69,17 +70,17 @@ def test_a_killed_fetch_process_is_replaced_and_nothing_is_lost(broker, topics, 
     messages, expected = synthetic_stream(40_000, topics)
     produce(broker.bootstrap_servers, messages)
     worker = workers("--client", "kafka-python", name="fetch-killed")
-    wait_for(lambda: total(worker.metrics(), names.CONSUMER_RECORDS) >= len(messages) // 4, 90,
+    wait_for(lambda: total(worker.metrics(), consumer_names.CONSUMER_RECORDS) >= len(messages) // 4, 90,
              lambda: f"worker never reached a quarter of the stream; log:\n{worker.log()}", interval=0.02)
     fetchers = fetch_processes(worker.process.pid)
     assert len(fetchers) == 1, f"expected one fetch process, found {fetchers}"
     os.kill(fetchers[0], signal.SIGKILL)
-    wait_for(lambda: total(worker.metrics(), names.CONSUMER_RECORDS) == len(messages) or not worker.alive(),
-             120, lambda: f"applied {total(worker.metrics(), names.CONSUMER_RECORDS)} of {len(messages)}; "
+    wait_for(lambda: total(worker.metrics(), consumer_names.CONSUMER_RECORDS) == len(messages) or not worker.alive(),
+             120, lambda: f"applied {total(worker.metrics(), consumer_names.CONSUMER_RECORDS)} of {len(messages)}; "
                           f"log:\n{worker.log()}")
     assert worker.alive(), worker.log()
     m = worker.metrics()
-    assert total(m, names.FETCH_RESTARTS) == 1, worker.log()
+    assert total(m, consumer_names.FETCH_RESTARTS) == 1, worker.log()
     assert "the fetch process exited" in worker.log()
     assert fetch_processes(worker.process.pid) != fetchers
     assert total(m, names.EVENTS, status="valid") == expected["valid"]

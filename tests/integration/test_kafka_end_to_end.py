@@ -10,6 +10,7 @@ from conftest import CLIENTS, scrape, select, total, wait_for
 from helpers import COMPAS_FLAGS, REPO
 
 from fairwatch.monitor import metric_names as names
+from fairwatch.consumers import metric_names as consumer_names
 
 pytestmark = [pytest.mark.kafka, pytest.mark.data]
 GROUPS = ("--group-col", "race", "--group-col", "sex")
@@ -41,8 +42,8 @@ def test_compas_through_kafka_equals_replay(broker, topics, workers, compas_csv,
     assert "produced 7214 predictions" in produced.stderr and "7214 outcomes" in produced.stderr, produced.stderr
 
     worker = workers("--attribute", "race", "--attribute", "sex", "--client", client)
-    wait_for(lambda: total(worker.metrics(), names.CONSUMER_RECORDS) == 2 * 7214, 60,
-             lambda: f"worker applied {total(worker.metrics(), names.CONSUMER_RECORDS)} of {2 * 7214} "
+    wait_for(lambda: total(worker.metrics(), consumer_names.CONSUMER_RECORDS) == 2 * 7214, 60,
+             lambda: f"worker applied {total(worker.metrics(), consumer_names.CONSUMER_RECORDS)} of {2 * 7214} "
                      f"records; log:\n{worker.log()}")
     streamed = worker.metrics()
     replayed = replay_metrics(compas_csv, free_port())
@@ -57,4 +58,4 @@ def test_compas_through_kafka_equals_replay(broker, topics, workers, compas_csv,
     assert total(streamed, names.OUTCOMES, status="joined") == 7214
     assert total(streamed, names.OUTCOMES, status="orphaned") == 0
     assert total(streamed, names.EVENTS, status="valid") == total(replayed, names.EVENTS, status="valid") == 7214
-    assert total(streamed, names.CONSUMER_LAG) == 0
+    assert total(streamed, consumer_names.CONSUMER_LAG) == 0

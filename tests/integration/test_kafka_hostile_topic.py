@@ -11,6 +11,7 @@ import pytest
 from conftest import CLIENT_FLAGS, CLIENTS, STARTUP_SECONDS, produce, total, wait_for
 
 from fairwatch.monitor import metric_names as names
+from fairwatch.consumers import metric_names as consumer_names
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -72,8 +73,8 @@ def test_bad_records_and_a_kill_lose_no_valid_event(broker, topics, workers, tmp
     bad = [(topics["predictions"], key, value) for key, (value, _) in BAD.items()]
     first = valid[:1500] + bad
     produce(broker.bootstrap_servers, first, max_request_size=8 << 20)
-    wait_for(lambda: total(worker.metrics(), names.CONSUMER_RECORDS) >= len(first), STARTUP_SECONDS,
-             lambda: f"applied {total(worker.metrics(), names.CONSUMER_RECORDS)} of {len(first)}:\n{worker.log()}")
+    wait_for(lambda: total(worker.metrics(), consumer_names.CONSUMER_RECORDS) >= len(first), STARTUP_SECONDS,
+             lambda: f"applied {total(worker.metrics(), consumer_names.CONSUMER_RECORDS)} of {len(first)}:\n{worker.log()}")
     assert worker.alive(), worker.log()
     worker.kill()  # whatever was applied after the last snapshot is read again, and counted once
 
@@ -87,10 +88,10 @@ def test_bad_records_and_a_kill_lose_no_valid_event(broker, topics, workers, tmp
     assert total(m, names.EVENTS, status="valid") == len(valid)
     assert total(m, names.EVENTS, status="duplicate") == 0
     assert total(m, names.GROUP_EVENTS, attribute="sex", cell="predictions") == len(valid)
-    assert total(m, names.CONSUMER_RECORDS) == everything
+    assert total(m, consumer_names.CONSUMER_RECORDS) == everything
     for reason in {r for _, r in BAD.values()}:
         expected = sum(1 for _, r in BAD.values() if r == reason)
-        assert total(m, names.DLQ_MESSAGES, reason=reason) == expected, (reason, worker.log())
+        assert total(m, consumer_names.DLQ_MESSAGES, reason=reason) == expected, (reason, worker.log())
     assert total(m, names.EVENTS, status="invalid") == len(BAD)
 
 
@@ -102,7 +103,7 @@ def test_a_batch_the_pipeline_fails_on_is_never_committed(broker, topics, worker
     worker = workers(*CLIENT_FLAGS[client], state_dir=state, env=hook(tmp_path, "batch-raises", BATCH_RAISES))
     before = [(topics["predictions"], f"a{i}".encode(), prediction(f"a{i}")) for i in range(1000)]
     produce(broker.bootstrap_servers, before)
-    wait_for(lambda: total(worker.metrics(), names.CONSUMER_COMMITS) >= 1
+    wait_for(lambda: total(worker.metrics(), consumer_names.CONSUMER_COMMITS) >= 1
              and total(worker.metrics(), names.EVENTS, status="valid") == len(before), STARTUP_SECONDS,
              lambda: worker.log())
     after = [(topics["predictions"], b"crash", prediction("crash-batch"))]

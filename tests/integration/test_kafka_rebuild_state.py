@@ -10,6 +10,7 @@ import pytest
 from conftest import CLIENTS, STARTUP_SECONDS, Worker, produce, total, wait_for
 
 from fairwatch.monitor import metric_names as names
+from fairwatch.consumers import metric_names as consumer_names
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -26,7 +27,7 @@ def test_rebuild_state_recounts_what_the_topics_retain(broker, topics, workers, 
     worker = workers(*flags, "--attribute", "sex", state_dir=state)
     messages = [(topics["predictions"], f"e{i}".encode(), prediction(i)) for i in range(600)]
     produce(broker.bootstrap_servers, messages)
-    wait_for(lambda: total(worker.metrics(), names.CONSUMER_COMMITS) >= 1
+    wait_for(lambda: total(worker.metrics(), consumer_names.CONSUMER_COMMITS) >= 1
              and total(worker.metrics(), names.EVENTS, status="valid") == len(messages), STARTUP_SECONDS,
              lambda: worker.log())
     assert worker.terminate() == 0, worker.log()

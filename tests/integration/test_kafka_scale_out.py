@@ -7,6 +7,7 @@ from conftest import CLIENTS, produce, total, wait_for
 from streams import group_counters, synthetic_stream
 
 from fairwatch.monitor import metric_names as names
+from fairwatch.consumers import metric_names as consumer_names
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 EVENTS = 40_000
@@ -31,17 +32,17 @@ def test_two_workers_sum_to_one(broker, topics, workers, tmp_path, client):
     produce(broker.bootstrap_servers, messages)
 
     def applied() -> float:
-        return total(first.metrics(), names.CONSUMER_RECORDS) + total(second.metrics(),
-                                                                          names.CONSUMER_RECORDS)
+        return total(first.metrics(), consumer_names.CONSUMER_RECORDS) + total(second.metrics(),
+                                                                          consumer_names.CONSUMER_RECORDS)
 
     wait_for(lambda: applied() == len(messages), 90, lambda: f"pair applied {applied()} of {len(messages)}")
     a, b = first.metrics(), second.metrics()
-    assert total(a, names.CONSUMER_RECORDS) > 0 and total(b, names.CONSUMER_RECORDS) > 0
+    assert total(a, consumer_names.CONSUMER_RECORDS) > 0 and total(b, consumer_names.CONSUMER_RECORDS) > 0
     pair = group_counters(a) + group_counters(b)
 
     single = workers("--client", client, name="single", group=topics["group"] + "-single")
-    wait_for(lambda: total(single.metrics(), names.CONSUMER_RECORDS) == len(messages), 90,
-             lambda: f"single worker applied {total(single.metrics(), names.CONSUMER_RECORDS)}")
+    wait_for(lambda: total(single.metrics(), consumer_names.CONSUMER_RECORDS) == len(messages), 90,
+             lambda: f"single worker applied {total(single.metrics(), consumer_names.CONSUMER_RECORDS)}")
     s = single.metrics()
     assert pair == group_counters(s)
     want = {k: v for k, v in expected.items() if isinstance(k, tuple)}
@@ -94,8 +95,8 @@ def test_a_killed_member_s_partitions_move_and_nothing_is_lost(broker, topics, w
     ends = produce(broker.bootstrap_servers, messages)
     ends = {(t, p): ends.get((t, p), 0) for t in (topics["predictions"], topics["outcomes"]) for p in range(4)}
     # Kill -9 the first member part-way through its half of the stream.
-    wait_for(lambda: total(first.metrics(), names.CONSUMER_RECORDS) >= len(messages) // 6, 60,
-             lambda: f"pair-a applied {total(first.metrics(), names.CONSUMER_RECORDS)}", interval=0.02)
+    wait_for(lambda: total(first.metrics(), consumer_names.CONSUMER_RECORDS) >= len(messages) // 6, 60,
+             lambda: f"pair-a applied {total(first.metrics(), consumer_names.CONSUMER_RECORDS)}", interval=0.02)
     first.kill()
     wait_for(lambda: (second.assigned() or "").count("[") == 8, 60,
              lambda: f"pair-b never took the killed member's partitions: {second.assigned()}; log:\n{second.log()}")

@@ -8,6 +8,7 @@ import pytest
 from conftest import select, total, wait_for
 
 from fairwatch.monitor import metric_names as names
+from fairwatch.consumers import metric_names as consumer_names
 from fairwatch.monitor.scorer import metric_names as scorer_names
 
 pytestmark = pytest.mark.kafka
@@ -34,8 +35,8 @@ def test_fairwatch_run_with_a_scorer_tracks_debiased_outputs(broker, topics, wor
 
     worker = workers("--attribute", "sex", "--scorer-model", str(model_dir), "--scorer-device", "cpu",
                      "--scorer-threshold", "0.6")
-    wait_for(lambda: total(worker.metrics(), names.CONSUMER_RECORDS) == n, 90,
-             lambda: f"applied {total(worker.metrics(), names.CONSUMER_RECORDS)} of {n}; log:\n{worker.log()}")
+    wait_for(lambda: total(worker.metrics(), consumer_names.CONSUMER_RECORDS) == n, 90,
+             lambda: f"applied {total(worker.metrics(), consumer_names.CONSUMER_RECORDS)} of {n}; log:\n{worker.log()}")
     def debiased_predictions(samples: dict) -> float:
         return sum(select(samples, names.GROUP_EVENTS, model="toxic:debiased", cell="predictions").values())
 

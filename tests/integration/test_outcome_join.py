@@ -11,6 +11,7 @@ from conftest import JoinApp, Worker, produce, total, wait_for
 pytest.importorskip("faust", reason="the kafka extra (faust-streaming) is not installed")
 
 from fairwatch.monitor import metric_names as names  # noqa: E402
+from fairwatch.consumers import metric_names as consumer_names  # noqa: E402
 
 pytestmark = [pytest.mark.kafka]
 
@@ -77,16 +78,16 @@ def test_outcomes_before_predictions_join_and_feed_the_worker(broker, join_topic
     app = joins(f"{t['group']}.join")
     ids = [f"early{i}" for i in range(20)]
     produce(broker.bootstrap_servers, [(t["outcomes"], i.encode(), outcome(i, label=n % 2)) for n, i in enumerate(ids)])
-    app.wait_count(names.JOIN_OUTCOMES, 20, status="early")  # all 20 wait in the outcomes table
+    app.wait_count(consumer_names.JOIN_OUTCOMES, 20, status="early")  # all 20 wait in the outcomes table
     produce(broker.bootstrap_servers, [(t["predictions"], i.encode(), prediction(i)) for i in ids])
-    app.wait_count(names.JOIN_OUTCOMES, 20, status="joined")
-    assert app.count(names.JOIN_PREDICTIONS, status="labeled_on_arrival") == 20
+    app.wait_count(consumer_names.JOIN_OUTCOMES, 20, status="joined")
+    assert app.count(consumer_names.JOIN_PREDICTIONS, status="labeled_on_arrival") == 20
 
     labeled = read_topic(broker.bootstrap_servers, t["labeled"], 20)
     assert len(labeled) == 20, f"{len(labeled)} records forwarded for 20 joined predictions"
     assert sorted(r["event_id"] for r in labeled) == sorted(ids)
     assert {r["event_id"]: r["label"] for r in labeled} == {i: n % 2 for n, i in enumerate(ids)}
-    app.wait_count(names.JOIN_PENDING, 0, table="outcomes")
+    app.wait_count(consumer_names.JOIN_PENDING, 0, table="outcomes")
 
     # The hot-path worker consumes the labeled topic instead of the raw predictions.
     worker = Worker(broker, dict(t, predictions=t["labeled"], outcomes=""), tmp_path, "--attribute", "race")
@@ -110,8 +111,8 @@ def test_outcomes_after_a_restart_join_from_the_changelog(broker, join_topics, j
     first = joins(app_id)
     ids = [f"late{i}" for i in range(20)]
     produce(broker.bootstrap_servers, [(t["predictions"], i.encode(), prediction(i)) for i in ids])
-    first.wait_count(names.JOIN_PREDICTIONS, 20, status="forwarded")
-    first.wait_count(names.JOIN_PENDING, 20, table="predictions")
+    first.wait_count(consumer_names.JOIN_PREDICTIONS, 20, status="forwarded")
+    first.wait_count(consumer_names.JOIN_PENDING, 20, table="predictions")
     # Offsets committed: the restarted app will not re-read the predictions, only the changelog.
     wait_for(lambda: committed(broker.bootstrap_servers, app_id, t["predictions"]) == 20, 30,
              lambda: f"the join committed {committed(broker.bootstrap_servers, app_id, t['predictions'])} "
@@ -121,12 +122,12 @@ def test_outcomes_after_a_restart_join_from_the_changelog(broker, join_topics, j
     second = joins(app_id, name="restarted")
     # Ready = changelog recovered and partitions assigned. Outcomes produced while a restarted join still
     # rebalances on Tansu were now and then left unprocessed until the next restart (see docs/kafka.md).
-    second.wait_count(names.JOIN_READY, 1)
-    assert second.count(names.JOIN_PENDING, table="predictions") == 20, "the changelog was not recovered"
+    second.wait_count(consumer_names.JOIN_READY, 1)
+    assert second.count(consumer_names.JOIN_PENDING, table="predictions") == 20, "the changelog was not recovered"
     produce(broker.bootstrap_servers, [(t["outcomes"], i.encode(), outcome(i, label=0)) for i in ids])
-    second.wait_count(names.JOIN_OUTCOMES, 20, status="joined")
-    assert second.count(names.JOIN_OUTCOMES, status="early") == 0
-    assert second.count(names.JOIN_PREDICTIONS, status="forwarded") == 0, "predictions were consumed again"
+    second.wait_count(consumer_names.JOIN_OUTCOMES, 20, status="joined")
+    assert second.count(consumer_names.JOIN_OUTCOMES, status="early") == 0
+    assert second.count(consumer_names.JOIN_PREDICTIONS, status="forwarded") == 0, "predictions were consumed again"
 
     records = read_topic(broker.bootstrap_servers, t["labeled"], 40)
     outcomes = [r for r in records if "prediction" not in r]
@@ -143,15 +144,15 @@ def test_duplicate_outcomes_are_counted_once(broker, join_topics, joins):
     after = [f"dup{i}" for i in range(10)]  # outcome after the prediction, sent three times
     before = [f"pre{i}" for i in range(5)]  # outcome before the prediction, sent twice
     produce(broker.bootstrap_servers, [(t["outcomes"], i.encode(), outcome(i)) for i in before for _ in range(2)])
-    app.wait_count(names.JOIN_OUTCOMES, 5, status="duplicate")
+    app.wait_count(consumer_names.JOIN_OUTCOMES, 5, status="duplicate")
     produce(broker.bootstrap_servers, [(t["predictions"], i.encode(), prediction(i)) for i in after + before])
-    app.wait_count(names.JOIN_OUTCOMES, 5, status="joined")
-    app.wait_count(names.JOIN_PREDICTIONS, 10, status="forwarded")
+    app.wait_count(consumer_names.JOIN_OUTCOMES, 5, status="joined")
+    app.wait_count(consumer_names.JOIN_PREDICTIONS, 10, status="forwarded")
     produce(broker.bootstrap_servers, [(t["outcomes"], i.encode(), outcome(i)) for _ in range(3) for i in after])
-    app.wait_count(names.JOIN_OUTCOMES, 15, status="joined")
-    app.wait_count(names.JOIN_OUTCOMES, 5 + 20, status="duplicate")
-    assert app.count(names.JOIN_OUTCOMES, status="early") == 5
-    assert app.count(names.JOIN_OUTCOMES, status="conflicting") == 0
+    app.wait_count(consumer_names.JOIN_OUTCOMES, 15, status="joined")
+    app.wait_count(consumer_names.JOIN_OUTCOMES, 5 + 20, status="duplicate")
+    assert app.count(consumer_names.JOIN_OUTCOMES, status="early") == 5
+    assert app.count(consumer_names.JOIN_OUTCOMES, status="conflicting") == 0
 
     records = read_topic(broker.bootstrap_servers, t["labeled"], 25)
     assert len(records) == 25, f"{len(records)} records: 15 predictions + 10 outcomes expected"
@@ -165,15 +166,15 @@ def test_unknown_outcome_is_orphaned_after_the_ttl(broker, join_topics, joins):
     app = joins(f"{t['group']}.join", "--ttl-seconds", str(ttl), "--sweep-seconds", "0.5")
     produce(broker.bootstrap_servers, [(t["outcomes"], f"ghost{i}".encode(), outcome(f"ghost{i}")) for i in range(5)]
             + [(t["predictions"], f"alone{i}".encode(), prediction(f"alone{i}")) for i in range(3)])
-    app.wait_count(names.JOIN_OUTCOMES, 5, status="early")
+    app.wait_count(consumer_names.JOIN_OUTCOMES, 5, status="early")
     seen = time.monotonic()
-    assert app.count(names.JOIN_OUTCOMES, status="orphaned") == 0, "orphaned before the TTL"
-    app.wait_count(names.JOIN_OUTCOMES, 5, status="orphaned", timeout=ttl + 15)
+    assert app.count(consumer_names.JOIN_OUTCOMES, status="orphaned") == 0, "orphaned before the TTL"
+    app.wait_count(consumer_names.JOIN_OUTCOMES, 5, status="orphaned", timeout=ttl + 15)
     assert time.monotonic() - seen >= ttl - 1.5, "orphaned well before the TTL"
-    app.wait_count(names.JOIN_PREDICTIONS, 3, status="expired", timeout=ttl + 15)
-    app.wait_count(names.JOIN_PENDING, 0, table="outcomes")
-    app.wait_count(names.JOIN_PENDING, 0, table="predictions")
+    app.wait_count(consumer_names.JOIN_PREDICTIONS, 3, status="expired", timeout=ttl + 15)
+    app.wait_count(consumer_names.JOIN_PENDING, 0, table="outcomes")
+    app.wait_count(consumer_names.JOIN_PENDING, 0, table="predictions")
     # An outcome for an id the join forgot is early again (then orphaned), never joined.
-    assert app.count(names.JOIN_OUTCOMES, status="joined") == 0
+    assert app.count(consumer_names.JOIN_OUTCOMES, status="joined") == 0
     records = read_topic(broker.bootstrap_servers, t["labeled"], 3)
     assert sorted(r["event_id"] for r in records) == [f"alone{i}" for i in range(3)]

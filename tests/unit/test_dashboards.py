@@ -10,6 +10,8 @@ import pytest
 import yaml
 
 from fairwatch.alerts.rules import AlertSettings, alerting_rules
+from fairwatch import metric_reference
+from fairwatch.consumers import metric_names as consumer_metric_names
 from fairwatch.dashboards import alerting
 from fairwatch.dashboards.render import JSON_DIR, MODEL_UID, dashboards, queries, to_text, variable_names
 from fairwatch.monitor import metric_names
@@ -23,8 +25,9 @@ NAME = re.compile(r"\bfairwatch[a-zA-Z0-9_:]*")
 
 
 def exported_names() -> set[str]:
-    """Every series name the monitor exports, from the one module that defines them (and the scorer's)."""
-    found = {value for module in (metric_names, scorer_metric_names) for value in vars(module).values()
+    """Every series name fairwatch exports, from the modules that define them (the core's, the scorer's and
+    the adapters': the metric reference reads the same ones)."""
+    found = {value for module in metric_reference.MODULES for value in vars(module).values()
              if isinstance(value, str) and value.startswith("fairwatch_")}
     return found | {f"{h}_{suffix}" for h in HISTOGRAMS for suffix in ("bucket", "sum", "count")}
 
@@ -62,7 +65,7 @@ def test_every_name_a_dashboard_queries_is_exported_or_recorded():
     # The panels the issue asks for are there, by the names they chart.
     for required in (metric_names.DECISION_BOUND, metric_names.DECISION_THRESHOLD, metric_names.DECISION_BREACH,
                      metric_names.GAP, metric_names.GAP_LOWER, metric_names.GAP_UPPER, metric_names.GROUP_RATE,
-                     metric_names.EVENTS, metric_names.CONSUMER_LAG, metric_names.DRIFT_LAST_TIMESTAMP,
+                     metric_names.EVENTS, consumer_metric_names.CONSUMER_LAG, metric_names.DRIFT_LAST_TIMESTAMP,
                      scorer_metric_names.COUNTERFACTUAL_FLIPPED, scorer_metric_names.COUNTERFACTUAL_TERM_SCORE_CHANGE,
                      scorer_metric_names.SCORER_TEXTS, f"{scorer_metric_names.SCORER_BATCH_SECONDS}_bucket"):
         assert required in used, required
@@ -127,6 +130,15 @@ def test_the_breach_summary_reads_bound_and_threshold_from_extra_queries():
     extra = {q["model"]["expr"] for q in rule["data"] if q["refId"] not in ("A", "C")}
     assert extra == {"fairwatch:decision_bound:worst", "fairwatch:decision_threshold"}
     assert extra <= recorded_names()
+
+
+def test_the_query_template_is_found_where_query_value_wrote_it():
+    from fairwatch.alerts.rules import QUERY_VALUE_TEMPLATE, query_value
+
+    text = "bound " + query_value('x:y{model="%s",attribute="%s",metric="%s"}') + " vs"
+    match = QUERY_VALUE_TEMPLATE.search(text)
+    assert match is not None and match.group("expr") == "x:y"
+    assert text[:match.start()] == "bound " and text[match.end():] == " vs"
 
 
 def test_provisioning_points_at_the_datasource_and_dashboards():

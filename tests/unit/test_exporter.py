@@ -137,7 +137,8 @@ def test_exemplars_can_be_switched_off():
 
 
 def test_no_exemplars_flag_reaches_the_config():
-    from fairwatch.cli import build_parser, config_from_args
+    from fairwatch.cli import build_parser
+    from fairwatch.command_support import config_from_args
 
     args = build_parser().parse_args(["replay", "x.jsonl", "--no-exemplars"])
     assert config_from_args(args).exemplars is False

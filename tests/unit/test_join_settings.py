@@ -7,7 +7,8 @@ import logging
 
 import pytest
 
-from fairwatch.cli import EXIT_USAGE, main
+from fairwatch.cli import main
+from fairwatch.command_support import EXIT_USAGE
 from fairwatch.consumers.outcome_join import JoinSettings, ReadyWatch, heartbeat_interval
 
 

@@ -218,7 +218,7 @@ def test_promotion_is_a_human_command_that_copies_the_candidate(tmp_path):
 def test_the_trigger_exports_incidents_by_state(running):
     from prometheus_client.parser import text_string_to_metric_families
 
-    from fairwatch.monitor import metric_names as names
+    from fairwatch.alerts import metric_names as alert_names
 
     trigger, store, jobs, url = running(policy="manual")
     post(url, payload(alert()))
@@ -227,10 +227,10 @@ def test_the_trigger_exports_incidents_by_state(running):
     body = urllib.request.urlopen(url.replace("/alerts", "/metrics"), timeout=10).read().decode()
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for family in text_string_to_metric_families(body) for s in family.samples}
-    assert samples[(names.INCIDENTS, (("state", "awaiting_approval"),))] == 2
-    assert samples[(names.INCIDENTS, (("state", "resolved"),))] == 0
-    assert samples[(names.TRIGGER_DELIVERIES, (("result", "duplicate"),))] == 1
-    assert samples[(names.TRIGGER_DELIVERIES, (("result", "opened"),))] == 2
+    assert samples[(alert_names.INCIDENTS, (("state", "awaiting_approval"),))] == 2
+    assert samples[(alert_names.INCIDENTS, (("state", "resolved"),))] == 0
+    assert samples[(alert_names.TRIGGER_DELIVERIES, (("result", "duplicate"),))] == 1
+    assert samples[(alert_names.TRIGGER_DELIVERIES, (("result", "opened"),))] == 2
 
 
 def test_the_base_urls_of_trigger_serve_reach_the_incident_page(tmp_path):

@@ -1,8 +1,9 @@
 """The metric reference table (docs/metrics.md), generated from the modules that define the names.
 
-    python -m fairwatch.monitor.metric_reference --write docs/metrics.md
+    python -m fairwatch.metric_reference --write docs/metrics.md
 
-rewrites the table between the ``metrics:begin`` and ``metrics:end`` markers.
+rewrites the table between the ``metrics:begin`` and ``metrics:end`` markers. It lives above the
+core because it reads the adapters' name modules too (the core imports no adapter).
 """
 
 from __future__ import annotations
@@ -11,10 +12,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from fairwatch.alerts import metric_names as alerts_metric_names
+from fairwatch.consumers import metric_names as consumers_metric_names
 from fairwatch.monitor import metric_names
 from fairwatch.monitor.scorer import metric_names as scorer_metric_names
 
-MODULES = (metric_names, scorer_metric_names)
+__all__ = ["MODULES", "defined_names", "main", "markdown", "splice"]
+
+# The core's names, then the scorer's, the consumers' (Kafka worker, outcome join) and the trigger's.
+MODULES = (metric_names, scorer_metric_names, consumers_metric_names, alerts_metric_names)
 BEGIN, END = "<!-- metrics:begin -->", "<!-- metrics:end -->"
 
 
@@ -28,6 +34,8 @@ def markdown() -> str:
     documented: set[str] = set()
     for module in MODULES:
         for names, kind, labels, meaning in module.REFERENCE:
+            if twice := documented.intersection(names):
+                raise ValueError(f"metrics with two REFERENCE entries: {sorted(twice)}")
             documented.update(names)
             rows.append(f"| {', '.join(f'`{n}`' for n in names)} | {kind} | {labels} | {meaning} |")
     missing = defined_names() - documented

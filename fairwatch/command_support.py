@@ -1,0 +1,112 @@
+"""What the ``fairwatch`` commands share, below the command line that registers them.
+
+Every command module (``fairwatch.demo``, ``fairwatch.consumers.run_command``,
+...) imports its helpers from here, never from ``fairwatch.cli``: the CLI
+imports the commands, so the commands importing the CLI back would be a
+cycle (an import-linter contract in pyproject.toml forbids it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import gc
+import math
+import signal
+import sys
+import time
+
+from fairwatch.monitor.errors import EXIT_USAGE, FairwatchError, UsageError
+
+__all__ = ["EXIT_USAGE", "FairwatchError", "OneLineParser", "UsageError", "config_from_args",
+           "dump_stacks_on_sigusr1", "finite_float", "keep_serving", "run_command", "serve_registry", "tune_gc"]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line, not a usage dump."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (``float`` alone takes nan and inf, which disable what they bound)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def tune_gc() -> None:
+    """Collector settings for a long-running stream process.
+
+    The journal, the dedup index and the batches hold millions of objects,
+    and CPython's default thresholds (700 allocations) rescan them over and
+    over: about 1 us of every event's cost. Objects alive after start-up
+    are frozen out of the scans, and collections run every 50,000
+    allocations instead. Cycles are still collected.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
+def dump_stacks_on_sigusr1() -> None:
+    """``kill -USR1 PID`` prints every thread's stack to stderr and the process goes on:
+    what an on-call engineer needs from a worker that looks stuck."""
+    try:
+        # The process's own stderr: sys.stderr may be replaced (pytest's capture has no fileno).
+        faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
+    except (AttributeError, ValueError, OSError):  # no usable stderr (e.g. closed): go on without
+        pass
+
+
+def serve_registry(registry, port: int, addr: str):
+    """What every command with a metrics port does: serve ``registry`` on /metrics from a
+    background thread, say where on stderr, and return the server. A port that cannot be
+    bound is a one-line usage error (exit 2)."""
+    from fairwatch.monitor import exporter
+
+    try:
+        server, bound = exporter.serve_registry(registry, port, addr)
+    except OSError as exc:
+        raise UsageError(f"cannot serve /metrics on port {port}: {exc.strerror} (--metrics-port 0: any free port)"
+                         ) from None
+    print(f"serving metrics on http://{addr}:{bound}/metrics", file=sys.stderr, flush=True)
+    return server
+
+
+def keep_serving(message: str) -> None:
+    """Block, /metrics still served by its thread, until Ctrl-C (``replay --metrics-port``, ``demo --keep-serving``)."""
+    print(message, file=sys.stderr, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+
+
+def config_from_args(args: argparse.Namespace, **overrides):
+    """The MonitorConfig of a command: its --config file (read whole, fairwatch.settings), then flags, then
+    ``overrides``."""
+    from fairwatch.settings import from_args
+
+    return from_args(args, **overrides).monitor
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run a parsed command; every user-facing error (a FairwatchError) becomes one line and its exit status (2)."""
+    try:
+        return int(args.handler(args) or 0)
+    except FairwatchError as exc:
+        print(f"fairwatch {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except ModuleNotFoundError as exc:  # an optional extra the command needs is not installed
+        print(f"fairwatch {args.command}: error: needs the Python package {exc.name!r}, which is not installed "
+              "(pip install 'fairwatch[kafka,ml]')", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"fairwatch {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,26 @@
+"""The one base of fairwatch's user-facing errors.
+
+A :class:`FairwatchError` is a problem worded for one line, for the user:
+a file that cannot be read, a flag that makes no sense, a broker that does
+not answer. The command line (``fairwatch.command_support.run_command``) catches the base in one
+place and prints ``fairwatch COMMAND: error: MESSAGE`` with the error's
+``exit_code``; a library caller catches it (or the builtin base each
+subclass keeps, such as ``ValueError``) the same way. Programming errors and
+worker failures are not FairwatchErrors: they keep their traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = ["EXIT_USAGE", "FairwatchError", "UsageError"]
+
+EXIT_USAGE = 2  # the exit status of every FairwatchError unless a subclass says otherwise
+
+
+class FairwatchError(Exception):
+    """A problem worded for one line, for the user (the CLI prints it and exits with ``exit_code``)."""
+
+    exit_code: int = EXIT_USAGE
+
+
+class UsageError(FairwatchError):
+    """A problem with what the user asked for (flags, arguments, files named on the command line)."""
