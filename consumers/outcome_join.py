@@ -427,12 +427,14 @@ def build_app(settings: JoinSettings, metrics: JoinMetrics):
     # Per source partition, the offset after the last record handled (see `undelivered`); reset when the
     # assignment changes, since Faust then seeks every partition to its committed offset itself.
     next_offsets: dict = {}
+    sought: dict = {}  # partition -> (offset it was last sought back to, how many times in a row)
     source_topics = {settings.predictions_topic, settings.outcomes_topic} - {""}
     last_event_at = time.monotonic()
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender, revoked, **kwargs) -> None:
         next_offsets.clear()
+        sought.clear()
 
     @app.agent(source)
     async def join(stream):
@@ -440,6 +442,7 @@ def build_app(settings: JoinSettings, metrics: JoinMetrics):
         async for event in stream.events():
             message = event.message
             next_offsets[message.tp] = message.offset + 1
+            sought.pop(message.tp, None)
             last_event_at = time.monotonic()
             forward, update = logic.handle(event.key, event.value)
             for key, value in forward:
@@ -487,8 +490,18 @@ def build_app(settings: JoinSettings, metrics: JoinMetrics):
         if not ready() or time.monotonic() - last_event_at < idle_seconds:
             return  # a record or a rebalance came in the meantime
         for tp, offset in undelivered(expected, positions).items():
+            last, times = sought.get(tp, (None, 0))
+            times = times + 1 if last == offset else 1
+            if times > 3:
+                # Sought back there three times and nothing came: offsets with no record (transaction markers,
+                # a compacted topic), not a drop (Faust can drop a re-read too). Go on from the position.
+                log.info("%s[%d]: no records at offsets %d..%d (transaction markers or compaction)",
+                         tp.topic, tp.partition, offset, positions[tp] - 1)
+                next_offsets[tp] = positions[tp]
+                continue
             log.warning("%s[%d]: records %d..%d were fetched but never reached the join: re-reading them",
                         tp.topic, tp.partition, offset, positions[tp] - 1)
+            sought[tp] = (offset, times)
             await app.consumer.seek(tp, offset)
 
     @app.timer(min(max(settings.stall_warning_seconds / 4, 0.25), 5.0))
