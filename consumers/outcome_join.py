@@ -41,12 +41,20 @@ event_id (stored in the table value, so it survives a restart). Event time
 is not used: a quiet stream would never advance it, and producers' clocks
 and missing ``ts`` fields would decide when state is freed.
 
-Guarantee: at least once. A prediction is sent and acknowledged before the
-table records it; a crash between the two replays it and the worker's
-dedup store drops the copy. A replayed outcome finds its table entry and is
-counted as a duplicate rather than forwarded twice, except in the window
-between a send and its changelog write, where the worker then counts it as
-a duplicate outcome (the per-group counters are unchanged).
+Guarantee: at least once. Per event, the agent sends what it forwards and
+waits for the broker's acknowledgement, then updates the tables and waits
+for their changelog writes to be acknowledged, and only then takes the next
+event (Faust commits an event's offset once the agent has moved past it):
+a committed offset is never ahead of a forward or a table write, so a
+crash or an ``--exit-on-stall`` exit replays what was not finished. A
+replayed prediction is dropped by the table (or, sent but not yet
+recorded, by the worker's dedup store); a replayed outcome finds its table
+entry and is counted as a duplicate rather than forwarded twice, except
+after a crash between its send and its changelog write, where the worker
+counts it as a duplicate outcome (the per-group counters are unchanged).
+Records the consumer fetched but faust-streaming never handed to the agent
+(``Consumer.getmany`` drops the rest of a batch in some states) are found
+by an idle check and re-read (see :func:`undelivered`).
 
 faust-streaming is imported only by :func:`build_app`, so this module
 imports without it.
@@ -54,6 +62,7 @@ imports without it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -223,8 +232,12 @@ class JoinLogic:
                 event.prediction_copy = PredictionCopy(**copy)
                 raw = self._encode(event)
 
+            stale = self.outcomes.get(event_id) is not None  # a waiting copy from before the prediction
+
             def update() -> None:
                 self.predictions[event_id] = {"t": known["t"], "label": event.label}
+                if stale:
+                    del self.outcomes[event_id]
             return [(event_id, raw)], update
         waiting = self.outcomes.get(event_id)
         if waiting is not None:
@@ -251,6 +264,22 @@ class JoinLogic:
         self.metrics.outcomes["orphaned"].inc(len(orphaned))
         self.metrics.predictions["expired"].inc(expired)
         return len(orphaned), expired
+
+
+def undelivered(next_offsets: dict, positions: dict) -> dict:
+    """Partitions whose consumer position ran past the records the join was given: {tp: offset to re-read from}.
+
+    ``next_offsets``: per source partition, the offset after the last record the join handled;
+    ``positions``: the consumer's fetch positions (None: unknown). faust-streaming's ``Consumer.getmany``
+    drops the rest of a fetched batch when its flow stops or its generation changes mid-batch, or the
+    partition is not active, while aiokafka's position has already moved past it: those records are
+    neither handled nor committed, and without a seek back this process never reads them again.
+
+    >>> undelivered({"p0": 2, "p1": 5}, {"p0": 6, "p1": 5, "p2": 9})
+    {'p0': 2}
+    """
+    return {tp: offset for tp, offset in next_offsets.items()
+            if positions.get(tp) is not None and positions[tp] > offset}
 
 
 def heartbeat_interval(session_timeout_seconds: float) -> float:
@@ -365,6 +394,22 @@ def build_app(settings: JoinSettings, metrics: JoinMetrics):
     outcomes = app.Table("outcomes", help="event_id -> first seen, label: outcomes before their prediction",
                          **table_options)
     logic = JoinLogic(predictions, outcomes, metrics, ttl_seconds=settings.ttl_seconds)
+    # A table write only queues its changelog record (send_soon), and Faust's pre-commit flush gives up
+    # after 0.1 s without a send (ProducerBuffer.flush_atmost): an offset could be committed ahead of the
+    # table write it caused, which a crash would then lose. The agent awaits these before its next event.
+    changelog_writes: list = []
+
+    def keep_changelog_writes(table) -> None:
+        send_changelog = table.send_changelog
+
+        def send_and_keep(*args, **kwargs):
+            future = send_changelog(*args, **kwargs)
+            changelog_writes.append(future)
+            return future
+        table.send_changelog = send_and_keep
+
+    keep_changelog_writes(predictions)
+    keep_changelog_writes(outcomes)
     metrics.watch(predictions, outcomes)
     recovered = False
 
@@ -379,22 +424,85 @@ def build_app(settings: JoinSettings, metrics: JoinMetrics):
     metrics.ready.set_function(lambda: float(ready()))
     watch = ReadyWatch(settings.stall_warning_seconds, lambda: _describe(app, settings))
 
+    # Per source partition, the offset after the last record handled (see `undelivered`); reset when the
+    # assignment changes, since Faust then seeks every partition to its committed offset itself.
+    next_offsets: dict = {}
+    sought: dict = {}  # partition -> (offset it was last sought back to, how many times in a row)
+    source_topics = {settings.predictions_topic, settings.outcomes_topic} - {""}
+    last_event_at = time.monotonic()
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender, revoked, **kwargs) -> None:
+        next_offsets.clear()
+        sought.clear()
+
     @app.agent(source)
     async def join(stream):
+        nonlocal last_event_at
         async for event in stream.events():
+            message = event.message
+            next_offsets[message.tp] = message.offset + 1
+            sought.pop(message.tp, None)
+            last_event_at = time.monotonic()
             forward, update = logic.handle(event.key, event.value)
             for key, value in forward:
                 # Acknowledged before the table records it: a crash in between replays, never loses.
                 await (await labeled.send(key=key, value=value))
             update()
+            if changelog_writes:  # acknowledged before the event is acked (and its offset committable)
+                writes = changelog_writes[:]
+                changelog_writes.clear()
+                await asyncio.gather(*writes)
 
     @app.timer(settings.sweep_seconds)
     async def sweep():
         if app.in_recovery or app.rebalancing:
             return
         orphaned, expired = logic.sweep()
+        changelog_writes.clear()  # no offset waits on the sweep's deletes
         if orphaned or expired:
             log.info("TTL sweep: %d orphaned outcomes, %d predictions expired without outcome", orphaned, expired)
+
+    idle_seconds = max(4 * settings.commit_interval_seconds, 2.0)
+
+    @app.timer(idle_seconds / 2)
+    async def reread_undelivered():
+        """Idle and ready, but a partition's position is past what the join handled: seek back (at least once)."""
+        if not ready() or time.monotonic() - last_event_at < idle_seconds:
+            return
+        consumer = app.consumer
+        expected = {}
+        for tp in consumer.assignment():
+            if tp.topic not in source_topics:
+                continue  # changelog partitions: read by the table recovery, not by the join
+            if tp in next_offsets:
+                expected[tp] = next_offsets[tp]
+                continue
+            # Nothing handled yet on this partition since it was assigned: it starts where Faust sought it
+            # (the committed offset, which Faust records in this private map: it has no public getter), or
+            # at the partition's beginning when the group has none (auto_offset_reset earliest).
+            start = consumer._committed_offset.get(tp)
+            if start is None and settings.auto_offset_reset == "earliest":
+                start = next(iter((await consumer.earliest_offsets(tp)).values()), None)
+            if start is not None:
+                expected[tp] = start
+        positions = {tp: await consumer.position(tp) for tp in expected}
+        if not ready() or time.monotonic() - last_event_at < idle_seconds:
+            return  # a record or a rebalance came in the meantime
+        for tp, offset in undelivered(expected, positions).items():
+            last, times = sought.get(tp, (None, 0))
+            times = times + 1 if last == offset else 1
+            if times > 3:
+                # Sought back there three times and nothing came: offsets with no record (transaction markers,
+                # a compacted topic), not a drop (Faust can drop a re-read too). Go on from the position.
+                log.info("%s[%d]: no records at offsets %d..%d (transaction markers or compaction)",
+                         tp.topic, tp.partition, offset, positions[tp] - 1)
+                next_offsets[tp] = positions[tp]
+                continue
+            log.warning("%s[%d]: records %d..%d were fetched but never reached the join: re-reading them",
+                        tp.topic, tp.partition, offset, positions[tp] - 1)
+            sought[tp] = (offset, times)
+            await app.consumer.seek(tp, offset)
 
     @app.timer(min(max(settings.stall_warning_seconds / 4, 0.25), 5.0))
     async def watch_ready():
@@ -412,4 +520,4 @@ def build_app(settings: JoinSettings, metrics: JoinMetrics):
     return app
 
 
-__all__ = ["JoinSettings", "JoinMetrics", "JoinLogic", "ReadyWatch", "EXIT_STALLED", "build_app", "heartbeat_interval", "topic_partitions", "DEFAULT_LABELED_TOPIC"]
+__all__ = ["JoinSettings", "JoinMetrics", "JoinLogic", "ReadyWatch", "EXIT_STALLED", "build_app", "undelivered", "heartbeat_interval", "topic_partitions", "DEFAULT_LABELED_TOPIC"]

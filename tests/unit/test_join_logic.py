@@ -105,3 +105,25 @@ def test_counts_split_at_a_partition_move_sum_to_one_worker_s(moved_at):
         np.testing.assert_allclose(split, row, rtol=1e-12, err_msg=str(key))  # score sums: float order
     assert after.stats.outcomes["joined_from_copy"] > 0 and not after.pending_outcomes()
     assert single.stats.outcomes["joined_from_copy"] == 0
+
+
+def test_a_redelivered_outcome_found_waiting_beside_its_unlabeled_prediction_is_joined_and_forwarded():
+    # State a crash can leave: the outcome recorded as waiting while its prediction is in the table unlabeled.
+    logic = join()
+    logic.predictions[b"e1"] = {"t": 90.0, "label": None, "copy": {"model": "m", "prediction": 1, "score": 0.7,
+                                                                   "groups": {"sex": "F"}, "ts": 10.0}}
+    logic.outcomes[b"e1"] = {"t": 95.0, "label": 0}
+    (outcome,) = forward(logic, {"event_id": "e1", "label": 0, "ts": 50.0})
+    assert EventParser().parse(outcome).label == 0
+    assert logic.predictions[b"e1"]["label"] == 0
+    assert b"e1" not in logic.outcomes, "the stale waiting copy would later be counted as orphaned"
+    assert logic.metrics.outcomes["joined"]._value.get() == 1
+    assert logic.metrics.outcomes["duplicate"]._value.get() == 0
+
+
+def test_undelivered_names_the_partitions_whose_position_ran_past_what_the_join_handled():
+    from fairwatch.consumers.outcome_join import undelivered
+
+    assert undelivered({"o0": 1, "o1": 1, "o2": 4}, {"o0": 6, "o1": 1, "o2": None}) == {"o0": 1}
+    assert undelivered({}, {"o0": 6}) == {}  # never handled: nothing to compare with
+    assert undelivered({"o0": 3}, {}) == {}  # position unknown: no seek
