@@ -242,7 +242,7 @@ def run_incidents(args: argparse.Namespace) -> int:
     if str(args.db) != ":memory:" and not Path(args.db).exists():
         raise UsageError(f"no incident store at {args.db} (pass --db)")
     store = IncidentStore(args.db)
-    # An IncidentError (unknown id, wrong state) is one line, exit 2 (fairwatch.cli).
+    # An IncidentError (unknown id, wrong state) is one line, exit 2 (fairwatch.command_support.run_command).
     if args.incidents_action == "list":
         incidents = store.list(args.state)
         if args.json:

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     if args.partitions < 0:
         raise UsageError("--partitions must be 0 or more")
     broker = TansuBroker(port=args.port or None)
-    broker.start(foreground_output=not args.quiet)  # a BrokerError is one line (fairwatch.cli)
+    broker.start(foreground_output=not args.quiet)  # a BrokerError is one line (fairwatch.command_support.run_command)
     stopping = False
 
     def stop(signum, _frame):

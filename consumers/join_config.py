@@ -20,7 +20,8 @@ import msgspec
 
 __all__ = ["JoinOptions", "JOIN_FLAG_KEYS"]
 
-PositiveSeconds = Annotated[float, msgspec.Meta(gt=0)]
+# Finite: TOML allows inf, which would mean never commit or never sweep. Ten years is past any real setting.
+PositiveSeconds = Annotated[float, msgspec.Meta(gt=0, le=10 * 365 * 24 * 3600)]
 PositiveMs = Annotated[int, msgspec.Meta(ge=1)]
 
 

@@ -202,7 +202,7 @@ class JoinLogic:
 
             def update() -> None:
                 self.predictions[event_id] = {"t": now, "label": event.label}
-                del self.outcomes[event_id]
+                self._drop_waiting(event_id)
             return [(event_id, self._encode(event))], update
         m.predictions["forwarded"].inc()
         label = event.label
@@ -214,10 +214,15 @@ class JoinLogic:
         def update() -> None:
             self.predictions[event_id] = entry
             if early is not None:  # the prediction carried its own label: the early outcome is a duplicate
-                del self.outcomes[event_id]
+                self._drop_waiting(event_id)
         if early is not None:
             m.outcomes["duplicate" if early["label"] == label else "conflicting"].inc()
         return [(event_id, raw)], update
+
+    def _drop_waiting(self, event_id: bytes) -> None:
+        # The TTL sweep runs while the agent awaits its forward: the entry read in handle() may be gone.
+        if event_id in self.outcomes:
+            del self.outcomes[event_id]
 
     def _outcome(self, event_id: bytes, event, raw: bytes, now: float):
         m = self.metrics
@@ -237,7 +242,7 @@ class JoinLogic:
             def update() -> None:
                 self.predictions[event_id] = {"t": known["t"], "label": event.label}
                 if stale:
-                    del self.outcomes[event_id]
+                    self._drop_waiting(event_id)
             return [(event_id, raw)], update
         waiting = self.outcomes.get(event_id)
         if waiting is not None:
@@ -443,7 +448,9 @@ def build_app(settings: JoinSettings, metrics: JoinMetrics):
             message = event.message
             next_offsets[message.tp] = message.offset + 1
             sought.pop(message.tp, None)
-            last_event_at = time.monotonic()
+            # In flight from here to the changelog acks: a slow send must not look idle to the re-read check
+            # (the records Faust has buffered behind this one are delivered, just not handled yet).
+            last_event_at = None
             forward, update = logic.handle(event.key, event.value)
             for key, value in forward:
                 # Acknowledged before the table records it: a crash in between replays, never loses.
@@ -453,6 +460,7 @@ def build_app(settings: JoinSettings, metrics: JoinMetrics):
                 writes = changelog_writes[:]
                 changelog_writes.clear()
                 await asyncio.gather(*writes)
+            last_event_at = time.monotonic()
 
     @app.timer(settings.sweep_seconds)
     async def sweep():
@@ -465,10 +473,13 @@ def build_app(settings: JoinSettings, metrics: JoinMetrics):
 
     idle_seconds = max(4 * settings.commit_interval_seconds, 2.0)
 
+    def _idle() -> bool:
+        return ready() and last_event_at is not None and time.monotonic() - last_event_at >= idle_seconds
+
     @app.timer(idle_seconds / 2)
     async def reread_undelivered():
         """Idle and ready, but a partition's position is past what the join handled: seek back (at least once)."""
-        if not ready() or time.monotonic() - last_event_at < idle_seconds:
+        if not _idle():
             return
         consumer = app.consumer
         expected = {}
@@ -487,7 +498,7 @@ def build_app(settings: JoinSettings, metrics: JoinMetrics):
             if start is not None:
                 expected[tp] = start
         positions = {tp: await consumer.position(tp) for tp in expected}
-        if not ready() or time.monotonic() - last_event_at < idle_seconds:
+        if not _idle():
             return  # a record or a rebalance came in the meantime
         for tp, offset in undelivered(expected, positions).items():
             last, times = sought.get(tp, (None, 0))

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         pipeline.response_scorer = responses
     if args.rebuild_state and not settings.state_dir:
         raise UsageError("--rebuild-state needs --state-dir (the snapshot to set aside)")
-    # A StateError or ClientMissing is one line, exit 2 (fairwatch.cli).
+    # A StateError or ClientMissing is one line, exit 2 (fairwatch.command_support.run_command).
     state = StateStore(settings.state_dir) if settings.state_dir else None
     if args.rebuild_state:
         aside = state.set_aside()

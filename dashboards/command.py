@@ -61,7 +61,7 @@ def run_push(args: argparse.Namespace) -> int:
         from fairwatch.dashboards.push import push
     except ImportError:
         raise UsageError("needs grafana-client, which is not installed (pip install 'fairwatch[grafana]')") from None
-    # A PushError is one line, exit 2 (fairwatch.cli).
+    # A PushError is one line, exit 2 (fairwatch.command_support.run_command).
     result = push(args.url, args.token, render.dashboards(), args.folder, args.folder_uid, args.timeout)
     if result.folder_created:
         print(f"created folder {args.folder!r}", file=sys.stderr)

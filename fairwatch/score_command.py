@@ -74,7 +74,7 @@ def run_score(args: argparse.Namespace) -> int:
         raise InputError(f"input file {str(path)!r} not found")
     if args.batch_size < 1:
         raise InputError("--batch-size must be at least 1")
-    # A LexiconError, TextFileError or ModelLoadError is one line, exit 2 (fairwatch.cli).
+    # A LexiconError, TextFileError or ModelLoadError is one line, exit 2 (fairwatch.command_support.run_command).
     if args.lexicon is None:
         lexicon = Lexicon.default()
     elif args.extend_default:

@@ -206,7 +206,8 @@ class Pipeline:
 
     def replace_stage(self, old: Stage, new: Stage | None) -> None:
         """Run ``new`` in ``old``'s place from the next batch on (None: remove it); ValueError if ``old`` is not
-        a stage of this pipeline. Closing ``old`` is the caller's choice."""
+        a stage of this pipeline. A batch already running on another thread may still be using ``old``: close
+        it only once the next batch has started (or from the batch thread itself, as the hot attach does)."""
         if not any(stage is old for stage in self.stages):
             raise ValueError("not a stage of this pipeline")
         if new is not None:

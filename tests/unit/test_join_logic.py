@@ -127,3 +127,16 @@ def test_undelivered_names_the_partitions_whose_position_ran_past_what_the_join_
     assert undelivered({"o0": 1, "o1": 1, "o2": 4}, {"o0": 6, "o1": 1, "o2": None}) == {"o0": 1}
     assert undelivered({}, {"o0": 6}) == {}  # never handled: nothing to compare with
     assert undelivered({"o0": 3}, {}) == {}  # position unknown: no seek
+
+
+def test_the_ttl_sweep_between_a_forward_and_its_table_update_does_not_crash_the_agent():
+    now = [0.0]
+    logic = JoinLogic({}, {}, JoinMetrics(), ttl_seconds=10.0, clock=lambda: now[0])
+    forward(logic, {"event_id": "a", "label": 1})  # early outcome at t = 0
+    now[0] = 5.0
+    records, update = logic.handle(b"a", json.dumps({**PREDICTION, "event_id": "a"}).encode())
+    assert len(records) == 1  # forwarded with its label; the agent now awaits the send
+    now[0] = 11.0
+    assert logic.sweep() == (1, 0)  # meanwhile the sweep drops the early outcome as past its TTL
+    update()  # the table update after the ack must not raise (it did: KeyError b'a')
+    assert logic.predictions[b"a"]["label"] == 1 and b"a" not in logic.outcomes

@@ -112,6 +112,7 @@ def test_the_join_table_of_the_file_is_read_and_a_flag_wins(tmp_path):
     ("[join]\nttl_seconds = 0\n", "[join]: Expected `float` > 0.0 - at `$.ttl_seconds`"),
     ("[join]\nmax_poll_interval_ms = 1.5\n", "[join]: Expected `int`, got `float` - at `$.max_poll_interval_ms`"),
     ("[join]\nttl = 5\n", "[join]: Object contains unknown field `ttl`"),
+    ("[join]\ncommit_interval_seconds = inf\n", "[join]: Expected `float` <= 315360000.0"),
     ("[join]\nauto_offset_reset = \"first\"\n", "[join]: Invalid enum value 'first'"),
     ("join = 3\n", "[join]: must be a table"),
 ])
