@@ -18,11 +18,12 @@ from typing import Annotated, ClassVar, Literal, Union
 
 import msgspec
 
+from fairwatch.consumers.kafka_config import Positive
+
 __all__ = ["JoinOptions", "JOIN_FLAG_KEYS"]
 
 # Finite: TOML allows inf, which would mean never commit or never sweep. Ten years is past any real setting.
 PositiveSeconds = Annotated[float, msgspec.Meta(gt=0, le=10 * 365 * 24 * 3600)]
-PositiveMs = Annotated[int, msgspec.Meta(ge=1)]
 
 
 class JoinOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -35,13 +36,13 @@ class JoinOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     commit_interval_seconds: PositiveSeconds = 2.0
     # Kafka's consumer defaults (45 s session, 300 s poll interval) and Faust's rebalance timeout: the poll
     # interval must stay well above the slowest batch of a loaded machine (docs/kafka.md, the join's section).
-    session_timeout_ms: PositiveMs = 45_000
-    rebalance_timeout_ms: PositiveMs = 60_000
-    max_poll_interval_ms: PositiveMs = 300_000
+    session_timeout_ms: Positive = 45_000
+    rebalance_timeout_ms: Positive = 60_000
+    max_poll_interval_ms: Positive = 300_000
     stall_warning_seconds: PositiveSeconds = 60.0
     exit_on_stall: bool = False
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
-    producer_max_batch_size: Union[PositiveMs, None] = None
+    producer_max_batch_size: Union[Positive, None] = None
 
     DOC_DEFAULTS: ClassVar[dict[str, str]] = {"sweep_seconds": "ttl / 10, between 0.5 and 60",
                                               "producer_max_batch_size": "Faust's (16384)"}

@@ -237,12 +237,9 @@ class JoinLogic:
                 event.prediction_copy = PredictionCopy(**copy)
                 raw = self._encode(event)
 
-            stale = self.outcomes.get(event_id) is not None  # a waiting copy from before the prediction
-
             def update() -> None:
                 self.predictions[event_id] = {"t": known["t"], "label": event.label}
-                if stale:
-                    self._drop_waiting(event_id)
+                self._drop_waiting(event_id)  # a waiting copy from before the prediction
             return [(event_id, raw)], update
         waiting = self.outcomes.get(event_id)
         if waiting is not None:
