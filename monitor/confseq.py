@@ -25,7 +25,8 @@ from scipy.special import betaln
 
 PRIOR = 0.5  # Beta(1/2, 1/2): Jeffreys, symmetric, light at the ends
 _ITERATIONS = 22  # brackets of 2.4e-7: far finer than any threshold needs
-_PAIR_ITERATIONS = 40  # the multiplier's bracket shrinks 10^12-fold; the result is taken on its wide side
+_PAIR_ITERATIONS = 40  # the multiplier's bracket shrinks 10^12-fold at most; the result is taken on its wide side
+_BOUND_TOLERANCE = 1e-10  # a pair bound this close to exact is exact enough (thresholds are 0.1, 0.8)
 
 
 def log_mixture_normaliser(x: np.ndarray, n: np.ndarray, a: float = PRIOR, b: float = PRIOR) -> np.ndarray:
@@ -98,14 +99,68 @@ def _pair_inputs(x1, n1, x2, n2, alpha):
     return x1, n1, x2, n2, np.log(1.0 / alpha), log_mixture_normaliser(x1, n1), log_mixture_normaliser(x2, n2)
 
 
-def _bisect_to_outside(ends, low: np.ndarray, high: np.ndarray, target: np.ndarray) -> np.ndarray:
+def _bisect_to_outside(ends, bound, low: np.ndarray, high: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Shrink [low, high] around the multiplier where ``ends``' log M1 + log M2 reaches
-    ``target`` (it increases with the multiplier); return the outer end, on the wide side."""
-    for _ in range(_PAIR_ITERATIONS):
+    ``target`` (it increases with the multiplier); return the outer end, on the wide side.
+
+    ``bound(p1, p2)`` is the bound a multiplier gives (it falls as the multiplier grows):
+    the search stops once the bracket's two ends give bounds within ``_BOUND_TOLERANCE``
+    (the answer is then at most that much below the exact bound) or the bracket is as
+    narrow as ``_PAIR_ITERATIONS`` halvings leave it. Each step is the secant through the
+    last two points where it falls inside the bracket, else regula falsi on the bracket
+    (Illinois: a stale end's weight halves), and a halving after three steps that did
+    not halve the bracket: under ten steps where bisection took forty (the root searches
+    are most of a check's cost), never more than four times bisection's."""
+    tolerance = (high - low) * 2.0**-_PAIR_ITERATIONS
+    p1, p2, h = ends(low)
+    # Searched on sqrt(h - h(low)) - sqrt(target - h(low)): h grows about as the
+    # multiplier's square (the normal approximation), so this is nearly linear and
+    # regula falsi lands close at once. Same sign as h - target, same root.
+    floor, b_low = h, bound(p1, p2)
+    with np.errstate(invalid="ignore"):
+        root_target = np.sqrt(np.maximum(target - floor, 0.0))
+
+    def distance(h):
+        with np.errstate(invalid="ignore"):
+            return np.sqrt(np.maximum(h - floor, 0.0)) - root_target
+
+    f_low = np.where(target > floor, -root_target, 0.0)  # 0: the low end is already outside (an empty set)
+    p1, p2, h = ends(high)
+    f_high, b_high = distance(h), bound(p1, p2)
+    high = np.where(f_low >= 0, low, high)  # nothing to search: the old bracket shrank onto low
+    last = np.zeros(low.shape, dtype=np.int8)  # the end the last step moved: -1 low, 1 high
+    x_prev, f_prev, x_now, f_now = low, f_low, high, f_high  # the last two points, for the secant
+    reference = high - low  # the width to halve
+    stalled = np.zeros(low.shape, dtype=np.int8)  # steps since the bracket last halved
+    for _ in range(3 * _PAIR_ITERATIONS):
+        width = high - low
+        with np.errstate(invalid="ignore"):
+            live = (width > tolerance) & ~(b_low - b_high <= _BOUND_TOLERANCE)
+        if not live.any():
+            break
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            secant = x_now - f_now * (x_now - x_prev) / (f_now - f_prev)
+            falsi = high - f_high * width / (f_high - f_low)
         mid = (low + high) / 2
-        outside = ends(mid)[2] >= target
-        high = np.where(outside, mid, high)
-        low = np.where(outside, low, mid)
+        falsi = np.where(np.isfinite(falsi) & (falsi > low) & (falsi < high), falsi, mid)
+        step = np.where(np.isfinite(secant) & (secant > low) & (secant < high), secant, falsi)
+        step = np.where(stalled >= 3, mid, step)
+        p1, p2, h = ends(step)
+        f, b = distance(h), bound(p1, p2)
+        outside = live & (h >= target)
+        inside = live & ~outside
+        f = np.where(outside, np.maximum(f, 0.0), np.minimum(f, -1e-300))  # the sign decides, not rounding
+        # Illinois: the end kept twice in a row counts half, so that regula falsi lands past the root.
+        f_low = np.where(outside & (last == 1), f_low / 2, f_low)
+        f_high = np.where(inside & (last == -1), f_high / 2, f_high)
+        high, f_high, b_high = np.where(outside, step, high), np.where(outside, f, f_high), np.where(outside, b, b_high)
+        low, f_low, b_low = np.where(inside, step, low), np.where(inside, f, f_low), np.where(inside, b, b_low)
+        last = np.where(outside, 1, np.where(inside, -1, last)).astype(np.int8)
+        x_prev, f_prev = np.where(live, x_now, x_prev), np.where(live, f_now, f_prev)
+        x_now, f_now = np.where(live, step, x_now), np.where(live, f, f_now)
+        halved = high - low <= reference / 2
+        reference = np.where(halved, high - low, reference)
+        stalled = np.where(halved | (stalled >= 3), 0, stalled + 1).astype(np.int8)
     return high
 
 
@@ -138,9 +193,14 @@ def pair_difference_lower(x1, n1, x2, n2, alpha) -> np.ndarray:
         if not short.any():
             break
         high = np.where(short, high * 2, high)
-    high = _bisect_to_outside(ends, low, high, target)
+    high = _bisect_to_outside(ends, lambda p1, p2: p1 - p2, low, high, target)
     p1, p2, h = ends(high)
     return np.where(h >= target, p1 - p2, -1.0)
+
+
+def _ratio(p1: np.ndarray, p2: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.maximum(p1, 0.0) / p2
 
 
 def pair_ratio_lower(x1, n1, x2, n2, alpha) -> np.ndarray:
@@ -160,7 +220,7 @@ def pair_ratio_lower(x1, n1, x2, n2, alpha) -> np.ndarray:
         return p1, p2, _log_mixture(x1, n1, np.maximum(p1, 0.0), norm1) + _log_mixture(x2, n2, p2, norm2)
 
     low, high = np.zeros(x1.shape), x1.copy()  # p1 reaches 0 at mu = x1
-    high = _bisect_to_outside(ends, low, high, target)
+    high = _bisect_to_outside(ends, _ratio, low, high, target)
     p1, p2, h = ends(high)
     with np.errstate(divide="ignore", invalid="ignore"):
         bound = np.where((h >= target) & (x1 > 0), np.maximum(p1, 0.0) / p2, 0.0)

@@ -67,6 +67,7 @@ class _CombinationCodes(dict):
         self.key = itemgetter(*parts)  # one attribute: the value itself, not a 1-tuple
         self.rows: dict[tuple[int, ...], int] = {}
         self._columns: np.ndarray | None = None
+        self.intersections: dict[str, np.ndarray] = {}  # intersection -> its code per row, rows so far
 
     def __missing__(self, key) -> int:
         values = key if len(self.parts) > 1 else (key,)
@@ -94,6 +95,7 @@ class _CombinationCodes(dict):
             self.clear()
             self.rows.clear()
             self._columns = None
+            self.intersections.clear()
 
 
 @dataclass(frozen=True)
@@ -199,16 +201,21 @@ class GroupMetrics:
                 for name in sorted(new)[:room]:
                     self._add_attribute(name, (name,))
                 self.untracked_attributes += max(len(new) - room, 0)
-        codes = self._single_codes(groups)
+        codes, rows = self._single_codes(groups)
         for name, parts in self.components.items():
             if len(parts) > 1:
-                codes[name] = self._intersection_codes(name, parts, codes)
+                if rows is not None and all(part in self._combinations.parts for part in parts):
+                    codes[name] = self._row_intersections(name, parts)[rows]
+                else:
+                    codes[name] = self._intersection_codes(name, parts, codes)
         return codes
 
-    def _single_codes(self, groups: list[dict[str, str]]) -> dict[str, np.ndarray]:
+    def _single_codes(self, groups: list[dict[str, str]]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        """Codes of the single attributes, and each event's row of the combination table (None where an
+        event lacked an attribute and the codes were found value by value)."""
         names = tuple(name for name, parts in self.components.items() if len(parts) == 1)
         if not names:
-            return {}
+            return {}, None
         combinations = self._combinations
         if combinations is None or combinations.parts != names:
             combinations = self._combinations = _CombinationCodes(names, [self.index[name] for name in names])
@@ -221,12 +228,25 @@ class GroupMetrics:
                 index.folded = count
         else:
             table = combinations.columns()[:, rows]
-            return {name: table[i] for i, name in enumerate(names)}
+            return {name: table[i] for i, name in enumerate(names)}, rows
         codes = {}
         for name in names:
             index = self.index[name]
             codes[name] = np.array([index[g.get(name, UNKNOWN_GROUP)] for g in groups], dtype=np.int64)
-        return codes
+        return codes, None
+
+    def _row_intersections(self, name: str, parts: tuple[str, ...]) -> np.ndarray:
+        """The intersection's code for every row of the combination table: events repeat a few
+        combinations, so each is named once, not once per batch."""
+        combinations = self._combinations
+        known = combinations.intersections.get(name)
+        if known is None or known.size < len(combinations.rows):
+            table = combinations.columns()
+            done = 0 if known is None else known.size
+            at = [combinations.parts.index(part) for part in parts]
+            new = self._intersection_codes(name, parts, {part: table[i, done:] for part, i in zip(parts, at)})
+            known = combinations.intersections[name] = new if known is None else np.concatenate([known, new])
+        return known
 
     def _intersection_codes(self, name: str, parts: tuple[str, ...], codes: dict[str, np.ndarray]) -> np.ndarray:
         # Pack the component codes into one integer per event and name only the

@@ -71,3 +71,21 @@ def test_the_cache_empties_past_its_capacity_and_still_gives_the_same_codes():
         got = fresh.group_codes(groups)
         assert {k: got[k].tolist() for k in ("a", "b")} == want
         assert len(fresh._combinations.rows) <= 4 + len(groups)
+
+
+def test_intersection_codes_from_the_combination_rows_name_each_event_s_own_cell():
+    rng = random.Random(11)
+    metrics = GroupMetrics("m", attributes=["sex", "race", "age"], intersections=[("sex", "race")],
+                           search_intersections=[("race", "age"), ("sex", "age")])
+    for b in range(10):
+        if b == 6:
+            metrics._combinations.capacity = 3  # the row table empties between batches from here on
+        groups = [{"sex": rng.choice("FM"), "race": f"r{rng.randrange(5)}", "age": rng.choice(["<25", "45+"])}
+                  for _ in range(400)]
+        if b % 3 == 2:
+            del groups[rng.randrange(len(groups))]["race"]  # value by value: the row table is not used
+        codes = metrics.group_codes(groups)
+        for name in ("sex&race", "race&age", "sex&age"):
+            left, right = name.split("&")
+            cells = [metrics.index[name].values[c] for c in codes[name].tolist()]
+            assert cells == [f"{g.get(left, UNKNOWN_GROUP)}&{g.get(right, UNKNOWN_GROUP)}" for g in groups], (b, name)
