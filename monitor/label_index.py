@@ -129,9 +129,10 @@ class LabelIndex:
         ``monitor_for(model)``: the monitor of a model that a copy names."""
         early = self.early
         index = self.index
-        # Outcomes of held predictions, per monitor: seq -> label, first one wins.
-        found: dict[int, tuple[ModelMonitor, dict[int, int]]] = {}
-        arrived: dict[tuple[int, int], float] = {}  # (id(monitor), seq) -> outcome time
+        shared, derived_index = self.shared, self.derived
+        # Outcomes of held predictions, per monitor: seq -> label, first one wins; and the outcome times of
+        # the monitor's own (not derived) entries, in the same order.
+        found: dict[int, tuple[ModelMonitor, dict[int, int], list[float]]] = {}
         unheld: dict[str, list[tuple[PredictionCopy, int, float]]] = {}  # model -> (copy, label, outcome time)
         shared_entries: set[tuple[int, int]] = set()  # labels of further models' predictions: not counted again
         for event_id, label, outcome_ts, copy in outcomes:
@@ -156,26 +157,30 @@ class LabelIndex:
             monitor, seq = entry
             group = found.get(id(monitor))
             if group is None:
-                group = found[id(monitor)] = (monitor, {})
+                group = found[id(monitor)] = (monitor, {}, [])
             pending = group[1]
             if seq in pending:
                 counts[_repeat(pending[seq], label)] += 1
                 continue
             pending[seq] = label
-            arrived[(id(monitor), seq)] = outcome_ts
-            for other, other_seq in self.shared.get(event_id, ()):
-                group = found.get(id(other))
-                if group is None:
-                    group = found[id(other)] = (other, {})
-                if other_seq not in group[1]:
-                    group[1][other_seq] = label
-                    arrived[(id(other), other_seq)] = outcome_ts
-                    shared_entries.add((id(other), other_seq))
-            for derived, derived_seq in self.derived.get(event_id, ()):
-                group = found.get(id(derived))
-                if group is None:
-                    group = found[id(derived)] = (derived, {})
-                group[1].setdefault(derived_seq, label)
+            group[2].append(outcome_ts)
+            if shared and event_id in shared:
+                for other, other_seq in shared[event_id]:
+                    group = found.get(id(other))
+                    if group is None:
+                        group = found[id(other)] = (other, {}, [])
+                    if other_seq not in group[1]:
+                        group[1][other_seq] = label
+                        group[2].append(outcome_ts)
+                        shared_entries.add((id(other), other_seq))
+            if derived_index and event_id in derived_index:
+                for derived, derived_seq in derived_index[event_id]:
+                    group = found.get(id(derived))
+                    if group is None:
+                        group = found[id(derived)] = (derived, {}, [])
+                    if derived_seq not in group[1]:
+                        group[1][derived_seq] = label
+                        group[2].append(outcome_ts)
         for model, copies in unheld.items():
             prediction = np.array([c.prediction for c, _, _ in copies], dtype=np.int64)
             labels = np.array([label for _, label, _ in copies], dtype=np.int64)
@@ -183,7 +188,7 @@ class LabelIndex:
             delay = np.array([t - c.ts for c, _, t in copies])
             monitor_for(model).label_unheld(prediction, labels, [c.groups for c, _, _ in copies], score, delay)
             counts["joined_from_copy"] += len(copies)
-        for monitor, pending in found.values():
+        for monitor, pending, times in found.values():
             seqs = np.fromiter(pending, dtype=np.int64, count=len(pending))
             labels = np.fromiter(pending.values(), dtype=np.int64, count=len(pending))
             known = monitor.labels_known(seqs)
@@ -198,10 +203,7 @@ class LabelIndex:
                 counts["conflicting"] += int((counted & ~new).sum()) - same
             if not new.any():
                 continue
-            arrival = None  # derived outputs have no outcome times of their own
-            if not monitor.derived:
-                key = id(monitor)
-                arrival = np.array([arrived[(key, s)] for s in seqs[new].tolist()])
+            arrival = None if monitor.derived else np.array(times)[new]  # derived outputs: no outcome times
             monitor.label_held(seqs[new], labels[new], arrival)
 
 

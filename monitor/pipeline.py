@@ -25,6 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 import numpy as np
 
@@ -97,6 +98,9 @@ class _ModelBatch:
             [e.groups for e in events],
             np.fromiter(self.positions[start:stop], np.int64, n),
         )
+
+
+_RESPONSE = attrgetter("response")
 
 
 def _floats(values: list, n: int) -> np.ndarray:
@@ -249,9 +253,13 @@ class Pipeline:
         """Batch position -> (refused, compound sentiment, toxic: 1.0 / 0.0, NaN without a response classifier)
         of every generation in the batch. A response whose scoring raises costs its own event (replaced by an
         internal_error rejection), not the batch."""
-        positions = [i for i, e in enumerate(events) if e.__class__ is not Rejection and e.response is not None]
-        if not positions:
+        try:  # in C: most batches hold no generation, and this scan is all they pay for them
+            responses = list(map(_RESPONSE, events))
+        except AttributeError:  # a rejection in the batch
+            responses = [None if e.__class__ is Rejection else e.response for e in events]
+        if responses.count(None) == len(responses):
             return {}
+        positions = [i for i, response in enumerate(responses) if response is not None]
         positions = self._infer_prompt_groups(events, positions)
         score_batch = self.response_scorer.score_batch
 
@@ -369,6 +377,7 @@ class Pipeline:
         stats = self.stats
         labels = self.labels
         index = labels.index
+        index_get = index.get
         early = labels.early
         batches: dict[str, _ModelBatch] = {}
         rejected: list[tuple[int, Rejection]] = []
@@ -404,7 +413,7 @@ class Pipeline:
                     continue
                 outcomes.append((event_id, event.label, event.ts, event.prediction_copy))
                 continue
-            held = index.get(event_id)
+            held = index_get(event_id)
             if held is not None and (held[0].model == event.model or labels.holds_further(event_id, event.model)):
                 duplicates += 1
                 continue
