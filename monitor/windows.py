@@ -88,7 +88,14 @@ class TimeWindow(Window):
 
     The cut-off only moves forward, so an event older than it on arrival
     (out of order) never enters, and one that leaves never comes back.
+    Held members are kept in chunks of consecutive sequence numbers with the
+    least event time inside the window: a batch reads back only the chunks
+    that can lose a member (their least time has passed the cut-off, or the
+    journal is about to overwrite them), not the whole window, whatever the
+    order of event times.
     """
+
+    CHUNK = 4096  # a new batch joins the newest chunk while that holds fewer sequence numbers than this
 
     def __init__(self, seconds: float) -> None:
         super().__init__()
@@ -97,7 +104,13 @@ class TimeWindow(Window):
         self.seconds = seconds
         self.name = f"last_{seconds:g}s"
         self.watermark = -math.inf
-        self._tail_seq = 0  # every held event before it has left the window
+        self._chunks: list[list] = []  # [first seq, end seq, least member time], oldest first
+        self._covered = 0  # sequence numbers below this are in a chunk or have left
+
+    def __setstate__(self, state: dict) -> None:
+        if "_tail_seq" in state:  # a snapshot from before the chunks: cover what it had not seen leave
+            state["_chunks"], state["_covered"] = [], state.pop("_tail_seq")
+        self.__dict__.update(state)
 
     @property
     def cutoff(self) -> float:
@@ -106,26 +119,49 @@ class TimeWindow(Window):
     def members(self, seqs, ts):
         return ts > self.cutoff
 
+    def _cover(self, journal: Journal) -> None:
+        """Put the events appended since the last call (those still members) in the newest chunk."""
+        start = max(self._covered, journal.oldest_seq)
+        self._covered = journal.next_seq
+        if start >= journal.next_seq:
+            return
+        ts = journal.ts[journal.positions(np.arange(start, journal.next_seq))]
+        members = ts[ts > self.cutoff]
+        if members.size == 0:
+            return
+        least = float(members.min())
+        last = self._chunks[-1] if self._chunks else None
+        if last is not None and last[1] == start and last[1] - last[0] < self.CHUNK:
+            last[1], last[2] = journal.next_seq, min(last[2], least)
+        else:
+            self._chunks.append([start, journal.next_seq, least])
+
     def advance(self, journal, n_new, new_ts_max):
+        self._cover(journal)
         old_cutoff = self.cutoff
         self.watermark = max(self.watermark, new_ts_max)
         new_cutoff = self.cutoff
         # Events about to be overwritten must leave now, cut-off or not.
         new_oldest = max(0, journal.next_seq + n_new - journal.capacity)
-        start = max(self._tail_seq, journal.oldest_seq)
-        if start >= journal.next_seq:
-            self._tail_seq = max(start, new_oldest)
-            return
-        seqs = np.arange(start, journal.next_seq)
-        ts = journal.ts[journal.positions(seqs)]
-        inside = ts > old_cutoff
-        overwritten = seqs < new_oldest
-        leaving = inside & ((ts <= new_cutoff) | overwritten)
-        self.truncated_events += int((inside & overwritten & (ts > new_cutoff)).sum())
-        self.subtract_held(journal, seqs[leaving])
-        alive = np.flatnonzero((ts > new_cutoff) & ~overwritten)
-        self._tail_seq = int(seqs[alive[0]]) if alive.size else journal.next_seq
-        self._tail_seq = max(self._tail_seq, new_oldest)
+        leaving_parts, kept = [], []
+        for chunk in self._chunks:
+            first, end, least = chunk
+            if least > new_cutoff and first >= new_oldest:  # no member of it can leave now
+                kept.append(chunk)
+                continue
+            seqs = np.arange(max(first, journal.oldest_seq), end)
+            ts = journal.ts[journal.positions(seqs)]
+            inside = ts > old_cutoff
+            overwritten = seqs < new_oldest
+            leaving = inside & ((ts <= new_cutoff) | overwritten)
+            self.truncated_events += int((inside & overwritten & (ts > new_cutoff)).sum())
+            leaving_parts.append(seqs[leaving])
+            alive = (ts > new_cutoff) & ~overwritten
+            if alive.any():
+                kept.append([int(seqs[np.argmax(alive)]), end, float(ts[alive].min())])
+        self._chunks = kept
+        if leaving_parts:
+            self.subtract_held(journal, np.concatenate(leaving_parts))
 
 
 def make_windows(count_sizes: list[int], time_seconds: list[float]) -> list[Window]:

@@ -19,6 +19,7 @@ from fairwatch.monitor.events import Event
 from fairwatch.monitor.exporter import make_registry
 from fairwatch.monitor.metric_names import GROUP_EVENTS
 from fairwatch.monitor.pipeline import Pipeline
+from fairwatch.monitor.windows import TimeWindow
 
 CAPACITY = 24
 COUNT_WINDOW = 4
@@ -117,6 +118,23 @@ def assert_rows_equal(snapshot, attribute, expected):
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=streams, cut_sizes=cuts)
 def test_every_window_equals_a_batch_recount(ops, cut_sizes):
+    check_every_window(ops, cut_sizes)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=streams, cut_sizes=cuts, chunk=st.integers(1, 6))
+def test_every_window_equals_a_batch_recount_with_small_time_window_chunks(ops, cut_sizes, chunk):
+    """The time window reads back only chunks that can lose a member: with chunks of a few events,
+    out-of-order times and a wrapping journal, no member is missed or subtracted twice."""
+    default = TimeWindow.CHUNK
+    TimeWindow.CHUNK = chunk
+    try:
+        check_every_window(ops, cut_sizes)
+    finally:
+        TimeWindow.CHUNK = default
+
+
+def check_every_window(ops, cut_sizes):
     config = MonitorConfig(
         attributes=["a", "b"], count_windows=[COUNT_WINDOW], time_windows_seconds=[TIME_WINDOW],
         journal_capacity=CAPACITY,
@@ -193,3 +211,39 @@ def test_rates_from_merged_rows_equal_rates_of_the_whole():
     a, b, w = rows_by_name(halves[0]), rows_by_name(halves[1]), rows_by_name(whole)
     for name in w:
         assert np.array_equal(a[name] + b[name], w[name])
+
+
+def test_a_time_window_loses_members_the_journal_overwrites_even_inside_its_time():
+    default = TimeWindow.CHUNK
+    TimeWindow.CHUNK = 2
+    try:
+        pipeline = Pipeline(MonitorConfig(attributes=["a"], count_windows=[], time_windows_seconds=[1000.0],
+                                          journal_capacity=4))
+        for i in range(10):  # one event per batch, all within the window's 1000 s
+            pipeline.process_events([Event(event_id=str(i), ts=float(i), model="m", prediction=1, groups={"a": "x"})])
+        _, time_window = pipeline.models["m"].snapshot()
+        assert dict(zip(CELL_NAMES, time_window.rows["a"][0]))["predictions"] == 4  # the journal holds 4
+        assert pipeline.models["m"].windows[1].truncated_events == 6
+    finally:
+        TimeWindow.CHUNK = default
+
+
+def test_a_time_window_saved_before_the_chunks_restores_and_keeps_counting_right():
+    import pickle
+
+    def events(start, stop):
+        return [Event(event_id=str(i), ts=float(i), model="m", prediction=i % 2, groups={"a": "xy"[i % 3 == 0]})
+                for i in range(start, stop)]
+
+    config = MonitorConfig(attributes=["a"], count_windows=[], time_windows_seconds=[50.0])
+    pipeline, whole = Pipeline(config), Pipeline(config)
+    pipeline.process_events(events(0, 120))
+    window = pipeline.models["m"].windows[1]
+    old_state = {k: v for k, v in window.__dict__.items() if k not in ("_chunks", "_covered")}
+    old_state["_tail_seq"] = 70  # the format before the chunks: every event before it has left
+    window.__dict__.clear()
+    window.__setstate__(pickle.loads(pickle.dumps(old_state)))
+    pipeline.process_events(events(120, 300))
+    whole.process_events(events(0, 120))
+    whole.process_events(events(120, 300))
+    assert pipeline.models["m"].snapshot()[1].rows["a"].tolist() == whole.models["m"].snapshot()[1].rows["a"].tolist()
