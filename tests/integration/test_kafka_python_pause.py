@@ -9,7 +9,6 @@ in consumers/fetch_process.py). These tests fail without that workaround.
 
 from __future__ import annotations
 
-
 import pytest
 from conftest import produce, wait_for
 from streams import synthetic_stream
@@ -24,9 +23,7 @@ pytestmark = pytest.mark.kafka
 
 
 def test_a_partition_paused_part_way_through_a_batch_is_read_to_its_end_after_resume(broker, topics):
-    from kafka import KafkaConsumer, TopicPartition
-
-    from kafka import KafkaProducer
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
     topic, per_partition = topics["predictions"], 2000
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, linger_ms=5, batch_size=256 << 10)
@@ -57,7 +54,12 @@ def test_a_partition_paused_part_way_through_a_batch_is_read_to_its_end_after_re
         consumer.pause(paused)
         wait_for(lambda: poll(10) and got[other.partition] > 0, 30, lambda: f"the other partition never came: {got}")
         consumer.resume(paused)
-        wait_for(lambda: poll(500) is not None and got == {0: per_partition, 1: per_partition}, 30,
+
+        def read_all() -> bool:
+            poll(500)
+            return got == {0: per_partition, 1: per_partition}
+
+        wait_for(read_all, 30,
                  lambda: f"read {got} of {per_partition} each; the resumed partition {paused.partition} stands at "
                          f"{consumer.position(paused)}, its high watermark {consumer.highwater(paused)}")
     finally:
