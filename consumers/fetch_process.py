@@ -69,6 +69,27 @@ class FetchProcessDied(RuntimeError):
     pass
 
 
+def release_parked_records(consumer) -> None:
+    """Call before each ``poll`` of a kafka-python consumer whose partitions are paused and resumed.
+
+    kafka-python 3 keeps the records it had fetched for a partition that gets
+    paused (KAFKA-7548) and hands them back after ``resume``, but it restores
+    them only while its next-in-line slot is ``None``, and a batch it has
+    finished reading stays in that slot. Until the slot is emptied, a parked
+    partition counts as having records pending, so it is never fetched again:
+    paused part-way through a fetched batch, it stops for good below its high
+    watermark (the worker's lag stays up, its stall warning fires, nothing is
+    lost). Freeing a consumed slot lets the restore run (one parked partition
+    per poll). A no-op where those attributes do not exist (other versions).
+    """
+    fetcher = getattr(consumer, "_fetcher", None)
+    if not getattr(fetcher, "_paused_partition_records", None):
+        return
+    current = getattr(fetcher, "_next_partition_records", None)
+    if current is not None and not current:  # a PartitionRecords is false once drained
+        fetcher._next_partition_records = None
+
+
 class FetchProcess:
     """Parent side: start the child, steer its assignment, receive its batches."""
 
@@ -176,6 +197,7 @@ def _fetch_loop(client_kwargs: dict, consumer_options: dict, max_records: int, d
             assigned = consumer.assignment()
             if not assigned:
                 continue
+            release_parked_records(consumer)  # the parent pauses and resumes outcomes (pacing)
             polled = consumer.poll(timeout_ms=200, max_records=max_records)
             batches = []
             for tp, records in polled.items():
@@ -195,4 +217,4 @@ def _fetch_loop(client_kwargs: dict, consumer_options: dict, max_records: int, d
         consumer.close()
 
 
-__all__ = ["FetchProcess", "FetchProcessDied", "FetchedRecord", "PartitionBatch"]
+__all__ = ["FetchProcess", "FetchProcessDied", "FetchedRecord", "PartitionBatch", "release_parked_records"]

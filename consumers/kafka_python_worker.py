@@ -19,7 +19,7 @@ from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from fairwatch.consumers.fetch_process import FetchProcess, FetchProcessDied, PartitionBatch
+from fairwatch.consumers.fetch_process import FetchProcess, FetchProcessDied, PartitionBatch, release_parked_records
 from fairwatch.consumers.kafka_worker import POLL_TIMEOUT_MS, KafkaWorker, _format_partitions
 
 log = logging.getLogger("fairwatch.worker")
@@ -138,6 +138,7 @@ class KafkaPythonWorker(KafkaWorker):
                 self._restart_fetcher(exc)
                 applied = 0
         else:
+            release_parked_records(self.consumer)  # _hold_outcomes pauses and resumes outcomes
             polled = self.consumer.poll(timeout_ms=POLL_TIMEOUT_MS, max_records=self.settings.max_poll_records)
             applied = self._apply_polled(polled)
         self._after_poll(applied)

@@ -219,11 +219,12 @@ def join_topics(broker, topics):
 
 
 def produce(bootstrap: str, messages, **producer_kwargs) -> dict[tuple[str, int], int]:
-    """Send (topic, key, value[, headers]) tuples; return the end offset per (topic, partition)."""
+    """Send (topic, key, value[, headers]) tuples; return the end offset per (topic, partition).
+    ``producer_kwargs`` override the defaults (e.g. ``batch_size``)."""
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, batch_size=256 << 10, acks="all",
-                             **producer_kwargs)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, **{"linger_ms": 5, "batch_size": 256 << 10, "acks": "all",
+                                                             **producer_kwargs})
     futures = [producer.send(m[0], key=m[1], value=m[2], headers=m[3] if len(m) > 3 else None) for m in messages]
     producer.flush()
     ends: dict[tuple[str, int], int] = {}
