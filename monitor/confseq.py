@@ -99,54 +99,85 @@ def _pair_inputs(x1, n1, x2, n2, alpha):
     return x1, n1, x2, n2, np.log(1.0 / alpha), log_mixture_normaliser(x1, n1), log_mixture_normaliser(x2, n2)
 
 
+def _narrowing(*arrays):
+    """``at(idx)``: the arrays at the positions ``idx`` (all of them for None), the last narrowing remembered."""
+    memo: list = [None, arrays]
+
+    def at(idx):
+        if idx is None:
+            return arrays
+        if memo[0] is not idx:
+            memo[0], memo[1] = idx, tuple(array[idx] for array in arrays)
+        return memo[1]
+
+    return at
+
+
 def _bisect_to_outside(ends, bound, low: np.ndarray, high: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Shrink [low, high] around the multiplier where ``ends``' log M1 + log M2 reaches
     ``target`` (it increases with the multiplier); return the outer end, on the wide side.
 
-    ``bound(p1, p2)`` is the bound a multiplier gives (it falls as the multiplier grows):
-    the search stops once the bracket's two ends give bounds within ``_BOUND_TOLERANCE``
-    (the answer is then at most that much below the exact bound) or the bracket is as
-    narrow as ``_PAIR_ITERATIONS`` halvings leave it. Each step is the secant through the
-    last two points where it falls inside the bracket, else regula falsi on the bracket
-    (Illinois: a stale end's weight halves), and a halving after three steps that did
-    not halve the bracket: under ten steps where bisection took forty (the root searches
-    are most of a check's cost), never more than four times bisection's."""
+    ``ends(multiplier, idx)`` evaluates the pairs at positions ``idx`` (None: all of them);
+    ``bound(p1, p2)`` is the bound a multiplier gives (it falls as the multiplier grows).
+    A pair's search stops once the bracket's two ends give bounds within
+    ``_BOUND_TOLERANCE`` (the answer is then at most that much below the exact bound) or
+    the bracket is as narrow as ``_PAIR_ITERATIONS`` halvings leave it. Each step is the
+    secant through the last two points while steps halve the bracket, else regula falsi
+    on the bracket (Illinois: a stale end's weight halves), and a halving after three
+    steps that did not halve it: about a dozen steps where bisection took forty, never
+    more than four times bisection's. Finished pairs leave the arrays once they are half
+    of them, so a long search for one pair does not cost the others' time."""
     tolerance = (high - low) * 2.0**-_PAIR_ITERATIONS
-    p1, p2, h = ends(low)
+    p1, p2, h = ends(low, None)
     # Searched on sqrt(h - h(low)) - sqrt(target - h(low)): h grows about as the
     # multiplier's square (the normal approximation), so this is nearly linear and
     # regula falsi lands close at once. Same sign as h - target, same root.
     floor, b_low = h, bound(p1, p2)
     with np.errstate(invalid="ignore"):
         root_target = np.sqrt(np.maximum(target - floor, 0.0))
-
-    def distance(h):
-        with np.errstate(invalid="ignore"):
-            return np.sqrt(np.maximum(h - floor, 0.0)) - root_target
-
     f_low = np.where(target > floor, -root_target, 0.0)  # 0: the low end is already outside (an empty set)
-    p1, p2, h = ends(high)
-    f_high, b_high = distance(h), bound(p1, p2)
-    high = np.where(f_low >= 0, low, high)  # nothing to search: the old bracket shrank onto low
+    p1, p2, h = ends(high, None)
+    with np.errstate(invalid="ignore"):
+        f_high = np.sqrt(np.maximum(h - floor, 0.0)) - root_target
+    b_high = bound(p1, p2)
+    high = np.where(f_low >= 0, low + tolerance, high)  # nothing to search: the set ends at low (as bisection ended)
     last = np.zeros(low.shape, dtype=np.int8)  # the end the last step moved: -1 low, 1 high
     x_prev, f_prev, x_now, f_now = low, f_low, high, f_high  # the last two points, for the secant
     reference = high - low  # the width to halve
     stalled = np.zeros(low.shape, dtype=np.int8)  # steps since the bracket last halved
-    for _ in range(3 * _PAIR_ITERATIONS):
+    state = [low, high, f_low, f_high, b_low, b_high, last, x_prev, f_prev, x_now, f_now, reference, stalled,
+             tolerance, floor, root_target, np.broadcast_to(target, low.shape)]
+    result = np.array(high, dtype=float)  # the searched pairs' outer ends, written back as they leave
+    idx = None  # positions of the pairs still in the arrays (None: all)
+    for _ in range(4 * _PAIR_ITERATIONS):  # a halving at least every fourth step: 40 halvings at most
+        (low, high, f_low, f_high, b_low, b_high, last, x_prev, f_prev, x_now, f_now, reference, stalled,
+         tolerance, floor, root_target, target) = state
         width = high - low
         with np.errstate(invalid="ignore"):
             live = (width > tolerance) & ~(b_low - b_high <= _BOUND_TOLERANCE)
-        if not live.any():
+        n_live = int(np.count_nonzero(live))
+        if n_live == 0:
             break
+        if live.ndim == 1 and live.size >= 16 and 2 * n_live <= live.size:
+            positions = np.arange(live.size) if idx is None else idx
+            result[positions[~live]] = high[~live]
+            idx = positions[live]
+            state = [array[live] for array in state]
+            (low, high, f_low, f_high, b_low, b_high, last, x_prev, f_prev, x_now, f_now, reference, stalled,
+             tolerance, floor, root_target, target) = state
+            width, live = high - low, np.ones(n_live, dtype=bool)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             secant = x_now - f_now * (x_now - x_prev) / (f_now - f_prev)
             falsi = high - f_high * width / (f_high - f_low)
         mid = (low + high) / 2
         falsi = np.where(np.isfinite(falsi) & (falsi > low) & (falsi < high), falsi, mid)
-        step = np.where(np.isfinite(secant) & (secant > low) & (secant < high), secant, falsi)
+        # The secant while steps halve the bracket; once one end stalls, the Illinois step moves the other.
+        step = np.where(np.isfinite(secant) & (secant > low) & (secant < high) & (stalled == 0), secant, falsi)
         step = np.where(stalled >= 3, mid, step)
-        p1, p2, h = ends(step)
-        f, b = distance(h), bound(p1, p2)
+        p1, p2, h = ends(step, idx)
+        with np.errstate(invalid="ignore"):
+            f = np.sqrt(np.maximum(h - floor, 0.0)) - root_target
+        b = bound(p1, p2)
         outside = live & (h >= target)
         inside = live & ~outside
         f = np.where(outside, np.maximum(f, 0.0), np.minimum(f, -1e-300))  # the sign decides, not rounding
@@ -161,7 +192,13 @@ def _bisect_to_outside(ends, bound, low: np.ndarray, high: np.ndarray, target: n
         halved = high - low <= reference / 2
         reference = np.where(halved, high - low, reference)
         stalled = np.where(halved | (stalled >= 3), 0, stalled + 1).astype(np.int8)
-    return high
+        state = [low, high, f_low, f_high, b_low, b_high, last, x_prev, f_prev, x_now, f_now, reference, stalled,
+                 tolerance, floor, root_target, target]
+    high = state[1]
+    if idx is None:
+        return high
+    result[idx] = high
+    return result
 
 
 def pair_difference_lower(x1, n1, x2, n2, alpha) -> np.ndarray:
@@ -180,7 +217,10 @@ def pair_difference_lower(x1, n1, x2, n2, alpha) -> np.ndarray:
     """
     x1, n1, x2, n2, target, norm1, norm2 = _pair_inputs(x1, n1, x2, n2, alpha)
 
-    def ends(slope):
+    at = _narrowing(x1, n1, x2, n2, norm1, norm2)
+
+    def ends(slope, idx=None):
+        x1, n1, x2, n2, norm1, norm2 = at(idx)
         p1 = _toward_zero(x1, n1, slope)
         p2 = 1.0 - _toward_zero(n2 - x2, n2, slope)
         return p1, p2, _log_mixture(x1, n1, p1, norm1) + _log_mixture(x2, n2, p2, norm2)
@@ -212,7 +252,10 @@ def pair_ratio_lower(x1, n1, x2, n2, alpha) -> np.ndarray:
     """
     x1, n1, x2, n2, target, norm1, norm2 = _pair_inputs(x1, n1, x2, n2, alpha)
 
-    def ends(mu):
+    at = _narrowing(x1, n1, x2, n2, norm1, norm2)
+
+    def ends(mu, idx=None):
+        x1, n1, x2, n2, norm1, norm2 = at(idx)
         # Stationary points of log p1 - log p2: p * dlogM/dp = -mu for p1, +mu for p2.
         with np.errstate(divide="ignore", invalid="ignore"):
             p1 = np.where(n1 > mu, (x1 - mu) / (n1 - mu), 0.0)

@@ -130,8 +130,8 @@ class LabelIndex:
         early = self.early
         index = self.index
         shared, derived_index = self.shared, self.derived
-        # Outcomes of held predictions, per monitor: seq -> label, first one wins; and the outcome times of
-        # the monitor's own (not derived) entries, in the same order.
+        # Outcomes of held predictions, per monitor: seq -> label, first one wins; and their outcome times in
+        # the same order (derived outputs' too, to keep the order; only their sources use them).
         found: dict[int, tuple[ModelMonitor, dict[int, int], list[float]]] = {}
         unheld: dict[str, list[tuple[PredictionCopy, int, float]]] = {}  # model -> (copy, label, outcome time)
         shared_entries: set[tuple[int, int]] = set()  # labels of further models' predictions: not counted again
