@@ -113,7 +113,7 @@ def _narrowing(*arrays):
     return at
 
 
-def _bisect_to_outside(ends, bound, low: np.ndarray, high: np.ndarray, target: np.ndarray) -> np.ndarray:
+def _search_to_outside(ends, bound, low: np.ndarray, high: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Shrink [low, high] around the multiplier where ``ends``' log M1 + log M2 reaches
     ``target`` (it increases with the multiplier); return the outer end, on the wide side.
 
@@ -233,7 +233,7 @@ def pair_difference_lower(x1, n1, x2, n2, alpha) -> np.ndarray:
         if not short.any():
             break
         high = np.where(short, high * 2, high)
-    high = _bisect_to_outside(ends, lambda p1, p2: p1 - p2, low, high, target)
+    high = _search_to_outside(ends, lambda p1, p2: p1 - p2, low, high, target)
     p1, p2, h = ends(high)
     return np.where(h >= target, p1 - p2, -1.0)
 
@@ -263,7 +263,7 @@ def pair_ratio_lower(x1, n1, x2, n2, alpha) -> np.ndarray:
         return p1, p2, _log_mixture(x1, n1, np.maximum(p1, 0.0), norm1) + _log_mixture(x2, n2, p2, norm2)
 
     low, high = np.zeros(x1.shape), x1.copy()  # p1 reaches 0 at mu = x1
-    high = _bisect_to_outside(ends, _ratio, low, high, target)
+    high = _search_to_outside(ends, _ratio, low, high, target)
     p1, p2, h = ends(high)
     with np.errstate(divide="ignore", invalid="ignore"):
         bound = np.where((h >= target) & (x1 > 0), np.maximum(p1, 0.0) / p2, 0.0)

@@ -204,7 +204,7 @@ class GroupMetrics:
         codes, rows = self._single_codes(groups)
         for name, parts in self.components.items():
             if len(parts) > 1:
-                if rows is not None and all(part in self._combinations.parts for part in parts):
+                if rows is not None:  # intersections are of single attributes, all in the combination rows
                     codes[name] = self._row_intersections(name, parts)[rows]
                 else:
                     codes[name] = self._intersection_codes(name, parts, codes)

@@ -129,10 +129,21 @@ class LabelIndex:
         ``monitor_for(model)``: the monitor of a model that a copy names."""
         early = self.early
         index = self.index
-        shared, derived_index = self.shared, self.derived
         # Outcomes of held predictions, per monitor: seq -> label, first one wins; and their outcome times in
         # the same order (derived outputs' too, to keep the order; only their sources use them).
         found: dict[int, tuple[ModelMonitor, dict[int, int], list[float]]] = {}
+
+        def take(monitor: ModelMonitor, seq: int, label: int, outcome_ts: float) -> bool:
+            """Record the first outcome of ``monitor``'s prediction ``seq``; False if it already has one."""
+            group = found.get(id(monitor))
+            if group is None:
+                group = found[id(monitor)] = (monitor, {}, [])
+            if seq in group[1]:
+                return False
+            group[1][seq] = label
+            group[2].append(outcome_ts)
+            return True
+
         unheld: dict[str, list[tuple[PredictionCopy, int, float]]] = {}  # model -> (copy, label, outcome time)
         shared_entries: set[tuple[int, int]] = set()  # labels of further models' predictions: not counted again
         for event_id, label, outcome_ts, copy in outcomes:
@@ -155,32 +166,14 @@ class LabelIndex:
                     counts["orphaned"] += 1
                 continue
             monitor, seq = entry
-            group = found.get(id(monitor))
-            if group is None:
-                group = found[id(monitor)] = (monitor, {}, [])
-            pending = group[1]
-            if seq in pending:
-                counts[_repeat(pending[seq], label)] += 1
+            if not take(monitor, seq, label, outcome_ts):
+                counts[_repeat(found[id(monitor)][1][seq], label)] += 1
                 continue
-            pending[seq] = label
-            group[2].append(outcome_ts)
-            if shared and event_id in shared:
-                for other, other_seq in shared[event_id]:
-                    group = found.get(id(other))
-                    if group is None:
-                        group = found[id(other)] = (other, {}, [])
-                    if other_seq not in group[1]:
-                        group[1][other_seq] = label
-                        group[2].append(outcome_ts)
-                        shared_entries.add((id(other), other_seq))
-            if derived_index and event_id in derived_index:
-                for derived, derived_seq in derived_index[event_id]:
-                    group = found.get(id(derived))
-                    if group is None:
-                        group = found[id(derived)] = (derived, {}, [])
-                    if derived_seq not in group[1]:
-                        group[1][derived_seq] = label
-                        group[2].append(outcome_ts)
+            for other, other_seq in self.shared.get(event_id, ()):
+                if take(other, other_seq, label, outcome_ts):
+                    shared_entries.add((id(other), other_seq))
+            for derived, derived_seq in self.derived.get(event_id, ()):
+                take(derived, derived_seq, label, outcome_ts)
         for model, copies in unheld.items():
             prediction = np.array([c.prediction for c, _, _ in copies], dtype=np.int64)
             labels = np.array([label for _, label, _ in copies], dtype=np.int64)
