@@ -9,22 +9,33 @@ ever declared falsely, so the family-wise error is the chance that any of
 them fails, which Bonferroni keeps under ``family_error``:
 
 - split over the attributes (and the subgroup search), then over the three
-  rates that decisions use (selection rate, TPR, FPR) and the group slots
-  of an attribute (``max_decision_groups``: the first groups to reach
-  ``min_group_size``; later ones take no part);
-- per group and rate, ``SINCE_START_SHARE`` goes to one sequence over
-  everything since start, the rest to *restarting blocks*, so that a change
-  is seen quickly and power grows with evidence: scale s (s = 0, 1, 2, ...,
-  without a cap) restarts every ``block_events`` x 2^s predictions, with
-  ``staggers`` offset copies; scale s is started once the stream holds one
-  of its blocks, so a stream of n predictions holds O(log n) sequences.
-  Scale s spends 6 / (pi^2 (s+1)^2) of the blocks' share, split over its
+  rates that decisions use (selection rate, TPR, FPR);
+- per rate, ``SINCE_START_SHARE`` goes to one sequence over everything since
+  start, the rest to *restarting blocks*, so that a change is seen quickly
+  and power grows with evidence: scale s (s = 0, 1, 2, ..., without a cap)
+  restarts every ``block_events`` x 2^s predictions, with ``staggers`` offset
+  copies; scale s is started once the stream holds one of its blocks, so a
+  stream of n predictions holds O(log n) sequences. Scale s spends
+  2 / ((s+2)(s+3)) of the blocks' share (``scale_share``), split over its
   copies, and the k-th block of a copy 6 / (pi^2 k^2) of that: the sums over
-  s and k are 1, so the error holds over the endless stream. A persistent
-  breach that a fixed-sample test would see after m post-change predictions
-  falls, once 2^s >= about 2m / block_events, in a block that starts within
-  half a block of the change and sees enough of it: it is declared with
-  probability one, with a delay of a few m (docs/statistics.md).
+  s and k are 1, so the error holds over the endless stream. The copies' first
+  blocks start together on the same counts, so they are one sequence holding
+  all their shares;
+- each sequence's share is split over the pairs a decision can compare (the
+  ``max_decision_groups`` slots: the first groups to reach ``min_group_size``;
+  later ones take no part; in the search, the cells, each with its rest):
+  evenly in the since-start sequence, and in a block 1 - ``NEW_GROUP_SHARE``
+  over the pairs of the groups slotted when it started, the rest over the
+  pairs with a group slotted later (the split is fixed when the block starts,
+  so Bonferroni holds as for an even one).
+
+A persistent breach that a fixed-sample test would see after m post-change
+predictions falls, once 2^s >= about 2m / block_events, in a block that
+starts within half a block of the change and sees enough of it: it is
+declared with probability one, with a delay of a few m (docs/statistics.md).
+A block's mixing prior for a group is half Jeffreys and half centred on the
+group's rate before the block (``centred_prior``): an unchanged group then
+costs a few nats less, a changed one log 2 more (``confseq.log_marginal``).
 
 Labels count in the block that is current when they arrive. Confidence
 sequences: ``monitor.confseq`` (beta-binomial mixture). Fixed-sample
@@ -52,6 +63,8 @@ from fairwatch.monitor.decision_key import DecisionKey
 SEL_N, SEL_X, TPR_N, TPR_X, FPR_N, FPR_X = range(6)
 RATE_COLUMNS = {"selection_rate": (SEL_X, SEL_N), "tpr": (TPR_X, TPR_N), "fpr": (FPR_X, FPR_N)}
 RATES = tuple(RATE_COLUMNS)
+SUCCESS_COLUMNS = [RATE_COLUMNS[rate][0] for rate in RATES]
+TRIAL_COLUMNS = [RATE_COLUMNS[rate][1] for rate in RATES]
 GAP_RATES = {
     "demographic_parity_difference": ("selection_rate",),
     "demographic_parity_ratio": ("selection_rate",),
@@ -66,10 +79,31 @@ SUBGROUP_METRICS = {
 CELL_METRICS = {rate: f"subgroup_{rate}_difference" for rate in RATE_COLUMNS}
 CELL_RATES = {metric: rate for rate, metric in CELL_METRICS.items()}
 BLOCK_SPENDING = 6 / math.pi**2  # sum over k >= 1 of BLOCK_SPENDING / k^2 is 1
+
+
+def scale_share(scale: int) -> float:
+    """Scale s's share of the blocks' error: 2 / ((s + 2)(s + 3)), which sums to 1 over
+    s >= 0 (the terms telescope: 2 (1/(s+2) - 1/(s+3))). Flatter than 1/(s+1)^2: the
+    large scales, which catch the moderate breaches that need many events, pay about
+    log(s^2 / 2) nats instead of log(1.6 s^2); scale 0, whose breaches are caught within
+    a look or two anyway, pays 1.1 nats instead of 0.5.
+
+    >>> round(sum(scale_share(s) for s in range(100_000)), 4)
+    1.0
+    """
+    return 2.0 / ((scale + 2) * (scale + 3))
 # Share of each (rate, group) error for the sequence over everything since
 # start: it decides on breaches present from the beginning; the rest goes to
 # the blocks, which see changes.
 SINCE_START_SHARE = 0.25
+# A block splits its error over the pairs of the groups that held a slot when it started
+# (known then, so the split is fixed in advance), all but this share, which goes to the
+# pairs with a group slotted later: with 6 groups of 20 slots, each pair gets 0.9 / 15
+# instead of 1 / 190 of it (2.4 nats).
+NEW_GROUP_SHARE = 0.1
+# A group's rate before a block started centres half of the block's mixing prior for it
+# (``confseq.log_marginal``), given at least this many trials.
+MIN_CENTRE_TRIALS = 30
 RATE_USERS = {rate: tuple(m for m, rates in GAP_RATES.items() if rate in rates) for rate in RATES}
 SELECTION_ONLY = np.array([r == "selection_rate" for r in RATES])
 
@@ -108,6 +142,14 @@ class Accumulator:
     block: int = 1  # k, 1-based: the copy's k-th block spends 6 / (pi^2 k^2)
     current: int = 0  # id of this block, (clock + offset) // length
     base: dict[str, np.ndarray] = field(default_factory=dict)
+    base_clock: int = 0  # the clock when ``base`` was taken (0: the prior is not centred)
+    base_slots: dict[str, int] = field(default_factory=dict)  # attribute -> slots held when it started
+    copies: int = 1  # the copies whose first blocks this one stands for (they start together: one sequence)
+
+    def __setstate__(self, state: dict) -> None:
+        """Unpickle; a block saved before centred priors and pair splits (no ``base_clock``,
+        ``base_slots``, ``copies``) keeps the Jeffreys prior and the even split it started with."""
+        self.__dict__.update({"base_clock": 0, "base_slots": {}, "copies": 1, **state})
 
     def block_of(self, clock: int) -> int:
         return 0 if self.length is None else (clock + self.offset) // self.length
@@ -122,17 +164,30 @@ class Accumulator:
         out[: base.shape[0]] -= base
         return out
 
-    def next_block(self, block_id: int, counts: dict[str, np.ndarray]) -> Accumulator:
-        """The copy's next block, with id ``block_id``, starting now."""
+    def next_block(self, block_id: int, counts: dict[str, np.ndarray], clock: int,
+                   slots: dict[str, dict[int, int]]) -> Accumulator:
+        """The copy's next block, with id ``block_id``, starting now (at ``clock``)."""
         return Accumulator(self.length, self.offset, self.scale, self.block + 1, block_id,
-                           {a: r.copy() for a, r in counts.items()})
+                           {a: r.copy() for a, r in counts.items()}, clock, {a: len(s) for a, s in slots.items()})
+
+    def held(self, attribute: str) -> int:
+        """Slots of ``attribute`` held when this block started (0 for the since-start sequence)."""
+        return 0 if self.length is None else self.base_slots.get(attribute, 0)
+
+    def prior_strength(self, lifetime: int) -> float:
+        """Trials a group's rate before this block weighs in the block's prior, per trial
+        it had then: 1, or less where the block will see fewer of the group's trials than
+        came before it (a block lives ``lifetime`` block lengths). 0: no centre."""
+        if self.length is None or self.base_clock <= 0:
+            return 0.0
+        return min(1.0, lifetime * self.length / self.base_clock)
 
     def share(self, staggers: int) -> float:
         """This sequence's share of a (rate, group)'s error."""
         if self.length is None:
             return SINCE_START_SHARE
-        scale_share = BLOCK_SPENDING / (self.scale + 1) ** 2
-        return (1 - SINCE_START_SHARE) * scale_share / staggers * BLOCK_SPENDING / self.block**2
+        per_copy = (1 - SINCE_START_SHARE) * scale_share(self.scale) / staggers
+        return per_copy * BLOCK_SPENDING / self.block**2 * self.copies
 
     @property
     def start(self) -> int:
@@ -211,6 +266,56 @@ def worst_per_metric(states: dict[DecisionKey, DecisionState]) -> dict[tuple[str
     return worst
 
 
+def pair_weights(held: np.ndarray, slot: np.ndarray, capacity: int) -> np.ndarray:
+    """(sequences, groups, groups) shares of each sequence's error for the pairs of the
+    groups with slot indices ``slot``, out of ``capacity`` slots (a group with itself: 0).
+    The pairs of the ``held`` slots a sequence started with share all but
+    ``NEW_GROUP_SHARE``; a sequence that held none (or all) splits evenly.
+
+    >>> w = pair_weights(np.array([0, 3]), np.arange(5), capacity=5)  # 10 pairs
+    >>> [round(float(v), 4) for v in (w[0, 0, 1], w[1, 0, 1], w[1, 0, 4], w[1].sum() / 2)]  # pairs counted twice
+    [0.1, 0.3, 0.0143, 1.0]
+    """
+    pairs = capacity * (capacity - 1) // 2
+    known = held * (held - 1) // 2
+    old = slot[None, :] < held[:, None]
+    both = old[:, :, None] & old[:, None, :]
+    split = ((known > 0) & (known < pairs))[:, None, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        weights = np.where(split, np.where(both, (1 - NEW_GROUP_SHARE) / known[:, None, None],
+                                           NEW_GROUP_SHARE / (pairs - known)[:, None, None]), 1.0 / max(pairs, 1))
+    diagonal = np.arange(slot.size)
+    weights[:, diagonal, diagonal] = 0.0
+    return weights
+
+
+def cell_weights(held: np.ndarray, slot: np.ndarray, capacity: int) -> np.ndarray:
+    """(sequences, cells) shares of each sequence's error for the searched cells with slot
+    indices ``slot`` (each compared with its rest), split as ``pair_weights`` splits pairs.
+
+    >>> cell_weights(np.array([0, 2]), np.arange(4), capacity=4).tolist()
+    [[0.25, 0.25, 0.25, 0.25], [0.45, 0.45, 0.05, 0.05]]
+    """
+    held = np.minimum(held, capacity)[:, None]
+    split = (held > 0) & (held < capacity)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(split, np.where(slot[None, :] < held, (1 - NEW_GROUP_SHARE) / held,
+                                        NEW_GROUP_SHARE / (capacity - held)), 1.0 / max(capacity, 1))
+
+
+def centred_prior(successes: np.ndarray, trials: np.ndarray, per_trial) -> tuple[np.ndarray, np.ndarray]:
+    """(centre, strength) of blocks' priors from a group's counts before each block:
+    centred on its rate then, weighing ``per_trial`` prior trials per trial it had
+    (none below ``MIN_CENTRE_TRIALS``: the prior is Jeffreys alone).
+
+    >>> centre, strength = centred_prior(np.array([30.0, 2.0]), np.array([100.0, 10.0]), 0.5)
+    >>> centre.round(3).tolist(), strength.tolist()
+    ([0.302, 0.227], [50.0, 0.0])
+    """
+    centre = (successes + 0.5) / (trials + 1.0)
+    return centre, np.where(trials >= MIN_CENTRE_TRIALS, trials * per_trial, 0.0)
+
+
 def _top_pairs(score: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """(accumulators, rates, i, j) mask of the since-start sequence's best-scoring pair
     per rate among ``mask``: its bound is exported even when nothing can breach."""
@@ -232,9 +337,10 @@ class PairBatch:
         self._sizes = {"difference": 0, "ratio": 0}
         self._results: dict[str, np.ndarray] = {}
 
-    def add(self, kind: str, x1, n1, x2, n2, alpha) -> tuple[str, int, int]:
+    def add(self, kind: str, x1, n1, x2, n2, alpha, prior1, prior2) -> tuple[str, int, int]:
+        """Pairs to bound; ``prior1``, ``prior2``: (centre, strength) arrays (``confseq.log_marginal``)."""
         start = self._sizes[kind]
-        self._parts[kind].append((x1, n1, x2, n2, alpha))
+        self._parts[kind].append((x1, n1, x2, n2, alpha, *prior1, *prior2))
         self._sizes[kind] += len(x1)
         return kind, start, self._sizes[kind]
 
@@ -242,7 +348,8 @@ class PairBatch:
         bound = {"difference": pair_difference_lower, "ratio": pair_ratio_lower}
         for kind, parts in self._parts.items():
             if self._sizes[kind]:
-                self._results[kind] = bound[kind](*(np.concatenate(column) for column in zip(*parts)))
+                x1, n1, x2, n2, alpha, c1, s1, c2, s2 = (np.concatenate(column) for column in zip(*parts))
+                self._results[kind] = bound[kind](x1, n1, x2, n2, alpha, (c1, s1), (c2, s2))
 
     def result(self, handle: tuple[str, int, int]) -> np.ndarray:
         kind, start, stop = handle
@@ -321,12 +428,20 @@ class BreachMonitor:
             length = self.block_events * 2**self.scales
             if self.scales > 0 and clock < length:
                 break
+            # Every copy's first block starts now, on the same counts: they are one sequence,
+            # which spends all of their shares. The one that lives longest counts; the others
+            # only mark where their copies' next blocks start.
+            firsts = []
             for o in range(self.staggers):
                 acc = Accumulator(length, offset=(length * o) // self.staggers, scale=self.scales,
-                                  base={a: r.copy() for a, r in self.counts.items()})
+                                  base={a: r.copy() for a, r in self.counts.items()}, base_clock=clock,
+                                  base_slots={a: len(s) for a, s in self.slots.items()})
                 acc.current = acc.block_of(clock)
-                self.accumulators.append(acc)
                 self._newest[(acc.scale, acc.offset)] = acc
+                firsts.append(acc)
+            longest = max(firsts, key=lambda acc: (acc.current + self.lifetime) * length - acc.offset)
+            longest.copies = self.staggers
+            self.accumulators.append(longest)
             self.scales += 1
 
     # -- observations -------------------------------------------------------
@@ -396,7 +511,7 @@ class BreachMonitor:
         for key, newest in self._newest.items():
             block_id = newest.block_of(clock)
             if block_id != newest.current:
-                self._newest[key] = newest.next_block(block_id, self.counts)
+                self._newest[key] = newest.next_block(block_id, self.counts, clock, self.slots)
                 self.accumulators.append(self._newest[key])
                 started = True
         if started:
@@ -439,31 +554,39 @@ class BreachMonitor:
 
     # -- decisions --------------------------------------------------------------
     def _alpha(self, attribute: str, acc: Accumulator) -> float:
-        """The level of one pair's product sequence in ``acc``: Bonferroni over the
-        rates and the pairs a decision can compare (every pair of group slots; for
-        the subgroup search, each cell with its rest)."""
-        if attribute in self.subgroup_attributes:
-            base, pairs = self.subgroup_alpha, self.max_subgroup_cells
-        else:
-            base, pairs = self.attribute_alpha, self.max_decision_groups * (self.max_decision_groups - 1) // 2
-        return base / (len(RATES) * max(pairs, 1)) * acc.share(self.staggers)
+        """The level of ``acc``'s sequences of one rate of ``attribute``, before its split
+        over the pairs a decision can compare (every pair of group slots; for the
+        subgroup search, each cell with its rest): ``Accumulator.pair_weights``."""
+        base = self.subgroup_alpha if attribute in self.subgroup_attributes else self.attribute_alpha
+        return base / len(RATES) * acc.share(self.staggers)
 
     def _counts(self, attribute: str, n_groups: int):
         """Arrays (accumulators, groups, rates) of successes and trials, the mask of
-        slotted groups with at least min_group_size trials, and (accumulators,) levels."""
+        slotted groups with at least min_group_size trials, (accumulators,) levels, and
+        (accumulators, groups, rates) base successes and trials with the prior strengths
+        per base trial (``Accumulator.prior_strength``) for the blocks' centred priors."""
         accs = self.accumulators
         rows = np.zeros((len(accs), n_groups, 6))
+        base = np.zeros((len(accs), n_groups, 6))
         for a, acc in enumerate(accs):
             r = acc.rows(self.counts, attribute)
             if r is not None:
                 rows[a, : r.shape[0]] = r[:n_groups]
-        x = np.stack([rows[..., RATE_COLUMNS[m][0]] for m in RATES], axis=-1)
-        n = np.stack([rows[..., RATE_COLUMNS[m][1]] for m in RATES], axis=-1)
+            b = acc.base.get(attribute) if acc.length is not None else None
+            if b is not None:
+                base[a, : b.shape[0]] = b[:n_groups]
+        x, n = rows[..., SUCCESS_COLUMNS], rows[..., TRIAL_COLUMNS]
+        x0, n0 = base[..., SUCCESS_COLUMNS], base[..., TRIAL_COLUMNS]
         slotted = np.zeros(n_groups, dtype=bool)
         slotted[[c for c in self.slots.get(attribute, {}) if c < n_groups]] = True
         eligible = slotted[None, :, None] & (n >= self.min_group_size)
         alpha = np.array([self._alpha(attribute, acc) for acc in accs])
-        return x, n, eligible, alpha
+        per_trial = np.array([acc.prior_strength(self.lifetime) for acc in accs])
+        return x, n, eligible, alpha, (x0, n0, per_trial)
+
+    def _slot_index(self, attribute: str, codes) -> np.ndarray:
+        slots = self.slots.get(attribute, {})
+        return np.array([slots.get(c, len(slots)) for c in codes], dtype=np.int64)
 
     def _ratio_threshold(self, attribute: str) -> float:
         return self.thresholds(attribute, "demographic_parity_ratio")
@@ -520,10 +643,14 @@ class BreachMonitor:
 
         Every entry is (accumulator a, rate m, i, j): the lower bound of p_i - p_j
         (difference metrics) or of p_i / p_j (the ratio), i != j."""
-        x, n, eligible, alpha = self._counts(attribute, len(names))
+        x, n, eligible, alpha, (x0, n0, per_trial) = self._counts(attribute, len(names))
         # Only slotted groups take part: at most max_decision_groups, whatever the attribute holds.
         slotted = np.array(sorted(c for c in self.slots.get(attribute, {}) if c < len(names)), dtype=np.int64)
         x, n, eligible = x[:, slotted], n[:, slotted], eligible[:, slotted]
+        centre, strength = centred_prior(x0[:, slotted], n0[:, slotted], per_trial[:, None, None])
+        slot = self._slot_index(attribute, slotted.tolist())
+        weights = pair_weights(np.array([acc.held(attribute) for acc in self.accumulators]), slot,
+                               self.max_decision_groups)
         names = [names[c] for c in slotted.tolist()]
         n_acc, n_groups = x.shape[0], x.shape[1]
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -537,7 +664,7 @@ class BreachMonitor:
         tau = np.array([self.thresholds(attribute, SUBGROUP_METRICS[m]) for m in RATES])
         active = np.array([any(self.active.get(DecisionKey(attribute, metric), False) for metric in RATE_USERS[r]
                                if not metric.endswith("ratio")) for r in RATES])
-        level = alpha[a_]
+        level = alpha[a_] * weights[a_, i_, j_]
         # A bound costs a root search: screen first. The pair's bound lies below
         # d - sqrt(2 (log(1/level) + regret) (v_i/n_i + v_j/n_j)) (normal approximation),
         # so a pair whose d - sqrt(log(1/level) (v_i/n_i + v_j/n_j)) is not beyond the
@@ -577,10 +704,13 @@ class BreachMonitor:
         # which breaches when the point ratio p_j / p_i is already below the threshold.
         want_ratio = both & sel & (ratio_screen | ratio_clearable[a_, m_] | ratio_top)
         want_ratio |= np.swapaxes(want_ratio, 2, 3)
-        diff_handle = batch.add("difference", x[a_, i_, m_][want_diff], n[a_, i_, m_][want_diff],
-                                x[a_, j_, m_][want_diff], n[a_, j_, m_][want_diff], level[want_diff])
-        ratio_handle = batch.add("ratio", x[a_, i_, m_][want_ratio], n[a_, i_, m_][want_ratio],
-                                 x[a_, j_, m_][want_ratio], n[a_, j_, m_][want_ratio], level[want_ratio])
+        def pairs(want):
+            """The counts, levels and priors of the wanted (i, j) entries."""
+            i, j = (a_[want], i_[want], m_[want]), (a_[want], j_[want], m_[want])
+            return (x[i], n[i], x[j], n[j], level[want], (centre[i], strength[i]), (centre[j], strength[j]))
+
+        diff_handle = batch.add("difference", *pairs(want_diff))
+        ratio_handle = batch.add("ratio", *pairs(want_ratio))
 
         def finish(position: int) -> list[Onset]:
             lower_diff = np.full(want_diff.shape, np.nan)
@@ -644,13 +774,16 @@ class BreachMonitor:
         """Each cell against the rest of the stream: both lower bounds of the difference,
         for every cell of the since-start sequence and, in blocks, where the point
         difference already breaches or a breach is active."""
-        x, n, eligible, alpha = self._counts(attribute, len(names))
+        x, n, eligible, alpha, (x0, n0, per_trial) = self._counts(attribute, len(names))
         rest_x, rest_n = x.sum(axis=1, keepdims=True) - x, n.sum(axis=1, keepdims=True) - n
         ok = eligible & (rest_n >= self.min_group_size)
         with np.errstate(divide="ignore", invalid="ignore"):
             diff = x / n - rest_x / rest_n
         tau = np.array([self.thresholds(attribute, SUBGROUP_METRICS[m]) for m in RATES])
-        level = np.broadcast_to(alpha[:, None, None], x.shape)
+        slot = self._slot_index(attribute, range(len(names)))
+        weights = cell_weights(np.array([acc.held(attribute) for acc in self.accumulators]), slot,
+                               self.max_subgroup_cells)
+        level = np.broadcast_to(alpha[:, None, None] * weights[:, :, None], x.shape)
         # The same screen as the gaps' (a skipped cell cannot breach at this check); every
         # accumulator of an active cell (to clear it); and the since-start sequence's
         # widest cell per rate (the exported bound).
@@ -663,8 +796,15 @@ class BreachMonitor:
                 score = np.where(ok[0, :, m], np.abs(diff[0, :, m]) - spread[0, :, m], -np.inf)
                 widest[0, int(np.argmax(np.nan_to_num(score, nan=-np.inf))), m] = True
         want = ok & ((np.abs(diff) - spread > tau) | self._active_cells(attribute, len(names)) | widest)
-        cell_over = batch.add("difference", x[want], n[want], rest_x[want], rest_n[want], level[want])
-        rest_over = batch.add("difference", rest_x[want], rest_n[want], x[want], n[want], level[want])
+        # Each side's prior is centred on its own rate before the block (the rest's: the other cells').
+        strength = np.broadcast_to(per_trial[:, None, None], x.shape)[want]
+        cell_prior = centred_prior(x0[want], n0[want], strength)
+        rest_prior = centred_prior((x0.sum(axis=1, keepdims=True) - x0)[want],
+                                   (n0.sum(axis=1, keepdims=True) - n0)[want], strength)
+        cell_over = batch.add("difference", x[want], n[want], rest_x[want], rest_n[want], level[want],
+                              cell_prior, rest_prior)
+        rest_over = batch.add("difference", rest_x[want], rest_n[want], x[want], n[want], level[want],
+                              rest_prior, cell_prior)
 
         def finish(position: int) -> list[Onset]:
             # Cells not looked at this time leave no stale state behind (active ones always are).
@@ -717,8 +857,9 @@ class BreachMonitor:
         distinct): for an owner that upgrades the names it gave its attributes."""
         self.counts = {rename(a): r for a, r in self.counts.items()}
         self.slots = {rename(a): s for a, s in self.slots.items()}
-        for acc in self.accumulators:
+        for acc in {id(acc): acc for acc in (*self.accumulators, *self._newest.values())}.values():
             acc.base = {rename(a): r for a, r in acc.base.items()}
+            acc.base_slots = {rename(a): held for a, held in acc.base_slots.items()}
         self.states = {DecisionKey(rename(k.attribute), k.metric, k.cell): v for k, v in self.states.items()}
         self.active = {DecisionKey(rename(k.attribute), k.metric, k.cell): v for k, v in self.active.items()}
         self.onsets = [replace(o, attribute=rename(o.attribute)) for o in self.onsets]
@@ -744,11 +885,11 @@ class BreachMonitor:
             names = group_names.get(attribute, [])
             if attribute not in self.counts or not names:
                 continue
-            x, n, eligible, alpha = self._counts(attribute, len(names))
+            x, n, eligible, alpha, _ = self._counts(attribute, len(names))
             x, n, eligible = x[0], n[0], eligible[0]
             rx, rn = x.sum(axis=0) - x, n.sum(axis=0) - n
             ok = eligible & (rn >= self.min_group_size)
-            level = np.full(int(ok.sum()), alpha[0])
+            level = np.full(int(ok.sum()), alpha[0] / max(self.max_subgroup_cells, 1))
             lower = np.full(x.shape, np.nan)
             upper = np.full(x.shape, np.nan)
             lower[ok] = pair_difference_lower(x[ok], n[ok], rx[ok], rn[ok], level)

@@ -239,3 +239,79 @@ def test_a_block_without_one_of_the_breaching_groups_does_not_clear_the_breach()
     monitor.observe_counts(rows(40, 40, 0, 0), 2000, names, 1)  # a new block: F only
     monitor.observe_counts(rows(1, 0, 0, 0), 1, names, 2)
     assert monitor.active[key] and monitor.states[key].breached
+
+
+def test_every_sequence_ever_started_spends_at_most_the_whole_error():
+    # The family-wise error holds over the endless stream only if the shares of every
+    # sequence that ever counted (since start, every block of every scale and copy, the
+    # copies' first blocks pooled into one) add up to at most 1. Small blocks, many scales.
+    from fairwatch.monitor.breach import SINCE_START_SHARE
+
+    monitor = BreachMonitor("m", thresholds=lambda attribute, metric: 1.0, attribute_budget=1, block_events=10,
+                            staggers=3, check_events=10**12)
+    seen = {}
+    delta = {"x": np.array([[5.0, 2, 0, 0, 0, 0], [5, 3, 0, 0, 0, 0]])}
+    for step in range(4000):
+        monitor.observe_counts(delta, 7, {"x": ["a", "b"]}, step)
+        seen.update({id(acc): acc for acc in monitor.accumulators})
+    shares = [acc.share(monitor.staggers) for acc in seen.values()]
+    assert monitor.scales >= 11 and max(acc.block for acc in seen.values()) > 1000
+    assert SINCE_START_SHARE < sum(shares) <= 1.0
+    # One sequence per scale's start, holding every copy's first share.
+    firsts = [acc for acc in seen.values() if acc.copies > 1]
+    assert len(firsts) == monitor.scales and all(acc.copies == monitor.staggers for acc in firsts)
+
+
+def test_a_block_splits_its_error_over_the_pairs_of_the_groups_it_started_with():
+    # Pairs of the groups slotted when a block started get most of its error; a group
+    # slotted later keeps a reserve share (its pairs are still bounded, at a stricter level).
+    from fairwatch.monitor.breach import NEW_GROUP_SHARE, pair_weights
+
+    monitor = BreachMonitor("m", thresholds=lambda attribute, metric: 0.8 if metric.endswith("ratio") else 0.1,
+                            attribute_budget=1, block_events=1000, staggers=1, check_events=10**12)
+    names = {"x": ["a", "b", "c", "d"]}
+    rows = np.array([[500.0, 100, 0, 0, 0, 0], [500, 120, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]])
+    monitor.observe_counts({"x": rows}, 1000, names, 0)
+    monitor.observe_counts({"x": rows}, 1000, names, 1)  # scale 0's second block starts with a, b slotted
+    rows[2] = [500, 100, 0, 0, 0, 0]  # c appears
+    monitor.observe_counts({"x": rows}, 500, names, 2)
+    block = next(acc for acc in monitor.accumulators if acc.length == 1000 and acc.block == 2)
+    assert block.held("x") == 2 and monitor.accumulators[0].held("x") == 0
+    slot = np.array([monitor.slots["x"][code] for code in range(3)])
+    capacity = monitor.max_decision_groups
+    since_start, in_block = pair_weights(np.array([0, block.held("x")]), slot, capacity)
+    pairs = capacity * (capacity - 1) // 2
+    assert since_start[0, 1] == pytest.approx(1 / pairs) and since_start[0, 2] == pytest.approx(1 / pairs)
+    assert in_block[0, 1] == pytest.approx(1 - NEW_GROUP_SHARE)
+    assert in_block[0, 2] == pytest.approx(NEW_GROUP_SHARE / (pairs - 1))
+    # Over every pair the capacity allows, a sequence spends exactly its share.
+    every = pair_weights(np.array([0, 2, 5]), np.arange(capacity), capacity)
+    assert np.allclose(every.sum(axis=(1, 2)) / 2, 1.0)
+
+
+def default_thresholds(attribute: str, metric: str) -> float:
+    return 0.8 if metric.endswith("ratio") else 0.1
+
+
+def test_a_snapshot_from_before_centred_priors_restores_with_its_blocks_as_they_started():
+    # Blocks pickled by the previous version lack base_clock, base_slots and copies:
+    # they restore with the Jeffreys prior, the even pair split and one copy's share.
+    import pickle
+
+    monitor = BreachMonitor("m", thresholds=default_thresholds, attribute_budget=1, block_events=100,
+                            check_events=50)
+    rows = {"x": np.array([[50.0, 10, 0, 0, 0, 0], [50, 30, 0, 0, 0, 0]])}
+    for step in range(10):
+        monitor.observe_counts(rows, 100, {"x": ["a", "b"]}, step)
+    state = pickle.dumps(monitor)
+    for acc in monitor.accumulators:
+        for name in ("base_clock", "base_slots", "copies"):
+            del acc.__dict__[name]
+    old = pickle.loads(pickle.dumps(monitor))
+    assert all(acc.base_clock == 0 and acc.base_slots == {} and acc.copies == 1 for acc in old.accumulators)
+    assert all(acc.prior_strength(old.lifetime) == 0 and acc.held("x") == 0 for acc in old.accumulators)
+    new = pickle.loads(state)
+    assert any(acc.prior_strength(new.lifetime) > 0 for acc in new.accumulators)
+    for restored in (old, new):  # both keep deciding
+        restored.observe_counts(rows, 100, {"x": ["a", "b"]}, 11)
+        assert restored.active[("x", "demographic_parity_difference")]
