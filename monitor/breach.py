@@ -92,6 +92,16 @@ def scale_share(scale: int) -> float:
     1.0
     """
     return 2.0 / ((scale + 2) * (scale + 3))
+
+
+def inverse_square_scale_share(scale: int) -> float:
+    """The scale shares of decisions saved before 2026-11-29, 6 / (pi^2 (s+1)^2): a monitor
+    restored from such a snapshot keeps them for good (a sequence whose level grew
+    mid-life, or new blocks spending on the new terms beside old ones, could overspend)."""
+    return BLOCK_SPENDING / (scale + 1) ** 2
+
+
+SCALE_SHARES = {"telescoping": scale_share, "inverse_square": inverse_square_scale_share}
 # Share of each (rate, group) error for the sequence over everything since
 # start: it decides on breaches present from the beginning; the rest goes to
 # the blocks, which see changes.
@@ -182,11 +192,12 @@ class Accumulator:
             return 0.0
         return min(1.0, lifetime * self.length / self.base_clock)
 
-    def share(self, staggers: int) -> float:
-        """This sequence's share of a (rate, group)'s error."""
+    def share(self, staggers: int, scale_spending: str = "telescoping") -> float:
+        """This sequence's share of a (rate, group)'s error (``SCALE_SHARES[scale_spending]``
+        for its scale)."""
         if self.length is None:
             return SINCE_START_SHARE
-        per_copy = (1 - SINCE_START_SHARE) * scale_share(self.scale) / staggers
+        per_copy = (1 - SINCE_START_SHARE) * SCALE_SHARES[scale_spending](self.scale) / staggers
         return per_copy * BLOCK_SPENDING / self.block**2 * self.copies
 
     @property
@@ -408,6 +419,7 @@ class BreachMonitor:
         self.staggers = staggers
         self.lifetime = lifetime
         self.accumulators = [Accumulator(None)]
+        self.scale_spending = "telescoping"  # SCALE_SHARES; snapshots from before it keep theirs
         self.counts: dict[str, np.ndarray] = {}  # attribute -> (groups, 6) since start
         self._newest: dict[tuple[int, int], Accumulator] = {}  # (scale, offset) -> the copy's latest block
         self.scales = 0  # scales started so far
@@ -453,10 +465,11 @@ class BreachMonitor:
         start, n = self.clock, prediction.size
         self._grow(start)
         self.clock += n
-        # Cut the batch where any block sequence starts a new block, count each
-        # piece once, and hand every sequence the pieces on each side of its cut.
+        # Cut the batch where any copy starts a new block (its newest block marks where,
+        # whether it counts or stands for a first block pooled into another copy's), count
+        # each piece once, and hand every sequence the pieces on each side of its cut.
         cuts = sorted({
-            int(b) for acc in self.accumulators[1:]
+            int(b) for acc in self._newest.values()
             for b in range(((start + acc.offset) // acc.length + 1) * acc.length - acc.offset, start + n,
                            acc.length)
         })
@@ -558,7 +571,7 @@ class BreachMonitor:
         over the pairs a decision can compare (every pair of group slots; for the
         subgroup search, each cell with its rest): ``Accumulator.pair_weights``."""
         base = self.subgroup_alpha if attribute in self.subgroup_attributes else self.attribute_alpha
-        return base / len(RATES) * acc.share(self.staggers)
+        return base / len(RATES) * acc.share(self.staggers, self.scale_spending)
 
     def _counts(self, attribute: str, n_groups: int):
         """Arrays (accumulators, groups, rates) of successes and trials, the mask of
@@ -847,8 +860,10 @@ class BreachMonitor:
     def __setstate__(self, state: dict) -> None:
         """Unpickle. A state written before decisions had typed keys (snapshot format 2 as well) keyed them
         by ``(attribute, metric)`` and ``(attribute, "<metric>:<cell>")`` tuples: they become ``DecisionKey``s,
-        so that such a snapshot restores with the same decisions."""
-        self.__dict__.update(state)
+        so that such a snapshot restores with the same decisions. One written before scales spent
+        2 / ((s+2)(s+3)) keeps spending 6 / (pi^2 (s+1)^2) for good: its live blocks were
+        started at those levels, and any mix of the two could spend more than the whole error."""
+        self.__dict__.update({"scale_spending": "inverse_square", **state})
         self.states = {_typed_key(k): v for k, v in self.states.items()}
         self.active = {_typed_key(k): v for k, v in self.active.items()}
 

@@ -307,11 +307,35 @@ def test_a_snapshot_from_before_centred_priors_restores_with_its_blocks_as_they_
     for acc in monitor.accumulators:
         for name in ("base_clock", "base_slots", "copies"):
             del acc.__dict__[name]
+    del monitor.__dict__["scale_spending"]
     old = pickle.loads(pickle.dumps(monitor))
     assert all(acc.base_clock == 0 and acc.base_slots == {} and acc.copies == 1 for acc in old.accumulators)
     assert all(acc.prior_strength(old.lifetime) == 0 and acc.held("x") == 0 for acc in old.accumulators)
+    # Its blocks were started at the old scale shares: it keeps them for every block to come.
+    assert old.scale_spending == "inverse_square"
     new = pickle.loads(state)
+    assert new.scale_spending == "telescoping"
     assert any(acc.prior_strength(new.lifetime) > 0 for acc in new.accumulators)
     for restored in (old, new):  # both keep deciding
         restored.observe_counts(rows, 100, {"x": ["a", "b"]}, 11)
         assert restored.active[("x", "demographic_parity_difference")]
+    seen = {id(acc): acc for acc in old.accumulators}
+    for step in range(3000):
+        old.observe_counts(rows, 100, {"x": ["a", "b"]}, 12 + step)
+        seen.update({id(acc): acc for acc in old.accumulators})
+    assert old.scales >= 10
+    assert sum(acc.share(old.staggers, old.scale_spending) for acc in seen.values()) <= 1.0
+
+
+def test_every_copy_starts_its_blocks_at_its_own_offset_inside_a_batch():
+    # The copies' first blocks are pooled into one sequence, but each copy still starts its
+    # later blocks at its own boundaries, also inside one large batch.
+    monitor = BreachMonitor("m", thresholds=default_thresholds, attribute_budget=1, block_events=100,
+                            scales=1, staggers=2, check_events=10**12)
+    n = 300
+    codes = {"x": np.zeros(n, dtype=np.int64)}
+    monitor.observe(codes, np.zeros(n, dtype=np.int64), np.full(n, -1), {"x": ["a"]}, np.arange(n), np.zeros(n))
+    starts = sorted((acc.offset, acc.base_clock) for acc in monitor.accumulators if acc.length is not None)
+    assert starts == [(0, 0), (0, 100), (0, 200), (50, 50), (50, 150), (50, 250)]
+    assert {acc.name for acc in monitor.accumulators if acc.base_clock} == {
+        f"block_100_from_{start}" for start in (50, 100, 150, 200, 250)}
