@@ -174,12 +174,6 @@ class Accumulator:
         out[: base.shape[0]] -= base
         return out
 
-    def next_block(self, block_id: int, counts: dict[str, np.ndarray], clock: int,
-                   slots: dict[str, dict[int, int]]) -> Accumulator:
-        """The copy's next block, with id ``block_id``, starting now (at ``clock``)."""
-        return Accumulator(self.length, self.offset, self.scale, self.block + 1, block_id,
-                           {a: r.copy() for a, r in counts.items()}, clock, {a: len(s) for a, s in slots.items()})
-
     def held(self, attribute: str) -> int:
         """Slots of ``attribute`` held when this block started (0 for the since-start sequence)."""
         return 0 if self.length is None else self.base_slots.get(attribute, 0)
@@ -445,16 +439,22 @@ class BreachMonitor:
             # only mark where their copies' next blocks start.
             firsts = []
             for o in range(self.staggers):
-                acc = Accumulator(length, offset=(length * o) // self.staggers, scale=self.scales,
-                                  base={a: r.copy() for a, r in self.counts.items()}, base_clock=clock,
-                                  base_slots={a: len(s) for a, s in self.slots.items()})
-                acc.current = acc.block_of(clock)
+                acc = self._start_block(length, (length * o) // self.staggers, self.scales, 1, clock)
                 self._newest[(acc.scale, acc.offset)] = acc
                 firsts.append(acc)
             longest = max(firsts, key=lambda acc: (acc.current + self.lifetime) * length - acc.offset)
             longest.copies = self.staggers
             self.accumulators.append(longest)
             self.scales += 1
+
+    def _start_block(self, length: int, offset: int, scale: int, block: int, clock: int) -> Accumulator:
+        """The ``block``-th block of the copy (``length``, ``offset``), starting at ``clock``:
+        it counts from the since-start counts of this moment, and its prior and pair split
+        are fixed by them and by the slots held now."""
+        acc = Accumulator(length, offset, scale, block, base={a: r.copy() for a, r in self.counts.items()},
+                          base_clock=clock, base_slots={a: len(s) for a, s in self.slots.items()})
+        acc.current = acc.block_of(clock)
+        return acc
 
     # -- observations -------------------------------------------------------
     def observe(self, codes: dict[str, np.ndarray], prediction: np.ndarray, label: np.ndarray,
@@ -522,9 +522,9 @@ class BreachMonitor:
         after a block's start is still seen by that block, with no wait for a fresh one."""
         started = False
         for key, newest in self._newest.items():
-            block_id = newest.block_of(clock)
-            if block_id != newest.current:
-                self._newest[key] = newest.next_block(block_id, self.counts, clock, self.slots)
+            if newest.block_of(clock) != newest.current:
+                self._newest[key] = self._start_block(newest.length, newest.offset, newest.scale, newest.block + 1,
+                                                      clock)
                 self.accumulators.append(self._newest[key])
                 started = True
         if started:
@@ -597,9 +597,16 @@ class BreachMonitor:
         per_trial = np.array([acc.prior_strength(self.lifetime) for acc in accs])
         return x, n, eligible, alpha, (x0, n0, per_trial)
 
-    def _slot_index(self, attribute: str, codes) -> np.ndarray:
+    def _shares(self, attribute: str, codes) -> np.ndarray:
+        """Each sequence's split of its level over the groups ``codes`` of ``attribute``:
+        (sequences, groups, groups) pair shares, or for the subgroup search (sequences,
+        cells) cell shares (``pair_weights``, ``cell_weights``)."""
         slots = self.slots.get(attribute, {})
-        return np.array([slots.get(c, len(slots)) for c in codes], dtype=np.int64)
+        slot = np.array([slots.get(c, len(slots)) for c in codes], dtype=np.int64)
+        held = np.array([acc.held(attribute) for acc in self.accumulators])
+        if attribute in self.subgroup_attributes:
+            return cell_weights(held, slot, self.max_subgroup_cells)
+        return pair_weights(held, slot, self.max_decision_groups)
 
     def _ratio_threshold(self, attribute: str) -> float:
         return self.thresholds(attribute, "demographic_parity_ratio")
@@ -661,9 +668,7 @@ class BreachMonitor:
         slotted = np.array(sorted(c for c in self.slots.get(attribute, {}) if c < len(names)), dtype=np.int64)
         x, n, eligible = x[:, slotted], n[:, slotted], eligible[:, slotted]
         centre, strength = centred_prior(x0[:, slotted], n0[:, slotted], per_trial[:, None, None])
-        slot = self._slot_index(attribute, slotted.tolist())
-        weights = pair_weights(np.array([acc.held(attribute) for acc in self.accumulators]), slot,
-                               self.max_decision_groups)
+        weights = self._shares(attribute, slotted.tolist())
         names = [names[c] for c in slotted.tolist()]
         n_acc, n_groups = x.shape[0], x.shape[1]
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -793,10 +798,8 @@ class BreachMonitor:
         with np.errstate(divide="ignore", invalid="ignore"):
             diff = x / n - rest_x / rest_n
         tau = np.array([self.thresholds(attribute, SUBGROUP_METRICS[m]) for m in RATES])
-        slot = self._slot_index(attribute, range(len(names)))
-        weights = cell_weights(np.array([acc.held(attribute) for acc in self.accumulators]), slot,
-                               self.max_subgroup_cells)
-        level = np.broadcast_to(alpha[:, None, None] * weights[:, :, None], x.shape)
+        level = np.broadcast_to(alpha[:, None, None] * self._shares(attribute, range(len(names)))[:, :, None],
+                                x.shape)
         # The same screen as the gaps' (a skipped cell cannot breach at this check); every
         # accumulator of an active cell (to clear it); and the since-start sequence's
         # widest cell per rate (the exported bound).
@@ -904,7 +907,8 @@ class BreachMonitor:
             x, n, eligible = x[0], n[0], eligible[0]
             rx, rn = x.sum(axis=0) - x, n.sum(axis=0) - n
             ok = eligible & (rn >= self.min_group_size)
-            level = np.full(int(ok.sum()), alpha[0] / max(self.max_subgroup_cells, 1))
+            share = self._shares(attribute, range(len(names)))[0]  # the since-start sequence's cell shares
+            level = np.broadcast_to((alpha[0] * share)[:, None], x.shape)[ok]
             lower = np.full(x.shape, np.nan)
             upper = np.full(x.shape, np.nan)
             lower[ok] = pair_difference_lower(x[ok], n[ok], rx[ok], rn[ok], level)

@@ -149,6 +149,12 @@ def _narrowing(*arrays):
     return at
 
 
+def _distance(h: np.ndarray, floor: np.ndarray, root_target: np.ndarray) -> np.ndarray:
+    """sqrt(h - floor) - sqrt(target - floor): nearly linear in the multiplier, same sign as h - target."""
+    with np.errstate(invalid="ignore"):
+        return np.sqrt(np.maximum(h - floor, 0.0)) - root_target
+
+
 def _search_to_outside(ends, bound, low: np.ndarray, high: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Shrink [low, high] around the multiplier where ``ends``' log M1 + log M2 reaches
     ``target`` (it increases with the multiplier); return the outer end, on the wide side.
@@ -173,21 +179,16 @@ def _search_to_outside(ends, bound, low: np.ndarray, high: np.ndarray, target: n
         root_target = np.sqrt(np.maximum(target - floor, 0.0))
     f_low = np.where(target > floor, -root_target, 0.0)  # 0: the low end is already outside (an empty set)
     p1, p2, h = ends(high, None)
-    with np.errstate(invalid="ignore"):
-        f_high = np.sqrt(np.maximum(h - floor, 0.0)) - root_target
-    b_high = bound(p1, p2)
+    f_high, b_high = _distance(h, floor, root_target), bound(p1, p2)
     high = np.where(f_low >= 0, low + tolerance, high)  # nothing to search: the set ends at low (as bisection ended)
     last = np.zeros(low.shape, dtype=np.int8)  # the end the last step moved: -1 low, 1 high
     x_prev, f_prev, x_now, f_now = low, f_low, high, f_high  # the last two points, for the secant
     reference = high - low  # the width to halve
     stalled = np.zeros(low.shape, dtype=np.int8)  # steps since the bracket last halved
-    state = [low, high, f_low, f_high, b_low, b_high, last, x_prev, f_prev, x_now, f_now, reference, stalled,
-             tolerance, floor, root_target, np.broadcast_to(target, low.shape)]
+    target = np.broadcast_to(target, low.shape)
     result = np.array(high, dtype=float)  # the searched pairs' outer ends, written back as they leave
     idx = None  # positions of the pairs still in the arrays (None: all)
     for _ in range(4 * _PAIR_ITERATIONS):  # a halving at least every fourth step: 40 halvings at most
-        (low, high, f_low, f_high, b_low, b_high, last, x_prev, f_prev, x_now, f_now, reference, stalled,
-         tolerance, floor, root_target, target) = state
         width = high - low
         with np.errstate(invalid="ignore"):
             live = (width > tolerance) & ~(b_low - b_high <= _BOUND_TOLERANCE)
@@ -198,9 +199,10 @@ def _search_to_outside(ends, bound, low: np.ndarray, high: np.ndarray, target: n
             positions = np.arange(live.size) if idx is None else idx
             result[positions[~live]] = high[~live]
             idx = positions[live]
-            state = [array[live] for array in state]
             (low, high, f_low, f_high, b_low, b_high, last, x_prev, f_prev, x_now, f_now, reference, stalled,
-             tolerance, floor, root_target, target) = state
+             tolerance, floor, root_target, target) = (
+                array[live] for array in (low, high, f_low, f_high, b_low, b_high, last, x_prev, f_prev, x_now,
+                                          f_now, reference, stalled, tolerance, floor, root_target, target))
             width, live = high - low, np.ones(n_live, dtype=bool)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             secant = x_now - f_now * (x_now - x_prev) / (f_now - f_prev)
@@ -211,9 +213,7 @@ def _search_to_outside(ends, bound, low: np.ndarray, high: np.ndarray, target: n
         step = np.where(np.isfinite(secant) & (secant > low) & (secant < high) & (stalled == 0), secant, falsi)
         step = np.where(stalled >= 3, mid, step)
         p1, p2, h = ends(step, idx)
-        with np.errstate(invalid="ignore"):
-            f = np.sqrt(np.maximum(h - floor, 0.0)) - root_target
-        b = bound(p1, p2)
+        f, b = _distance(h, floor, root_target), bound(p1, p2)
         outside = live & (h >= target)
         inside = live & ~outside
         f = np.where(outside, np.maximum(f, 0.0), np.minimum(f, -1e-300))  # the sign decides, not rounding
@@ -228,9 +228,6 @@ def _search_to_outside(ends, bound, low: np.ndarray, high: np.ndarray, target: n
         halved = high - low <= reference / 2
         reference = np.where(halved, high - low, reference)
         stalled = np.where(halved | (stalled >= 3), 0, stalled + 1).astype(np.int8)
-        state = [low, high, f_low, f_high, b_low, b_high, last, x_prev, f_prev, x_now, f_now, reference, stalled,
-                 tolerance, floor, root_target, target]
-    high = state[1]
     if idx is None:
         return high
     result[idx] = high
