@@ -34,8 +34,10 @@ predictions falls, once 2^s >= about 2m / block_events, in a block that
 starts within half a block of the change and sees enough of it: it is
 declared with probability one, with a delay of a few m (docs/statistics.md).
 A block's mixing prior for a group is half Jeffreys and half centred on the
-group's rate before the block (``centred_prior``): an unchanged group then
-costs a few nats less, a changed one log 2 more (``confseq.log_marginal``).
+group's rate in its copy's previous block (since start, for a first block;
+``centred_prior``): an unchanged group then costs a few nats less, and so does
+a changed one in the blocks that start a block length after its change; one
+that changed since the previous block costs log 2 more (``confseq.log_marginal``).
 
 Labels count in the block that is current when they arrive. Confidence
 sequences: ``monitor.confseq`` (beta-binomial mixture). Fixed-sample
@@ -155,11 +157,18 @@ class Accumulator:
     base_clock: int = 0  # the clock when ``base`` was taken (0: the prior is not centred)
     base_slots: dict[str, int] = field(default_factory=dict)  # attribute -> slots held when it started
     copies: int = 1  # the copies whose first blocks this one stands for (they start together: one sequence)
+    # Since-start counts (and clock) when the window that centres this block's prior began: its
+    # copy's previous block's start, so the prior is centred on the rates of the last block length
+    # before this block ({} and 0: on the rates since start, for a first block).
+    centre_base: dict[str, np.ndarray] = field(default_factory=dict)
+    centre_clock: int = 0
 
     def __setstate__(self, state: dict) -> None:
         """Unpickle; a block saved before centred priors and pair splits (no ``base_clock``,
-        ``base_slots``, ``copies``) keeps the Jeffreys prior and the even split it started with."""
-        self.__dict__.update({"base_clock": 0, "base_slots": {}, "copies": 1, **state})
+        ``base_slots``, ``copies``) keeps the Jeffreys prior and the even split it started with,
+        and one saved before ``centre_base`` its prior centred on the rates since start."""
+        self.__dict__.update({"base_clock": 0, "base_slots": {}, "copies": 1, "centre_base": {}, "centre_clock": 0,
+                              **state})
 
     def block_of(self, clock: int) -> int:
         return 0 if self.length is None else (clock + self.offset) // self.length
@@ -178,13 +187,24 @@ class Accumulator:
         """Slots of ``attribute`` held when this block started (0 for the since-start sequence)."""
         return 0 if self.length is None else self.base_slots.get(attribute, 0)
 
+    def centre_rows(self, attribute: str) -> np.ndarray | None:
+        """(groups, 6) counts of ``attribute`` in the window that centres this block's prior."""
+        base = self.base.get(attribute) if self.length is not None else None
+        earlier = self.centre_base.get(attribute)
+        if base is None or earlier is None:
+            return base
+        out = base.copy()
+        out[: earlier.shape[0]] -= earlier
+        return out
+
     def prior_strength(self, lifetime: int) -> float:
-        """Trials a group's rate before this block weighs in the block's prior, per trial
-        it had then: 1, or less where the block will see fewer of the group's trials than
-        came before it (a block lives ``lifetime`` block lengths). 0: no centre."""
-        if self.length is None or self.base_clock <= 0:
+        """Trials a group's count in the centring window weighs in the block's prior, per
+        trial: 1, or less where the block will see fewer of the group's trials than the
+        window had (a block lives ``lifetime`` block lengths). 0: no centre."""
+        span = self.base_clock - self.centre_clock
+        if self.length is None or span <= 0:
             return 0.0
-        return min(1.0, lifetime * self.length / self.base_clock)
+        return min(1.0, lifetime * self.length / span)
 
     def share(self, staggers: int, scale_spending: str = "telescoping") -> float:
         """This sequence's share of a (rate, group)'s error (``SCALE_SHARES[scale_spending]``
@@ -309,8 +329,9 @@ def cell_weights(held: np.ndarray, slot: np.ndarray, capacity: int) -> np.ndarra
 
 
 def centred_prior(successes: np.ndarray, trials: np.ndarray, per_trial) -> tuple[np.ndarray, np.ndarray]:
-    """(centre, strength) of blocks' priors from a group's counts before each block:
-    centred on its rate then, weighing ``per_trial`` prior trials per trial it had
+    """(centre, strength) of blocks' priors from a group's counts in the window before each
+    block (``Accumulator.centre_rows``): centred on its rate there, weighing ``per_trial``
+    prior trials per trial it had
     (none below ``MIN_CENTRE_TRIALS``: the prior is Jeffreys alone).
 
     >>> centre, strength = centred_prior(np.array([30.0, 2.0]), np.array([100.0, 10.0]), 0.5)
@@ -447,12 +468,18 @@ class BreachMonitor:
             self.accumulators.append(longest)
             self.scales += 1
 
-    def _start_block(self, length: int, offset: int, scale: int, block: int, clock: int) -> Accumulator:
+    def _start_block(self, length: int, offset: int, scale: int, block: int, clock: int,
+                     previous: Accumulator | None = None) -> Accumulator:
         """The ``block``-th block of the copy (``length``, ``offset``), starting at ``clock``:
-        it counts from the since-start counts of this moment, and its prior and pair split
-        are fixed by them and by the slots held now."""
+        it counts from the since-start counts of this moment, its pair split is fixed by the
+        slots held now, and its prior is centred on the rates seen in the ``previous`` block
+        of its copy until now (since start, for a first block). Recent rates rather than
+        since-start ones: after a change, the next blocks' priors are centred on the new
+        rates, not on a mean diluted by the history before it."""
         acc = Accumulator(length, offset, scale, block, base={a: r.copy() for a, r in self.counts.items()},
                           base_clock=clock, base_slots={a: len(s) for a, s in self.slots.items()})
+        if previous is not None:
+            acc.centre_base, acc.centre_clock = previous.base, previous.base_clock
         acc.current = acc.block_of(clock)
         return acc
 
@@ -524,7 +551,7 @@ class BreachMonitor:
         for key, newest in self._newest.items():
             if newest.block_of(clock) != newest.current:
                 self._newest[key] = self._start_block(newest.length, newest.offset, newest.scale, newest.block + 1,
-                                                      clock)
+                                                      clock, previous=newest)
                 self.accumulators.append(self._newest[key])
                 started = True
         if started:
@@ -576,8 +603,9 @@ class BreachMonitor:
     def _counts(self, attribute: str, n_groups: int):
         """Arrays (accumulators, groups, rates) of successes and trials, the mask of
         slotted groups with at least min_group_size trials, (accumulators,) levels, and
-        (accumulators, groups, rates) base successes and trials with the prior strengths
-        per base trial (``Accumulator.prior_strength``) for the blocks' centred priors."""
+        (accumulators, groups, rates) successes and trials in the windows that centre the
+        blocks' priors (``Accumulator.centre_rows``), with the prior strengths per trial
+        of them (``Accumulator.prior_strength``)."""
         accs = self.accumulators
         rows = np.zeros((len(accs), n_groups, 6))
         base = np.zeros((len(accs), n_groups, 6))
@@ -585,7 +613,7 @@ class BreachMonitor:
             r = acc.rows(self.counts, attribute)
             if r is not None:
                 rows[a, : r.shape[0]] = r[:n_groups]
-            b = acc.base.get(attribute) if acc.length is not None else None
+            b = acc.centre_rows(attribute)
             if b is not None:
                 base[a, : b.shape[0]] = b[:n_groups]
         x, n = rows[..., SUCCESS_COLUMNS], rows[..., TRIAL_COLUMNS]
@@ -877,6 +905,7 @@ class BreachMonitor:
         self.slots = {rename(a): s for a, s in self.slots.items()}
         for acc in {id(acc): acc for acc in (*self.accumulators, *self._newest.values())}.values():
             acc.base = {rename(a): r for a, r in acc.base.items()}
+            acc.centre_base = {rename(a): r for a, r in acc.centre_base.items()}
             acc.base_slots = {rename(a): held for a, held in acc.base_slots.items()}
         self.states = {DecisionKey(rename(k.attribute), k.metric, k.cell): v for k, v in self.states.items()}
         self.active = {DecisionKey(rename(k.attribute), k.metric, k.cell): v for k, v in self.active.items()}

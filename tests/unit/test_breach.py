@@ -327,6 +327,35 @@ def test_a_snapshot_from_before_centred_priors_restores_with_its_blocks_as_they_
     assert sum(acc.share(old.staggers, old.scale_spending) for acc in seen.values()) <= 1.0
 
 
+def test_after_a_change_the_next_blocks_priors_are_centred_on_the_new_rate():
+    # A block's prior is centred on its copy's previous block, not on the since-start mean:
+    # 20 blocks at a selection rate of 0.2, then 3 at 0.6.
+    from fairwatch.monitor.breach import centred_prior
+
+    monitor = BreachMonitor("m", thresholds=default_thresholds, attribute_budget=1, block_events=100, scales=1,
+                            staggers=1, lifetime=4, check_events=10**12)
+    before, after = (np.array([[100.0, rate * 100, 0, 0, 0, 0]]) for rate in (0.2, 0.6))
+    for step in range(23):
+        monitor.observe_counts({"x": before if step < 20 else after}, 100, {"x": ["a"]}, step)
+    x, n, eligible, alpha, (x0, n0, per_trial) = monitor._counts("x", 1)
+    starts = [acc.base_clock if acc.length else None for acc in monitor.accumulators]
+    centre, strength = centred_prior(x0[:, :, 0], n0[:, :, 0], per_trial[:, None])
+    newest = starts.index(2200)  # its copy's previous block saw 100 predictions at 0.6
+    assert centre[newest, 0] == pytest.approx(60.5 / 101) and strength[newest, 0] == 100
+    first_after = starts.index(2000)  # centred on the 100 before the change, at 0.2
+    assert centre[first_after, 0] == pytest.approx(20.5 / 101)
+    assert starts[0] is None and strength[0, 0] == 0  # the since-start sequence: Jeffreys alone
+    # A block saved before this (no centre_base): its prior stays centred on the since-start rate.
+    import pickle
+
+    acc = monitor.accumulators[newest]
+    for name in ("centre_base", "centre_clock"):
+        del acc.__dict__[name]
+    old = pickle.loads(pickle.dumps(acc))
+    np.testing.assert_array_equal(old.centre_rows("x"), old.base["x"])
+    assert old.prior_strength(4) == pytest.approx(4 * 100 / 2200)
+
+
 def test_every_copy_starts_its_blocks_at_its_own_offset_inside_a_batch():
     # The copies' first blocks are pooled into one sequence, but each copy still starts its
     # later blocks at its own boundaries, also inside one large batch.
