@@ -141,6 +141,16 @@ def observation_rows(codes: np.ndarray, prediction: np.ndarray, label: np.ndarra
     return rows
 
 
+def _since(now: np.ndarray | None, then: np.ndarray | None) -> np.ndarray | None:
+    """Counts added between two readings of since-start counts (``then`` None: all of ``now``);
+    groups that appeared after ``then`` have all their counts in it."""
+    if now is None or then is None:
+        return now
+    out = now.copy()
+    out[: then.shape[0]] -= then
+    return out
+
+
 @dataclass
 class Accumulator:
     """One sequence: since start (``length`` None), or one block of a restarting copy
@@ -175,13 +185,7 @@ class Accumulator:
 
     def rows(self, counts: dict[str, np.ndarray], attribute: str) -> np.ndarray | None:
         """This sequence's (groups, 6) counts of ``attribute``, given the since-start ``counts``."""
-        now = counts.get(attribute)
-        base = self.base.get(attribute)
-        if now is None or base is None:
-            return now
-        out = now.copy()
-        out[: base.shape[0]] -= base
-        return out
+        return _since(counts.get(attribute), self.base.get(attribute))
 
     def held(self, attribute: str) -> int:
         """Slots of ``attribute`` held when this block started (0 for the since-start sequence)."""
@@ -189,13 +193,9 @@ class Accumulator:
 
     def centre_rows(self, attribute: str) -> np.ndarray | None:
         """(groups, 6) counts of ``attribute`` in the window that centres this block's prior."""
-        base = self.base.get(attribute) if self.length is not None else None
-        earlier = self.centre_base.get(attribute)
-        if base is None or earlier is None:
-            return base
-        out = base.copy()
-        out[: earlier.shape[0]] -= earlier
-        return out
+        if self.length is None:
+            return None
+        return _since(self.base.get(attribute), self.centre_base.get(attribute))
 
     def prior_strength(self, lifetime: int) -> float:
         """Trials a group's count in the centring window weighs in the block's prior, per
