@@ -840,7 +840,7 @@ class BreachMonitor:
                 score = np.where(ok[0, :, m], np.abs(diff[0, :, m]) - spread[0, :, m], -np.inf)
                 widest[0, int(np.argmax(np.nan_to_num(score, nan=-np.inf))), m] = True
         want = ok & ((np.abs(diff) - spread > tau) | self._active_cells(attribute, len(names)) | widest)
-        # Each side's prior is centred on its own rate before the block (the rest's: the other cells').
+        # Each side's prior is centred on its own rate in the window before the block (the rest's: the other cells').
         strength = np.broadcast_to(per_trial[:, None, None], x.shape)[want]
         cell_prior = centred_prior(x0[want], n0[want], strength)
         rest_prior = centred_prior((x0.sum(axis=1, keepdims=True) - x0)[want],
