@@ -164,21 +164,22 @@ class Accumulator:
     block: int = 1  # k, 1-based: the copy's k-th block spends 6 / (pi^2 k^2)
     current: int = 0  # id of this block, (clock + offset) // length
     base: dict[str, np.ndarray] = field(default_factory=dict)
-    base_clock: int = 0  # the clock when ``base`` was taken (0: the prior is not centred)
+    base_clock: int = 0  # the clock when ``base`` was taken
     base_slots: dict[str, int] = field(default_factory=dict)  # attribute -> slots held when it started
     copies: int = 1  # the copies whose first blocks this one stands for (they start together: one sequence)
-    # Since-start counts (and clock) when the window that centres this block's prior began: its
-    # copy's previous block's start, so the prior is centred on the rates of the last block length
-    # before this block ({} and 0: on the rates since start, for a first block).
-    centre_base: dict[str, np.ndarray] = field(default_factory=dict)
-    centre_clock: int = 0
+    # Counts of the window that centres this block's prior, fixed when it starts (its copy's
+    # previous block until then; since start, for a first block), and the predictions it spans
+    # (0: the prior is not centred).
+    centre: dict[str, np.ndarray] = field(default_factory=dict)
+    centre_span: int = 0
 
     def __setstate__(self, state: dict) -> None:
         """Unpickle; a block saved before centred priors and pair splits (no ``base_clock``,
         ``base_slots``, ``copies``) keeps the Jeffreys prior and the even split it started with,
-        and one saved before ``centre_base`` its prior centred on the rates since start."""
-        self.__dict__.update({"base_clock": 0, "base_slots": {}, "copies": 1, "centre_base": {}, "centre_clock": 0,
-                              **state})
+        and one saved before ``centre`` its prior centred on the rates since start."""
+        self.__dict__.update({"base_clock": 0, "base_slots": {}, "copies": 1, **state})
+        if "centre" not in state or "base_clock" not in state:
+            self.centre, self.centre_span = self.base, self.base_clock
 
     def block_of(self, clock: int) -> int:
         return 0 if self.length is None else (clock + self.offset) // self.length
@@ -193,18 +194,15 @@ class Accumulator:
 
     def centre_rows(self, attribute: str) -> np.ndarray | None:
         """(groups, 6) counts of ``attribute`` in the window that centres this block's prior."""
-        if self.length is None:
-            return None
-        return _since(self.base.get(attribute), self.centre_base.get(attribute))
+        return None if self.length is None else self.centre.get(attribute)
 
     def prior_strength(self, lifetime: int) -> float:
         """Trials a group's count in the centring window weighs in the block's prior, per
         trial: 1, or less where the block will see fewer of the group's trials than the
         window had (a block lives ``lifetime`` block lengths). 0: no centre."""
-        span = self.base_clock - self.centre_clock
-        if self.length is None or span <= 0:
+        if self.length is None or self.centre_span <= 0:
             return 0.0
-        return min(1.0, lifetime * self.length / span)
+        return min(1.0, lifetime * self.length / self.centre_span)
 
     def share(self, staggers: int, scale_spending: str = "telescoping") -> float:
         """This sequence's share of a (rate, group)'s error (``SCALE_SHARES[scale_spending]``
@@ -476,10 +474,12 @@ class BreachMonitor:
         of its copy until now (since start, for a first block). Recent rates rather than
         since-start ones: after a change, the next blocks' priors are centred on the new
         rates, not on a mean diluted by the history before it."""
-        acc = Accumulator(length, offset, scale, block, base={a: r.copy() for a, r in self.counts.items()},
-                          base_clock=clock, base_slots={a: len(s) for a, s in self.slots.items()})
+        base = {a: r.copy() for a, r in self.counts.items()}
+        acc = Accumulator(length, offset, scale, block, base=base, base_clock=clock,
+                          base_slots={a: len(s) for a, s in self.slots.items()}, centre=base, centre_span=clock)
         if previous is not None:
-            acc.centre_base, acc.centre_clock = previous.base, previous.base_clock
+            acc.centre = {a: _since(r, previous.base.get(a)) for a, r in base.items()}
+            acc.centre_span = clock - previous.base_clock
         acc.current = acc.block_of(clock)
         return acc
 
@@ -905,7 +905,7 @@ class BreachMonitor:
         self.slots = {rename(a): s for a, s in self.slots.items()}
         for acc in {id(acc): acc for acc in (*self.accumulators, *self._newest.values())}.values():
             acc.base = {rename(a): r for a, r in acc.base.items()}
-            acc.centre_base = {rename(a): r for a, r in acc.centre_base.items()}
+            acc.centre = {rename(a): r for a, r in acc.centre.items()}
             acc.base_slots = {rename(a): held for a, held in acc.base_slots.items()}
         self.states = {DecisionKey(rename(k.attribute), k.metric, k.cell): v for k, v in self.states.items()}
         self.active = {DecisionKey(rename(k.attribute), k.metric, k.cell): v for k, v in self.active.items()}

@@ -345,11 +345,11 @@ def test_after_a_change_the_next_blocks_priors_are_centred_on_the_new_rate():
     first_after = starts.index(2000)  # centred on the 100 before the change, at 0.2
     assert centre[first_after, 0] == pytest.approx(20.5 / 101)
     assert starts[0] is None and strength[0, 0] == 0  # the since-start sequence: Jeffreys alone
-    # A block saved before this (no centre_base): its prior stays centred on the since-start rate.
+    # A block saved before this (no centre): its prior stays centred on the since-start rate.
     import pickle
 
     acc = monitor.accumulators[newest]
-    for name in ("centre_base", "centre_clock"):
+    for name in ("centre", "centre_span"):
         del acc.__dict__[name]
     old = pickle.loads(pickle.dumps(acc))
     np.testing.assert_array_equal(old.centre_rows("x"), old.base["x"])
