@@ -1,6 +1,7 @@
 """Power of the breach decisions: detection rate and delay by breach size, and false pages.
 
     python -m benchmarks.power [--quick] [--repeats 20] [--stationary 210] [--workers 2]
+                               [--groups 15%,3%] [--deltas 0.02,...] [--first-seed 10000]
 
 Streams have three attributes: A with groups of 45, 25, 15, 10, 3 and 2% of
 traffic, B with 60/40, C with 50/30/20. Every prediction carries its label
@@ -40,7 +41,14 @@ Methods, all looking every ``CHECK_EVERY`` = 4,000 events (the CLI's
   test, no correction), and "oracle at the family level": the per-comparison
   level fairwatch's family split leaves (the same Bonferroni over attributes,
   rates, groups and the subgroup search; none over time). Looking every 4,000
-  events makes it optimistic, which is fine for a reference point.
+  events makes it optimistic, which is fine for a reference point;
+- anytime-valid oracle ("oracle-av"): the same knowledge and level, but the
+  pair confidence sequence fairwatch uses (Jeffreys priors), valid at every
+  look however many: what validity at every moment costs by itself, even
+  with the change point and the pair given.
+
+Other seeds, same streams: ``--first-seed``; one row: ``--groups 15% --deltas
+0.02 --stationary 0``.
 
 Streams are simulated with numpy; every fairwatch decision goes through
 ``BreachMonitor.observe``.
@@ -59,6 +67,7 @@ from scipy.stats import norm
 
 from benchmarks.false_alarms import _pair_breaches  # the same naive per-look test
 from fairwatch.monitor.breach import BreachMonitor
+from fairwatch.monitor.confseq import pair_difference_lower
 from fairwatch.monitor.gaps import katz_interval, newcombe_interval
 
 SHARES = {"A": [0.45, 0.25, 0.15, 0.10, 0.03, 0.02], "B": [0.6, 0.4], "C": [0.5, 0.3, 0.2]}
@@ -139,7 +148,8 @@ def with_intersections(codes):
 
 def fairwatch(codes, prediction, label, stop_after: int | None) -> list[tuple[int, str]]:
     """Onsets (event index, attribute) of the pipeline's decisions; stops at the
-    first one on A at or after ``stop_after`` (None: runs through)."""
+    first one of A's own pairs at or after ``stop_after`` (so the list holds the
+    first breach on A from either the pairs or the search; None: runs through)."""
     codes, names = with_intersections(codes), names_of()
     monitor = BreachMonitor("bench", thresholds=lambda attribute, metric: THRESHOLDS[metric],
                             attribute_budget=3, subgroup_attributes=[f"{x}&{y}" for x, y in PAIRS],
@@ -149,8 +159,7 @@ def fairwatch(codes, prediction, label, stop_after: int | None) -> list[tuple[in
         part = slice(start, start + CHECK_EVERY)
         onsets = monitor.observe({a: c[part] for a, c in codes.items()}, prediction[part], label[part], names,
                                  positions[part], positions[part].astype(float))
-        if stop_after is not None and any(o.event_index >= stop_after and "A" in o.attribute.split("&")
-                                          for o in onsets):
+        if stop_after is not None and any(o.event_index >= stop_after and o.attribute == "A" for o in onsets):
             break
     return [(o.event_index, o.attribute) for o in monitor.onsets]
 
@@ -185,10 +194,11 @@ def naive(codes, prediction, label, stop_after: int | None) -> list[tuple[int, s
     return found
 
 
-def oracle_delays(codes, prediction, label, target: int, lowest: int, shift_at: int) -> tuple[float, float]:
+def oracle_delays(codes, prediction, label, target: int, lowest: int, shift_at: int) -> tuple[float, float, float]:
     """Events after the change to the first look at which the post-change
     Newcombe interval of (target, lowest) lies beyond 0.1, at 95% and at the
-    family's per-comparison level (inf: never)."""
+    family's per-comparison level, and at which the anytime-valid oracle's
+    lower bound does (``anytime_oracle_delay``; inf: never)."""
     c, p, y = codes["A"][shift_at:], prediction[shift_at:], label[shift_at:]
     out = []
     for level in (0.05, ORACLE_FAMILY_LEVEL):
@@ -202,7 +212,29 @@ def oracle_delays(codes, prediction, label, target: int, lowest: int, shift_at: 
                 delay = end - 1
                 break
         out.append(delay)
-    return out[0], out[1]
+    return out[0], out[1], anytime_oracle_delay(c, p, y, target, lowest, shift_at)
+
+
+def anytime_oracle_delay(c, p, y, target: int, lowest: int, shift_at: int) -> float:
+    """The anytime-valid oracle: it knows the change point and the breaching pair, and
+    bounds the pair's post-change difference (selection rate, TPR, FPR: the first to
+    breach) with the pair confidence sequence fairwatch uses (Jeffreys priors), at the
+    same per-comparison level as oracle-fam. Unlike a fixed-sample interval looked at
+    every 4,000 events, it is valid at every look: the delay any method valid at every
+    moment pays even when told where the change is and which pair breaches.
+
+    ``c``, ``p``, ``y``: A's codes, predictions and labels from the change on."""
+    looks = np.arange(CHECK_EVERY - shift_at % CHECK_EVERY, c.size + 1, CHECK_EVERY) - 1
+    first = np.inf
+    for counted in (np.ones(c.size, dtype=bool), y == 1, y == 0):
+        trials = [np.cumsum(counted & (c == g))[looks].astype(float) for g in (target, lowest)]
+        hits = [np.cumsum(counted & (c == g) & (p == 1))[looks].astype(float) for g in (target, lowest)]
+        ready = (trials[0] >= 30) & (trials[1] >= 30)
+        lower = pair_difference_lower(hits[0], trials[0], hits[1], trials[1], np.full(looks.size, ORACLE_FAMILY_LEVEL))
+        breached = np.flatnonzero(ready & (lower > 0.1))
+        if breached.size:
+            first = min(first, float(looks[breached[0]]))
+    return first
 
 
 def run_one(job):
@@ -215,8 +247,17 @@ def run_one(job):
             oracle_delays(codes, prediction, label, target, lowest, shift_at))
 
 
-def first_delay(found, shift_at) -> float:
-    after = [i - shift_at for i, a in found if i >= shift_at and "A" in a.split("&")]
+def first_is_search(found, shift_at) -> bool:
+    """Whether the first breach declared on A after the change came from the subgroup search."""
+    after = [(i, a) for i, a in found if i >= shift_at and "A" in a.split("&")]
+    return bool(after) and "&" in min(after)[1]
+
+
+def first_delay(found, shift_at, pairs_only: bool = False) -> float:
+    """Events from the change to the first breach declared on A (a pair, or a searched cell
+    holding one of A's groups; ``pairs_only``: one of A's pairs)."""
+    after = [i - shift_at for i, a in found
+             if i >= shift_at and (a == "A" if pairs_only else "A" in a.split("&"))]
     return min(after) if after else np.inf
 
 
@@ -242,6 +283,10 @@ def main(argv=None) -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--kinds", default="stationary,near,drift", help="stationary kinds to run (all three)")
     parser.add_argument("--no-breaches", action="store_true", help="stationary streams only")
+    parser.add_argument("--groups", default=",".join(TARGETS), help="shifted groups of A to run (15%%,3%%)")
+    parser.add_argument("--deltas", default=",".join(map(str, DELTAS)), help="breach sizes beyond the threshold")
+    parser.add_argument("--first-seed", type=int, default=10_000,
+                        help="seed of each row's first breach stream (others follow): other seeds, same streams")
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats, args.stationary, args.shift_at = 2, 6, 40_000
@@ -249,9 +294,11 @@ def main(argv=None) -> None:
     kinds = args.kinds.split(",")
     jobs = [(kind, 100 + i, args.stationary_events, None, 0.0, None)
             for i in range(args.stationary) for kind in [("stationary", "near", "drift")[i % 3]] if kind in kinds]
-    for target_name in TARGETS if not args.no_breaches else ():
-        for delta in DELTAS:
-            jobs += [("breach", 10_000 + r, args.shift_at + args.horizon, target_name, delta, args.shift_at)
+    targets = [] if args.no_breaches else [t for t in args.groups.split(",") if t]
+    deltas = [float(d) for d in args.deltas.split(",") if d]
+    for target_name in targets:
+        for delta in deltas:
+            jobs += [("breach", args.first_seed + r, args.shift_at + args.horizon, target_name, delta, args.shift_at)
                      for r in range(args.repeats)]
     started = time.perf_counter()
     # Longest first, so that the pool's last jobs are short.
@@ -264,11 +311,21 @@ def main(argv=None) -> None:
           f"{elapsed:.0f} s with {args.workers} processes")
     stationary = sum(job[0] != "breach" for job in jobs)
     breach_rows = "" if args.no_breaches else (
-        f"; {args.repeats} breach streams per row, change at {args.shift_at:,}, horizon {args.horizon:,} "
-        "events after it")
+        f"; {args.repeats} breach streams per row (seeds from {args.first_seed}), change at {args.shift_at:,}, "
+        f"horizon {args.horizon:,} events after it")
     print(f"{stationary} stationary streams ({args.kinds}) of {args.stationary_events:,} events{breach_rows}; "
           f"looks every {CHECK_EVERY:,} events")
     print()
+    if stationary:
+        print_false_pages(results, args.kinds)
+    if not targets:
+        return
+    print("breaches: detection rate within the horizon; median and 95th-percentile delay (events after the "
+          "change; a miss counts as later than any)")
+    print_breaches(results, targets, deltas)
+
+
+def print_false_pages(results, kinds: str) -> None:
     print("false pages: share of stationary streams with any breach declared")
     print(f"{'streams':<34}{'naive (baseline)':>18}{'fairwatch':>12}")
     for kind in ("stationary", "near", "drift", None):
@@ -280,31 +337,39 @@ def main(argv=None) -> None:
         print(f"{label + f' ({len(chosen)})':<34}{np.mean([bool(r[2]) for r in chosen]):>18.3f}"
               f"{np.mean([bool(r[1]) for r in chosen]):>12.3f}")
     print()
-    if args.no_breaches:
-        return
-    print("breaches: detection rate within the horizon; median and 95th-percentile delay (events after the "
-          "change; a miss counts as later than any)")
-    header = (f"{'group':<6}{'delta':>6} | {'naive rate':>10}{'med':>8}{'p95':>9} | {'fairwatch':>9}{'med':>8}"
-              f"{'p95':>9} | {'oracle95%':>9}{'med':>8} | {'oracle-fam':>10}{'med':>8} | {'fw/oracle-fam':>13}")
+
+
+def print_breaches(results, targets: list[str], deltas: list[float]) -> None:
+    header = (f"{'group':<6}{'delta':>6} | {'naive rate':>10}{'med':>9}{'p95':>9} | {'fairwatch':>9}{'med':>9}"
+              f"{'p95':>9}{'search':>7} | {'pairs':>6}{'med':>9} | {'oracle95%':>9}{'med':>9} | "
+              f"{'oracle-fam':>10}{'med':>9} | {'oracle-av':>9}{'med':>9} | {'fw/oracle-fam':>13}{'fw/oracle-av':>13}")
     print(header)
-    for target_name in TARGETS if not args.no_breaches else ():
-        for delta in DELTAS:
+    for target_name in targets:
+        for delta in deltas:
             rows = [r for r in results if r[0][0] == "breach" and r[0][3] == target_name and r[0][4] == delta]
             shift_at = rows[0][0][5]
             fw = [first_delay(r[1], shift_at) for r in rows]
+            pairs = _fmt([first_delay(r[1], shift_at, pairs_only=True) for r in rows])
             nv = [first_delay(r[2], shift_at) for r in rows]
             o95 = [r[3][0] for r in rows]
             ofam = [r[3][1] for r in rows]
-            f, v, a, b = _fmt(fw), _fmt(nv), _fmt(o95), _fmt(ofam)
+            oav = [r[3][2] for r in rows]
+            f, v, a, b, av = _fmt(fw), _fmt(nv), _fmt(o95), _fmt(ofam), _fmt(oav)
+            by_search = sum(first_is_search(r[1], shift_at) for r in rows)
             fw_med = np.percentile(fw, 50, method="higher")
             of_med = np.percentile(ofam, 50, method="higher")
-            ratio = f"{fw_med / of_med:.1f}x" if np.isfinite(fw_med) and np.isfinite(of_med) else "-"
+            ratio, ratio_av = (f"{fw_med / m:.1f}x" if np.isfinite(fw_med) and np.isfinite(m) else "-"
+                               for m in (of_med, np.percentile(oav, 50, method="higher")))
             early = sum(any(i < shift_at for i, _ in r[1]) for r in rows)
             note = f"  ({early} fairwatch pages before the change)" if early else ""
-            print(f"{target_name:<6}{delta:>6.2f} | {v[0]:>10}{v[1]:>8}{v[2]:>9} | {f[0]:>9}{f[1]:>8}{f[2]:>9} | "
-                  f"{a[0]:>9}{a[1]:>8} | {b[0]:>10}{b[1]:>8} | {ratio:>13}{note}")
+            print(f"{target_name:<6}{delta:>6.2f} | {v[0]:>10}{v[1]:>9}{v[2]:>9} | {f[0]:>9}{f[1]:>9}{f[2]:>9}"
+                  f"{by_search:>7} | {pairs[0]:>6}{pairs[1]:>9} | {a[0]:>9}{a[1]:>9} | {b[0]:>10}{b[1]:>9} | "
+                  f"{av[0]:>9}{av[1]:>9} | {ratio:>13}{ratio_av:>13}{note}")
     print()
-    print(f"oracle-fam: the oracle at the family's per-comparison level {ORACLE_FAMILY_LEVEL:.2g}, two-sided.")
+    print(f"oracle-fam: the oracle at the family's per-comparison level {ORACLE_FAMILY_LEVEL:.2g}, two-sided; "
+          "oracle-av: the anytime-valid oracle at the same level.")
+    print("search: streams whose first breach on A was declared by the subgroup search (a cell holding the "
+          "changed group against its rest); pairs: fairwatch's decisions on A's own pairs alone (rate, median).")
 
 
 if __name__ == "__main__":
