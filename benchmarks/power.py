@@ -146,7 +146,8 @@ def with_intersections(codes):
     return out
 
 
-def fairwatch(codes, prediction, label, stop_after: int | None) -> list[tuple[int, str]]:
+def fairwatch(codes, prediction, label, stop_after: int | None,
+              block_spending: str | None = None) -> list[tuple[int, str]]:
     """Onsets (event index, attribute) of the pipeline's decisions; stops at the
     first one of A's own pairs at or after ``stop_after`` (so the list holds the
     first breach on A from either the pairs or the search; None: runs through)."""
@@ -154,6 +155,8 @@ def fairwatch(codes, prediction, label, stop_after: int | None) -> list[tuple[in
     monitor = BreachMonitor("bench", thresholds=lambda attribute, metric: THRESHOLDS[metric],
                             attribute_budget=3, subgroup_attributes=[f"{x}&{y}" for x, y in PAIRS],
                             family_error=FAMILY_ERROR, check_events=CHECK_EVERY)
+    if block_spending is not None:  # a baseline's (``benchmarks.power_age``)
+        monitor.block_spending = block_spending
     positions = np.arange(prediction.size)
     for start in range(0, prediction.size, CHECK_EVERY):
         part = slice(start, start + CHECK_EVERY)

@@ -307,14 +307,16 @@ def test_a_snapshot_from_before_centred_priors_restores_with_its_blocks_as_they_
     for acc in monitor.accumulators:
         for name in ("base_clock", "base_slots", "copies"):
             del acc.__dict__[name]
-    del monitor.__dict__["scale_spending"]
+    del monitor.__dict__["scale_spending"], monitor.__dict__["block_spending"]
     old = pickle.loads(pickle.dumps(monitor))
     assert all(acc.base_clock == 0 and acc.base_slots == {} and acc.copies == 1 for acc in old.accumulators)
     assert all(acc.prior_strength(old.lifetime) == 0 and acc.held("x") == 0 for acc in old.accumulators)
-    # Its blocks were started at the old scale shares: it keeps them for every block to come.
-    assert old.scale_spending == "inverse_square"
+    # Its blocks were started at the old scale and block shares: it keeps them for every block to come.
+    assert old.scale_spending == "inverse_square" and old.block_spending == "inverse_square"
+    late = next(acc for acc in old.accumulators if acc.block >= 4)  # where 6 / (pi^2 k^2) is the smaller
+    assert old._alpha("x", late) < old.attribute_alpha / 3 * late.share(old.staggers, old.scale_spending)
     new = pickle.loads(state)
-    assert new.scale_spending == "telescoping"
+    assert new.scale_spending == "telescoping" and new.block_spending == "log_telescoping"
     assert any(acc.prior_strength(new.lifetime) > 0 for acc in new.accumulators)
     for restored in (old, new):  # both keep deciding
         restored.observe_counts(rows, 100, {"x": ["a", "b"]}, 11)
@@ -324,7 +326,7 @@ def test_a_snapshot_from_before_centred_priors_restores_with_its_blocks_as_they_
         old.observe_counts(rows, 100, {"x": ["a", "b"]}, 12 + step)
         seen.update({id(acc): acc for acc in old.accumulators})
     assert old.scales >= 10
-    assert sum(acc.share(old.staggers, old.scale_spending) for acc in seen.values()) <= 1.0
+    assert sum(acc.share(old.staggers, old.scale_spending, old.block_spending) for acc in seen.values()) <= 1.0
 
 
 def test_after_a_change_the_next_blocks_priors_are_centred_on_the_new_rate():
