@@ -202,20 +202,19 @@ def oracle_delays(codes, prediction, label, target: int, lowest: int, shift_at: 
     Newcombe interval of (target, lowest) lies beyond 0.1, at 95% and at the
     family's per-comparison level, and at which the anytime-valid oracle's
     lower bound does (``anytime_oracle_delay``; inf: never)."""
-    c, p, y = codes["A"][shift_at:], prediction[shift_at:], label[shift_at:]
+    looks, rates = _pair_counts_at_looks(codes["A"][shift_at:], prediction[shift_at:], label[shift_at:],
+                                         target, lowest, shift_at)
     out = []
     for level in (0.05, ORACLE_FAMILY_LEVEL):
         z = float(norm.ppf(1 - level / 2))
         delay = np.inf
-        for end in range(CHECK_EVERY - shift_at % CHECK_EVERY, c.size + 1, CHECK_EVERY):
-            x_all, n_all, x_pos, n_pos, x_neg, n_neg = _counts(c[:end], p[:end], y[:end], len(SHARES["A"]))
-            if any(n[target] >= 30 and n[lowest] >= 30
-                   and newcombe_interval(x[target], n[target], x[lowest], n[lowest], z)[0] > 0.1
-                   for x, n in ((x_all, n_all), (x_pos, n_pos), (x_neg, n_neg))):
-                delay = end - 1
+        for at, look in enumerate(looks):
+            if any(n1[at] >= 30 and n2[at] >= 30 and newcombe_interval(x1[at], n1[at], x2[at], n2[at], z)[0] > 0.1
+                   for x1, n1, x2, n2 in rates):
+                delay = float(look)
                 break
         out.append(delay)
-    return out[0], out[1], anytime_oracle_delay(c, p, y, target, lowest, shift_at)
+    return out[0], out[1], _first_anytime_breach(looks, rates)
 
 
 def anytime_oracle_delay(c, p, y, target: int, lowest: int, shift_at: int) -> float:
@@ -227,14 +226,31 @@ def anytime_oracle_delay(c, p, y, target: int, lowest: int, shift_at: int) -> fl
     moment pays even when told where the change is and which pair breaches.
 
     ``c``, ``p``, ``y``: A's codes, predictions and labels from the change on."""
+    return _first_anytime_breach(*_pair_counts_at_looks(c, p, y, target, lowest, shift_at))
+
+
+def _pair_counts_at_looks(c, p, y, target: int, lowest: int, shift_at: int):
+    """The looks (indices after the change) and, per rate (selection rate, TPR, FPR), the
+    positive predictions and trials of ``target`` and ``lowest`` up to each:
+    [(x_target, n_target, x_lowest, n_lowest), ...], arrays over the looks."""
     looks = np.arange(CHECK_EVERY - shift_at % CHECK_EVERY, c.size + 1, CHECK_EVERY) - 1
-    first = np.inf
+    rates = []
     for counted in (np.ones(c.size, dtype=bool), y == 1, y == 0):
-        trials = [np.cumsum(counted & (c == g))[looks].astype(float) for g in (target, lowest)]
-        hits = [np.cumsum(counted & (c == g) & (p == 1))[looks].astype(float) for g in (target, lowest)]
-        ready = (trials[0] >= 30) & (trials[1] >= 30)
-        lower = pair_difference_lower(hits[0], trials[0], hits[1], trials[1], np.full(looks.size, ORACLE_FAMILY_LEVEL))
-        breached = np.flatnonzero(ready & (lower > 0.1))
+        counts = []
+        for group in (target, lowest):
+            in_group = counted & (c == group)
+            counts += [np.cumsum(in_group & (p == 1))[looks].astype(float), np.cumsum(in_group)[looks].astype(float)]
+        rates.append(tuple(counts))
+    return looks, rates
+
+
+def _first_anytime_breach(looks, rates) -> float:
+    """The first look at which the pair confidence sequence at the family's level puts the
+    pair's difference beyond 0.1 in any rate (inf: none)."""
+    first = np.inf
+    for x1, n1, x2, n2 in rates:
+        lower = pair_difference_lower(x1, n1, x2, n2, np.full(looks.size, ORACLE_FAMILY_LEVEL))
+        breached = np.flatnonzero((n1 >= 30) & (n2 >= 30) & (lower > 0.1))
         if breached.size:
             first = min(first, float(looks[breached[0]]))
     return first
@@ -251,9 +267,9 @@ def run_one(job):
 
 
 def first_is_search(found, shift_at) -> bool:
-    """Whether the first breach declared on A after the change came from the subgroup search."""
-    after = [(i, a) for i, a in found if i >= shift_at and "A" in a.split("&")]
-    return bool(after) and "&" in min(after)[1]
+    """Whether the first breach declared on A after the change came from the subgroup search
+    (strictly before any of A's pairs)."""
+    return first_delay(found, shift_at) < first_delay(found, shift_at, pairs_only=True)
 
 
 def first_delay(found, shift_at, pairs_only: bool = False) -> float:
@@ -264,7 +280,8 @@ def first_delay(found, shift_at, pairs_only: bool = False) -> float:
     return min(after) if after else np.inf
 
 
-def _fmt(values) -> tuple[str, str, str]:
+def rate_median_p95(values) -> tuple[str, str, str]:
+    """Detection rate, median and 95th-percentile delay of ``values`` (inf: a miss), as printed."""
     values = np.asarray(values, dtype=float)
     rate = np.isfinite(values).mean()
     if not np.isfinite(values).any():
@@ -352,12 +369,12 @@ def print_breaches(results, targets: list[str], deltas: list[float]) -> None:
             rows = [r for r in results if r[0][0] == "breach" and r[0][3] == target_name and r[0][4] == delta]
             shift_at = rows[0][0][5]
             fw = [first_delay(r[1], shift_at) for r in rows]
-            pairs = _fmt([first_delay(r[1], shift_at, pairs_only=True) for r in rows])
+            pairs = rate_median_p95([first_delay(r[1], shift_at, pairs_only=True) for r in rows])
             nv = [first_delay(r[2], shift_at) for r in rows]
             o95 = [r[3][0] for r in rows]
             ofam = [r[3][1] for r in rows]
             oav = [r[3][2] for r in rows]
-            f, v, a, b, av = _fmt(fw), _fmt(nv), _fmt(o95), _fmt(ofam), _fmt(oav)
+            f, v, a, b, av = map(rate_median_p95, (fw, nv, o95, ofam, oav))
             by_search = sum(first_is_search(r[1], shift_at) for r in rows)
             fw_med = np.percentile(fw, 50, method="higher")
             of_med = np.percentile(ofam, 50, method="higher")

@@ -63,9 +63,8 @@ def main(argv=None) -> None:
             cells = []
             for shift in (EARLY, args.late):
                 values = [by_job[(10_000 + r, n, target, delta, shift, spending)] for r in range(args.repeats)]
-                median = np.percentile(values, 50, method="higher")
-                shown = f"{median / 1000:,.0f}k" if np.isfinite(median) else ">horizon"
-                cells.append(f"{shown} ({int(np.isfinite(values).sum())}/{len(values)})")
+                _, median, _ = power.rate_median_p95(values)
+                cells.append(f"{median} ({int(np.isfinite(values).sum())}/{len(values)})")
             name = "log (current)" if spending == "log_telescoping" else "1/k^2 (before)"
             print(f"{target:<6}{delta:>6.2f} | {name:<16}{cells[0]:>14}{cells[1]:>14}")
 

@@ -123,8 +123,8 @@ def block_share(block: int) -> float:
 
 
 def inverse_square_block_share(block: int) -> float:
-    """The block shares of decisions saved before ``block_share`` (2026-11-29), 6 / (pi^2 k^2): kept for good by a
-    monitor restored from such a snapshot (as ``inverse_square_scale_share``)."""
+    """The block shares of decisions saved before ``block_share`` (2026-11-29), 6 / (pi^2 k^2):
+    kept for good by a monitor restored from such a snapshot (as ``inverse_square_scale_share``)."""
     return BLOCK_SPENDING / block**2
 
 
