@@ -90,6 +90,7 @@ def bench_ours(loaded: Any, texts: list[str], args: argparse.Namespace) -> dict[
         "variants_per_text": (sequences - n_texts) / n_texts,
         "spliced": scorer.spliced, "retokenized": scorer.retokenized,
         "workers": scorer.preparer.workers, "chunk_texts": args.chunk_texts,
+        "max_batch": scorer.sequences.max_batch, "mask_form": scorer.sequences.mask_form,
     }
 
 
@@ -139,24 +140,48 @@ def bench_pipeline(loaded: Any, texts: list[str], batch_size: int | None, seq_le
     return {"texts": len(texts), "seconds": dt, "sequences_per_s": len(texts) / dt, "batch_size": batch_size or 1}
 
 
-def bench_model_only(loaded: Any, batch: int, seq_len: int, iters: int) -> dict[str, Any]:
+def bench_model_only(loaded: Any, batch: int, seq_len: int, iters: int, mask: str = "ones") -> dict[str, Any]:
+    """The forward alone on random ids. ``mask``: "ones" (a 2-D all-ones mask, which transformers
+    reads back to the host before skipping it: one stall per forward) or "none" (no mask, no stall)."""
     import torch
 
     model, dev = loaded.model, loaded.device
     vocab = int(model.config.vocab_size)
     ids = torch.randint(1000, vocab, (batch, seq_len), device=dev)
-    mask = torch.ones_like(ids)
+    attention = torch.ones_like(ids) if mask == "ones" else None
     with torch.inference_mode():
         for _ in range(2):
-            model(input_ids=ids, attention_mask=mask)
+            model(input_ids=ids, attention_mask=attention)
         sync(dev)
         t0 = time.perf_counter()
         for _ in range(iters):
-            model(input_ids=ids, attention_mask=mask)
+            model(input_ids=ids, attention_mask=attention)
         sync(dev)
     dt = time.perf_counter() - t0
-    return {"batch": batch, "seq_len": seq_len, "iters": iters, "sequences_per_s": batch * iters / dt,
+    return {"batch": batch, "seq_len": seq_len, "iters": iters, "mask": mask, "sequences_per_s": batch * iters / dt,
             "dtype": str(loaded.dtype)}
+
+
+def bench_device_path(loaded: Any, texts: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """The scorer's device side alone (padding, copies, forward, scores back) over rows prepared beforehand."""
+    from fairwatch.monitor.scorer.scoring import CounterfactualScorer
+
+    scorer = CounterfactualScorer(loaded=loaded, max_length=args.seq_len, max_batch=args.batch,
+                                  workers=args.workers, chunk_texts=args.chunk_texts)
+    scorer.preparer.warm_up()
+    parts = [f.result() for f in scorer.preparer.submit(texts)]
+    scorer.close()
+    sequences = scorer.sequences
+    sequences.collect([sequences.launch(parts[0].ids, parts[0].lengths)], [parts[0].n_rows])  # warm-up
+    sync(loaded.device)
+    t0 = time.perf_counter()
+    launches = [sequences.launch(p.ids, p.lengths) for p in parts]
+    sequences.fetch(launches, [p.n_rows for p in parts]).wait()
+    dt = time.perf_counter() - t0
+    rows = sum(p.n_rows for p in parts)
+    tokens = sum(int(p.lengths.sum()) for p in parts)
+    return {"sequences": rows, "seconds": dt, "sequences_per_s": rows / dt, "mean_tokens": tokens / rows,
+            "max_batch": sequences.max_batch, "mask_form": sequences.mask_form}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None)
     p.add_argument("--n", type=int, default=100_000, help="texts for our scorer")
     p.add_argument("--seq-len", type=int, default=64)
-    p.add_argument("--batch", type=int, default=4096, help="max sequences per forward")
+    p.add_argument("--batch", type=int, default=None, help="max sequences per forward (default: the scorer's, per device)")
     p.add_argument("--chunk", type=int, default=32768, help="texts per score() call")
     p.add_argument("--chunk-texts", type=int, default=2048, help="texts per unit of host work")
     p.add_argument("--workers", type=int, default=None, help="variant worker processes (default: cores-1 on CUDA, 0 on CPU)")
@@ -175,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-only-iters", type=int, default=20)
     p.add_argument("--data", default=None, help="folder with en_sentence_templates.csv")
     p.add_argument("--random-weights", action="store_true", help="MiniLM-shaped model from config, random init")
-    p.add_argument("--skip", default="", help="comma list of parts to skip: ours,host,pipeline,per_text,model_only")
+    p.add_argument("--skip", default="", help="comma list of parts to skip: ours,host,pipeline,per_text,device_path,model_only,model_only_16...")
     p.add_argument("--json-out", default=None)
     args = p.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
@@ -191,14 +216,18 @@ def main(argv: list[str] | None = None) -> int:
         "random_weights": args.random_weights, "cpu_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
     }
     print(json.dumps(report), flush=True)
+    model_rows = args.batch or 4096  # the model-only figures at the scorer's former row cap, and 4x it
     parts = [
         ("ours", lambda: bench_ours(loaded, texts, args)),
         ("host", lambda: bench_host_only(loaded, texts, args)),
         ("pipeline", lambda: bench_pipeline(loaded, texts[: args.pipeline_n or min(args.n, 20_000)], args.pipeline_batch, args.seq_len)),
         ("per_text", lambda: bench_pipeline(loaded, texts[: args.per_text_n], None, args.seq_len)),
-        ("model_only", lambda: bench_model_only(loaded, args.batch, args.seq_len, args.model_only_iters)),
+        ("device_path", lambda: bench_device_path(loaded, texts, args)),
+        ("model_only", lambda: bench_model_only(loaded, model_rows, args.seq_len, args.model_only_iters)),
         # the templates are ~8-14 tokens: the ceiling at the lengths actually scored
-        ("model_only_16", lambda: bench_model_only(loaded, args.batch, 16, args.model_only_iters)),
+        ("model_only_16", lambda: bench_model_only(loaded, model_rows, 16, args.model_only_iters)),
+        ("model_only_16_no_mask", lambda: bench_model_only(loaded, model_rows, 16, args.model_only_iters, "none")),
+        ("model_only_16_wide", lambda: bench_model_only(loaded, 4 * model_rows, 16, args.model_only_iters, "none")),
     ]
     for name, fn in parts:
         if name in skip:
@@ -220,9 +249,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  (h) host preparation only (tok+variants) : {rate('host'):>12,.0f}")
     print(f"  (b) transformers pipeline, batched       : {rate('pipeline'):>12,.0f}")
     print(f"  (c) transformers pipeline, per text      : {rate('per_text'):>12,.0f}")
+    print(f"  (g) device path alone (rows prepared)    : {rate('device_path'):>12,.0f}")
     print(f"  (d) model-only forward (ceiling)         : {rate('model_only'):>12,.0f}")
     print(f"  (e) model-only forward at 16 tokens      : {rate('model_only_16'):>12,.0f}")
-    print(f"  speed-up (a)/(b): {rate('ours') / rate('pipeline'):.1f}x   (a)/(d): {rate('ours') / rate('model_only'):.2f}")
+    print(f"  (e') the same, no mask (no read-back)    : {rate('model_only_16_no_mask'):>12,.0f}")
+    print(f"  (e'') no mask, 4x the rows               : {rate('model_only_16_wide'):>12,.0f}")
+    print(f"  speed-up (a)/(b): {rate('ours') / rate('pipeline'):.1f}x   (a)/(e): {rate('ours') / rate('model_only_16'):.2f}"
+          f"   (a)/(e''): {rate('ours') / rate('model_only_16_wide'):.2f}")
     write_json_report(args.json_out, report)
     return 0
 

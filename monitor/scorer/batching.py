@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["SequenceScorer", "DynamicBatcher", "pad_batch", "pad_flat"]
+__all__ = ["SequenceScorer", "PendingScores", "DynamicBatcher", "pad_batch", "pad_flat", "MAX_ROWS", "TOKENS_PER_BATCH"]
 
 
 def pad_batch(rows: Sequence[Sequence[int]], pad_id: int, multiple: int = 8) -> tuple[np.ndarray, np.ndarray]:
@@ -56,20 +56,65 @@ def pad_flat(
     return ids, mask.astype(np.int64)
 
 
+# The token budget of one forward pass (rows x padded width), as before rows were capped separately:
+# memory stays bounded at any length, and short texts batch wide.
+TOKENS_PER_BATCH = 4096 * 64
+# Rows per forward pass. A GPU scores short texts fastest in wide batches (fewer launches per row);
+# on a CPU wider batches gain nothing and only hold more memory.
+MAX_ROWS = {"cpu": 4096, "cuda": 32768}
+
+
+class PendingScores:
+    """Scores of several launches on their way to the host; :meth:`wait` gives them per launch.
+
+    On CUDA the copy runs behind the queued kernels into pinned memory, so the
+    host can assemble the previous batch meanwhile; ``wait`` blocks on that copy alone.
+    """
+
+    def __init__(self, device_scores: Any, host_scores: Any, event: Any,
+                 parts: list[tuple[int, np.ndarray]], sizes: list[int]) -> None:
+        self._device_scores = device_scores  # kept alive until the copy is done
+        self._host_scores = host_scores
+        self._event = event
+        self._parts = parts
+        self._sizes = sizes
+
+    def wait(self) -> list[np.ndarray]:
+        outs = [np.empty(n, dtype=np.float32) for n in self._sizes]
+        if not self._parts:
+            return outs
+        if self._event is not None:
+            self._event.synchronize()
+        scores = self._host_scores.numpy()
+        pos = 0
+        for k, idx in self._parts:
+            outs[k][idx] = scores[pos : pos + idx.shape[0]]
+            pos += idx.shape[0]
+        self._device_scores = None
+        return outs
+
+
 class SequenceScorer:
     """Score token-id sequences with a loaded classifier.
 
     Sequences are sorted by length so each batch pads little; batches hold at
-    most ``max_batch`` rows, or ``max_tokens`` tokens so short texts batch wider.
+    most ``max_batch`` rows (default per device, ``MAX_ROWS``) and ``max_tokens``
+    padded tokens, so short texts batch wide.
     On CUDA, batches are assembled into pinned host buffers and copied on a
-    side stream while the previous batch computes; results stay on the GPU
-    until the end, so there is one synchronisation per call. ``model``
+    side stream while the previous batch computes; nothing waits for the device
+    until :meth:`PendingScores.wait`. ``model``
     replaces ``loaded.model`` with anything called the same way (an ONNX
     Runtime session wrapped by :mod:`monitor.scorer.cpu_runtime`). ``score_fn`` turns a batch's logits
     into its scores (default: the positive class's probability, ``model.positive_scores``).
+
+    Attention masks: transformers reads a 2-D padding mask back to the host to
+    decide whether it may skip it, which stalls the queue once per forward pass. Where
+    the model's attention takes a prepared 4-D mask (checked once, on the first
+    padded batch, against the 2-D form), padded batches get that mask and
+    unpadded ones none, so the host never waits on the device.
     """
 
-    def __init__(self, loaded: Any, max_batch: int = 4096, max_tokens: int = 4096 * 64, model: Any = None,
+    def __init__(self, loaded: Any, max_batch: int | None = None, max_tokens: int | None = None, model: Any = None,
                  score_fn: Callable[[Any], Any] | None = None) -> None:
         import torch
 
@@ -79,12 +124,16 @@ class SequenceScorer:
         self._positive_scores = positive_scores if score_fn is None else score_fn
         self.model = loaded.model if model is None else model
         self.device = loaded.device
-        self.max_batch = max_batch
-        self.max_tokens = max_tokens
+        self._cuda = self.device.type == "cuda"
+        self.max_batch = int(max_batch) if max_batch else MAX_ROWS["cuda" if self._cuda else "cpu"]
+        self.max_tokens = int(max_tokens) if max_tokens else TOKENS_PER_BATCH
         pad = getattr(loaded.tokenizer, "pad_token_id", None)
         self.pad_id = int(pad) if pad is not None else 0
-        self._cuda = self.device.type == "cuda"
         self._copy_stream = torch.cuda.Stream(device=self.device) if self._cuda else None
+        config = getattr(self.model, "config", None)
+        self._attention = getattr(config, "_attn_implementation", None)
+        # "2d" (the mask as given), "4d" (prepared masks) or None (not decided: no padded batch seen yet)
+        self.mask_form: str | None = None if self._attention in ("sdpa", "eager") else "2d"
 
     def batches(self, lengths: np.ndarray) -> list[np.ndarray]:
         """Index arrays of the batches, over sequences sorted by length."""
@@ -120,24 +169,67 @@ class SequenceScorer:
         launched: list[tuple[np.ndarray, Any]] = []
         with self._torch.inference_mode():
             for idx in self.batches(lengths):
-                ids_np, mask_np = pad_flat(flat, starts[idx], lengths[idx], self.pad_id)
+                batch_lengths = lengths[idx]
+                ids_np, mask_np = pad_flat(flat, starts[idx], batch_lengths, self.pad_id)
                 ids, mask = self._to_device(ids_np, mask_np)
-                logits = self.model(input_ids=ids, attention_mask=mask).logits
+                padded = int(batch_lengths.min()) < ids_np.shape[1]
+                if padded and self.mask_form is None:
+                    self.mask_form = self._choose_mask_form(ids, mask)
+                logits = self.model(input_ids=ids, attention_mask=self._attention_mask(mask, padded)).logits
                 launched.append((idx, self._positive_scores(logits)))
         return launched
 
+    def fetch(self, launches: list[list[tuple[np.ndarray, Any]]], sizes: list[int]) -> PendingScores:
+        """Start copying the scores of several :meth:`launch` calls (of ``sizes`` rows each) to the host."""
+        torch = self._torch
+        parts = [(k, idx, s) for k, launched in enumerate(launches) for idx, s in launched]
+        if not parts:
+            return PendingScores(None, None, None, [], sizes)
+        scores = torch.cat([s for _, _, s in parts])
+        event = None
+        host = scores
+        if self._cuda:
+            host = torch.empty(scores.shape, dtype=scores.dtype, pin_memory=True)
+            host.copy_(scores, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record(torch.cuda.current_stream(self.device))
+        return PendingScores(scores, host, event, [(k, idx) for k, idx, _ in parts], sizes)
+
     def collect(self, launches: list[list[tuple[np.ndarray, Any]]], sizes: list[int]) -> list[np.ndarray]:
         """Scores of several :meth:`launch` calls (of ``sizes`` rows each), with one device->host copy."""
+        return self.fetch(launches, sizes).wait()
+
+    def _attention_mask(self, mask: Any, padded: bool) -> Any:
+        if self.mask_form != "4d":
+            return mask
+        # no padding: no mask, as transformers does for an all-ones mask, without reading it back
+        return self._prepared_mask(mask) if padded else None
+
+    def _prepared_mask(self, mask: Any) -> Any:
+        """The 2-D padding mask as the attention takes it: boolean for SDPA, additive for eager attention."""
+        keep = mask.bool()[:, None, None, :]
+        if self._attention == "sdpa":
+            return keep
+        dtype = self.model.dtype
+        return (~keep).to(dtype) * self._torch.finfo(dtype).min
+
+    def _choose_mask_form(self, ids: Any, mask: Any) -> str:
+        """"4d" if this model gives the same logits with a prepared mask as with the 2-D one, else "2d".
+
+        Checked on the batch's shortest and longest rows; it waits for the device once.
+        """
         torch = self._torch
-        outs = [np.empty(n, dtype=np.float32) for n in sizes]
-        parts = [(k, idx, s) for k, launched in enumerate(launches) for idx, s in launched]
-        if parts:
-            scores = torch.cat([s for _, _, s in parts]).cpu().numpy()
-            pos = 0
-            for k, idx, _ in parts:
-                outs[k][idx] = scores[pos : pos + idx.shape[0]]
-                pos += idx.shape[0]
-        return outs
+        n = ids.shape[0]
+        rows = torch.tensor(sorted({0, 1, 2, 3, n - 4, n - 3, n - 2, n - 1} & set(range(n))), device=ids.device)
+        sub_ids, sub_mask = ids.index_select(0, rows), mask.index_select(0, rows)
+        try:
+            given = self.model(input_ids=sub_ids, attention_mask=sub_mask).logits.float()
+            prepared = self.model(input_ids=sub_ids, attention_mask=self._prepared_mask(sub_mask)).logits.float()
+        except Exception:  # an architecture that takes only 2-D masks
+            return "2d"
+        tolerance = 1e-4 if self.model.dtype == torch.float32 else 2e-2
+        scale = float(given.abs().max().clamp_min(1e-6))
+        return "4d" if float((given - prepared).abs().max()) <= tolerance * scale else "2d"
 
     def _to_device(self, ids_np: np.ndarray, mask_np: np.ndarray) -> tuple[Any, Any]:
         torch = self._torch

@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import os
 import sys
+import threading
 import warnings
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -169,13 +170,23 @@ def _main_is_importable() -> bool:
 
 # -- the worker side of the pool ------------------------------------------------
 _WORKER: TextPreparer | None = None
+_ALL_STARTED: Any = None  # a barrier of every worker of the pool, for warm_up
+WARM_UP_SECONDS = 300.0  # how long warm_up waits for every worker to start (imports on a busy machine)
 
 
-def _init_worker(tokenizer_json: str, lexicon: Lexicon, max_length: int, splice: bool) -> None:
+def _init_worker(tokenizer_json: str, lexicon: Lexicon, max_length: int, splice: bool, all_started: Any) -> None:
     # Each worker is one core: Rust-side parallelism would oversubscribe them.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    global _WORKER
+    global _WORKER, _ALL_STARTED
     _WORKER = TextPreparer(tokenizer_json, lexicon, max_length=max_length, splice=splice)
+    _ALL_STARTED = all_started
+
+
+def _wait_for_all_workers() -> int:
+    """Block until every worker of the pool runs this task: none can take two, so all have started."""
+    assert _ALL_STARTED is not None, "worker not initialised"
+    _ALL_STARTED.wait(WARM_UP_SECONDS)
+    return os.getpid()
 
 
 def _prepare_in_worker(texts: list[str]) -> PreparedRows:
@@ -216,8 +227,8 @@ class _PoolResult:
 class HostPreparer:
     """Prepare chunks of texts serially (``workers=0``) or on a pool of ``workers`` processes.
 
-    ``submit(texts)`` splits ``texts`` into chunks of ``chunk_texts`` and
-    returns one future per chunk at once, so the caller can keep the pool busy
+    ``submit(texts)`` splits ``texts`` into chunks of ``chunk_texts`` (smaller
+    on the pool when that leaves a worker idle) and returns one future per chunk at once, so the caller can keep the pool busy
     on the next batch while the GPU scores the current one. Batches of fewer
     than ``min_parallel_texts`` texts stay in-process: a round trip to the pool
     costs more than it saves.
@@ -250,21 +261,33 @@ class HostPreparer:
         if self._pool is None:
             # spawn, not fork: the parent may hold a CUDA context and threads,
             # which a forked child must never touch. Workers import no torch.
+            context = get_context("spawn")
             self._pool = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=get_context("spawn"),
-                initializer=_init_worker, initargs=self._init_args,
+                max_workers=self.workers, mp_context=context,
+                initializer=_init_worker, initargs=(*self._init_args, context.Barrier(self.workers)),
             )
         return self._pool
 
-    def warm_up(self) -> None:
-        """Start the workers now (a second or so) rather than on the first large batch."""
-        if self.workers:
-            pool = self._get_pool()
-            for f in [pool.submit(_prepare_in_worker, ["warm up"]) for _ in range(self.workers)]:
-                f.result()
+    def warm_up(self) -> int:
+        """Start every worker now (seconds: each imports the package) rather than during the first batches.
+
+        Returns, with the number of workers running, once all of them have
+        started, not when the first one has: a worker that started early would
+        otherwise take every warm-up task.
+        """
+        if not self.workers:
+            return 0
+        pool = self._get_pool()
+        try:
+            return len({f.result() for f in [pool.submit(_wait_for_all_workers) for _ in range(self.workers)]})
+        except threading.BrokenBarrierError:
+            warnings.warn(f"not every variant worker started within {WARM_UP_SECONDS:.0f} s", RuntimeWarning,
+                          stacklevel=2)
+        except BrokenProcessPool:
+            self._pool_broke()
+        return 0
 
     def submit(self, texts: Sequence[str]) -> list[_PoolResult | _Done]:
-        chunks = [list(texts[i : i + self.chunk_texts]) for i in range(0, len(texts), self.chunk_texts)]
         if self.workers and not _main_is_importable():
             # spawn re-runs the parent's main script in each worker; a script
             # read from stdin cannot be, and every worker would die at start.
@@ -272,13 +295,19 @@ class HostPreparer:
                           stacklevel=2)
             self.workers = 0
         if not self.workers or len(texts) < self.min_parallel_texts:
-            return [_Done(lambda c=c: self.local.prepare(c)) for c in chunks]
+            return [_Done(lambda c=c: self.local.prepare(c)) for c in self._chunks(texts, self.chunk_texts)]
+        # a batch smaller than workers x chunk_texts still spreads over every worker
+        chunks = self._chunks(texts, min(self.chunk_texts, -(-len(texts) // self.workers)))
         try:
             pool = self._get_pool()
             return [_PoolResult(self, pool.submit(_prepare_in_worker, c), c) for c in chunks]
         except BrokenProcessPool:  # a worker died between batches
             self._pool_broke()
             return [_Done(lambda c=c: self.local.prepare(c)) for c in chunks]
+
+    @staticmethod
+    def _chunks(texts: Sequence[str], size: int) -> list[list[str]]:
+        return [list(texts[i : i + size]) for i in range(0, len(texts), size)]
 
     def _pool_broke(self) -> None:
         if self.workers:

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from fairwatch.monitor.scorer.batching import DynamicBatcher, SequenceScorer
+from fairwatch.monitor.scorer.batching import DynamicBatcher, PendingScores, SequenceScorer
 from fairwatch.monitor.scorer.counterfactuals import Lexicon
 from fairwatch.monitor.scorer.cpu_runtime import check_cpu_runtime, runtime_model
 from fairwatch.monitor.scorer.debias import counterfactual_average
@@ -34,7 +34,8 @@ class CounterfactualScorer:
     variant). ``max_length`` truncates token sequences (special tokens included).
     ``splice=False`` re-tokenizes every variant instead of splicing token ids.
     ``workers``: processes that build variants (None: all cores but one on
-    CUDA, none on CPU; 0: in-process); results do not depend on it.
+    CUDA, none on CPU; 0: in-process); results do not depend on it beyond float
+    rounding (a batch too small to fill every worker is chunked, hence batched, more finely).
     ``chunk_texts``: texts per unit of host work and of device launches.
     ``cpu_runtime``: "torch" (the model as loaded), "onnx" (ONNX Runtime, same
     scores within float rounding) or "onnx-int8" (int8 weights: faster on CPU,
@@ -48,7 +49,7 @@ class CounterfactualScorer:
         device: str | None = None,
         threshold: float = 0.5,
         max_length: int = 64,
-        max_batch: int = 4096,
+        max_batch: int | None = None,
         dtype: Any = None,
         splice: bool = True,
         loaded: LoadedClassifier | None = None,
@@ -76,7 +77,7 @@ class CounterfactualScorer:
         self.generator = self.preparer.local.generator
         self.tokens = self.preparer.local.tokens
         self.cpu_runtime = cpu_runtime
-        self.sequences = SequenceScorer(loaded, max_batch=max_batch, max_tokens=max_batch * max_length,
+        self.sequences = SequenceScorer(loaded, max_batch=max_batch, max_tokens=(max_batch or 4096) * max_length,
                                         model=runtime_model(loaded, cpu_runtime))
         self.spliced = 0  # variants built by token-id splicing
         self.retokenized = 0  # variants that needed a tokenizer pass
@@ -99,7 +100,9 @@ class CounterfactualScorer:
 
         With worker processes, batch k+1 is tokenized and expanded into
         variants while the device scores batch k; within a batch, the device
-        starts on each chunk as soon as a worker returns it.
+        starts on each chunk as soon as a worker returns it. Batch k's result
+        is assembled and yielded once batch k+1 is queued on the device, so the
+        device is not idle while the host assembles.
         """
         source = iter(batches)
         pending: deque[tuple[int, list[int], dict[int, str], list[Any]]] = deque()
@@ -113,6 +116,7 @@ class CounterfactualScorer:
 
         for _ in range(1 + max(0, lookahead)):
             submit()
+        queued: tuple[int, list[int], dict[int, str], list[PreparedRows], PendingScores] | None = None
         while pending:
             n, valid, rejected, futures = pending.popleft()
             parts: list[PreparedRows] = []
@@ -122,8 +126,18 @@ class CounterfactualScorer:
                 parts.append(rows)
                 launches.append(self.sequences.launch(rows.ids, rows.lengths))
             submit()  # keep the pool busy while this batch finishes on the device
-            scores = self.sequences.collect(launches, [p.n_rows for p in parts])
-            yield self._assemble(n, np.asarray(valid, dtype=np.int64), rejected, parts, scores)
+            scores = self.sequences.fetch(launches, [p.n_rows for p in parts])
+            if queued is not None:
+                yield self._assemble_queued(queued)
+            queued = (n, valid, rejected, parts, scores)
+        if queued is not None:
+            yield self._assemble_queued(queued)
+
+    def _assemble_queued(
+        self, queued: tuple[int, list[int], dict[int, str], list[PreparedRows], PendingScores]
+    ) -> CounterfactualBatchResult:
+        n, valid, rejected, parts, scores = queued
+        return self._assemble(n, np.asarray(valid, dtype=np.int64), rejected, parts, scores.wait())
 
     @staticmethod
     def _validate(texts: Sequence[Any]) -> tuple[list[int], dict[int, str]]:

@@ -36,9 +36,10 @@ FEMALE = ["she is kind", "my daughter went home", "the woman saw her friend", "m
           "her sister is nice", "the girl is smart", "my wife is a doctor", "she said hello"]
 
 
-def _same_result(a, b) -> None:  # noqa: ANN001
+def _same_result(a, b, atol: float = 0.0) -> None:  # noqa: ANN001
+    """Equal results; ``atol`` for scores from batches formed differently (float rounding alone)."""
     for field in ("original_score", "debiased_score", "max_abs_change"):
-        assert np.array_equal(getattr(a, field), getattr(b, field), equal_nan=True), field
+        np.testing.assert_allclose(getattr(a, field), getattr(b, field), rtol=0, atol=atol, err_msg=field)
     assert np.array_equal(a.flipped, b.flipped)
     assert np.array_equal(a.n_variants, b.n_variants)
     assert a.rejected == b.rejected
@@ -46,7 +47,7 @@ def _same_result(a, b) -> None:  # noqa: ANN001
     for name, da in a.attributes.items():
         db = b.attributes[name]
         assert np.array_equal(da.text_index, db.text_index)
-        assert np.array_equal(da.variant_score, db.variant_score)
+        np.testing.assert_allclose(da.variant_score, db.variant_score, rtol=0, atol=atol)
         assert da.swaps == db.swaps
 
 
@@ -61,10 +62,11 @@ def test_parallel_preparation_scores_exactly_like_serial(tiny_model_dirs) -> Non
         _same_result(a, b)
         assert a.n_variants.sum() > 20 and set(a.rejected) == {2, 5}
         assert a.attributes["gender"].swaps[0] == (("son", "daughter"),)
-        # streaming several batches with look-ahead gives each batch's own result
+        # streaming several batches with look-ahead gives each batch's own result; a half does not fill
+        # both workers in chunks of 4, so it is chunked (hence batched) otherwise than in-process
         halves = [TEXTS[:7], TEXTS[7:]]
         for got, texts in zip(parallel.score_stream(halves, lookahead=1), halves):
-            _same_result(got, serial.score(texts))
+            _same_result(got, serial.score(texts), atol=1e-6)
     finally:
         parallel.close()
     assert serial.retokenized == 0 and serial.spliced > 0  # a WordLevel tokenizer splices every variant
@@ -257,6 +259,30 @@ def test_lexicon_terms_cover_every_swap_target() -> None:
     lex = Lexicon.from_mapping({"attributes": {"g": {"pairs": [["he", "she"]],
                                                       "contextual": {"her": {"before_word": "his", "otherwise": "him"}}}}})
     assert lexicon_terms(lex) == ("he", "her", "him", "his", "she")
+
+
+def test_warm_up_returns_once_every_worker_has_started(tiny_model_dirs) -> None:  # noqa: ANN001
+    parallel = CounterfactualScorer(tiny_model_dirs["random"], device="cpu", workers=2, chunk_texts=4)
+    try:
+        assert parallel.preparer.warm_up() == 2
+        assert len(parallel.preparer._pool._processes) == 2
+        assert parallel.preparer.warm_up() == 2  # again: the barrier is reusable
+    finally:
+        parallel.close()
+
+
+def test_a_batch_smaller_than_a_chunk_per_worker_still_spreads_over_every_worker(tiny_model_dirs) -> None:  # noqa: ANN001
+    serial = CounterfactualScorer(tiny_model_dirs["random"], device="cpu", workers=0, chunk_texts=2048)
+    parallel = CounterfactualScorer(tiny_model_dirs["random"], device="cpu", workers=2, chunk_texts=2048)
+    parallel.preparer.min_parallel_texts = 1
+    try:
+        valid = [t for t in TEXTS if t]
+        futures = parallel.preparer.submit(valid)
+        assert [len(f._texts) for f in futures] == [7, 6]  # two workers: two chunks, not one of 2048
+        assert len(serial.preparer.submit(valid)) == 1
+        _same_result(parallel.score(TEXTS), serial.score(TEXTS), atol=1e-6)  # batched otherwise: rounding alone
+    finally:
+        parallel.close()
 
 
 def test_a_dead_worker_falls_back_to_in_process_preparation(tiny_model_dirs) -> None:  # noqa: ANN001
