@@ -162,6 +162,35 @@ def bench_model_only(loaded: Any, batch: int, seq_len: int, iters: int, mask: st
             "dtype": str(loaded.dtype)}
 
 
+def bench_compiled(loaded: Any, batch: int, seq_len: int, iters: int) -> dict[str, Any]:
+    """The no-mask forward eager and under ``torch.compile(mode="reduce-overhead")`` (inductor kernels,
+    CUDA graphs), same shape, with the compile time and the largest logit difference: the measured next
+    lever for the model, not yet used by the scorer."""
+    import torch
+
+    model, dev = loaded.model, loaded.device
+    ids = torch.randint(1000, int(model.config.vocab_size), (batch, seq_len), device=dev)
+    eager = bench_model_only(loaded, batch, seq_len, iters, "none")["sequences_per_s"]
+    with torch.inference_mode():
+        reference = model(input_ids=ids).logits.float()
+        t0 = time.perf_counter()
+        compiled = torch.compile(model, mode="reduce-overhead", dynamic=False)
+        compiled(input_ids=ids)
+        compile_seconds = time.perf_counter() - t0
+        for _ in range(2):
+            compiled(input_ids=ids)
+        sync(dev)
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            compiled(input_ids=ids)
+        sync(dev)
+        dt = time.perf_counter() - t0
+        difference = float((compiled(input_ids=ids).logits.float() - reference).abs().max())
+    return {"batch": batch, "seq_len": seq_len, "eager_sequences_per_s": eager, "sequences_per_s": batch * iters / dt,
+            "compile_seconds": compile_seconds, "max_abs_logit_difference": difference,
+            "max_abs_logit": float(reference.abs().max())}
+
+
 def bench_device_path(loaded: Any, texts: list[str], args: argparse.Namespace) -> dict[str, Any]:
     """The scorer's device side alone (padding, copies, forward, scores back) over rows prepared beforehand."""
     from fairwatch.monitor.scorer.scoring import CounterfactualScorer
@@ -200,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-only-iters", type=int, default=20)
     p.add_argument("--data", default=None, help="folder with en_sentence_templates.csv")
     p.add_argument("--random-weights", action="store_true", help="MiniLM-shaped model from config, random init")
+    p.add_argument("--compile", action="store_true",
+                   help="also time the 16-token forward under torch.compile (GPU; tens of seconds to compile)")
     p.add_argument("--skip", default="", help="comma list of parts to skip: ours,host,pipeline,per_text,device_path,model_only,model_only_16...")
     p.add_argument("--json-out", default=None)
     args = p.parse_args(argv)
@@ -229,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         ("model_only_16_no_mask", lambda: bench_model_only(loaded, model_rows, 16, args.model_only_iters, "none")),
         ("model_only_16_wide", lambda: bench_model_only(loaded, 4 * model_rows, 16, args.model_only_iters, "none")),
     ]
+    if args.compile:
+        parts.append(("compiled_16", lambda: bench_compiled(loaded, model_rows, 16, args.model_only_iters)))
     for name, fn in parts:
         if name in skip:
             continue
@@ -254,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  (e) model-only forward at 16 tokens      : {rate('model_only_16'):>12,.0f}")
     print(f"  (e') the same, no mask (no read-back)    : {rate('model_only_16_no_mask'):>12,.0f}")
     print(f"  (e'') no mask, 4x the rows               : {rate('model_only_16_wide'):>12,.0f}")
+    if args.compile:
+        print(f"  (f) torch.compile, 16 tokens, no mask    : {rate('compiled_16'):>12,.0f}")
     print(f"  speed-up (a)/(b): {rate('ours') / rate('pipeline'):.1f}x   (a)/(e): {rate('ours') / rate('model_only_16'):.2f}"
           f"   (a)/(e''): {rate('ours') / rate('model_only_16_wide'):.2f}")
     write_json_report(args.json_out, report)

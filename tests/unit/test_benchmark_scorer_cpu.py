@@ -60,3 +60,19 @@ def test_useful_flops_count_linear_weights_per_token_and_attention_per_token_pai
     tokens = 10
     expected = 2 * layers * per_layer_linear * tokens + 4 * tokens**2 * hidden * layers + 2 * head
     assert useful_flops_per_sequence(model, tokens) == expected
+
+
+def test_gpu_scorer_benchmark_runs_its_cpu_path_and_reports_every_part(tiny_model_dirs, tmp_path):
+    from benchmarks import scorer
+
+    out = tmp_path / "scorer.json"
+    assert scorer.main(["--model-dir", str(tiny_model_dirs["random"]), "--device", "cpu", "--n", "40",
+                        "--pipeline-n", "10", "--per-text-n", "3", "--model-only-iters", "1", "--batch", "64",
+                        "--json-out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    for part in ("ours", "host", "pipeline", "per_text", "device_path", "model_only", "model_only_16",
+                 "model_only_16_no_mask", "model_only_16_wide"):
+        assert report[part]["sequences_per_s"] > 0, part
+    assert report["ours"]["sequences"] == report["device_path"]["sequences"] > report["ours"]["texts"] == 40
+    assert report["ours"]["mask_form"] == "4d" and report["ours"]["max_batch"] == 64
+    assert report["model_only_16_wide"]["batch"] == 4 * report["model_only_16"]["batch"]
