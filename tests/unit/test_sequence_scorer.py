@@ -66,3 +66,40 @@ def test_unpadded_batches_need_no_decision(tiny_model_dirs) -> None:  # noqa: AN
     got = sequences.score(rows)
     assert sequences.mask_form is None
     np.testing.assert_allclose(got, _one_at_a_time(loaded.model, rows), atol=1e-5)
+
+
+SMALL = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+         "vocab_size": 100, "max_position_embeddings": 128, "num_labels": 2}
+ARCHITECTURES = {  # name: (config, the mask form the check must settle on)
+    "roberta": (lambda t: t.RobertaConfig(**SMALL, pad_token_id=1), "4d"),
+    "distilbert": (lambda t: t.DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=64, vocab_size=100,
+                                                max_position_embeddings=128, num_labels=2), "4d"),
+    # DeBERTa-v2 (eager attention only) reads a 4-D mask as 0/1 to keep, not as the additive mask eager
+    # attention takes elsewhere: with the prepared mask its logits are NaN, so the check keeps the 2-D one
+    "deberta-v2": (lambda t: t.DebertaV2Config(**SMALL), "2d"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_each_architecture_gets_the_mask_form_it_reads_and_its_own_scores(name: str) -> None:
+    import types
+
+    import transformers
+
+    from fairwatch.monitor.scorer.model import LoadedClassifier
+
+    make_config, expected_form = ARCHITECTURES[name]
+    config = make_config(transformers)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForSequenceClassification.from_config(config).eval()
+    with torch.no_grad():
+        for param in model.parameters():  # wide weights, so that attending to padding shows in the scores
+            if param.dim() >= 2:
+                param.normal_(std=0.3)
+    tokenizer = types.SimpleNamespace(pad_token_id=getattr(config, "pad_token_id", 0) or 0)
+    loaded = LoadedClassifier(model, tokenizer, torch.device("cpu"), torch.float32, 2, name)
+    rows = [[2, *r[1:-1], 3] for r in _rows(seed=2)]
+    sequences = SequenceScorer(loaded, max_batch=8)
+    got = sequences.score(rows)
+    assert sequences.mask_form == expected_form
+    np.testing.assert_allclose(got, _one_at_a_time(model, rows), atol=1e-5)
