@@ -109,9 +109,9 @@ class SequenceScorer:
 
     Attention masks: transformers reads a 2-D padding mask back to the host to
     decide whether it may skip it, which stalls the queue once per forward pass. Where
-    the model's attention takes a prepared 4-D mask (checked once, on the first
-    padded batch, against the 2-D form), padded batches get that mask and
-    unpadded ones none, so the host never waits on the device.
+    the model's attention takes a prepared 4-D mask (checked against the 2-D form,
+    score by score, on the first padded batch of each new width), padded batches get that mask and
+    unpadded ones none, so the host waits on the device only for those checks.
     """
 
     def __init__(self, loaded: Any, max_batch: int | None = None, max_tokens: int | None = None, model: Any = None,
@@ -134,6 +134,8 @@ class SequenceScorer:
         self._attention = getattr(config, "_attn_implementation", None)
         # "2d" (the mask as given), "4d" (prepared masks) or None (not decided: no padded batch seen yet)
         self.mask_form: str | None = None if self._attention in ("sdpa", "eager") else "2d"
+        self._checked_width = 0  # the widest padded batch the mask form was checked on
+        self._dtype = getattr(self.model, "dtype", loaded.dtype)
 
     def batches(self, lengths: np.ndarray) -> list[np.ndarray]:
         """Index arrays of the batches, over sequences sorted by length."""
@@ -172,9 +174,13 @@ class SequenceScorer:
                 batch_lengths = lengths[idx]
                 ids_np, mask_np = pad_flat(flat, starts[idx], batch_lengths, self.pad_id)
                 ids, mask = self._to_device(ids_np, mask_np)
-                padded = int(batch_lengths.min()) < ids_np.shape[1]
-                if padded and self.mask_form is None:
+                width = ids_np.shape[1]
+                padded = int(batch_lengths.min()) < width
+                if padded and self.mask_form != "2d" and width > self._checked_width:
+                    # again at each new width: a model may read the mask alike up to some width only
+                    # (a sliding attention window, which a prepared mask would switch off)
                     self.mask_form = self._choose_mask_form(ids, mask)
+                    self._checked_width = width
                 logits = self.model(input_ids=ids, attention_mask=self._attention_mask(mask, padded)).logits
                 launched.append((idx, self._positive_scores(logits)))
         return launched
@@ -210,26 +216,26 @@ class SequenceScorer:
         keep = mask.bool()[:, None, None, :]
         if self._attention == "sdpa":
             return keep
-        dtype = self.model.dtype
-        return (~keep).to(dtype) * self._torch.finfo(dtype).min
+        return (~keep).to(self._dtype) * self._torch.finfo(self._dtype).min
 
     def _choose_mask_form(self, ids: Any, mask: Any) -> str:
-        """"4d" if this model gives the same logits with a prepared mask as with the 2-D one, else "2d".
+        """"4d" if this model gives the same scores with a prepared mask as with the 2-D one, else "2d".
 
-        Checked on the batch's shortest and longest rows; it waits for the device once.
+        Checked row by row on the batch's shortest and longest rows; it waits for the device once.
         """
         torch = self._torch
         n = ids.shape[0]
         rows = torch.tensor(sorted({0, 1, 2, 3, n - 4, n - 3, n - 2, n - 1} & set(range(n))), device=ids.device)
         sub_ids, sub_mask = ids.index_select(0, rows), mask.index_select(0, rows)
         try:
-            given = self.model(input_ids=sub_ids, attention_mask=sub_mask).logits.float()
-            prepared = self.model(input_ids=sub_ids, attention_mask=self._prepared_mask(sub_mask)).logits.float()
-        except Exception:  # an architecture that takes only 2-D masks
+            given = self._positive_scores(self.model(input_ids=sub_ids, attention_mask=sub_mask).logits)
+            prepared = self._positive_scores(
+                self.model(input_ids=sub_ids, attention_mask=self._prepared_mask(sub_mask)).logits)
+            tolerance = 1e-5 if self._dtype == torch.float32 else 1e-3
+            same = given.shape == prepared.shape and bool(((given - prepared).abs() <= tolerance).all())
+        except Exception:  # noqa: BLE001 - an architecture that takes only 2-D masks, or any failure: keep them
             return "2d"
-        tolerance = 1e-4 if self.model.dtype == torch.float32 else 2e-2
-        scale = float(given.abs().max().clamp_min(1e-6))
-        return "4d" if float((given - prepared).abs().max()) <= tolerance * scale else "2d"
+        return "4d" if same else "2d"
 
     def _to_device(self, ids_np: np.ndarray, mask_np: np.ndarray) -> tuple[Any, Any]:
         torch = self._torch

@@ -5,8 +5,9 @@ holds the GIL, so threads do not help; :class:`HostPreparer` spreads chunks
 of texts over a process pool instead. Workers return flat numpy arrays (token
 ids, row lengths, swaps as term codes), which pickle in one copy, never
 Python objects per variant. The serial path runs the very same
-:class:`TextPreparer` in-process on the same chunks, so both paths give the
-same rows, hence the same scores.
+:class:`TextPreparer` in-process, so both paths give the same rows; the
+scores are the same up to float rounding where a batch too small to fill
+the pool is cut into smaller chunks (hence device batches) than in-process.
 
 >>> from tokenizers import Tokenizer, models, pre_tokenizers
 >>> tok = Tokenizer(models.WordLevel({"[UNK]": 0, "he": 1, "she": 2, "left": 3}, unk_token="[UNK]"))
@@ -281,13 +282,17 @@ class HostPreparer:
         try:
             return len({f.result() for f in [pool.submit(_wait_for_all_workers) for _ in range(self.workers)]})
         except threading.BrokenBarrierError:
-            warnings.warn(f"not every variant worker started within {WARM_UP_SECONDS:.0f} s", RuntimeWarning,
-                          stacklevel=2)
+            # a worker that cannot start in minutes is hung: stop them all, prepare in-process from now on
+            warnings.warn(f"not every variant worker started within {WARM_UP_SECONDS:.0f} s: preparing texts "
+                          "in-process", RuntimeWarning, stacklevel=2)
+            self._pool_broke(terminate=True)
         except BrokenProcessPool:
             self._pool_broke()
         return 0
 
     def submit(self, texts: Sequence[str]) -> list[_PoolResult | _Done]:
+        if not texts:
+            return []
         if self.workers and not _main_is_importable():
             # spawn re-runs the parent's main script in each worker; a script
             # read from stdin cannot be, and every worker would die at start.
@@ -309,12 +314,15 @@ class HostPreparer:
     def _chunks(texts: Sequence[str], size: int) -> list[list[str]]:
         return [list(texts[i : i + size]) for i in range(0, len(texts), size)]
 
-    def _pool_broke(self) -> None:
-        if self.workers:
+    def _pool_broke(self, terminate: bool = False) -> None:
+        if self.workers and not terminate:
             warnings.warn("a variant worker process died: preparing texts in-process from now on", RuntimeWarning,
                           stacklevel=3)
         self.workers = 0
         if self._pool is not None:
+            if terminate:  # a hung worker would block shutdown; the executor has no public way to stop it
+                for process in list(getattr(self._pool, "_processes", {}).values()):
+                    process.kill()
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 

@@ -121,12 +121,18 @@ class CounterfactualScorer:
             n, valid, rejected, futures = pending.popleft()
             parts: list[PreparedRows] = []
             launches = []
-            for future in futures:
-                rows = future.result()
-                parts.append(rows)
-                launches.append(self.sequences.launch(rows.ids, rows.lengths))
-            submit()  # keep the pool busy while this batch finishes on the device
-            scores = self.sequences.fetch(launches, [p.n_rows for p in parts])
+            try:
+                for future in futures:
+                    rows = future.result()
+                    parts.append(rows)
+                    launches.append(self.sequences.launch(rows.ids, rows.lengths))
+                submit()  # keep the pool busy while this batch finishes on the device
+                scores = self.sequences.fetch(launches, [p.n_rows for p in parts])
+            except Exception:
+                if queued is not None:  # the batch before is done: deliver it, then the error
+                    done, queued = queued, None
+                    yield self._assemble_queued(done)
+                raise
             if queued is not None:
                 yield self._assemble_queued(queued)
             queued = (n, valid, rejected, parts, scores)

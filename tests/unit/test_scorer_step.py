@@ -285,6 +285,40 @@ def test_a_batch_smaller_than_a_chunk_per_worker_still_spreads_over_every_worker
         parallel.close()
 
 
+def test_a_batch_that_fails_on_the_device_still_delivers_the_batch_before(tiny_model_dirs) -> None:  # noqa: ANN001
+    scorer = CounterfactualScorer(tiny_model_dirs["random"], device="cpu", workers=0)
+    launch, calls = scorer.sequences.launch, []
+
+    def failing_second_batch(ids, lengths):  # noqa: ANN001, ANN202
+        calls.append(len(lengths))
+        if len(calls) == 2:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return launch(ids, lengths)
+
+    scorer.sequences.launch = failing_second_batch
+    delivered = []
+    with pytest.raises(RuntimeError, match="simulated"):
+        for result in scorer.score_stream([TEXTS[:7], TEXTS[7:]]):
+            delivered.append(result)
+    assert len(delivered) == 1
+    _same_result(delivered[0], CounterfactualScorer(tiny_model_dirs["random"], device="cpu", workers=0).score(TEXTS[:7]))
+    assert scorer.preparer.submit([]) == []
+
+
+def test_a_hung_pool_is_stopped_not_waited_for(tiny_model_dirs) -> None:  # noqa: ANN001
+    parallel = CounterfactualScorer(tiny_model_dirs["random"], device="cpu", workers=2)
+    assert parallel.preparer.warm_up() == 2
+    processes = list(parallel.preparer._pool._processes.values())
+    parallel.preparer._pool_broke(terminate=True)  # what warm_up does when the workers' barrier times out
+    for process in processes:
+        process.join(timeout=30)
+        assert not process.is_alive()
+    assert parallel.preparer.workers == 0 and parallel.preparer._pool is None
+    parallel.close()
+    result = parallel.score(TEXTS)  # in-process from now on
+    assert result.n_variants.sum() > 20
+
+
 def test_a_dead_worker_falls_back_to_in_process_preparation(tiny_model_dirs) -> None:  # noqa: ANN001
     serial = CounterfactualScorer(tiny_model_dirs["random"], device="cpu", workers=0, chunk_texts=4, max_batch=5)
     parallel = CounterfactualScorer(tiny_model_dirs["random"], device="cpu", workers=2, chunk_texts=4, max_batch=5)

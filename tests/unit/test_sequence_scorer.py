@@ -77,6 +77,10 @@ ARCHITECTURES = {  # name: (config, the mask form the check must settle on)
     # DeBERTa-v2 (eager attention only) reads a 4-D mask as 0/1 to keep, not as the additive mask eager
     # attention takes elsewhere: with the prepared mask its logits are NaN, so the check keeps the 2-D one
     "deberta-v2": (lambda t: t.DebertaV2Config(**SMALL), "2d"),
+    # ModernBERT's local layers attend within a sliding window that a prepared mask would switch off: equal
+    # scores while rows fit the window (16 tokens here), other scores beyond it, so the 2-D mask comes back
+    "modernbert": (lambda t: t.ModernBertConfig(**SMALL, pad_token_id=0, local_attention=16,
+                                                global_attn_every_n_layers=2, classifier_pooling="cls"), "2d"),
 }
 
 
@@ -103,3 +107,32 @@ def test_each_architecture_gets_the_mask_form_it_reads_and_its_own_scores(name: 
     got = sequences.score(rows)
     assert sequences.mask_form == expected_form
     np.testing.assert_allclose(got, _one_at_a_time(model, rows), atol=1e-5)
+
+
+class _FourDimensionalUpTo(torch.nn.Module):
+    """Reads a prepared 4-D mask right up to ``width`` tokens and ignores it beyond (as a sliding attention
+    window does, which a prepared mask switches off): the form must be checked again at each new width."""
+
+    def __init__(self, model, width: int) -> None:  # noqa: ANN001
+        super().__init__()
+        self.inner, self.width = model, width
+        self.config = model.config
+        self.dtype = model.dtype
+
+    def forward(self, input_ids, attention_mask=None):  # noqa: ANN001, ANN201
+        if attention_mask is not None and attention_mask.dim() == 4 and input_ids.shape[1] > self.width:
+            attention_mask = None
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask)
+
+
+def test_the_mask_form_is_checked_again_at_each_new_width(tiny_model_dirs) -> None:  # noqa: ANN001
+    loaded = load_classifier(tiny_model_dirs["random"], device="cpu")
+    sequences = SequenceScorer(loaded, max_batch=4, model=_FourDimensionalUpTo(loaded.model, width=8))
+    short = [[2, *range(5, 5 + k), 3] for k in (1, 2, 3, 6)]  # widths 8: prepared masks read right
+    np.testing.assert_allclose(sequences.score(short), _one_at_a_time(loaded.model, short), atol=1e-5)
+    assert sequences.mask_form == "4d"
+    unpadded = [[2, *range(k, k + 6), 3] for k in (7, 20, 40)]  # 8 tokens: no mask at all, same scores
+    np.testing.assert_allclose(sequences.score(unpadded), _one_at_a_time(loaded.model, unpadded), atol=1e-5)
+    wide = [[2, *range(5, 5 + k), 3] for k in (4, 9, 14, 20)]  # width 24: misread, so the 2-D mask comes back
+    np.testing.assert_allclose(sequences.score(wide), _one_at_a_time(loaded.model, wide), atol=1e-5)
+    assert sequences.mask_form == "2d"
