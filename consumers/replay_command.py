@@ -214,6 +214,7 @@ def build_counterfactual_step(args: argparse.Namespace):
     lexicon = Lexicon.from_file(args.lexicon) if args.lexicon else Lexicon.default()
     scorer = CounterfactualScorer(args.scorer_model, lexicon, device=args.scorer_device,
                                   threshold=args.scorer_threshold, cpu_runtime=args.scorer_cpu_runtime or "torch")
+    scorer.preparer.warm_up()  # every variant worker (on a GPU host) running before the first batch, not during it
     return ScorerStep(scorer, postprocess_attribute=args.postprocess_attribute, refit_every=args.refit_every)
 
 

@@ -276,6 +276,7 @@ class HostPreparer:
         started, not when the first one has: a worker that started early would
         otherwise take every warm-up task.
         """
+        self._check_main()
         if not self.workers:
             return 0
         pool = self._get_pool()
@@ -293,12 +294,7 @@ class HostPreparer:
     def submit(self, texts: Sequence[str]) -> list[_PoolResult | _Done]:
         if not texts:
             return []
-        if self.workers and not _main_is_importable():
-            # spawn re-runs the parent's main script in each worker; a script
-            # read from stdin cannot be, and every worker would die at start.
-            warnings.warn("the main script is not a file (stdin?): preparing texts in-process", RuntimeWarning,
-                          stacklevel=2)
-            self.workers = 0
+        self._check_main()
         if not self.workers or len(texts) < self.min_parallel_texts:
             return [_Done(lambda c=c: self.local.prepare(c)) for c in self._chunks(texts, self.chunk_texts)]
         # a batch smaller than workers x chunk_texts still spreads over every worker
@@ -309,6 +305,14 @@ class HostPreparer:
         except BrokenProcessPool:  # a worker died between batches
             self._pool_broke()
             return [_Done(lambda c=c: self.local.prepare(c)) for c in chunks]
+
+    def _check_main(self) -> None:
+        if self.workers and not _main_is_importable():
+            # spawn re-runs the parent's main script in each worker; a script
+            # read from stdin cannot be, and every worker would die at start.
+            warnings.warn("the main script is not a file (stdin?): preparing texts in-process", RuntimeWarning,
+                          stacklevel=3)
+            self.workers = 0
 
     @staticmethod
     def _chunks(texts: Sequence[str], size: int) -> list[list[str]]:
