@@ -6,7 +6,8 @@ Prints: the produce rate; the bare consume loops of a topic of N events on
 kafka-python and on confluent-kafka, each counting records and each parsing
 them with json.loads (the baselines); the `fairwatch run` worker's rate on
 the same topic on each client (the same worker the command runs, in process;
-kafka-python with its fetch process); and the p50/p99 latency from the
+kafka-python with its fetch process), and on confluent again at the former
+bound of 5,000 records per batch; and the p50/p99 latency from the
 producer's send() to the pipeline having applied the event, on the default
 client, with paced producer processes (--producers, 2) sending at half the
 worker's rate, or at 80% of what they can send if that is less, after 1,000
@@ -29,6 +30,7 @@ import time
 import numpy as np
 
 PARTITIONS = 4
+FORMER_MAX_POLL_RECORDS = 5000  # [kafka] max_poll_records before 2026-11-30
 PACING_STEP_SECONDS = 0.002
 WARMUP_RECORDS = 1000  # sent and applied before the latency run's clock starts
 STALL_SECONDS = 60.0  # a phase that applies nothing for this long fails, saying where the worker stands
@@ -136,7 +138,7 @@ def raw_consume_confluent(bootstrap: str, topic: str, n: int, parse: bool = Fals
 
 
 def worker_for(bootstrap: str, topic: str, group: str, on_batch=None, fetch_process: bool = True,
-               client: str = "confluent"):
+               client: str = "confluent", max_poll_records: int | None = None):
     from fairwatch.consumers.kafka_config import KafkaSettings
     from fairwatch.consumers.kafka_worker import make_worker
     from fairwatch.monitor.config import MonitorConfig
@@ -145,15 +147,15 @@ def worker_for(bootstrap: str, topic: str, group: str, on_batch=None, fetch_proc
     settings = KafkaSettings(bootstrap_servers=bootstrap, predictions_topic=topic, outcomes_topic=None,
                              dlq_topic=f"{topic}.dlq", group_id=group, commit_interval_seconds=5.0,
                              session_timeout_ms=6000, max_poll_interval_ms=10000, fetch_process=fetch_process,
-                             client=client)
+                             client=client, **({"max_poll_records": max_poll_records} if max_poll_records else {}))
     return make_worker(settings, Pipeline(MonitorConfig(attributes=["race", "sex"])), on_batch=on_batch)
 
 
 def worker_consume(bootstrap: str, topic: str, n: int, fetch_process: bool = True,
-                   client: str = "confluent") -> tuple[float, float]:
+                   client: str = "confluent", max_poll_records: int | None = None) -> tuple[float, float]:
     """(seconds first record to last applied, seconds including the group join) for the worker."""
-    worker = worker_for(bootstrap, topic, f"bench-worker-{client}-{fetch_process}", fetch_process=fetch_process,
-                        client=client)
+    worker = worker_for(bootstrap, topic, f"bench-worker-{client}-{fetch_process}-{max_poll_records}",
+                        fetch_process=fetch_process, client=client, max_poll_records=max_poll_records)
     started = time.perf_counter()
     first = None
 
@@ -295,6 +297,13 @@ def run(args: argparse.Namespace) -> None:
                   f"({rates[client] / bare[client, True]:.0%} of its bare loop with json.loads; "
                   f"{args.events / with_join:,.0f}/s counting the group join)", flush=True)
         print(f"confluent worker / kafka-python worker: {rates['confluent'] / rates['kafka-python']:.2f}x")
+        # The same worker at the former default batch bound: the breach decisions cost about the same per
+        # batch whatever its size, so wider batches cost less per event.
+        seconds, _ = worker_consume(bootstrap, "bench.throughput", args.events, max_poll_records=FORMER_MAX_POLL_RECORDS)
+        former = args.events / seconds
+        print(f"fairwatch run worker, confluent, at most {FORMER_MAX_POLL_RECORDS:,} records per batch (the former "
+              f"default; baseline): {former:10,.0f} events/s; the default is {rates['confluent'] / former:.2f}x that",
+              flush=True)
         worker_rate = rates[args.latency_client]
         # Half the worker's rate, but never above 80% of what one producer can
         # send: past that the backlog is the producer's, not the worker's.
