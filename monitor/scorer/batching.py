@@ -127,8 +127,11 @@ class SequenceScorer:
         self._cuda = self.device.type == "cuda"
         self.max_batch = int(max_batch) if max_batch else MAX_ROWS["cuda" if self._cuda else "cpu"]
         self.max_tokens = int(max_tokens) if max_tokens else TOKENS_PER_BATCH
-        pad = getattr(loaded.tokenizer, "pad_token_id", None)
-        self.pad_id = int(pad) if pad is not None else 0
+        # The model's own pad id first: a decoder classifier (GPT-2, Llama) finds each row's last token by it,
+        # and RoBERTa numbers positions past it; the tokenizer's may differ or be unset.
+        pads = (getattr(getattr(loaded.model, "config", None), "pad_token_id", None),
+                getattr(loaded.tokenizer, "pad_token_id", None))
+        self.pad_id = next((int(pad) for pad in pads if isinstance(pad, int)), 0)
         self._copy_stream = torch.cuda.Stream(device=self.device) if self._cuda else None
         config = getattr(self.model, "config", None)
         self._attention = getattr(config, "_attn_implementation", None)

@@ -136,3 +136,24 @@ def test_the_mask_form_is_checked_again_at_each_new_width(tiny_model_dirs) -> No
     wide = [[2, *range(5, 5 + k), 3] for k in (4, 9, 14, 20)]  # width 24: misread, so the 2-D mask comes back
     np.testing.assert_allclose(sequences.score(wide), _one_at_a_time(loaded.model, wide), atol=1e-5)
     assert sequences.mask_form == "2d"
+
+
+def test_a_decoder_classifier_is_padded_with_its_own_pad_id() -> None:
+    """GPT-2 classifies from each row's last token before the first ``config.pad_token_id``: padding with
+    the tokenizer's id (none for GPT-2's, so 0 before) would make it read a padding position."""
+    import types
+
+    import transformers
+
+    from fairwatch.monitor.scorer.model import LoadedClassifier
+
+    config = transformers.GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=100, n_positions=64, num_labels=2,
+                                     pad_token_id=99)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForSequenceClassification.from_config(config).eval()
+    loaded = LoadedClassifier(model, types.SimpleNamespace(pad_token_id=None), torch.device("cpu"), torch.float32, 2,
+                              "gpt2")
+    rows = [[5 + (i * 7 + j) % 90 for j in range(1 + i % 11)] for i in range(24)]
+    sequences = SequenceScorer(loaded, max_batch=8)
+    assert sequences.pad_id == 99
+    np.testing.assert_allclose(sequences.score(rows), _one_at_a_time(model, rows), atol=1e-5)
