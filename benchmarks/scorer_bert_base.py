@@ -29,7 +29,7 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
-from benchmarks.scorer import GEN_REST, GEN_SUBJECTS, sync
+from benchmarks.scorer import GEN_REST, GEN_SUBJECTS, sync, timed_rate
 
 QUICK_CONFIG = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128}
 
@@ -40,14 +40,7 @@ def gemm_tflops(device: Any, dtype: Any, n: int, iters: int) -> float:
 
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(2):
-        a @ b
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        a @ b
-    sync(device)
-    return 2 * n**3 * iters / (time.perf_counter() - t0) / 1e12
+    return timed_rate(lambda: a @ b, 2 * n**3, device, iters) / 1e12  # FLOPs per product as the "sequences"
 
 
 def useful_flops_per_sequence(model: Any, tokens: int) -> float:
@@ -82,16 +75,6 @@ def long_texts(n: int, min_words: int, seed: int = 0) -> list[str]:
     return texts
 
 
-def rate(fn: Any, sequences: int, device: Any, iters: int) -> float:
-    fn()  # warm-up
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    sync(device)
-    return sequences * iters / (time.perf_counter() - t0)
-
-
 def bench_length(loaded: Any, tokens: int, args: argparse.Namespace, gemm: float) -> dict[str, Any]:
     import numpy as np
     import torch
@@ -114,7 +97,7 @@ def bench_length(loaded: Any, tokens: int, args: argparse.Namespace, gemm: float
     parts = {"model_only": lambda: forward(),
              "sequence_scorer": lambda: sequences.collect([sequences.launch(flat, lengths)], [args.batch])}
     for name, fn in parts.items():
-        seq_per_s = rate(fn, args.batch, dev, args.iters)
+        seq_per_s = timed_rate(fn, args.batch, dev, args.iters, warmups=1)
         out[name] = {"sequences_per_s": seq_per_s, "useful_share_of_gemm": seq_per_s * flops / 1e12 / gemm}
     if loaded.tokenizer is not None and hasattr(loaded.tokenizer, "backend_tokenizer"):
         out["end_to_end"] = bench_end_to_end(loaded, tokens, args, flops, gemm)

@@ -9,12 +9,13 @@ Usage (a model directory is needed, so this is not run as a doctest)::
 from __future__ import annotations
 
 from collections import deque
+from functools import partial
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from fairwatch.monitor.scorer.batching import DynamicBatcher, PendingScores, SequenceScorer
+from fairwatch.monitor.scorer.batching import MAX_ROWS, DynamicBatcher, PendingScores, SequenceScorer
 from fairwatch.monitor.scorer.counterfactuals import Lexicon
 from fairwatch.monitor.scorer.cpu_runtime import check_cpu_runtime, runtime_model
 from fairwatch.monitor.scorer.debias import counterfactual_average
@@ -77,7 +78,9 @@ class CounterfactualScorer:
         self.generator = self.preparer.local.generator
         self.tokens = self.preparer.local.tokens
         self.cpu_runtime = cpu_runtime
-        self.sequences = SequenceScorer(loaded, max_batch=max_batch, max_tokens=(max_batch or 4096) * max_length,
+        # the token budget: the row cap (the CPU's when unset) at full length
+        self.sequences = SequenceScorer(loaded, max_batch=max_batch,
+                                        max_tokens=(max_batch or MAX_ROWS["cpu"]) * max_length,
                                         model=runtime_model(loaded, cpu_runtime))
         self.spliced = 0  # variants built by token-id splicing
         self.retokenized = 0  # variants that needed a tokenizer pass
@@ -116,7 +119,7 @@ class CounterfactualScorer:
 
         for _ in range(1 + max(0, lookahead)):
             submit()
-        queued: tuple[int, list[int], dict[int, str], list[PreparedRows], PendingScores] | None = None
+        queued: Callable[[], CounterfactualBatchResult] | None = None  # the batch on the device, to assemble
         while pending:
             n, valid, rejected, futures = pending.popleft()
             parts: list[PreparedRows] = []
@@ -131,19 +134,13 @@ class CounterfactualScorer:
             except Exception:
                 if queued is not None:  # the batch before is done: deliver it, then the error
                     done, queued = queued, None
-                    yield self._assemble_queued(done)
+                    yield done()
                 raise
             if queued is not None:
-                yield self._assemble_queued(queued)
-            queued = (n, valid, rejected, parts, scores)
+                yield queued()
+            queued = partial(self._assemble, n, np.asarray(valid, dtype=np.int64), rejected, parts, scores)
         if queued is not None:
-            yield self._assemble_queued(queued)
-
-    def _assemble_queued(
-        self, queued: tuple[int, list[int], dict[int, str], list[PreparedRows], PendingScores]
-    ) -> CounterfactualBatchResult:
-        n, valid, rejected, parts, scores = queued
-        return self._assemble(n, np.asarray(valid, dtype=np.int64), rejected, parts, scores.wait())
+            yield queued()
 
     @staticmethod
     def _validate(texts: Sequence[Any]) -> tuple[list[int], dict[int, str]]:
@@ -166,9 +163,10 @@ class CounterfactualScorer:
         valid: np.ndarray,
         rejected: dict[int, str],
         parts: list[PreparedRows],
-        scores: list[np.ndarray],
+        pending_scores: PendingScores,
     ) -> CounterfactualBatchResult:
-        """Join the chunks' rows and scores into one result, all with array operations."""
+        """Join the chunks' rows and scores (waited for here) into one result, all with array operations."""
+        scores = pending_scores.wait()
         text_offsets = np.cumsum([0] + [p.n_texts for p in parts])
         variant_offsets = np.cumsum([0] + [p.n_variants for p in parts])
         empty_f = np.zeros(0, dtype=np.float32)
