@@ -72,6 +72,10 @@ SMALL = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "i
          "vocab_size": 100, "max_position_embeddings": 128, "num_labels": 2}
 ARCHITECTURES = {  # name: (config, the mask form the check must settle on)
     "roberta": (lambda t: t.RobertaConfig(**SMALL, pad_token_id=1), "4d"),
+    "xlm-roberta": (lambda t: t.XLMRobertaConfig(**SMALL, pad_token_id=1), "4d"),
+    "electra": (lambda t: t.ElectraConfig(**SMALL, embedding_size=32), "4d"),
+    "albert": (lambda t: t.AlbertConfig(**SMALL, embedding_size=16), "4d"),
+    "mpnet": (lambda t: t.MPNetConfig(**SMALL), "4d"),  # eager attention: the additive mask
     "distilbert": (lambda t: t.DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=64, vocab_size=100,
                                                 max_position_embeddings=128, num_labels=2), "4d"),
     # DeBERTa-v2 (eager attention only) reads a 4-D mask as 0/1 to keep, not as the additive mask eager
