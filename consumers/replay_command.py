@@ -61,6 +61,10 @@ def add_scorer_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--scorer-device", help="cpu, cuda, cuda:N (default: cuda if available)")
     group.add_argument("--scorer-cpu-runtime", metavar="RUNTIME", help="on CPU: torch (default), onnx (ONNX Runtime, "
                        "same scores), onnx-int8 (int8 weights: faster, scores move slightly); the 'onnx' extra")
+    group.add_argument("--scorer-compile", action="store_true", default=None,
+                       help="run the classifier under torch.compile (CUDA graphs on a GPU): each new batch shape is "
+                       "compiled, and checked against the eager model, before its scores are used; slower to start "
+                       "(docs/scorer.md)")
     group.add_argument("--scorer-threshold", type=finite_float, default=0.5, help="decision threshold on scorer scores (0.5)")
     group.add_argument("--scorer-batch", type=int, default=4096, help="texts per scoring call (4096)")
     group.add_argument("--lexicon", metavar="FILE", help="lexicon of group terms, JSON or TOML (default: shipped lexicons)")
@@ -195,7 +199,7 @@ def load_shadow_step(candidate: str, model: str, threshold: float, device: str |
 def build_counterfactual_step(args: argparse.Namespace):
     """The ScorerStep the --scorer-* flags ask for, or None."""
     if args.scorer_model is None:
-        for flag in ("lexicon", "postprocess_attribute", "scorer_device", "scorer_cpu_runtime"):
+        for flag in ("lexicon", "postprocess_attribute", "scorer_device", "scorer_cpu_runtime", "scorer_compile"):
             if getattr(args, flag) is not None and not (flag == "scorer_device" and (
                     args.shadow_candidate or getattr(args, "shadow_control", None))):
                 raise UsageError(f"--{flag.replace('_', '-')} needs --scorer-model")
@@ -213,7 +217,8 @@ def build_counterfactual_step(args: argparse.Namespace):
     # A LexiconError or ModelLoadError is one line, exit 2 (fairwatch.command_support.run_command).
     lexicon = Lexicon.from_file(args.lexicon) if args.lexicon else Lexicon.default()
     scorer = CounterfactualScorer(args.scorer_model, lexicon, device=args.scorer_device,
-                                  threshold=args.scorer_threshold, cpu_runtime=args.scorer_cpu_runtime or "torch")
+                                  threshold=args.scorer_threshold, cpu_runtime=args.scorer_cpu_runtime or "torch",
+                                  compile=bool(args.scorer_compile))
     scorer.preparer.warm_up()  # every variant worker (on a GPU host) running before the first batch, not during it
     return ScorerStep(scorer, postprocess_attribute=args.postprocess_attribute, refit_every=args.refit_every)
 

@@ -34,6 +34,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
     p.add_argument("--cpu-runtime", default="torch", help="on CPU: torch (default), onnx (ONNX Runtime, same scores), "
                    "onnx-int8 (int8 weights: faster, scores move slightly); the 'onnx' extra")
+    p.add_argument("--compile", action="store_true", help="run the classifier under torch.compile (CUDA graphs on a "
+                   "GPU), each new batch shape checked against the eager model first; slower to start")
     p.add_argument("--batch-size", type=int, default=1024, help="texts per scoring call (default: 1024)")
     p.add_argument("--max-length", type=int, default=64, help="token limit per sequence (default: 64)")
     p.add_argument("--threshold", type=finite_float, default=0.5, help="decision threshold (default: 0.5)")
@@ -89,7 +91,7 @@ def run_score(args: argparse.Namespace) -> int:
     rows = list(read_texts(path, args.text_col))
     scorer = CounterfactualScorer(
         args.model_dir, lexicon, device=args.device, threshold=args.threshold, max_length=args.max_length,
-        cpu_runtime=args.cpu_runtime,
+        cpu_runtime=args.cpu_runtime, compile=args.compile,
     )
 
     stats = CounterfactualStats()

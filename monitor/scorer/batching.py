@@ -15,6 +15,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from fairwatch.monitor.scorer.compiled import CompiledClassifier, row_bucket, row_pieces
+
 __all__ = ["SequenceScorer", "PendingScores", "DynamicBatcher", "pad_batch", "pad_flat", "MAX_ROWS", "TOKENS_PER_BATCH"]
 
 
@@ -107,6 +109,10 @@ class SequenceScorer:
     Runtime session wrapped by :mod:`monitor.scorer.cpu_runtime`). ``score_fn`` turns a batch's logits
     into its scores (default: the positive class's probability, ``model.positive_scores``).
 
+    ``compile=True`` runs the model under ``torch.compile`` (:mod:`monitor.scorer.compiled`): batches are cut
+    into power-of-two row buckets, and each new shape is checked against the eager model before its scores
+    are used.
+
     Attention masks: transformers reads a 2-D padding mask back to the host to
     decide whether it may skip it, which stalls the queue once per forward pass. Where
     the model's attention takes a prepared 4-D mask (checked against the 2-D form,
@@ -115,7 +121,7 @@ class SequenceScorer:
     """
 
     def __init__(self, loaded: Any, max_batch: int | None = None, max_tokens: int | None = None, model: Any = None,
-                 score_fn: Callable[[Any], Any] | None = None) -> None:
+                 score_fn: Callable[[Any], Any] | None = None, compile: bool = False) -> None:
         import torch
 
         from fairwatch.monitor.scorer.model import positive_scores
@@ -139,6 +145,11 @@ class SequenceScorer:
         self.mask_form: str | None = None if self._attention in ("sdpa", "eager") else "2d"
         self._checked_width = 0  # the widest padded batch the mask form was checked on
         self._dtype = getattr(self.model, "dtype", loaded.dtype)
+        self.compiled = None
+        if compile:
+            # within the rounding of the model's dtype: 2^-8 is bf16's step just below 1.0
+            tolerance = 1e-4 if self._dtype == torch.float32 else 2.0 ** -8
+            self.compiled = CompiledClassifier(self.model, self.device.type, self._positive_scores, tolerance)
 
     def batches(self, lengths: np.ndarray) -> list[np.ndarray]:
         """Index arrays of the batches, over sequences sorted by length."""
@@ -152,6 +163,11 @@ class SequenceScorer:
             longest = int(lengths[order[end - 1]])
             if longest * (end - start) > self.max_tokens:
                 end = start + max(1, self.max_tokens // max(longest, 1))
+            if self.compiled is not None and self.compiled.active:
+                for rows in row_pieces(end - start):  # few shapes: one compiled graph each
+                    out.append(order[start : start + rows])
+                    start += rows
+                continue
             out.append(order[start:end])
             start = end
         return out
@@ -176,6 +192,8 @@ class SequenceScorer:
             for idx in self.batches(lengths):
                 batch_lengths = lengths[idx]
                 ids_np, mask_np = pad_flat(flat, starts[idx], batch_lengths, self.pad_id)
+                if self.compiled is not None and self.compiled.active:
+                    ids_np, mask_np = _pad_rows(ids_np, mask_np, row_bucket(len(idx)))
                 ids, mask = self._to_device(ids_np, mask_np)
                 width = ids_np.shape[1]
                 padded = int(batch_lengths.min()) < width
@@ -184,8 +202,8 @@ class SequenceScorer:
                     # (a sliding attention window, which a prepared mask would switch off)
                     self.mask_form = self._choose_mask_form(ids, mask)
                     self._checked_width = width
-                logits = self.model(input_ids=ids, attention_mask=self._attention_mask(mask, padded)).logits
-                launched.append((idx, self._positive_scores(logits)))
+                logits = self._logits(ids, self._attention_mask(mask, padded))
+                launched.append((idx, self._positive_scores(logits)[: len(idx)]))
         return launched
 
     def fetch(self, launches: list[list[tuple[np.ndarray, Any]]], sizes: list[int]) -> PendingScores:
@@ -207,6 +225,11 @@ class SequenceScorer:
     def collect(self, launches: list[list[tuple[np.ndarray, Any]]], sizes: list[int]) -> list[np.ndarray]:
         """Scores of several :meth:`launch` calls (of ``sizes`` rows each), with one device->host copy."""
         return self.fetch(launches, sizes).wait()
+
+    def _logits(self, ids: Any, attention_mask: Any) -> Any:
+        if self.compiled is not None:
+            return self.compiled.logits(ids, attention_mask)
+        return self.model(input_ids=ids, attention_mask=attention_mask).logits
 
     def _attention_mask(self, mask: Any, padded: bool) -> Any:
         if self.mask_form != "4d":
@@ -258,6 +281,16 @@ class SequenceScorer:
         ids_d.record_stream(compute)
         mask_d.record_stream(compute)
         return ids_d, mask_d
+
+
+def _pad_rows(ids: np.ndarray, mask: np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """``ids`` and ``mask`` with copies of their first row appended up to ``rows`` rows (their scores are dropped):
+    a copy of a real row, not an all-padding one, so that no row's attention is empty."""
+    extra = rows - ids.shape[0]
+    if extra <= 0:
+        return ids, mask
+    return (np.concatenate([ids, np.repeat(ids[:1], extra, axis=0)]),
+            np.concatenate([mask, np.repeat(mask[:1], extra, axis=0)]))
 
 
 class DynamicBatcher:

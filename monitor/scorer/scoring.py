@@ -17,7 +17,7 @@ import numpy as np
 
 from fairwatch.monitor.scorer.batching import MAX_ROWS, DynamicBatcher, PendingScores, SequenceScorer
 from fairwatch.monitor.scorer.counterfactuals import Lexicon
-from fairwatch.monitor.scorer.cpu_runtime import check_cpu_runtime, runtime_model
+from fairwatch.monitor.scorer.cpu_runtime import CpuRuntimeError, check_cpu_runtime, runtime_model
 from fairwatch.monitor.scorer.debias import counterfactual_average
 from fairwatch.monitor.scorer.model import LoadedClassifier, load_classifier
 from fairwatch.monitor.scorer.results import AttributeDetail, CounterfactualBatchResult
@@ -41,6 +41,8 @@ class CounterfactualScorer:
     ``cpu_runtime``: "torch" (the model as loaded), "onnx" (ONNX Runtime, same
     scores within float rounding) or "onnx-int8" (int8 weights: faster on CPU,
     scores move slightly); see :mod:`monitor.scorer.cpu_runtime`.
+    ``compile``: run the torch model under ``torch.compile`` (CUDA graphs on a GPU), each new batch shape
+    checked against the eager model before its scores are used; see :mod:`monitor.scorer.compiled`.
     """
 
     def __init__(
@@ -57,8 +59,11 @@ class CounterfactualScorer:
         workers: int | None = None,
         chunk_texts: int = 2048,
         cpu_runtime: str = "torch",
+        compile: bool = False,
     ) -> None:
         check_cpu_runtime(cpu_runtime)  # a misspelt runtime fails before a model is loaded
+        if compile and cpu_runtime != "torch":
+            raise CpuRuntimeError(f"compile applies to the torch runtime, not to {cpu_runtime!r}: drop one of them")
         if loaded is None:
             if model_dir is None:
                 raise ValueError("give model_dir or loaded")
@@ -81,7 +86,7 @@ class CounterfactualScorer:
         # the token budget: the row cap (the CPU's when unset) at full length
         self.sequences = SequenceScorer(loaded, max_batch=max_batch,
                                         max_tokens=(max_batch or MAX_ROWS["cpu"]) * max_length,
-                                        model=runtime_model(loaded, cpu_runtime))
+                                        model=runtime_model(loaded, cpu_runtime), compile=compile)
         self.spliced = 0  # variants built by token-id splicing
         self.retokenized = 0  # variants that needed a tokenizer pass
 

@@ -17,10 +17,12 @@ def test_scorer_cpu_benchmark_pairs_every_runtime_with_the_torch_baseline(tiny_m
     assert scorer_cpu.main(["--model-dir", str(tiny_model_dirs["random"]), "--n", "12", "--rounds", "2",
                             "--json-out", str(out)]) == 0
     runtimes = json.loads(out.read_text())["runtimes"]
-    assert list(runtimes) == ["torch", "torch-int8", "onnx", "onnx-int8"]
+    assert list(runtimes) == ["torch", "torch-compile", "torch-int8", "onnx", "onnx-int8"]
     assert all(len(v["sequences_per_s"]) == 2 and min(v["sequences_per_s"]) > 0 for v in runtimes.values())
     assert runtimes["torch"]["paired_ratio_to_torch_median"] == 1.0
-    assert runtimes["onnx"]["max_abs_score_change"] < 1e-5 and runtimes["onnx"]["decisions_kept"] == 1.0
+    for same_arithmetic in ("torch-compile", "onnx"):
+        assert runtimes[same_arithmetic]["max_abs_score_change"] < 1e-5, same_arithmetic
+        assert runtimes[same_arithmetic]["decisions_kept"] == 1.0, same_arithmetic
     assert runtimes["onnx-int8"]["max_abs_score_change"] > 1e-5  # int8 arithmetic, not the fp32 graph again
     assert "onnx-int8" in capsys.readouterr().out.split("summary")[1]
 
@@ -68,7 +70,7 @@ def test_gpu_scorer_benchmark_runs_its_cpu_path_and_reports_every_part(tiny_mode
     out = tmp_path / "scorer.json"
     assert scorer.main(["--model-dir", str(tiny_model_dirs["random"]), "--device", "cpu", "--n", "40",
                         "--pipeline-n", "10", "--per-text-n", "3", "--model-only-iters", "1", "--batch", "64",
-                        "--json-out", str(out)]) == 0
+                        "--compile", "--json-out", str(out)]) == 0
     report = json.loads(out.read_text())
     for part in ("ours", "host", "pipeline", "per_text", "device_path", "model_only", "model_only_16",
                  "model_only_16_no_mask", "model_only_16_wide"):
@@ -76,3 +78,7 @@ def test_gpu_scorer_benchmark_runs_its_cpu_path_and_reports_every_part(tiny_mode
     assert report["ours"]["sequences"] == report["device_path"]["sequences"] > report["ours"]["texts"] == 40
     assert report["ours"]["mask_form"] == "4d" and report["ours"]["max_batch"] == 64
     assert report["model_only_16_wide"]["batch"] == 4 * report["model_only_16"]["batch"]
+    compiled = report["ours_compiled"]  # the part a GPU run measures: here inductor's CPU kernels
+    assert compiled["compile_disabled"] is None and compiled["compiled_shapes"] > 0
+    assert compiled["sequences"] == report["ours"]["sequences"] and compiled["sequences_per_s"] > 0
+    assert report["compiled_16"]["max_abs_logit_difference"] < 1e-4
