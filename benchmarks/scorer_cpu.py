@@ -59,6 +59,13 @@ def build_scorer(loaded: Any, runtime: str, args: argparse.Namespace) -> Any:
                                 cpu_runtime="torch" if compile else runtime, compile=compile)
 
 
+def compile_state(scorer: Any) -> dict[str, Any]:
+    """Whether the scorer's model ran compiled (and over how many shapes); empty for the other runtimes."""
+    compiled = scorer.sequences.compiled
+    return {} if compiled is None else {"compiled": compiled.active, "compiled_shapes": len(compiled.shapes),
+                                        "compile_disabled": compiled.disabled}
+
+
 def score_all(scorer: Any, texts: list[str], chunk: int) -> tuple[float, int, list[Any]]:
     """Seconds, sequences and results of scoring ``texts`` in chunks, end to end."""
     t0 = time.perf_counter()
@@ -135,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"round {k + 1}: " + ", ".join(f"{r} {rates[r][-1]:,.0f}/s" for r in runtimes), flush=True)
     report["load_average_after"] = os.getloadavg()
     report["runtimes"] = {r: {"sequences_per_s_median": statistics.median(rates[r]), "sequences_per_s": rates[r],
-                              "paired_ratio_to_torch_median": statistics.median(ratios[r]), **agreements[r]}
+                              "paired_ratio_to_torch_median": statistics.median(ratios[r]), **agreements[r],
+                              **compile_state(scorers[r])}
                           for r in runtimes}
     print(f"\nsummary: {len(texts)} texts ({source}), {args.rounds} rounds, "
           f"load average {report['load_average_before'][0]:.2f} before, {report['load_average_after'][0]:.2f} after")

@@ -8,10 +8,12 @@ keeps shapes few: rows come in power-of-two buckets (:func:`row_pieces`,
 :func:`row_bucket`) and widths in multiples of 8 (``pad_flat``).
 
 Trust is earned per shape: the first batch of each new shape runs both compiled
-and eager, and the scores must agree within ``tolerance`` (the rounding of the
-model's dtype). If they do not, or compiling fails (no compiler, an
-unsupported architecture), the scorer logs one line and stays eager from then
-on: never a wrong score, at worst the eager rate.
+(on a GPU: the recorded CUDA graph, not its warm-up) and eager, and the scores
+must agree within ``tolerance`` (the rounding of the model's dtype). If they do
+not, or compiling, recording or replaying fails (no compiler, an unsupported
+architecture, out of memory), the scorer logs one line and stays eager from
+then on: never a wrong score, at worst the eager rate. CUDA graphs are kept per
+thread, so a shape is checked again on each thread that scores it.
 
 On a CPU, inductor compiles C++ kernels (a C++ compiler is needed); there are no
 CUDA graphs there.
@@ -19,6 +21,7 @@ CUDA graphs there.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any, Callable
 
 log = logging.getLogger("fairwatch.scorer")
@@ -30,6 +33,8 @@ SMALLEST_BUCKET = 8
 MAX_PADDING_SHARE = 1 / 8
 # Up to this many rows a piece is run whole, padded up to its bucket: splitting would cost launches, not compute.
 WHOLE_UP_TO = 64
+# Shapes compiled and checked at most: widths 8 to 64 by 8 x 12 row buckets x mask or none is 192.
+MAX_SHAPES = 256
 
 
 def row_bucket(rows: int) -> int:
@@ -66,11 +71,12 @@ class CompiledClassifier:
 
     ``score_fn`` turns logits into the scores compared on each new shape; ``tolerance`` bounds their
     difference. ``disabled`` says why it fell back to eager (None while compiled scores are in use);
-    ``shapes`` are the shapes checked so far.
+    ``shapes`` are the shapes checked so far, ``largest_difference`` the largest score difference seen in
+    those checks. Past ``max_shapes`` shapes, new ones run eager (compiling and recording each costs seconds).
     """
 
     def __init__(self, model: Any, device_type: str, score_fn: Callable[[Any], Any], tolerance: float,
-                 compiler: Callable[..., Any] | None = None) -> None:
+                 max_shapes: int = MAX_SHAPES) -> None:
         import torch
 
         self._torch = torch
@@ -78,12 +84,14 @@ class CompiledClassifier:
         self._cuda = device_type == "cuda"
         self._score_fn = score_fn
         self.tolerance = float(tolerance)
-        self.shapes: set[tuple] = set()
+        self.max_shapes = max_shapes
+        self._checked: set[tuple] = set()  # (thread, shape): CUDA graphs are recorded per thread
+        self.largest_difference = 0.0
         self.disabled: str | None = None
-        compiler = torch.compile if compiler is None else compiler
+        self._compiled: Any = None
         try:
-            # CUDA graphs on a GPU; on a CPU the default mode (there are no graphs to replay).
-            self._compiled = compiler(model, mode="reduce-overhead" if self._cuda else None)
+            # dynamic: one compilation serves every shape (each still gets its own CUDA graph on a GPU).
+            self._compiled = torch.compile(model, mode="reduce-overhead" if self._cuda else None, dynamic=True)
         except Exception as exc:  # noqa: BLE001 - torch.compile itself refusing the model: stay eager
             self._disable(f"torch.compile refused the model ({_first_line(exc)})")
 
@@ -91,26 +99,41 @@ class CompiledClassifier:
     def active(self) -> bool:
         return self.disabled is None
 
+    @property
+    def shapes(self) -> set[tuple]:
+        """((rows, width), mask shape and dtype or None) of every shape checked, on any thread."""
+        return {shape for _thread, shape in self._checked}
+
     def logits(self, input_ids: Any, attention_mask: Any) -> Any:
         """The model's logits for this batch: compiled once this shape agreed with eager, else eager."""
         if self.disabled is not None:
             return self._eager(input_ids, attention_mask)
         shape = (tuple(input_ids.shape), None if attention_mask is None else
                  (tuple(attention_mask.shape), attention_mask.dtype))
-        if shape in self.shapes:
-            return self._run_compiled(input_ids, attention_mask)
+        key = (threading.get_ident(), shape)
+        known = key in self._checked
+        if not known and len(self._checked) >= self.max_shapes:
+            return self._eager(input_ids, attention_mask)
         try:
             compiled = self._run_compiled(input_ids, attention_mask)
-        except Exception as exc:  # noqa: BLE001 - compiling runs at the first call of each shape: any failure, eager
-            self._disable(f"compiling for {_describe(shape)} failed ({type(exc).__name__}: {_first_line(exc)})")
+            if not known and self._cuda:
+                # The first call of a shape under CUDA graphs is a warm-up without a graph; the graph is recorded
+                # at the second. Check that one: it is what every later call replays.
+                compiled = self._run_compiled(input_ids, attention_mask)
+        except Exception as exc:  # noqa: BLE001 - compiling, recording or replaying: any failure, eager for good
+            self._disable(f"{'running' if known else 'compiling for'} {_describe(shape)} failed "
+                          f"({type(exc).__name__}: {_first_line(exc)})")
             return self._eager(input_ids, attention_mask)
+        if known:
+            return compiled
         eager = self._eager(input_ids, attention_mask)
         difference = float((self._score_fn(compiled) - self._score_fn(eager)).abs().max())
         if not difference <= self.tolerance:  # NaN fails too
             self._disable(f"compiled scores differ from eager by {difference:.3g} (> {self.tolerance:g}) at "
                           f"{_describe(shape)}")
             return eager
-        self.shapes.add(shape)
+        self.largest_difference = max(self.largest_difference, difference)
+        self._checked.add(key)
         return compiled
 
     def _run_compiled(self, input_ids: Any, attention_mask: Any) -> Any:

@@ -10,6 +10,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("onnxruntime")
 
 
+@pytest.mark.slow  # compiles the model (inductor)
 def test_scorer_cpu_benchmark_pairs_every_runtime_with_the_torch_baseline(tiny_model_dirs, tmp_path, capsys):
     from benchmarks import scorer_cpu
 
@@ -20,6 +21,7 @@ def test_scorer_cpu_benchmark_pairs_every_runtime_with_the_torch_baseline(tiny_m
     assert list(runtimes) == ["torch", "torch-compile", "torch-int8", "onnx", "onnx-int8"]
     assert all(len(v["sequences_per_s"]) == 2 and min(v["sequences_per_s"]) > 0 for v in runtimes.values())
     assert runtimes["torch"]["paired_ratio_to_torch_median"] == 1.0
+    assert runtimes["torch-compile"]["compiled"] is True and runtimes["torch-compile"]["compiled_shapes"] > 0
     for same_arithmetic in ("torch-compile", "onnx"):
         assert runtimes[same_arithmetic]["max_abs_score_change"] < 1e-5, same_arithmetic
         assert runtimes[same_arithmetic]["decisions_kept"] == 1.0, same_arithmetic
@@ -64,6 +66,7 @@ def test_useful_flops_count_linear_weights_per_token_and_attention_per_token_pai
     assert useful_flops_per_sequence(model, tokens) == expected
 
 
+@pytest.mark.slow  # compiles the model (inductor)
 def test_gpu_scorer_benchmark_runs_its_cpu_path_and_reports_every_part(tiny_model_dirs, tmp_path):
     from benchmarks import scorer
 
@@ -80,5 +83,6 @@ def test_gpu_scorer_benchmark_runs_its_cpu_path_and_reports_every_part(tiny_mode
     assert report["model_only_16_wide"]["batch"] == 4 * report["model_only_16"]["batch"]
     compiled = report["ours_compiled"]  # the part a GPU run measures: here inductor's CPU kernels
     assert compiled["compile_disabled"] is None and compiled["compiled_shapes"] > 0
+    assert 0 <= compiled["compile_largest_difference"] <= compiled["compile_tolerance"] == 1e-4
     assert compiled["sequences"] == report["ours"]["sequences"] and compiled["sequences_per_s"] > 0
     assert report["compiled_16"]["max_abs_logit_difference"] < 1e-4
