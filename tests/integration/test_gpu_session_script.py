@@ -1,0 +1,45 @@
+"""benchmarks/gpu_session.sh, the one call that measures the pending GPU figures, runs through in its small CPU form:
+a slip in it must show here, not in a device slot of a few minutes."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from scorer_fixtures import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"), "random")
+
+
+def test_every_step_runs_and_writes_its_figures(tiny_model, tmp_path) -> None:  # noqa: ANN001
+    out = tmp_path / "out"
+    data = tmp_path / "data"  # no templates there: the scorer benchmark generates its texts
+    data.mkdir()
+    env = {**os.environ, "PYTHON": sys.executable, "DEVICE": "cpu", "N": "200", "BERT_ARGS": "--quick --device cpu",
+           "KAFKA_EVENTS": "3000", "KAFKA_ARGS": "--latency-seconds 2"}
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_session.sh"), str(tiny_model),
+                           str(data), str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    steps = [line for line in done.stdout.splitlines() if line.startswith("=== ")]
+    assert [line.split(" ", 2)[2] for line in steps] == [
+        "setup", "1. scorer end to end, eager and compiled (#15)", "2. BERT-base size beside the GEMM rate (#15)",
+        "3. Kafka worker (#16)", "done"]
+    scorer = json.loads((out / "scorer.json").read_text())
+    assert scorer["ours_compiled"]["compile_disabled"] is None and scorer["ours"]["sequences_per_s"] > 0
+    assert json.loads((out / "bert_base.json").read_text())["gemm"]["tflops"] > 0
+    kafka = (out / "kafka.log").read_text()
+    assert "fairwatch run worker, confluent" in kafka and "latency, confluent worker" in kafka, kafka[-2000:]
