@@ -29,7 +29,9 @@ from benchmarks.kafka import PARTITIONS, make_values, produce_all
 ROOT = Path(__file__).resolve().parent.parent
 THEN = "815fe7a"  # 2026-11-28: the worker of the day #16 was filed (kafka-python, fetch child)
 
-# Run in a child process, in the tree under test: the worker reads the whole topic as a new group.
+# Run in a child process, in the tree under test: the worker reads the whole topic as a new group. Not the
+# trees' own ``worker_consume``: the earlier one joins one fixed group, which a second round would find at the
+# topic's end.
 CHILD = """
 import json, sys, time
 {imports}

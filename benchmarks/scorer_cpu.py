@@ -30,7 +30,7 @@ import time
 import warnings
 from typing import Any
 
-from benchmarks.scorer import load_texts
+from benchmarks.scorer import compile_state, load_texts
 
 RUNTIMES = ("torch", "torch-compile", "torch-int8", "onnx", "onnx-int8")
 
@@ -57,13 +57,6 @@ def build_scorer(loaded: Any, runtime: str, args: argparse.Namespace) -> Any:
     compile = runtime == "torch-compile"
     return CounterfactualScorer(loaded=loaded, max_length=args.seq_len, max_batch=args.batch, workers=0,
                                 cpu_runtime="torch" if compile else runtime, compile=compile)
-
-
-def compile_state(scorer: Any) -> dict[str, Any]:
-    """Whether the scorer's model ran compiled (and over how many shapes); empty for the other runtimes."""
-    compiled = scorer.sequences.compiled
-    return {} if compiled is None else {"compiled": compiled.active, "compiled_shapes": len(compiled.shapes),
-                                        "compile_disabled": compiled.disabled}
 
 
 def score_all(scorer: Any, texts: list[str], chunk: int) -> tuple[float, int, list[Any]]:
@@ -121,9 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         scorers[runtime] = build_scorer(loaded, runtime, args)
         score_all(scorers[runtime], texts, args.chunk)  # warm-up: allocator, kernels, compiled shapes, regex caches
-        compiled = scorers[runtime].sequences.compiled
-        note = "" if compiled is None else (f"; compiled, {len(compiled.shapes)} shapes checked against eager"
-                                            if compiled.active else f"; NOT compiled: {compiled.disabled}")
+        state = compile_state(scorers[runtime])
+        note = "" if not state else (f"; compiled, {state['compiled_shapes']} shapes checked against eager"
+                                     if state["compiled"] else f"; NOT compiled: {state['compile_disabled']}")
         print(f"{runtime}: ready in {time.perf_counter() - t0:.1f} s (one untimed pass included){note}", flush=True)
 
     rates: dict[str, list[float]] = {r: [] for r in runtimes}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fairwatch.monitor.errors import FairwatchError
+from fairwatch.monitor.errors import FairwatchError, first_line
 
 
 class PushError(FairwatchError):
@@ -56,8 +56,7 @@ def _root_cause(exc: BaseException) -> str:
             return item.strerror
         stack += [item.__cause__, item.__context__, getattr(item, "reason", None),
                   *(a for a in getattr(item, "args", ()) if isinstance(a, BaseException))]
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:160]
+    return first_line(exc, 160)
 
 
 def push(url: str, token: str | None, dashboards: dict[str, dict], folder_title: str = "fairwatch",

@@ -11,7 +11,7 @@ worker failures are not FairwatchErrors: they keep their traceback.
 
 from __future__ import annotations
 
-__all__ = ["EXIT_USAGE", "FairwatchError", "UsageError"]
+__all__ = ["EXIT_USAGE", "FairwatchError", "UsageError", "first_line"]
 
 EXIT_USAGE = 2  # the exit status of every FairwatchError unless a subclass says otherwise
 
@@ -24,3 +24,13 @@ class FairwatchError(Exception):
 
 class UsageError(FairwatchError):
     """A problem with what the user asked for (flags, arguments, files named on the command line)."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of ``exc``'s message, at most ``limit`` characters; its type's name when it has none.
+
+    >>> first_line(RuntimeError("no working C++ compiler\\nsecond line")), first_line(KeyError())
+    ('no working C++ compiler', 'KeyError')
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

@@ -164,13 +164,9 @@ class SequenceScorer:
             longest = int(lengths[order[end - 1]])
             if longest * (end - start) > self.max_tokens:
                 end = start + max(1, self.max_tokens // max(longest, 1))
-            if self.compiled is not None and self.compiled.active:
-                for rows in row_pieces(end - start):  # few shapes: one compiled graph each
-                    out.append(order[start : start + rows])
-                    start += rows
-                continue
-            out.append(order[start:end])
-            start = end
+            for rows in row_pieces(end - start) if self._compiling else [end - start]:  # compiled: few shapes
+                out.append(order[start : start + rows])
+                start += rows
         return out
 
     def score(self, rows: Sequence[Sequence[int]]) -> np.ndarray:
@@ -193,7 +189,7 @@ class SequenceScorer:
             for idx in self.batches(lengths):
                 batch_lengths = lengths[idx]
                 ids_np, mask_np = pad_flat(flat, starts[idx], batch_lengths, self.pad_id)
-                if self.compiled is not None and self.compiled.active:  # up to its bucket, never past max_batch
+                if self._compiling:  # up to its bucket, never past max_batch
                     rows = min(row_bucket(len(idx)), max(self.max_batch, len(idx)))
                     ids_np, mask_np = _pad_rows(ids_np, mask_np, rows)
                 ids, mask = self._to_device(ids_np, mask_np)
@@ -227,6 +223,11 @@ class SequenceScorer:
     def collect(self, launches: list[list[tuple[np.ndarray, Any]]], sizes: list[int]) -> list[np.ndarray]:
         """Scores of several :meth:`launch` calls (of ``sizes`` rows each), with one device->host copy."""
         return self.fetch(launches, sizes).wait()
+
+    @property
+    def _compiling(self) -> bool:
+        """Batches are cut and padded to compiled shapes (compile asked for, and not fallen back to eager)."""
+        return self.compiled is not None and self.compiled.active
 
     def _logits(self, ids: Any, attention_mask: Any) -> Any:
         if self.compiled is not None:

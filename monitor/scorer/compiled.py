@@ -24,6 +24,8 @@ import logging
 import threading
 from typing import Any, Callable
 
+from fairwatch.monitor.errors import first_line
+
 log = logging.getLogger("fairwatch.scorer")
 
 __all__ = ["CompiledClassifier", "row_bucket", "row_pieces", "SMALLEST_BUCKET"]
@@ -93,7 +95,7 @@ class CompiledClassifier:
             # dynamic: one compilation serves every shape (each still gets its own CUDA graph on a GPU).
             self._compiled = torch.compile(model, mode="reduce-overhead" if self._cuda else None, dynamic=True)
         except Exception as exc:  # noqa: BLE001 - torch.compile itself refusing the model: stay eager
-            self._disable(f"torch.compile refused the model ({_first_line(exc)})")
+            self._disable(f"torch.compile refused the model ({first_line(exc)})")
 
     @property
     def active(self) -> bool:
@@ -122,7 +124,7 @@ class CompiledClassifier:
                 compiled = self._run_compiled(input_ids, attention_mask)
         except Exception as exc:  # noqa: BLE001 - compiling, recording or replaying: any failure, eager for good
             self._disable(f"{'running' if known else 'compiling for'} {_describe(shape)} failed "
-                          f"({type(exc).__name__}: {_first_line(exc)})")
+                          f"({type(exc).__name__}: {first_line(exc)})")
             return self._eager(input_ids, attention_mask)
         if known:
             return compiled
@@ -156,8 +158,3 @@ class CompiledClassifier:
 def _describe(shape: tuple) -> str:
     (rows, width), mask = shape[0], shape[1]
     return f"{rows} rows x {width} tokens ({'no mask' if mask is None else f'{len(mask[0])}-D mask'})"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
