@@ -22,6 +22,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, Consumer, KafkaExc
 
 from fairwatch.consumers.fetch_process import FetchedRecord
 from fairwatch.consumers.kafka_clients import CONNECT_TIMEOUT_SECONDS, log_client_error
+from fairwatch.consumers.kafka_config import KafkaSettings
 from fairwatch.consumers.kafka_worker import POLL_TIMEOUT_MS, KafkaWorker, Partition, _format_partitions
 
 log = logging.getLogger("fairwatch.worker")
@@ -45,25 +46,7 @@ class ConfluentWorker(KafkaWorker):
     def connect(self) -> None:
         s = self.settings
         self._open_dead_letters()
-        config = {
-            **s.librdkafka_config(),
-            "group.id": s.group_id,
-            "client.id": s.client_id,
-            "enable.auto.commit": False,
-            "auto.offset.reset": s.auto_offset_reset,
-            "session.timeout.ms": s.session_timeout_ms,
-            "heartbeat.interval.ms": max(s.session_timeout_ms // 3, 100),
-            "max.poll.interval.ms": s.max_poll_interval_ms,
-            # Range keeps partition N of the predictions and outcomes topics on one worker.
-            "partition.assignment.strategy": "range",
-            # As with kafka-python, a record larger than these still comes back alone, so a 5 MB
-            # event cannot wedge its partition; the parser then refuses it as oversized.
-            "max.partition.fetch.bytes": s.max_partition_fetch_bytes,
-            "fetch.max.bytes": s.fetch_max_bytes,
-            "receive.message.max.bytes": max(_RECEIVE_MESSAGE_MAX_BYTES, s.fetch_max_bytes + 512),
-            "error_cb": log_client_error,
-        }
-        consumer = Consumer(config, logger=logging.getLogger("fairwatch.librdkafka"))
+        consumer = Consumer(consumer_config(s), logger=logging.getLogger("fairwatch.librdkafka"))
         try:
             # librdkafka connects lazily: ask for metadata so that a wrong address fails here.
             consumer.list_topics(timeout=CONNECT_TIMEOUT_SECONDS)
@@ -231,10 +214,33 @@ class ConfluentWorker(KafkaWorker):
                     _format_partitions(lost))
 
 
+
+def consumer_config(s: KafkaSettings) -> dict:
+    """The worker's librdkafka consumer settings."""
+    return {
+        **s.librdkafka_config(),
+        "group.id": s.group_id,
+        "client.id": s.client_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": s.auto_offset_reset,
+        "session.timeout.ms": s.session_timeout_ms,
+        "heartbeat.interval.ms": max(s.session_timeout_ms // 3, 100),
+        "max.poll.interval.ms": s.max_poll_interval_ms,
+        # Range keeps partition N of the predictions and outcomes topics on one worker.
+        "partition.assignment.strategy": "range",
+        # As with kafka-python, a record larger than these still comes back alone, so a 5 MB
+        # event cannot wedge its partition; the parser then refuses it as oversized.
+        "max.partition.fetch.bytes": s.max_partition_fetch_bytes,
+        "fetch.max.bytes": s.fetch_max_bytes,
+        "receive.message.max.bytes": max(_RECEIVE_MESSAGE_MAX_BYTES, s.fetch_max_bytes + 512),
+        "error_cb": log_client_error,
+    }
+
+
 def _record(message) -> FetchedRecord:
     """The fields of a refused message that the dead-letter topic needs."""
     return FetchedRecord(message.topic(), message.partition(), message.offset(), message.key(), message.value(),
                          message.timestamp()[1], message.headers() or [])
 
 
-__all__ = ["ConfluentWorker"]
+__all__ = ["ConfluentWorker", "consumer_config"]

@@ -31,6 +31,11 @@ class DeadLettersStuck(RuntimeError):
     """Dead letters still queued after the flush timeout: committing past them could lose them."""
 
 
+class DeadLettersUndelivered(RuntimeError):
+    """The broker refused dead letters: their records were neither applied nor kept, so the worker
+    stops without committing past them, and a restart reads them again."""
+
+
 class DeadLetters:
     """Sends refused records to ``topic``; counts them per reason and counts failed deliveries."""
 
@@ -41,6 +46,7 @@ class DeadLetters:
         self.sent: Counter = Counter()
         self.errors = 0
         self._errors_lock = threading.Lock()  # kafka-python's errbacks run on its I/O thread
+        self._undelivered: list[str] = []  # since the last flush, one line each
 
     def send(self, record, rejection: Rejection) -> None:
         """``record``: the refused record (``topic``, ``partition``, ``offset``, ``key``, ``value`` attributes)."""
@@ -66,19 +72,28 @@ class DeadLetters:
         self.sent[rejection.reason] += 1
 
     def _failed(self, record, exc) -> None:
+        where = f"{record.topic}[{record.partition}]@{record.offset}: {one_line(str(exc) or type(exc).__name__, 200)}"
         with self._errors_lock:
             self.errors += 1
-        log.error("dead letter for %s[%d]@%d not delivered: %s", record.topic, record.partition, record.offset,
-                  one_line(str(exc) or type(exc).__name__))
+            self._undelivered.append(where)
+        log.error("dead letter for %s not delivered", where)
 
     def flush(self, timeout_seconds: float) -> None:
-        """Wait until every dead letter sent so far is delivered or failed (before committing past it)."""
+        """Wait until every dead letter sent so far is delivered or failed (before committing past it);
+        raise if one was not delivered, so that nothing is committed past its record."""
         left = self.producer.flush(timeout_seconds)
         if left:  # kafka-python raises its own KafkaTimeoutError instead
             raise DeadLettersStuck(f"{left} dead letters not delivered within {timeout_seconds:.0f} s to "
                                    f"{self.topic}: nothing is committed past them")
+        with self._errors_lock:
+            undelivered, self._undelivered = self._undelivered, []
+        if undelivered:
+            raise DeadLettersUndelivered(
+                f"{len(undelivered)} dead letter{'s' if len(undelivered) > 1 else ''} not delivered to "
+                f"{self.topic} (first: {undelivered[0]}); nothing is committed past their records, "
+                f"and a restart reads them again")
 
 
-__all__ = ["DeadLetters", "DeadLettersStuck", "REASON_HEADER", "ERROR_HEADER", "TOPIC_HEADER", "PARTITION_HEADER",
+__all__ = ["DeadLetters", "DeadLettersStuck", "DeadLettersUndelivered", "REASON_HEADER", "ERROR_HEADER", "TOPIC_HEADER", "PARTITION_HEADER",
            "OFFSET_HEADER",
            "TRUNCATED_HEADER"]

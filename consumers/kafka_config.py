@@ -18,7 +18,7 @@ from typing import Annotated, ClassVar, Literal, Union
 
 import msgspec
 
-from fairwatch.monitor.config import ConfigError, read_toml
+from fairwatch.monitor.config import ConfigError, read_toml, require_finite
 
 PASSWORD_ENV = "FAIRWATCH_KAFKA_SASL_PASSWORD"
 # confluent-kafka (librdkafka, C) decodes record batches about 3x cheaper than kafka-python's pure Python
@@ -39,6 +39,20 @@ DEFAULT_CLIENT = _default_client()
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 
 
+def _between(low: int, high: int) -> type:
+    """An int in librdkafka's range for the setting: the client refuses others only when it starts,
+    as if the broker were unreachable."""
+    return Annotated[int, msgspec.Meta(ge=low, le=high)]
+
+
+# Kafka's own rule for topic names (and a group or client id must not be empty).
+Topic = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._-]{1,249}$")]
+TopicOrNone = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._-]{0,249}$")]
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+# The dead-letter producer keeps 64 KiB of a request for key, headers and batch overhead.
+MIN_DLQ_MAX_BYTES = 128 << 10
+
+
 # kafka-python takes the SCRAM credentials under the sasl_plain_* names too; the rest keep the settings' names.
 _KAFKA_PYTHON_NAMES = {"sasl_username": "sasl_plain_username", "sasl_password": "sasl_plain_password"}
 _LIBRDKAFKA_NAMES = {"sasl_mechanism": "sasl.mechanism", "sasl_username": "sasl.username",
@@ -51,23 +65,23 @@ class KafkaSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     client: Literal["confluent", "kafka-python"] = DEFAULT_CLIENT
     bootstrap_servers: Union[str, list[str]] = "127.0.0.1:9092"
-    predictions_topic: str = "fairwatch.predictions"
-    outcomes_topic: Union[str, None] = "fairwatch.outcomes"
-    dlq_topic: str = "fairwatch.dlq"
-    group_id: str = "fairwatch"
-    client_id: str = "fairwatch"
-    metrics_port: Union[int, None] = None
+    predictions_topic: Topic = "fairwatch.predictions"
+    outcomes_topic: Union[TopicOrNone, None] = "fairwatch.outcomes"
+    dlq_topic: Topic = "fairwatch.dlq"
+    group_id: NonEmpty = "fairwatch"
+    client_id: NonEmpty = "fairwatch"
+    metrics_port: Union[_between(0, 65535), None] = None
     metrics_addr: str = "0.0.0.0"
     models: list[str] = []
     commit_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     state_dir: Union[str, None] = None
-    max_poll_records: Positive = 20_000
+    max_poll_records: _between(1, 1_000_000) = 20_000
     fetch_process: bool = True
-    session_timeout_ms: Positive = 10_000
-    max_poll_interval_ms: Positive = 300_000
-    max_partition_fetch_bytes: Positive = 1 << 20
-    fetch_max_bytes: Positive = 50 << 20
-    dlq_max_bytes: Positive = 16 << 20
+    session_timeout_ms: _between(1_000, 3_600_000) = 10_000
+    max_poll_interval_ms: _between(1, 86_400_000) = 300_000
+    max_partition_fetch_bytes: _between(1, 1_000_000_000) = 1 << 20
+    fetch_max_bytes: _between(1_000_000, 2_147_483_135) = 50 << 20
+    dlq_max_bytes: _between(MIN_DLQ_MAX_BYTES, 1_000_000_000) = 16 << 20
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Union[Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"], None] = None
@@ -115,6 +129,9 @@ class KafkaSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     }
     # What the generated reference shows as a default that depends on the machine.
     DOC_DEFAULTS: ClassVar[dict[str, str]] = {"client": "confluent if confluent-kafka is installed, else kafka-python"}
+
+    def __post_init__(self) -> None:
+        require_finite(self)  # msgspec's bounds let an infinite commit interval through (TOML has `inf`)
 
     def bootstrap_list(self) -> list[str]:
         servers = self.bootstrap_servers

@@ -37,7 +37,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from fairwatch.consumers import metric_names as names
-from fairwatch.consumers.dead_letters import DeadLetters
+from fairwatch.consumers.dead_letters import DeadLetters, DeadLettersUndelivered
 from fairwatch.consumers.kafka_clients import Producer, client_errors, open_producer
 from fairwatch.consumers.kafka_config import KafkaSettings
 from fairwatch.consumers.state import StateStore
@@ -76,8 +76,9 @@ def _parse_one(parse, value) -> object:
 
 
 def _model_of(event) -> str | None:
-    """The model a record counts for: a prediction's, or that of the copy an outcome carries (None: any)."""
-    if event.prediction is not None:
+    """The model a record counts for: a prediction's or a generation's, or that of the copy an outcome
+    carries (None: any)."""
+    if event.prediction is not None or event.response is not None:
         return event.model
     copy = event.prediction_copy
     return copy.model if copy is not None else None
@@ -128,7 +129,8 @@ class KafkaWorker:
         self._unconfirmed: set[Partition] = set()
         self._progress_at = time.monotonic()
         self._stall_logged = False
-        self.failure: ApplyFailed | None = None  # set once a batch failed: nothing is committed after it
+        # Set once a batch failed or a dead letter was refused: nothing is committed after it.
+        self.failure: ApplyFailed | DeadLettersUndelivered | None = None
         self._rewind = rebuild
         restored = state.restore(pipeline) if state is not None else None
         self._restored_dlq: Counter = Counter()
@@ -319,7 +321,11 @@ class KafkaWorker:
         """Flush dead letters, snapshot the state; return the offsets now safe to commit."""
         if self.consumer is None or self.failure is not None:
             return {}
-        self.dead_letters.flush(FLUSH_TIMEOUT_SECONDS)
+        try:
+            self.dead_letters.flush(FLUSH_TIMEOUT_SECONDS)
+        except DeadLettersUndelivered as exc:
+            self.failure = exc  # no later commit (a rebalance's, the shutdown's) may pass the refused records
+            raise
         if self.state is not None and self._dirty:
             self.state.save(self.pipeline, self._extra())
         self._dirty = False

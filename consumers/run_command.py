@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     whole = from_args(args, kafka_keys=SETTING_FLAGS)
     settings, config = whole.kafka, whole.monitor
 
+    from fairwatch.consumers.dead_letters import DeadLettersUndelivered
     from fairwatch.consumers.kafka_worker import ApplyFailed, WorkerCollector, make_worker
     from fairwatch.consumers.state import StateStore
     from fairwatch.monitor.pipeline import Pipeline
@@ -130,6 +131,9 @@ def run(args: argparse.Namespace) -> int:
         worker.run()
     except ApplyFailed as exc:
         print(f"fairwatch run: error: {exc}; a restart reads it again", file=sys.stderr, flush=True)
+        return 1
+    except DeadLettersUndelivered as exc:
+        print(f"fairwatch run: error: {exc}", file=sys.stderr, flush=True)
         return 1
     finally:
         scorer.close()

@@ -42,12 +42,22 @@ from types import MappingProxyType
 import msgspec
 
 from fairwatch.monitor.config import MonitorConfig, parse_config
+from fairwatch.monitor.errors import first_line
 from fairwatch.monitor.events import Event, Rejection
 from fairwatch.monitor.pipeline import Pipeline
 from fairwatch.monitor.report import build_report
 from fairwatch.monitor.stages import Stage
 
 EventInput = Mapping | bytes | str
+
+
+def _numbers(event: Mapping, path: str = "$"):
+    """(path, value) of the float fields of an event and of the prediction it carries."""
+    for key, value in event.items():
+        if isinstance(value, float):
+            yield f"{path}.{key}", value
+        elif key == "prediction_copy" and isinstance(value, Mapping):
+            yield from _numbers(value, f"{path}.{key}")
 
 
 @dataclass(frozen=True)
@@ -182,8 +192,21 @@ class Monitor:
 
     def update_many(self, events: Iterable[EventInput]) -> list[tuple[int, Rejection]]:
         """Apply a batch (much cheaper per event than ``update``); return (position, Rejection) of refusals."""
-        lines = [e if isinstance(e, (bytes, str)) else self._encode(e) for e in events]
-        return self.pipeline.process_lines(lines).rejected
+        parse = self.pipeline.parser.parse
+        parsed = [parse(e) if isinstance(e, (bytes, str)) else self._parse_mapping(e) for e in events]
+        return self.pipeline.process_events(parsed).rejected
+
+    def _parse_mapping(self, event: Mapping) -> Event | Rejection:
+        """A dict event, through the same parser as a JSON line. JSON has no NaN (msgspec would write null,
+        silently dropping a score or giving a time of now), so non-finite numbers are refused first."""
+        for path, value in _numbers(event):
+            if value - value != 0.0:  # NaN or an infinity
+                return Rejection("bad_value", f"{path.rsplit('.', 1)[1]} {value!r} is not a finite number at `{path}`")
+        try:
+            line = self._encode(event)
+        except (TypeError, ValueError) as exc:  # an object JSON cannot hold; a lone surrogate in a string
+            return Rejection("not_json", f"cannot be written as JSON: {first_line(exc)}")
+        return self.pipeline.parser.parse(line)
 
     def report(self, model: str | None = None) -> dict:
         """The JSON-able report ``fairwatch replay --report json`` prints."""

@@ -21,6 +21,10 @@ import msgspec
 from fairwatch.monitor.errors import FairwatchError
 
 Positive = Annotated[int, msgspec.Meta(ge=1)]
+# An intersection's events are keyed by their attributes' codes packed into one int64, 20 bits each
+# (monitor.group_metrics): three attributes, and a million values per attribute, fit.
+MAX_INTERSECTION_ATTRIBUTES = 3
+MAX_GROUP_VALUES = 1_000_000
 # Finite: msgspec's bounds let NaN through, and an infinite window or threshold disables what it bounds.
 WindowSeconds = Annotated[float, msgspec.Meta(gt=0, le=366 * 86_400)]
 Fraction = Annotated[float, msgspec.Meta(gt=0, le=1)]
@@ -55,7 +59,7 @@ class Thresholds(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     }
 
     def __post_init__(self) -> None:
-        _finite(self)
+        require_finite(self)
 
 
 class ThresholdOverride(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -82,7 +86,7 @@ class ThresholdOverride(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     }
 
     def __post_init__(self) -> None:
-        _finite(self)
+        require_finite(self)
 
 
 class MonitorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -96,7 +100,7 @@ class MonitorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     privacy_floor: Positive = 10
     exemplars: bool = True
     max_groups_per_attribute: Positive = 50
-    max_group_values: Positive = 1_000
+    max_group_values: Annotated[int, msgspec.Meta(ge=1, le=MAX_GROUP_VALUES)] = 1_000
     max_models: Positive = 100
     journal_capacity: Positive = 1_000_000
     early_outcome_capacity: Positive = 100_000
@@ -200,7 +204,7 @@ class MonitorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         return [c for k in orders for c in combinations(singles, k) if c not in configured]
 
     def __post_init__(self) -> None:
-        _finite(self)
+        require_finite(self)
         if self.privacy_floor > self.min_group_size:
             raise ValueError("privacy_floor must not exceed min_group_size")
         if max(self.count_windows, default=0) > self.journal_capacity:
@@ -208,6 +212,9 @@ class MonitorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         for parts in self.intersections:
             if len(parts) < 2:
                 raise ValueError(f"an intersection needs two or more attributes, got {parts}")
+            if len(parts) > MAX_INTERSECTION_ATTRIBUTES:
+                raise ValueError(f"intersection {'&'.join(parts)} joins {len(parts)} attributes; at most "
+                                 f"{MAX_INTERSECTION_ATTRIBUTES} are tracked jointly")
             unknown = [p for p in parts if self.attributes is not None and p not in self.attributes]
             if unknown:  # a typo would file every event under "<value>&unknown"
                 raise ValueError(f"intersection {'&'.join(parts)} names {', '.join(map(repr, unknown))}, "
@@ -216,7 +223,7 @@ class MonitorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ValueError("max_groups_per_attribute must not exceed max_group_values")
 
 
-def _finite(struct: msgspec.Struct) -> None:
+def require_finite(struct: msgspec.Struct) -> None:
     """Refuse NaN and infinities in a struct's float fields (msgspec's bounds let NaN through)."""
     for name in struct.__struct_fields__:
         value = getattr(struct, name)

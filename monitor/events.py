@@ -220,6 +220,8 @@ class EventParser:
             return Rejection("not_json", f"not valid JSON: {exc}")
         except UnicodeDecodeError as exc:  # msgspec raises it for bad UTF-8 inside a string
             return Rejection("not_json", f"not valid UTF-8 inside a string ({exc.reason})")
+        except UnicodeEncodeError as exc:  # a str holding a lone surrogate, which UTF-8 cannot hold
+            return Rejection("not_json", f"not valid Unicode: {exc.reason} at character {exc.start}")
         except RecursionError:
             return Rejection("not_json", "JSON nested too deeply")
         try:

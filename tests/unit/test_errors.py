@@ -26,6 +26,8 @@ NOT_USER_ERRORS = {
         "internal to the worker: it replaces the fetch process and goes on",
     "fairwatch.consumers.dead_letters.DeadLettersStuck":
         "a broker that keeps refusing dead letters is a worker failure, not a user mistake: its traceback is wanted",
+    "fairwatch.consumers.dead_letters.DeadLettersUndelivered":
+        "the broker refused a dead letter: the worker stops; `fairwatch run` reports it itself with exit status 1",
 }
 
 

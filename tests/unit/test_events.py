@@ -50,6 +50,38 @@ def test_bad_events_get_a_reason(raw, reason, words):
     assert "\n" not in rejection.message
 
 
+def test_a_str_with_a_lone_surrogate_is_refused_not_raised():
+    rejection = EventParser().parse('{"event_id": "a", "prediction": 1, "groups": {"sex": "\ud800"}}')
+    assert (rejection.reason, rejection.message) == ("not_json", "not valid Unicode: surrogates not allowed at "
+                                                                 "character 54")
+
+
+def test_dict_events_with_what_json_cannot_hold_are_refused_and_the_rest_counted():
+    """msgspec writes NaN as null: a NaN score would pass as no score, a NaN time as now."""
+    from fairwatch import Monitor
+
+    monitor = Monitor(attributes=["sex"], count_windows=[], time_windows_seconds=[])
+    good = {"event_id": "ok", "prediction": 1, "score": 0.5, "groups": {"sex": "F"}}
+    bad = [
+        ({"event_id": "a", "prediction": 1, "score": float("nan"), "groups": {"sex": "F"}},
+         "bad_value", "score nan is not a finite number at `$.score`"),
+        ({"event_id": "b", "prediction": 1, "ts": float("-inf"), "groups": {"sex": "F"}},
+         "bad_value", "ts -inf is not a finite number at `$.ts`"),
+        ({"event_id": "c", "label": 1, "prediction_copy": {"model": "m", "prediction": 1, "score": float("inf"),
+                                                             "ts": 1.0, "groups": {"sex": "F"}}},
+         "bad_value", "score inf is not a finite number at `$.prediction_copy.score`"),
+        ({"event_id": "d", "prediction": 1, "groups": {"sex": "\udc80"}}, "not_json", "cannot be written as JSON"),
+        ({"event_id": "e", "prediction": 1, "groups": {"sex": "F"}, "extra": object()}, "not_json",
+         "cannot be written as JSON: Encoding objects of type object is unsupported"),
+    ]
+    rejected = monitor.update_many([good] + [event for event, _, _ in bad] + [dict(good, event_id="ok2")])
+    assert [(position, r.reason) for position, r in rejected] == [(i + 1, reason) for i, (_, reason, _) in
+                                                                   enumerate(bad)]
+    for (_, rejection), (_, _, words) in zip(rejected, bad):
+        assert words in rejection.message and "\n" not in rejection.message
+    assert (monitor.snapshot().events, monitor.snapshot().invalid) == (2, len(bad))
+
+
 def test_oversized_event_and_text():
     parser = EventParser(max_event_bytes=1000, max_text_chars=10)
     huge = b'{"event_id": "a", "prediction": 1, "groups": {}, "text": "' + b"x" * 2000 + b'"}'

@@ -89,3 +89,24 @@ def test_intersection_codes_from_the_combination_rows_name_each_event_s_own_cell
             left, right = name.split("&")
             cells = [metrics.index[name].values[c] for c in codes[name].tolist()]
             assert cells == [f"{g.get(left, UNKNOWN_GROUP)}&{g.get(right, UNKNOWN_GROUP)}" for g in groups], (b, name)
+
+
+def test_a_three_attribute_intersection_names_each_cell_and_four_are_refused_in_one_line():
+    """Codes are packed 20 bits per attribute into one int64: three attributes fit, four would overflow."""
+    import msgspec
+    import pytest
+
+    from fairwatch.monitor.config import MAX_INTERSECTION_ATTRIBUTES, MonitorConfig
+
+    rng = random.Random(5)
+    metrics = GroupMetrics("m", attributes=["a", "b", "c"], intersections=[("a", "b", "c")])
+    groups = [{"a": f"a{rng.randrange(3)}", "b": f"b{rng.randrange(4)}", "c": f"c{rng.randrange(5)}"}
+              for _ in range(300)]
+    cells = [metrics.index["a&b&c"].values[c] for c in metrics.group_codes(groups)["a&b&c"].tolist()]
+    assert cells == [f"{g['a']}&{g['b']}&{g['c']}" for g in groups]
+
+    assert MAX_INTERSECTION_ATTRIBUTES == 3
+    with pytest.raises(ValueError, match=r"^intersection a&b&c&d joins 4 attributes; at most 3 are tracked jointly$"):
+        MonitorConfig(attributes=["a", "b", "c", "d"], intersections=[["a", "b", "c", "d"]])
+    with pytest.raises(msgspec.ValidationError, match=r"<= 1000000 - at `\$.max_group_values`"):
+        msgspec.convert({"max_group_values": 1_048_576}, MonitorConfig)

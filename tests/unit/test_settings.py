@@ -68,7 +68,7 @@ def test_the_reference_refuses_a_field_without_a_description(monkeypatch):
 def test_the_reference_shows_each_default_from_the_struct():
     text = reference()
     assert "| `decision_check_events` | integer (>= 1) | `4000` |" in text
-    assert "| `session_timeout_ms` | integer (>= 1) | `10000` |" in text
+    assert "| `session_timeout_ms` | integer (>= 1000, <= 3600000) | `10000` |" in text
     assert "| `breach_for` | string | `\"5m\"` |" in text
 
 
