@@ -7,14 +7,14 @@ import signal
 import sys
 
 from fairwatch.consumers.broker import TansuBroker, create_topics
-from fairwatch.command_support import UsageError
+from fairwatch.command_support import UsageError, port_number
 
 DEFAULT_TOPICS = ("fairwatch.predictions", "fairwatch.outcomes", "fairwatch.dlq")
 
 
 def register(commands) -> None:
     parser = commands.add_parser("dev-broker", help="run a local Kafka-protocol broker (Tansu, memory storage)")
-    parser.add_argument("--port", type=int, default=9092, help="port on 127.0.0.1 (9092; 0 = any free port)")
+    parser.add_argument("--port", type=port_number, default=9092, help="port on 127.0.0.1 (9092; 0 = any free port)")
     parser.add_argument("--partitions", type=int, default=4,
                         help="partitions of the fairwatch.* topics created on start (4; 0 = create none)")
     parser.add_argument("--quiet", action="store_true", help="hide the broker's own log")

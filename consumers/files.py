@@ -83,6 +83,14 @@ def csv_row_to_event(row: dict[str, str], line: int, m: CsvMapping, now: float) 
 
     if None in row:  # more cells than header columns
         return bad("bad_value", f"{len(row) - 1 + len(row[None])} cells, the header has {len(row) - 1}")
+    for col in (m.id_col, m.prediction_col, m.score_col, m.label_col, m.ts_col, *m.group_cols):
+        cell = row.get(col) if col is not None else None
+        if cell and ("\n" in cell or "\r" in cell):
+            # Only a text may span lines: elsewhere a quote left open has swallowed the rows after it.
+            breaks = sum(c.count("\n") for c in row.values() if isinstance(c, str))
+            first = line - breaks + cell.endswith("\n")  # a quote open to the end holds the last line's break
+            return Rejection("bad_value", f"lines {first}-{line}: column {col!r} holds a line break "
+                                          f"({cell[:40]!r}...): a quote left open? The rows inside it are not read")
     event_id = row[m.id_col] if m.id_col else str(line)
     if event_id is None or not event_id.strip():
         return bad("missing_field", f"empty event id in column {m.id_col!r}")

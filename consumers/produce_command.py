@@ -71,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--rate must be positive")
     if args.outcome_delay is not None and args.outcome_delay < 0:
         raise UsageError("--outcome-delay must be 0 or more")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("--limit must be 1 or more (leave it out for the whole file)")
     from fairwatch.settings import from_args
 
     settings = from_args(args, kafka_keys=CONNECTION_KEYS).kafka  # checks that the topics differ

@@ -11,7 +11,7 @@ from tqdm import tqdm
 from fairwatch.consumers.files import FORMATS, CsvMapping, SourceError, read_events
 from fairwatch.command_support import UsageError, config_from_args, finite_float, keep_serving, serve_registry
 from fairwatch.flags import add_config_flags
-from fairwatch.flags import add_flag, add_metrics_flags, add_progress_flag, add_report_flag
+from fairwatch.flags import NoEffect, add_flag, add_metrics_flags, add_progress_flag, add_report_flag
 from fairwatch.monitor.config import MonitorConfig
 from fairwatch.monitor.pipeline import Pipeline
 from fairwatch.monitor.report import build_report, format_table, to_json
@@ -66,7 +66,8 @@ def add_scorer_flags(parser: argparse.ArgumentParser) -> None:
                        "compiled, and checked against the eager model, before its scores are used; slower to start "
                        "(docs/scorer.md)")
     group.add_argument("--scorer-threshold", type=finite_float, default=0.5, help="decision threshold on scorer scores (0.5)")
-    group.add_argument("--scorer-batch", type=int, default=4096, help="texts per scoring call (4096)")
+    group.add_argument("--scorer-batch", action=NoEffect, why="the scorer sizes its batches by padded tokens "
+                       "(docs/scorer.md)")
     group.add_argument("--lexicon", metavar="FILE", help="lexicon of group terms, JSON or TOML (default: shipped lexicons)")
     group.add_argument("--postprocess-attribute", metavar="ATTR", help="add <model>:postprocessed outputs with "
                        "per-group thresholds for ATTR, refitted on the labels held (none)")

@@ -18,6 +18,9 @@ from datetime import datetime, timezone
 from fairwatch.monitor.errors import FairwatchError
 
 
+END_OF_YEAR_9999 = 253_402_300_800.0  # epoch seconds of 10000-01-01T00:00:00Z
+
+
 class TimeWindowError(FairwatchError, ValueError):
     """A time or window the user gave that cannot be read: one line for the CLI."""
 
@@ -35,9 +38,11 @@ def parse_time(text: str, flag: str) -> float:
                 from None
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=timezone.utc)
-        return moment.timestamp()
+        seconds = moment.timestamp()
     if not math.isfinite(seconds) or seconds < 0:
         raise TimeWindowError(f"{flag} {text!r} is not a time since 1970")
+    if seconds >= END_OF_YEAR_9999:  # past what a date can show (and what an event can carry)
+        raise TimeWindowError(f"{flag} {text!r} lies after the year 9999")
     return seconds
 
 

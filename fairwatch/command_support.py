@@ -40,6 +40,21 @@ def finite_float(text: str) -> float:
     return value
 
 
+def port_number(text: str) -> int:
+    """argparse type: a TCP port, 0 (any free port) to 65535 (a socket refuses others with a traceback).
+
+    >>> port_number("9108"), port_number("0")
+    (9108, 0)
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (0 to 65535)")
+    return value
+
+
 def tune_gc() -> None:
     """Collector settings for a long-running stream process.
 

@@ -22,8 +22,10 @@ import argparse
 import sys
 from typing import Any
 
+from fairwatch.command_support import port_number
+
 __all__ = ["add_bootstrap_flag", "add_config_file_flag", "add_config_flags", "add_flag", "add_log_level_flag", "add_metrics_flags",
-           "add_progress_flag", "add_report_flag", "add_topic_flags", "DeprecatedAlias"]
+           "add_progress_flag", "add_report_flag", "add_topic_flags", "DeprecatedAlias", "NoEffect"]
 
 def _kafka_default(field: str) -> str:
     from fairwatch.consumers.kafka_config import KafkaSettings
@@ -52,6 +54,18 @@ class DeprecatedAlias(argparse.Action):
         if self.append:
             value = [*(getattr(namespace, self.dest, None) or []), *(value if isinstance(value, list) else [value])]
         setattr(namespace, self.dest, value)
+
+
+class NoEffect(argparse.Action):
+    """A flag that no longer does anything: still accepted, so that scripts keep running, with a warning
+    that says why; hidden from --help."""
+
+    def __init__(self, option_strings, dest, why: str, **kwargs: Any) -> None:
+        self.why = why
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(f"{parser.prog}: warning: {option_string} has no effect: {self.why}", file=sys.stderr)
 
 
 def add_flag(parser, canonical: str, *, aliases: tuple[str, ...] = (), alias_type=None, alias_convert=None,
@@ -101,7 +115,7 @@ def add_metrics_flags(parser, *, port: int | None = None, addr: str | None = "12
 
     ``port``/``addr`` are the defaults (None: not given, a config file or a later default wins).
     """
-    add_flag(parser, "--metrics-port", type=int, default=port, metavar="PORT", aliases=aliases,
+    add_flag(parser, "--metrics-port", type=port_number, default=port, metavar="PORT", aliases=aliases,
              help=port_help if port is None else f"{port_help} ({port})")
     add_flag(parser, "--metrics-addr", default=addr, metavar="ADDR", aliases=addr_aliases,
              help=addr_help or f"address /metrics listens on ({addr})")

@@ -212,6 +212,8 @@ class MonitorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         for parts in self.intersections:
             if len(parts) < 2:
                 raise ValueError(f"an intersection needs two or more attributes, got {parts}")
+            if any(not part.strip() for part in parts) or len(set(parts)) < len(parts):
+                raise ValueError(f"intersection {'&'.join(parts)} needs distinct, non-empty attribute names")
             if len(parts) > MAX_INTERSECTION_ATTRIBUTES:
                 raise ValueError(f"intersection {'&'.join(parts)} joins {len(parts)} attributes; at most "
                                  f"{MAX_INTERSECTION_ATTRIBUTES} are tracked jointly")

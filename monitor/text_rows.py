@@ -132,7 +132,8 @@ def binary_lines(handle) -> Iterator[bytes]:
             first = False
             if chunk.startswith(_BOM):
                 chunk = chunk[len(_BOM):]
-        if b"\r" in chunk and not chunk.endswith(b"\r\n"):  # old Mac endings: the "line" holds many
+        # A CR before the line's own ending is a line ending too (old Mac files, or mixed ones).
+        if b"\r" in chunk.rstrip(b"\r\n"):
             yield from chunk.splitlines()
         else:
             yield chunk

@@ -127,7 +127,7 @@ def prometheus_on_monitor(tmp_path_factory, scorer_model):
         monitor_log = tmp / "monitor.log"
         started.append(subprocess.Popen(
             [sys.executable, "-m", "fairwatch", "replay", str(fifo), "--metrics-port", str(monitor_port), "--report", "json",
-             "--scorer-model", str(scorer_model), "--scorer-device", "cpu", "--scorer-batch", "512",
+             "--scorer-model", str(scorer_model), "--scorer-device", "cpu",
              # The same tiny classifier scores the responses too: the toxic-share panels get their series.
              "--response-model", str(scorer_model), "--response-device", "cpu"],
             cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(monitor_log, "wb")))

@@ -166,6 +166,10 @@ def test_a_snapshot_older_than_a_decision_setting_restarts_the_decisions(tmp_pat
     ({"threshold": float("inf")}, "finite"),
     ({"attributes": ["race", "sex"], "intersections": [["race", "sexx"]]}, "'sexx'"),
     ({"max_future_seconds": -1}, "max_future_seconds"),
+    ({"intersections": [["sex", ""]]}, "intersection sex& needs distinct, non-empty attribute names"),
+    ({"intersections": [["sex", "sex"]]}, "intersection sex&sex needs distinct"),
+    ({"intersections": [["a", "b", "c", "d"]]}, "joins 4 attributes; at most 3"),
+    ({"max_group_values": 2_000_000}, "max_group_values"),
 ])
 def test_settings_that_would_disable_or_corrupt_monitoring_are_refused(data, words):
     with pytest.raises(ConfigError, match=None) as error:
@@ -211,6 +215,30 @@ def test_a_byte_order_mark_and_old_mac_line_endings_lose_no_event(tmp_path):
     assert json.loads(result.stdout)["events"] == 2
 
 
+def test_a_csv_quote_left_open_is_reported_with_the_lines_it_swallowed(tmp_path):
+    """csv reads on to the closing quote; a line break is legitimate in a text, never in an id, label or group."""
+    path = tmp_path / "quote.csv"
+    path.write_text('id,pred,sex,text\n1,1,F,"two\nlines"\n2,0,M,x\nq,1,"M\n3,0,F,x\n4,1,M,x\n')
+    result = run_cli("replay", path, "--id-col", "id", "--prediction-col", "pred", "--group-col", "sex",
+                     "--text-col", "text", "--report", "json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["events"], report["invalid"]) == (2, 1)  # the text's line break is fine
+    text = run_cli("replay", path, "--id-col", "id", "--prediction-col", "pred", "--group-col", "sex").stdout
+    assert "lines 5-7: column 'sex' holds a line break ('M\\n3,0,F,x\\n4,1,M,x\\n'...): a quote left open?" in text, text
+
+
+def test_mixed_line_endings_lose_no_event(tmp_path):
+    """A CR alone ends a line even when the chunk it sits in ends with CRLF."""
+    a, b, c = lines(3, lambda i: {"sex": "FM"[i % 2]})
+    jsonl = tmp_path / "mixed.jsonl"
+    jsonl.write_bytes(a + b"\r" + b + b"\r\n" + c + b"\n")
+    result = run_cli("replay", jsonl, "--report", "json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["events"], report["invalid"]) == (3, 0)
+
+
 @pytest.mark.parametrize("content, flags", [
     (b"", ()),
     (b'{"event_id": "a"}\n{"event_id": "b"}\n', ()),
@@ -243,3 +271,26 @@ def test_one_event_scored_by_two_models_counts_for_each_and_takes_one_outcome():
     pipeline.process_lines([json.dumps({"event_id": "n3", "ts": NOW, "label": 0}).encode()])
     assert pipeline.stats.outcomes["joined"] == 2
     assert all(pipeline.models[m].since_start.rows("g", 1)[0, 7] == 1 for m in ("prod", "shadow"))  # tn
+
+
+@pytest.mark.parametrize("args, words", [
+    (("replay", "{file}", "--metrics-port", "70000"), "argument --metrics-port: 70000 is not a port (0 to 65535)"),
+    (("replay", "{file}", "--metrics-port", "http"), "argument --metrics-port: 'http' is not a port number"),
+    (("dev-broker", "--port", "-3"), "argument --port: -3 is not a port (0 to 65535)"),
+    (("produce", "{file}", "--predictions-topic", "t", "--limit", "-1"), "--limit must be 1 or more"),
+    (("produce", "{file}", "--predictions-topic", "t", "--limit", "0"), "--limit must be 1 or more"),
+])
+def test_out_of_range_numbers_in_flags_are_one_line_before_any_work(tmp_path, args, words):
+    path = tmp_path / "e.jsonl"
+    path.write_bytes(b"\n".join(lines(3, lambda i: {"sex": "F"})))
+    result = run_cli(*(str(path) if a == "{file}" else a for a in args))
+    assert result.returncode == 2 and words in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_flag_that_no_longer_does_anything_warns_and_the_run_goes_on(tmp_path):
+    path = tmp_path / "e.jsonl"
+    path.write_bytes(b"\n".join(lines(3, lambda i: {"sex": "F"})))
+    result = run_cli("replay", path, "--scorer-batch", "512", "--report", "json")
+    assert result.returncode == 0 and json.loads(result.stdout)["events"] == 3
+    assert "warning: --scorer-batch has no effect: the scorer sizes its batches by padded tokens" in result.stderr
