@@ -18,7 +18,7 @@ from typing import Annotated, ClassVar, Literal, Union
 
 import msgspec
 
-from fairwatch.consumers.kafka_config import Positive
+from fairwatch.consumers.kafka_config import NonEmpty, Positive, Topic, between
 
 __all__ = ["JoinOptions", "JOIN_FLAG_KEYS"]
 
@@ -29,16 +29,16 @@ PositiveSeconds = Annotated[float, msgspec.Meta(gt=0, le=10 * 365 * 24 * 3600)]
 class JoinOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The ``[join]`` table: what ``fairwatch join`` writes, how long it waits, and how it stays in its group."""
 
-    labeled_topic: str = "fairwatch.labeled"
-    app_id: str = "fairwatch-join"
+    labeled_topic: Topic = "fairwatch.labeled"
+    app_id: NonEmpty = "fairwatch-join"
     ttl_seconds: PositiveSeconds = 7 * 24 * 3600.0
     sweep_seconds: Union[PositiveSeconds, None] = None
     commit_interval_seconds: PositiveSeconds = 2.0
     # Kafka's consumer defaults (45 s session, 300 s poll interval) and Faust's rebalance timeout: the poll
     # interval must stay well above the slowest batch of a loaded machine (docs/kafka.md, the join's section).
-    session_timeout_ms: Positive = 45_000
-    rebalance_timeout_ms: Positive = 60_000
-    max_poll_interval_ms: Positive = 300_000
+    session_timeout_ms: between(1_000, 3_600_000) = 45_000
+    rebalance_timeout_ms: between(1_000, 86_400_000) = 60_000
+    max_poll_interval_ms: between(1_000, 86_400_000) = 300_000
     stall_warning_seconds: PositiveSeconds = 60.0
     exit_on_stall: bool = False
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"

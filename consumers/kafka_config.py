@@ -39,15 +39,31 @@ DEFAULT_CLIENT = _default_client()
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 
 
-def _between(low: int, high: int) -> type:
+def between(low: int, high: int) -> type:
     """An int in librdkafka's range for the setting: the client refuses others only when it starts,
     as if the broker were unreachable."""
     return Annotated[int, msgspec.Meta(ge=low, le=high)]
 
 
 # Kafka's own rule for topic names (and a group or client id must not be empty).
-Topic = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._-]{1,249}$")]
-TopicOrNone = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._-]{0,249}$")]
+_TOPIC_PATTERN = r"^[A-Za-z0-9._-]{1,249}$"
+_TOPIC_OR_EMPTY_PATTERN = r"^[A-Za-z0-9._-]{0,249}$"
+Topic = Annotated[str, msgspec.Meta(pattern=_TOPIC_PATTERN)]
+TopicOrNone = Annotated[str, msgspec.Meta(pattern=_TOPIC_OR_EMPTY_PATTERN)]
+_TOPIC_RULE = "a Kafka topic name (1 to 249 letters, digits, '.', '_' or '-')"
+
+
+def readable(error: msgspec.ValidationError) -> str:
+    """msgspec's message, with the topic names' regex said in words.
+
+    >>> try:
+    ...     msgspec.convert({"dlq_topic": "dead letters"}, KafkaSettings)
+    ... except msgspec.ValidationError as exc:
+    ...     print(readable(exc))
+    Expected a Kafka topic name (1 to 249 letters, digits, '.', '_' or '-') - at `$.dlq_topic`
+    """
+    return (str(error).replace(f"`str` matching regex {_TOPIC_PATTERN!r}", _TOPIC_RULE)
+            .replace(f"`str` matching regex {_TOPIC_OR_EMPTY_PATTERN!r}", f'{_TOPIC_RULE} or ""'))
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 # The dead-letter producer keeps 64 KiB of a request for key, headers and batch overhead.
 MIN_DLQ_MAX_BYTES = 128 << 10
@@ -70,18 +86,18 @@ class KafkaSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     dlq_topic: Topic = "fairwatch.dlq"
     group_id: NonEmpty = "fairwatch"
     client_id: NonEmpty = "fairwatch"
-    metrics_port: Union[_between(0, 65535), None] = None
+    metrics_port: Union[between(0, 65535), None] = None
     metrics_addr: str = "0.0.0.0"
     models: list[str] = []
     commit_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     state_dir: Union[str, None] = None
-    max_poll_records: _between(1, 1_000_000) = 20_000
+    max_poll_records: between(1, 1_000_000) = 20_000
     fetch_process: bool = True
-    session_timeout_ms: _between(1_000, 3_600_000) = 10_000
-    max_poll_interval_ms: _between(1, 86_400_000) = 300_000
-    max_partition_fetch_bytes: _between(1, 1_000_000_000) = 1 << 20
-    fetch_max_bytes: _between(1_000_000, 2_147_483_135) = 50 << 20
-    dlq_max_bytes: _between(MIN_DLQ_MAX_BYTES, 1_000_000_000) = 16 << 20
+    session_timeout_ms: between(1_000, 3_600_000) = 10_000
+    max_poll_interval_ms: between(1, 86_400_000) = 300_000
+    max_partition_fetch_bytes: between(1, 1_000_000_000) = 1 << 20
+    fetch_max_bytes: between(1_000_000, 2_147_483_135) = 50 << 20
+    dlq_max_bytes: between(MIN_DLQ_MAX_BYTES, 1_000_000_000) = 16 << 20
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Union[Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"], None] = None
@@ -194,7 +210,9 @@ def parse_kafka_settings(data: dict) -> KafkaSettings:
     try:
         settings = msgspec.convert(data, KafkaSettings)
         settings.check()
-    except (msgspec.ValidationError, ConfigError) as exc:
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"[kafka]: {readable(exc)}") from None
+    except ConfigError as exc:
         raise ConfigError(f"[kafka]: {exc}") from None
     return settings
 
@@ -221,6 +239,7 @@ def add_security_flags(parser, protocol_default: str | None = None) -> None:
     security.add_argument("--ssl-keyfile", metavar="PEM", help="client private key (mutual TLS)")
 
 
-__all__ = ["KafkaSettings", "parse_kafka_settings", "read_toml", "add_security_flags", "add_client_flag",
+__all__ = ["KafkaSettings", "parse_kafka_settings", "read_toml", "add_security_flags", "add_client_flag", "between", "Topic",
+           "NonEmpty", "Positive", "readable",
            "PASSWORD_ENV",
            "CLIENTS", "DEFAULT_CLIENT"]

@@ -43,7 +43,7 @@ import msgspec.inspect as mi
 
 from fairwatch.alerts.rules import AlertSettings, moved_key
 from fairwatch.consumers.join_config import JoinOptions
-from fairwatch.consumers.kafka_config import CONNECTION_KEYS, KafkaSettings, parse_kafka_settings
+from fairwatch.consumers.kafka_config import CONNECTION_KEYS, KafkaSettings, parse_kafka_settings, readable
 from fairwatch.monitor.config import (ConfigError, MonitorConfig, ThresholdOverride, Thresholds, located,
                                       monitor_table, parse_config, read_toml)
 
@@ -99,7 +99,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         try:
             join = msgspec.convert(data, JoinOptions)
         except msgspec.ValidationError as exc:
-            raise ConfigError(f"{located(self.source, 'join')}{exc}") from None
+            raise ConfigError(f"{located(self.source, 'join')}{readable(exc)}") from None
         return msgspec.structs.replace(self, join=join)
 
 
@@ -122,7 +122,7 @@ def parse_settings(document: dict, source: str | Path | None = None) -> Settings
         try:
             tables[name] = msgspec.convert(table, struct)
         except msgspec.ValidationError as exc:
-            raise ConfigError(f"{located(source, name)}{exc}") from None
+            raise ConfigError(f"{located(source, name)}{readable(exc)}") from None
     return Settings(**tables)
 
 

@@ -47,6 +47,20 @@ def test_a_non_positive_setting_is_one_usage_line(flag, value, capsys):
     assert len(err.splitlines()) == 1 and flag.split("-ms")[0].split("-seconds")[0] in err, err
 
 
+@pytest.mark.parametrize("flags, words", [
+    (("--labeled-topic", "bad topic"), "Expected a Kafka topic name (1 to 249 letters, digits, '.', '_' or '-') - "
+                                       "at `$.labeled_topic`"),
+    (("--app-id", ""), "Expected `str` of length >= 1 - at `$.app_id`"),
+    (("--session-timeout-ms", "4000000"), "Expected `int` <= 3600000 - at `$.session_timeout_ms`"),
+    (("--max-poll-interval-ms", "100000000"), "Expected `int` <= 86400000 - at `$.max_poll_interval_ms`"),
+])
+def test_a_name_kafka_refuses_or_a_timeout_past_its_range_is_one_line_before_connecting(flags, words, capsys):
+    pytest.importorskip("faust", reason="the kafka extra (faust-streaming) is not installed")
+    assert main(["join", "--bootstrap-servers", "127.0.0.1:1", "--outcomes-topic", "o", *flags]) == EXIT_USAGE
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and words in err, err
+
+
 @pytest.mark.parametrize("value", ["abc", "1.5", ""])
 def test_a_malformed_poll_interval_is_rejected_by_the_parser(value, capsys):
     with pytest.raises(SystemExit) as exc:
