@@ -84,12 +84,7 @@ class IncidentError(FairwatchError, ValueError):
 
 class IncidentStore:
     def __init__(self, path: str | Path, clock=time.time) -> None:
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(SCHEMA)
+        self._db = _open(path)
         self._lock = threading.Lock()
         self._clock = clock
         self._move_legacy_alerts()
@@ -269,6 +264,34 @@ class IncidentStore:
             query = "SELECT id FROM incidents" + (" WHERE state = ?" if state else "") + " ORDER BY id"
             ids = [r["id"] for r in self._db.execute(query, (state,) if state else ())]
             return [self.get(i, lock=False) for i in ids]
+
+
+def _open(path: str | Path) -> sqlite3.Connection:
+    """The store's connection, its schema in place; a path that holds no store is an IncidentError naming it
+    (sqlite3's own errors name neither the file nor what is wrong with it)."""
+    db = None
+    try:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(SCHEMA)
+        return db
+    except (OSError, sqlite3.Error) as exc:
+        if db is not None:
+            db.close()
+        if Path(path).is_dir():
+            why = "it is a directory"
+        elif isinstance(exc, (FileExistsError, NotADirectoryError)):  # mkdir's own words name neither
+            why = "part of its path is a file, not a directory"
+        elif isinstance(exc, OSError):
+            why = exc.strerror or type(exc).__name__
+        elif isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc):
+            why = "not an SQLite database"
+        else:
+            why = str(exc)
+        raise IncidentError(f"cannot open the incident store {path}: {why}") from None
 
 
 def _row(row: sqlite3.Row) -> dict:

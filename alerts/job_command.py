@@ -109,9 +109,13 @@ def breach_onset(incident: dict) -> float:
     onset = incident["opened_at"]
     for alert in incident.get("alerts") or ():
         try:
-            onset = min(onset, _rfc3339_seconds(alert["startsAt"]))
-        except (KeyError, TypeError, ValueError):  # a start the trigger cannot read leaves the opening time
+            starts = _rfc3339_seconds(alert["startsAt"])
+        except (KeyError, TypeError, ValueError, OverflowError):  # unreadable: the opening time stands
             continue
+        # Before the epoch is no breach of ours: Go's zero time (0001-01-01) is Alertmanager's "unset", and a window
+        # reaching back past year 1 cannot be written as a date.
+        if starts >= 0:
+            onset = min(onset, starts)
     return onset
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from fairwatch.alerts.incidents import IncidentError, IncidentStore
 from fairwatch.alerts.job_command import JobCommand, breach_onset, iso_utc
 from fairwatch.alerts.labels import unsafe_label_reason
+from fairwatch.monitor.errors import first_line
 
 log = logging.getLogger("fairwatch.trigger.jobs")
 
@@ -43,6 +44,8 @@ RESTARTED = "trigger restarted while the job ran"
 # States from which a job may start: a resolved incident (or one whose job ran) never starts one.
 STARTABLE = ("open", "approved", "job_queued")
 DEFAULT_LOOKBACK_SECONDS = 86_400.0
+# Ten years: far beyond any retention a window is read from, and far from where dates stop (year 1).
+MAX_LOOKBACK_SECONDS = 10 * 365 * 86_400.0
 DATA_FILE = "window.jsonl"
 
 # (model, window start, window end, file) -> (lines for the job's log, counts for the incident); raises with a
@@ -89,8 +92,9 @@ class JobRunner:
                  clock=time.time, policies: dict[str, str | None] | None = None):
         if max_concurrent_jobs < 1 or max_queued_jobs < 0:
             raise ValueError("max_concurrent_jobs must be >= 1 and max_queued_jobs >= 0")
-        if not lookback_seconds >= 0:
-            raise ValueError("the window's lookback must be 0 seconds or more")
+        if not 0 <= lookback_seconds <= MAX_LOOKBACK_SECONDS:
+            raise ValueError(f"the window's lookback must be 0 to {MAX_LOOKBACK_SECONDS:.0f} seconds (ten years), "
+                             f"got {lookback_seconds}")
         self.template = JobCommand(command) if command else None
         # Per model (--job-policy): its own command, or None for no job; models not named run ``command``.
         self.policies = {model: JobCommand(text) if text else None for model, text in (policies or {}).items()}
@@ -139,8 +143,15 @@ class JobRunner:
                 why = f"job queue full ({len(self._queue)} waiting): approve to queue it again"
                 self.store.set_state(incident_id, "awaiting_approval", {"why": why}, job={"state": "awaiting_approval"})
                 return False
+            try:
+                job = self._job(incident, template)
+            except Exception as exc:  # e.g. a window no date can express: this incident's job fails, not the delivery
+                reason = f"cannot start the job: {first_line(exc)}"
+                log.warning("incident %s: %s", incident_id, reason)
+                self.store.set_state(incident_id, "job_failed", {"error": reason},
+                                     job={"state": "failed", "error": reason})
+                return False
             self._accepted.add(incident_id)
-            job = self._job(incident, template)
             try:
                 if self._running < self.max_concurrent_jobs:
                     self._mark_running(job)

@@ -13,14 +13,14 @@ from pathlib import Path
 from fairwatch.alerts import trigger_http
 from fairwatch.alerts.incidents import IncidentError, IncidentStore
 from fairwatch.alerts.job_command import PLACEHOLDERS, JobCommand, parse_job_policies
-from fairwatch.alerts.jobs import DEFAULT_LOOKBACK_SECONDS
+from fairwatch.alerts.jobs import DEFAULT_LOOKBACK_SECONDS, MAX_LOOKBACK_SECONDS
 from fairwatch.alerts.promotion import promotion_verdict
 from fairwatch.alerts.rules import AlertSettings
 from fairwatch.alerts.shadow_command import (add_attach_action, add_shadow_action, attach_candidate, record_shadow,
                                              shadow_line)
 from fairwatch.alerts.terminal import printable
 from fairwatch.alerts.trigger import JobRunner, Trigger, serve
-from fairwatch.command_support import UsageError
+from fairwatch.command_support import UsageError, port_number
 from fairwatch.flags import add_flag
 
 DEFAULT_DB = "fairwatch-incidents.sqlite"
@@ -34,13 +34,13 @@ def register_trigger(commands) -> None:
     # --listen-*: the port takes Alertmanager's webhooks as well as the scrape of /metrics.
     add_flag(serve_parser, "--listen-addr", default="127.0.0.1", metavar="ADDR", aliases=("--host",),
              help="address the webhook (and its /metrics) listens on (127.0.0.1)")
-    add_flag(serve_parser, "--listen-port", type=int, default=9119, metavar="PORT", aliases=("--port",),
+    add_flag(serve_parser, "--listen-port", type=port_number, default=9119, metavar="PORT", aliases=("--port",),
              help="port of the webhook and its /metrics (9119)")
     serve_parser.add_argument("--db", default=DEFAULT_DB, help=f"incident store, SQLite ({DEFAULT_DB})")
     serve_parser.add_argument("--token-file", help=f"file holding the shared token (else ${TOKEN_ENV})")
     serve_parser.add_argument("--policy", choices=("auto", "manual"), default="manual",
                               help="start the fine-tune job at once (auto) or after `incidents approve` (manual)")
-    serve_parser.add_argument("--cooldown-seconds", type=float, default=3600.0,
+    serve_parser.add_argument("--cooldown-seconds", type=_non_negative, default=3600.0,
                               help="a breach within this of a human resolving the previous incident of its "
                                    "(model, attribute) opens one that waits for approval, even under auto (3600)")
     serve_parser.add_argument("--job-command", help="command run per incident (none: incidents start no job); placeholders: "
@@ -61,7 +61,7 @@ def register_trigger(commands) -> None:
     _link_arguments(serve_parser, "stored with each new incident for its page")
     window = serve_parser.add_argument_group("the job's window ({from}, {to}, and {data}: read from Kafka as "
                                              "`fairwatch export` reads it, with the same flags)")
-    window.add_argument("--window-lookback-seconds", type=_non_negative, default=DEFAULT_LOOKBACK_SECONDS,
+    window.add_argument("--window-lookback-seconds", type=_lookback_seconds, default=DEFAULT_LOOKBACK_SECONDS,
                         help="the window starts this long before the breach's onset "
                              f"({DEFAULT_LOOKBACK_SECONDS:g}, a day)")
     from fairwatch.consumers.export_command import add_window_source_flags
@@ -76,6 +76,13 @@ def _non_negative(text: str) -> float:
     value = finite_float(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _lookback_seconds(text: str) -> float:
+    value = _non_negative(text)
+    if value > MAX_LOOKBACK_SECONDS:  # else every job's window start overflows the calendar
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_LOOKBACK_SECONDS:.0f} (ten years), got {text}")
     return value
 
 
@@ -148,9 +155,11 @@ def register_incidents(commands) -> None:
 def _token(args: argparse.Namespace) -> str:
     if args.token_file:
         try:
-            token = Path(args.token_file).read_text().strip()
+            token = Path(args.token_file).read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise UsageError(f"cannot read --token-file {args.token_file}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"cannot read --token-file {args.token_file}: not UTF-8 text") from None
     else:
         token = os.environ.get(TOKEN_ENV, "").strip()
     if not token:

@@ -19,7 +19,8 @@ import time
 from fairwatch.monitor.errors import EXIT_USAGE, FairwatchError, UsageError
 
 __all__ = ["EXIT_USAGE", "FairwatchError", "OneLineParser", "UsageError", "config_from_args",
-           "dump_stacks_on_sigusr1", "finite_float", "keep_serving", "run_command", "serve_registry", "tune_gc"]
+           "dump_stacks_on_sigusr1", "finite_float", "keep_serving", "port_number", "run_command", "serve_registry",
+           "tune_gc"]
 
 
 class OneLineParser(argparse.ArgumentParser):

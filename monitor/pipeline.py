@@ -395,6 +395,12 @@ class Pipeline:
                 if (event.model, event_id) in self.generation_ids:
                     duplicates += 1
                     continue
+                if event.prediction is not None:  # its prediction a duplicate: the whole event is, response too
+                    held = index_get(event_id)
+                    if held is not None and (held[0].model == event.model
+                                             or labels.holds_further(event_id, event.model)):
+                        duplicates += 1
+                        continue
                 if self._no_room_for(event.model):
                     rejected.append((i, self._over_model_capacity(event.model)))
                     continue

@@ -35,6 +35,15 @@ def test_redelivered_predictions_count_once_within_and_across_batches():
     assert (p.stats.valid, p.stats.duplicates) == (3, 2)
 
 
+def test_a_generation_whose_prediction_is_a_duplicate_is_one_whole_duplicate():
+    """Counted as a duplicate, so its response is not counted either (it was, as a generation of its own)."""
+    p = Pipeline(MonitorConfig(count_windows=[], time_windows_seconds=[]))
+    p.process_lines([line(1, 1)])
+    p.process_lines([line(1, 1, response="I can't help with that."), line(2, 1, response="Sure.")])
+    assert (p.stats.valid, p.stats.duplicates) == (2, 1)
+    assert set(p.generation_ids) == {("default", "2")}
+
+
 def test_late_label_updates_label_cells_and_unlabeled_predictions_still_count():
     p = Pipeline(MonitorConfig(count_windows=[], time_windows_seconds=[]))
     p.process_lines([line(1, 1), line(2, 1), line(3, 0)])

@@ -183,3 +183,26 @@ def test_connections_beyond_the_cap_get_a_quick_503_and_the_server_recovers(serv
 def test_the_listen_backlog_is_real(server):
     http, *_ = server()
     assert http.request_queue_size == trigger_http.LISTEN_BACKLOG >= 128
+
+
+@pytest.mark.parametrize("declared", [
+    "\N{SUPERSCRIPT TWO}",  # str.isdigit says yes, int() says no
+    "9" * 5000,             # past int()'s digit limit
+    "12345678901",          # 11 digits: no body that long is ever read
+])
+def test_an_odd_content_length_is_a_counted_400_not_a_dropped_connection(server, declared):
+    http, trigger, store, port = server()
+    head = (f"POST /alerts HTTP/1.1\r\nHost: trigger\r\nAuthorization: Bearer {TOKEN}\r\n"
+            f"Content-Length: {declared}\r\n\r\n")
+    connection = socket.create_connection(("127.0.0.1", port), timeout=20)
+    connection.sendall(head.encode("latin-1") + b"{}")  # http.server reads headers as latin-1
+    reply = b""
+    while chunk := connection.recv(65536):
+        reply += chunk
+    connection.close()
+    status_line, _, rest = reply.partition(b"\r\n")
+    assert status_line.startswith(b"HTTP/1.0 400"), reply
+    error = rest.split(b"\r\n\r\n", 1)[1].decode()
+    assert "Content-Length" in error and "\n" not in error
+    assert trigger.counts["rejected"] == 1 and store.list() == []
+    assert post(f"http://127.0.0.1:{port}/alerts", payload(alert()))[0] == 200

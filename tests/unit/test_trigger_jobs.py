@@ -12,9 +12,10 @@ import time
 
 import pytest
 from helpers import REPO, run_cli
-from test_trigger import TOKEN, alert, payload, post
+from test_trigger import JOB, TOKEN, alert, payload, post
 
 from fairwatch.alerts.incidents import IncidentStore
+from fairwatch.alerts.job_command import iso_utc
 from fairwatch.alerts.jobs import NO_COMMAND, RESTARTED, JobRunner
 from fairwatch.alerts.trigger import Trigger, serve
 
@@ -204,7 +205,10 @@ def test_a_job_that_ends_after_a_human_resolved_leaves_the_incident_resolved(tmp
 
 
 @pytest.mark.parametrize("flag, value", [("--max-concurrent-jobs", "0"), ("--max-queued-jobs", "-1"),
-                                         ("--max-connections", "many")])
+                                         ("--max-connections", "many"), ("--listen-port", "70000"),
+                                         ("--listen-port", "-1"), ("--cooldown-seconds", "nan"),
+                                         ("--cooldown-seconds", "-5"), ("--window-lookback-seconds", "1e300"),
+                                         ("--window-lookback-seconds", "inf")])
 def test_bounds_on_the_command_line_are_checked_in_one_line(flag, value):
     result = run_cli("trigger", "serve", flag, value)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and flag in result.stderr
@@ -231,3 +235,72 @@ def test_a_kafka_table_is_checked_against_the_machine_only_when_a_job_reads_kafk
                              cwd=REPO, timeout=120)
     assert refused.returncode == 2
     assert refused.stderr.count("\n") == 1 and "[kafka]: --ssl-cafile /no/such/ca.pem: no such file" in refused.stderr
+
+
+def test_an_alert_starting_at_gos_zero_time_does_not_cost_its_delivery(tmp_path):
+    """Alertmanager's "unset" time as a startsAt: its window starts from the opening, and the delivery's
+    other alerts are handled with it (it was a 500, the incident stuck open, the others lost)."""
+    store = IncidentStore(tmp_path / "i.sqlite")
+    writes_from = f'{sys.executable} -c "import json,sys; json.dump(sys.argv[1], open(sys.argv[2], \'w\'))" ' \
+                  "{from} {report}"
+    jobs = JobRunner(store, writes_from, tmp_path / "jobs")
+    server, port = serve(Trigger(store, TOKEN, policy="auto", jobs=jobs), port=0, poll_seconds=0.2)
+    try:
+        status, answer = post(f"http://127.0.0.1:{port}/alerts",
+                              payload(alert(attribute="race", starts="0001-01-01T00:00:00Z"), alert(attribute="sex")))
+        assert status == 200 and len(answer["opened"]) == 2
+        assert jobs.wait(60)
+    finally:
+        server.shutdown()
+        server.server_close()
+    zero, other = store.list()
+    assert zero["state"] == other["state"] == "job_succeeded"
+    assert zero["job"]["report"] == iso_utc(zero["opened_at"] - jobs.lookback_seconds)
+    assert other["job"]["report"] == "2026-11-22T01:00:00Z"
+
+
+def test_a_job_that_cannot_be_built_fails_its_incident_and_the_delivery_goes_on(tmp_path):
+    store = IncidentStore(tmp_path / "i.sqlite")
+    # A clock past year 9999: no ISO-8601 {to}. Whatever breaks one job's start stays with that incident.
+    jobs = JobRunner(store, JOB, tmp_path / "jobs", clock=lambda: 1e12)
+    trigger = Trigger(store, TOKEN, policy="auto", jobs=jobs)
+    answer = trigger.handle(payload(alert(attribute="race"), alert(attribute="sex")), f"Bearer {TOKEN}")
+    assert answer.status == 200 and len(answer.body["opened"]) == 2
+    for incident in store.list():
+        assert incident["state"] == "job_failed" and incident["job"]["state"] == "failed"
+        error = incident["job"]["error"]
+        assert error.startswith("cannot start the job: ") and "year" in error and "\n" not in error
+    assert trigger.counts["jobs_started"] == 0 and jobs.wait(5)
+
+
+@pytest.mark.parametrize("lookback", [float("nan"), float("inf"), 1e300, -1.0])
+def test_a_lookback_no_window_can_hold_is_refused_at_construction(tmp_path, lookback):
+    with pytest.raises(ValueError, match="lookback"):
+        JobRunner(IncidentStore(tmp_path / "i.sqlite"), JOB, tmp_path / "jobs", lookback_seconds=lookback)
+
+
+@pytest.mark.parametrize("args, words", [
+    (("trigger", "serve", "--db", "{dir}"), "is a directory"),
+    (("trigger", "serve", "--db", "{notdb}"), "not an SQLite database"),
+    (("incidents", "--db", "{dir}", "list"), "is a directory"),
+    (("incidents", "--db", "{notdb}", "list"), "not an SQLite database"),
+    (("trigger", "serve", "--token-file", "{binary}"), "not UTF-8 text"),
+])
+def test_a_store_or_token_file_that_is_not_one_is_one_line_naming_it(tmp_path, args, words):
+    files = {"dir": tmp_path / "a-directory", "notdb": tmp_path / "notes.sqlite", "binary": tmp_path / "token.bin",
+             "token": tmp_path / "token"}
+    files["dir"].mkdir()
+    files["notdb"].write_text("not a database, only some words that fill more than a header's hundred bytes " * 3)
+    files["binary"].write_bytes(b"\xff\xfe\x00s3cret")
+    files["token"].write_text(TOKEN)
+    argv = [arg.format(**files) for arg in args]
+    if argv[:2] == ["trigger", "serve"]:
+        argv += ["--listen-port", "0", "--workdir", str(tmp_path / "jobs")]
+        if "--token-file" not in argv:
+            argv += ["--token-file", str(files["token"])]
+        if "--db" not in argv:
+            argv += ["--db", str(tmp_path / "i.sqlite")]
+    result = run_cli(*argv, timeout=60)
+    named = next(str(files[key]) for key in files if "{" + key + "}" in args)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and words in result.stderr and named in result.stderr
