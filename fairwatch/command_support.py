@@ -19,7 +19,7 @@ import time
 from fairwatch.monitor.errors import EXIT_USAGE, FairwatchError, UsageError
 
 __all__ = ["EXIT_USAGE", "FairwatchError", "OneLineParser", "UsageError", "config_from_args",
-           "dump_stacks_on_sigusr1", "finite_float", "keep_serving", "port_number", "run_command", "serve_registry",
+           "dump_stacks_on_sigusr1", "finite_float", "keep_serving", "port_number", "positive_float", "run_command", "serve_registry",
            "tune_gc"]
 
 
@@ -38,6 +38,18 @@ def finite_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number above 0 (a rate or an interval: 0, negatives and nan mean nothing there).
+
+    >>> positive_float("2.5")
+    2.5
+    """
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
     return value
 
 

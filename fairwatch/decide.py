@@ -21,24 +21,33 @@ and serves the decision gauges on its own /metrics.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import sys
 import time
+import urllib.parse
 import urllib.request
 
+from fairwatch.command_support import positive_float
 from fairwatch.flags import add_config_file_flag, add_metrics_flags
 from fairwatch.monitor import metric_names as names
 from fairwatch.monitor.breach import (FPR_N, FPR_X, SEL_N, SEL_X, TPR_N, TPR_X, MergedDecisions, Totals,
                                       worst_per_metric)
 from fairwatch.monitor.config import MonitorConfig
+from fairwatch.monitor.errors import first_line
 
 # Decision columns from the exported cells: (column, cells summed).
 DECISION_CELLS = ((SEL_N, ("predictions",)), (SEL_X, ("positives",)), (TPR_N, ("tp", "fn")), (TPR_X, ("tp",)),
                   (FPR_N, ("fp", "tn")), (FPR_X, ("fp",)))
+LABELS = (names.MODEL, names.ATTRIBUTE, names.GROUP, names.CELL)
+MAX_EXACT_COUNT = 2.0**53
 
 
 def totals_from_exposition(text: str) -> dict[str, Totals]:
-    """Per model, the decision counts in one worker's /metrics text."""
+    """Per model, the decision counts in one worker's /metrics text.
+
+    A text that is not an exposition, or whose counts cannot be summed, is a ValueError naming the problem.
+    """
     from prometheus_client.parser import text_string_to_metric_families
 
     cells: dict[tuple[str, str, str], dict[str, float]] = {}
@@ -48,6 +57,13 @@ def totals_from_exposition(text: str) -> dict[str, Totals]:
         for sample in family.samples:
             if not sample.name.endswith("_total"):
                 continue  # _created
+            missing = [label for label in LABELS if label not in sample.labels]
+            if missing:
+                raise ValueError(f"a {sample.name} series has no {missing[0]!r} label")
+            # A NaN or infinite count would poison every later sum, and past 2**53 a float
+            # no longer holds every integer; a negative one is no count at all.
+            if not 0 <= sample.value <= MAX_EXACT_COUNT:
+                raise ValueError(f"a {sample.name} series has the value {sample.value}, not a count")
             key = (sample.labels[names.MODEL], sample.labels[names.ATTRIBUTE], sample.labels[names.GROUP])
             cells.setdefault(key, {})[sample.labels[names.CELL]] = sample.value
     rows: dict[str, dict[str, dict[str, tuple[float, ...]]]] = {}
@@ -102,17 +118,52 @@ class MergedDecisionCollector:
         yield from (bound, threshold, breach, onsets)
 
 
+class ScrapeError(Exception):
+    """A worker that did not answer, or answered with a body that is not usable counts."""
+
+
 def scrape(url: str, timeout_seconds: float) -> str:
     with urllib.request.urlopen(url, timeout=timeout_seconds) as response:  # noqa: S310 (operator-given URLs)
         return response.read().decode()
 
 
+def scrape_totals(url: str, timeout_seconds: float) -> dict[str, Totals]:
+    """One worker's decision counts; ScrapeError (with the reason) when it does not answer or its body is unusable."""
+    try:
+        return totals_from_exposition(scrape(url, timeout_seconds))
+    except UnicodeDecodeError:
+        raise ScrapeError(f"{url}: the /metrics body is not UTF-8 text") from None
+    except ValueError as exc:
+        raise ScrapeError(f"{url}: the /metrics body is unusable ({first_line(exc, 160)})") from None
+    except (OSError, http.client.HTTPException) as exc:  # HTTPException: an answer that is not HTTP at all
+        raise ScrapeError(f"{url}: did not answer ({first_line(exc, 160)})") from None
+
+
+def worker_url(text: str) -> str:
+    """A worker's /metrics URL: http or https with a host (urllib also opens file: and ftp:, and
+    a bare word fails only at the first scrape)."""
+    try:
+        parts = urllib.parse.urlsplit(text)
+        parts.port  # noqa: B018 (a port that is not a number raises here, not at the first scrape)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an http(s) URL (e.g. http://worker-0:9108/metrics)")
+    return text
+
+
 def decide_once(decisions: dict[str, MergedDecisions], texts: list[str], config: MonitorConfig,
                 now: float | None = None) -> list[dict]:
     """One round: the workers' /metrics texts in, the new breaches out (as report entries)."""
+    return decide_on_totals(decisions, [totals_from_exposition(text) for text in texts], config, now)
+
+
+def decide_on_totals(decisions: dict[str, MergedDecisions], workers: list[dict[str, Totals]], config: MonitorConfig,
+                     now: float | None = None) -> list[dict]:
+    """One round on the workers' parsed counts (``totals_from_exposition`` of each)."""
     per_model: dict[str, list[Totals]] = {}
-    for text in texts:
-        for model, totals in totals_from_exposition(text).items():
+    for worker in workers:
+        for model, totals in worker.items():
             per_model.setdefault(model, []).append(totals)
     out = []
     for model, parts in per_model.items():
@@ -134,9 +185,9 @@ def decide_once(decisions: dict[str, MergedDecisions], texts: list[str], config:
 
 def register(commands) -> None:
     parser = commands.add_parser("decide", help="breach decisions on the summed counters of several workers")
-    parser.add_argument("workers", nargs="+", metavar="URL", help="each worker's /metrics URL")
+    parser.add_argument("workers", nargs="+", type=worker_url, metavar="URL", help="each worker's /metrics URL")
     add_config_file_flag(parser, "[monitor] (the workers' file)")
-    parser.add_argument("--interval", type=float, default=15.0, help="seconds between scrapes (15)")
+    parser.add_argument("--interval", type=positive_float, default=15.0, help="seconds between scrapes (15)")
     add_metrics_flags(parser, port=9109, port_help="serve the merged decisions' /metrics here",
                       aliases=("--port",), addr_aliases=("--addr",))
     parser.add_argument("--rounds", type=int, default=0, help="stop after this many scrapes (0: never)")
@@ -159,13 +210,13 @@ def run(args: argparse.Namespace) -> int:
     while not args.rounds or done < args.rounds:
         started = time.monotonic()
         try:
-            texts = [scrape(url, timeout_seconds=max(1.0, args.interval / 2)) for url in args.workers]
-        except OSError as exc:
+            workers = [scrape_totals(url, timeout_seconds=max(1.0, args.interval / 2)) for url in args.workers]
+        except ScrapeError as exc:
             # A round needs every worker: a partial sum would undercount, not wrong any
             # decision, but the next full round catches up. Say so and wait.
-            print(f"fairwatch decide: a worker did not answer ({exc}); skipping this round", file=sys.stderr)
+            print(f"fairwatch decide: {exc}; skipping this round", file=sys.stderr, flush=True)
         else:
-            for onset in decide_once(decisions, texts, config, now=time.time()):
+            for onset in decide_on_totals(decisions, workers, config, now=time.time()):
                 print(json.dumps(onset), flush=True)
         done += 1
         if not args.rounds or done < args.rounds:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Iterator, TextIO
@@ -16,6 +17,52 @@ __all__ = ["register", "run_score", "read_texts", "variants_by_attribute"]
 
 class InputError(UsageError):
     """Bad command-line input: ``fairwatch.cli`` reports it as one line on stderr, exit code 2."""
+
+
+# A BERT or RoBERTa sequence spends two tokens on [CLS]/[SEP] (<s>/</s>); below three, no token
+# of the text is left and every text scores as if empty.
+MIN_MAX_LENGTH = 3
+
+
+def max_length(text: str) -> int:
+    """argparse type of --max-length."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < MIN_MAX_LENGTH:
+        raise argparse.ArgumentTypeError(f"{value} leaves no room for the text (at least {MIN_MAX_LENGTH}: the "
+                                         "special tokens and one token of text)")
+    return value
+
+
+def check_max_length(length: int, scorer: Any) -> None:
+    """Refuse a --max-length this model's tokenizer or position table cannot take (MIN_MAX_LENGTH is a floor for
+    the common tokenizers; this is the model's own)."""
+    special = scorer.tokens.n_prefix + scorer.tokens.n_suffix
+    if length <= special:
+        raise InputError(f"--max-length {length} leaves no room for the text: this tokenizer adds {special} "
+                         "special tokens to each sequence")
+    # RoBERTa's table has two more rows than positions it can use; its tokenizer's model_max_length says 512.
+    limits = [getattr(scorer.loaded.model.config, "max_position_embeddings", None),
+              getattr(scorer.loaded.tokenizer, "model_max_length", None)]
+    limit = min((int(n) for n in limits if isinstance(n, int) and n > 0), default=None)
+    if limit is not None and length > limit:
+        raise InputError(f"--max-length {length} is more than this model takes ({limit} tokens)")
+
+
+def check_output(output: str) -> None:
+    """Refuse an --output that cannot be written, before the model is loaded and the texts scored."""
+    if output == "-":
+        return
+    path = Path(output)
+    if path.is_dir():
+        raise InputError(f"--output {output!r} is a directory, not a file")
+    parent = path.parent
+    if not parent.is_dir():
+        raise InputError(f"--output {output!r}: the directory {str(parent)!r} does not exist")
+    if not os.access(path if path.exists() else parent, os.W_OK):
+        raise InputError(f"--output {output!r} cannot be written (permission denied)")
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -37,7 +84,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="run the classifier under torch.compile (CUDA graphs on a "
                    "GPU), each new batch shape checked against the eager model first; slower to start")
     p.add_argument("--batch-size", type=int, default=1024, help="texts per scoring call (default: 1024)")
-    p.add_argument("--max-length", type=int, default=64, help="token limit per sequence (default: 64)")
+    p.add_argument("--max-length", type=max_length, default=64,
+                   help=f"token limit per sequence, special tokens included (default: 64; at least {MIN_MAX_LENGTH})")
     p.add_argument("--threshold", type=finite_float, default=0.5, help="decision threshold (default: 0.5)")
     add_flag(p, "--model", default="default", aliases=("--model-name",), help="model name in the summary (default)")
     p.add_argument("--format", choices=["jsonl", "summary"], default="jsonl", help="per-row JSONL or summary table (jsonl)")
@@ -76,6 +124,7 @@ def run_score(args: argparse.Namespace) -> int:
         raise InputError(f"input file {str(path)!r} not found")
     if args.batch_size < 1:
         raise InputError("--batch-size must be at least 1")
+    check_output(args.output)
     # A LexiconError, TextFileError or ModelLoadError is one line, exit 2 (fairwatch.command_support.run_command).
     if args.lexicon is None:
         lexicon = Lexicon.default()
@@ -93,10 +142,14 @@ def run_score(args: argparse.Namespace) -> int:
         args.model_dir, lexicon, device=args.device, threshold=args.threshold, max_length=args.max_length,
         cpu_runtime=args.cpu_runtime, compile=args.compile,
     )
+    check_max_length(args.max_length, scorer)
 
     stats = CounterfactualStats()
     bad_rows = 0
-    out: TextIO = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
+    try:
+        out: TextIO = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
+    except OSError as exc:  # changed since check_output, or refused for a reason it cannot see
+        raise InputError(f"--output {args.output!r} cannot be written ({exc.strerror})") from None
     try:
         for start in range(0, len(rows), args.batch_size):
             chunk = rows[start : start + args.batch_size]

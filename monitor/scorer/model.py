@@ -32,9 +32,17 @@ def choose_device(device: str | None = None) -> "torch.device":
     import torch
 
     if device:
-        dev = torch.device(device)
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, ValueError):
+            dev = None
+        # torch also names devices (meta, mps, xpu, ...) that the scorer's batching knows nothing of.
+        if dev is None or dev.type not in ("cpu", "cuda"):
+            raise ModelLoadError(f"device {device!r} is not one of cpu, cuda, cuda:N")
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise ModelLoadError(f"device {device!r} asked for but CUDA is not available")
+        if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ModelLoadError(f"device {device!r} asked for but there are {torch.cuda.device_count()} CUDA device(s)")
         return dev
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 

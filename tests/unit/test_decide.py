@@ -57,3 +57,68 @@ def _registry(collector):
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
     return registry
+
+
+COUNTS = '# TYPE fairwatch_group_events counter\n' + "".join(
+    f'fairwatch_group_events_total{{model="m",attribute="sex",group="{g}",cell="{c}"}} {v}\n'
+    for g in ("F", "M") for c, v in (("predictions", 10.0), ("positives", 4.0)))
+BAD_BODIES = {  # body -> what the one stderr line must say
+    b"<html><body>Bad gateway</body></html>": "invalid metric name",
+    b"\xff\xfe\x00\x81 not text": "not UTF-8",
+    COUNTS.replace("10.0", "NaN", 1).encode(): "value nan, not a count",
+    COUNTS.replace("10.0", "+Inf", 1).encode(): "value inf, not a count",
+    COUNTS.replace(',group="F"', "", 1).encode(): "no 'group' label",
+}
+
+
+def test_a_worker_answering_an_unusable_body_skips_the_round_and_decide_goes_on():
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+    from threading import Thread
+
+    from helpers import run_cli
+
+    bodies = [COUNTS.encode(), *BAD_BODIES, COUNTS.encode()]
+    served = []
+
+    class Worker(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = bodies[min(len(served), len(bodies) - 1)]
+            served.append(body)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Worker)
+    Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/metrics"
+    try:
+        result = run_cli("decide", url, "--rounds", len(bodies), "--interval", "0.01", "--metrics-port", "0")
+    finally:
+        server.shutdown()
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert served == bodies  # every round scraped: the loop went on after each bad body
+    skipped = [line for line in result.stderr.splitlines() if "skipping this round" in line]
+    assert len(skipped) == len(BAD_BODIES)  # the two good rounds are used
+    for line, reason in zip(skipped, BAD_BODIES.values()):
+        assert line.startswith(f"fairwatch decide: {url}: ") and reason in line, line
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["notaurl"], "'notaurl' is not an http(s) URL"),
+    (["file:///etc/passwd"], "'file:///etc/passwd' is not an http(s) URL"),
+    (["http://worker:port/metrics"], "is not a URL"),
+    (["http://w/metrics", "--interval", "nan"], "'nan' is not a finite number"),
+    (["http://w/metrics", "--interval", "-1"], "'-1' is not a positive number"),
+    (["http://w/metrics", "--interval", "0"], "'0' is not a positive number"),
+])
+def test_decide_refuses_a_bad_url_or_interval_in_one_line(argv, message):
+    from helpers import run_cli
+
+    result = run_cli("decide", *argv, "--rounds", "1", "--metrics-port", "0")
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1 and message in result.stderr, result.stderr
