@@ -122,6 +122,12 @@ class IncidentStore:
             )
             return cursor.rowcount == 0
 
+    def unsee(self, fingerprint: str, starts_at: str, status: str) -> None:
+        """Forget a delivery recorded by ``seen`` whose handling failed, so that its next delivery is handled."""
+        with self._lock:
+            self._db.execute("DELETE FROM seen_alerts WHERE fingerprint = ? AND starts_at = ? AND status = ?",
+                             (fingerprint, starts_at, status))
+
     def open_or_update(self, model: str, attribute: str, alert: dict, now: float | None = None,
                        cooldown_seconds: float = 3600.0, evidence: dict | None = None) -> tuple[dict, bool]:
         """The incident this alert belongs to, and whether it was just opened.

@@ -168,6 +168,9 @@ class JobRunner:
             except IncidentError as exc:  # a human resolved it meanwhile
                 log.info("job of incident %s not started: %s", incident_id, exc)
                 return False
+            except BaseException:  # not started (the store failed): its next delivery may start it
+                self._accepted.discard(incident_id)
+                raise
             return True
 
     def template_for(self, model: str) -> JobCommand | None:

@@ -20,7 +20,7 @@ TRIGGER_JOBS = "fairwatch_trigger_jobs_started_total"  # counter: fine-tune jobs
 REFERENCE: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
     ((INCIDENTS,), 'gauge', STATE,
      "the trigger's incidents by state (its own `/metrics`)"),
-    ((TRIGGER_DELIVERIES,), 'counter', f'{RESULT} (`opened`, `duplicate`, `ignored`, `rejected`, `refused_labels`)',
+    ((TRIGGER_DELIVERIES,), 'counter', f'{RESULT} (`opened`, `duplicate`, `ignored`, `rejected`, `refused_labels`, `failed`)',
      'webhook alerts received'),
     ((TRIGGER_JOBS,), 'counter', '',
      'fine-tune jobs started'),

@@ -35,6 +35,7 @@ from fairwatch.alerts.jobs import NO_COMMAND, JobRunner
 from fairwatch.alerts import metric_names as names
 from fairwatch.alerts.labels import unsafe_label_reason
 from fairwatch.alerts.trigger_http import MAX_BODY_BYTES, BoundedHTTPServer, TriggerHandler
+from fairwatch.monitor.errors import first_line
 from fairwatch.monitor.scorer.shadow import BASELINE_SUFFIX, CANDIDATE_SUFFIX
 
 log = logging.getLogger("fairwatch.trigger")
@@ -90,7 +91,7 @@ class Trigger:
         self.links = dict(links or {})  # runbook/dashboard base URLs for the incident page
         self.clock = clock
         self.counts = {"deliveries": 0, "rejected": 0, "duplicates": 0, "ignored": 0, "refused_labels": 0,
-                       "incidents_opened": 0, "jobs_started": 0}
+                       "incidents_opened": 0, "jobs_started": 0, "failed": 0}
         self._counts_lock = threading.Lock()
 
     def _count(self, key: str) -> None:
@@ -120,8 +121,17 @@ class Trigger:
         except msgspec.DecodeError as exc:
             return self.reject(400, f"not valid JSON: {exc}")
         summary = {"opened": [], "updated": [], "duplicates": 0, "ignored": 0, "refused": []}
+        failed = []
         for alert in payload.alerts:
-            self._handle_alert(alert, summary)
+            try:
+                self._handle_alert(alert, summary)
+            except Exception as exc:  # noqa: BLE001 - one alert's failure (a full disk...) must not cost the others
+                why = f"alert {alert.labels.get('alertname')} of model {alert.labels.get('model')!r}: {first_line(exc)}"
+                log.error("handling %s; Alertmanager will deliver it again", why)
+                self._count("failed")
+                failed.append(why)
+        if failed:  # a 5xx makes Alertmanager deliver again; the alerts handled meanwhile are then duplicates
+            return Response(500, {**summary, "failed": failed})
         return Response(200, summary)
 
     def _handle_alert(self, alert: WebhookAlert, summary: dict) -> None:
@@ -148,6 +158,14 @@ class Trigger:
             self._count("duplicates")
             summary["duplicates"] += 1
             return
+        try:
+            self._apply_alert(alert, fingerprint, summary)
+        except BaseException:
+            self.store.unsee(fingerprint, alert.startsAt, alert.status)  # so that its next delivery is handled
+            raise
+
+    def _apply_alert(self, alert: WebhookAlert, fingerprint: str, summary: dict) -> None:
+        labels = alert.labels
         record = {"status": alert.status, "labels": labels, "annotations": alert.annotations,
                   "startsAt": alert.startsAt, "fingerprint": fingerprint}
         if alert.status == "resolved":
@@ -168,9 +186,22 @@ class Trigger:
                                                       self.cooldown_seconds, evidence=evidence)
         if not created:
             summary["updated"].append(incident["id"])
+            if incident["state"] != "open":
+                return
+            # Still "open": the delivery that opened it failed before its next step (the delivery is
+            # retried, or another alert of the same breach came). Take that step now, once.
+            log.warning("incident %s was left open by a failed delivery: taking its next step", incident["id"])
+            try:
+                self._next_step(self.store.get(incident["id"]), expect=("open",))
+            except IncidentError:  # another delivery took it meanwhile
+                pass
             return
         self._count("incidents_opened")
         summary["opened"].append(incident["id"])
+        self._next_step(incident)
+
+    def _next_step(self, incident: dict, expect: tuple[str, ...] | None = None) -> None:
+        """Start the job of a new incident, or leave it to a human (manual policy, or a relapse)."""
         follows = incident["timeline"][0]["detail"].get("follows")
         relapse = follows is not None and follows["resolved_seconds_ago"] < self.cooldown_seconds
         if self.policy == "auto" and not relapse:
@@ -179,7 +210,8 @@ class Trigger:
             why = {"policy": "manual"} if self.policy == "manual" else {
                 "why": f"breach again {follows['resolved_seconds_ago']:.0f} s after incident {follows['id']} "
                        f"was resolved (cooldown {self.cooldown_seconds:g} s): a human decides on another job"}
-            self.store.set_state(incident["id"], "awaiting_approval", why, job={"state": "awaiting_approval"})
+            self.store.set_state(incident["id"], "awaiting_approval", why, job={"state": "awaiting_approval"},
+                                 expect=expect)
 
     def _start_job(self, incident: dict) -> None:
         if self.jobs is None:
@@ -224,7 +256,8 @@ class TriggerCollector:
         deliveries = CounterMetricFamily(names.TRIGGER_DELIVERIES, "Alertmanager webhook alerts by result",
                                          labels=[names.RESULT])
         for result, key in (("rejected", "rejected"), ("duplicate", "duplicates"), ("ignored", "ignored"),
-                            ("refused_labels", "refused_labels"), ("opened", "incidents_opened")):
+                            ("refused_labels", "refused_labels"), ("opened", "incidents_opened"),
+                            ("failed", "failed")):
             deliveries.add_metric([result], counts[key])
         yield deliveries
         yield CounterMetricFamily(names.TRIGGER_JOBS, "Fine-tune jobs started", value=counts["jobs_started"])

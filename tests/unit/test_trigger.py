@@ -259,3 +259,38 @@ def test_alerts_on_a_shadows_models_open_no_incident(tmp_path):
     response = trigger.handle(payload(*shadows, alert(fingerprint="production")), f"Bearer {TOKEN}")
     assert response.body["ignored"] == 2 and response.body["opened"] == [1]
     assert [(i["model"], i["attribute"]) for i in store.list()] == [("credit", "race")]
+
+
+@pytest.mark.parametrize("policy, next_state", [("manual", "awaiting_approval"), ("auto", "job_succeeded")])
+def test_an_alert_whose_handling_fails_costs_only_itself_and_its_redelivery_finishes_the_incident(
+        tmp_path, monkeypatch, caplog, policy, next_state):
+    """A failure after the incident was opened (here a full disk on its next write) must not leave it open
+    for good: the delivery answers 500, Alertmanager delivers it again, and that takes the step left undone."""
+    import sqlite3
+
+    store = IncidentStore(tmp_path / "i.sqlite")
+    jobs = JobRunner(store, JOB, tmp_path / "jobs")
+    trigger = Trigger(store, TOKEN, policy=policy, jobs=jobs)
+    real_set_state, fail = store.set_state, ["credit"]
+
+    def set_state_failing_once_for(incident_id, *args, **kwargs):
+        if store.get(incident_id)["model"] in fail:
+            fail.clear()
+            raise sqlite3.OperationalError("database or disk is full")
+        return real_set_state(incident_id, *args, **kwargs)
+
+    monkeypatch.setattr(store, "set_state", set_state_failing_once_for)
+    body = payload(alert(model="credit"), alert(model="loans"))
+    response = trigger.handle(body, f"Bearer {TOKEN}")
+    assert response.status == 500  # Alertmanager retries a 5xx
+    assert response.body["failed"] == ["alert FairnessGapBreach of model 'credit': database or disk is full"]
+    assert response.body["opened"] == [1, 2] and trigger.counts["failed"] == 1
+    assert "Alertmanager will deliver it again" in caplog.text
+    if policy == "manual":
+        assert [i["state"] for i in store.list()] == ["open", "awaiting_approval"]
+
+    again = trigger.handle(body, f"Bearer {TOKEN}")
+    assert again.status == 200 and again.body["duplicates"] == 1 and again.body["updated"] == [1], again.body
+    assert jobs.wait(60)
+    assert [i["state"] for i in store.list()] == [next_state, next_state]
+    assert len(store.list()) == 2 and trigger.counts["incidents_opened"] == 2
