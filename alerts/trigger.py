@@ -228,7 +228,8 @@ class Trigger:
                 log.info("approved incident %s changed under the poll: %s", incident["id"], exc)
 
     def recover(self) -> None:
-        """On start: fail the jobs a killed trigger left running, queue again those it left queued."""
+        """On start: fail the jobs a killed trigger left running, queue again those it left queued, and take
+        the next step of incidents it left open (killed between opening one and starting its job)."""
         if self.jobs is not None:
             self.jobs.recover()
         else:
@@ -236,6 +237,12 @@ class Trigger:
                 for incident in self.store.list(state):
                     self.store.set_state(incident["id"], "job_failed", {"error": "trigger restarted without jobs"},
                                          job={"state": "failed"})
+        for incident in self.store.list("open"):
+            log.warning("incident %s was left open by the previous run: taking its next step", incident["id"])
+            try:
+                self._next_step(incident, expect=("open",))
+            except IncidentError:  # a human moved it meanwhile
+                pass
 
 
 class TriggerCollector:

@@ -294,3 +294,20 @@ def test_an_alert_whose_handling_fails_costs_only_itself_and_its_redelivery_fini
     assert jobs.wait(60)
     assert [i["state"] for i in store.list()] == [next_state, next_state]
     assert len(store.list()) == 2 and trigger.counts["incidents_opened"] == 2
+
+
+def test_an_incident_a_killed_trigger_left_open_takes_its_next_step_when_the_trigger_starts_again(tmp_path, caplog):
+    store = IncidentStore(tmp_path / "i.sqlite")
+    # What a trigger killed between opening the incident and starting its job leaves behind.
+    record = {"status": "firing", "labels": alert()["labels"], "annotations": {}, "startsAt": "2026-11-23T01:00:00Z",
+              "fingerprint": "f"}
+    incident, created = store.open_or_update("credit", "race", record, evidence={})
+    assert created and store.get(incident["id"])["state"] == "open"
+    jobs = JobRunner(store, JOB, tmp_path / "jobs")
+    server, _ = serve(Trigger(store, TOKEN, policy="auto", jobs=jobs), port=0, poll_seconds=0.2)
+    try:
+        assert jobs.wait(60)
+        assert store.get(incident["id"])["state"] == "job_succeeded"
+        assert "left open by the previous run" in caplog.text
+    finally:
+        server.shutdown()
