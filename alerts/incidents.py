@@ -78,6 +78,23 @@ CREATE INDEX IF NOT EXISTS incidents_by_key ON incidents(model, attribute, updat
 """
 
 
+def incident_id(text: str) -> int:
+    """argparse type: an incident's id, a positive integer SQLite can hold.
+
+    >>> incident_id("12")
+    12
+    """
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an incident id (a whole number)") from None
+    if not 1 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"{text} is not an incident id (they count from 1)")
+    return value
+
+
 class IncidentError(FairwatchError, ValueError):
     """A request the store cannot honour (unknown id, wrong state), worded for one line."""
 

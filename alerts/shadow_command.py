@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from fairwatch.alerts.incident_summary import firing_metrics
-from fairwatch.alerts.incidents import IncidentError, IncidentStore
+from fairwatch.alerts.incidents import IncidentError, IncidentStore, incident_id
 from fairwatch.alerts.promotion import live_summary
 from fairwatch.alerts.shadow_comparison import (DEFAULT_MIN_EVENTS, ShadowEvidenceError, compare_shadow,
                                                 shadow_from_prometheus, shadow_from_report)
@@ -19,7 +19,7 @@ def add_shadow_action(actions) -> argparse.ArgumentParser:
     shadow = actions.add_parser(
         "shadow", help="compare the candidate with production on the same live events (the worker's shadow) "
                        "and record it: promote refuses a candidate worse than production")
-    shadow.add_argument("id", type=int)
+    shadow.add_argument("id", type=incident_id)
     source = shadow.add_mutually_exclusive_group(required=True)
     source.add_argument("--prometheus-url", help="read <model>:candidate and <model>:baseline from this Prometheus "
                         "(every worker summed)")
@@ -33,7 +33,7 @@ def add_attach_action(actions) -> argparse.ArgumentParser:
     attach = actions.add_parser(
         "attach", help="put the incident's candidate in the shadow of production on a running worker started with "
                        "--shadow-control FILE (no restart), or take it out (--detach)")
-    attach.add_argument("id", type=int)
+    attach.add_argument("id", type=incident_id)
     attach.add_argument("--control", required=True, metavar="FILE", help="the worker's --shadow-control file")
     attach.add_argument("--threshold", type=float, default=0.5, help="decision threshold on the candidate's scores "
                         "(0.5)")

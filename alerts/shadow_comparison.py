@@ -32,7 +32,7 @@ from fairwatch.alerts.incident_summary import is_ratio
 from fairwatch.alerts.labels import promql_matchers
 from fairwatch.monitor import metric_names as names
 from fairwatch.monitor.scorer.shadow import shadow_models
-from fairwatch.monitor.errors import FairwatchError
+from fairwatch.monitor.errors import FairwatchError, first_line
 
 __all__ = ["ShadowSide", "ShadowEvidenceError", "compare_shadow", "shadow_from_prometheus", "shadow_from_report",
            "DEFAULT_MIN_EVENTS"]
@@ -95,8 +95,16 @@ def shadow_from_report(path: str | Path, model: str, attribute: str) -> tuple[Sh
         report = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise ShadowEvidenceError(f"cannot read --report {path}: {exc.strerror}") from None
-    except ValueError:
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError too
         raise ShadowEvidenceError(f"--report {path} is not JSON (write it with `fairwatch replay --report json`)") from None
+    try:
+        return _sides_of(report, path, model, attribute)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:  # JSON, but not shaped as replay writes it
+        raise ShadowEvidenceError(f"--report {path} is not a `fairwatch replay --report json` report "
+                                  f"({type(exc).__name__}: {first_line(exc, 120)})") from None
+
+
+def _sides_of(report: dict, path: str | Path, model: str, attribute: str) -> tuple[ShadowSide, ShadowSide, dict]:
     models = report.get("models") if isinstance(report, dict) else None
     sides = []
     for name in shadow_models(model):
@@ -107,8 +115,11 @@ def shadow_from_report(path: str | Path, model: str, attribute: str) -> tuple[Sh
                 f"{path} has no {name} for attribute {attribute!r}"
                 + (f" (its shadow is of model {shadowed!r})" if shadowed and shadowed != model else
                    f": replay with --shadow-candidate DIR --shadow-model {model}"))
-        sides.append(ShadowSide(dict(body.get("alert_gaps") or {}),
-                                {g: int(e["n"]) for g, e in (body.get("groups") or {}).items()}))
+        gaps = dict(body.get("alert_gaps") or {})
+        for metric, value in gaps.items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise ValueError(f"{name}: gap {metric} is {value!r}, not a number")
+        sides.append(ShadowSide(gaps, {g: int(e["n"]) for g, e in (body.get("groups") or {}).items()}))
     return sides[0], sides[1], report.get("shadow") or {}
 
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from fairwatch.alerts import trigger_http
-from fairwatch.alerts.incidents import IncidentError, IncidentStore
+from fairwatch.alerts.incidents import STATES, IncidentError, IncidentStore, incident_id
 from fairwatch.alerts.job_command import PLACEHOLDERS, JobCommand, parse_job_policies
 from fairwatch.alerts.jobs import DEFAULT_LOOKBACK_SECONDS, MAX_LOOKBACK_SECONDS
 from fairwatch.alerts.promotion import promotion_verdict
@@ -127,25 +127,26 @@ def register_incidents(commands) -> None:
     parser.add_argument("--db", default=DEFAULT_DB, help=f"incident store, SQLite ({DEFAULT_DB})")
     actions = parser.add_subparsers(dest="incidents_action", metavar="ACTION", required=True)
     listing = actions.add_parser("list", help="one line per incident")
-    listing.add_argument("--state", help="only incidents in this state (none: every state)")
+    listing.add_argument("--state", choices=STATES, metavar="STATE",
+                         help=f"only incidents in this state: {', '.join(STATES)} (none: every state)")
     listing.add_argument("--json", action="store_true", help="one JSON document instead of a table")
     show = actions.add_parser("show", help="one incident, whole")
-    show.add_argument("id", type=int)
+    show.add_argument("id", type=incident_id)
     show.add_argument("--json", action="store_true", help="the incident as JSON instead of text")
     show.add_argument("--html", metavar="FILE", help="write a self-contained HTML page (plots, evidence) to FILE")
     _link_arguments(show, "override those the trigger stored")
     approve = actions.add_parser("approve", help="let the fine-tune job of a manual-policy incident start")
-    approve.add_argument("id", type=int)
+    approve.add_argument("id", type=incident_id)
     promote = actions.add_parser(
         "promote", help="copy a succeeded job's candidate model to a directory you serve from (a human decision)")
-    promote.add_argument("id", type=int)
+    promote.add_argument("id", type=incident_id)
     promote.add_argument("--to", required=True, metavar="DIR", help="where the candidate goes; must not exist yet")
     promote.add_argument("--force", action="store_true",
                          help="promote even when the held-out gates or the live shadow said no")
     shadow = add_shadow_action(actions)
     attach = add_attach_action(actions)
     resolve = actions.add_parser("resolve", help="close an incident")
-    resolve.add_argument("id", type=int)
+    resolve.add_argument("id", type=incident_id)
     resolve.add_argument("--reason", default="", help="why it is resolved, kept with the incident")
     for action in (listing, show, approve, shadow, attach, promote, resolve):  # --db before or after the action, as users type it
         action.add_argument("--db", default=argparse.SUPPRESS, help=f"incident store, SQLite ({DEFAULT_DB})")
@@ -243,7 +244,10 @@ def promote(store: IncidentStore, incident_id: int, target: Path, force: bool) -
                             f"({'; '.join(shadow.get('reasons') or [])}); use --force to overrule")
     if target.exists():
         raise IncidentError(f"{target} already exists: promote into a new directory")
-    shutil.copytree(candidate, target)
+    try:
+        shutil.copytree(candidate, target)
+    except OSError as exc:
+        raise IncidentError(f"cannot copy the candidate to {target}: {exc.strerror or exc}") from None
     return store.record_promotion(incident_id, str(candidate), str(target), getpass.getuser())
 
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from fairwatch.dashboards import alerting, render
-from fairwatch.command_support import finite_float
+from fairwatch.command_support import http_url, positive_float
 from fairwatch.flags import add_config_file_flag
 
 ALERTING_FILE = "fairwatch-alerting.yml"
@@ -27,13 +27,13 @@ def register(commands) -> None:
     add_config_file_flag(render_parser, "[alerts]")
     render_parser.set_defaults(handler=run_render)
     push_parser = actions.add_parser("push", help="push the dashboards to a Grafana (idempotent)")
-    push_parser.add_argument("--url", default=os.environ.get("GRAFANA_URL"),
+    push_parser.add_argument("--url", type=http_url, default=os.environ.get("GRAFANA_URL"),
                              help="Grafana base URL (env GRAFANA_URL), e.g. http://localhost:3000")
     push_parser.add_argument("--token", default=os.environ.get("GRAFANA_TOKEN"),
                              help="service-account token (env GRAFANA_TOKEN)")
     push_parser.add_argument("--folder", default="fairwatch", help="folder title, created if missing (fairwatch)")
     push_parser.add_argument("--folder-uid", default="fairwatch", help="folder uid (fairwatch)")
-    push_parser.add_argument("--timeout", type=finite_float, default=10.0, help="seconds per request (10)")
+    push_parser.add_argument("--timeout", type=positive_float, default=10.0, help="seconds per request (10)")
     push_parser.set_defaults(handler=run_push)
 
 

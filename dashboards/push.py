@@ -7,6 +7,8 @@ Grafana's version history alone).
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass
 
 from fairwatch.monitor.errors import FairwatchError, first_line
@@ -40,7 +42,19 @@ def _explain(exc: Exception, url: str) -> PushError:
                          "check GRAFANA_TOKEN / --token (a service-account token with Editor rights)")
     if isinstance(exc, GrafanaClientError | GrafanaException) and status:
         return PushError(f"Grafana at {url} answered HTTP {status}: {getattr(exc, 'message', exc)}")
+    if _caused_by(exc, json.JSONDecodeError):
+        return PushError(f"{url} answered with a body that is not JSON ({_root_cause(exc)}): is it Grafana's base URL?")
     return PushError(f"cannot reach Grafana at {url}: {_root_cause(exc)}")
+
+
+def _caused_by(exc: BaseException, kind: type) -> bool:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, kind):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _root_cause(exc: BaseException) -> str:
@@ -65,8 +79,8 @@ def push(url: str, token: str | None, dashboards: dict[str, dict], folder_title:
     from grafana_client import GrafanaApi
     from grafana_client.client import GrafanaClientError, GrafanaException
 
-    api = GrafanaApi.from_url(url, credential=token, timeout=timeout)
     try:
+        api = GrafanaApi.from_url(url, credential=token, timeout=timeout)
         folder_created = False
         try:
             api.folder.get_folder(folder_uid)
@@ -83,14 +97,23 @@ def push(url: str, token: str | None, dashboards: dict[str, dict], folder_title:
                 if exc.status_code != 404:
                     raise
                 stored = None
+            if stored is not None and not isinstance(stored, dict):
+                raise PushError(f"{url} answered a dashboard request with something other than Grafana's JSON "
+                                f"({type(stored).__name__}): is it Grafana's base URL, not a proxy's login page?")
             if (stored is not None and _comparable(stored.get("dashboard", {})) == _comparable(document)
                     and stored.get("meta", {}).get("folderUid") == folder_uid):
                 unchanged.append(document["uid"])
                 continue
             # overwrite: the uid is ours; whatever is stored under it is an older render.
-            api.dashboard.update_dashboard({"dashboard": {**document, "id": None}, "folderUid": folder_uid,
-                                            "overwrite": True, "message": "fairwatch dashboards push"})
+            saved = api.dashboard.update_dashboard({"dashboard": {**document, "id": None}, "folderUid": folder_uid,
+                                                    "overwrite": True, "message": "fairwatch dashboards push"})
+            # Grafana answers a save with the dashboard's uid; anything else (a proxy's 200 page) saved nothing.
+            if not isinstance(saved, dict) or saved.get("uid") != document["uid"]:
+                raise PushError(f"{url} did not confirm saving dashboard {document['uid']} (answered "
+                                f"{str(saved)[:80]!r}): is it Grafana's base URL?")
             written.append(document["uid"])
     except (GrafanaException, OSError) as exc:  # niquests' connection errors are OSErrors
         raise _explain(exc, url) from None
+    except (ValueError, RecursionError) as exc:  # a URL the client cannot use; an answer no JSON parser takes
+        raise PushError(f"cannot use Grafana at {url}: {first_line(exc, 160)}") from None
     return PushResult(folder_created, written, unchanged)

@@ -19,8 +19,8 @@ import time
 from fairwatch.monitor.errors import EXIT_USAGE, FairwatchError, UsageError
 
 __all__ = ["EXIT_USAGE", "FairwatchError", "OneLineParser", "UsageError", "config_from_args",
-           "dump_stacks_on_sigusr1", "finite_float", "keep_serving", "port_number", "positive_float", "run_command", "serve_registry",
-           "tune_gc"]
+           "dump_stacks_on_sigusr1", "finite_float", "http_url", "keep_serving", "port_number", "positive_float",
+           "run_command", "serve_registry", "tune_gc"]
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -51,6 +51,25 @@ def positive_float(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
     return value
+
+
+def http_url(text: str) -> str:
+    """argparse type: an http(s) URL with a host (urllib would also open file: and ftp:, and a URL whose port
+    is not a number fails only at its first request).
+
+    >>> http_url("http://worker-0:9108/metrics")
+    'http://worker-0:9108/metrics'
+    """
+    import urllib.parse
+
+    try:
+        parts = urllib.parse.urlsplit(text)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number, or past 65535)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an http(s) URL (e.g. http://host:9108/metrics)")
+    return text
 
 
 def port_number(text: str) -> int:

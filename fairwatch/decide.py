@@ -25,10 +25,9 @@ import http.client
 import json
 import sys
 import time
-import urllib.parse
 import urllib.request
 
-from fairwatch.command_support import positive_float
+from fairwatch.command_support import http_url, positive_float
 from fairwatch.flags import add_config_file_flag, add_metrics_flags
 from fairwatch.monitor import metric_names as names
 from fairwatch.monitor.breach import (FPR_N, FPR_X, SEL_N, SEL_X, TPR_N, TPR_X, MergedDecisions, Totals,
@@ -139,19 +138,6 @@ def scrape_totals(url: str, timeout_seconds: float) -> dict[str, Totals]:
         raise ScrapeError(f"{url}: did not answer ({first_line(exc, 160)})") from None
 
 
-def worker_url(text: str) -> str:
-    """A worker's /metrics URL: http or https with a host (urllib also opens file: and ftp:, and
-    a bare word fails only at the first scrape)."""
-    try:
-        parts = urllib.parse.urlsplit(text)
-        parts.port  # noqa: B018 (a port that is not a number raises here, not at the first scrape)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a URL ({exc})") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an http(s) URL (e.g. http://worker-0:9108/metrics)")
-    return text
-
-
 def decide_once(decisions: dict[str, MergedDecisions], texts: list[str], config: MonitorConfig,
                 now: float | None = None) -> list[dict]:
     """One round: the workers' /metrics texts in, the new breaches out (as report entries)."""
@@ -185,7 +171,7 @@ def decide_on_totals(decisions: dict[str, MergedDecisions], workers: list[dict[s
 
 def register(commands) -> None:
     parser = commands.add_parser("decide", help="breach decisions on the summed counters of several workers")
-    parser.add_argument("workers", nargs="+", type=worker_url, metavar="URL", help="each worker's /metrics URL")
+    parser.add_argument("workers", nargs="+", type=http_url, metavar="URL", help="each worker's /metrics URL")
     add_config_file_flag(parser, "[monitor] (the workers' file)")
     parser.add_argument("--interval", type=positive_float, default=15.0, help="seconds between scrapes (15)")
     add_metrics_flags(parser, port=9109, port_help="serve the merged decisions' /metrics here",

@@ -173,3 +173,58 @@ def test_no_url_is_a_usage_error(monkeypatch, capsys):
     monkeypatch.delenv("GRAFANA_URL", raising=False)
     assert push("--token", TOKEN) == 2
     assert "GRAFANA_URL" in capsys.readouterr().err
+
+
+class NotGrafana(BaseHTTPRequestHandler):
+    """A 200 to everything, as a proxy's login page or another service on Grafana's port answers."""
+
+    body = b""
+    content_type = "application/json"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.send_response(200)
+        self.send_header("Content-Type", self.content_type)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    do_POST = do_GET
+
+
+@pytest.mark.parametrize("body, content_type, words", [
+    (b"<html>sign in</html>", "text/html", "answered a dashboard request with something other than Grafana's JSON "
+                                           "(str)"),
+    (b"<html>sign in</html>", "application/json", "answered with a body that is not JSON"),
+    (b"[1, 2]", "application/json", "answered a dashboard request with something other than Grafana's JSON (list)"),
+    (b"[" * 100_000 + b"]" * 100_000, "application/json", "cannot use Grafana at"),
+    (b'{"choices": []}', "application/json", "did not confirm saving dashboard"),  # JSON, but nothing saved
+])
+def test_a_server_that_is_not_grafana_is_one_line_not_a_traceback_or_a_false_success(capsys, body, content_type,
+                                                                                      words):
+    handler = type("Answer", (NotGrafana,), {"body": body, "content_type": content_type})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        assert push("--url", f"http://127.0.0.1:{server.server_address[1]}", "--token", TOKEN) == 2
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and words in err, err
+
+
+@pytest.mark.parametrize("flags, words", [
+    (("--url", "http://[::1"), "is not a URL (Invalid IPv6 URL)"),
+    (("--url", "http://127.0.0.1:99999"), "is not a URL (Port out of range 0-65535)"),
+    (("--url", "grafana:3000"), "is not an http(s) URL"),
+    (("--url", "http://127.0.0.1:3000", "--timeout", "-1"), "'-1' is not a positive number"),
+])
+def test_a_url_or_timeout_no_request_can_use_is_refused_before_any(capsys, flags, words):
+    with pytest.raises(SystemExit) as raised:
+        push(*flags, "--token", TOKEN)
+    assert raised.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and words in err, err

@@ -177,3 +177,24 @@ def test_a_candidate_the_held_out_gates_refused_still_shows_its_live_numbers(tmp
     assert ("Candidate cannot be promoted: the held-out gates refused it (accuracy dropped 0.0500 &gt; 0.0200; "
             "fped[*] 0.400 → 0.100, accuracy 0.900 → 0.890). On live shadow traffic it passed: "
             f"{METRIC} 0.040 vs production 0.310 on the same 640 events.") in page
+
+
+@pytest.mark.parametrize("report, words", [
+    ({"models": [1, 2]}, "is not a `fairwatch replay --report json` report (AttributeError"),
+    ({"shadow": "x", "models": {}}, "is not a `fairwatch replay --report json` report (AttributeError"),
+    ({"models": {"credit:baseline": {"attributes": {"sex": {"groups": {"F": {}}}}}}},
+     "is not a `fairwatch replay --report json` report (KeyError"),
+    ({"models": {"credit:baseline": {"attributes": {"sex": {"alert_gaps": [1, 2]}}}}},
+     "is not a `fairwatch replay --report json` report (TypeError"),
+    ({"models": {"credit:baseline": {"attributes": {"sex": {"alert_gaps": {"demographic_parity_difference": "0.3"}}}}}},
+     "gap demographic_parity_difference is '0.3', not a number"),
+    ("[" * 100_000 + "]" * 100_000, "is not JSON"),
+])
+def test_a_report_that_is_not_replays_is_one_line(tmp_path, report, words) -> None:  # noqa: ANN001
+    from fairwatch.alerts.shadow_comparison import ShadowEvidenceError, shadow_from_report
+
+    path = tmp_path / "r.json"
+    path.write_text(report if isinstance(report, str) else json.dumps(report))
+    with pytest.raises(ShadowEvidenceError) as raised:
+        shadow_from_report(path, "credit", "sex")
+    assert words in str(raised.value) and "\n" not in str(raised.value), raised.value

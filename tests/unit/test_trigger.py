@@ -213,6 +213,24 @@ def test_promotion_is_a_human_command_that_copies_the_candidate(tmp_path):
     trigger.handle(payload(alert(attribute="age", fingerprint="a")), f"Bearer {TOKEN}")
     pending = run_cli("incidents", "--db", db, "promote", "3", "--to", tmp_path / "v4")
     assert pending.returncode == 2 and "no candidate" in pending.stderr
+    (tmp_path / "a-file").write_text("")
+    blocked = run_cli("incidents", "--db", db, "promote", "1", "--to", tmp_path / "a-file" / "v5")
+    assert blocked.returncode == 2 and blocked.stderr.count("\n") == 1, blocked.stderr
+    assert f"cannot copy the candidate to {tmp_path / 'a-file' / 'v5'}: Not a directory" in blocked.stderr
+
+
+@pytest.mark.parametrize("args, words", [
+    (("show", "99999999999999999999"), "argument id: 99999999999999999999 is not an incident id (they count from 1)"),
+    (("approve", "0"), "argument id: 0 is not an incident id"),
+    (("resolve", "x1"), "argument id: 'x1' is not an incident id (a whole number)"),
+    (("shadow", "-4", "--report", "r.json"), "argument id: -4 is not an incident id"),
+    (("list", "--state", "bogus"), "argument --state: invalid choice: 'bogus' (choose from 'open', "),
+])
+def test_an_id_or_state_no_incident_can_have_is_one_line(tmp_path, args, words):
+    IncidentStore(tmp_path / "i.sqlite")
+    result = run_cli("incidents", "--db", tmp_path / "i.sqlite", *args)
+    assert result.returncode == 2 and words in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
 
 
 def test_the_trigger_exports_incidents_by_state(running):
