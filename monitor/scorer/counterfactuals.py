@@ -152,19 +152,33 @@ class AttributeLexicon:
                 for p in raw_pairs
             ):
                 raise LexiconError(f"attribute {name!r}: 'pairs' must be a list of [word, word] pairs")
-            pairs = tuple((_norm(a), _norm(b)) for a, b in raw_pairs)
+            pairs = tuple((_term(name, a, "'pairs' term"), _term(name, b, "'pairs' term")) for a, b in raw_pairs)
+            raw_contextual = spec.get("contextual", {})
+            if not isinstance(raw_contextual, Mapping):
+                raise LexiconError(
+                    f"attribute {name!r}: 'contextual' must be a table of term -> "
+                    f"{{before_word, otherwise}} tables, got {type(raw_contextual).__name__}"
+                )
             contextual: dict[str, tuple[str, str]] = {}
-            for term, rule in dict(spec.get("contextual", {})).items():
+            for term, rule in raw_contextual.items():
                 if not isinstance(rule, Mapping) or not {"before_word", "otherwise"} <= set(rule):
                     raise LexiconError(
                         f"attribute {name!r}: contextual rule for {term!r} needs 'before_word' and 'otherwise'"
                     )
-                contextual[_norm(term)] = (_norm(rule["before_word"]), _norm(rule["otherwise"]))
+                key = _term(name, term, "'contextual' term")
+                targets = tuple(_term(name, rule[k], f"contextual {k!r} of {term!r}") for k in ("before_word", "otherwise"))
+                # pairs refuse a word swapped for itself: its "variant" would be the text unchanged, counted as one
+                if key in targets:
+                    raise LexiconError(f"attribute {name!r}: contextual rule for {term!r} swaps it for itself")
+                if key in contextual:
+                    raise LexiconError(f"attribute {name!r}: contextual term {term!r} appears twice")
+                contextual[key] = targets
             raw_unpaired = spec.get("unpaired", [])
             if not isinstance(raw_unpaired, list) or not all(isinstance(t, str) and t.strip() for t in raw_unpaired):
                 raise LexiconError(f"attribute {name!r}: 'unpaired' must be a list of strings")
             out = cls(name, "pairs", pairs=pairs, contextual=contextual, max_variants=max_variants,
-                      unpaired=tuple(_norm(t) for t in raw_unpaired), extend=bool(spec.get("extend", False)))
+                      unpaired=tuple(_term(name, t, "'unpaired' term") for t in raw_unpaired),
+                      extend=bool(spec.get("extend", False)))
             if not pairs and not contextual:
                 raise LexiconError(f"attribute {name!r}: no pairs")
             out._check_bijection()
@@ -179,11 +193,12 @@ class AttributeLexicon:
                 raise LexiconError(f"attribute {name!r}: 'terms' must be a list")
             groups: dict[str, tuple[tuple[str, ...] | None, ...]] = {}
             for t in raw_terms:
-                if isinstance(t, str) and t.strip():
-                    alternatives: tuple[tuple[str, ...] | None, ...] = ((_norm(t),),) * n_forms  # one word, every form
+                if isinstance(t, str) and t.strip():  # one word, every form
+                    alternatives: tuple[tuple[str, ...] | None, ...] = ((_term(name, t, "'terms' entry"),),) * n_forms
                 elif isinstance(t, list) and len(t) == n_forms and all(_is_form(w) for w in t) and t[0] is not None:
                     alternatives = tuple(
-                        None if w is None else tuple(dict.fromkeys(_norm(x) for x in ([w] if isinstance(w, str) else w)))
+                        None if w is None
+                        else tuple(dict.fromkeys(_term(name, x, "'terms' entry") for x in ([w] if isinstance(w, str) else w)))
                         for w in t
                     )
                 else:
@@ -259,6 +274,19 @@ def _norm(term: str) -> str:
     return " ".join(str(term).lower().split())
 
 
+def _term(attribute: str, value: Any, where: str) -> str:
+    """``value`` normalised as a term of ``attribute``, or a LexiconError naming it and ``where`` it is.
+
+    Terms are matched as runs of word characters, so one with none could never match (and broke the
+    phrase table); anything but a string would be written into texts as its Python repr.
+    """
+    if not isinstance(value, str):
+        raise LexiconError(f"attribute {attribute!r}: {where} must be a string, got {value!r}")
+    if not _WORD.search(value):
+        raise LexiconError(f"attribute {attribute!r}: {where} {value!r} has no letter or digit, so matches no word")
+    return _norm(value)
+
+
 @dataclass(frozen=True)
 class Lexicon:
     """Attributes by name; later sources override earlier ones on a name clash."""
@@ -290,6 +318,8 @@ class Lexicon:
                 data = json.loads(raw.decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
             raise LexiconError(f"lexicon {path} is not valid {'TOML' if path.suffix.lower() == '.toml' else 'JSON'}: {exc}") from exc
+        except RecursionError as exc:  # both parsers recurse per nesting level
+            raise LexiconError(f"lexicon {path} is nested too deeply to read") from exc
         return cls.from_mapping(data, str(path))
 
     @classmethod

@@ -22,6 +22,8 @@ from fairwatch.monitor.errors import EXIT_USAGE, FairwatchError, UsageError
 NOT_USER_ERRORS = {
     "fairwatch.consumers.kafka_worker.ApplyFailed":
         "a bug in the pipeline stops the worker; `fairwatch run` reports it itself with exit status 1",
+    "fairwatch.decide.ScrapeError":
+        "internal to decide: a worker it cannot use skips the round with one line, and the loop goes on",
     "fairwatch.consumers.fetch_process.FetchProcessDied":
         "internal to the worker: it replaces the fetch process and goes on",
     "fairwatch.consumers.dead_letters.DeadLettersStuck":
