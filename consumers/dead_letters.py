@@ -7,6 +7,7 @@ import threading
 from collections import Counter
 
 from fairwatch.consumers.kafka_clients import Producer
+from fairwatch.monitor.errors import one_line
 from fairwatch.monitor.events import Rejection
 
 log = logging.getLogger("fairwatch.dlq")
@@ -20,11 +21,6 @@ OFFSET_HEADER = "fairwatch-offset"
 # a prefix and this header holds the original size in bytes.
 TRUNCATED_HEADER = "fairwatch-truncated-from"
 _HEADROOM_BYTES = 64 << 10  # room for key, headers and batch overhead under max_request_size
-
-
-def one_line(text: str, limit: int = 1000) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class DeadLettersStuck(RuntimeError):

@@ -61,7 +61,8 @@ def register(commands) -> None:
                              "so that a flip is the group words' doing, not sampling noise)")
     parser.add_argument("--max-tokens", type=int, default=256, help="answer length limit (256)")
     parser.add_argument("--seed", type=int, help="seed sent with sample k as SEED+k, shared within a pair (none: no seed sent)")
-    parser.add_argument("--timeout", type=finite_float, default=30.0, help="seconds per request (30)")
+    parser.add_argument("--timeout", type=finite_float, default=30.0, help="seconds per request, from connecting to the last byte of the answer; "
+                             "each retry gets its own (30)")
     parser.add_argument("--retries", type=int, default=2, help="retries after a timeout, connection error, 429 or 5xx (2)")
     parser.add_argument("--backoff", type=finite_float, default=1.0, help="seconds before the first retry, doubling (1)")
     parser.set_defaults(handler=run)

@@ -16,7 +16,9 @@ POST, and ``requests``/``httpx`` are not core dependencies.
 
 from __future__ import annotations
 
+import functools
 import http.client
+import io
 import json
 import socket
 import threading
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from fairwatch.monitor.errors import FairwatchError
+from fairwatch.monitor.errors import FairwatchError, one_line
 
 __all__ = ["ChatClient", "ProbeFailure", "ProbeTemplate", "RateLimiter", "TemplateError", "load_templates", "probe"]
 
@@ -64,18 +66,22 @@ class ProbeTemplate:
 def load_templates(path: str | Path) -> list[ProbeTemplate]:
     """Read a JSONL template file; a bad line raises :class:`TemplateError` naming it."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        lines = Path(path).read_bytes().splitlines()  # decoded per line, so that bad UTF-8 is named by its line
     except OSError as exc:
         raise TemplateError(f"cannot read templates {path}: {exc.strerror}") from None
     templates, seen = [], set()
-    for number, line in enumerate(lines, 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
+    for number, data in enumerate(lines, 1):
         where = f"{path}:{number}"
         try:
+            line = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise TemplateError(f"{where}: not UTF-8 text (byte {exc.start + 1})") from None
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
             raw = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise TemplateError(f"{where}: not JSON ({exc.msg})") from None
+        except (ValueError, RecursionError) as exc:
+            raise TemplateError(f"{where}: not JSON ({_json_problem(exc)})") from None
         template = _template_from(raw, where, default_id=f"t{number}")
         if template.template_id in seen:
             raise TemplateError(f"{where}: duplicate template id {template.template_id!r}")
@@ -163,20 +169,24 @@ class ChatClient:
             headers["Authorization"] = f"Bearer {self.api_key}"
         for attempt in range(self.retries + 1):
             self.limiter.wait()  # retries count against the rate too
+            # The socket timeout bounds each read, not the request: a server trickling a byte at a time would
+            # never trip it. Every read of this attempt (redirects and an error body included) checks the deadline.
+            deadline = time.monotonic() + self.timeout_seconds
+            opener = urllib.request.build_opener(_DeadlineHTTPHandler(deadline), _DeadlineHTTPSHandler(deadline))
             try:
                 request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
-                with urllib.request.urlopen(request, timeout=self.timeout_seconds) as reply:
+                with opener.open(request, timeout=self.timeout_seconds) as reply:
                     raw = reply.read(MAX_ANSWER_BYTES + 1)
                 if len(raw) > MAX_ANSWER_BYTES:
                     raise ProbeError(f"malformed answer: over {MAX_ANSWER_BYTES} bytes")
                 return _answer_of(raw)
             except urllib.error.HTTPError as exc:
-                error = ProbeError(f"HTTP {exc.code} from {self.url}: {_snippet(exc)}")
+                error = ProbeError(one_line(f"HTTP {exc.code} from {self.url}: {_snippet(exc)}"))
                 retryable = exc.code in RETRYABLE_STATUS
             except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError,
                     http.client.HTTPException) as exc:  # HTTPException: a reply cut short (IncompleteRead, ...)
                 reason = getattr(exc, "reason", exc)
-                error = ProbeError(f"no answer from {self.url}: {reason}")
+                error = ProbeError(one_line(f"no answer from {self.url}: {reason}"))
                 retryable = True
             if not retryable or attempt == self.retries:
                 if attempt:
@@ -186,20 +196,82 @@ class ChatClient:
         raise AssertionError("unreachable")
 
 
+class _DeadlineReader(io.RawIOBase):
+    """The socket reads of one response, each given only the time left before ``deadline``."""
+
+    def __init__(self, file: io.BufferedReader, sock: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self._file, self._sock, self._deadline = file, sock, deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("timed out")
+        self._sock.settimeout(left)
+        return self._file.raw.readinto(buffer)
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._file.close()  # releases the socket, which urllib has already closed on its side
+        super().close()
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    def __init__(self, sock, *args, deadline: float, **kwargs) -> None:
+        super().__init__(sock, *args, **kwargs)
+        self.fp = io.BufferedReader(_DeadlineReader(self.fp, sock, deadline))
+
+
+class _Deadline:
+    """A urllib handler whose connections read their responses under one deadline (``time.monotonic``)."""
+
+    def __init__(self, deadline: float) -> None:
+        super().__init__()
+        self.deadline = deadline
+
+    def do_open(self, http_class, req, **kwargs):
+        class Connection(http_class):
+            response_class = functools.partial(_DeadlineResponse, deadline=self.deadline)
+
+        return super().do_open(Connection, req, **kwargs)
+
+
+class _DeadlineHTTPHandler(_Deadline, urllib.request.HTTPHandler):
+    pass
+
+
+class _DeadlineHTTPSHandler(_Deadline, urllib.request.HTTPSHandler):
+    pass
+
+
 def _snippet(exc: urllib.error.HTTPError) -> str:
     try:
-        text = exc.read().decode("utf-8", "replace")
-    except OSError:
+        text = exc.read(4 * MAX_ERROR_BODY_CHARS).decode("utf-8", "replace")
+    except (OSError, http.client.HTTPException):  # HTTPException: a body shorter than its Content-Length
         text = ""
     text = " ".join(text.split())[:MAX_ERROR_BODY_CHARS]
     return text or str(exc.reason)
 
 
+def _json_problem(exc: ValueError | RecursionError) -> str:
+    """Why ``json.loads`` refused a text, in a few words: a parse error, deep nesting, a huge integer."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return getattr(exc, "msg", None) or one_line(str(exc), MAX_ERROR_BODY_CHARS)
+
+
 def _answer_of(raw: bytes) -> str:
     try:
         payload = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ProbeError(f"malformed answer: not JSON ({' '.join(raw[:80].decode('utf-8', 'replace').split())!r})") from None
+    except (ValueError, RecursionError) as exc:  # ValueError: bad JSON or UTF-8, an integer of >4300 digits
+        shown = " ".join(raw[:80].decode("utf-8", "replace").split())
+        raise ProbeError(f"malformed answer: not JSON ({_json_problem(exc)}: {shown!r})") from None
     try:
         content = payload["choices"][0]["message"]["content"]
     except (KeyError, IndexError, TypeError):
@@ -217,7 +289,7 @@ class ProbeFailure:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.event_id}: {self.message}"
+        return one_line(f"{self.event_id}: {self.message}")  # ids and reasons come from files and servers
 
 
 def probe(templates: list[ProbeTemplate], client: ChatClient, *, samples: int = 1, temperature: float = 1.0,

@@ -16,9 +16,9 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from fairwatch.monitor.errors import one_line
 from fairwatch.monitor.scorer.counterfactuals import CounterfactualGenerator
 
-from .dead_letters import one_line
 from .prober import ChatClient, ProbeError, ProbeFailure
 
 __all__ = ["PromptPair", "ask_pairs", "pairs_from_lines", "pairs_from_records", "sampled"]
@@ -47,7 +47,7 @@ class PromptPair:
     origin: str
 
 
-MAX_ID_CHARS = 120  # stream ids in output lines: one line, capped (dead_letters.one_line)
+MAX_ID_CHARS = 120  # stream ids in output lines: one line, capped (monitor.errors.one_line)
 
 
 def pairs_from_lines(lines: Iterable[str], generator: CounterfactualGenerator, *, every: int = 1,

@@ -11,7 +11,7 @@ worker failures are not FairwatchErrors: they keep their traceback.
 
 from __future__ import annotations
 
-__all__ = ["EXIT_USAGE", "FairwatchError", "UsageError", "first_line"]
+__all__ = ["EXIT_USAGE", "FairwatchError", "UsageError", "first_line", "one_line"]
 
 EXIT_USAGE = 2  # the exit status of every FairwatchError unless a subclass says otherwise
 
@@ -24,6 +24,16 @@ class FairwatchError(Exception):
 
 class UsageError(FairwatchError):
     """A problem with what the user asked for (flags, arguments, files named on the command line)."""
+
+
+def one_line(text: str, limit: int = 1000) -> str:
+    """``text`` with every run of whitespace (line breaks included) made one space, at most ``limit`` characters.
+
+    >>> one_line("redirect loop.\\nThe last 30x error message was:\\nFound")
+    'redirect loop. The last 30x error message was: Found'
+    """
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def first_line(exc: BaseException, limit: int = 200) -> str:
