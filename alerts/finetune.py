@@ -23,9 +23,10 @@ import copy
 import csv
 import json
 import math
+import numbers
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -35,13 +36,15 @@ from fairwatch.monitor.counts import contributions
 from fairwatch.monitor.gaps import EQUALITY_DIFFERENCES, all_gaps, equality_difference_value
 from fairwatch.monitor.rates import group_rates, proportion, safe_ratio
 from fairwatch.monitor.score_auc import roc_auc
-from fairwatch.monitor.text_rows import RowError, TextFileError, read_text_rows
-from fairwatch.monitor.errors import UsageError
+from fairwatch.monitor.text_rows import RowError, TextFileError, check_columns, csv_header, csv_records, open_text, \
+    parse_label, read_text_rows
+from fairwatch.monitor.errors import FairwatchError, UsageError
 
 __all__ = [
     "ALL_GROUPS",
     "Example",
     "FinetuneConfig",
+    "FinetuneDivergedError",
     "FinetuneInputError",
     "Gates",
     "IDENTITY_ATTRIBUTES",
@@ -66,6 +69,12 @@ class FinetuneInputError(UsageError, ValueError):
     """Bad input to the job (file, labels, groups, model directory): ``fairwatch.cli`` makes it one line, exit 2."""
 
 
+class FinetuneDivergedError(FairwatchError, RuntimeError):
+    """Training produced non-finite weights: no candidate is written (one line, exit 1: the input was valid)."""
+
+    exit_code = 1
+
+
 @dataclass
 class Example:
     """One labeled text and its groups (attribute -> group)."""
@@ -81,6 +90,22 @@ class ReadResult:
     examples: list[Example]
     rejected: int = 0  # rows that are not a usable event (bad JSON, no text, bad label)
     unlabeled: int = 0  # events whose label has not arrived
+    reasons: dict[str, int] = field(default_factory=dict)  # rejected rows per RowError.reason
+    first_error: str | None = None  # the first rejected row's message, for the one stderr line
+
+    def reject(self, error: RowError) -> None:
+        self.rejected += 1
+        self.reasons[error.reason] = self.reasons.get(error.reason, 0) + 1
+        if self.first_error is None:
+            self.first_error = error.message
+
+    def rejected_line(self, source: str) -> str | None:
+        """One line for stderr about the skipped rows (None when none was): otherwise only report.json tells."""
+        if not self.rejected:
+            return None
+        counts = ", ".join(f"invalid ({reason}): {n}" for reason, n in sorted(self.reasons.items()))
+        rows = "row" if self.rejected == 1 else "rows"
+        return f"{source}: skipped {self.rejected} malformed {rows} ({counts}); first: {self.first_error}"
 
 
 # --------------------------------------------------------------------------- reading
@@ -98,7 +123,7 @@ def _collect(rows) -> ReadResult:
     try:
         for row in rows:
             if isinstance(row, RowError):
-                out.rejected += 1
+                out.reject(row)
             elif row.label is None:
                 out.unlabeled += 1
             else:
@@ -119,19 +144,48 @@ def read_csv(path: str | Path, text_col: str, label_col: str, group_cols: Sequen
 
 
 def read_templates(path: str | Path, generator: Any) -> ReadResult:
-    """The Jigsaw identity templates (``template,toxicity,phrase``); groups are the lexicon terms found."""
+    """The Jigsaw identity templates (``template,toxicity,phrase``); groups are the lexicon terms found.
+
+    Read as the windows' CSV files are (``monitor.text_rows``): undecodable bytes become U+FFFD, and a row
+    that is short, has no phrase or an unknown toxicity is skipped and counted, not the end of the run.
+    """
     p = Path(path)
     p = _check_file(p / "en_sentence_templates.csv" if p.is_dir() else p)
     out = ReadResult([])
-    with p.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if not {"template", "toxicity", "phrase"} <= set(reader.fieldnames or []):
-            raise FinetuneInputError(f"{p}: expected the columns template,toxicity,phrase")
-        for row in reader:
-            text = row["phrase"]
-            groups = {attr: found[0][2] for attr, found in generator.matches(text).items()}
-            out.examples.append(Example(text, 1 if row["toxicity"] == "toxic" else 0, groups, row["template"]))
+    try:
+        with open_text(p) as f:
+            reader = csv.DictReader(f)
+            check_columns(csv_header(reader, p), ["template", "toxicity", "phrase"], p)
+            for line, row in csv_records(reader):
+                error = _template_error(line, row)
+                if error is not None:
+                    out.reject(error)
+                    continue
+                text = row["phrase"]
+                groups = {attr: found[0][2] for attr, found in generator.matches(text).items()}
+                out.examples.append(Example(text, parse_label(row["toxicity"]), groups, row["template"]))
+    except TextFileError as exc:
+        raise FinetuneInputError(str(exc)) from None
     return out
+
+
+def _template_error(line: int, row: dict[str, str | None] | csv.Error) -> RowError | None:
+    if isinstance(row, csv.Error):
+        return RowError(line, "bad_csv", f"line {line}: {row}")
+    # DictReader fills the cells a short row lacks with None.
+    missing = [c for c in ("template", "toxicity", "phrase") if row.get(c) is None]
+    if missing:
+        return RowError(line, "missing_field", f"line {line}: no {', '.join(missing)} cell (short row)")
+    if not row["phrase"].strip():
+        return RowError(line, "no_text", f"line {line}: no phrase")
+    try:
+        label = parse_label(row["toxicity"])
+    except ValueError:
+        label = None
+    if label is None:
+        return RowError(line, "unknown_label", f"line {line}: unknown toxicity {row['toxicity']!r} "
+                        "(expected toxic or nontoxic)")
+    return None
 
 
 def validate_examples(examples: Sequence[Example], source: str) -> list[str]:
@@ -438,6 +492,48 @@ class FinetuneConfig:
     progress: bool = True
 
 
+# FinetuneConfig field -> (flag, lowest, highest, bounds included, integer, may be None). nan and inf fail every
+# range: a nan learning rate trains a model of nan weights, a nan epoch count cannot be turned into steps.
+_CONFIG_RANGES: dict[str, tuple[str, float, float, bool, bool, bool]] = {
+    "epochs": ("--epochs", 0, math.inf, False, False, False),
+    "max_steps": ("--max-steps", 1, math.inf, True, True, True),
+    "max_seconds": ("--max-seconds", 0, math.inf, False, False, True),
+    "batch_size": ("--batch-size", 1, math.inf, True, True, False),
+    "eval_batch_size": ("eval_batch_size", 1, math.inf, True, True, False),
+    "lr": ("--lr", 0, math.inf, False, False, False),
+    "adversary_lr": ("adversary_lr", 0, math.inf, False, False, False),
+    "weight_decay": ("weight_decay", 0, math.inf, True, False, False),
+    "max_length": ("--max-length", 1, math.inf, True, True, False),
+    "gamma": ("--gamma", 0, math.inf, True, False, False),
+    "delta": ("--delta", 0, math.inf, True, False, False),
+    "holdout": ("--holdout", 0, 1, False, False, False),
+    "val_share": ("--val-share", 0, 1, False, False, False),
+    "eval_every": ("--eval-every", 1, math.inf, True, True, True),
+    "patience": ("--patience", 1, math.inf, True, True, False),
+    "max_accuracy_drop": ("--max-accuracy-drop", 0, 1, True, False, False),
+    "min_gap_reduction": ("--min-gap-reduction", 0, 1, True, False, False),
+    "threshold": ("threshold", 0, 1, True, False, False),
+    "seed": ("--seed", 0, 2**32 - 1, True, True, False),  # numpy's seed range
+    "max_rows": ("--max-rows", 1, math.inf, True, True, True),
+}
+
+
+def check_config(cfg: FinetuneConfig) -> None:
+    """FinetuneInputError naming the first setting out of its range (library callers skip the CLI's flag types)."""
+    for name, (flag, low, high, closed, integer, optional) in _CONFIG_RANGES.items():
+        value = getattr(cfg, name)
+        if value is None and optional:
+            continue
+        if integer and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+            raise FinetuneInputError(f"{flag} must be a whole number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise FinetuneInputError(f"{flag} must be a number, got {value!r}")
+        inside = low <= value <= high if closed else low < value < high
+        if not (math.isfinite(value) and inside):
+            bounds = f"[{low}, {high}]" if closed else f"({low}, {high})"
+            raise FinetuneInputError(f"{flag} must lie in {bounds.replace('inf', 'infinity')}, got {value!r}")
+
+
 class _GradientReversal:
     """Identity forward, gradient times -alpha backward (Ganin & Lempitsky 2015), built lazily on torch."""
 
@@ -530,6 +626,7 @@ def run_finetune(cfg: FinetuneConfig, examples: Sequence[Example], source: str, 
     from fairwatch.monitor.scorer.counterfactuals import CounterfactualGenerator, Lexicon
     from fairwatch.monitor.scorer.model import ModelLoadError, choose_device
 
+    check_config(cfg)
     out_dir = Path(cfg.out)
     model_path = Path(cfg.model_dir)
     if model_path.resolve() == out_dir.resolve() or model_path.resolve().is_relative_to(out_dir.resolve()) \
@@ -683,6 +780,16 @@ def run_finetune(cfg: FinetuneConfig, examples: Sequence[Example], source: str, 
     train_seconds = time.perf_counter() - t_train
     model.load_state_dict(best_state)
     model.eval()
+    # The last guard: whatever made training diverge (a huge learning rate, an overflow), a model of nan or
+    # inf weights must not become a candidate that a human might promote.
+    broken = [k for k, v in model.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        what = (f"{len(broken)} of {len(model.state_dict())} weight tensors", f"(first {broken[0]!r})")
+        if best_step == 0:
+            raise FinetuneDivergedError(f"the model directory's own weights are not finite: {what[0]} {what[1]}; "
+                                        f"no candidate written to {out_dir}")
+        raise FinetuneDivergedError(f"training diverged: {what[0]} of the best checkpoint (step {best_step}) are not "
+                                    f"finite {what[1]}; no candidate written to {out_dir} (try a smaller --lr than {cfg.lr:g})")
     after_test = evaluation_summary(test, score(test), attributes, cfg.threshold)
     decision = decide_promotion(before_test, after_test, gates)
 

@@ -20,7 +20,7 @@ from fairwatch.alerts.shadow_command import (add_attach_action, add_shadow_actio
                                              shadow_line)
 from fairwatch.alerts.terminal import printable
 from fairwatch.alerts.trigger import JobRunner, Trigger, serve
-from fairwatch.command_support import UsageError, port_number
+from fairwatch.command_support import UsageError, number_between, port_number, whole_number
 from fairwatch.flags import add_flag
 
 DEFAULT_DB = "fairwatch-incidents.sqlite"
@@ -40,7 +40,7 @@ def register_trigger(commands) -> None:
     serve_parser.add_argument("--token-file", help=f"file holding the shared token (else ${TOKEN_ENV})")
     serve_parser.add_argument("--policy", choices=("auto", "manual"), default="manual",
                               help="start the fine-tune job at once (auto) or after `incidents approve` (manual)")
-    serve_parser.add_argument("--cooldown-seconds", type=_non_negative, default=3600.0,
+    serve_parser.add_argument("--cooldown-seconds", type=number_between(0), default=3600.0,
                               help="a breach within this of a human resolving the previous incident of its "
                                    "(model, attribute) opens one that waits for approval, even under auto (3600)")
     serve_parser.add_argument("--job-command", help="command run per incident (none: incidents start no job); placeholders: "
@@ -50,40 +50,26 @@ def register_trigger(commands) -> None:
                                    "without texts to fine-tune on), 'finetune' (--job-command, the default for "
                                    "models not named) or its own command with the same placeholders")
     serve_parser.add_argument("--workdir", default="fairwatch-jobs", help="where jobs write candidates and reports (fairwatch-jobs)")
-    serve_parser.add_argument("--max-concurrent-jobs", type=_at_least(1), default=2,
+    serve_parser.add_argument("--max-concurrent-jobs", type=whole_number(1), default=2,
                               help="fine-tune jobs running at once; later ones wait as job_queued (2)")
-    serve_parser.add_argument("--max-queued-jobs", type=_at_least(0), default=1000,
+    serve_parser.add_argument("--max-queued-jobs", type=whole_number(0), default=1000,
                               help="jobs waiting at most; beyond, incidents wait for approval (1000)")
-    serve_parser.add_argument("--max-connections", type=_at_least(1), default=trigger_http.MAX_CONNECTIONS,
+    serve_parser.add_argument("--max-connections", type=whole_number(1), default=trigger_http.MAX_CONNECTIONS,
                               help="HTTP connections served at once; more get 503 and retry "
                                    f"({trigger_http.MAX_CONNECTIONS})")
     serve_parser.add_argument("--prometheus-url", help="query the evidence for new incidents here (none: incidents open without evidence)")
     _link_arguments(serve_parser, "stored with each new incident for its page")
     window = serve_parser.add_argument_group("the job's window ({from}, {to}, and {data}: read from Kafka as "
                                              "`fairwatch export` reads it, with the same flags)")
-    window.add_argument("--window-lookback-seconds", type=_lookback_seconds, default=DEFAULT_LOOKBACK_SECONDS,
+    # At most ten years: else every job's window start overflows the calendar.
+    window.add_argument("--window-lookback-seconds", type=number_between(0, MAX_LOOKBACK_SECONDS),
+                        default=DEFAULT_LOOKBACK_SECONDS,
                         help="the window starts this long before the breach's onset "
                              f"({DEFAULT_LOOKBACK_SECONDS:g}, a day)")
     from fairwatch.consumers.export_command import add_window_source_flags
 
     add_window_source_flags(serve_parser, "[kafka] connection keys and [alerts] links")
     serve_parser.set_defaults(handler=run_serve)
-
-
-def _non_negative(text: str) -> float:
-    from fairwatch.command_support import finite_float
-
-    value = finite_float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def _lookback_seconds(text: str) -> float:
-    value = _non_negative(text)
-    if value > MAX_LOOKBACK_SECONDS:  # else every job's window start overflows the calendar
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_LOOKBACK_SECONDS:.0f} (ten years), got {text}")
-    return value
 
 
 def window_export_from_settings(settings):
@@ -107,19 +93,6 @@ def _link_arguments(parser: argparse.ArgumentParser, why: str) -> None:
     parser.add_argument("--dashboard-url", metavar="URL",
                         help=f"model dashboard; ?var-model=..&var-attribute=.. is appended ({why}; default: the "
                              f"alert's dashboard_url annotation, else {defaults.dashboard_url})")
-
-
-def _at_least(lowest: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < lowest:
-            raise argparse.ArgumentTypeError(f"must be at least {lowest}, got {value}")
-        return value
-
-    return parse
 
 
 def register_incidents(commands) -> None:

@@ -15,12 +15,13 @@ import math
 import signal
 import sys
 import time
+from collections.abc import Callable
 
 from fairwatch.monitor.errors import EXIT_USAGE, FairwatchError, UsageError
 
 __all__ = ["EXIT_USAGE", "FairwatchError", "OneLineParser", "UsageError", "config_from_args",
-           "dump_stacks_on_sigusr1", "finite_float", "http_url", "keep_serving", "port_number", "positive_float",
-           "run_command", "serve_registry", "tune_gc"]
+           "dump_stacks_on_sigusr1", "finite_float", "http_url", "keep_serving", "number_between", "port_number", "positive_float",
+           "run_command", "serve_registry", "tune_gc", "whole_number"]
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -51,6 +52,45 @@ def positive_float(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
     return value
+
+
+def whole_number(lowest: int, highest: int | None = None) -> Callable[[str], int]:
+    """argparse type: a whole number from ``lowest`` (to ``highest``), both included.
+
+    >>> whole_number(1)("3"), whole_number(0, 2**32 - 1)("0")
+    (3, 0)
+    """
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < lowest or (highest is not None and value > highest):
+            bounds = f"from {lowest} to {highest}" if highest is not None else f"of at least {lowest}"
+            raise argparse.ArgumentTypeError(f"{value} is not a whole number {bounds}")
+        return value
+
+    return parse
+
+
+def number_between(lowest: float, highest: float = math.inf, *, exclusive: bool = False) -> Callable[[str], float]:
+    """argparse type: a finite number from ``lowest`` to ``highest`` (strictly between them if ``exclusive``).
+
+    >>> number_between(0, 1, exclusive=True)("0.25"), number_between(0)("0")
+    (0.25, 0.0)
+    """
+    def parse(text: str) -> float:
+        value = finite_float(text)
+        inside = lowest < value < highest if exclusive else lowest <= value <= highest
+        if not inside:
+            top = f" and {highest:g}" if highest != math.inf else ""
+            where = (f"strictly between {lowest:g}{top}" if exclusive and top else
+                     f"above {lowest:g}" if exclusive else
+                     f"from {lowest:g} to {highest:g}" if top else f"of at least {lowest:g}")
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number {where}")
+        return value
+
+    return parse
 
 
 def http_url(text: str) -> str:

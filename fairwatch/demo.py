@@ -14,7 +14,7 @@ import time
 
 from tqdm import tqdm
 
-from fairwatch.command_support import keep_serving, positive_float
+from fairwatch.command_support import keep_serving, positive_float, whole_number
 from fairwatch.flags import add_metrics_flags, add_report_flag
 from fairwatch.monitor.config import MonitorConfig
 from fairwatch.monitor.pipeline import Pipeline
@@ -22,21 +22,10 @@ from fairwatch.monitor.report import build_report, format_table, to_json
 from fairwatch.monitor.synthetic import SyntheticStream
 
 
-def seed(text: str) -> int:
-    """argparse type: numpy's seeds are non-negative integers."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is negative (a seed is 0 or more)")
-    return value
-
-
 def register(commands) -> None:
     parser = commands.add_parser("demo", help="run the monitor on a synthetic stream with an injected bias shift")
     parser.add_argument("--events", type=int, default=300_000, help="predictions in the stream (300000)")
-    parser.add_argument("--seed", type=seed, default=7, help="random seed of the synthetic stream (7)")
+    parser.add_argument("--seed", type=whole_number(0, 2**32 - 1), default=7, help="random seed of the synthetic stream (7)")
     parser.add_argument("--shift-at", type=int, default=None, help="prediction index of the shift (half way)")
     parser.add_argument("--shift-group", default="Hispanic", help="race group whose scores shift up (Hispanic)")
     add_metrics_flags(parser, port=9108, port_help="serve /metrics here while running (0: any free port)",

@@ -10,8 +10,8 @@ from helpers import run_cli
     ("--rate", "-1", "'-1' is not a positive number"),  # was: sleep length must be non-negative
     ("--rate", "0", "'0' is not a positive number"),
     ("--rate", "nan", "'nan' is not a finite number"),
-    ("--seed", "-1", "'-1' is negative"),  # was: numpy's "expected non-negative integer" traceback
-    ("--seed", "seven", "'seven' is not an integer"),
+    ("--seed", "-1", "-1 is not a whole number from 0 to 4294967295"),  # was: numpy's "expected non-negative integer" traceback
+    ("--seed", "seven", "'seven' is not a whole number"),
 ])
 def test_bad_rate_or_seed_exits_2_with_one_line(flag, value, words):
     result = run_cli("demo", "--events", "1000", "--no-serve", flag, value)
