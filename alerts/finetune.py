@@ -782,9 +782,10 @@ def run_finetune(cfg: FinetuneConfig, examples: Sequence[Example], source: str, 
     model.eval()
     # The last guard: whatever made training diverge (a huge learning rate, an overflow), a model of nan or
     # inf weights must not become a candidate that a human might promote.
-    broken = [k for k, v in model.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    # Parameters only: a buffer may hold -inf on purpose (an attention mask).
+    broken = [k for k, v in model.named_parameters() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if broken:
-        what = (f"{len(broken)} of {len(model.state_dict())} weight tensors", f"(first {broken[0]!r})")
+        what = (f"{len(broken)} of {len(list(model.parameters()))} weight tensors", f"(first {broken[0]!r})")
         if best_step == 0:
             raise FinetuneDivergedError(f"the model directory's own weights are not finite: {what[0]} {what[1]}; "
                                         f"no candidate written to {out_dir}")

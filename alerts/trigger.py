@@ -74,6 +74,11 @@ class Response:
     body: dict
 
 
+class AlertInFlight(RuntimeError):
+    """The same alert (fingerprint, start, status) is being handled by another delivery: answer 5xx, so that
+    Alertmanager delivers it again, rather than "duplicate", which would lose it if the first one failed."""
+
+
 class Trigger:
     def __init__(self, store: IncidentStore, token: str, *, policy: str = "manual", cooldown_seconds: float = 3600,
                  jobs: JobRunner | None = None, prometheus_url: str | None = None, links: dict | None = None,
@@ -93,6 +98,8 @@ class Trigger:
         self.counts = {"deliveries": 0, "rejected": 0, "duplicates": 0, "ignored": 0, "refused_labels": 0,
                        "incidents_opened": 0, "jobs_started": 0, "failed": 0}
         self._counts_lock = threading.Lock()
+        self._in_flight: set[tuple[str, str, str]] = set()
+        self._in_flight_lock = threading.Lock()
 
     def _count(self, key: str) -> None:
         with self._counts_lock:
@@ -125,6 +132,8 @@ class Trigger:
         for alert in payload.alerts:
             try:
                 self._handle_alert(alert, summary)
+            except AlertInFlight as exc:
+                failed.append(f"alert {alert.labels.get('alertname')} of model {alert.labels.get('model')!r}: {exc}")
             except Exception as exc:  # noqa: BLE001 - one alert's failure (a full disk...) must not cost the others
                 why = f"alert {alert.labels.get('alertname')} of model {alert.labels.get('model')!r}: {first_line(exc)}"
                 log.error("handling %s; Alertmanager will deliver it again", why)
@@ -154,15 +163,26 @@ class Trigger:
                 log.warning("alert refused: %s", reason)  # the reason quotes the value with repr(): no raw bytes
                 return
         fingerprint = alert.fingerprint or json.dumps(sorted(labels.items()))
-        if self.store.seen(fingerprint, alert.startsAt, alert.status):
-            self._count("duplicates")
-            summary["duplicates"] += 1
-            return
+        delivery = (fingerprint, alert.startsAt, alert.status)
+        with self._in_flight_lock:
+            # Answered "duplicate" while the first delivery is still being handled, a copy would be lost
+            # if that one then failed: Alertmanager retries only what got a 5xx.
+            if delivery in self._in_flight:
+                raise AlertInFlight("the same alert is being handled by another delivery")
+            self._in_flight.add(delivery)
         try:
-            self._apply_alert(alert, fingerprint, summary)
-        except BaseException:
-            self.store.unsee(fingerprint, alert.startsAt, alert.status)  # so that its next delivery is handled
-            raise
+            if self.store.seen(*delivery):
+                self._count("duplicates")
+                summary["duplicates"] += 1
+                return
+            try:
+                self._apply_alert(alert, fingerprint, summary)
+            except BaseException:
+                self.store.unsee(*delivery)  # so that its next delivery is handled
+                raise
+        finally:
+            with self._in_flight_lock:
+                self._in_flight.discard(delivery)
 
     def _apply_alert(self, alert: WebhookAlert, fingerprint: str, summary: dict) -> None:
         labels = alert.labels
@@ -188,34 +208,36 @@ class Trigger:
             summary["updated"].append(incident["id"])
             if incident["state"] != "open":
                 return
-            # Still "open": the delivery that opened it failed before its next step (the delivery is
-            # retried, or another alert of the same breach came). Take that step now, once.
-            log.warning("incident %s was left open by a failed delivery: taking its next step", incident["id"])
-            try:
-                self._next_step(self.store.get(incident["id"]), expect=("open",))
-            except IncidentError:  # another delivery took it meanwhile
-                pass
+            # Still "open": the delivery that opened it failed before its next step (this is its retry), or
+            # is still taking it. Take the step here too: only one of the two moves it out of "open".
+            log.info("incident %s found open: taking its next step", incident["id"])
+            self._next_step(self.store.get(incident["id"]))
             return
         self._count("incidents_opened")
         summary["opened"].append(incident["id"])
         self._next_step(incident)
 
-    def _next_step(self, incident: dict, expect: tuple[str, ...] | None = None) -> None:
-        """Start the job of a new incident, or leave it to a human (manual policy, or a relapse)."""
+    def _next_step(self, incident: dict) -> None:
+        """Start the job of a new incident, or leave it to a human (manual policy, or a relapse): from
+        "open" only, so that a step taken meanwhile (by a concurrent delivery, or a human) stands."""
         follows = incident["timeline"][0]["detail"].get("follows")
         relapse = follows is not None and follows["resolved_seconds_ago"] < self.cooldown_seconds
-        if self.policy == "auto" and not relapse:
-            self._start_job(incident)
-        else:
-            why = {"policy": "manual"} if self.policy == "manual" else {
-                "why": f"breach again {follows['resolved_seconds_ago']:.0f} s after incident {follows['id']} "
-                       f"was resolved (cooldown {self.cooldown_seconds:g} s): a human decides on another job"}
-            self.store.set_state(incident["id"], "awaiting_approval", why, job={"state": "awaiting_approval"},
-                                 expect=expect)
+        try:
+            if self.policy == "auto" and not relapse:
+                self._start_job(incident, expect=("open",))
+            else:
+                why = {"policy": "manual"} if self.policy == "manual" else {
+                    "why": f"breach again {follows['resolved_seconds_ago']:.0f} s after incident {follows['id']} "
+                           f"was resolved (cooldown {self.cooldown_seconds:g} s): a human decides on another job"}
+                self.store.set_state(incident["id"], "awaiting_approval", why, job={"state": "awaiting_approval"},
+                                     expect=("open",))
+        except IncidentError as exc:
+            log.info("incident %s: its next step was taken meanwhile (%s)", incident["id"], exc)
 
-    def _start_job(self, incident: dict) -> None:
+    def _start_job(self, incident: dict, expect: tuple[str, ...] | None = None) -> None:
         if self.jobs is None:
-            self.store.set_state(incident["id"], "job_skipped", {"why": NO_COMMAND}, job={"state": "skipped"})
+            self.store.set_state(incident["id"], "job_skipped", {"why": NO_COMMAND}, job={"state": "skipped"},
+                                 expect=expect)
         elif self.jobs.start(incident):  # running now or queued: counted once, when accepted
             self._count("jobs_started")
 
@@ -240,9 +262,9 @@ class Trigger:
         for incident in self.store.list("open"):
             log.warning("incident %s was left open by the previous run: taking its next step", incident["id"])
             try:
-                self._next_step(incident, expect=("open",))
-            except IncidentError:  # a human moved it meanwhile
-                pass
+                self._next_step(incident)
+            except Exception as exc:  # noqa: BLE001 - one incident's failure must not keep the trigger down
+                log.error("incident %s: its next step failed: %s; it stays open", incident["id"], first_line(exc))
 
 
 class TriggerCollector:

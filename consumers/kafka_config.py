@@ -46,11 +46,12 @@ def between(low: int, high: int) -> type:
 
 
 # Kafka's own rule for topic names (and a group or client id must not be empty).
-_TOPIC_PATTERN = r"^[A-Za-z0-9._-]{1,249}$"
-_TOPIC_OR_EMPTY_PATTERN = r"^[A-Za-z0-9._-]{0,249}$"
+# \Z, not $: $ also matches before a final newline. Kafka refuses "." and ".." too.
+_TOPIC_PATTERN = r"^(?!\.\.?\Z)[A-Za-z0-9._-]{1,249}\Z"
+_TOPIC_OR_EMPTY_PATTERN = r"^(?!\.\.?\Z)[A-Za-z0-9._-]{0,249}\Z"
 Topic = Annotated[str, msgspec.Meta(pattern=_TOPIC_PATTERN)]
 TopicOrNone = Annotated[str, msgspec.Meta(pattern=_TOPIC_OR_EMPTY_PATTERN)]
-_TOPIC_RULE = "a Kafka topic name (1 to 249 letters, digits, '.', '_' or '-')"
+_TOPIC_RULE = "a Kafka topic name (1 to 249 letters, digits, '.', '_' or '-', not '.' or '..')"
 
 
 def readable(error: msgspec.ValidationError) -> str:
@@ -60,7 +61,7 @@ def readable(error: msgspec.ValidationError) -> str:
     ...     msgspec.convert({"dlq_topic": "dead letters"}, KafkaSettings)
     ... except msgspec.ValidationError as exc:
     ...     print(readable(exc))
-    Expected a Kafka topic name (1 to 249 letters, digits, '.', '_' or '-') - at `$.dlq_topic`
+    Expected a Kafka topic name (1 to 249 letters, digits, '.', '_' or '-', not '.' or '..') - at `$.dlq_topic`
     """
     return (str(error).replace(f"`str` matching regex {_TOPIC_PATTERN!r}", _TOPIC_RULE)
             .replace(f"`str` matching regex {_TOPIC_OR_EMPTY_PATTERN!r}", f'{_TOPIC_RULE} or ""'))

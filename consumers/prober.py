@@ -255,6 +255,8 @@ def _snippet(exc: urllib.error.HTTPError) -> str:
         text = exc.read(4 * MAX_ERROR_BODY_CHARS).decode("utf-8", "replace")
     except (OSError, http.client.HTTPException):  # HTTPException: a body shorter than its Content-Length
         text = ""
+    finally:
+        exc.close()  # the rest of the body is not read: release the connection now, not at garbage collection
     text = " ".join(text.split())[:MAX_ERROR_BODY_CHARS]
     return text or str(exc.reason)
 

@@ -66,3 +66,34 @@ def test_a_refused_dead_letter_stops_the_worker_and_nothing_is_committed_past_it
         assert dict(again.dead_letters.sent) == {"not_json": 1} and again.dead_letters.errors == 0
     finally:
         again.close()
+
+
+def run_revoke_callback(worker, client: str) -> None:
+    """What the client runs on this worker when its group rebalances: the commit before partitions go."""
+    if client == "confluent":
+        from confluent_kafka import TopicPartition
+
+        worker._on_revoke(worker.consumer, [TopicPartition(tp.topic, tp.partition) for tp in worker.assignment()])
+    else:
+        import asyncio
+
+        from kafka import TopicPartition
+
+        from fairwatch.consumers.kafka_python_worker import _CommitOnRebalance
+
+        asyncio.run(_CommitOnRebalance(worker).on_partitions_revoked(
+            {TopicPartition(tp.topic, tp.partition) for tp in worker.assignment()}))
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_refusal_found_by_a_rebalance_commit_stops_the_run_with_its_own_error(broker, topics, client):
+    """Inside a rebalance callback the error would come back wrapped by the client (kafka-python: "User
+    rebalance callback throws an error"), or not at all: the callback keeps it, and the poll loop raises it."""
+    predictions = topics["predictions"]
+    produce(broker.bootstrap_servers, [(predictions, b"k", b"not json"), (predictions, b"k", GOOD % b"g1")])
+    worker = worker_with_dlq(broker, topics, client, "refused dlq!")
+    apply_all(worker, predictions, 2)
+    run_revoke_callback(worker, client)  # does not raise: the client would swallow or wrap it
+    assert isinstance(worker.failure, DeadLettersUndelivered) and worker.committed == {}
+    with pytest.raises(DeadLettersUndelivered, match="1 dead letter not delivered to refused dlq!"):
+        worker.run()  # closes the worker too

@@ -48,7 +48,7 @@ def test_a_non_positive_setting_is_one_usage_line(flag, value, capsys):
 
 
 @pytest.mark.parametrize("flags, words", [
-    (("--labeled-topic", "bad topic"), "Expected a Kafka topic name (1 to 249 letters, digits, '.', '_' or '-') - "
+    (("--labeled-topic", "bad topic"), "Expected a Kafka topic name (1 to 249 letters, digits, '.', '_' or '-', not '.' or '..') - "
                                        "at `$.labeled_topic`"),
     (("--app-id", ""), "Expected `str` of length >= 1 - at `$.app_id`"),
     (("--session-timeout-ms", "4000000"), "Expected `int` <= 3600000 - at `$.session_timeout_ms`"),

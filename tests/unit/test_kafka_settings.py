@@ -90,11 +90,13 @@ def test_librdkafka_accepts_the_worker_and_dead_letter_clients_at_either_end_of_
 @pytest.mark.parametrize("data, words", [
     ({"group_id": ""}, "length >= 1 - at `$.group_id`"),
     ({"client_id": ""}, "length >= 1 - at `$.client_id`"),
-    ({"predictions_topic": ""}, "Expected a Kafka topic name (1 to 249 letters, digits, '.', '_' or '-') - at "
+    ({"predictions_topic": ""}, "Expected a Kafka topic name (1 to 249 letters, digits, '.', '_' or '-', not '.' or '..') - at "
                                 "`$.predictions_topic`"),
-    ({"dlq_topic": "dead letters"}, "Expected a Kafka topic name (1 to 249 letters, digits, '.', '_' or '-') - at "
+    ({"dlq_topic": "dead letters"}, "Expected a Kafka topic name (1 to 249 letters, digits, '.', '_' or '-', not '.' or '..') - at "
                                     "`$.dlq_topic`"),
-    ({"outcomes_topic": "x" * 250}, "Expected a Kafka topic name (1 to 249 letters, digits, '.', '_' or '-') or \"\" "
+    ({"dlq_topic": "fairwatch.dlq\n"}, "at `$.dlq_topic`"),
+    ({"dlq_topic": ".."}, "not '.' or '..') - at `$.dlq_topic`"),
+    ({"outcomes_topic": "x" * 250}, "Expected a Kafka topic name (1 to 249 letters, digits, '.', '_' or '-', not '.' or '..') or \"\" "
                                     "- at `$.outcomes_topic`"),
     ({"commit_interval_seconds": float("inf")}, "`commit_interval_seconds` must be a finite number, got inf"),
     ({"commit_interval_seconds": float("nan")}, "at `$.commit_interval_seconds`"),

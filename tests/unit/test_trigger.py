@@ -329,3 +329,49 @@ def test_an_incident_a_killed_trigger_left_open_takes_its_next_step_when_the_tri
         assert "left open by the previous run" in caplog.text
     finally:
         server.shutdown()
+
+
+def test_a_copy_of_an_alert_still_being_handled_is_answered_5xx_not_duplicate(tmp_path):
+    """Were the copy answered "duplicate" and the first delivery then failed, nothing would deliver it again."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    release = threading.Event()
+
+    class SlowPrometheus(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            release.wait(30)  # the evidence query of the first delivery holds it in flight
+            body = b'{"status": "success", "data": {"resultType": "vector", "result": []}}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    prometheus = HTTPServer(("127.0.0.1", 0), SlowPrometheus)
+    threading.Thread(target=prometheus.serve_forever, daemon=True).start()
+    store = IncidentStore(tmp_path / "i.sqlite")
+    trigger = Trigger(store, TOKEN, policy="manual",
+                      prometheus_url=f"http://127.0.0.1:{prometheus.server_address[1]}")
+    try:
+        first: list = []
+        worker = threading.Thread(target=lambda: first.append(trigger.handle(payload(alert()), f"Bearer {TOKEN}")))
+        worker.start()
+        deadline = time.monotonic() + 30
+        while not trigger._in_flight:  # the first delivery has claimed the alert
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        copy = trigger.handle(payload(alert()), f"Bearer {TOKEN}")
+        assert copy.status == 500 and "being handled by another delivery" in copy.body["failed"][0]
+        release.set()
+        worker.join(30)
+        assert first[0].status == 200 and first[0].body["opened"] == [1]
+        again = trigger.handle(payload(alert()), f"Bearer {TOKEN}")  # Alertmanager's retry of the copy
+        assert again.status == 200 and again.body["duplicates"] == 1
+        assert [i["state"] for i in store.list()] == ["awaiting_approval"]
+    finally:
+        release.set()
+        prometheus.shutdown()
