@@ -22,6 +22,8 @@ from fairwatch.monitor.errors import EXIT_USAGE, FairwatchError, UsageError
 NOT_USER_ERRORS = {
     "fairwatch.consumers.kafka_worker.ApplyFailed":
         "a bug in the pipeline stops the worker; `fairwatch run` reports it itself with exit status 1",
+    "fairwatch.alerts.trigger.AlertInFlight":
+        "internal to the trigger: a copy of an alert still being handled is answered 500, to be delivered again",
     "fairwatch.decide.ScrapeError":
         "internal to decide: a worker it cannot use skips the round with one line, and the loop goes on",
     "fairwatch.consumers.fetch_process.FetchProcessDied":
