@@ -99,6 +99,8 @@ def shadow_from_report(path: str | Path, model: str, attribute: str) -> tuple[Sh
         raise ShadowEvidenceError(f"--report {path} is not JSON (write it with `fairwatch replay --report json`)") from None
     try:
         return _sides_of(report, path, model, attribute)
+    except ShadowEvidenceError:
+        raise
     except (AttributeError, KeyError, TypeError, ValueError) as exc:  # JSON, but not shaped as replay writes it
         raise ShadowEvidenceError(f"--report {path} is not a `fairwatch replay --report json` report "
                                   f"({type(exc).__name__}: {first_line(exc, 120)})") from None
