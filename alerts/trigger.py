@@ -74,6 +74,10 @@ class Response:
     body: dict
 
 
+def _named(alert: WebhookAlert) -> str:
+    return f"alert {alert.labels.get('alertname')} of model {alert.labels.get('model')!r}"
+
+
 class AlertInFlight(RuntimeError):
     """The same alert (fingerprint, start, status) is being handled by another delivery: answer 5xx, so that
     Alertmanager delivers it again, rather than "duplicate", which would lose it if the first one failed."""
@@ -133,9 +137,9 @@ class Trigger:
             try:
                 self._handle_alert(alert, summary)
             except AlertInFlight as exc:
-                failed.append(f"alert {alert.labels.get('alertname')} of model {alert.labels.get('model')!r}: {exc}")
+                failed.append(f"{_named(alert)}: {exc}")
             except Exception as exc:  # noqa: BLE001 - one alert's failure (a full disk...) must not cost the others
-                why = f"alert {alert.labels.get('alertname')} of model {alert.labels.get('model')!r}: {first_line(exc)}"
+                why = f"{_named(alert)}: {first_line(exc)}"
                 log.error("handling %s; Alertmanager will deliver it again", why)
                 self._count("failed")
                 failed.append(why)

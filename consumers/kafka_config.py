@@ -50,7 +50,7 @@ def between(low: int, high: int) -> type:
 _TOPIC_PATTERN = r"^(?!\.\.?\Z)[A-Za-z0-9._-]{1,249}\Z"
 _TOPIC_OR_EMPTY_PATTERN = r"^(?!\.\.?\Z)[A-Za-z0-9._-]{0,249}\Z"
 Topic = Annotated[str, msgspec.Meta(pattern=_TOPIC_PATTERN)]
-TopicOrNone = Annotated[str, msgspec.Meta(pattern=_TOPIC_OR_EMPTY_PATTERN)]
+TopicOrEmpty = Annotated[str, msgspec.Meta(pattern=_TOPIC_OR_EMPTY_PATTERN)]
 _TOPIC_RULE = "a Kafka topic name (1 to 249 letters, digits, '.', '_' or '-', not '.' or '..')"
 
 
@@ -83,7 +83,7 @@ class KafkaSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     client: Literal["confluent", "kafka-python"] = DEFAULT_CLIENT
     bootstrap_servers: Union[str, list[str]] = "127.0.0.1:9092"
     predictions_topic: Topic = "fairwatch.predictions"
-    outcomes_topic: Union[TopicOrNone, None] = "fairwatch.outcomes"
+    outcomes_topic: Union[TopicOrEmpty, None] = "fairwatch.outcomes"
     dlq_topic: Topic = "fairwatch.dlq"
     group_id: NonEmpty = "fairwatch"
     client_id: NonEmpty = "fairwatch"

@@ -204,17 +204,13 @@ class KafkaWorker:
         try:
             while not self._stopping.is_set() and not (until and until()):
                 self.poll_once()
-                if self.failure is not None:  # found outside the batch path (a rebalance's commit)
+                # Found outside the batch path: a rebalance callback keeps it (raised there, the client
+                # would wrap it in its own error, kafka-python as "User rebalance callback throws an error").
+                if self.failure is not None:
                     raise self.failure
                 if self._dirty and time.monotonic() - self._last_commit >= self.settings.commit_interval_seconds:
                     self.commit("timer")
             self.commit("shutdown")
-        except Exception as exc:
-            # A failure raised inside a client's rebalance callback comes back wrapped in the client's own
-            # error (kafka-python: "User rebalance callback throws an error"): report the failure itself.
-            if self.failure is not None and exc is not self.failure:
-                raise self.failure from exc
-            raise
         finally:
             self.close()
 

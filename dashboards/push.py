@@ -47,18 +47,8 @@ def _explain(exc: Exception, url: str) -> PushError:
     return PushError(f"cannot reach Grafana at {url}: {_root_cause(exc)}")
 
 
-def _caused_by(exc: BaseException, kind: type) -> bool:
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, kind):
-            return True
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
-def _root_cause(exc: BaseException) -> str:
-    """The innermost OS error (``Connection refused``, ``timed out``) under the HTTP library's wrappers."""
+def _causes(exc: BaseException):
+    """``exc`` and every exception under it: causes, contexts, a URLError's reason, exceptions passed as args."""
     stack: list[BaseException | None] = [exc]
     seen: set[int] = set()
     while stack:
@@ -66,11 +56,19 @@ def _root_cause(exc: BaseException) -> str:
         if item is None or id(item) in seen:
             continue
         seen.add(id(item))
-        if isinstance(item, OSError) and item.strerror:
-            return item.strerror
+        yield item
         stack += [item.__cause__, item.__context__, getattr(item, "reason", None),
                   *(a for a in getattr(item, "args", ()) if isinstance(a, BaseException))]
-    return first_line(exc, 160)
+
+
+def _caused_by(exc: BaseException, kind: type) -> bool:
+    return any(isinstance(item, kind) for item in _causes(exc))
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost OS error (``Connection refused``, ``timed out``) under the HTTP library's wrappers."""
+    return next((item.strerror for item in _causes(exc) if isinstance(item, OSError) and item.strerror),
+                first_line(exc, 160))
 
 
 def push(url: str, token: str | None, dashboards: dict[str, dict], folder_title: str = "fairwatch",
