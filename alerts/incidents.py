@@ -77,6 +77,11 @@ CREATE INDEX IF NOT EXISTS incidents_by_state ON incidents(state);
 CREATE INDEX IF NOT EXISTS incidents_by_key ON incidents(model, attribute, updated_at);
 """
 
+# What makes a database an incident store: the columns of ``incidents``, the same in every version of the schema.
+INCIDENT_COLUMNS = frozenset({"id", "model", "attribute", "state", "opened_at", "updated_at", "alerts", "evidence",
+                              "job"})
+FOREIGN_TABLES_SHOWN = 5
+
 
 def incident_id(text: str) -> int:
     """argparse type: an incident's id, a positive integer SQLite can hold.
@@ -298,6 +303,15 @@ def _open(path: str | Path) -> sqlite3.Connection:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         db.row_factory = sqlite3.Row
+        # Checked before anything writes (WAL mode is a write to the header): another application's file stays as
+        # it was, rather than silently gaining our tables.
+        foreign = _foreign_tables(db)
+        if foreign:
+            db.close()
+            shown = ", ".join(name if name.isprintable() else repr(name) for name in foreign[:FOREIGN_TABLES_SHOWN])
+            more = f", ... ({len(foreign)} in all)" if len(foreign) > FOREIGN_TABLES_SHOWN else ""
+            raise IncidentError(f"cannot open the incident store {path}: it is an SQLite database of another "
+                                f"application (tables: {shown}{more}); give the incident store a file of its own")
         db.execute("PRAGMA journal_mode=WAL")
         db.executescript(SCHEMA)
         return db
@@ -315,6 +329,22 @@ def _open(path: str | Path) -> sqlite3.Connection:
         else:
             why = str(exc)
         raise IncidentError(f"cannot open the incident store {path}: {why}") from None
+
+
+def _foreign_tables(db: sqlite3.Connection) -> list[str]:
+    """The tables of a database that is not an incident store (sorted); [] for a new, empty one or a store of ours.
+
+    Ours, of any version, is one with our ``incidents`` table: it came first and its columns have not changed
+    since. A table of that name with other columns is another application's."""
+    tables = [row[0] for row in db.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name")]
+    if not tables:
+        return []
+    if "incidents" in (name.lower() for name in tables):  # SQLite's names are case-insensitive
+        columns = {row[1].lower() for row in db.execute("PRAGMA table_info(incidents)")}
+        if INCIDENT_COLUMNS <= columns:
+            return []
+    return tables
 
 
 def _row(row: sqlite3.Row) -> dict:

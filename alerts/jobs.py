@@ -155,12 +155,8 @@ class JobRunner:
             try:
                 if self._running < self.max_concurrent_jobs:
                     self._mark_running(job)
-                    self._running += 1
-                    self.peak_running = max(self.peak_running, self._running)
-                    thread = threading.Thread(target=self._work, args=(job,), daemon=True,
-                                              name=f"fine-tune-{incident_id}")
-                    self.threads.append(thread)
-                    thread.start()
+                    if not self._start_thread(job):
+                        return False
                 else:
                     self.store.set_state(incident_id, "job_queued", {"position": len(self._queue) + 1},
                                          job={"state": "queued", "command": job.argv}, expect=STARTABLE)
@@ -172,6 +168,28 @@ class JobRunner:
                 self._accepted.discard(incident_id)
                 raise
             return True
+
+    def _start_thread(self, job: Job) -> bool:
+        """Give a job marked running a slot and a thread of its own (call with the lock held). A thread the
+        system refuses (``can't start new thread``) fails that job and gives its slot back; False then."""
+        thread = threading.Thread(target=self._work, args=(job,), daemon=True, name=f"fine-tune-{job.incident_id}")
+        self._running += 1
+        try:
+            thread.start()
+        except BaseException as exc:
+            # Nothing will ever run _work's ``self._running -= 1``: without this the slot stays taken until a restart.
+            self._running -= 1
+            self._accepted.discard(job.incident_id)
+            self._changed.notify_all()
+            if not isinstance(exc, Exception):
+                raise
+            reason = f"cannot start the job: {first_line(exc)}"
+            log.warning("incident %s: %s", job.incident_id, reason)
+            self._finish(job.incident_id, "job_failed", {"error": reason}, {"state": "failed", "error": reason})
+            return False
+        self.threads.append(thread)
+        self.peak_running = max(self.peak_running, self._running)
+        return True
 
     def template_for(self, model: str) -> JobCommand | None:
         """The command an incident of ``model`` runs: its --job-policy, else --job-command; None: no job."""

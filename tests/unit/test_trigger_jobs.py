@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -132,13 +133,15 @@ def test_auto_without_a_job_command_ends_in_job_skipped(tmp_path):
 
 
 def test_a_full_queue_sends_incidents_back_to_approval(tmp_path):
+    go = tmp_path / "go"  # the jobs wait for it, so the first still runs when the states are read
     store = IncidentStore(tmp_path / "i.sqlite")
-    jobs = JobRunner(store, f'{sys.executable} -c "import time; time.sleep(0.5)"', tmp_path / "jobs",
+    jobs = JobRunner(store, f"sh -c 'while [ ! -e \"$1\" ]; do sleep 0.01; done' job {go}", tmp_path / "jobs",
                      max_concurrent_jobs=1, max_queued_jobs=1)
     trigger = Trigger(store, TOKEN, policy="auto", jobs=jobs)
     trigger.handle(payload(*[alert(attribute=f"a{i}", fingerprint=f"f{i}") for i in range(3)]), f"Bearer {TOKEN}")
     assert [i["state"] for i in store.list()] == ["job_running", "job_queued", "awaiting_approval"]
     assert "queue full" in store.get(3)["timeline"][-1]["detail"]["why"]
+    go.touch()
     assert jobs.wait(60)
 
 
@@ -273,6 +276,35 @@ def test_a_job_that_cannot_be_built_fails_its_incident_and_the_delivery_goes_on(
     assert trigger.counts["jobs_started"] == 0 and jobs.wait(5)
 
 
+def test_a_thread_the_system_refuses_fails_its_job_and_gives_the_slot_back(tmp_path, monkeypatch):
+    """``can't start new thread`` for one job: that incident's job fails in one line, the delivery goes on, and
+    the slot it had taken is free again (it leaked: every later job queued behind a job that never ran)."""
+    refused: list[str] = []
+    real_start = threading.Thread.start
+
+    def start_once_refused(thread):
+        if thread.name.startswith("fine-tune-") and not refused:
+            refused.append(thread.name)
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start_once_refused)
+    store = IncidentStore(tmp_path / "i.sqlite")
+    jobs = JobRunner(store, JOB, tmp_path / "jobs", max_concurrent_jobs=1)
+    trigger = Trigger(store, TOKEN, policy="auto", jobs=jobs)
+    answer = trigger.handle(payload(alert(attribute="race"), alert(attribute="sex")), f"Bearer {TOKEN}")
+    assert refused == ["fine-tune-1"]
+    assert answer.status == 200 and len(answer.body["opened"]) == 2, answer.body
+    failed = store.get(1)
+    assert failed["state"] == "job_failed" and failed["job"]["state"] == "failed"
+    assert failed["job"]["error"] == "cannot start the job: can't start new thread"
+    assert store.get(2)["state"] == "job_running"  # the slot was free: not queued behind a job that never ran
+    assert trigger.counts["jobs_started"] == 1
+    assert jobs.wait(60) and store.get(2)["state"] == "job_succeeded"
+    assert not jobs.start(store.get(1))  # a failed job stays failed; it does not take the slot again
+    assert jobs.wait(0) and store.get(1)["state"] == "job_failed"
+
+
 @pytest.mark.parametrize("lookback", [float("nan"), float("inf"), 1e300, -1.0])
 def test_a_lookback_no_window_can_hold_is_refused_at_construction(tmp_path, lookback):
     with pytest.raises(ValueError, match="lookback"):
@@ -285,11 +317,15 @@ def test_a_lookback_no_window_can_hold_is_refused_at_construction(tmp_path, look
     (("incidents", "--db", "{dir}", "list"), "is a directory"),
     (("incidents", "--db", "{notdb}", "list"), "not an SQLite database"),
     (("trigger", "serve", "--token-file", "{binary}"), "not UTF-8 text"),
+    (("incidents", "--db", "{foreign}", "list"), "an SQLite database of another application (tables: users)"),
 ])
 def test_a_store_or_token_file_that_is_not_one_is_one_line_naming_it(tmp_path, args, words):
     files = {"dir": tmp_path / "a-directory", "notdb": tmp_path / "notes.sqlite", "binary": tmp_path / "token.bin",
-             "token": tmp_path / "token"}
+             "token": tmp_path / "token", "foreign": tmp_path / "app.db"}
     files["dir"].mkdir()
+    with sqlite3.connect(files["foreign"]) as foreign:
+        foreign.execute("CREATE TABLE users (id INTEGER)")
+    foreign.close()
     files["notdb"].write_text("not a database, only some words that fill more than a header's hundred bytes " * 3)
     files["binary"].write_bytes(b"\xff\xfe\x00s3cret")
     files["token"].write_text(TOKEN)
