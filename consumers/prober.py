@@ -64,7 +64,8 @@ class ProbeTemplate:
 
 
 def load_templates(path: str | Path) -> list[ProbeTemplate]:
-    """Read a JSONL template file; a bad line raises :class:`TemplateError` naming it."""
+    """Read a JSONL template file (UTF-8, a leading byte-order mark allowed); a bad line raises
+    :class:`TemplateError` naming it."""
     try:
         lines = Path(path).read_bytes().splitlines()  # decoded per line, so that bad UTF-8 is named by its line
     except OSError as exc:
@@ -73,7 +74,9 @@ def load_templates(path: str | Path) -> list[ProbeTemplate]:
     for number, data in enumerate(lines, 1):
         where = f"{path}:{number}"
         try:
-            line = data.decode("utf-8")
+            # utf-8-sig on the first line: editors on Windows start a UTF-8 file with a byte-order mark,
+            # which json.loads refuses ("Unexpected UTF-8 BOM"); anywhere else it is not ours to drop.
+            line = data.decode("utf-8-sig" if number == 1 else "utf-8")
         except UnicodeDecodeError as exc:
             raise TemplateError(f"{where}: not UTF-8 text (byte {exc.start + 1})") from None
         if not line.strip() or line.lstrip().startswith("#"):

@@ -42,10 +42,26 @@ LABELS = (names.MODEL, names.ATTRIBUTE, names.GROUP, names.CELL)
 MAX_EXACT_COUNT = 2.0**53
 
 
+def impossible_counts(totals: Totals) -> str | None:
+    """The first group of one worker whose counts cannot be, in words; None when every group's can.
+
+    A prediction is counted with its group, so a worker's positives never exceed its predictions. Labelled
+    counts have no such bound: a worker counts the label of a prediction another worker counted, or one made
+    before any worker started (from the join's copy of it), so tp + fp may exceed positives even in the sum.
+    """
+    for attribute, groups in totals.rows.items():
+        for group, row in groups.items():
+            if row[SEL_X] > row[SEL_N]:
+                return (f"attribute {attribute!r}, group {group!r}: positives = {int(row[SEL_X])} > "
+                        f"predictions = {int(row[SEL_N])}")
+    return None
+
+
 def totals_from_exposition(text: str) -> dict[str, Totals]:
     """Per model, the decision counts in one worker's /metrics text.
 
-    A text that is not an exposition, or whose counts cannot be summed, is a ValueError naming the problem.
+    A text that is not an exposition, or whose counts cannot be summed or are impossible (a positive
+    count above the predictions), is a ValueError naming the problem.
     """
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -60,8 +76,8 @@ def totals_from_exposition(text: str) -> dict[str, Totals]:
             if missing:
                 raise ValueError(f"a {sample.name} series has no {missing[0]!r} label")
             # A NaN or infinite count would poison every later sum, and past 2**53 a float
-            # no longer holds every integer; a negative one is no count at all.
-            if not 0 <= sample.value <= MAX_EXACT_COUNT:
+            # no longer holds every integer; a negative or fractional one is no count at all.
+            if not 0 <= sample.value <= MAX_EXACT_COUNT or not float(sample.value).is_integer():
                 raise ValueError(f"a {sample.name} series has the value {sample.value}, not a count")
             key = (sample.labels[names.MODEL], sample.labels[names.ATTRIBUTE], sample.labels[names.GROUP])
             cells.setdefault(key, {})[sample.labels[names.CELL]] = sample.value
@@ -76,7 +92,12 @@ def totals_from_exposition(text: str) -> dict[str, Totals]:
         per_attribute[attribute] = per_attribute.get(attribute, 0.0) + row[SEL_N]
     # Every prediction carries each attribute it is tracked under; the largest
     # total is the model's prediction count (an attribute some events lack has less).
-    return {model: Totals(int(max(predictions[model].values())), attributes) for model, attributes in rows.items()}
+    out = {model: Totals(int(max(predictions[model].values())), attributes) for model, attributes in rows.items()}
+    for model, totals in out.items():
+        problem = impossible_counts(totals)
+        if problem is not None:
+            raise ValueError(f"model {model!r}, {problem}")
+    return out
 
 
 def decider(config: MonitorConfig, model: str) -> MergedDecisions:

@@ -18,6 +18,10 @@ swapping the rest would change a person's pronouns but not their name. With
 ``"extend": true`` an attribute adds its pairs to the same-named attribute of
 the lexicons before it, so first names, pronouns and gendered nouns swap
 together, in one variant (``Lexicon.default()`` does this for ``gender``).
+A groups attribute with ``"extend": true`` adds its groups the same way (it
+must list the same ``forms``; a group already there gains the new words), so
+one new group is enough: ``{"kind": "groups", "extend": true, "terms":
+["octogenarian"]}`` adds to the shipped ``age`` groups.
 
 Lexicon files are JSON (``.json``) or TOML (``.toml``), both read with the
 standard library::
@@ -29,10 +33,13 @@ standard library::
                      "terms": [["christian", "christians"], ["jewish", "jews"]],
                      "max_variants": 8}}}
 
-Matching is on whole words only, case-insensitive; the words of a multi-word
-term may be joined by spaces or a hyphen ("African American",
-"African-American"); the replacement copies the case of the matched text
-(``Son`` -> ``Daughter``, ``SON`` -> ``DAUGHTER``).
+A term is words (letters, digits) joined by single spaces, hyphens or
+apostrophes ("o'brien"); other punctuation is refused, since the term is
+written into texts as it is. Matching is on whole words only,
+case-insensitive; the words of a multi-word term may be joined by spaces, a
+hyphen or an apostrophe ("African American", "African-American"); the
+replacement copies the case of the matched text (``Son`` -> ``Daughter``,
+``SON`` -> ``DAUGHTER``).
 Possessives work because ``'s`` is outside the word (``son's`` ->
 ``daughter's``, ``Jews'`` -> ``Muslims'``); plurals are listed as their own
 pairs (``sons``/``daughters``, ``men``/``women``) or forms (``jews``) because
@@ -135,7 +142,7 @@ class AttributeLexicon:
     # groups: per group and form, every word that matches (the first is group_forms' word, which replaces them)
     form_alternatives: tuple[tuple[tuple[str, ...] | None, ...], ...] = ()
     unpaired: tuple[str, ...] = ()  # pairs: terms of the attribute with no counterpart
-    extend: bool = False  # pairs: add to the same-named attribute of earlier lexicons
+    extend: bool = False  # add to the same-named attribute of earlier lexicons
 
     @classmethod
     def from_mapping(cls, name: str, spec: Mapping[str, Any]) -> AttributeLexicon:
@@ -143,7 +150,10 @@ class AttributeLexicon:
             raise LexiconError(f"attribute {name!r}: expected a table, got {type(spec).__name__}")
         kind = spec.get("kind", "pairs" if "pairs" in spec else "groups")
         max_variants = spec.get("max_variants")
-        if max_variants is not None and (not isinstance(max_variants, int) or max_variants < 1):
+        # bool is an int subclass: `true` would have been taken as 1
+        if max_variants is not None and (
+            not isinstance(max_variants, int) or isinstance(max_variants, bool) or max_variants < 1
+        ):
             raise LexiconError(f"attribute {name!r}: max_variants must be a positive integer")
         if kind == "pairs":
             raw_pairs = spec.get("pairs", [])
@@ -208,12 +218,20 @@ class AttributeLexicon:
                         "or null where a group has none; the first given)"
                     )
                 groups.setdefault(alternatives[0][0], alternatives)
-            if len(groups) < 2:
+            extend = bool(spec.get("extend", False))
+            # an extending attribute may add a single group; CounterfactualGenerator refuses one left alone
+            if len(groups) < (1 if extend else 2):
                 raise LexiconError(f"attribute {name!r}: a groups attribute needs at least two terms")
-            return cls(name, "groups", terms=tuple(groups), max_variants=max_variants, forms=tuple(raw_forms),
-                       group_forms=tuple(tuple(None if a is None else a[0] for a in g) for g in groups.values()),
-                       form_alternatives=tuple(groups.values()))
+            return cls._groups(name, tuple(raw_forms), tuple(groups.values()), max_variants, extend)
         raise LexiconError(f"attribute {name!r}: unknown kind {kind!r} (expected 'pairs' or 'groups')")
+
+    @classmethod
+    def _groups(cls, name: str, forms: tuple[str, ...], alternatives: tuple[tuple[tuple[str, ...] | None, ...], ...],
+                max_variants: int | None, extend: bool = False) -> AttributeLexicon:
+        """A groups attribute from each group's words per form (the first word of each form replaces the rest)."""
+        return cls(name, "groups", terms=tuple(g[0][0] for g in alternatives), max_variants=max_variants, forms=forms,
+                   group_forms=tuple(tuple(None if a is None else a[0] for a in g) for g in alternatives),
+                   form_alternatives=alternatives, extend=extend)
 
     def _check_bijection(self) -> None:
         seen: set[str] = set(self.contextual)
@@ -223,9 +241,33 @@ class AttributeLexicon:
             seen.add(w)
 
     def merged(self, other: AttributeLexicon) -> AttributeLexicon:
-        """This pairs attribute with ``other``'s pairs, contextual rules and unpaired terms added."""
-        if self.kind != "pairs" or other.kind != "pairs":
-            raise LexiconError(f"attribute {self.name!r}: only pairs attributes can be extended")
+        """This attribute with ``other``'s added: pairs, contextual rules and unpaired terms, or groups.
+
+        Groups are the union: a group of ``other`` named like one of this attribute's (its first word)
+        gains ``other``'s words per form, after its own, so its replacing words stay; a new group is
+        appended. ``other``'s ``max_variants``, where given, applies to the whole.
+        """
+        if self.kind != other.kind:
+            raise LexiconError(
+                f"attribute {self.name!r}: 'extend' adds to an attribute of its own kind; "
+                f"this one is {other.kind}, the one before it {self.kind}"
+            )
+        if self.kind == "groups":
+            if other.forms != self.forms:
+                raise LexiconError(
+                    f"attribute {self.name!r}: 'extend' needs the forms of the attribute it extends, "
+                    f"{list(self.forms)}, got {list(other.forms)}"
+                )
+            groups = {g[0][0]: g for g in self.form_alternatives}
+            for g in other.form_alternatives:
+                old = groups.get(g[0][0])
+                groups[g[0][0]] = g if old is None else tuple(
+                    tuple(dict.fromkeys((a or ()) + (b or ()))) or None for a, b in zip(old, g)
+                )
+            return AttributeLexicon._groups(
+                self.name, self.forms, tuple(groups.values()),
+                other.max_variants if other.max_variants is not None else self.max_variants,
+            )
         out = AttributeLexicon(
             self.name, "pairs", pairs=self.pairs + other.pairs, contextual={**self.contextual, **other.contextual},
             max_variants=self.max_variants, unpaired=self.unpaired + other.unpaired,
@@ -243,12 +285,15 @@ class AttributeLexicon:
                 out["unpaired"] = list(self.unpaired)
             if self.extend:
                 out["extend"] = True
-        elif len(self.forms) > 1 or any(a is not None and len(a) > 1 for g in self.form_alternatives for a in g):
-            out["forms"] = list(self.forms)
-            out["terms"] = [[None if a is None else a[0] if len(a) == 1 else list(a) for a in g]
-                            for g in self.form_alternatives]
         else:
-            out["terms"] = list(self.terms)
+            if len(self.forms) > 1 or any(a is not None and len(a) > 1 for g in self.form_alternatives for a in g):
+                out["forms"] = list(self.forms)
+                out["terms"] = [[None if a is None else a[0] if len(a) == 1 else list(a) for a in g]
+                                for g in self.form_alternatives]
+            else:
+                out["terms"] = list(self.terms)
+            if self.extend:
+                out["extend"] = True
         if self.max_variants is not None:
             out["max_variants"] = self.max_variants
         return out
@@ -278,13 +323,19 @@ def _term(attribute: str, value: Any, where: str) -> str:
     """``value`` normalised as a term of ``attribute``, or a LexiconError naming it and ``where`` it is.
 
     Terms are matched as runs of word characters, so one with none could never match (and broke the
-    phrase table); anything but a string would be written into texts as its Python repr.
+    phrase table); anything but a string would be written into texts as its Python repr, and other
+    punctuation ("christian!", "he.") as it is, while matching ignored it.
     """
     if not isinstance(value, str):
         raise LexiconError(f"attribute {attribute!r}: {where} must be a string, got {value!r}")
     if not _WORD.search(value):
         raise LexiconError(f"attribute {attribute!r}: {where} {value!r} has no letter or digit, so matches no word")
-    return _norm(value)
+    term = _norm(value)
+    if not _TERM.fullmatch(term):
+        raise LexiconError(
+            f"attribute {attribute!r}: {where} {value!r} must be words joined by single spaces, hyphens or apostrophes"
+        )
+    return term
 
 
 @dataclass(frozen=True)
@@ -376,8 +427,10 @@ class Variant:
 
 
 _WORD = re.compile(r"\w+")
-# What may join the words of a multi-word term in a text: "African American", "African-American".
-_GAP = re.compile(r"\s+|-")
+# What may join the words of a multi-word term in a text: "African American", "African-American", "O'Brien".
+_GAP = re.compile(r"\s+|-|['\u2019]")
+# A term as written in a lexicon (normalised: lower case, single spaces): words joined by what _GAP matches.
+_TERM = re.compile(r"\w+(?:(?: |-|['\u2019])\w+)*")
 
 
 def _words(text: str) -> list[tuple[int, int, str]]:
@@ -448,6 +501,9 @@ class CounterfactualGenerator:
 
     def __init__(self, lexicon: Lexicon) -> None:
         self.lexicon = lexicon
+        for name, attr in lexicon.attributes.items():
+            if attr.kind == "groups" and len(attr.terms) < 2:  # an "extend" group with nothing before it to extend
+                raise LexiconError(f"attribute {name!r}: a groups attribute needs at least two terms")
         self._compiled = {name: _CompiledAttribute(a) for name, a in lexicon.attributes.items()}
 
     def matches(self, text: str) -> dict[str, list[tuple[int, int, str]]]:

@@ -7,7 +7,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from fairwatch.monitor.config import MonitorConfig
-from fairwatch.decide import MergedDecisionCollector, decide_once
+from fairwatch.decide import MergedDecisionCollector, decide_once, totals_from_exposition
 from fairwatch.monitor.exporter import make_registry
 from fairwatch.monitor.pipeline import Pipeline
 from fairwatch.monitor.synthetic import near_threshold_stream
@@ -68,6 +68,10 @@ BAD_BODIES = {  # body -> what the one stderr line must say
     COUNTS.replace("10.0", "NaN", 1).encode(): "value nan, not a count",
     COUNTS.replace("10.0", "+Inf", 1).encode(): "value inf, not a count",
     COUNTS.replace(',group="F"', "", 1).encode(): "no 'group' label",
+    # impossible counts were summed and decided on
+    COUNTS.replace("4.0", "11.0", 1).encode():
+        "model 'm', attribute 'sex', group 'F': positives = 11 > predictions = 10",
+    COUNTS.replace("4.0", "2.5", 1).encode(): "value 2.5, not a count",
 }
 
 
@@ -122,3 +126,33 @@ def test_decide_refuses_a_bad_url_or_interval_in_one_line(argv, message):
     result = run_cli("decide", *argv, "--rounds", "1", "--metrics-port", "0")
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1 and message in result.stderr, result.stderr
+
+
+def _exposition(**cells: float) -> str:
+    """One worker's /metrics text: model m, attribute sex, group F with these cells (and a consistent group M
+    where F has predictions)."""
+    rows = {"F": cells}
+    if cells.get("predictions"):
+        rows["M"] = {"predictions": 10, "positives": 4, "tp": 2, "fp": 1, "tn": 5, "fn": 1}
+    return "# TYPE fairwatch_group_events counter\n" + "".join(
+        f'fairwatch_group_events_total{{model="m",attribute="sex",group="{g}",cell="{c}"}} {float(v)}\n'
+        for g, row in rows.items() for c, v in row.items())
+
+
+CONFIG = MonitorConfig(attributes=["sex"], count_windows=[], time_windows_seconds=[])
+
+
+def test_labels_beyond_the_counted_predictions_are_still_decided_on(capsys):
+    # Labels of predictions made before any worker started come from the join's copies: in the sum, more
+    # labelled positive predictions than positives. Refusing them would stall the model's decisions for good.
+    decisions = {}
+    decide_once(decisions, [_exposition(predictions=10, positives=4, tp=3, fp=1), _exposition(tp=1, fp=2)], CONFIG)
+    assert decisions["m"].monitor.clock == 20 and capsys.readouterr().err == ""
+
+
+def test_a_label_counted_on_another_worker_than_its_prediction_is_decided_on(capsys):
+    # the join's copy of a prediction: a worker may count the label of a prediction another one counted
+    assert totals_from_exposition(_exposition(tp=3, fn=1))["m"].rows["sex"]["F"] == (0.0, 0.0, 4.0, 3.0, 0.0, 0.0)
+    decisions = {}
+    decide_once(decisions, [_exposition(predictions=10, positives=4), _exposition(tp=3, fn=1)], CONFIG)
+    assert decisions["m"].monitor.clock == 20 and capsys.readouterr().err == ""

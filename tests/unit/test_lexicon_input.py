@@ -39,6 +39,18 @@ def _lexicon(spec: dict) -> Lexicon:
         ({"pairs": [["he", "she"]], "contextual": {"her": {"before_word": "his", "otherwise": "Her"}}},
          "rule for 'her' swaps it for itself"),
         ({"pairs": [["he", "she"]], "contextual": {"her": _HER, "HER": _HER}}, "'HER' appears twice"),
+        # bool is an int subclass: `true` was taken as 1
+        ({"kind": "groups", "terms": ["x", "y"], "max_variants": True}, "max_variants must be a positive integer"),
+        ({"pairs": [["he", "she"]], "max_variants": True}, "max_variants must be a positive integer"),
+        # punctuation in a term was written into texts as it is ("A christian! church"), while matching ignored it
+        ({"kind": "groups", "terms": ["christian!", "muslim"]},
+         "'terms' entry 'christian!' must be words joined by single spaces, hyphens or apostrophes"),
+        ({"kind": "groups", "forms": ["a", "b"], "terms": [["x", ["xs", "x.s"]], ["y", "ys"]]}, "'terms' entry 'x.s'"),
+        ({"pairs": [["he.", "she"]]}, "'pairs' term 'he.'"),
+        ({"pairs": [["he", "she"]], "unpaired": ["zoe?"]}, "'unpaired' term 'zoe?'"),
+        ({"pairs": [["he", "she"]], "contextual": {"her": {"before_word": "his,", "otherwise": "him"}}},
+         "contextual 'before_word' of 'her' 'his,'"),
+        ({"kind": "groups", "terms": ["jews'", "muslims"]}, "'terms' entry \"jews'\""),
     ],
 )
 def test_a_bad_term_or_contextual_rule_is_one_error_naming_it(spec: dict, named: str) -> None:
@@ -99,3 +111,72 @@ def test_the_commands_report_a_bad_lexicon_in_one_line_exit_2(tmp_path, capsys, 
     assert rc == 2
     assert len(err) == 1 and err[0].startswith(f"fairwatch {command}: error: ")
     assert "attribute 'g': " in err[0] or "nested too deeply" in err[0]
+
+
+def test_terms_may_join_words_by_spaces_hyphens_and_apostrophes() -> None:
+    pairs = [["he", "she"], ["o'brien", "smith"], ["jean-luc", "anne marie"]]
+    gen = CounterfactualGenerator(_lexicon({"pairs": pairs}))
+    # an apostrophe joined the words of a term that could never match ("O'Brien left" was left as it was)
+    assert gen.swap("O'Brien left", "g") == "Smith left"
+    assert gen.swap("O\u2019Brien left", "g") == "Smith left"
+    assert gen.swap("Smith said he left", "g") == "O'brien said she left"
+    assert gen.swap("Jean-Luc left", "g") == "Anne marie left"
+
+
+def _age(**spec) -> Lexicon:
+    return Lexicon.from_mapping({"attributes": {"age": {"kind": "groups", "extend": True, **spec}}})
+
+
+def test_extend_adds_groups_to_the_shipped_groups_attribute() -> None:
+    shipped = Lexicon.default().attributes["age"]
+    # "extend" was ignored: the one new group replaced the shipped ones (and alone was refused)
+    assert "octogenarian" not in shipped.all_terms
+    merged = Lexicon.default().extend(_age(terms=["octogenarian", "old"])).attributes["age"]
+    assert merged.terms == (*shipped.terms, "octogenarian") and merged.kind == "groups" and not merged.extend
+    gen = CounterfactualGenerator(Lexicon({"age": merged}))
+    assert "An old man" in [v.text for v in gen.variants("An octogenarian man")["age"]]
+    assert "An octogenarian man" in [v.text for v in gen.variants("An old man")["age"]]
+    # one new group is enough to extend; its max_variants, where given, applies to the whole
+    one = Lexicon.default().extend(_age(terms=["octogenarian"], max_variants=2)).attributes["age"]
+    assert one.terms == merged.terms and one.max_variants == 2
+
+
+def test_extend_merges_a_group_named_again_and_keeps_its_replacing_words() -> None:
+    base = Lexicon.from_mapping({"attributes": {"r": {"kind": "groups", "forms": ["adjective", "people"],
+                                                       "terms": [["christian", "christians"], ["jewish", "jews"]]}}})
+    more = Lexicon.from_mapping({"attributes": {"r": {
+        "kind": "groups", "extend": True, "forms": ["adjective", "people"],
+        "terms": [["jewish", ["jews", "hebrews"]], ["sikh", "sikhs"]]}}})
+    merged = base.extend(more).attributes["r"]
+    assert merged.terms == ("christian", "jewish", "sikh")
+    assert merged.form_alternatives[1] == (("jewish",), ("jews", "hebrews"))
+    texts = [v.text for v in CounterfactualGenerator(base.extend(more)).variants("Hebrews and Sikhs")["r"]]
+    assert texts == ["Christians and Christians", "Hebrews and Jews", "Sikhs and Sikhs"]
+    assert [v.text for v in CounterfactualGenerator(base.extend(more)).variants("Christians")["r"]] == ["Jews", "Sikhs"]
+
+
+@pytest.mark.parametrize(("attribute", "spec", "message"), [
+    ("religion", {"kind": "groups", "terms": ["sikh"]},
+     "attribute 'religion': 'extend' needs the forms of the attribute it extends, "
+     "['adjective', 'person', 'people', 'faith', 'place of worship', 'scripture'], got ['term']"),
+    ("gender", {"kind": "groups", "terms": ["x", "y"]},
+     "attribute 'gender': 'extend' adds to an attribute of its own kind; this one is groups, the one before it pairs"),
+    ("age", {"pairs": [["old", "young"]]},
+     "attribute 'age': 'extend' adds to an attribute of its own kind; this one is pairs, the one before it groups"),
+])
+def test_extend_of_another_shape_is_one_lexicon_error(attribute: str, spec: dict, message: str) -> None:
+    more = Lexicon.from_mapping({"attributes": {attribute: {**spec, "extend": True}}})
+    with pytest.raises(LexiconError) as caught:
+        Lexicon.default().extend(more)
+    assert str(caught.value) == message
+
+
+def test_one_extending_group_with_nothing_to_extend_is_refused_where_it_is_used() -> None:
+    alone = _age(terms=["octogenarian"])
+    assert Lexicon.from_mapping(alone.to_mapping()).attributes["age"].extend  # round-trips, still extending
+    with pytest.raises(LexiconError, match="^attribute 'age': a groups attribute needs at least two terms$"):
+        CounterfactualGenerator(alone)
+    with pytest.raises(LexiconError, match="needs at least two terms"):
+        Lexicon.from_mapping({"attributes": {"age": {"kind": "groups", "terms": ["octogenarian"]}}})
+    # two groups stand alone: the attribute works as any other
+    assert CounterfactualGenerator(_age(terms=["old", "young"])).variants("old")["age"][0].text == "young"
