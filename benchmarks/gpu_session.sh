@@ -17,6 +17,7 @@
 # A small form runs anywhere (the test does: tests/integration/test_gpu_session_script.py):
 #   DEVICE=cpu N=300 BERT_ARGS="--quick --device cpu" KAFKA_EVENTS=3000 KAFKA_ARGS="--latency-seconds 2" \
 #       benchmarks/gpu_session.sh DIR DATA OUT
+# LIMIT_SCALE=K (a whole number, default 1) multiplies every step's time limit, for a slow or busy machine.
 set -u
 MODEL_DIR=$(realpath "${1:?MODEL_DIR (MiniLM config and tokenizer)}")
 DATA_DIR=$(realpath "${2:?DATA_DIR (folder with en_sentence_templates.csv)}")
@@ -27,9 +28,11 @@ N=${N:-100000}
 KAFKA_EVENTS=${KAFKA_EVENTS:-1000000}
 BERT_ARGS=${BERT_ARGS:-}
 KAFKA_ARGS=${KAFKA_ARGS:-}
+LIMIT_SCALE=${LIMIT_SCALE:-1}
 mkdir -p "$OUT_DIR"
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 step() { echo "=== $(date +%T) $*"; }
+limit() { echo $(($1 * LIMIT_SCALE)); }  # a step's time limit in seconds
 
 step setup
 if command -v nvidia-smi >/dev/null; then
@@ -51,14 +54,14 @@ fi
 quiet() { grep --line-buffered -v -e Warning -e "Loading weights"; }
 
 step "1. scorer end to end, eager and compiled (#15)"
-timeout 240 "$PYTHON" -m benchmarks.scorer --model-dir "$MODEL_DIR" --random-weights --device "$DEVICE" --n "$N" \
+timeout "$(limit 240)" "$PYTHON" -m benchmarks.scorer --model-dir "$MODEL_DIR" --random-weights --device "$DEVICE" --n "$N" \
     --data "$DATA_DIR" --compile --skip pipeline,per_text,model_only --json-out "$OUT_DIR/scorer.json" 2>&1 \
     | quiet | tee "$OUT_DIR/scorer.log"
 step "2. BERT-base size beside the GEMM rate (#15)"
 # shellcheck disable=SC2086 # BERT_ARGS is a list of flags
-timeout 150 "$PYTHON" -m benchmarks.scorer_bert_base --tokenizer-dir "$MODEL_DIR" $BERT_ARGS \
+timeout "$(limit 150)" "$PYTHON" -m benchmarks.scorer_bert_base --tokenizer-dir "$MODEL_DIR" $BERT_ARGS \
     --json-out "$OUT_DIR/bert_base.json" 2>&1 | quiet | tee "$OUT_DIR/bert_base.log"
 step "3. Kafka worker (#16)"
 # shellcheck disable=SC2086 # KAFKA_ARGS is a list of flags
-timeout 200 "$PYTHON" -m benchmarks.kafka --events "$KAFKA_EVENTS" $KAFKA_ARGS 2>&1 | tee "$OUT_DIR/kafka.log"
+timeout "$(limit 200)" "$PYTHON" -m benchmarks.kafka --events "$KAFKA_EVENTS" $KAFKA_ARGS 2>&1 | tee "$OUT_DIR/kafka.log"
 step done

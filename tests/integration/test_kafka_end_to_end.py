@@ -14,6 +14,7 @@ from fairwatch.consumers import metric_names as consumer_names
 
 pytestmark = [pytest.mark.kafka, pytest.mark.data]
 GROUPS = ("--group-col", "race", "--group-col", "sex")
+ROWS = 7214  # the COMPAS file's predictions, each with its outcome
 
 
 def replay_metrics(compas_csv, port: int) -> dict:
@@ -21,9 +22,12 @@ def replay_metrics(compas_csv, port: int) -> dict:
     process = subprocess.Popen([sys.executable, "-m", "fairwatch", "replay", str(compas_csv), *COMPAS_FLAGS, *GROUPS,
                                 "--metrics-port", str(port)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        # The replay serves /metrics once its report is printed, i.e. after the whole file.
-        return wait_for(lambda: select(scrape(port), names.GROUP_EVENTS) and scrape(port), 120,
-                        "fairwatch replay --metrics-port never exposed counters")
+        # The replay serves /metrics while it reads the file: wait for every row, not for the first batch.
+        def whole_file():
+            samples = scrape(port)
+            return samples if total(samples, names.EVENTS, status="valid") == ROWS else None
+
+        return wait_for(whole_file, 120, f"fairwatch replay --metrics-port never exposed all {ROWS} rows")
     finally:
         process.kill()
         process.wait(10)
@@ -39,11 +43,11 @@ def test_compas_through_kafka_equals_replay(broker, topics, workers, compas_csv,
          "--outcomes-topic", topics["outcomes"], "--outcome-delay", "500", "--no-progress", "--client", client],
         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert produced.returncode == 0, produced.stderr
-    assert "produced 7214 predictions" in produced.stderr and "7214 outcomes" in produced.stderr, produced.stderr
+    assert f"produced {ROWS} predictions" in produced.stderr and f"{ROWS} outcomes" in produced.stderr, produced.stderr
 
     worker = workers("--attribute", "race", "--attribute", "sex", "--client", client)
-    wait_for(lambda: total(worker.metrics(), consumer_names.CONSUMER_RECORDS) == 2 * 7214, 60,
-             lambda: f"worker applied {total(worker.metrics(), consumer_names.CONSUMER_RECORDS)} of {2 * 7214} "
+    wait_for(lambda: total(worker.metrics(), consumer_names.CONSUMER_RECORDS) == 2 * ROWS, 60,
+             lambda: f"worker applied {total(worker.metrics(), consumer_names.CONSUMER_RECORDS)} of {2 * ROWS} "
                      f"records; log:\n{worker.log()}")
     streamed = worker.metrics()
     replayed = replay_metrics(compas_csv, free_port())
@@ -55,7 +59,7 @@ def test_compas_through_kafka_equals_replay(broker, topics, workers, compas_csv,
     # Rates since start (every label joined, so they must agree too).
     kafka_rates = select(streamed, names.GROUP_RATE, window=names.SINCE_START_WINDOW)
     assert kafka_rates and kafka_rates == select(replayed, names.GROUP_RATE, window=names.SINCE_START_WINDOW)
-    assert total(streamed, names.OUTCOMES, status="joined") == 7214
+    assert total(streamed, names.OUTCOMES, status="joined") == ROWS
     assert total(streamed, names.OUTCOMES, status="orphaned") == 0
-    assert total(streamed, names.EVENTS, status="valid") == total(replayed, names.EVENTS, status="valid") == 7214
+    assert total(streamed, names.EVENTS, status="valid") == total(replayed, names.EVENTS, status="valid") == ROWS
     assert total(streamed, consumer_names.CONSUMER_LAG) == 0

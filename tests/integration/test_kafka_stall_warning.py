@@ -43,13 +43,13 @@ def test_a_stall_is_logged_once_with_the_lag_group_and_offsets(broker, topics, c
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="fairwatch.worker"):
             worker._watch_progress(0)
-            assert not caplog.records, "caught up: an idle stream is not a stall"
+            assert not ours(caplog.records), "caught up: an idle stream is not a stall"
             monkeypatch.setattr(kafka_worker, "STALL_SECONDS", 0.0)
             worker.lag = {next(iter(worker.lag)): 7}  # records wait, nothing applied
             time.sleep(0.01)
             worker._watch_progress(0)
             worker._watch_progress(0)
-        (record,) = caplog.records  # once, not on every loop
+        (record,) = ours(caplog.records)  # once, not on every loop
         line = record.getMessage()
         assert "\n" not in line
         for words in ("no record applied", "lag 7", f"client {client}", *CLIENT_WORDS[client]):
@@ -59,3 +59,8 @@ def test_a_stall_is_logged_once_with_the_lag_group_and_offsets(broker, topics, c
             assert f"{tp.topic}[{tp.partition}]={offset}" in line
     finally:
         worker.close()
+
+
+def ours(records: list[logging.LogRecord]) -> list[logging.LogRecord]:
+    """The worker's own records: the client's loggers may warn meanwhile (a slow heartbeat)."""
+    return [r for r in records if r.name == "fairwatch.worker"]

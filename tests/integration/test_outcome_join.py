@@ -162,15 +162,15 @@ def test_duplicate_outcomes_are_counted_once(broker, join_topics, joins):
 
 def test_unknown_outcome_is_orphaned_after_the_ttl(broker, join_topics, joins):
     t = join_topics
-    ttl = 3.0
+    ttl = 5.0  # the test must see them early before it runs out, however late its scrape comes
     app = joins(f"{t['group']}.join", "--ttl-seconds", str(ttl), "--sweep-seconds", "0.5")
+    sent = time.monotonic()  # before the join can hold them: its TTL starts later
     produce(broker.bootstrap_servers, [(t["outcomes"], f"ghost{i}".encode(), outcome(f"ghost{i}")) for i in range(5)]
             + [(t["predictions"], f"alone{i}".encode(), prediction(f"alone{i}")) for i in range(3)])
     app.wait_count(consumer_names.JOIN_OUTCOMES, 5, status="early")
-    seen = time.monotonic()
     assert app.count(consumer_names.JOIN_OUTCOMES, status="orphaned") == 0, "orphaned before the TTL"
     app.wait_count(consumer_names.JOIN_OUTCOMES, 5, status="orphaned", timeout=ttl + 15)
-    assert time.monotonic() - seen >= ttl - 1.5, "orphaned well before the TTL"
+    assert time.monotonic() - sent >= ttl - 0.1, "orphaned before the TTL"  # 0.1: record times are in ms
     app.wait_count(consumer_names.JOIN_PREDICTIONS, 3, status="expired", timeout=ttl + 15)
     app.wait_count(consumer_names.JOIN_PENDING, 0, table="outcomes")
     app.wait_count(consumer_names.JOIN_PENDING, 0, table="predictions")
