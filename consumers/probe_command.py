@@ -169,7 +169,7 @@ def _probe_prompts(args: argparse.Namespace, client) -> int:
     source = None
     if records is None:
         try:
-            source = sys.stdin if args.prompts == "-" else open(args.prompts, encoding="utf-8", errors="replace")
+            source = sys.stdin if args.prompts == "-" else open(args.prompts, encoding="utf-8-sig", errors="replace")
         except OSError as exc:
             raise UsageError(f"cannot read {args.prompts}: {exc.strerror}") from None
     scorer, statistics, counts = ResponseScorer(), CounterfactualPairs(), Counter()

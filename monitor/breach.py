@@ -1049,7 +1049,7 @@ class MergedDecisions:
         new = total.predictions - self._predictions
         if new < 0:
             raise ValueError("totals went down: a worker restarted without its state")
-        delta = {}
+        delta, latest = {}, {}
         for attribute, groups in total.rows.items():
             codes = self._codes.setdefault(attribute, {})
             names = self.names.setdefault(attribute, [])
@@ -1063,7 +1063,13 @@ class MergedDecisions:
             seen = self._seen.get(attribute, np.zeros((0, 6)))
             delta[attribute] = rows.copy()
             delta[attribute][: seen.shape[0]] -= seen
-            self._seen[attribute] = rows
+            if (delta[attribute] < 0).any():
+                # One worker restarted without its state while the others grew past it: the total
+                # rose, but some group's counts fell, and a negative increase is no count.
+                raise ValueError(f"totals went down: counts under {attribute!r} fell while the predictions rose; "
+                                 f"a worker restarted without its state")
+            latest[attribute] = rows
+        self._seen.update(latest)
         self._predictions = total.predictions
         if new == 0 and not any(d.any() for d in delta.values()):
             return []

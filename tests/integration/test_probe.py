@@ -294,6 +294,7 @@ def test_probe_of_production_prompts_finds_refusal_flips(chat_server, tmp_path, 
 
 def test_probe_of_production_prompts_on_a_clean_model_finds_no_flips(clean_chat_server, tmp_path, monkeypatch):
     prompts = _prompt_events(tmp_path / "production.jsonl", 60)
+    prompts.write_bytes(b"\xef\xbb\xbf" + prompts.read_bytes())  # a byte-order mark, as Windows editors save UTF-8
     summary_path = tmp_path / "summary.json"
     monkeypatch.setenv("FW_PROBE_TEST_KEY", API_KEY)
     result = run_cli("probe", "--prompts", prompts, "--endpoint", clean_chat_server.url, "--model", "clean",

@@ -156,3 +156,20 @@ def test_a_label_counted_on_another_worker_than_its_prediction_is_decided_on(cap
     decisions = {}
     decide_once(decisions, [_exposition(predictions=10, positives=4), _exposition(tp=3, fn=1)], CONFIG)
     assert decisions["m"].monitor.clock == 20 and capsys.readouterr().err == ""
+
+
+def test_a_group_whose_counts_fall_while_the_predictions_rise_starts_the_decisions_over(capsys):
+    # Worker b restarted without its state while worker a grew past it: the sum of the predictions rose,
+    # group F's fell. A negative increase fed to the sequences is no count; start over, as when the total falls.
+    def worker(**groups: tuple[int, int]) -> str:  # group -> (predictions, positives)
+        return "# TYPE fairwatch_group_events counter\n" + "".join(
+            f'fairwatch_group_events_total{{model="m",attribute="sex",group="{g}",cell="{cell}"}} {float(v)}\n'
+            for g, counts in groups.items() for cell, v in zip(("predictions", "positives"), counts))
+
+    decisions = {}
+    decide_once(decisions, [worker(F=(10, 4), M=(10, 4)), worker(F=(10, 4), M=(10, 4))], CONFIG)
+    first = decisions["m"]
+    assert first.monitor.clock == 40 and capsys.readouterr().err == ""
+    decide_once(decisions, [worker(F=(10, 4), M=(40, 16)), worker(M=(5, 2))], CONFIG)  # F: 20 -> 10, all: 40 -> 55
+    assert capsys.readouterr().err == "fairwatch decide: the counts of m went down; starting its decisions over\n"
+    assert decisions["m"] is not first and decisions["m"].monitor.clock == 55
