@@ -33,13 +33,15 @@ class DeadLettersUndelivered(RuntimeError):
 
 
 class DeadLetters:
-    """Sends refused records to ``topic``; counts them per reason and counts failed deliveries."""
+    """Sends refused records to ``topic``; counts the delivered ones per reason (``sent``, once a flush has
+    seen them delivered) and the failed deliveries (``errors``)."""
 
     def __init__(self, producer: Producer, topic: str, max_bytes: int) -> None:
         self.producer = producer
         self.topic = topic
         self.max_bytes = max_bytes
         self.sent: Counter = Counter()
+        self._unconfirmed: Counter = Counter()  # sent since the last flush, per reason
         self.errors = 0
         self._errors_lock = threading.Lock()  # kafka-python's errbacks run on its I/O thread
         self._undelivered: list[str] = []  # since the last flush, one line each
@@ -65,7 +67,7 @@ class DeadLetters:
                                on_error=lambda exc, record=record: self._failed(record, exc))
         except Exception as exc:  # noqa: BLE001 - any refusal must not stop the worker
             self._failed(record, exc)
-        self.sent[rejection.reason] += 1
+        self._unconfirmed[rejection.reason] += 1
 
     def _failed(self, record, exc) -> None:
         where = f"{record.topic}[{record.partition}]@{record.offset}: {one_line(str(exc) or type(exc).__name__, 200)}"
@@ -88,6 +90,8 @@ class DeadLetters:
                 f"{len(undelivered)} dead letter{'s' if len(undelivered) > 1 else ''} not delivered to "
                 f"{self.topic} (first: {undelivered[0]}); nothing is committed past their records, "
                 f"and a restart reads them again")
+        self.sent.update(self._unconfirmed)
+        self._unconfirmed.clear()
 
 
 __all__ = ["DeadLetters", "DeadLettersStuck", "DeadLettersUndelivered", "REASON_HEADER", "ERROR_HEADER", "TOPIC_HEADER", "PARTITION_HEADER",

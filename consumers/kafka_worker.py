@@ -399,7 +399,7 @@ class WorkerCollector(Collector):
             records.add_metric([topic], w.records.get(topic, 0))
         commits = CounterMetricFamily(names.CONSUMER_COMMITS, "Offset commits that succeeded")
         commits.add_metric([], w.commits)
-        dlq = CounterMetricFamily(names.DLQ_MESSAGES, "Records sent to the dead-letter topic", labels=[names.REASON])
+        dlq = CounterMetricFamily(names.DLQ_MESSAGES, "Records delivered to the dead-letter topic", labels=[names.REASON])
         sent = dict(w.dead_letters.sent) if w.dead_letters else dict(w._restored_dlq)
         for reason in sorted(set(REJECTION_REASONS) | set(sent)):
             dlq.add_metric([reason], sent.get(reason, 0))

@@ -67,7 +67,7 @@ REFERENCE: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
     ((FETCH_RESTARTS,), 'counter', '',
      'fetch processes that died and were replaced (the worker resumes where it stood)'),
     ((DLQ_MESSAGES, DLQ_ERRORS), 'counter', REASON,
-     'dead-lettered records, refused dead-letter deliveries'),
+     'dead-lettered records (counted once the broker has them, at the next commit), refused dead-letter deliveries'),
     ((FILTERED_EVENTS,), 'counter', '',
      'predictions of models outside `--model` (and outcomes whose prediction copy names one)'),
 )

@@ -51,6 +51,7 @@ def test_a_refused_dead_letter_stops_the_worker_and_nothing_is_committed_past_it
         assert "1 dead letter not delivered to refused dlq!" in line, line
         assert f"{predictions}[" in line and "]@1" in line, line  # the refused record, where it stands
         assert worker.committed == {}, "an offset was committed past the refused dead letter"
+        assert dict(worker.dead_letters.sent) == {}, "a dead letter the broker refused was counted as sent"
         assert worker.commit("shutdown") and worker.prepare_commit() == {}, "a later commit would pass it"
         with pytest.raises(DeadLettersUndelivered):
             worker.apply([GOOD % b"g3"], lambda i: None)  # and the worker applies nothing more
