@@ -17,7 +17,8 @@
 # A small form runs anywhere (the test does: tests/integration/test_gpu_session_script.py):
 #   DEVICE=cpu N=300 BERT_ARGS="--quick --device cpu" KAFKA_EVENTS=3000 KAFKA_ARGS="--latency-seconds 2" \
 #       benchmarks/gpu_session.sh DIR DATA OUT
-# LIMIT_SCALE=K (a whole number, default 1) multiplies every step's time limit, for a slow or busy machine.
+# LIMIT_SCALE=K (a whole number, default 1) multiplies every step's time limit, for a slow or busy machine;
+# COMPILE=0 leaves the compiled scorer out of step 1 (the test does: benchmarks.scorer --compile has its own).
 set -u
 MODEL_DIR=$(realpath "${1:?MODEL_DIR (MiniLM config and tokenizer)}")
 DATA_DIR=$(realpath "${2:?DATA_DIR (folder with en_sentence_templates.csv)}")
@@ -29,6 +30,8 @@ KAFKA_EVENTS=${KAFKA_EVENTS:-1000000}
 BERT_ARGS=${BERT_ARGS:-}
 KAFKA_ARGS=${KAFKA_ARGS:-}
 LIMIT_SCALE=${LIMIT_SCALE:-1}
+COMPILE_FLAG=--compile
+[ "${COMPILE:-1}" = 0 ] && COMPILE_FLAG=
 mkdir -p "$OUT_DIR"
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 step() { echo "=== $(date +%T) $*"; }
@@ -54,8 +57,9 @@ fi
 quiet() { grep --line-buffered -v -e Warning -e "Loading weights"; }
 
 step "1. scorer end to end, eager and compiled (#15)"
+# shellcheck disable=SC2086 # COMPILE_FLAG is one flag or none
 timeout "$(limit 240)" "$PYTHON" -m benchmarks.scorer --model-dir "$MODEL_DIR" --random-weights --device "$DEVICE" --n "$N" \
-    --data "$DATA_DIR" --compile --skip pipeline,per_text,model_only --json-out "$OUT_DIR/scorer.json" 2>&1 \
+    --data "$DATA_DIR" $COMPILE_FLAG --skip pipeline,per_text,model_only --json-out "$OUT_DIR/scorer.json" 2>&1 \
     | quiet | tee "$OUT_DIR/scorer.log"
 step "2. BERT-base size beside the GEMM rate (#15)"
 # shellcheck disable=SC2086 # BERT_ARGS is a list of flags

@@ -27,14 +27,15 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"), "random")
 
 
-# Step 1 compiles with inductor: 3 minutes of its 4 with a cold cache on a busy 2-core machine.
 @pytest.mark.timeout(600 * LIMIT_SCALE)
 def test_every_step_runs_and_writes_its_figures(tiny_model, tmp_path) -> None:  # noqa: ANN001
     out = tmp_path / "out"
     data = tmp_path / "data"  # no templates there: the scorer benchmark generates its texts
     data.mkdir()
     env = {**os.environ, "PYTHON": sys.executable, "DEVICE": "cpu", "N": "200", "BERT_ARGS": "--quick --device cpu",
-           "KAFKA_EVENTS": "3000", "KAFKA_ARGS": "--latency-seconds 2", "LIMIT_SCALE": str(LIMIT_SCALE)}
+           "KAFKA_EVENTS": "3000", "KAFKA_ARGS": "--latency-seconds 2", "LIMIT_SCALE": str(LIMIT_SCALE),
+           # inductor's compile on two cores takes minutes; tests/unit/test_benchmark_scorer_cpu.py runs --compile
+           "COMPILE": "0"}
     done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_session.sh"), str(tiny_model), str(data), str(out)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=590 * LIMIT_SCALE)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -43,7 +44,7 @@ def test_every_step_runs_and_writes_its_figures(tiny_model, tmp_path) -> None:  
         "setup", "1. scorer end to end, eager and compiled (#15)", "2. BERT-base size beside the GEMM rate (#15)",
         "3. Kafka worker (#16)", "done"]
     scorer = json.loads((out / "scorer.json").read_text())
-    assert scorer["ours_compiled"]["compile_disabled"] is None and scorer["ours"]["sequences_per_s"] > 0
+    assert "ours_compiled" not in scorer and scorer["ours"]["sequences_per_s"] > 0
     assert json.loads((out / "bert_base.json").read_text())["gemm"]["tflops"] > 0
     kafka = (out / "kafka.log").read_text()
     assert "fairwatch run worker, confluent" in kafka and "latency, confluent worker" in kafka, kafka[-2000:]
