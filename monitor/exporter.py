@@ -42,13 +42,14 @@ assert tuple(CELL_COLUMNS) == names.COUNTER_CELLS
 
 
 class GroupLabels:
-    """Stable group -> label value assignment for one (model, attribute)."""
+    """Stable group -> label value assignment for one (model, attribute), kept in ``label_of`` (which the
+    pipeline's snapshot holds)."""
 
-    def __init__(self, max_groups: int, privacy_floor: int) -> None:
+    def __init__(self, max_groups: int, privacy_floor: int, label_of: dict[str, str] | None = None) -> None:
         self.max_groups = max_groups
         self.privacy_floor = privacy_floor
-        self.label_of: dict[str, str] = {}
-        self._own = 0
+        self.label_of: dict[str, str] = {} if label_of is None else label_of
+        self._own = sum(1 for name, label in self.label_of.items() if label == name != names.OTHER_GROUP)
 
     def update(self, since_start_rows: np.ndarray, groups: list[str]) -> None:
         self.update_counts(since_start_rows[: len(groups), N], groups)
@@ -85,14 +86,26 @@ class GroupLabels:
 class FairwatchCollector(Collector):
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
-        self._labels: dict[tuple[str, str], GroupLabels] = {}
 
-    def _group_labels(self, model: str, attribute: str) -> GroupLabels:
-        key = (model, attribute)
-        if key not in self._labels:
-            c = self.pipeline.config
-            self._labels[key] = GroupLabels(c.max_groups_per_attribute, c.privacy_floor)
-        return self._labels[key]
+    def _group_labels(self, model: str, attribute: str, *, assign: bool = False) -> GroupLabels:
+        """The labels of ``(model, attribute)``; ``assign=True`` (under the pipeline's lock, which a snapshot
+        takes too) to give labels to new groups, in ``Pipeline.export_labels``."""
+        c = self.pipeline.config
+        stored = self.pipeline.export_labels
+        label_of = stored.setdefault((model, attribute), {}) if assign else stored.get((model, attribute), {})
+        return GroupLabels(c.max_groups_per_attribute, c.privacy_floor, label_of)
+
+    def _assign_labels(self, snapshots: dict, generations: dict) -> None:
+        """Label the groups that reached the privacy floor: predictions' groups first, then generations'."""
+        for model, windows in snapshots.items():
+            since_start = windows[0]
+            for attribute, rows in since_start.rows.items():
+                self._group_labels(model, attribute, assign=True).update(rows, since_start.groups[attribute])
+        for model, windows in generations.items():
+            groups_of = snapshots[model][0].groups
+            for attribute, stats in windows["all"].items():
+                self._group_labels(model, attribute, assign=True).update_counts(stats.responses(),
+                                                                                groups_of[attribute])
 
     def collect(self) -> Iterator:
         pipeline = self.pipeline
@@ -118,6 +131,7 @@ class FairwatchCollector(Collector):
             auc_tables = {model: m.auc_tables() for model, m in monitors.items()}
             generations = {model: snapshot for model, (snapshot, _) in pipeline.generation_snapshots().items()}
             estimates = {model: m.label_free() for model, m in monitors.items()}
+            self._assign_labels(snapshots, generations)
 
         counters = CounterMetricFamily(
             names.GROUP_EVENTS, "Events per group and cell since start (sum over workers)",
@@ -145,7 +159,6 @@ class FairwatchCollector(Collector):
             for attribute, rows in since_start.rows.items():
                 groups = since_start.groups[attribute]
                 labels = self._group_labels(model, attribute)
-                labels.update(rows, groups)
                 latest = exemplars[model].get(attribute, {})
                 for label, row in labels.merge_rows(rows, groups).items():
                     for cell, columns in CELL_COLUMNS.items():
@@ -302,7 +315,6 @@ class FairwatchCollector(Collector):
             groups_of = snapshots[model][0].groups
             for attribute, stats in windows["all"].items():
                 labels = self._group_labels(model, attribute)
-                labels.update_counts(stats.responses(), groups_of[attribute])
                 label_names, merged = stats.regrouped(lambda t: labels.merge_rows(t, groups_of[attribute]))
                 refusals, _ = merged.refusal.counts()
                 negatives, _ = merged.negative.counts()

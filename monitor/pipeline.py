@@ -136,6 +136,10 @@ class Pipeline:
         self.generation_decisions: dict[str, GenerationDecisions] = {}
         self.onsets: list[Onset] = []
         self.drift_events: list[DriftEvent] = []
+        # The exporter's group -> label value per (model, attribute), in the order groups reached the privacy floor
+        # (past max_groups_per_attribute: "other"). Kept here, so that snapshots keep them: a restart relabelling
+        # groups by their counts then would move series between a group and "other".
+        self.export_labels: dict[tuple[str, str], dict[str, str]] = {}
         self.stats = PipelineStats()
         self.position = 0  # events seen so far, valid or not
         self._capacity_warned: set[str] = set()
@@ -171,6 +175,7 @@ class Pipeline:
         runtime = {k: self.__dict__[k] for k in self._REBUILT if k in self.__dict__}
         live = state.get("config") is self.__dict__.get("config") and len(runtime) == len(self._REBUILT)
         self.__dict__.update(state)
+        self.__dict__.setdefault("export_labels", {})  # snapshots from before 2026-11-30 have none
         if live:
             self.__dict__.update(runtime)
         else:

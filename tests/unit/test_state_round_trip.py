@@ -104,3 +104,33 @@ def test_a_snapshot_that_is_not_one_is_refused_in_one_line(tmp_path, document):
         store.restore(Pipeline(MonitorConfig(**CONFIG)))
     store.close()
     assert "\n" not in str(error.value) and SNAPSHOT_NAME in str(error.value)
+
+
+def test_groups_past_the_label_cap_keep_their_series_through_a_snapshot(tmp_path):
+    # One own label per attribute: the group that reached the floor first keeps it, the other is "other".
+    # Relabelled by their counts after a restart, the larger group would take it and the series would swap.
+    config = dict(attributes=["sex"], count_windows=[], time_windows_seconds=[], privacy_floor=1,
+                  max_groups_per_attribute=1)
+
+    def events(group: str, n: int, start: int) -> list[bytes]:
+        return [json.dumps({"event_id": f"{group}{start + k}", "prediction": 1, "groups": {"sex": group}}).encode()
+                for k in range(n)]
+
+    def exported(pipeline: Pipeline) -> set[str]:
+        return {line.split(" ")[0] for line in exposition(pipeline)
+                if line.startswith("fairwatch_group_events_total") and 'cell="predictions"' in line}
+
+    first = Pipeline(MonitorConfig(**config), clock=clock)
+    first.process_lines(events("a", 1, 0))
+    exposition(first)  # a scrape: "a" takes the one own label
+    first.process_lines(events("b", 5, 0))
+    before = exported(first)
+    assert before == {'fairwatch_group_events_total{attribute="sex",cell="predictions",group="a",model="default"}',
+                      'fairwatch_group_events_total{attribute="sex",cell="predictions",group="other",model="default"}'}
+    store = StateStore(tmp_path)
+    store.save(first, {})
+    restored = Pipeline(MonitorConfig(**config), clock=clock)
+    store.restore(restored)
+    store.close()
+    assert exported(restored) == before
+    assert exported(pickle.loads(pickle.dumps(first))) == before
