@@ -1049,10 +1049,10 @@ class MergedDecisions:
         new = total.predictions - self._predictions
         if new < 0:
             raise ValueError("totals went down: a worker restarted without its state")
-        delta, latest = {}, {}
+        delta, latest, all_codes, all_names = {}, {}, {}, {}
         for attribute, groups in total.rows.items():
-            codes = self._codes.setdefault(attribute, {})
-            names = self.names.setdefault(attribute, [])
+            codes = dict(self._codes.get(attribute, {}))
+            names = list(self.names.get(attribute, []))
             for name in groups:
                 if name not in codes:
                     codes[name] = len(names)
@@ -1064,12 +1064,13 @@ class MergedDecisions:
             delta[attribute] = rows.copy()
             delta[attribute][: seen.shape[0]] -= seen
             if (delta[attribute] < 0).any():
-                # One worker restarted without its state while the others grew past it: the total
-                # rose, but some group's counts fell, and a negative increase is no count.
-                raise ValueError(f"totals went down: counts under {attribute!r} fell while the predictions rose; "
-                                 f"a worker restarted without its state")
-            latest[attribute] = rows
+                # The total rose, but some group's counts fell (one worker restarted without its state while
+                # the others grew past it), and a negative increase is no count. Nothing is changed.
+                raise ValueError(f"totals went down: counts under {attribute!r} fell while the predictions rose")
+            latest[attribute], all_codes[attribute], all_names[attribute] = rows, codes, names
         self._seen.update(latest)
+        self._codes.update(all_codes)
+        self.names.update(all_names)
         self._predictions = total.predictions
         if new == 0 and not any(d.any() for d in delta.values()):
             return []

@@ -170,6 +170,10 @@ def test_a_group_whose_counts_fall_while_the_predictions_rise_starts_the_decisio
     decide_once(decisions, [worker(F=(10, 4), M=(10, 4)), worker(F=(10, 4), M=(10, 4))], CONFIG)
     first = decisions["m"]
     assert first.monitor.clock == 40 and capsys.readouterr().err == ""
-    decide_once(decisions, [worker(F=(10, 4), M=(40, 16)), worker(M=(5, 2))], CONFIG)  # F: 20 -> 10, all: 40 -> 55
+    later = [worker(F=(10, 4), M=(40, 16), X=(3, 1)), worker(M=(5, 2))]  # F: 20 -> 10, all: 40 -> 58
+    with pytest.raises(ValueError, match="counts under 'sex' fell"):
+        first.update([totals_from_exposition(text)["m"] for text in later])
+    assert first.names == {"sex": ["F", "M"]} and first.monitor.clock == 40  # a refused update changes nothing
+    decide_once(decisions, later, CONFIG)
     assert capsys.readouterr().err == "fairwatch decide: the counts of m went down; starting its decisions over\n"
-    assert decisions["m"] is not first and decisions["m"].monitor.clock == 55
+    assert decisions["m"] is not first and decisions["m"].monitor.clock == 58
