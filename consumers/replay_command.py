@@ -216,7 +216,7 @@ def build_counterfactual_step(args: argparse.Namespace):
     except ImportError as exc:
         raise UsageError(f"--scorer-model needs the 'ml' extra (torch, transformers): {exc}") from None
     # A LexiconError or ModelLoadError is one line, exit 2 (fairwatch.command_support.run_command).
-    lexicon = Lexicon.from_file(args.lexicon) if args.lexicon else Lexicon.default()
+    lexicon = (Lexicon.from_file(args.lexicon) if args.lexicon else Lexicon.default()).checked()
     scorer = CounterfactualScorer(args.scorer_model, lexicon, device=args.scorer_device,
                                   threshold=args.scorer_threshold, cpu_runtime=args.scorer_cpu_runtime or "torch",
                                   compile=bool(args.scorer_compile))

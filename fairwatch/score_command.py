@@ -132,6 +132,7 @@ def run_score(args: argparse.Namespace) -> int:
         lexicon = Lexicon.default().extend(Lexicon.from_file(args.lexicon))
     else:
         lexicon = Lexicon.from_file(args.lexicon)
+    lexicon.checked()
     try:
         from fairwatch.monitor.scorer.scoring import CounterfactualScorer
     except ImportError as exc:

@@ -67,6 +67,7 @@ import functools
 import json
 import re
 import tomllib
+import unicodedata
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -316,7 +317,8 @@ def _is_form(entry: Any) -> bool:
 
 
 def _norm(term: str) -> str:
-    return " ".join(str(term).lower().split())
+    """Lower case, single spaces, composed accents (NFC: "cafe" + U+0301 is "café", as texts mostly write it)."""
+    return " ".join(unicodedata.normalize("NFC", str(term)).lower().split())
 
 
 def _term(attribute: str, value: Any, where: str) -> str:
@@ -331,6 +333,10 @@ def _term(attribute: str, value: Any, where: str) -> str:
     if not _WORD.search(value):
         raise LexiconError(f"attribute {attribute!r}: {where} {value!r} has no letter or digit, so matches no word")
     term = _norm(value)
+    if any(unicodedata.category(c).startswith("M") for c in term):
+        # \w takes no combining mark: such a term was cut into pieces that never matched, or matched wrong
+        raise LexiconError(f"attribute {attribute!r}: {where} {value!r} holds combining marks (as Devanagari or "
+                           f"decomposed accents do), which matching does not support yet")
     if not _TERM.fullmatch(term):
         raise LexiconError(
             f"attribute {attribute!r}: {where} {value!r} must be words joined by single spaces, hyphens or apostrophes"
@@ -398,6 +404,16 @@ class Lexicon:
         if missing:
             raise LexiconError(f"unknown attributes {missing}; known: {sorted(self.attributes)}")
         return Lexicon({n: self.attributes[n] for n in names}, self.sources)
+
+    def checked(self) -> Lexicon:
+        """This lexicon, once every attribute can give a variant: an ``"extend"`` groups attribute may list
+        one group, which alone gives none (call where the lexicon is complete, before loading a model)."""
+        for name, attr in self.attributes.items():
+            if attr.kind == "groups" and len(attr.terms) < 2:
+                raise LexiconError(f"attribute {name!r} has one group, which gives no variant: \"extend\": true "
+                                   f"adds it to an earlier lexicon's {name!r} only where lexicons are combined "
+                                   f"(fairwatch score --extend-default)")
+        return self
 
     def to_mapping(self) -> dict[str, Any]:
         return {"attributes": {n: a.to_mapping() for n, a in self.attributes.items()}}
@@ -500,10 +516,7 @@ class CounterfactualGenerator:
     """Make the counterfactual variants of texts, per attribute."""
 
     def __init__(self, lexicon: Lexicon) -> None:
-        self.lexicon = lexicon
-        for name, attr in lexicon.attributes.items():
-            if attr.kind == "groups" and len(attr.terms) < 2:  # an "extend" group with nothing before it to extend
-                raise LexiconError(f"attribute {name!r}: a groups attribute needs at least two terms")
+        self.lexicon = lexicon.checked()
         self._compiled = {name: _CompiledAttribute(a) for name, a in lexicon.attributes.items()}
 
     def matches(self, text: str) -> dict[str, list[tuple[int, int, str]]]:
