@@ -56,7 +56,7 @@ fi
 
 quiet() { grep --line-buffered -v -e Warning -e "Loading weights"; }
 
-step "1. scorer end to end, eager and compiled (#15)"
+step "1. scorer end to end, eager${COMPILE_FLAG:+ and compiled} (#15)"
 # shellcheck disable=SC2086 # COMPILE_FLAG is one flag or none
 timeout "$(limit 240)" "$PYTHON" -m benchmarks.scorer --model-dir "$MODEL_DIR" --random-weights --device "$DEVICE" --n "$N" \
     --data "$DATA_DIR" $COMPILE_FLAG --skip pipeline,per_text,model_only --json-out "$OUT_DIR/scorer.json" 2>&1 \

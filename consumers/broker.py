@@ -27,6 +27,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -63,6 +64,7 @@ def find_tansu() -> str:
 
 
 _PORTS_HANDED_OUT: set[int] = set()
+_PORTS_LOCK = threading.Lock()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -77,9 +79,10 @@ def free_port(host: str = "127.0.0.1") -> int:
         with socket.socket() as sock:
             sock.bind((host, 0))
             port = sock.getsockname()[1]
-        if port not in _PORTS_HANDED_OUT:
-            _PORTS_HANDED_OUT.add(port)
-            return port
+        with _PORTS_LOCK:
+            if port not in _PORTS_HANDED_OUT:
+                _PORTS_HANDED_OUT.add(port)
+                return port
     raise BrokerError(f"no free port on {host} that this process was not handed already (100 tries)")
 
 

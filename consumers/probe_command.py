@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import sys
@@ -169,7 +170,9 @@ def _probe_prompts(args: argparse.Namespace, client) -> int:
     source = None
     if records is None:
         try:
-            source = sys.stdin if args.prompts == "-" else open(args.prompts, encoding="utf-8-sig", errors="replace")
+            # utf-8-sig: a file saved with a byte-order mark (Windows editors) reads like one without
+            source = (io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", errors="replace") if args.prompts == "-"
+                      else open(args.prompts, encoding="utf-8-sig", errors="replace"))
         except OSError as exc:
             raise UsageError(f"cannot read {args.prompts}: {exc.strerror}") from None
     scorer, statistics, counts = ResponseScorer(), CounterfactualPairs(), Counter()
@@ -202,7 +205,9 @@ def _probe_prompts(args: argparse.Namespace, client) -> int:
         with _output(args.output) as out:
             written, failed = _write_events(out, events())
     finally:
-        if source is not None and source is not sys.stdin:
+        if source is not None and args.prompts == "-":
+            source.detach()  # our reader of stdin goes, stdin stays open
+        elif source is not None:
             source.close()
     summary = json.dumps({"model": client.model, "attributes": statistics.get()}, indent=2)
     if args.summary:

@@ -138,10 +138,12 @@ def test_a_full_queue_sends_incidents_back_to_approval(tmp_path):
     jobs = JobRunner(store, f"sh -c 'while [ ! -e \"$1\" ]; do sleep 0.01; done' job {go}", tmp_path / "jobs",
                      max_concurrent_jobs=1, max_queued_jobs=1)
     trigger = Trigger(store, TOKEN, policy="auto", jobs=jobs)
-    trigger.handle(payload(*[alert(attribute=f"a{i}", fingerprint=f"f{i}") for i in range(3)]), f"Bearer {TOKEN}")
-    assert [i["state"] for i in store.list()] == ["job_running", "job_queued", "awaiting_approval"]
-    assert "queue full" in store.get(3)["timeline"][-1]["detail"]["why"]
-    go.touch()
+    try:
+        trigger.handle(payload(*[alert(attribute=f"a{i}", fingerprint=f"f{i}") for i in range(3)]), f"Bearer {TOKEN}")
+        assert [i["state"] for i in store.list()] == ["job_running", "job_queued", "awaiting_approval"]
+        assert "queue full" in store.get(3)["timeline"][-1]["detail"]["why"]
+    finally:
+        go.touch()  # the jobs end, even when an assertion failed
     assert jobs.wait(60)
 
 
