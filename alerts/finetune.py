@@ -42,6 +42,7 @@ from fairwatch.monitor.errors import FairwatchError, UsageError
 
 __all__ = [
     "ALL_GROUPS",
+    "CONFIG_RANGES",
     "Example",
     "FinetuneConfig",
     "FinetuneDivergedError",
@@ -157,19 +158,20 @@ def read_templates(path: str | Path, generator: Any) -> ReadResult:
             reader = csv.DictReader(f)
             check_columns(csv_header(reader, p), ["template", "toxicity", "phrase"], p)
             for line, row in csv_records(reader):
-                error = _template_error(line, row)
-                if error is not None:
-                    out.reject(error)
+                label = _template_label(line, row)
+                if isinstance(label, RowError):
+                    out.reject(label)
                     continue
                 text = row["phrase"]
                 groups = {attr: found[0][2] for attr, found in generator.matches(text).items()}
-                out.examples.append(Example(text, parse_label(row["toxicity"]), groups, row["template"]))
+                out.examples.append(Example(text, label, groups, row["template"]))
     except TextFileError as exc:
         raise FinetuneInputError(str(exc)) from None
     return out
 
 
-def _template_error(line: int, row: dict[str, str | None] | csv.Error) -> RowError | None:
+def _template_label(line: int, row: dict[str, str | None] | csv.Error) -> int | RowError:
+    """The row's toxicity as 0/1, or why the row cannot be used."""
     if isinstance(row, csv.Error):
         return RowError(line, "bad_csv", f"line {line}: {row}")
     # DictReader fills the cells a short row lacks with None.
@@ -185,7 +187,7 @@ def _template_error(line: int, row: dict[str, str | None] | csv.Error) -> RowErr
     if label is None:
         return RowError(line, "unknown_label", f"line {line}: unknown toxicity {row['toxicity']!r} "
                         "(expected toxic or nontoxic)")
-    return None
+    return label
 
 
 def validate_examples(examples: Sequence[Example], source: str) -> list[str]:
@@ -494,7 +496,7 @@ class FinetuneConfig:
 
 # FinetuneConfig field -> (flag, lowest, highest, bounds included, integer, may be None). nan and inf fail every
 # range: a nan learning rate trains a model of nan weights, a nan epoch count cannot be turned into steps.
-_CONFIG_RANGES: dict[str, tuple[str, float, float, bool, bool, bool]] = {
+CONFIG_RANGES: dict[str, tuple[str, float, float, bool, bool, bool]] = {
     "epochs": ("--epochs", 0, math.inf, False, False, False),
     "max_steps": ("--max-steps", 1, math.inf, True, True, True),
     "max_seconds": ("--max-seconds", 0, math.inf, False, False, True),
@@ -520,7 +522,7 @@ _CONFIG_RANGES: dict[str, tuple[str, float, float, bool, bool, bool]] = {
 
 def check_config(cfg: FinetuneConfig) -> None:
     """FinetuneInputError naming the first setting out of its range (library callers skip the CLI's flag types)."""
-    for name, (flag, low, high, closed, integer, optional) in _CONFIG_RANGES.items():
+    for name, (flag, low, high, closed, integer, optional) in CONFIG_RANGES.items():
         value = getattr(cfg, name)
         if value is None and optional:
             continue

@@ -2,13 +2,24 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Any
 
-from fairwatch.command_support import OneLineParser, number_between, positive_float, whole_number
+from fairwatch.command_support import OneLineParser, number_between, whole_number
 from fairwatch.flags import add_flag, add_progress_flag, comma_list
 
 __all__ = ["add_arguments", "register", "run", "main"]
+
+
+def _ranged(setting: str):
+    """The argparse type of a FinetuneConfig setting's flag, from the range its library check uses."""
+    from fairwatch.alerts.finetune import CONFIG_RANGES
+
+    _, lowest, highest, closed, integer, _ = CONFIG_RANGES[setting]
+    if integer:
+        return whole_number(int(lowest), None if highest == math.inf else int(highest))
+    return number_between(lowest, highest, exclusive=not closed)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,26 +40,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
              help="lexicon attribute for counterfactual copies (repeatable; default: all shipped; with --templates "
                   "the six identity attributes)")
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when present)")
-    p.add_argument("--epochs", type=positive_float, default=2.0, help="passes over the training split (2.0)")
-    p.add_argument("--max-steps", type=whole_number(1), help="stop after this many optimizer steps (none: --epochs decides)")
-    p.add_argument("--max-seconds", type=positive_float, help="training time budget; the job still evaluates and reports (none: no limit)")
-    p.add_argument("--batch-size", type=whole_number(1), default=64, help="training examples per step (64)")
-    p.add_argument("--lr", type=positive_float, default=2e-5, help="learning rate of the classifier (2e-5)")
-    p.add_argument("--gamma", type=number_between(0), default=2.0, help="weight of the soft gap penalty (2.0)")
-    p.add_argument("--delta", type=number_between(0), default=0.1, help="weight of the adversary loss (0.1)")
+    p.add_argument("--epochs", type=_ranged("epochs"), default=2.0, help="passes over the training split (2.0)")
+    p.add_argument("--max-steps", type=_ranged("max_steps"), help="stop after this many optimizer steps (none: --epochs decides)")
+    p.add_argument("--max-seconds", type=_ranged("max_seconds"), help="training time budget; the job still evaluates and reports (none: no limit)")
+    p.add_argument("--batch-size", type=_ranged("batch_size"), default=64, help="training examples per step (64)")
+    p.add_argument("--lr", type=_ranged("lr"), default=2e-5, help="learning rate of the classifier (2e-5)")
+    p.add_argument("--gamma", type=_ranged("gamma"), default=2.0, help="weight of the soft gap penalty (2.0)")
+    p.add_argument("--delta", type=_ranged("delta"), default=0.1, help="weight of the adversary loss (0.1)")
     p.add_argument("--no-counterfactual", action="store_true", help="no counterfactual data augmentation")
     p.add_argument("--no-reweigh", action="store_true", help="plain cross-entropy, no Kamiran-Calders weights")
-    p.add_argument("--holdout", type=number_between(0, 1, exclusive=True), default=0.25, help="share of sentence skeletons held out for the test (0.25)")
-    p.add_argument("--val-share", type=number_between(0, 1, exclusive=True), default=0.1, help="share of the rest used for early stopping (0.1)")
-    p.add_argument("--eval-every", type=whole_number(1), help="steps between validation checks (a quarter epoch)")
-    p.add_argument("--patience", type=whole_number(1), default=4, help="validation checks without improvement before stopping (4)")
-    p.add_argument("--max-length", type=whole_number(1), default=64, help="token limit per text (64)")
-    p.add_argument("--max-accuracy-drop", type=number_between(0, 1), default=0.02, help="gate: accuracy may drop at most this (0.02)")
-    p.add_argument("--min-gap-reduction", type=number_between(0, 1), default=0.5, help="gate: gap reduced by at least this share (0.5)")
+    p.add_argument("--holdout", type=_ranged("holdout"), default=0.25, help="share of sentence skeletons held out for the test (0.25)")
+    p.add_argument("--val-share", type=_ranged("val_share"), default=0.1, help="share of the rest used for early stopping (0.1)")
+    p.add_argument("--eval-every", type=_ranged("eval_every"), help="steps between validation checks (a quarter epoch)")
+    p.add_argument("--patience", type=_ranged("patience"), default=4, help="validation checks without improvement before stopping (4)")
+    p.add_argument("--max-length", type=_ranged("max_length"), default=64, help="token limit per text (64)")
+    p.add_argument("--max-accuracy-drop", type=_ranged("max_accuracy_drop"), default=0.02, help="gate: accuracy may drop at most this (0.02)")
+    p.add_argument("--min-gap-reduction", type=_ranged("min_gap_reduction"), default=0.5, help="gate: gap reduced by at least this share (0.5)")
     p.add_argument("--gate-metric", default="fped", help="gap the gate reads, any of monitor.gaps.all_gaps (fped)")
     p.add_argument("--gate-attribute", default="*", help="attribute of the gate gap; '*' pools every group (default)")
-    p.add_argument("--max-rows", type=whole_number(1), help="use a seeded sample of this many rows (smoke runs)")
-    p.add_argument("--seed", type=whole_number(0, 2**32 - 1), default=0, help="seed of the splits, sampling and training (0)")
+    p.add_argument("--max-rows", type=_ranged("max_rows"), help="use a seeded sample of this many rows (smoke runs)")
+    p.add_argument("--seed", type=_ranged("seed"), default=0, help="seed of the splits, sampling and training (0)")
     add_progress_flag(p, default=True)
     p.add_argument("--ablation", action="store_true",
                    help="also run plain fine-tuning (no reweighing, penalty, adversary or counterfactual copies) "

@@ -275,7 +275,7 @@ def _answer_of(raw: bytes) -> str:
     try:
         payload = json.loads(raw)
     except (ValueError, RecursionError) as exc:  # ValueError: bad JSON or UTF-8, an integer of >4300 digits
-        shown = " ".join(raw[:80].decode("utf-8", "replace").split())
+        shown = one_line(raw[:80].decode("utf-8", "replace"))
         raise ProbeError(f"malformed answer: not JSON ({_json_problem(exc)}: {shown!r})") from None
     try:
         content = payload["choices"][0]["message"]["content"]

@@ -49,7 +49,6 @@ class GroupLabels:
         self.max_groups = max_groups
         self.privacy_floor = privacy_floor
         self.label_of: dict[str, str] = {} if label_of is None else label_of
-        self._own = sum(1 for name, label in self.label_of.items() if label == name != names.OTHER_GROUP)
 
     def update(self, since_start_rows: np.ndarray, groups: list[str]) -> None:
         self.update_counts(since_start_rows[: len(groups), N], groups)
@@ -58,14 +57,17 @@ class GroupLabels:
         """Give a label to the groups with ``n`` (events per group since start: predictions, or responses
         of a model's generations) at or above the privacy floor."""
         n = np.asarray(n)[: len(groups)]
+        own = None  # groups with a label of their own, counted once a new group needs one
         for g in np.argsort(-n, kind="stable"):
             if n[g] < self.privacy_floor:
                 break
             name = groups[g]
             if name not in self.label_of:
-                if self._own < self.max_groups and name != names.OTHER_GROUP:
+                if own is None:
+                    own = sum(1 for group, label in self.label_of.items() if label == group != names.OTHER_GROUP)
+                if own < self.max_groups and name != names.OTHER_GROUP:
                     self.label_of[name] = name
-                    self._own += 1
+                    own += 1
                 else:
                     self.label_of[name] = names.OTHER_GROUP
 
