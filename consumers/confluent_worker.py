@@ -20,7 +20,6 @@ import logging
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, Consumer, KafkaException, TopicPartition
 
-from fairwatch.consumers.dead_letters import DeadLettersUndelivered
 from fairwatch.consumers.fetch_process import FetchedRecord
 from fairwatch.consumers.kafka_clients import CONNECT_TIMEOUT_SECONDS, log_client_error
 from fairwatch.consumers.kafka_config import KafkaSettings
@@ -195,10 +194,7 @@ class ConfluentWorker(KafkaWorker):
         if self._held:
             consumer.resume(self._held)  # the next owner (maybe us) starts unpaused
             self._held = []
-        try:
-            offsets = self.prepare_commit()
-        except DeadLettersUndelivered:  # self.failure holds it: the poll loop stops on it, with its own line
-            offsets = {}
+        offsets = self.prepare_rebalance_commit()
         if offsets:
             try:
                 self._commit_offsets(offsets)

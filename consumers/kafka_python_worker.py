@@ -19,7 +19,6 @@ from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from fairwatch.consumers.dead_letters import DeadLettersUndelivered
 from fairwatch.consumers.fetch_process import FetchProcess, FetchProcessDied, PartitionBatch, release_parked_records
 from fairwatch.consumers.kafka_worker import POLL_TIMEOUT_MS, KafkaWorker, _format_partitions
 
@@ -45,10 +44,7 @@ class _CommitOnRebalance(AsyncConsumerRebalanceListener):
             return
         worker = self.worker
         worker.on_revoked(revoked)
-        try:
-            offsets = worker.prepare_commit()
-        except DeadLettersUndelivered:  # worker.failure holds it: the poll loop stops on it, with its own line
-            return
+        offsets = worker.prepare_rebalance_commit()
         if not offsets:
             return
         try:

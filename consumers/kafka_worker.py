@@ -204,8 +204,7 @@ class KafkaWorker:
         try:
             while not self._stopping.is_set() and not (until and until()):
                 self.poll_once()
-                # Found outside the batch path: a rebalance callback keeps it (raised there, the client
-                # would wrap it in its own error, kafka-python as "User rebalance callback throws an error").
+                # Found outside the batch path: kept by a rebalance callback (prepare_rebalance_commit).
                 if self.failure is not None:
                     raise self.failure
                 if self._dirty and time.monotonic() - self._last_commit >= self.settings.commit_interval_seconds:
@@ -337,6 +336,15 @@ class KafkaWorker:
         assigned = self.assignment()
         return {tp: offset for tp, offset in self.offsets.items()
                 if tp in assigned and tp not in self._unconfirmed and self.committed.get(tp) != offset}
+
+    def prepare_rebalance_commit(self) -> dict[Partition, int]:
+        """``prepare_commit`` for a rebalance callback: a refused dead letter stays in ``self.failure``, and
+        the poll loop stops on it with its own line (raised in the callback, the client would wrap it in its
+        own error, kafka-python's as "User rebalance callback throws an error")."""
+        try:
+            return self.prepare_commit()
+        except DeadLettersUndelivered:
+            return {}
 
     def commit(self, reason: str) -> bool:
         """Commit the offsets applied (after prepare_commit). False if the broker refused."""
