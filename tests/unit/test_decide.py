@@ -59,9 +59,14 @@ def _registry(collector):
     return registry
 
 
-COUNTS = '# TYPE fairwatch_group_events counter\n' + "".join(
-    f'fairwatch_group_events_total{{model="m",attribute="sex",group="{g}",cell="{c}"}} {v}\n'
-    for g in ("F", "M") for c, v in (("predictions", 10.0), ("positives", 4.0)))
+def metrics_text(groups: dict[str, dict[str, float]]) -> str:
+    """One worker's /metrics text of model m, attribute sex: group -> cell -> count."""
+    return "# TYPE fairwatch_group_events counter\n" + "".join(
+        f'fairwatch_group_events_total{{model="m",attribute="sex",group="{g}",cell="{c}"}} {float(v)}\n'
+        for g, cells in groups.items() for c, v in cells.items())
+
+
+COUNTS = metrics_text({g: {"predictions": 10, "positives": 4} for g in ("F", "M")})
 BAD_BODIES = {  # body -> what the one stderr line must say
     b"<html><body>Bad gateway</body></html>": "invalid metric name",
     b"\xff\xfe\x00\x81 not text": "not UTF-8",
@@ -134,9 +139,7 @@ def _exposition(**cells: float) -> str:
     rows = {"F": cells}
     if cells.get("predictions"):
         rows["M"] = {"predictions": 10, "positives": 4, "tp": 2, "fp": 1, "tn": 5, "fn": 1}
-    return "# TYPE fairwatch_group_events counter\n" + "".join(
-        f'fairwatch_group_events_total{{model="m",attribute="sex",group="{g}",cell="{c}"}} {float(v)}\n'
-        for g, row in rows.items() for c, v in row.items())
+    return metrics_text(rows)
 
 
 CONFIG = MonitorConfig(attributes=["sex"], count_windows=[], time_windows_seconds=[])
@@ -162,9 +165,7 @@ def test_a_group_whose_counts_fall_while_the_predictions_rise_starts_the_decisio
     # Worker b restarted without its state while worker a grew past it: the sum of the predictions rose,
     # group F's fell. A negative increase fed to the sequences is no count; start over, as when the total falls.
     def worker(**groups: tuple[int, int]) -> str:  # group -> (predictions, positives)
-        return "# TYPE fairwatch_group_events counter\n" + "".join(
-            f'fairwatch_group_events_total{{model="m",attribute="sex",group="{g}",cell="{cell}"}} {float(v)}\n'
-            for g, counts in groups.items() for cell, v in zip(("predictions", "positives"), counts))
+        return metrics_text({g: {"predictions": n, "positives": x} for g, (n, x) in groups.items()})
 
     decisions = {}
     decide_once(decisions, [worker(F=(10, 4), M=(10, 4)), worker(F=(10, 4), M=(10, 4))], CONFIG)
